@@ -1,0 +1,75 @@
+"""Append-only mapping between external string ids and dense row indices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+MAX_ID_BYTES = 256
+
+
+def validate_id(value: str, field: str) -> str:
+    """Return ``value`` if it is a usable id, else raise ValueError naming ``field``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{field}: expected str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{field}: must not be empty")
+    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+        raise ValueError(f"{field}: longer than {MAX_ID_BYTES} bytes")
+    return value
+
+
+class IdMap:
+    """Dense, append-only ``str -> int`` index. Indices never change once given."""
+
+    __slots__ = ("_ids", "_index")
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._ids: list[str] = []
+        self._index: dict[str, int] = {}
+        for value in ids:
+            if value in self._index:
+                raise ValueError(f"duplicate id {value!r}")
+            self.add(value)
+
+    def add(self, value: str) -> int:
+        """Index of ``value``, appending it if new."""
+        index = self._index.get(value)
+        if index is None:
+            index = len(self._ids)
+            self._ids.append(value)
+            self._index[value] = index
+        return index
+
+    def get(self, value: str) -> int | None:
+        return self._index.get(value)
+
+    def index(self, value: str) -> int:
+        """Index of a known id; KeyError for an unknown one."""
+        return self._index[value]
+
+    def indices(self, values: Iterable[str]) -> list[int]:
+        """Indices of the known ids among ``values`` (unknown ones are skipped)."""
+        lookup = self._index
+        return [lookup[v] for v in values if v in lookup]
+
+    def id_of(self, index: int) -> str:
+        return self._ids[index]
+
+    @property
+    def ids(self) -> Sequence[str]:
+        return self._ids
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._index
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def copy(self) -> IdMap:
+        clone = IdMap()
+        clone._ids = list(self._ids)
+        clone._index = dict(self._index)
+        return clone

@@ -1,0 +1,65 @@
+"""Feature-token embeddings: how a user or item vector is composed from its tokens.
+
+LightFM represents an entity as the weighted sum of the embeddings of its features
+(identity and metadata tokens such as ``category=shoes``). Keeping the token embeddings
+lets the server and the edge build vectors for entities the model has never seen
+(cold start) from their tokens alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from shelfrank.core.ids import IdMap
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class TokenEmbeddings:
+    """Embeddings and biases of metadata tokens, plus the weight rule used in training."""
+
+    def __init__(
+        self,
+        vocabulary: IdMap,
+        embeddings: FloatArray,
+        biases: FloatArray,
+        *,
+        identity_weight: float,
+    ) -> None:
+        if embeddings.shape[0] != len(vocabulary) or biases.shape[0] != len(vocabulary):
+            raise ValueError(
+                f"token table rows disagree: {len(vocabulary)} tokens, "
+                f"{embeddings.shape[0]} embeddings, {biases.shape[0]} biases"
+            )
+        if identity_weight < 0:
+            raise ValueError(f"identity_weight: must be >= 0, got {identity_weight}")
+        self.vocabulary = vocabulary
+        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.biases = np.ascontiguousarray(biases, dtype=np.float32)
+        self.identity_weight = identity_weight
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def known_tokens(self, tokens: Sequence[str]) -> list[int]:
+        return sorted(set(self.vocabulary.indices(tokens)))
+
+    def compose(self, tokens: Sequence[str]) -> tuple[FloatArray, float]:
+        """Vector and bias of an entity without a trained identity, from its tokens.
+
+        Each token keeps the weight it has in a trained entity's row,
+        ``1 / (identity_weight + n_tokens)``: the identity's share is simply absent. This
+        matches how the token embeddings were trained (see the hybrid model's docs).
+        Unknown tokens are ignored; with none known the result is the zero vector.
+        """
+        rows = self.known_tokens(tokens)
+        if not rows:
+            return np.zeros(self.dim, np.float32), 0.0
+        weight = np.float32(1.0 / (self.identity_weight + len(rows)))
+        vector = self.embeddings[rows].sum(axis=0) * weight
+        bias = float(self.biases[rows].sum() * weight)
+        return vector.astype(np.float32), bias

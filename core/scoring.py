@@ -1,0 +1,135 @@
+"""Exact scoring of items for a user vector and top-k selection with filters.
+
+score(user, item) = user_vector · item_vector + item_bias + user_bias, which is exactly
+what ``LightFM.predict`` computes from the exported representations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from shelfrank.core.ids import IdMap
+
+FloatArray = npt.NDArray[np.float32]
+IndexArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Item row indices and their scores, best first."""
+
+    indices: IndexArray
+    scores: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+
+def as_index_array(values: object | None) -> IndexArray | None:
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.int64).reshape(-1)
+    return array
+
+
+def top_k(
+    scores: npt.NDArray[np.floating],
+    k: int,
+    *,
+    exclude: IndexArray | None = None,
+    candidates: IndexArray | None = None,
+) -> TopK:
+    """Best ``k`` rows of ``scores`` (ties broken by lower index), skipping ``exclude``.
+
+    With ``candidates`` only those rows compete, ``scores`` still being indexed by row.
+    ``scores`` is not modified.
+    """
+    if k <= 0:
+        raise ValueError(f"k: must be positive, got {k}")
+    if candidates is not None:
+        pool = np.unique(candidates)
+        if exclude is not None and exclude.size:
+            pool = pool[~np.isin(pool, exclude)]
+        values = scores[pool].astype(np.float32, copy=False)
+    else:
+        pool = None
+        values = scores.astype(np.float32, copy=True)
+        if exclude is not None and exclude.size:
+            values[exclude] = -np.inf
+    finite = np.isfinite(values)
+    count = min(k, int(finite.sum()))
+    if count == 0:
+        return TopK(np.empty(0, np.int64), np.empty(0, np.float32))
+    if count < values.size:
+        part = np.argpartition(-values, count - 1)[:count]
+    else:
+        part = np.flatnonzero(finite)
+    order = np.lexsort((part, -values[part]))
+    chosen = part[order]
+    rows = pool[chosen] if pool is not None else chosen
+    return TopK(rows.astype(np.int64), values[chosen].astype(np.float32))
+
+
+class ScoringTable:
+    """Item side of the serving model: vectors, biases and the item id map."""
+
+    def __init__(self, item_ids: IdMap, item_vectors: FloatArray, item_biases: FloatArray) -> None:
+        if item_vectors.ndim != 2 or item_biases.ndim != 1:
+            raise ValueError("item_vectors must be 2-d and item_biases 1-d")
+        if item_vectors.shape[0] != len(item_ids) or item_biases.shape[0] != len(item_ids):
+            raise ValueError(
+                f"item table rows disagree: {len(item_ids)} ids, {item_vectors.shape[0]} vectors, "
+                f"{item_biases.shape[0]} biases"
+            )
+        self.item_ids = item_ids
+        self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+        self.item_biases = np.ascontiguousarray(item_biases, dtype=np.float32)
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def scores(
+        self, user_vector: FloatArray, user_bias: float = 0.0, rows: IndexArray | None = None
+    ) -> FloatArray:
+        """Scores of all items, or of ``rows`` only, for one user."""
+        if rows is None:
+            out = self.item_vectors @ user_vector
+            out += self.item_biases
+        else:
+            out = self.item_vectors[rows] @ user_vector
+            out += self.item_biases[rows]
+        out += np.float32(user_bias)
+        return out
+
+    def scores_many(self, user_vectors: FloatArray, user_biases: FloatArray) -> FloatArray:
+        """Scores for a batch of users: shape (users, items)."""
+        out = user_vectors @ self.item_vectors.T
+        out += self.item_biases[None, :]
+        out += user_biases[:, None]
+        return out
+
+    def recommend(
+        self,
+        user_vector: FloatArray,
+        user_bias: float,
+        k: int,
+        *,
+        exclude: IndexArray | None = None,
+        candidates: IndexArray | None = None,
+    ) -> TopK:
+        if candidates is not None:
+            pool = np.unique(candidates)
+            sub = self.scores(user_vector, user_bias, rows=pool)
+            local_exclude = None
+            if exclude is not None and exclude.size:
+                local_exclude = np.flatnonzero(np.isin(pool, exclude))
+            best = top_k(sub, k, exclude=local_exclude)
+            return TopK(pool[best.indices], best.scores)
+        return top_k(self.scores(user_vector, user_bias), k, exclude=exclude)

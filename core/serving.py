@@ -1,0 +1,169 @@
+"""The serving model: everything needed to recommend, in numpy, without LightFM.
+
+How a user is represented, in order of preference:
+
+1. ``trained``: the user was in the training data; their exported vector and bias
+   (optionally refined by fold-in of events newer than the model).
+2. ``fold-in``: unknown to the model but with a history; the vector is folded in
+   against the fixed item vectors, starting from the features-based vector.
+3. ``features``: unknown, no history, but with metadata tokens; the vector composed from
+   the user token embeddings.
+4. ``popularity``: nothing known; items ranked by training popularity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from shelfrank.core.foldin import FoldInConfig, fold_in_user
+from shelfrank.core.ids import IdMap
+from shelfrank.core.representation import TokenEmbeddings
+from shelfrank.core.scoring import IndexArray, ScoringTable, TopK, top_k
+
+FloatArray = npt.NDArray[np.float32]
+UserSource = Literal["trained", "fold-in", "features", "popularity"]
+
+
+@dataclass(frozen=True)
+class UserVector:
+    vector: FloatArray | None
+    bias: float
+    source: UserSource
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """Compressed rows of integer indices (CSR without values)."""
+
+    indptr: IndexArray
+    indices: IndexArray
+
+    def __post_init__(self) -> None:
+        if self.indptr.ndim != 1 or self.indices.ndim != 1 or self.indptr.size == 0:
+            raise ValueError("SparseRows needs 1-d indptr (non-empty) and indices")
+        if (
+            self.indptr[0] != 0
+            or self.indptr[-1] != self.indices.size
+            or np.any(np.diff(self.indptr) < 0)
+        ):
+            raise ValueError("SparseRows indptr is not a valid monotonic offset array")
+
+    @classmethod
+    def empty(cls, rows: int) -> SparseRows:
+        return cls(np.zeros(rows + 1, np.int64), np.empty(0, np.int64))
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.indptr.size - 1)
+
+    def row(self, index: int) -> IndexArray:
+        return self.indices[self.indptr[index] : self.indptr[index + 1]]
+
+
+@dataclass
+class ServingModel:
+    items: ScoringTable
+    item_tokens: SparseRows
+    item_token_embeddings: TokenEmbeddings
+    user_ids: IdMap
+    user_vectors: FloatArray
+    user_biases: FloatArray
+    user_token_embeddings: TokenEmbeddings
+    item_popularity: FloatArray
+    seen: SparseRows
+    fold_in: FoldInConfig = field(default_factory=FoldInConfig)
+    model_version: str = ""
+
+    def __post_init__(self) -> None:
+        n_users, n_items = len(self.user_ids), len(self.items)
+        if self.user_vectors.shape != (n_users, self.items.dim):
+            raise ValueError(
+                f"user_vectors has shape {self.user_vectors.shape}, "
+                f"expected ({n_users}, {self.items.dim})"
+            )
+        if self.user_biases.shape != (n_users,):
+            raise ValueError(f"user_biases has shape {self.user_biases.shape}, expected {n_users}")
+        if self.item_popularity.shape != (n_items,):
+            raise ValueError("item_popularity must have one value per item")
+        if self.item_tokens.n_rows != n_items:
+            raise ValueError("item_tokens must have one row per item")
+        if self.seen.n_rows != n_users:
+            raise ValueError("seen must have one row per user")
+        for name, rows, bound in (
+            ("item_tokens", self.item_tokens, len(self.item_token_embeddings.vocabulary)),
+            ("seen", self.seen, n_items),
+        ):
+            if rows.indices.size and (rows.indices.min() < 0 or rows.indices.max() >= bound):
+                raise ValueError(f"{name} refers to rows outside [0, {bound})")
+        for name, emb in (
+            ("item", self.item_token_embeddings),
+            ("user", self.user_token_embeddings),
+        ):
+            if emb.dim != self.items.dim:
+                raise ValueError(
+                    f"{name} token embeddings have dim {emb.dim}, expected {self.items.dim}"
+                )
+
+    @property
+    def item_ids(self) -> IdMap:
+        return self.items.item_ids
+
+    def user_vector(
+        self,
+        user_id: str,
+        *,
+        tokens: Sequence[str] = (),
+        history_rows: IndexArray | None = None,
+        history_weights: npt.NDArray[np.floating] | None = None,
+    ) -> UserVector:
+        """Representation of a user, from the best information available."""
+        row = self.user_ids.get(user_id)
+        has_history = history_rows is not None and history_rows.size > 0
+        prior: FloatArray | None
+        if row is not None:
+            prior, bias, source = self.user_vectors[row], float(self.user_biases[row]), "trained"
+        elif tokens and self.user_token_embeddings.known_tokens(tokens):
+            prior, bias = self.user_token_embeddings.compose(tokens)
+            source = "features"
+        else:
+            prior, bias, source = None, 0.0, "popularity"
+        if not has_history:
+            return UserVector(prior, bias, source)  # type: ignore[arg-type]
+        if history_weights is None:
+            raise ValueError("history_weights: required when history_rows are given")
+        vector = fold_in_user(
+            self.items.item_vectors,
+            self.items.item_biases,
+            history_rows,  # type: ignore[arg-type]
+            history_weights,
+            prior,
+            self.fold_in,
+        )
+        return UserVector(vector, bias, "trained" if row is not None else "fold-in")
+
+    def seen_rows(self, user_id: str) -> IndexArray:
+        row = self.user_ids.get(user_id)
+        return self.seen.row(row) if row is not None else np.empty(0, np.int64)
+
+    def rank(
+        self,
+        user: UserVector,
+        k: int,
+        *,
+        exclude: IndexArray | None = None,
+        candidates: IndexArray | None = None,
+    ) -> TopK:
+        """Top-k item rows for a resolved user."""
+        if user.vector is None:
+            return top_k(self.item_popularity, k, exclude=exclude, candidates=candidates)
+        return self.items.recommend(
+            user.vector, user.bias, k, exclude=exclude, candidates=candidates
+        )
+
+    def item_rows(self, item_ids: Sequence[str]) -> IndexArray:
+        return np.array(self.items.item_ids.indices(item_ids), dtype=np.int64)

@@ -1,0 +1,261 @@
+"""The hybrid LightFM recommender: training, export to the serving model, persistence.
+
+LightFM is used for training only. Serving runs on exported numpy vectors
+(:class:`shelfrank.core.serving.ServingModel`), whose scores equal ``LightFM.predict``.
+LightFM's ``fit_partial`` is not thread-safe: one model is trained by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from lightfm import LightFM
+from tqdm import tqdm
+
+from shelfrank.core.model_format import (
+    read_model_directory,
+    save_model_directory,
+    serving_model_from,
+)
+from shelfrank.core.representation import TokenEmbeddings
+from shelfrank.core.serving import ServingModel, SparseRows
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.training_data import TrainingData, build_training_data
+
+EpochCallback = Callable[[int, "HybridModel"], None]
+_STATE_ARRAYS = (
+    "item_embeddings",
+    "item_embedding_gradients",
+    "item_embedding_momentum",
+    "item_biases",
+    "item_bias_gradients",
+    "item_bias_momentum",
+    "user_embeddings",
+    "user_embedding_gradients",
+    "user_embedding_momentum",
+    "user_biases",
+    "user_bias_gradients",
+    "user_bias_momentum",
+)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    users: int
+    items: int
+    interactions: int
+    epochs: int
+    fit_seconds: float
+    total_seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"trained on {self.interactions} interactions ({self.users} users, {self.items} "
+            f"items), {self.epochs} epochs in {self.fit_seconds:.2f}s "
+            f"({self.total_seconds:.2f}s with data preparation and export)"
+        )
+
+
+def new_lightfm(config: TrainConfig) -> LightFM:
+    return LightFM(
+        no_components=config.components,
+        loss=config.loss,
+        learning_schedule=config.learning_schedule,
+        learning_rate=config.learning_rate,
+        rho=config.rho,
+        epsilon=config.epsilon,
+        item_alpha=config.item_alpha,
+        user_alpha=config.user_alpha,
+        max_sampled=config.max_sampled,
+        random_state=np.random.RandomState(config.seed),
+    )
+
+
+class HybridModel:
+    """A trained hybrid model: LightFM state plus the id and feature spaces."""
+
+    def __init__(
+        self, config: TrainConfig, data: TrainingData, lightfm: LightFM, model_version: str = ""
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.lightfm = lightfm
+        self.model_version = model_version
+        self.summary: TrainSummary | None = None
+
+    @classmethod
+    def train(
+        cls,
+        interactions: Interactions,
+        config: TrainConfig | None = None,
+        *,
+        items: FeatureTable | None = None,
+        users: FeatureTable | None = None,
+        progress: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> HybridModel:
+        cfg = config or TrainConfig()
+        started = time.perf_counter()
+        data = build_training_data(interactions, cfg, items=items, users=users)
+        if data.weights.nnz == 0:
+            raise ValueError("interactions: no positive interaction to train on")
+        model = cls(cfg, data, new_lightfm(cfg))
+        fit_seconds = model.fit(cfg.epochs, progress=progress, on_epoch=on_epoch)
+        model.model_version = model.content_version()
+        model.summary = TrainSummary(
+            users=data.shape[0],
+            items=data.shape[1],
+            interactions=int(data.weights.nnz),
+            epochs=cfg.epochs,
+            fit_seconds=fit_seconds,
+            total_seconds=time.perf_counter() - started,
+        )
+        return model
+
+    def fit(
+        self, epochs: int, *, progress: bool = False, on_epoch: EpochCallback | None = None
+    ) -> float:
+        """Run ``epochs`` more epochs; returns the seconds spent inside LightFM."""
+        user_features = self.data.users.matrix()
+        item_features = self.data.items.matrix()
+        interactions = self.data.weights
+        weights = None if self.config.loss == "warp-kos" else interactions
+        spent = 0.0
+        bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not progress, leave=False)
+        try:
+            for epoch in range(epochs):
+                tick = time.perf_counter()
+                self.lightfm.fit_partial(
+                    interactions,
+                    user_features=user_features,
+                    item_features=item_features,
+                    sample_weight=weights,
+                    epochs=1,
+                    num_threads=self.config.num_threads,
+                )
+                spent += time.perf_counter() - tick
+                bar.update(1)
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, self)
+        finally:
+            bar.close()
+        return spent
+
+    # -- export -----------------------------------------------------------------------------
+    def _representations(
+        self, side: str
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Exported vectors and biases: exactly LightFM's representation, except for
+        entities without any positive training interaction. Their identity embedding
+        was never pulled towards anything (at most pushed away as a WARP negative), so
+        they are served from their metadata tokens alone, as a brand-new entity would
+        be (cold start)."""
+        space = self.data.users if side == "user" else self.data.items
+        matrix = space.matrix()
+        embeddings = getattr(self.lightfm, f"{side}_embeddings")
+        biases = getattr(self.lightfm, f"{side}_biases")
+        vectors = np.asarray(matrix @ embeddings, dtype=np.float32)
+        bias = np.asarray(matrix @ biases, dtype=np.float32)
+        axis = 1 if side == "user" else 0
+        positives = np.asarray((self.data.weights > 0).sum(axis=axis)).ravel()
+        tokens = self._token_embeddings(side)
+        for row in np.flatnonzero(positives == 0).tolist():
+            entity_tokens = space.tokens_of(row)
+            if entity_tokens:
+                vectors[row], bias[row] = tokens.compose(entity_tokens)
+        return vectors, bias
+
+    def _token_embeddings(self, side: str) -> TokenEmbeddings:
+        space = self.data.users if side == "user" else self.data.items
+        vocabulary, columns = space.token_vocabulary()
+        embeddings = getattr(self.lightfm, f"{side}_embeddings")[columns]
+        biases = getattr(self.lightfm, f"{side}_biases")[columns]
+        return TokenEmbeddings(
+            vocabulary,
+            embeddings.astype(np.float32),
+            biases.astype(np.float32),
+            identity_weight=self.config.identity_weight,
+        )
+
+    def to_serving(self) -> ServingModel:
+        from shelfrank.core.scoring import ScoringTable
+
+        item_vectors, item_biases = self._representations("item")
+        user_vectors, user_biases = self._representations("user")
+        indptr, indices = self.data.items.token_rows()
+        return ServingModel(
+            items=ScoringTable(self.data.items.entities.copy(), item_vectors, item_biases),
+            item_tokens=SparseRows(indptr, indices),
+            item_token_embeddings=self._token_embeddings("item"),
+            user_ids=self.data.users.entities.copy(),
+            user_vectors=user_vectors,
+            user_biases=user_biases,
+            user_token_embeddings=self._token_embeddings("user"),
+            item_popularity=self.data.popularity,
+            seen=self.data.seen,
+            fold_in=self.config.fold_in,
+            model_version=self.model_version,
+        )
+
+    def content_version(self) -> str:
+        """A version id: UTC time plus a hash of the learned parameters."""
+        digest = hashlib.sha256()
+        for name in ("item_embeddings", "item_biases", "user_embeddings", "user_biases"):
+            digest.update(np.ascontiguousarray(getattr(self.lightfm, name)).tobytes())
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return f"{stamp}-{digest.hexdigest()[:10]}"
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        from shelfrank.server.model_state import training_state_arrays
+
+        metadata = {
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "params": self.config.to_json(),
+            "training": {"interactions": int(self.data.weights.nnz)},
+        }
+        return save_model_directory(
+            directory,
+            self.to_serving(),
+            metadata=metadata,
+            extra_groups={"training": training_state_arrays(self)},
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> HybridModel:
+        from shelfrank.server.model_state import restore_model
+
+        artifact = read_model_directory(directory)
+        serving_model_from(artifact)  # validates the serving half too
+        return restore_model(artifact)
+
+
+def lightfm_state(model: LightFM) -> dict[str, npt.NDArray[Any]]:
+    return {name: getattr(model, name) for name in _STATE_ARRAYS}
+
+
+def predict_matrix(
+    model: HybridModel, user_rows: npt.NDArray[np.int64], item_rows: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    """LightFM's own prediction for (user, item) pairs (reference for tests)."""
+    scores = model.lightfm.predict(
+        user_rows.astype(np.int32),
+        item_rows.astype(np.int32),
+        user_features=model.data.users.matrix(),
+        item_features=model.data.items.matrix(),
+        num_threads=1,
+    )
+    return np.asarray(scores, dtype=np.float32)
+
+
+__all__ = ["HybridModel", "TrainSummary", "lightfm_state", "new_lightfm", "predict_matrix", "sp"]

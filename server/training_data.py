@@ -1,0 +1,98 @@
+"""From imported events and metadata to LightFM's matrices.
+
+Several events for the same (user, item) pair become one training interaction whose
+weight is the strongest positive signal among them (an explicit ``weight`` column
+overrides the event type's weight). A dismissal is never positive: it cancels weak
+evidence (anything below an add-to-cart) for that pair, and the item still counts as seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from shelfrank.core.events import EventType
+from shelfrank.core.serving import SparseRows
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.feature_space import FeatureSpace
+
+
+@dataclass
+class TrainingData:
+    users: FeatureSpace
+    items: FeatureSpace
+    weights: sp.coo_matrix  # users x items, strongest positive signal per pair
+    seen: SparseRows  # every item each user had any event with
+    popularity: npt.NDArray[np.float32]  # summed pair weights per item
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.users.entities), len(self.items.entities)
+
+
+def event_weights(interactions: Interactions, config: TrainConfig) -> npt.NDArray[np.float32]:
+    """Per-event weight: explicit weight, else the event type's; 0 for dismissals."""
+    table = np.zeros(max(EventType) + 1, dtype=np.float32)
+    for kind, weight in config.event_weights.items():
+        table[int(kind)] = 0.0 if kind is EventType.DISMISS else weight
+    weights = table[interactions.event_types.astype(np.int64)]
+    explicit = ~np.isnan(interactions.weights) & (
+        interactions.event_types != int(EventType.DISMISS)
+    )
+    weights[explicit] = interactions.weights[explicit]
+    return weights
+
+
+def build_training_data(
+    interactions: Interactions,
+    config: TrainConfig,
+    items: FeatureTable | None = None,
+    users: FeatureTable | None = None,
+) -> TrainingData:
+    user_space = FeatureSpace(config.identity_weight, use_tokens=config.use_user_features)
+    item_space = FeatureSpace(config.identity_weight, use_tokens=config.use_item_features)
+    # Catalogue entities first (in file order), then ids only seen in events.
+    for table, space in ((users, user_space), (items, item_space)):
+        if table is not None:
+            for entity, tokens in zip(table.ids, table.tokens, strict=True):
+                space.add(entity, tokens)
+    user_rows = user_space.add_many(interactions.user_ids)
+    item_rows = item_space.add_many(interactions.item_ids)
+    n_users, n_items = len(user_space.entities), len(item_space.entities)
+
+    weights = event_weights(interactions, config)
+    keys = user_rows * n_items + item_rows
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = (
+        np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        if keys.size
+        else (np.empty(0, np.int64))
+    )
+    pair_keys = sorted_keys[starts]
+    strongest = np.maximum.reduceat(weights[order], starts) if keys.size else np.empty(0)
+    is_dismiss = (interactions.event_types[order] == int(EventType.DISMISS)).astype(np.int8)
+    dismissed = (
+        np.maximum.reduceat(is_dismiss, starts).astype(bool) if keys.size else (np.empty(0, bool))
+    )
+    strong_floor = config.event_weights[EventType.ADD_TO_CART]
+    strongest = np.where(dismissed & (strongest < strong_floor), 0.0, strongest)
+
+    pair_users = pair_keys // n_items if n_items else pair_keys
+    pair_items = pair_keys % n_items if n_items else pair_keys
+    positive = strongest > 0
+    matrix = sp.coo_matrix(
+        (strongest[positive].astype(np.float32), (pair_users[positive], pair_items[positive])),
+        shape=(n_users, n_items),
+    )
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pair_users, minlength=n_users), out=indptr[1:])
+    seen = SparseRows(indptr, pair_items.astype(np.int64))  # keys are sorted by user, item
+    popularity = np.bincount(
+        pair_items[positive], weights=strongest[positive], minlength=n_items
+    ).astype(np.float32)
+    return TrainingData(user_space, item_space, matrix, seen, popularity)
