@@ -64,7 +64,13 @@ def top_k(
     if count == 0:
         return TopK(np.empty(0, np.int64), np.empty(0, np.float32))
     if count < values.size:
+        # argpartition picks arbitrarily among ties at the boundary; keep the lowest
+        # indices there so results are deterministic.
         part = np.argpartition(-values, count - 1)[:count]
+        threshold = values[part].min()
+        above = np.flatnonzero(values > threshold)
+        tied = np.flatnonzero(values == threshold)[: count - above.size]
+        part = np.concatenate([above, tied])
     else:
         part = np.flatnonzero(finite)
     order = np.lexsort((part, -values[part]))

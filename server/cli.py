@@ -263,16 +263,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from shelfrank.server.evaluation.report import save_plot
     from shelfrank.server.evaluation.runner import evaluate_split, parse_relevant
 
-    config = _train_config(args)
-    relevant = parse_relevant(args.relevant)
-    data = _read_interactions(args.interactions, args.strict, args.quiet)
-    items = _read_features(args.items, "item_id", args.strict, args.quiet)
-    users = _read_features(args.users, "user_id", args.strict, args.quiet)
     needs_test = args.protocol in ("given", "fold-in")
     if needs_test and not args.test:
         raise CommandError(f"--test is required with --protocol {args.protocol}")
     if not needs_test and args.test:
         raise CommandError(f"--test is not used by --protocol {args.protocol}")
+    config = _train_config(args)
+    relevant = parse_relevant(args.relevant)
+    data = _read_interactions(args.interactions, args.strict, args.quiet)
+    items = _read_features(args.items, "item_id", args.strict, args.quiet)
+    users = _read_features(args.users, "user_id", args.strict, args.quiet)
     progress = not args.quiet
     if args.protocol == "fold-in":
         test = _read_interactions(args.test, args.strict, args.quiet)

@@ -1,0 +1,281 @@
+"""The command line end to end, on a slice of MovieLens-100k and on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shelfrank.server.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shelfrank.server", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def ml_slice(ml100k: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ml-100k converted to the import format, ua.base cut to its first 200 users."""
+    out = tmp_path_factory.mktemp("ml")
+    assert main(["import-movielens", "--dir", str(ml100k), "--out", str(out)]) == 0
+    for name in ("ua.base.csv", "ua.test.csv"):
+        lines = (out / name).read_text().splitlines()
+        keep = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= 200]
+        (out / f"slice-{name}").write_text("\n".join(keep) + "\n")
+    return out
+
+
+def test_import_train_recommend_evaluate(ml_slice: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    done = run_cli(
+        "train",
+        "--interactions",
+        str(ml_slice / "slice-ua.base.csv"),
+        "--items",
+        str(ml_slice / "items.csv"),
+        "--users",
+        str(ml_slice / "users.csv"),
+        "--out",
+        str(model),
+        "--epochs",
+        "5",
+        "--seed",
+        "1",
+        "--threads",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"written to {model}" in done.stdout
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["format"] == "shelfrank-model"
+    assert manifest["params"]["epochs"] == 5
+
+    # users 1..3 are known; "new1" is folded in from a history; candidates restrict ranking
+    (tmp_path / "users.txt").write_text("1\n2\n\n3\nnew1\n")
+    (tmp_path / "history.csv").write_text(
+        "user_id,item_id,event_type\nnew1,50,purchase\nnew1,172,purchase\nnew1,181,view\n"
+    )
+    (tmp_path / "candidates.txt").write_text("\n".join(str(i) for i in range(1, 301)) + "\n")
+    out = tmp_path / "recs.jsonl"
+    done = run_cli(
+        "recommend",
+        "--model",
+        str(model),
+        "--users",
+        str(tmp_path / "users.txt"),
+        "--k",
+        "7",
+        "--exclude-seen",
+        "--candidates",
+        str(tmp_path / "candidates.txt"),
+        "--history",
+        str(tmp_path / "history.csv"),
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["user_id"] for line in lines] == ["1", "2", "3", "new1"]
+    for line in lines:
+        ids = [item["item_id"] for item in line["items"]]
+        assert len(ids) == 7
+        assert all(1 <= int(i) <= 300 for i in ids)
+        scores = [item["score"] for item in line["items"]]
+        assert scores == sorted(scores, reverse=True)
+    assert not {"50", "172", "181"} & {item["item_id"] for item in lines[3]["items"]}
+
+    done = run_cli(
+        "evaluate",
+        "--protocol",
+        "given",
+        "--interactions",
+        str(ml_slice / "slice-ua.base.csv"),
+        "--test",
+        str(ml_slice / "slice-ua.test.csv"),
+        "--items",
+        str(ml_slice / "items.csv"),
+        "--relevant",
+        "purchase",
+        "--epochs",
+        "5",
+        "--seed",
+        "1",
+        "--json",
+        "-",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["models"]) == {"hybrid", "lightfm-cf", "popularity", "user-knn"}
+    assert report["models"]["hybrid"]["precision"] > report["models"]["popularity"]["precision"]
+
+
+def test_recommend_all_users(tmp_path: Path, toy_csvs: Path) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--interactions",
+                str(toy_csvs / "events.csv"),
+                "--out",
+                str(tmp_path / "m"),
+                "--epochs",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "recommend",
+                "--model",
+                str(tmp_path / "m"),
+                "--users",
+                "all",
+                "--k",
+                "2",
+                "--out",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
+        == 0
+    )
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.fixture
+def toy_csvs(tmp_path: Path) -> Path:
+    (tmp_path / "events.csv").write_text(
+        "user_id,item_id,event_type\na,x,purchase\na,y,view\nb,y,purchase\nc,z,view\nb,x,,\nq,,view\n"
+    )
+    return tmp_path
+
+
+def test_bad_rows_are_reported_and_strict_makes_them_fatal(toy_csvs: Path, tmp_path: Path) -> None:
+    events = str(toy_csvs / "events.csv")
+    done = run_cli("train", "--interactions", events, "--out", str(tmp_path / "m"), "--epochs", "1")
+    assert done.returncode == 0
+    assert "6 rows, 4 accepted, 2 rejected" in done.stderr
+    assert f"{events}:6: expected 3 columns, got 4" in done.stderr
+    assert f"{events}:7: missing item_id" in done.stderr
+    done = run_cli("train", "--interactions", events, "--out", str(tmp_path / "m2"), "--strict")
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"shelfrank: error: {events}:6: expected 3 columns, got 4"
+    assert not (tmp_path / "m2").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["train", "--interactions", "missing.csv", "--out", "m"],
+            1,
+            "missing.csv: file not found",
+        ),
+        (["train", "--out", "m"], 2, "the following arguments are required: --interactions"),
+        (
+            ["train", "--interactions", "x.csv", "--out", "m", "--epochs", "0"],
+            2,
+            "--epochs: must be positive",
+        ),
+        (
+            ["train", "--interactions", "x.csv", "--out", "m", "--event-weight", "like=2"],
+            2,
+            "unknown value 'like'",
+        ),
+        (
+            ["recommend", "--model", "nowhere", "--users", "all", "--k", "3", "--out", "o"],
+            1,
+            "nowhere: not a directory",
+        ),
+        (
+            ["recommend", "--model", "m", "--users", "all", "--k", "-1", "--out", "o"],
+            2,
+            "--k: must be positive",
+        ),
+        (["evaluate", "--protocol", "given", "--interactions", "x.csv"], 1, "--test is required"),
+        (
+            ["evaluate", "--protocol", "bogus", "--interactions", "x.csv"],
+            2,
+            "invalid choice: 'bogus'",
+        ),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    (tmp_path / "x.csv").write_text("user_id,item_id\nu,i\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "shelfrank.server", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    if code == 1:
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bad_header_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "e.csv").write_text("customer,item_id\nu,i\n")
+    done = run_cli("train", "--interactions", str(tmp_path / "e.csv"), "--out", str(tmp_path / "m"))
+    assert done.returncode == 1
+    assert f"{tmp_path / 'e.csv'}:1: unknown column 'customer'" in done.stderr
+
+
+def test_corrupted_model_is_refused_by_recommend(tmp_path: Path, toy_csvs: Path) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--interactions",
+                str(toy_csvs / "events.csv"),
+                "--out",
+                str(tmp_path / "m"),
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    (tmp_path / "m" / "serving.npz").write_bytes(b"garbage")
+    done = run_cli(
+        "recommend",
+        "--model",
+        str(tmp_path / "m"),
+        "--users",
+        "all",
+        "--k",
+        "2",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert done.returncode == 1
+    assert "serving.npz: size is 7 bytes" in done.stderr
+
+
+def test_synth_command_writes_readable_files(tmp_path: Path) -> None:
+    assert (
+        main(["synth", "--items", "50", "--users", "20", "--events", "300", "--out", str(tmp_path)])
+        == 0
+    )
+    from shelfrank.datasets import read_interactions
+
+    table, report = read_interactions(tmp_path / "interactions.csv")
+    assert len(table) == 300
+    assert report.rows_rejected == 0
