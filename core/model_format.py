@@ -72,6 +72,10 @@ def save_model_directory(
             "items": model.item_token_embeddings.identity_weight,
             "users": model.user_token_embeddings.identity_weight,
         },
+        "token_weighting": {
+            "items": model.item_token_embeddings.weighting,
+            "users": model.user_token_embeddings.weighting,
+        },
         "fold_in": {
             "l2": model.fold_in.l2,
             "max_iterations": model.fold_in.max_iterations,
@@ -115,6 +119,7 @@ def serving_model_from(artifact: Artifact) -> ServingModel:
 
     try:
         identity = manifest["identity_weight"]
+        weighting = manifest.get("token_weighting", {"items": "training", "users": "training"})
         fold = FoldInConfig(**manifest["fold_in"])
         items = ScoringTable(
             _ids(artifact, "item_ids"), arr("item_vectors", 2, "f"), arr("item_biases", 1, "f")
@@ -124,12 +129,14 @@ def serving_model_from(artifact: Artifact) -> ServingModel:
             arr("item_token_embeddings", 2, "f"),
             arr("item_token_biases", 1, "f"),
             identity_weight=float(identity["items"]),
+            weighting=weighting["items"],
         )
         user_tokens = TokenEmbeddings(
             _ids(artifact, "user_token_vocab"),
             arr("user_token_embeddings", 2, "f"),
             arr("user_token_biases", 1, "f"),
             identity_weight=float(identity["users"]),
+            weighting=weighting["users"],
         )
         return ServingModel(
             items=items,

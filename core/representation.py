@@ -1,14 +1,20 @@
 """Feature-token embeddings: how a user or item vector is composed from its tokens.
 
 LightFM represents an entity as the weighted sum of the embeddings of its features
-(identity and metadata tokens such as ``category=shoes``). Keeping the token embeddings
-lets the server and the edge build vectors for entities the model has never seen
-(cold start) from their tokens alone.
+(identity and metadata tokens such as ``category=shoes``). Keeping per-token rows lets the
+server and the edge build vectors for entities the model has never seen (cold start) from
+their tokens alone. Two weightings exist:
+
+- ``training``: the rows are LightFM's token embeddings and each token keeps the weight it
+  has in a trained entity's row, ``1 / (identity_weight + n_tokens)`` (used for users);
+- ``unit``: the rows are a ridge map fitted from 0/1 token rows to learned vectors, and
+  every token counts once (used for items; see ``shelfrank.server.cold_start``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -16,10 +22,12 @@ import numpy.typing as npt
 from shelfrank.core.ids import IdMap
 
 FloatArray = npt.NDArray[np.float32]
+TokenWeighting = Literal["training", "unit"]
+TOKEN_WEIGHTINGS: tuple[TokenWeighting, ...] = ("training", "unit")
 
 
 class TokenEmbeddings:
-    """Embeddings and biases of metadata tokens, plus the weight rule used in training."""
+    """Per-token vector and bias rows, plus how a token set is weighted when composed."""
 
     def __init__(
         self,
@@ -28,6 +36,7 @@ class TokenEmbeddings:
         biases: FloatArray,
         *,
         identity_weight: float,
+        weighting: TokenWeighting = "training",
     ) -> None:
         if embeddings.shape[0] != len(vocabulary) or biases.shape[0] != len(vocabulary):
             raise ValueError(
@@ -36,6 +45,9 @@ class TokenEmbeddings:
             )
         if identity_weight < 0:
             raise ValueError(f"identity_weight: must be >= 0, got {identity_weight}")
+        if weighting not in TOKEN_WEIGHTINGS:
+            raise ValueError(f"weighting: must be one of {TOKEN_WEIGHTINGS}, got {weighting!r}")
+        self.weighting: TokenWeighting = weighting
         self.vocabulary = vocabulary
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.biases = np.ascontiguousarray(biases, dtype=np.float32)
@@ -51,15 +63,15 @@ class TokenEmbeddings:
     def compose(self, tokens: Sequence[str]) -> tuple[FloatArray, float]:
         """Vector and bias of an entity without a trained identity, from its tokens.
 
-        Each token keeps the weight it has in a trained entity's row,
-        ``1 / (identity_weight + n_tokens)``: the identity's share is simply absent. This
-        matches how the token embeddings were trained (see the hybrid model's docs).
         Unknown tokens are ignored; with none known the result is the zero vector.
         """
         rows = self.known_tokens(tokens)
         if not rows:
             return np.zeros(self.dim, np.float32), 0.0
-        weight = np.float32(1.0 / (self.identity_weight + len(rows)))
+        if self.weighting == "unit":
+            weight = np.float32(1.0)
+        else:
+            weight = np.float32(1.0 / (self.identity_weight + len(rows)))
         vector = self.embeddings[rows].sum(axis=0) * weight
         bias = float(self.biases[rows].sum() * weight)
         return vector.astype(np.float32), bias

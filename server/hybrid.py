@@ -27,8 +27,10 @@ from shelfrank.core.model_format import (
     serving_model_from,
 )
 from shelfrank.core.representation import TokenEmbeddings
+from shelfrank.core.scoring import ScoringTable
 from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.cold_start import ColdStartMap, fit_cold_start_map
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.training_data import TrainingData, build_training_data
 
@@ -92,6 +94,9 @@ class HybridModel:
         self.lightfm = lightfm
         self.model_version = model_version
         self.summary: TrainSummary | None = None
+        self.cold_start_map: ColdStartMap | None = None
+        self._item_cold: TokenEmbeddings | None = None
+        self._restored_cold_start: dict[str, Any] = {}
 
     @classmethod
     def train(
@@ -111,6 +116,7 @@ class HybridModel:
             raise ValueError("interactions: no positive interaction to train on")
         model = cls(cfg, data, new_lightfm(cfg))
         fit_seconds = model.fit(cfg.epochs, progress=progress, on_epoch=on_epoch)
+        model.item_cold_start()
         model.model_version = model.content_version()
         model.summary = TrainSummary(
             users=data.shape[0],
@@ -126,6 +132,8 @@ class HybridModel:
         self, epochs: int, *, progress: bool = False, on_epoch: EpochCallback | None = None
     ) -> float:
         """Run ``epochs`` more epochs; returns the seconds spent inside LightFM."""
+        self._item_cold = None  # the cold-start map follows the learned vectors
+        self.cold_start_map = None
         user_features = self.data.users.matrix()
         item_features = self.data.items.matrix()
         interactions = self.data.weights
@@ -152,55 +160,92 @@ class HybridModel:
         return spent
 
     # -- export -----------------------------------------------------------------------------
-    def _representations(
+    def _lightfm_representations(
         self, side: str
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Exported vectors and biases: exactly LightFM's representation, except for
-        entities without any positive training interaction. Their identity embedding
-        was never pulled towards anything (at most pushed away as a WARP negative), so
-        they are served from their metadata tokens alone, as a brand-new entity would
-        be (cold start)."""
+        """Exactly LightFM's representations (``get_*_representations``)."""
         space = self.data.users if side == "user" else self.data.items
         matrix = space.matrix()
         embeddings = getattr(self.lightfm, f"{side}_embeddings")
         biases = getattr(self.lightfm, f"{side}_biases")
-        vectors = np.asarray(matrix @ embeddings, dtype=np.float32)
-        bias = np.asarray(matrix @ biases, dtype=np.float32)
-        axis = 1 if side == "user" else 0
-        positives = np.asarray((self.data.weights > 0).sum(axis=axis)).ravel()
-        tokens = self._token_embeddings(side)
-        for row in np.flatnonzero(positives == 0).tolist():
-            entity_tokens = space.tokens_of(row)
-            if entity_tokens:
-                vectors[row], bias[row] = tokens.compose(entity_tokens)
-        return vectors, bias
+        return (
+            np.asarray(matrix @ embeddings, dtype=np.float32),
+            np.asarray(matrix @ biases, dtype=np.float32),
+        )
 
-    def _token_embeddings(self, side: str) -> TokenEmbeddings:
-        space = self.data.users if side == "user" else self.data.items
-        vocabulary, columns = space.token_vocabulary()
-        embeddings = getattr(self.lightfm, f"{side}_embeddings")[columns]
-        biases = getattr(self.lightfm, f"{side}_biases")[columns]
+    def _positive_counts(self, side: str) -> npt.NDArray[np.int64]:
+        axis = 1 if side == "user" else 0
+        return np.asarray((self.data.weights > 0).sum(axis=axis)).ravel().astype(np.int64)
+
+    def user_token_embeddings(self) -> TokenEmbeddings:
+        """LightFM's user token embeddings, composed with their training weights."""
+        vocabulary, columns = self.data.users.token_vocabulary()
         return TokenEmbeddings(
             vocabulary,
-            embeddings.astype(np.float32),
-            biases.astype(np.float32),
+            self.lightfm.user_embeddings[columns].astype(np.float32),
+            self.lightfm.user_biases[columns].astype(np.float32),
             identity_weight=self.config.identity_weight,
         )
 
-    def to_serving(self) -> ServingModel:
-        from shelfrank.core.scoring import ScoringTable
+    def item_cold_start(self) -> TokenEmbeddings:
+        """The ridge map from item tokens to learned item vectors (fitted once per
+        training state, see :mod:`shelfrank.server.cold_start`)."""
+        if self._item_cold is None:
+            vocabulary, _ = self.data.items.token_vocabulary()
+            indptr, indices = self.data.items.token_rows()
+            token_rows = sp.csr_matrix(
+                (np.ones(indices.size), indices, indptr),
+                shape=(len(self.data.items.entities), len(vocabulary)),
+            )
+            item_vectors, item_biases = self._lightfm_representations("item")
+            user_vectors, _ = self._lightfm_representations("user")
+            self.cold_start_map = fit_cold_start_map(
+                token_rows,
+                item_vectors,
+                item_biases,
+                self._positive_counts("item") > 0,
+                user_vectors,
+                sp.csr_matrix(self.data.weights),
+                seed=self.config.seed or 0,
+            )
+            self._item_cold = TokenEmbeddings(
+                vocabulary,
+                self.cold_start_map.token_vectors,
+                self.cold_start_map.token_biases,
+                identity_weight=self.config.identity_weight,
+                weighting="unit",
+            )
+        return self._item_cold
 
-        item_vectors, item_biases = self._representations("item")
-        user_vectors, user_biases = self._representations("user")
+    def _served_representations(
+        self, side: str, tokens: TokenEmbeddings
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """LightFM's representations, except for entities without any positive training
+        interaction: their identity embedding was never pulled towards anything (at most
+        pushed away as a WARP negative), so they are served from their metadata tokens
+        alone, exactly as a brand-new entity would be (cold start)."""
+        space = self.data.users if side == "user" else self.data.items
+        vectors, biases = self._lightfm_representations(side)
+        for row in np.flatnonzero(self._positive_counts(side) == 0).tolist():
+            entity_tokens = space.tokens_of(row)
+            if entity_tokens:
+                vectors[row], biases[row] = tokens.compose(entity_tokens)
+        return vectors, biases
+
+    def to_serving(self) -> ServingModel:
+        item_tokens = self.item_cold_start()
+        user_tokens = self.user_token_embeddings()
+        item_vectors, item_biases = self._served_representations("item", item_tokens)
+        user_vectors, user_biases = self._served_representations("user", user_tokens)
         indptr, indices = self.data.items.token_rows()
         return ServingModel(
             items=ScoringTable(self.data.items.entities.copy(), item_vectors, item_biases),
             item_tokens=SparseRows(indptr, indices),
-            item_token_embeddings=self._token_embeddings("item"),
+            item_token_embeddings=item_tokens,
             user_ids=self.data.users.entities.copy(),
             user_vectors=user_vectors,
             user_biases=user_biases,
-            user_token_embeddings=self._token_embeddings("user"),
+            user_token_embeddings=user_tokens,
             item_popularity=self.data.popularity,
             seen=self.data.seen,
             fold_in=self.config.fold_in,
@@ -223,6 +268,7 @@ class HybridModel:
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "params": self.config.to_json(),
             "training": {"interactions": int(self.data.weights.nnz)},
+            "cold_start": self._cold_start_metadata(),
         }
         return save_model_directory(
             directory,
@@ -231,13 +277,33 @@ class HybridModel:
             extra_groups={"training": training_state_arrays(self)},
         )
 
+    def _cold_start_metadata(self) -> dict[str, Any]:
+        self.item_cold_start()
+        info = self.cold_start_map
+        if info is None:  # restored from disk: the map is in serving.npz, its facts here
+            return self._restored_cold_start
+        return {
+            "items": {
+                "method": "ridge map from 0/1 tokens to learned [vector, bias]",
+                "l2": info.l2,
+                "validation_precision_at_10": {
+                    str(k): round(v, 5) for k, v in info.validation.items()
+                },
+            },
+            "users": {"method": "LightFM token embeddings with training weights"},
+        }
+
     @classmethod
     def load(cls, directory: str | Path) -> HybridModel:
         from shelfrank.server.model_state import restore_model
 
         artifact = read_model_directory(directory)
-        serving_model_from(artifact)  # validates the serving half too
-        return restore_model(artifact)
+        serving = serving_model_from(artifact)  # validates the serving half too
+        model = restore_model(artifact)
+        if serving.item_token_embeddings.weighting == "unit":
+            model._item_cold = serving.item_token_embeddings
+            model._restored_cold_start = dict(artifact.manifest.get("cold_start", {}))
+        return model
 
 
 def lightfm_state(model: LightFM) -> dict[str, npt.NDArray[Any]]:

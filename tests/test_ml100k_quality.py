@@ -1,0 +1,72 @@
+"""The engine's acceptance figures on MovieLens-100k, guarded as regression tests.
+
+Setting (issue 2): ua.base for training, ua.test for testing, ratings >= 4 positive
+(imported as purchases), items seen in training excluded, default training settings with
+a fixed seed and one thread so each run is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from shelfrank.core.events import EventType
+from shelfrank.datasets import movielens
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.evaluation.fold_in import evaluate_fold_in
+from shelfrank.server.evaluation.runner import evaluate_split
+from shelfrank.server.evaluation.splits import cold_items_split, given_split
+
+CONFIG = replace(TrainConfig(), seed=1, num_threads=1)
+PURCHASE = frozenset({EventType.PURCHASE})
+Data = tuple[Interactions, Interactions, FeatureTable, FeatureTable]
+
+
+@pytest.fixture(scope="module")
+def data(ml100k: Path) -> Data:
+    train, _ = movielens.read_ratings(ml100k / "ua.base")
+    test, _ = movielens.read_ratings(ml100k / "ua.test")
+    return train, test, movielens.read_items(ml100k), movielens.read_users(ml100k)
+
+
+def test_warm_precision_beats_target_and_baselines(data: Data) -> None:
+    train, test, items, users = data
+    report = evaluate_split(
+        given_split(train, test),
+        CONFIG,
+        items=items,
+        users=users,
+        models=("hybrid", "popularity", "user-knn"),
+        relevant=PURCHASE,
+    )
+    hybrid = report.result("hybrid").metrics
+    assert hybrid["precision"] >= 0.145
+    assert hybrid["precision"] > report.result("user-knn").metrics["precision"]
+    assert hybrid["precision"] > 2 * report.result("popularity").metrics["precision"]
+    assert report.result("hybrid").users > 900
+
+
+def test_cold_start_items_precision(data: Data) -> None:
+    train, _, items, users = data
+    report = evaluate_split(
+        cold_items_split(train, 0.2, seed=42),
+        CONFIG,
+        items=items,
+        users=users,
+        models=("hybrid",),
+        relevant=PURCHASE,
+    )
+    assert report.result("hybrid").metrics["precision"] >= 0.18
+
+
+def test_fold_in_users_keep_ninety_percent_of_trained_precision(data: Data) -> None:
+    train, test, items, users = data
+    report = evaluate_fold_in(
+        train, test, CONFIG, items=items, users=users, fold_users=100, seed=0, relevant=PURCHASE
+    )
+    assert report.notes["precision_ratio_fold_in_vs_trained"] >= 0.9
+    folded = report.result("hybrid-fold-in").metrics["precision"]
+    assert folded > report.result("hybrid-features-only").metrics["precision"]
