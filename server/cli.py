@@ -95,6 +95,11 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         metavar="TYPE=W",
         help="weight of an event type, e.g. view=0.25",
     )
+    group.add_argument(
+        "--item-cold-start",
+        choices=("ridge", "lightfm"),
+        help="vectors of items without interactions: ridge map (default) or LightFM tokens",
+    )
     group.add_argument("--no-item-features", action="store_true")
     group.add_argument("--no-user-features", action="store_true")
     group.add_argument("--fold-in-l2", type=_positive_float)
@@ -123,6 +128,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         "user_alpha": "user_alpha",
         "max_sampled": "max_sampled",
         "identity_weight": "identity_weight",
+        "item_cold_start": "item_cold_start",
         "threads": "num_threads",
         "seed": "seed",
     }

@@ -11,6 +11,7 @@ from shelfrank.core.events import DEFAULT_EVENT_WEIGHTS, EventType
 from shelfrank.core.foldin import FoldInConfig
 
 LOSSES = ("warp", "bpr", "warp-kos", "logistic")
+ITEM_COLD_START = ("ridge", "lightfm")
 SCHEDULES = ("adagrad", "adadelta")
 
 
@@ -38,6 +39,9 @@ class TrainConfig:
     user_alpha: float = 0.0
     max_sampled: int = 10
     identity_weight: float = 3.0
+    # How items without interactions get vectors: "ridge" (a map from tokens to learned
+    # vectors, see server/cold_start.py) or "lightfm" (LightFM's token embeddings).
+    item_cold_start: str = "ridge"
     use_item_features: bool = True
     use_user_features: bool = True
     event_weights: Mapping[EventType, float] = field(
@@ -64,6 +68,11 @@ class TrainConfig:
             (self.user_alpha >= 0, f"user_alpha: must be >= 0, got {self.user_alpha}"),
             (self.max_sampled >= 1, f"max_sampled: must be >= 1, got {self.max_sampled}"),
             (self.identity_weight > 0, f"identity_weight: must be > 0, got {self.identity_weight}"),
+            (
+                self.item_cold_start in ITEM_COLD_START,
+                f"item_cold_start: must be one of {', '.join(ITEM_COLD_START)}, "
+                f"got {self.item_cold_start!r}",
+            ),
             (self.num_threads >= 1, f"num_threads: must be >= 1, got {self.num_threads}"),
             (
                 self.seed is None or 0 <= self.seed < 2**32,

@@ -177,19 +177,23 @@ class HybridModel:
         axis = 1 if side == "user" else 0
         return np.asarray((self.data.weights > 0).sum(axis=axis)).ravel().astype(np.int64)
 
-    def user_token_embeddings(self) -> TokenEmbeddings:
-        """LightFM's user token embeddings, composed with their training weights."""
-        vocabulary, columns = self.data.users.token_vocabulary()
+    def lightfm_token_embeddings(self, side: str) -> TokenEmbeddings:
+        """LightFM's own token embeddings, composed with their training weights."""
+        space = self.data.users if side == "user" else self.data.items
+        vocabulary, columns = space.token_vocabulary()
         return TokenEmbeddings(
             vocabulary,
-            self.lightfm.user_embeddings[columns].astype(np.float32),
-            self.lightfm.user_biases[columns].astype(np.float32),
+            getattr(self.lightfm, f"{side}_embeddings")[columns].astype(np.float32),
+            getattr(self.lightfm, f"{side}_biases")[columns].astype(np.float32),
             identity_weight=self.config.identity_weight,
         )
 
     def item_cold_start(self) -> TokenEmbeddings:
-        """The ridge map from item tokens to learned item vectors (fitted once per
-        training state, see :mod:`shelfrank.server.cold_start`)."""
+        """How item tokens become a vector: by default the ridge map from tokens to
+        learned item vectors (fitted once per training state, see
+        :mod:`shelfrank.server.cold_start`), else LightFM's token embeddings."""
+        if self._item_cold is None and self.config.item_cold_start == "lightfm":
+            self._item_cold = self.lightfm_token_embeddings("item")
         if self._item_cold is None:
             vocabulary, _ = self.data.items.token_vocabulary()
             indptr, indices = self.data.items.token_rows()
@@ -234,7 +238,7 @@ class HybridModel:
 
     def to_serving(self) -> ServingModel:
         item_tokens = self.item_cold_start()
-        user_tokens = self.user_token_embeddings()
+        user_tokens = self.lightfm_token_embeddings("user")
         item_vectors, item_biases = self._served_representations("item", item_tokens)
         user_vectors, user_biases = self._served_representations("user", user_tokens)
         indptr, indices = self.data.items.token_rows()
@@ -280,6 +284,8 @@ class HybridModel:
     def _cold_start_metadata(self) -> dict[str, Any]:
         self.item_cold_start()
         info = self.cold_start_map
+        if self.config.item_cold_start == "lightfm":
+            return {"items": {"method": "LightFM token embeddings with training weights"}}
         if info is None:  # restored from disk: the map is in serving.npz, its facts here
             return self._restored_cold_start
         return {
@@ -300,7 +306,7 @@ class HybridModel:
         artifact = read_model_directory(directory)
         serving = serving_model_from(artifact)  # validates the serving half too
         model = restore_model(artifact)
-        if serving.item_token_embeddings.weighting == "unit":
+        if model.config.item_cold_start == "ridge":
             model._item_cold = serving.item_token_embeddings
             model._restored_cold_start = dict(artifact.manifest.get("cold_start", {}))
         return model

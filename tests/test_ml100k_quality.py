@@ -70,3 +70,23 @@ def test_fold_in_users_keep_ninety_percent_of_trained_precision(data: Data) -> N
     assert report.notes["precision_ratio_fold_in_vs_trained"] >= 0.9
     folded = report.result("hybrid-fold-in").metrics["precision"]
     assert folded > report.result("hybrid-features-only").metrics["precision"]
+
+
+@pytest.mark.slow
+def test_ridge_cold_start_beats_lightfm_token_embeddings_across_splits(data: Data) -> None:
+    """The cold-start figure depends a lot on which items are held out, so the design
+    choice (ridge map vs LightFM's token embeddings) is checked over several splits."""
+    train, _, items, users = data
+    gains = []
+    for split_seed in range(5):
+        split = cold_items_split(train, 0.2, seed=split_seed)
+        scores = {}
+        for method in ("ridge", "lightfm"):
+            config = replace(CONFIG, item_cold_start=method)
+            report = evaluate_split(
+                split, config, items=items, users=users, models=("hybrid",), relevant=PURCHASE
+            )
+            scores[method] = report.result("hybrid").metrics["precision"]
+        gains.append(scores["ridge"] - scores["lightfm"])
+    assert min(gains) >= -0.005
+    assert sum(gains) / len(gains) > 0.005
