@@ -47,10 +47,18 @@ class ServingRecommender(Recommender):
 
 
 class PopularityRecommender(Recommender):
+    """Most popular first. Ties are broken at random (seeded) rather than by row, so the
+    catalogue's own order (often itself popularity-sorted) cannot leak into the baseline,
+    e.g. among cold items, which all have popularity 0."""
+
     name = "popularity"
 
-    def __init__(self, data: TrainingData) -> None:
-        self.popularity = data.popularity.astype(np.float32)
+    def __init__(self, data: TrainingData, seed: int = 0) -> None:
+        popularity = data.popularity.astype(np.float64)
+        values = np.unique(popularity)
+        gap = float(np.diff(values).min()) if values.size > 1 else 1.0
+        jitter = np.random.default_rng(seed).random(popularity.size) * gap * 0.5
+        self.popularity = (popularity + jitter).astype(np.float32)
 
     def score(self, user_rows: npt.NDArray[np.int64]) -> FloatMatrix:
         return np.tile(self.popularity, (user_rows.size, 1))
