@@ -42,5 +42,9 @@ class UnsupportedFormatError(ModelFileError):
     """A model or snapshot was written by a newer, unknown format version."""
 
 
+class StorageError(ShelfrankError):
+    """The event store cannot be used (unreadable, newer schema, ...)."""
+
+
 class NotFittedError(ShelfrankError):
     """An operation needs a trained model and there is none."""

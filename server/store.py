@@ -1,0 +1,296 @@
+"""Durable, idempotent storage of behaviour events, catalogue items and user profiles.
+
+Embedded default: one SQLite file in WAL mode with ``synchronous=FULL``, so a batch is on
+disk when :meth:`EventStore.append_events` returns (an acknowledged event survives a crash
+of the process or the machine). ``event_id`` is the primary key: the same id again is a
+duplicate and changes nothing, also after a restart. Events of an erased user are
+remembered by id only (``erased_events``), so replaying them cannot resurrect the profile.
+
+Concurrency: one writer connection serialised by a lock; every read opens its own
+short-lived connection (WAL readers never block the writer and see only committed data).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shelfrank.core.errors import StorageError
+from shelfrank.core.events import EventType
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    session_id TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
+CREATE TABLE IF NOT EXISTS erased_events (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, features TEXT NOT NULL,
+                                  updated_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL,
+                                  updated_ms INTEGER NOT NULL) WITHOUT ROWID;
+"""
+# Feature tokens are stored joined by a character that cannot appear in a valid token.
+_TOKEN_SEPARATOR = "\x1f"
+_IN_CHUNK = 500  # stays far below SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: EventType
+    timestamp_ms: int
+    session_id: str = ""
+    query: str = ""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Positions (in the given batch) of newly stored events and of duplicates."""
+
+    accepted: tuple[int, ...]
+    duplicates: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    events: int
+    users_with_events: int
+    items: int
+    users: int
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EventStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._writer = self._connect()
+        with self._lock:
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.executescript(_SCHEMA)
+            row = self._writer.execute(
+                "SELECT value FROM meta WHERE key='schema_version'"
+            ).fetchone()
+            if row is None:
+                self._writer.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path}: store schema {row[0]} is newer than this shelfrank "
+                    f"({SCHEMA_VERSION})"
+                )
+            self._writer.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, timeout=30.0, check_same_thread=False, isolation_level="DEFERRED"
+        )
+        connection.execute("PRAGMA synchronous=FULL")  # durable at commit, WAL included
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten on disk
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            self._writer.commit()
+            self._writer.close()
+
+    # -- writes -------------------------------------------------------------------------------
+    def append_events(self, events: Sequence[StoredEvent]) -> AppendResult:
+        """Store new events in one durable transaction; report duplicates by position.
+
+        An id seen earlier in the same batch, already stored, or belonging to an erased
+        user's history is a duplicate.
+        """
+        with self._lock:
+            known = self._existing_ids([e.event_id for e in events])
+            accepted: list[int] = []
+            duplicates: list[int] = []
+            rows = []
+            for index, event in enumerate(events):
+                if event.event_id in known:
+                    duplicates.append(index)
+                    continue
+                known.add(event.event_id)
+                accepted.append(index)
+                rows.append(
+                    (
+                        event.event_id,
+                        event.user_id,
+                        event.item_id,
+                        int(event.event_type),
+                        event.timestamp_ms,
+                        event.session_id,
+                        event.query,
+                    )
+                )
+            try:
+                self._writer.executemany(
+                    "INSERT INTO events (event_id, user_id, item_id, event_type, timestamp_ms,"
+                    " session_id, query) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+        return AppendResult(tuple(accepted), tuple(duplicates))
+
+    def _existing_ids(self, event_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        unique = list(dict.fromkeys(event_ids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for table in ("events", "erased_events"):
+                found.update(
+                    r[0]
+                    for r in self._writer.execute(
+                        f"SELECT event_id FROM {table} WHERE event_id IN ({marks})", chunk
+                    )
+                )
+        return found
+
+    def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
+        return self._upsert("items", "item_id", items)
+
+    def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int:
+        return self._upsert("users", "user_id", users)
+
+    def _upsert(self, table: str, key: str, rows: Iterable[tuple[str, Sequence[str]]]) -> int:
+        now = _now_ms()
+        values = [(entity, _TOKEN_SEPARATOR.join(tokens), now) for entity, tokens in rows]
+        with self._lock:
+            try:
+                self._writer.executemany(
+                    f"INSERT INTO {table} ({key}, features, updated_ms) VALUES (?, ?, ?) "
+                    f"ON CONFLICT({key}) DO UPDATE SET features=excluded.features, "
+                    "updated_ms=excluded.updated_ms",
+                    values,
+                )
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+        return len(values)
+
+    def delete_user(self, user_id: str) -> tuple[bool, int]:
+        """Erase a user's events and profile; returns (existed, events deleted)."""
+        with self._lock:
+            try:
+                self._writer.execute(
+                    "INSERT OR IGNORE INTO erased_events (event_id) "
+                    "SELECT event_id FROM events WHERE user_id = ?",
+                    (user_id,),
+                )
+                deleted = self._writer.execute(
+                    "DELETE FROM events WHERE user_id = ?", (user_id,)
+                ).rowcount
+                profile = self._writer.execute(
+                    "DELETE FROM users WHERE user_id = ?", (user_id,)
+                ).rowcount
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+        return bool(deleted or profile), int(deleted)
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file (erased rows leave the WAL too)."""
+        with self._lock:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- reads --------------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def events_for_user(self, user_id: str) -> list[StoredEvent]:
+        with self._read() as connection:
+            rows = connection.execute(
+                "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query "
+                "FROM events WHERE user_id = ? ORDER BY seq",
+                (user_id,),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def iter_events(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[tuple[int, StoredEvent]]:
+        """Every stored event after ``after_seq`` in storage order, with its sequence number."""
+        last = after_seq
+        while True:
+            with self._read() as connection:
+                rows = connection.execute(
+                    "SELECT seq, event_id, user_id, item_id, event_type, timestamp_ms, session_id,"
+                    " query FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield int(row[0]), _event(row[1:])
+            last = int(rows[-1][0])
+
+    def item_features(self) -> dict[str, tuple[str, ...]]:
+        return self._features("items", "item_id")
+
+    def user_features(self) -> dict[str, tuple[str, ...]]:
+        return self._features("users", "user_id")
+
+    def _features(self, table: str, key: str) -> dict[str, tuple[str, ...]]:
+        with self._read() as connection:
+            rows = connection.execute(f"SELECT {key}, features FROM {table} ORDER BY {key}")
+            return {r[0]: tuple(t for t in r[1].split(_TOKEN_SEPARATOR) if t) for r in rows}
+
+    def counts(self) -> StoreCounts:
+        with self._read() as connection:
+            events, users_with_events = connection.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM events"
+            ).fetchone()
+            items = connection.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            users = connection.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+        return StoreCounts(int(events), int(users_with_events), int(items), int(users))
+
+    def integrity_check(self) -> str:
+        with self._read() as connection:
+            return str(connection.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _event(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(
+        event_id=str(row[0]),
+        user_id=str(row[1]),
+        item_id=str(row[2]),
+        event_type=EventType(int(row[3])),
+        timestamp_ms=int(row[4]),
+        session_id=str(row[5]),
+        query=str(row[6]),
+    )

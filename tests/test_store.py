@@ -1,0 +1,136 @@
+"""The event store on a real SQLite file: durability, idempotency, erasure."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shelfrank.core.errors import StorageError
+from shelfrank.core.events import EventType
+from shelfrank.server.store import EventStore, StoredEvent
+
+
+def ev(
+    event_id: str, user: str = "u1", item: str = "i1", kind: EventType = EventType.VIEW
+) -> StoredEvent:
+    return StoredEvent(event_id, user, item, kind, 1_700_000_000_000)
+
+
+def test_append_is_idempotent_within_and_across_batches(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    first = store.append_events([ev("a"), ev("b"), ev("a")])
+    assert first.accepted == (0, 1)
+    assert first.duplicates == (2,)
+    second = store.append_events([ev("b"), ev("c")])
+    assert second.accepted == (1,)
+    assert second.duplicates == (0,)
+    assert [e.event_id for e in store.events_for_user("u1")] == ["a", "b", "c"]
+    assert store.counts().events == 3
+
+
+def test_acknowledged_events_and_dedup_survive_a_restart(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    store.append_events([ev("a"), ev("b", kind=EventType.PURCHASE)])
+    store.upsert_items([("i1", ["category=shoes", "brand=acme"])])
+    store.close()
+    again = EventStore(tmp_path / "s.db")
+    assert again.append_events([ev("a")]).duplicates == (0,)
+    assert [e.event_type for e in again.events_for_user("u1")] == [
+        EventType.VIEW,
+        EventType.PURCHASE,
+    ]
+    assert again.item_features() == {"i1": ("category=shoes", "brand=acme")}
+    assert again.integrity_check() == "ok"
+
+
+def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
+    """A child process appends, reports the ack, then is killed without closing the store."""
+    code = f"""
+import os, signal, sys
+from shelfrank.server.store import EventStore, StoredEvent
+from shelfrank.core.events import EventType
+store = EventStore({str(tmp_path / "s.db")!r})
+for batch in range(20):
+    rows = [StoredEvent(f"e{{batch}}-{{i}}", "u", "i", EventType.VIEW, 1) for i in range(50)]
+    store.append_events(rows)
+    print(batch, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == -9
+    acknowledged = len(done.stdout.split())
+    store = EventStore(tmp_path / "s.db")
+    assert store.counts().events == acknowledged * 50 == 1000
+    assert store.integrity_check() == "ok"
+
+
+def test_upsert_replaces_features(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    assert store.upsert_users([("u1", ["segment=a"]), ("u2", [])]) == 2
+    store.upsert_users([("u1", ["segment=b"])])
+    assert store.user_features() == {"u1": ("segment=b",), "u2": ()}
+
+
+def test_delete_user_erases_rows_and_replays_do_not_resurrect(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    store.append_events([ev("a"), ev("b"), ev("c", user="u2")])
+    store.upsert_users([("u1", ["segment=a"])])
+    assert store.delete_user("u1") == (True, 2)
+    assert store.delete_user("u1") == (False, 0)
+    assert store.events_for_user("u1") == []
+    assert "u1" not in store.user_features()
+    replay = store.append_events([ev("a"), ev("b"), ev("d")])
+    assert replay.duplicates == (0, 1)
+    assert [e.event_id for e in store.events_for_user("u1")] == ["d"]
+    store.checkpoint()
+    raw = (tmp_path / "s.db").read_bytes()
+    assert b"segment=a" not in raw
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    EventStore(tmp_path / "s.db").close()
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        connection.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StorageError, match="schema 99 is newer"):
+        EventStore(tmp_path / "s.db")
+
+
+events = st.lists(
+    st.builds(
+        ev,
+        st.sampled_from([f"e{i}" for i in range(12)]),
+        st.sampled_from(["u1", "u2"]),
+        st.sampled_from(["i1", "i2", "i3"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(events, st.randoms(use_true_random=False), st.integers(1, 7))
+def test_any_order_and_batching_stores_each_event_id_once(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[StoredEvent], rng: object, size: int
+) -> None:
+    # Same event id always carries the same content in a real client; keep the first.
+    canonical = {e.event_id: e for e in reversed(batch)}
+    shuffled = [canonical[e.event_id] for e in batch]
+    rng.shuffle(shuffled)  # type: ignore[attr-defined]
+    store = EventStore(tmp_path_factory.mktemp("h") / "s.db")
+    accepted = 0
+    for start in range(0, len(shuffled), size):
+        result = store.append_events(shuffled[start : start + size])
+        accepted += len(result.accepted)
+    stored = {e.event_id for _, e in store.iter_events()}
+    assert stored == set(canonical)
+    assert accepted == len(canonical)
+    assert store.counts().events == len(canonical)
