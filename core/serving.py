@@ -123,8 +123,8 @@ class ServingModel:
     ) -> UserVector:
         """Representation of a user, from the best information available."""
         row = self.user_ids.get(user_id)
-        has_history = history_rows is not None and history_rows.size > 0
         prior: FloatArray | None
+        source: UserSource
         if row is not None:
             prior, bias, source = self.user_vectors[row], float(self.user_biases[row]), "trained"
         elif tokens and self.user_token_embeddings.known_tokens(tokens):
@@ -132,14 +132,14 @@ class ServingModel:
             source = "features"
         else:
             prior, bias, source = None, 0.0, "popularity"
-        if not has_history:
-            return UserVector(prior, bias, source)  # type: ignore[arg-type]
+        if history_rows is None or history_rows.size == 0:
+            return UserVector(prior, bias, source)
         if history_weights is None:
             raise ValueError("history_weights: required when history_rows are given")
         vector = fold_in_user(
             self.items.item_vectors,
             self.items.item_biases,
-            history_rows,  # type: ignore[arg-type]
+            history_rows,
             history_weights,
             prior,
             self.fold_in,

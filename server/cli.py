@@ -11,10 +11,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from shelfrank.core.errors import ShelfrankError
 from shelfrank.core.events import EventType
+
+if TYPE_CHECKING:  # the command modules import the heavy parts lazily
+    from shelfrank.server.config import TrainConfig
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 SHOWN_ROW_ERRORS = 10
@@ -111,7 +114,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _train_config(args: argparse.Namespace) -> Any:
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     from dataclasses import replace
 
     from shelfrank.core.foldin import FoldInConfig

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from shelfrank.core.model_format import load_serving_model
-from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.synth import SynthConfig, generate, write
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
-from shelfrank.server.offline import recommend_users
+from shelfrank.server.offline import Recommendation, recommend_users
 
 
 def _category(tokens: dict[str, tuple[str, ...]], item: str) -> str:
@@ -28,10 +28,7 @@ def _category(tokens: dict[str, tuple[str, ...]], item: str) -> str:
     return "?"
 
 
-def _show(
-    title: str, model: ServingModel, user: str, tokens: dict[str, tuple[str, ...]], **kwargs: object
-) -> None:
-    rec = next(recommend_users(model, [user], 5, exclude_seen=True, **kwargs))  # type: ignore[arg-type]
+def _show(title: str, rec: Recommendation, tokens: dict[str, tuple[str, ...]]) -> None:
     shown = ", ".join(
         f"{item} [{_category(tokens, item)}] {score:.2f}" for item, score in rec.items
     )
@@ -70,24 +67,23 @@ def run_demo(out: Path) -> None:
     ]
     liked = Counter(_category(item_tokens, item) for item in history).most_common(2)
     print(f"  known shopper {known} mostly browsed {liked}")
-    _show(f"known shopper {known}", serving, known, item_tokens)
+
+    def top5(user: str, **context: Any) -> Recommendation:
+        return next(recommend_users(serving, [user], 5, exclude_seen=True, **context))
+
+    _show(f"known shopper {known}", top5(known), item_tokens)
 
     profile = synthetic.users.tokens[1]
-    _show(
-        f"new shopper with profile {list(profile)}",
-        serving,
-        "new-shopper-1",
-        item_tokens,
-        user_tokens={"new-shopper-1": profile},
-    )
+    new_one = top5("new-shopper-1", user_tokens={"new-shopper-1": profile})
+    _show(f"new shopper with profile {list(profile)}", new_one, item_tokens)
 
     category = _category(item_tokens, synthetic.items.ids[0])
     viewed = [i for i in synthetic.items.ids if _category(item_tokens, i) == category][:3]
     rows = serving.item_rows(viewed)
     histories = {"new-shopper-2": (rows, np.full(rows.size, 0.25, np.float32))}
     print(f"  new shopper 2 viewed {viewed} (category {category})")
-    _show("new shopper 2 after 3 views", serving, "new-shopper-2", item_tokens, histories=histories)
-    _show("shopper we know nothing about", serving, "stranger", item_tokens)
+    _show("new shopper 2 after 3 views", top5("new-shopper-2", histories=histories), item_tokens)
+    _show("shopper we know nothing about", top5("stranger"), item_tokens)
     print(
         f"done. Try: shelfrank recommend --model {model_dir} --users all --k 10 "
         f"--exclude-seen --out {out / 'recs.jsonl'}"

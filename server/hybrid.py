@@ -330,4 +330,4 @@ def predict_matrix(
     return np.asarray(scores, dtype=np.float32)
 
 
-__all__ = ["HybridModel", "TrainSummary", "lightfm_state", "new_lightfm", "predict_matrix", "sp"]
+__all__ = ["HybridModel", "TrainSummary", "lightfm_state", "new_lightfm", "predict_matrix"]

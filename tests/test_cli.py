@@ -119,21 +119,7 @@ def test_import_train_recommend_evaluate(ml_slice: Path, tmp_path: Path) -> None
 
 
 def test_recommend_all_users(tmp_path: Path, toy_csvs: Path) -> None:
-    assert (
-        main(
-            [
-                "train",
-                "--interactions",
-                str(toy_csvs / "events.csv"),
-                "--out",
-                str(tmp_path / "m"),
-                "--epochs",
-                "2",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    train_toy(toy_csvs, tmp_path / "m", epochs=2)
     assert (
         main(
             [
@@ -151,6 +137,11 @@ def test_recommend_all_users(tmp_path: Path, toy_csvs: Path) -> None:
         == 0
     )
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 3
+
+
+def train_toy(data: Path, model: Path, epochs: int) -> None:
+    args = ["train", "--interactions", str(data / "events.csv"), "--out", str(model)]
+    assert main([*args, "--epochs", str(epochs), "--quiet"]) == 0
 
 
 @pytest.fixture
@@ -238,21 +229,7 @@ def test_bad_header_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_corrupted_model_is_refused_by_recommend(tmp_path: Path, toy_csvs: Path) -> None:
-    assert (
-        main(
-            [
-                "train",
-                "--interactions",
-                str(toy_csvs / "events.csv"),
-                "--out",
-                str(tmp_path / "m"),
-                "--epochs",
-                "1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    train_toy(toy_csvs, tmp_path / "m", epochs=1)
     (tmp_path / "m" / "serving.npz").write_bytes(b"garbage")
     done = run_cli(
         "recommend",

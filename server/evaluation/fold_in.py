@@ -165,4 +165,4 @@ def _without(users: FeatureTable | None, dropped: set[str]) -> FeatureTable | No
     )
 
 
-__all__ = ["POSITIVE_EVENT_TYPES", "FoldInRecommender", "evaluate_fold_in", "histories_for"]
+__all__ = ["FoldInRecommender", "evaluate_fold_in", "histories_for"]
