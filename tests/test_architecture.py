@@ -24,7 +24,7 @@ ALLOWED = {
 ALLOWED_INTERNAL = {
     "core": {"core"},
     "datasets": {"core", "datasets"},
-    "client": {"client", "core.errors"},
+    "client": {"client", "core.errors", "core.events"},
     "edge": {"core", "client", "edge"},
     "server": None,
 }
