@@ -120,9 +120,13 @@ class ServingModel:
         tokens: Sequence[str] = (),
         history_rows: IndexArray | None = None,
         history_weights: npt.NDArray[np.floating] | None = None,
+        use_trained: bool = True,
     ) -> UserVector:
-        """Representation of a user, from the best information available."""
-        row = self.user_ids.get(user_id)
+        """Representation of a user, from the best information available.
+
+        ``use_trained=False`` ignores a trained vector (e.g. for a user erased since the
+        model was trained)."""
+        row = self.user_ids.get(user_id) if use_trained else None
         prior: FloatArray | None
         source: UserSource
         if row is not None:
@@ -147,6 +151,7 @@ class ServingModel:
         return UserVector(vector, bias, "trained" if row is not None else "fold-in")
 
     def seen_rows(self, user_id: str) -> IndexArray:
+        """Items the user interacted with in the training data."""
         row = self.user_ids.get(user_id)
         return self.seen.row(row) if row is not None else np.empty(0, np.int64)
 

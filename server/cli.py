@@ -363,6 +363,37 @@ def cmd_import_movielens(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from shelfrank.server.app import ServerOptions, run
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
+        '"message": "%(message)s"}',
+    )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CommandError("--tls-cert and --tls-key go together")
+    run(
+        ServerOptions(
+            state_dir=Path(args.state),
+            host=args.host,
+            port=args.port,
+            model_dir=Path(args.model) if args.model else None,
+            token=args.token,
+            reflection=not args.no_reflection,
+            metrics_port=args.metrics_port,
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+            grace_seconds=args.grace,
+            retrain_interval_seconds=args.retrain_interval,
+            train_config=_train_config(args),
+        )
+    )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shelfrank.server.demo import run_demo
 
@@ -444,6 +475,25 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--out", required=True)
     ml.add_argument("--strict", action="store_true")
     ml.set_defaults(func=cmd_import_movielens)
+
+    serve = sub.add_parser("serve", help="run the gRPC recommendation server")
+    serve.add_argument("--state", required=True, help="directory for the event store and models")
+    serve.add_argument("--model", help="model directory to serve (imported into --state)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_non_negative_int, default=50051)
+    serve.add_argument("--token", help="bearer token required from clients (or SHELFRANK_TOKEN)")
+    serve.add_argument("--no-reflection", action="store_true")
+    serve.add_argument("--metrics-port", type=_positive_int, help="Prometheus /metrics port")
+    serve.add_argument("--tls-cert")
+    serve.add_argument("--tls-key")
+    serve.add_argument(
+        "--grace", type=_positive_float, default=10.0, help="seconds in-flight calls get on SIGTERM"
+    )
+    serve.add_argument(
+        "--retrain-interval", type=_positive_float, help="retrain in the background every N seconds"
+    )
+    _add_training_options(serve)
+    serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="the offline pipeline on synthetic demo data")
     demo.add_argument("--out", default="demo-out")

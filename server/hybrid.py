@@ -265,7 +265,9 @@ class HybridModel:
         return f"{stamp}-{digest.hexdigest()[:10]}"
 
     # -- persistence ------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> dict[str, Any]:
+    def save(
+        self, directory: str | Path, extra_metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         from shelfrank.server.model_state import training_state_arrays
 
         metadata = {
@@ -273,6 +275,7 @@ class HybridModel:
             "params": self.config.to_json(),
             "training": {"interactions": int(self.data.weights.nnz)},
             "cold_start": self._cold_start_metadata(),
+            **(extra_metadata or {}),
         }
         return save_model_directory(
             directory,

@@ -232,14 +232,20 @@ class EventStore:
         finally:
             connection.close()
 
-    def events_for_user(self, user_id: str) -> list[StoredEvent]:
+    def events_for_user(self, user_id: str, after_seq: int = 0) -> list[tuple[int, StoredEvent]]:
+        """The user's events stored after ``after_seq``, oldest first, with their seq."""
         with self._read() as connection:
             rows = connection.execute(
-                "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query "
-                "FROM events WHERE user_id = ? ORDER BY seq",
-                (user_id,),
+                "SELECT seq, event_id, user_id, item_id, event_type, timestamp_ms, session_id, "
+                "query FROM events WHERE user_id = ? AND seq > ? ORDER BY seq",
+                (user_id, after_seq),
             ).fetchall()
-        return [_event(row) for row in rows]
+        return [(int(row[0]), _event(row[1:])) for row in rows]
+
+    def last_seq(self) -> int:
+        with self._read() as connection:
+            row = connection.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
 
     def iter_events(
         self, after_seq: int = 0, batch: int = 10_000

@@ -30,7 +30,7 @@ def test_append_is_idempotent_within_and_across_batches(tmp_path: Path) -> None:
     second = store.append_events([ev("b"), ev("c")])
     assert second.accepted == (1,)
     assert second.duplicates == (0,)
-    assert [e.event_id for e in store.events_for_user("u1")] == ["a", "b", "c"]
+    assert [e.event_id for _, e in store.events_for_user("u1")] == ["a", "b", "c"]
     assert store.counts().events == 3
 
 
@@ -41,7 +41,7 @@ def test_acknowledged_events_and_dedup_survive_a_restart(tmp_path: Path) -> None
     store.close()
     again = EventStore(tmp_path / "s.db")
     assert again.append_events([ev("a")]).duplicates == (0,)
-    assert [e.event_type for e in again.events_for_user("u1")] == [
+    assert [e.event_type for _, e in again.events_for_user("u1")] == [
         EventType.VIEW,
         EventType.PURCHASE,
     ]
@@ -89,7 +89,7 @@ def test_delete_user_erases_rows_and_replays_do_not_resurrect(tmp_path: Path) ->
     assert "u1" not in store.user_features()
     replay = store.append_events([ev("a"), ev("b"), ev("d")])
     assert replay.duplicates == (0, 1)
-    assert [e.event_id for e in store.events_for_user("u1")] == ["d"]
+    assert [e.event_id for _, e in store.events_for_user("u1")] == ["d"]
     store.checkpoint()
     raw = (tmp_path / "s.db").read_bytes()
     assert b"segment=a" not in raw

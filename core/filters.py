@@ -1,0 +1,57 @@
+"""Business filters over item feature tokens, shared by the server and the edge.
+
+A request may carry filters (each passes when the item has at least one of its tokens;
+every filter must pass) and excluded tokens (an item with any of them is skipped). They
+are evaluated exactly, as a boolean mask over item rows, before top-k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from shelfrank.core.ids import IdMap
+
+BoolArray = npt.NDArray[np.bool_]
+IndexArray = npt.NDArray[np.int64]
+
+
+class FeatureIndex:
+    """Inverted index: feature token -> item rows that carry it."""
+
+    def __init__(self, vocabulary: IdMap, indptr: IndexArray, indices: IndexArray, n_items: int):
+        if indptr.size != n_items + 1:
+            raise ValueError(f"indptr has {indptr.size} entries, expected {n_items + 1}")
+        self.vocabulary = vocabulary
+        self.n_items = n_items
+        rows = np.repeat(np.arange(n_items, dtype=np.int64), np.diff(indptr))
+        order = np.argsort(indices, kind="stable")
+        self._rows = rows[order]
+        counts = np.bincount(indices, minlength=len(vocabulary))
+        self._starts = np.zeros(len(vocabulary) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self._starts[1:])
+
+    def rows_with(self, token: str) -> IndexArray:
+        column = self.vocabulary.get(token)
+        if column is None:
+            return np.empty(0, np.int64)
+        return self._rows[self._starts[column] : self._starts[column + 1]]
+
+    def allowed(
+        self, filters: Sequence[Sequence[str]] = (), exclude_tokens: Sequence[str] = ()
+    ) -> BoolArray | None:
+        """Mask of items passing every filter and carrying no excluded token; ``None``
+        when nothing restricts (the caller can skip masking)."""
+        if not filters and not exclude_tokens:
+            return None
+        mask = np.ones(self.n_items, dtype=bool)
+        for any_of in filters:
+            passing = np.zeros(self.n_items, dtype=bool)
+            for token in any_of:
+                passing[self.rows_with(token)] = True
+            mask &= passing
+        for token in exclude_tokens:
+            mask[self.rows_with(token)] = False
+        return mask

@@ -1,0 +1,262 @@
+"""The gRPC server process: service wiring, health, reflection, auth, metrics, shutdown.
+
+``shelfrank serve`` runs :func:`run`. Embedded default: events and catalogue in SQLite
+under ``--state``; models under ``<state>/models``. Without ``--model`` and without a
+model in the state directory it trains a first model from synthetic demo data, so a
+fresh machine serves at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from shelfrank.client._proto import recommender_pb2, recommender_pb2_grpc
+from shelfrank.core.events import EventType
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.grpc_servicer import RecommenderServicer
+from shelfrank.server.registry import ModelRegistry
+from shelfrank.server.retrainer import Retrainer
+from shelfrank.server.service import RecommenderService
+from shelfrank.server.store import EventStore
+
+log = logging.getLogger("shelfrank.server")
+SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
+TOKEN_ENV = "SHELFRANK_TOKEN"
+
+
+@dataclass
+class ServerOptions:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    model_dir: Path | None = None
+    token: str | None = None
+    reflection: bool = True
+    metrics_port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    workers: int = 16
+    grace_seconds: float = 10.0
+    retrain_interval_seconds: float | None = None
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "shelfrank_requests_total",
+            "RPCs by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shelfrank_request_seconds",
+            "RPC latency by method",
+            ["method"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.events = Counter(
+            "shelfrank_events_total",
+            "Tracked events by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "shelfrank_model_info", "Serving model (value 1)", ["version"], registry=self.registry
+        )
+        self.users = Gauge(
+            "shelfrank_model_users", "Users in the serving model", registry=self.registry
+        )
+        self.items = Gauge(
+            "shelfrank_model_items", "Items in the serving model", registry=self.registry
+        )
+
+
+class ObservingInterceptor(grpc.ServerInterceptor):
+    """Bearer-token check (when configured) and per-method metrics."""
+
+    def __init__(self, token: str | None, metrics: Metrics) -> None:
+        self.expected = f"Bearer {token}" if token else None
+        self.metrics = metrics
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        method = details.method.rsplit("/", 1)[-1]
+        if handler is None or details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler  # health and reflection stay open for probes and tools
+        metadata = dict(details.invocation_metadata or ())
+        if self.expected is not None and metadata.get("authorization") != self.expected:
+            self.metrics.requests.labels(method, "UNAUTHENTICATED").inc()
+
+            def deny(request: Any, context: grpc.ServicerContext) -> Any:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+            return grpc.unary_unary_rpc_method_handler(
+                deny,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        def observed(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return inner(request, context)
+            except Exception:
+                # abort() stored the status on the context; grpc's stubs do not declare code()
+                status = getattr(context, "code", lambda: None)()
+                code = status.name if status is not None else "UNKNOWN"
+                raise
+            finally:
+                self.metrics.latency.labels(method).observe(time.perf_counter() - started)
+                self.metrics.requests.labels(method, code).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    service: RecommenderService
+    health: health.HealthServicer
+    retrainer: Retrainer
+    metrics: Metrics
+    grace_seconds: float
+
+    def stop(self) -> None:
+        """Graceful: NOT_SERVING at once, refuse new calls, let in-flight ones finish
+        within the grace period, then close the store."""
+        self.health.enter_graceful_shutdown()
+        self.retrainer.stop(timeout=self.grace_seconds)
+        self.server.stop(self.grace_seconds).wait()
+        self.service.store.close()
+
+
+def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegistry) -> Any:
+    """The model to serve: ``--model`` if given, else the state directory's current one,
+    else (first start) one trained on synthetic demo data that is stored like any other
+    data, so later retraining builds on it."""
+    if options.model_dir is not None:
+        registry.import_directory(options.model_dir)
+    state = registry.load_current()
+    if state is not None:
+        return state
+    from shelfrank.datasets.synth import SynthConfig, generate
+    from shelfrank.server.retrainer import store_features, store_interactions
+    from shelfrank.server.store import StoredEvent
+
+    log.info("no model yet: training a first one on synthetic demo data")
+    demo = generate(SynthConfig(items=2_000, users=1_500, events=60_000, seed=7))
+    store.upsert_items(list(demo.items.as_dict().items()))
+    store.upsert_users(list(demo.users.as_dict().items()))
+    store.append_events(
+        [
+            StoredEvent(event_id, user, item, EventType(int(kind)), int(stamp * 1000))
+            for user, item, kind, stamp, event_id in zip(
+                demo.interactions.user_ids,
+                demo.interactions.item_ids,
+                demo.interactions.event_types,
+                demo.interactions.timestamps,
+                demo.interactions.event_ids,
+                strict=True,
+            )
+        ]
+    )
+    watermark = store.last_seq()
+    from shelfrank.server.hybrid import HybridModel
+
+    model = HybridModel.train(
+        store_interactions(store, watermark),
+        options.train_config,
+        items=store_features(store.item_features(), "item_id"),
+        users=store_features(store.user_features(), "user_id"),
+    )
+    registry.save(model, watermark_seq=watermark)
+    return registry.load_current()
+
+
+def start(options: ServerOptions) -> RunningServer:
+    store = EventStore(options.state_dir / "events.sqlite3")
+    registry = ModelRegistry(options.state_dir)
+    service = RecommenderService(store, initial_state(options, store, registry))
+    metrics = Metrics()
+    token = options.token or os.environ.get(TOKEN_ENV) or None
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="rpc"),
+        interceptors=[ObservingInterceptor(token, metrics)],
+        options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+    )
+    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(service), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if options.reflection:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+    address = f"{options.host}:{options.port}"
+    if options.tls_cert and options.tls_key:
+        credentials = grpc.ssl_server_credentials(
+            [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    retrainer = Retrainer(
+        service, registry, options.train_config, interval_seconds=options.retrain_interval_seconds
+    )
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    retrainer.start()
+    if options.metrics_port is not None:
+        start_http_server(options.metrics_port, addr=options.host, registry=metrics.registry)
+    state = service.state
+    metrics.model_info.labels(state.model_version).set(1)
+    metrics.users.set(len(state.model.user_ids))
+    metrics.items.set(len(state.model.items))
+    log.info("serving model %s on %s:%d", state.model_version, options.host, port)
+    return RunningServer(
+        server, port, service, health_servicer, retrainer, metrics, options.grace_seconds
+    )
+
+
+def run(options: ServerOptions) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    running = start(options)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: shutting down (grace %.1fs)", signum, options.grace_seconds)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"shelfrank serving on {options.host}:{running.port}", flush=True)
+    stopping.wait()
+    running.stop()

@@ -1,0 +1,170 @@
+"""The gRPC face of :class:`RecommenderService`: validate, translate, call. No business
+logic lives here. Service exceptions map to status codes through one table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import grpc
+
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.core.errors import InvalidInputError
+from shelfrank.server.requests import (
+    IncomingEvent,
+    NotFoundError,
+    RankQuery,
+    RecommendQuery,
+    SimilarQuery,
+    TooLargeError,
+)
+from shelfrank.server.service import RecommenderService, Scored
+
+# Most specific first: TooLargeError is also an InvalidInputError.
+STATUS_FOR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (TooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+)
+STRATEGY = {
+    "trained": pb.TRAINED,
+    "fold-in": pb.FOLD_IN,
+    "features": pb.FEATURES,
+    "popularity": pb.POPULARITY,
+    "item": pb.ITEM,
+}
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+def translate_errors(
+    method: Callable[[Any, Request, grpc.ServicerContext], Response],
+) -> Callable[[Any, Request, grpc.ServicerContext], Response]:
+    @wraps(method)
+    def wrapper(self: Any, request: Request, context: grpc.ServicerContext) -> Response:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            for kind, code in STATUS_FOR:
+                if isinstance(exc, kind):
+                    context.abort(code, str(exc))
+            raise  # anything else is a bug: gRPC answers UNKNOWN and it is logged
+
+    return wrapper
+
+
+def _response(scored: Scored) -> pb.RecommendResponse:
+    return pb.RecommendResponse(
+        items=[pb.ScoredItem(item_id=item, score=score) for item, score in scored.items],
+        model_version=scored.model_version,
+        recommendation_id=scored.recommendation_id,
+        strategy=STRATEGY[scored.strategy],
+    )
+
+
+def _filters(filters: Any) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(f.any_of) for f in filters)
+
+
+class RecommenderServicer(pb_grpc.RecommenderServicer):
+    def __init__(self, service: RecommenderService) -> None:
+        self.service = service
+
+    @translate_errors
+    def Recommend(  # noqa: N802 - gRPC method names
+        self, request: pb.RecommendRequest, context: grpc.ServicerContext
+    ) -> pb.RecommendResponse:
+        query = RecommendQuery(
+            user_id=request.user_id,
+            k=request.k,
+            exclude_item_ids=tuple(request.exclude_item_ids),
+            filters=_filters(request.filters),
+            exclude_features=tuple(request.exclude_features),
+            exclude_seen=request.exclude_seen if request.HasField("exclude_seen") else True,
+            user_features=tuple(request.user_features),
+        )
+        return _response(self.service.recommend(query))
+
+    @translate_errors
+    def SimilarItems(  # noqa: N802
+        self, request: pb.SimilarItemsRequest, context: grpc.ServicerContext
+    ) -> pb.RecommendResponse:
+        query = SimilarQuery(
+            item_id=request.item_id,
+            k=request.k,
+            filters=_filters(request.filters),
+            exclude_features=tuple(request.exclude_features),
+            exclude_item_ids=tuple(request.exclude_item_ids),
+        )
+        return _response(self.service.similar_items(query))
+
+    @translate_errors
+    def Rank(  # noqa: N802
+        self, request: pb.RankRequest, context: grpc.ServicerContext
+    ) -> pb.RecommendResponse:
+        query = RankQuery(
+            user_id=request.user_id,
+            item_ids=tuple(request.item_ids),
+            user_features=tuple(request.user_features),
+        )
+        return _response(self.service.rank(query))
+
+    @translate_errors
+    def Track(  # noqa: N802
+        self, request: pb.TrackRequest, context: grpc.ServicerContext
+    ) -> pb.TrackResponse:
+        events = [
+            IncomingEvent(
+                event_id=e.event_id,
+                user_id=e.user_id,
+                item_id=e.item_id,
+                event_type=int(e.type),
+                timestamp_ms=e.timestamp_ms,
+                session_id=e.session_id,
+                query=e.query,
+            )
+            for e in request.events
+        ]
+        outcome = self.service.track(events)
+        return pb.TrackResponse(
+            accepted=outcome.accepted,
+            duplicates=outcome.duplicates,
+            errors=[pb.EventError(index=i, message=m) for i, m in outcome.errors],
+        )
+
+    @translate_errors
+    def UpsertItems(  # noqa: N802
+        self, request: pb.UpsertItemsRequest, context: grpc.ServicerContext
+    ) -> pb.UpsertItemsResponse:
+        count = self.service.upsert_items([(i.item_id, tuple(i.features)) for i in request.items])
+        return pb.UpsertItemsResponse(upserted=count)
+
+    @translate_errors
+    def UpsertUsers(  # noqa: N802
+        self, request: pb.UpsertUsersRequest, context: grpc.ServicerContext
+    ) -> pb.UpsertUsersResponse:
+        count = self.service.upsert_users([(u.user_id, tuple(u.features)) for u in request.users])
+        return pb.UpsertUsersResponse(upserted=count)
+
+    @translate_errors
+    def DeleteUser(  # noqa: N802
+        self, request: pb.DeleteUserRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteUserResponse:
+        existed, deleted = self.service.delete_user(request.user_id)
+        return pb.DeleteUserResponse(existed=existed, events_deleted=deleted)
+
+    @translate_errors
+    def GetModelInfo(  # noqa: N802
+        self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInfo:
+        info = self.service.info()
+        return pb.ModelInfo(
+            model_version=info.model_version,
+            trained_at_ms=info.trained_at_ms,
+            users=info.users,
+            items=info.items,
+            stored_events=info.stored_events,
+        )

@@ -1,0 +1,89 @@
+"""What each user did since the serving model was trained, for read-your-writes.
+
+For every user touched since start-up the service keeps an immutable :class:`UserLive`
+record: the events newer than the model's watermark (folded into the user's vector at
+request time) and every item the user purchased or dismissed (excluded from results).
+Records are loaded lazily from the store, replaced (never mutated) under a lock when
+events arrive, and dropped when the user is erased or a new model moves the watermark.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from shelfrank.core.events import EventType
+from shelfrank.server.store import StoredEvent
+
+CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
+
+
+@dataclass(frozen=True)
+class UserLive:
+    watermark_seq: int
+    fresh: tuple[StoredEvent, ...]  # newer than the watermark, in storage order
+    consumed: frozenset[str]  # items purchased or dismissed, at any time
+
+    def merged(self, events: Sequence[StoredEvent]) -> UserLive:
+        """This record plus ``events`` (event ids already present are skipped)."""
+        known = {e.event_id for e in self.fresh}
+        new = tuple(e for e in events if e.event_id not in known)
+        return UserLive(
+            self.watermark_seq,
+            self.fresh + new,
+            self.consumed | {e.item_id for e in new if e.event_type in CONSUMED},
+        )
+
+
+Loader = Callable[[str], list[tuple[int, StoredEvent]]]
+
+
+class LiveUsers:
+    def __init__(self, load_all: Loader) -> None:
+        self._load_all = load_all
+        self._lock = threading.Lock()
+        self._users: dict[str, UserLive] = {}
+
+    def get(self, user_id: str, watermark_seq: int) -> UserLive:
+        record = self._users.get(user_id)
+        if record is not None and record.watermark_seq == watermark_seq:
+            return record
+        loaded = self._load(user_id, watermark_seq)
+        with self._lock:
+            current = self._users.get(user_id)
+            if current is not None and current.watermark_seq == watermark_seq:
+                return current  # a concurrent track or get got there first
+            self._users[user_id] = loaded
+        return loaded
+
+    def _load(self, user_id: str, watermark_seq: int) -> UserLive:
+        events = self._load_all(user_id)
+        fresh = tuple(e for seq, e in events if seq > watermark_seq)
+        consumed = frozenset(e.item_id for _, e in events if e.event_type in CONSUMED)
+        return UserLive(watermark_seq, fresh, consumed)
+
+    def record(self, user_id: str, events: Sequence[StoredEvent], watermark_seq: int) -> None:
+        """Add newly stored (already durable) events to the user's record."""
+        with self._lock:
+            current = self._users.get(user_id)
+            if current is not None and current.watermark_seq == watermark_seq:
+                self._users[user_id] = current.merged(events)
+                return
+        # No usable record: load from the store, which already holds these events.
+        loaded = self._load(user_id, watermark_seq)
+        with self._lock:
+            current = self._users.get(user_id)
+            if current is not None and current.watermark_seq == watermark_seq:
+                # a concurrent writer got there first: keep the union of both
+                merged = current.merged(loaded.fresh)
+                loaded = UserLive(watermark_seq, merged.fresh, merged.consumed | loaded.consumed)
+            self._users[user_id] = loaded
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._users.pop(user_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._users.clear()

@@ -1,0 +1,103 @@
+"""Model versions on disk under the server's state directory.
+
+``<state>/models/<version>/`` holds each model directory; ``<state>/models/CURRENT``
+names the active one and is replaced atomically, so a restart serves the same version
+and a crash mid-save leaves the previous version active.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from shelfrank.core.errors import ModelFileError
+from shelfrank.core.model_format import load_serving_model
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.hybrid import HybridModel
+from shelfrank.server.serving_state import ServingState
+
+WATERMARK_KEY = "trained_through_seq"
+
+
+class ModelRegistry:
+    def __init__(self, state_dir: str | Path, keep: int = 3) -> None:
+        self.root = Path(state_dir) / "models"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "CURRENT"
+
+    def current_version(self) -> str | None:
+        try:
+            version = self.current_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def save(self, model: HybridModel, watermark_seq: int) -> str:
+        """Write a new version and make it current."""
+        version = model.model_version
+        target = self.root / version
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
+        try:
+            model.save(staging, extra_metadata={WATERMARK_KEY: watermark_seq})
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.activate(version)
+        return version
+
+    def import_directory(self, directory: str | Path) -> str:
+        """Copy an existing model directory in (verifying it) and make it current."""
+        _, manifest = load_serving_model(directory)
+        version = str(manifest["model_version"])
+        target = self.root / version
+        if not target.exists():
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
+            shutil.copytree(directory, staging, dirs_exist_ok=True)
+            os.replace(staging, target)
+        self.activate(version)
+        return version
+
+    def activate(self, version: str) -> None:
+        tmp = self.current_file.with_suffix(".tmp")
+        tmp.write_text(version + "\n", encoding="utf-8")
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.current_file)
+        self._prune(version)
+
+    def _prune(self, current: str) -> None:
+        versions = sorted(
+            p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        for old in [p for p in versions if p.name != current][: max(0, len(versions) - self.keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_current(self) -> ServingState | None:
+        version = self.current_version()
+        if version is None:
+            return None
+        return load_state(self.root / version)
+
+
+def load_state(directory: str | Path) -> ServingState:
+    model, manifest = load_serving_model(directory)
+    try:
+        config = TrainConfig.from_json(manifest["params"])
+        trained_at = manifest.get("trained_at")
+        trained_at_ms = (
+            int(datetime.fromisoformat(trained_at).timestamp() * 1000) if trained_at else 0
+        )
+        watermark = int(manifest.get(WATERMARK_KEY, 0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(Path(directory) / "manifest.json", f"bad metadata: {exc}") from None
+    return ServingState.build(model, config, trained_at_ms=trained_at_ms, watermark_seq=watermark)

@@ -1,0 +1,164 @@
+"""Typed requests of the service layer and their validation.
+
+Everything that reaches the service has passed through here: limits are the public
+contract's (see proto/shelfrank/v1/recommender.proto). Errors name the field.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shelfrank.core.errors import InvalidInputError, ShelfrankError
+from shelfrank.core.events import EventType
+from shelfrank.core.ids import MAX_ID_BYTES
+from shelfrank.server.store import StoredEvent
+
+MAX_K = 1000
+MAX_BATCH = 10_000
+MAX_LIST = 10_000
+MAX_QUERY_CHARS = 1024
+MAX_TOKEN_BYTES = 512
+MAX_FUTURE_MS = 24 * 3600 * 1000  # clocks drift; a day ahead is "far in the future"
+
+
+class NotFoundError(ShelfrankError):
+    """The named entity does not exist (gRPC NOT_FOUND)."""
+
+
+class TooLargeError(InvalidInputError):
+    """A request exceeds a size limit (gRPC RESOURCE_EXHAUSTED)."""
+
+
+def check_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidInputError(f"{field}: must not be empty")
+    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+        raise InvalidInputError(f"{field}: longer than {MAX_ID_BYTES} bytes")
+    return value
+
+
+def check_k(k: int, field: str = "k") -> int:
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"{field}: must be between 1 and {MAX_K}, got {k}")
+    return k
+
+
+def check_list(values: Sequence[str], field: str, *, limit: int = MAX_LIST) -> tuple[str, ...]:
+    if len(values) > limit:
+        raise TooLargeError(f"{field}: at most {limit} entries, got {len(values)}")
+    for index, value in enumerate(values):
+        check_id(value, f"{field}[{index}]")
+    return tuple(values)
+
+
+def check_tokens(values: Sequence[str], field: str) -> tuple[str, ...]:
+    if len(values) > MAX_LIST:
+        raise TooLargeError(f"{field}: at most {MAX_LIST} entries, got {len(values)}")
+    for index, token in enumerate(values):
+        column, sep, value = token.partition("=")
+        if not sep or not column or not value:
+            raise InvalidInputError(f"{field}[{index}]: {token!r} is not a 'column=value' token")
+        if len(token.encode("utf-8")) > MAX_TOKEN_BYTES:
+            raise InvalidInputError(f"{field}[{index}]: longer than {MAX_TOKEN_BYTES} bytes")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    user_id: str
+    k: int
+    exclude_item_ids: tuple[str, ...] = ()
+    filters: tuple[tuple[str, ...], ...] = ()
+    exclude_features: tuple[str, ...] = ()
+    exclude_seen: bool = True
+    user_features: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_id(self.user_id, "user_id")
+        check_k(self.k)
+        check_list(self.exclude_item_ids, "exclude_item_ids")
+        if len(self.filters) > 100:
+            raise TooLargeError(f"filters: at most 100 filters, got {len(self.filters)}")
+        for index, any_of in enumerate(self.filters):
+            if not any_of:
+                raise InvalidInputError(f"filters[{index}].any_of: must not be empty")
+            check_tokens(any_of, f"filters[{index}].any_of")
+        check_tokens(self.exclude_features, "exclude_features")
+        check_tokens(self.user_features, "user_features")
+
+
+@dataclass(frozen=True)
+class SimilarQuery:
+    item_id: str
+    k: int
+    filters: tuple[tuple[str, ...], ...] = ()
+    exclude_features: tuple[str, ...] = ()
+    exclude_item_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_id(self.item_id, "item_id")
+        check_k(self.k)
+        for index, any_of in enumerate(self.filters):
+            if not any_of:
+                raise InvalidInputError(f"filters[{index}].any_of: must not be empty")
+            check_tokens(any_of, f"filters[{index}].any_of")
+        check_tokens(self.exclude_features, "exclude_features")
+        check_list(self.exclude_item_ids, "exclude_item_ids")
+
+
+@dataclass(frozen=True)
+class RankQuery:
+    user_id: str
+    item_ids: tuple[str, ...]
+    user_features: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_id(self.user_id, "user_id")
+        if not self.item_ids:
+            raise InvalidInputError("item_ids: must not be empty")
+        check_list(self.item_ids, "item_ids")
+        check_tokens(self.user_features, "user_features")
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """An event as received; :func:`validate_event` turns it into a storable one."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: int
+    timestamp_ms: int = 0
+    session_id: str = ""
+    query: str = ""
+
+
+def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEvent:
+    """A storable event, or InvalidInputError naming the field."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    check_id(event.event_id, "event_id")
+    check_id(event.user_id, "user_id")
+    check_id(event.item_id, "item_id")
+    try:
+        kind = EventType(event.event_type)
+    except ValueError:
+        raise InvalidInputError(f"type: unknown event type {event.event_type}") from None
+    if event.timestamp_ms < 0:
+        raise InvalidInputError(f"timestamp_ms: must be >= 0, got {event.timestamp_ms}")
+    if event.timestamp_ms > now + MAX_FUTURE_MS:
+        raise InvalidInputError("timestamp_ms: more than a day in the future")
+    if event.session_id:
+        check_id(event.session_id, "session_id")
+    if len(event.query) > MAX_QUERY_CHARS:
+        raise InvalidInputError(f"query: longer than {MAX_QUERY_CHARS} characters")
+    return StoredEvent(
+        event_id=event.event_id,
+        user_id=event.user_id,
+        item_id=event.item_id,
+        event_type=kind,
+        timestamp_ms=event.timestamp_ms or now,
+        session_id=event.session_id,
+        query=event.query,
+    )

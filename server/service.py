@@ -1,0 +1,279 @@
+"""The typed service layer: every business rule of the online server lives here.
+
+gRPC servicers only validate, translate and call this class.
+
+Concurrency model
+-----------------
+- ``ServingState`` (model + filter index + metadata) is immutable. Requests read
+  ``self._state`` once and use that snapshot throughout. Writers (item upserts, user
+  erasure, model swaps) build a new snapshot and publish it with one reference
+  assignment, serialised by ``_publish_lock``; nothing ever blocks a reader.
+- Events are made durable by the :class:`EventStore` (its own writer lock) *before* the
+  in-memory per-user record (:class:`LiveUsers`, copy-on-write records under a lock) is
+  updated, so Track returns only after both: the next Recommend reads its own writes.
+- Fold-in vectors are cached per (user, model version, number of fresh events, profile);
+  any new event or profile changes the key, so a cached vector is never stale.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from cachetools import LRUCache
+
+from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.events import EventType
+from shelfrank.core.scoring import top_k
+from shelfrank.core.serving import UserVector
+from shelfrank.server.live import LiveUsers, UserLive
+from shelfrank.server.requests import (
+    MAX_BATCH,
+    IncomingEvent,
+    NotFoundError,
+    RankQuery,
+    RecommendQuery,
+    SimilarQuery,
+    TooLargeError,
+    check_id,
+    check_tokens,
+    validate_event,
+)
+from shelfrank.server.serving_state import ServingState
+from shelfrank.server.store import EventStore, StoredEvent
+
+
+@dataclass(frozen=True)
+class Scored:
+    items: tuple[tuple[str, float], ...]
+    model_version: str
+    recommendation_id: str
+    strategy: str  # trained | fold-in | features | popularity | item
+
+
+@dataclass(frozen=True)
+class TrackOutcome:
+    accepted: int
+    duplicates: int
+    errors: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class Info:
+    model_version: str
+    trained_at_ms: int
+    users: int
+    items: int
+    stored_events: int
+
+
+class RecommenderService:
+    def __init__(self, store: EventStore, state: ServingState, *, vector_cache: int = 100_000):
+        self._store = store
+        self._state = state
+        self._publish_lock = threading.Lock()
+        self._live = LiveUsers(store.events_for_user)
+        self._profiles = store.user_features()
+        self._profiles_lock = threading.Lock()
+        self._vectors: LRUCache[tuple[str, str, int, tuple[str, ...]], UserVector] = LRUCache(
+            maxsize=vector_cache
+        )
+        self._vectors_lock = threading.Lock()
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def state(self) -> ServingState:
+        return self._state
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
+    def swap(self, state: ServingState) -> None:
+        """Publish a new model snapshot (atomic for readers). Erasures and catalogue
+        additions made while the new model was trained are carried over to it."""
+        with self._publish_lock:
+            current = self._state
+            carried = state
+            for user in current.erased_users:
+                if user in state.model.user_ids:
+                    carried = carried.with_erased_user(user)
+            missing = {
+                item: current.item_tokens(item)
+                for item in current.model.item_ids
+                if item not in state.model.item_ids
+            }
+            if missing:
+                carried = carried.with_items(missing)
+            self._state = carried
+        self._live.clear()
+
+    # -- reads --------------------------------------------------------------------------------
+    def _user(
+        self, state: ServingState, user_id: str, features: Sequence[str]
+    ) -> tuple[UserVector, UserLive]:
+        live = self._live.get(user_id, state.watermark_seq)
+        with self._profiles_lock:
+            tokens = tuple(features) or self._profiles.get(user_id, ())
+        key = (user_id, state.model_version, len(live.fresh), tokens)
+        with self._vectors_lock:
+            cached = self._vectors.get(key)
+        if cached is not None:
+            return cached, live
+        model = state.model
+        weights_by_type = state.config.event_weights
+        rows: list[int] = []
+        weights: list[float] = []
+        for event in live.fresh:
+            row = model.item_ids.get(event.item_id)
+            if row is None:
+                continue
+            rows.append(row)
+            if event.event_type is EventType.DISMISS:
+                weights.append(-weights_by_type[EventType.VIEW])
+            else:
+                weights.append(weights_by_type[event.event_type])
+        vector = model.user_vector(
+            user_id,
+            tokens=tokens,
+            history_rows=np.array(rows, dtype=np.int64),
+            history_weights=np.array(weights, dtype=np.float32),
+            use_trained=user_id not in state.erased_users,
+        )
+        with self._vectors_lock:
+            self._vectors[key] = vector
+        return vector, live
+
+    def recommend(self, query: RecommendQuery) -> Scored:
+        state = self._state
+        model = state.model
+        user, live = self._user(state, query.user_id, query.user_features)
+        excluded = set(query.exclude_item_ids)
+        if query.exclude_seen:
+            excluded |= live.consumed
+        exclude = model.item_rows(sorted(excluded))
+        mask = state.features.allowed(query.filters, query.exclude_features)
+        candidates = np.flatnonzero(mask) if mask is not None else None
+        top = model.rank(user, query.k, exclude=exclude, candidates=candidates)
+        return self._scored(state, top.indices, top.scores, user.source)
+
+    def similar_items(self, query: SimilarQuery) -> Scored:
+        state = self._state
+        model = state.model
+        row = model.item_ids.get(query.item_id)
+        if row is None:
+            raise NotFoundError(f"item_id: unknown item {query.item_id!r}")
+        vectors = model.items.item_vectors
+        norms = np.linalg.norm(vectors, axis=1)
+        norms[norms == 0] = 1.0
+        scores = (vectors @ vectors[row]) / (norms * norms[row])
+        exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
+        mask = state.features.allowed(query.filters, query.exclude_features)
+        candidates = np.flatnonzero(mask) if mask is not None else None
+        top = top_k(scores, query.k, exclude=exclude, candidates=candidates)
+        return self._scored(state, top.indices, top.scores, "item")
+
+    def rank(self, query: RankQuery) -> Scored:
+        state = self._state
+        model = state.model
+        user, _ = self._user(state, query.user_id, query.user_features)
+        known = [(i, model.item_ids.get(i)) for i in dict.fromkeys(query.item_ids)]
+        rows = np.array([r for _, r in known if r is not None], dtype=np.int64)
+        if user.vector is None:
+            scores = model.item_popularity[rows]
+        else:
+            scores = model.items.scores(user.vector, user.bias, rows=rows)
+        order = np.lexsort((rows, -scores))
+        ranked = [(model.item_ids.id_of(int(rows[i])), float(scores[i])) for i in order]
+        ranked += [(item, float("-inf")) for item, r in known if r is None]  # unknown: last
+        return Scored(tuple(ranked), state.model_version, uuid.uuid4().hex, user.source)
+
+    def _scored(
+        self, state: ServingState, rows: np.ndarray, scores: np.ndarray, strategy: str
+    ) -> Scored:
+        ids = state.model.item_ids
+        items = tuple((ids.id_of(int(r)), float(s)) for r, s in zip(rows, scores, strict=True))
+        return Scored(items, state.model_version, uuid.uuid4().hex, strategy)
+
+    def info(self) -> Info:
+        state = self._state
+        known_users = sum(1 for u in state.erased_users if u in state.model.user_ids)
+        return Info(
+            model_version=state.model_version,
+            trained_at_ms=state.trained_at_ms,
+            users=len(state.model.user_ids) - known_users,
+            items=len(state.model.items),
+            stored_events=self._store.counts().events,
+        )
+
+    # -- writes -------------------------------------------------------------------------------
+    def track(self, events: Sequence[IncomingEvent]) -> TrackOutcome:
+        if not events:
+            raise InvalidInputError("events: must not be empty")
+        if len(events) > MAX_BATCH:
+            raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
+        valid: list[StoredEvent] = []
+        errors: list[tuple[int, str]] = []
+        for index, event in enumerate(events):
+            try:
+                valid.append(validate_event(event))
+            except ValueError as exc:
+                errors.append((index, str(exc)))
+        result = self._store.append_events(valid)  # durable before anything else
+        by_user: defaultdict[str, list[StoredEvent]] = defaultdict(list)
+        for position in result.accepted:
+            by_user[valid[position].user_id].append(valid[position])
+        watermark = self._state.watermark_seq
+        for user_id, user_events in by_user.items():
+            self._live.record(user_id, user_events, watermark)
+        return TrackOutcome(len(result.accepted), len(result.duplicates), tuple(errors))
+
+    def upsert_items(self, items: Sequence[tuple[str, Sequence[str]]]) -> int:
+        checked = self._checked_entities(items, "items", "item_id")
+        self._store.upsert_items(checked)
+        with self._publish_lock:
+            self._state = self._state.with_items(dict(checked))
+        return len(checked)
+
+    def upsert_users(self, users: Sequence[tuple[str, Sequence[str]]]) -> int:
+        checked = self._checked_entities(users, "users", "user_id")
+        self._store.upsert_users(checked)
+        with self._profiles_lock:
+            for user_id, tokens in checked:
+                self._profiles[user_id] = tokens
+        return len(checked)
+
+    @staticmethod
+    def _checked_entities(
+        entities: Sequence[tuple[str, Sequence[str]]], field: str, id_field: str
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        if not entities:
+            raise InvalidInputError(f"{field}: must not be empty")
+        if len(entities) > MAX_BATCH:
+            raise TooLargeError(f"{field}: at most {MAX_BATCH} per request, got {len(entities)}")
+        return [
+            (
+                check_id(entity, f"{field}[{i}].{id_field}"),
+                check_tokens(tokens, f"{field}[{i}].features"),
+            )
+            for i, (entity, tokens) in enumerate(entities)
+        ]
+
+    def delete_user(self, user_id: str) -> tuple[bool, int]:
+        check_id(user_id, "user_id")
+        existed, deleted = self._store.delete_user(user_id)
+        with self._profiles_lock:
+            self._profiles.pop(user_id, None)
+        self._live.forget(user_id)
+        with self._publish_lock:
+            in_model = user_id in self._state.model.user_ids
+            if in_model:
+                self._state = self._state.with_erased_user(user_id)
+        with self._vectors_lock:
+            for key in [k for k in self._vectors if k[0] == user_id]:
+                del self._vectors[key]
+        return existed or in_model, deleted

@@ -1,0 +1,374 @@
+"""The server end to end over real gRPC on a loopback port, using only the generated
+stubs (what a client in any language has)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.app import RunningServer, ServerOptions, start
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.hybrid import HybridModel
+
+Shop = tuple[Interactions, FeatureTable, FeatureTable]
+CONFIG = TrainConfig(components=8, epochs=15, seed=3, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(toy_shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    interactions, items, users = toy_shop
+    out = tmp_path_factory.mktemp("model")
+    HybridModel.train(interactions, CONFIG, items=items, users=users).save(out)
+    return out
+
+
+@dataclass
+class Live:
+    running: RunningServer
+    channel: grpc.Channel
+    stub: pb_grpc.RecommenderStub
+    state_dir: Path
+
+
+def _start(state_dir: Path, model_dir: Path | None, **options: object) -> Live:
+    running = start(
+        ServerOptions(
+            state_dir=state_dir,
+            port=0,
+            model_dir=model_dir,
+            train_config=CONFIG,
+            grace_seconds=2.0,
+            **options,
+        )
+    )  # type: ignore[arg-type]
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    return Live(running, channel, pb_grpc.RecommenderStub(channel), state_dir)
+
+
+@pytest.fixture
+def live(model_dir: Path, tmp_path: Path) -> Iterator[Live]:
+    server = _start(tmp_path / "state", model_dir)
+    yield server
+    server.channel.close()
+    server.running.stop()
+
+
+def ids(response: pb.RecommendResponse) -> list[str]:
+    return [item.item_id for item in response.items]
+
+
+def event(event_id: str, user: str, item: str, kind: int = pb.VIEW, **fields: object) -> pb.Event:
+    return pb.Event(event_id=event_id, user_id=user, item_id=item, type=kind, **fields)  # type: ignore[arg-type]
+
+
+def test_recommend_for_known_new_and_profiled_users(live: Live) -> None:
+    known = live.stub.Recommend(pb.RecommendRequest(user_id="u0", k=5))
+    assert len(known.items) == 5
+    assert known.strategy == pb.TRAINED
+    assert known.model_version == live.running.service.state.model_version
+    assert known.recommendation_id
+    stranger = live.stub.Recommend(pb.RecommendRequest(user_id="nobody", k=3))
+    assert stranger.strategy == pb.POPULARITY
+    runner = live.stub.Recommend(
+        pb.RecommendRequest(user_id="new", k=5, user_features=["segment=runner"])
+    )
+    assert runner.strategy == pb.FEATURES
+    assert sum(i.startswith("shoe") for i in ids(runner)) >= 4
+
+
+def test_read_your_writes_for_a_new_user_and_exclusions(live: Live) -> None:
+    response = live.stub.Track(
+        pb.TrackRequest(events=[event(f"r{i}", "fresh", f"book{i}") for i in (1, 2, 4)])
+    )
+    assert (response.accepted, response.duplicates, len(response.errors)) == (3, 0, 0)
+    after = live.stub.Recommend(pb.RecommendRequest(user_id="fresh", k=5))
+    assert after.strategy == pb.FOLD_IN
+    assert all(i.startswith("book") for i in ids(after))
+    top = ids(after)[0]
+    live.stub.Track(
+        pb.TrackRequest(
+            events=[
+                event("buy", "fresh", top, pb.PURCHASE),
+                event("no", "fresh", ids(after)[1], pb.DISMISS),
+            ]
+        )
+    )
+    again = ids(live.stub.Recommend(pb.RecommendRequest(user_id="fresh", k=10)))
+    assert top not in again
+    assert ids(after)[1] not in again
+    with_seen = ids(
+        live.stub.Recommend(pb.RecommendRequest(user_id="fresh", k=30, exclude_seen=False))
+    )
+    assert top in with_seen
+
+
+def test_known_user_vector_reflects_new_events(live: Live) -> None:
+    before = live.stub.Recommend(pb.RecommendRequest(user_id="u1", k=5))  # a shoe buyer
+    assert sum(i.startswith("shoe") for i in ids(before)) >= 4
+    events = [
+        event(f"b{i}-{n}", "u1", f"book{i}", pb.PURCHASE) for n in range(3) for i in range(12)
+    ]
+    live.stub.Track(pb.TrackRequest(events=events))
+    after = live.stub.Recommend(pb.RecommendRequest(user_id="u1", k=5))
+    assert after.strategy == pb.TRAINED
+    assert sum(i.startswith("book") for i in ids(after)) >= 3
+
+
+def test_replayed_batch_is_stored_once(live: Live) -> None:
+    batch = pb.TrackRequest(events=[event(f"e{i}", "u3", "shoe1") for i in range(5)])
+    results = [live.stub.Track(batch) for _ in range(3)]
+    assert [(r.accepted, r.duplicates) for r in results] == [(5, 0), (0, 5), (0, 5)]
+    assert live.stub.GetModelInfo(pb.GetModelInfoRequest()).stored_events == 5
+
+
+def test_invalid_events_are_reported_per_index_and_valid_ones_stored(live: Live) -> None:
+    response = live.stub.Track(
+        pb.TrackRequest(
+            events=[
+                event("ok1", "u5", "shoe1"),
+                event("", "u5", "shoe1"),
+                event("bad-type", "u5", "shoe1", 42),
+                event("future", "u5", "shoe1", timestamp_ms=10**15),
+                event("no-item", "u5", ""),
+                event("ok2", "u5", "brand-new-item"),
+            ]
+        )
+    )
+    assert response.accepted == 2
+    errors = {e.index: e.message for e in response.errors}
+    assert set(errors) == {1, 2, 3, 4}
+    assert "event_id" in errors[1]
+    assert "type" in errors[2]
+    assert "timestamp_ms" in errors[3]
+    assert "item_id" in errors[4]
+
+
+def test_upserted_item_is_recommendable_at_once(live: Live) -> None:
+    live.stub.UpsertItems(
+        pb.UpsertItemsRequest(
+            items=[pb.Item(item_id="shoe-new", features=["category=shoes", "brand=fresh"])]
+        )
+    )
+    only_new_brand = live.stub.Recommend(
+        pb.RecommendRequest(user_id="u0", k=5, filters=[pb.FeatureFilter(any_of=["brand=fresh"])])
+    )
+    assert ids(only_new_brand) == ["shoe-new"]
+    shoes = ids(
+        live.stub.Recommend(
+            pb.RecommendRequest(
+                user_id="u0",
+                k=40,
+                filters=[pb.FeatureFilter(any_of=["category=shoes"])],
+                exclude_seen=False,
+            )
+        )
+    )
+    assert "shoe-new" in shoes
+    assert all(i.startswith("shoe") for i in shoes)
+    no_shoes = ids(
+        live.stub.Recommend(
+            pb.RecommendRequest(user_id="u0", k=40, exclude_features=["category=shoes"])
+        )
+    )
+    assert not any(i.startswith("shoe") for i in no_shoes)
+
+
+def test_similar_items_and_rank(live: Live) -> None:
+    similar = live.stub.SimilarItems(pb.SimilarItemsRequest(item_id="book3", k=5))
+    assert "book3" not in ids(similar)
+    assert sum(i.startswith("book") for i in ids(similar)) >= 4
+    with pytest.raises(grpc.RpcError) as info:
+        live.stub.SimilarItems(pb.SimilarItemsRequest(item_id="nope", k=5))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "item_id" in info.value.details()
+    ranked = live.stub.Rank(
+        pb.RankRequest(user_id="u0", item_ids=["book1", "ghost", "shoe3", "shoe4"])
+    )
+    order = ids(ranked)
+    assert order[-1] == "ghost"
+    assert sorted(order[:2]) == ["shoe3", "shoe4"]
+    scores = [i.score for i in ranked.items[:3]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_delete_user_erases_everything(live: Live) -> None:
+    live.stub.Track(pb.TrackRequest(events=[event("d1", "u2", "book1", pb.PURCHASE)]))
+    deleted = live.stub.DeleteUser(pb.DeleteUserRequest(user_id="u2"))
+    assert deleted.existed
+    assert deleted.events_deleted == 1
+    after = live.stub.Recommend(pb.RecommendRequest(user_id="u2", k=3))
+    assert after.strategy == pb.POPULARITY
+    assert live.running.service.store.events_for_user("u2") == []
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "field"),
+    [
+        (
+            lambda s: s.Recommend(pb.RecommendRequest(user_id="u0", k=0)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "k",
+        ),
+        (
+            lambda s: s.Recommend(pb.RecommendRequest(user_id="u0", k=1001)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "k",
+        ),
+        (
+            lambda s: s.Recommend(pb.RecommendRequest(user_id="", k=3)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "user_id",
+        ),
+        (
+            lambda s: s.Recommend(pb.RecommendRequest(user_id="x" * 257, k=3)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "user_id",
+        ),
+        (
+            lambda s: s.Recommend(
+                pb.RecommendRequest(user_id="u", k=3, filters=[pb.FeatureFilter()])
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "filters[0]",
+        ),
+        (
+            lambda s: s.Rank(pb.RankRequest(user_id="u")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "item_ids",
+        ),
+        (lambda s: s.Track(pb.TrackRequest()), grpc.StatusCode.INVALID_ARGUMENT, "events"),
+        (
+            lambda s: s.Track(
+                pb.TrackRequest(events=[event(f"x{i}", "u", "i") for i in range(10_001)])
+            ),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "events",
+        ),
+        (
+            lambda s: s.UpsertItems(
+                pb.UpsertItemsRequest(items=[pb.Item(item_id="a", features=["nocolumn"])])
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "items[0].features[0]",
+        ),
+        (
+            lambda s: s.DeleteUser(pb.DeleteUserRequest()),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "user_id",
+        ),
+    ],
+)
+def test_bad_input_gives_the_right_code_and_names_the_field(
+    live: Live, call: object, code: grpc.StatusCode, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call(live.stub)  # type: ignore[operator]
+    assert info.value.code() == code
+    assert field in info.value.details()
+    assert live.stub.GetModelInfo(pb.GetModelInfoRequest()).stored_events == 0
+
+
+def test_health_and_reflection_answer(live: Live) -> None:
+    health = health_pb2_grpc.HealthStub(live.channel)
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(service="shelfrank.v1.Recommender")).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
+    stub = reflection_pb2_grpc.ServerReflectionStub(live.channel)
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"shelfrank.v1.Recommender", "grpc.health.v1.Health"} <= names
+
+
+def test_restart_keeps_events_dedup_and_model_version(model_dir: Path, tmp_path: Path) -> None:
+    first = _start(tmp_path / "state", model_dir)
+    version = first.stub.GetModelInfo(pb.GetModelInfoRequest()).model_version
+    first.stub.Track(pb.TrackRequest(events=[event("keep", "fresh", "book2", pb.PURCHASE)]))
+    first.channel.close()
+    first.running.stop()
+    second = _start(tmp_path / "state", None)
+    try:
+        info = second.stub.GetModelInfo(pb.GetModelInfoRequest())
+        assert info.model_version == version
+        assert info.stored_events == 1
+        assert (
+            second.stub.Track(
+                pb.TrackRequest(events=[event("keep", "fresh", "book2", pb.PURCHASE)])
+            ).duplicates
+            == 1
+        )
+        assert "book2" not in ids(second.stub.Recommend(pb.RecommendRequest(user_id="fresh", k=20)))
+    finally:
+        second.channel.close()
+        second.running.stop()
+
+
+def test_retrain_swaps_in_a_new_version_without_losing_events(live: Live, toy_shop: Shop) -> None:
+    # Retraining learns from the store: load the shop's history and catalogue into it.
+    interactions, items, users = toy_shop
+    history = [
+        event(f"h{n}", u, i, int(t))
+        for n, (u, i, t) in enumerate(
+            zip(interactions.user_ids, interactions.item_ids, interactions.event_types, strict=True)
+        )
+    ]
+    assert live.stub.Track(pb.TrackRequest(events=history)).accepted == len(history)
+    live.stub.UpsertItems(
+        pb.UpsertItemsRequest(
+            items=[pb.Item(item_id=i, features=list(t)) for i, t in items.as_dict().items()]
+        )
+    )
+    live.stub.UpsertUsers(
+        pb.UpsertUsersRequest(
+            users=[pb.User(user_id=u, features=list(t)) for u, t in users.as_dict().items()]
+        )
+    )
+    live.stub.Track(
+        pb.TrackRequest(events=[event(f"t{i}", "later", f"book{i}", pb.PURCHASE) for i in range(6)])
+    )
+    old = live.stub.GetModelInfo(pb.GetModelInfoRequest())
+    version = live.running.retrainer.retrain_now()
+    assert version is not None
+    info = live.stub.GetModelInfo(pb.GetModelInfoRequest())
+    assert info.model_version == version != old.model_version
+    after = live.stub.Recommend(pb.RecommendRequest(user_id="later", k=5))
+    assert after.strategy == pb.TRAINED  # now inside the model
+    assert all(i.startswith("book") for i in ids(after))
+    assert not {f"book{i}" for i in range(6)} & set(ids(after))
+    assert live.running.retrainer.retrain_now() is None  # nothing new
+
+
+def test_token_auth(model_dir: Path, tmp_path: Path) -> None:
+    server = _start(tmp_path / "state", model_dir, token="s3cret")
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            server.stub.GetModelInfo(pb.GetModelInfoRequest())
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as wrong:
+            server.stub.GetModelInfo(
+                pb.GetModelInfoRequest(), metadata=[("authorization", "Bearer nope")]
+            )
+        assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ok = server.stub.GetModelInfo(
+            pb.GetModelInfoRequest(), metadata=[("authorization", "Bearer s3cret")]
+        )
+        assert ok.model_version
+        health = health_pb2_grpc.HealthStub(server.channel)
+        assert (
+            health.Check(health_pb2.HealthCheckRequest()).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+    finally:
+        server.channel.close()
+        server.running.stop()

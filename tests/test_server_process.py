@@ -1,0 +1,121 @@
+"""``shelfrank serve`` as a real process: first start on demo data, SIGTERM under load."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.server.store import EventStore
+
+GRACE_SECONDS = 3.0
+
+
+def _serve(state: Path) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shelfrank.server",
+            "serve",
+            "--state",
+            str(state),
+            "--port",
+            "0",
+            "--grace",
+            str(GRACE_SECONDS),
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # blocks until the server is up (or died)
+    assert line.startswith("shelfrank serving on"), line
+    return process, int(line.rsplit(":", 1)[1])
+
+
+def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout=GRACE_SECONDS + 5)
+    finally:
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_sigterm_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    process, port = _serve(tmp_path / "state")
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            batch = 0
+            while not stop.is_set():
+                ids = [f"w{worker}-b{batch}-{i}" for i in range(50)]
+                request = pb.TrackRequest(
+                    events=[
+                        pb.Event(
+                            event_id=e, user_id=f"user{worker}", item_id="i000001", type=pb.VIEW
+                        )
+                        for e in ids
+                    ]
+                )
+                try:
+                    response = stub.Track(request, timeout=10)
+                except grpc.RpcError:
+                    return  # the server is going away
+                assert response.accepted == 50
+                with lock:
+                    acknowledged.extend(ids)
+                batch += 1
+
+    workers = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 2_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent_at = time.monotonic()
+    code = _stop(process)
+    exit_seconds = time.monotonic() - sent_at
+    stop.set()
+    for worker in workers:
+        worker.join(timeout=15)
+    assert code == 0
+    assert exit_seconds <= GRACE_SECONDS + 5
+    assert len(acknowledged) >= 2_000
+    store = EventStore(tmp_path / "state" / "events.sqlite3")
+    stored = {e.event_id for _, e in store.iter_events() if e.event_id.startswith("w")}
+    assert set(acknowledged) <= stored
+    assert store.integrity_check() == "ok"
+
+
+def test_restarted_process_serves_the_same_model(tmp_path: Path) -> None:
+    process, port = _serve(tmp_path / "state")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        first = pb_grpc.RecommenderStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+    assert _stop(process, signal.SIGINT) == 0
+    assert first.stored_events == 60_000  # the demo data lives in the store like any other
+    process, port = _serve(tmp_path / "state")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            second = pb_grpc.RecommenderStub(channel).GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=10
+            )
+        assert second.model_version == first.model_version
+        assert second.stored_events == first.stored_events
+    finally:
+        _stop(process)
