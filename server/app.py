@@ -255,8 +255,18 @@ def run(options: ServerOptions) -> None:
         log.info("signal %d: shutting down (grace %.1fs)", signum, options.grace_seconds)
         stopping.set()
 
+    def on_full_retrain(signum: int, frame: Any) -> None:
+        def full() -> None:
+            try:
+                running.retrainer.retrain_now(full=True)
+            except Exception:
+                log.exception("on-demand full retrain failed; the previous model keeps serving")
+
+        threading.Thread(target=full, name="shelfrank-full-retrain", daemon=True).start()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_full_retrain)
     print(f"shelfrank serving on {options.host}:{running.port}", flush=True)
     stopping.wait()
     running.stop()

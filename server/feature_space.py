@@ -31,6 +31,13 @@ class FeatureSpace:
         self.features = IdMap()
         self._token_columns: list[list[int]] = []
 
+    def copy(self) -> FeatureSpace:
+        clone = FeatureSpace(self.identity_weight, use_tokens=self.use_tokens)
+        clone.entities = self.entities.copy()
+        clone.features = self.features.copy()
+        clone._token_columns = [list(columns) for columns in self._token_columns]
+        return clone
+
     def add(self, entity: str, tokens: Sequence[str] = ()) -> int:
         """Index of ``entity``, adding it (with its identity column) if new. Tokens given
         for an existing entity are added to it."""

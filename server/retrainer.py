@@ -14,10 +14,12 @@ import math
 import threading
 from pathlib import Path
 
+from shelfrank.core.errors import ModelFileError
 from shelfrank.core.events import EventType
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
+from shelfrank.server.incremental import continue_training
 from shelfrank.server.registry import ModelRegistry, load_state
 from shelfrank.server.service import RecommenderService
 from shelfrank.server.store import EventStore
@@ -49,6 +51,12 @@ def store_features(features: dict[str, tuple[str, ...]], id_column: str) -> Feat
 
 
 class Retrainer:
+    """Incremental rounds (``fit_partial`` on top of the serving model, growing it for new
+    users, items and tokens) every ``interval_seconds``, a full retrain every
+    ``full_every`` rounds, on demand (:meth:`retrain_now` with ``full=True``; SIGUSR1 on
+    ``shelfrank serve``), and whenever a user was erased since the serving model was
+    trained (continuing would keep the erased user's learned parameters)."""
+
     def __init__(
         self,
         service: RecommenderService,
@@ -56,41 +64,68 @@ class Retrainer:
         config: TrainConfig,
         *,
         interval_seconds: float | None = None,
+        incremental_epochs: int = 5,
+        full_every: int = 12,
     ) -> None:
+        if incremental_epochs < 1 or full_every < 1:
+            raise ValueError("incremental_epochs and full_every must be >= 1")
         self.service = service
         self.registry = registry
         self.config = config
         self.interval_seconds = interval_seconds
+        self.incremental_epochs = incremental_epochs
+        self.full_every = full_every
+        self.rounds = 0
+        self.last_kind = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def retrain_now(self, *, force: bool = False) -> str | None:
+    def retrain_now(self, *, full: bool | None = None, force: bool = False) -> str | None:
         """Train on everything stored so far and swap it in; returns the new version, or
-        None when there was nothing new (unless ``force``)."""
+        None when there was nothing new (unless ``force`` or ``full``)."""
         with self._lock:
             store = self.service.store
+            state = self.service.state
             watermark = store.last_seq()
-            if not force and watermark <= self.service.state.watermark_seq:
+            if not force and not full and watermark <= state.watermark_seq:
                 return None
             interactions = store_interactions(store, watermark)
             if len(interactions) == 0:
                 return None
-            model = HybridModel.train(
-                interactions,
-                self.config,
-                items=store_features(store.item_features(), "item_id"),
-                users=store_features(store.user_features(), "user_id"),
-            )
+            items = store_features(store.item_features(), "item_id")
+            users = store_features(store.user_features(), "user_id")
+            self.rounds += 1
+            previous = self._previous_model() if full is not True else None
+            scheduled_full = self.rounds % self.full_every == 0
+            if previous is None or state.erased_users or scheduled_full or full:
+                model = HybridModel.train(interactions, self.config, items=items, users=users)
+                self.last_kind = "full"
+            else:
+                model = continue_training(
+                    previous, interactions, items=items, users=users, epochs=self.incremental_epochs
+                )
+                self.last_kind = "incremental"
             version = self.registry.save(model, watermark)
             self.service.swap(load_state(Path(self.registry.root) / version))
             log.info(
-                "model %s trained on %d events (through seq %d) is now serving",
+                "%s retrain: model %s on %d events (through seq %d) is now serving",
+                self.last_kind,
                 version,
                 len(interactions),
                 watermark,
             )
             return version
+
+    def _previous_model(self) -> HybridModel | None:
+        version = self.registry.current_version()
+        if version is None:
+            return None
+        try:
+            return HybridModel.load(self.registry.root / version)
+        except ModelFileError:
+            log.exception("cannot continue model %s; training from scratch", version)
+            return None
 
     def start(self) -> None:
         if self.interval_seconds is None or self._thread is not None:

@@ -52,9 +52,17 @@ def build_training_data(
     config: TrainConfig,
     items: FeatureTable | None = None,
     users: FeatureTable | None = None,
+    *,
+    previous: TrainingData | None = None,
 ) -> TrainingData:
-    user_space = FeatureSpace(config.identity_weight, use_tokens=config.use_user_features)
-    item_space = FeatureSpace(config.identity_weight, use_tokens=config.use_item_features)
+    """Matrices for LightFM. With ``previous`` its feature spaces are extended (copies),
+    so every existing entity and feature keeps its index: what incremental training of
+    an existing model needs."""
+    if previous is not None:
+        user_space, item_space = previous.users.copy(), previous.items.copy()
+    else:
+        user_space = FeatureSpace(config.identity_weight, use_tokens=config.use_user_features)
+        item_space = FeatureSpace(config.identity_weight, use_tokens=config.use_item_features)
     # Catalogue entities first (in file order), then ids only seen in events.
     for table, space in ((users, user_space), (items, item_space)):
         if table is not None:

@@ -3,6 +3,7 @@ stubs (what a client in any language has)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,7 +347,21 @@ def test_retrain_swaps_in_a_new_version_without_losing_events(live: Live, toy_sh
     assert after.strategy == pb.TRAINED  # now inside the model
     assert all(i.startswith("book") for i in ids(after))
     assert not {f"book{i}" for i in range(6)} & set(ids(after))
+    assert live.running.retrainer.last_kind == "incremental"
     assert live.running.retrainer.retrain_now() is None  # nothing new
+    full = live.running.retrainer.retrain_now(full=True)
+    assert live.running.retrainer.last_kind == "full"
+    assert live.stub.GetModelInfo(pb.GetModelInfoRequest()).model_version == full
+    assert all(
+        i.startswith("book")
+        for i in ids(live.stub.Recommend(pb.RecommendRequest(user_id="later", k=5)))
+    )
+    # after an erasure the next round is a full retrain, so no learned trace of the user stays
+    live.stub.DeleteUser(pb.DeleteUserRequest(user_id="later"))
+    live.stub.Track(pb.TrackRequest(events=[event("after-erase", "u0", "shoe2")]))
+    live.running.retrainer.retrain_now()
+    assert live.running.retrainer.last_kind == "full"
+    assert "later" not in live.running.service.state.model.user_ids
 
 
 def test_token_auth(model_dir: Path, tmp_path: Path) -> None:
@@ -372,3 +387,44 @@ def test_token_auth(model_dir: Path, tmp_path: Path) -> None:
     finally:
         server.channel.close()
         server.running.stop()
+
+
+def test_concurrent_reads_writes_and_swaps_never_fail(live: Live, toy_shop: Shop) -> None:
+    interactions, _, _ = toy_shop
+    history = [
+        event(f"c{n}", u, i, int(t))
+        for n, (u, i, t) in enumerate(
+            zip(interactions.user_ids, interactions.item_ids, interactions.event_types, strict=True)
+        )
+    ]
+    live.stub.Track(pb.TrackRequest(events=history))
+    failures: list[BaseException] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def reader(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                user = f"conc{worker}"
+                live.stub.Track(
+                    pb.TrackRequest(events=[event(f"conc{worker}-{n}", user, f"book{n % 16}")])
+                )
+                response = live.stub.Recommend(pb.RecommendRequest(user_id=user, k=5))
+                versions.add(response.model_version)
+                assert len(response.items) == 5
+            except BaseException as exc:  # collected and asserted on below
+                failures.append(exc)
+                return
+            n += 1
+
+    threads = [threading.Thread(target=reader, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    swapped = [live.running.retrainer.retrain_now(force=True) for _ in range(3)]
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert failures == []
+    assert all(swapped)
+    assert set(swapped) & versions  # requests were answered by the new versions too
