@@ -18,6 +18,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,7 +31,8 @@ from shelfrank.server.config import TrainConfig
 from shelfrank.server.grpc_servicer import RecommenderServicer
 from shelfrank.server.registry import ModelRegistry
 from shelfrank.server.retrainer import Retrainer
-from shelfrank.server.service import RecommenderService
+from shelfrank.server.service import RecommenderService, TrackOutcome
+from shelfrank.server.serving_state import ServingState
 from shelfrank.server.store import EventStore
 
 log = logging.getLogger("shelfrank.server")
@@ -86,6 +88,17 @@ class Metrics:
         self.items = Gauge(
             "shelfrank_model_items", "Items in the serving model", registry=self.registry
         )
+
+    def on_track(self, outcome: TrackOutcome) -> None:
+        self.events.labels("accepted").inc(outcome.accepted)
+        self.events.labels("duplicate").inc(outcome.duplicates)
+        self.events.labels("rejected").inc(len(outcome.errors))
+
+    def on_state(self, state: ServingState) -> None:
+        self.model_info.clear()
+        self.model_info.labels(state.model_version).set(1)
+        self.users.set(len(state.model.user_ids) - len(state.erased_users))
+        self.items.set(len(state.model.items))
 
 
 class ObservingInterceptor(grpc.ServerInterceptor):
@@ -146,6 +159,11 @@ class RunningServer:
     retrainer: Retrainer
     metrics: Metrics
     grace_seconds: float
+    metrics_http: WSGIServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return int(self.metrics_http.server_port) if self.metrics_http is not None else None
 
     def stop(self) -> None:
         """Graceful: NOT_SERVING at once, refuse new calls, let in-flight ones finish
@@ -154,6 +172,9 @@ class RunningServer:
         self.retrainer.stop(timeout=self.grace_seconds)
         self.server.stop(self.grace_seconds).wait()
         self.service.store.close()
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
 
 
 def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegistry) -> Any:
@@ -234,15 +255,23 @@ def start(options: ServerOptions) -> RunningServer:
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     retrainer.start()
+    metrics_http = None
     if options.metrics_port is not None:
-        start_http_server(options.metrics_port, addr=options.host, registry=metrics.registry)
-    state = service.state
-    metrics.model_info.labels(state.model_version).set(1)
-    metrics.users.set(len(state.model.user_ids))
-    metrics.items.set(len(state.model.items))
-    log.info("serving model %s on %s:%d", state.model_version, options.host, port)
+        metrics_http, _ = start_http_server(
+            options.metrics_port, addr=options.host, registry=metrics.registry
+        )
+    metrics.on_state(service.state)
+    service.observers.append(metrics)
+    log.info("serving model %s on %s:%d", service.state.model_version, options.host, port)
     return RunningServer(
-        server, port, service, health_servicer, retrainer, metrics, options.grace_seconds
+        server,
+        port,
+        service,
+        health_servicer,
+        retrainer,
+        metrics,
+        options.grace_seconds,
+        metrics_http=metrics_http,
     )
 
 

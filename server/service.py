@@ -22,6 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from cachetools import LRUCache
@@ -71,10 +72,19 @@ class Info:
     stored_events: int
 
 
+class ServiceObserver(Protocol):
+    """Told about outcomes (metrics, logs); must be quick and must not raise."""
+
+    def on_track(self, outcome: TrackOutcome) -> None: ...
+
+    def on_state(self, state: ServingState) -> None: ...
+
+
 class RecommenderService:
     def __init__(self, store: EventStore, state: ServingState, *, vector_cache: int = 100_000):
         self._store = store
         self._state = state
+        self.observers: list[ServiceObserver] = []
         self._publish_lock = threading.Lock()
         self._live = LiveUsers(store.events_for_user)
         self._profiles = store.user_features()
@@ -111,6 +121,11 @@ class RecommenderService:
                 carried = carried.with_items(missing)
             self._state = carried
         self._live.clear()
+        self._notify_state()
+
+    def _notify_state(self) -> None:
+        for observer in self.observers:
+            observer.on_state(self._state)
 
     # -- reads --------------------------------------------------------------------------------
     def _user(
@@ -230,13 +245,17 @@ class RecommenderService:
         watermark = self._state.watermark_seq
         for user_id, user_events in by_user.items():
             self._live.record(user_id, user_events, watermark)
-        return TrackOutcome(len(result.accepted), len(result.duplicates), tuple(errors))
+        outcome = TrackOutcome(len(result.accepted), len(result.duplicates), tuple(errors))
+        for observer in self.observers:
+            observer.on_track(outcome)
+        return outcome
 
     def upsert_items(self, items: Sequence[tuple[str, Sequence[str]]]) -> int:
         checked = self._checked_entities(items, "items", "item_id")
         self._store.upsert_items(checked)
         with self._publish_lock:
             self._state = self._state.with_items(dict(checked))
+        self._notify_state()
         return len(checked)
 
     def upsert_users(self, users: Sequence[tuple[str, Sequence[str]]]) -> int:

@@ -1,0 +1,163 @@
+"""Operational surface: Prometheus metrics, TLS, message size limits, reflection off."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.app import ServerOptions, start
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.hybrid import HybridModel
+
+Shop = tuple[Interactions, FeatureTable, FeatureTable]
+CONFIG = TrainConfig(components=8, epochs=5, seed=3, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(toy_shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    interactions, items, users = toy_shop
+    out = tmp_path_factory.mktemp("model")
+    HybridModel.train(interactions, CONFIG, items=items, users=users).save(out)
+    return out
+
+
+def test_metrics_count_requests_events_and_model(model_dir: Path, tmp_path: Path) -> None:
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path, port=0, model_dir=model_dir, metrics_port=0, train_config=CONFIG
+        )
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            stub.Recommend(pb.RecommendRequest(user_id="u0", k=3))
+            with pytest.raises(grpc.RpcError):
+                stub.Recommend(pb.RecommendRequest(user_id="u0", k=0))
+            batch = pb.TrackRequest(
+                events=[
+                    pb.Event(event_id="m1", user_id="u0", item_id="shoe1", type=pb.VIEW),
+                    pb.Event(user_id="u0", item_id="x", type=pb.VIEW),
+                ]
+            )
+            stub.Track(batch)
+            stub.Track(batch)
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+    finally:
+        running.stop()
+    assert 'shelfrank_requests_total{code="OK",method="Recommend"} 1.0' in text
+    assert 'shelfrank_requests_total{code="INVALID_ARGUMENT",method="Recommend"} 1.0' in text
+    assert 'shelfrank_request_seconds_count{method="Track"} 2.0' in text
+    assert 'shelfrank_events_total{outcome="accepted"} 1.0' in text
+    assert 'shelfrank_events_total{outcome="duplicate"} 1.0' in text
+    assert 'shelfrank_events_total{outcome="rejected"} 2.0' in text
+    assert f'shelfrank_model_info{{version="{running.service.state.model_version}"}} 1.0' in text
+    assert "shelfrank_model_items 32.0" in text
+
+
+def test_oversized_message_is_resource_exhausted(model_dir: Path, tmp_path: Path) -> None:
+    running = start(
+        ServerOptions(state_dir=tmp_path, port=0, model_dir=model_dir, train_config=CONFIG)
+    )
+    try:
+        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}", options=options) as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            huge = pb.TrackRequest(
+                events=[
+                    pb.Event(
+                        event_id=f"e{i}", user_id="u", item_id="i", query="q" * 1900, type=pb.SEARCH
+                    )
+                    for i in range(9_500)
+                ]
+            )
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Track(huge, timeout=30)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert stub.GetModelInfo(pb.GetModelInfoRequest()).stored_events == 0
+    finally:
+        running.stop()
+
+
+def test_reflection_can_be_switched_off(model_dir: Path, tmp_path: Path) -> None:
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path, port=0, model_dir=model_dir, reflection=False, train_config=CONFIG
+        )
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                list(
+                    stub.ServerReflectionInfo(
+                        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                    )
+                )
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        running.stop()
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is needed to make a test certificate"
+)
+def test_tls(model_dir: Path, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=model_dir,
+            tls_cert=cert,
+            tls_key=key,
+            train_config=CONFIG,
+        )
+    )
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"localhost:{running.port}", credentials) as channel:
+            info = pb_grpc.RecommenderStub(channel).GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=10
+            )
+        assert info.model_version == running.service.state.model_version
+        with grpc.insecure_channel(f"localhost:{running.port}") as plain:
+            with pytest.raises(grpc.RpcError) as refused:
+                pb_grpc.RecommenderStub(plain).GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        running.stop()
