@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ML100K ?= ../shared/data/ml-100k
 OUT ?= out
 
-.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k clean
+.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k interop clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,17 @@ typecheck: $(VENV)/.dev
 	for d in core datasets server client edge; do ln -s ../../$$d .typecheck/shelfrank/$$d; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p shelfrank
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev interop
 	$(PY) -m pytest -q
+
+# The Node.js client built from proto/ only (tests/test_interop_node.py); skipped where
+# there is no npm.
+interop: interop/node/node_modules/.installed
+
+interop/node/node_modules/.installed: interop/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd interop/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the Node.js interop test will be skipped"; fi
 
 test-slow: $(VENV)/.dev
 	$(PY) -m pytest -q -m slow
@@ -63,4 +72,4 @@ eval-ml100k: $(VENV)/.server
 	  --json $(OUT)/fold-in.json
 
 clean:
-	rm -rf .typecheck .mypy_cache .ruff_cache .pytest_cache demo-out $(OUT)
+	rm -rf .typecheck .mypy_cache .ruff_cache .pytest_cache demo-out $(OUT) interop/node/node_modules

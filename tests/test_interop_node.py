@@ -1,0 +1,67 @@
+"""A Node.js client that knows only proto/ does everything a Python client can."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.app import ServerOptions, start
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.hybrid import HybridModel
+
+NODE_DIR = Path(__file__).resolve().parent.parent / "interop" / "node"
+Shop = tuple[Interactions, FeatureTable, FeatureTable]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_node_client_uses_every_method(toy_shop: Shop, tmp_path: Path) -> None:
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.skip("interop/node dependencies missing: run `make interop` (npm ci)")
+    interactions, items, users = toy_shop
+    config = TrainConfig(components=8, epochs=10, seed=2, num_threads=1)
+    HybridModel.train(interactions, config, items=items, users=users).save(tmp_path / "model")
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state", port=0, model_dir=tmp_path / "model", train_config=config
+        )
+    )
+    try:
+        scenario = {
+            "history": ["book1", "book2", "book4"],
+            "similar_to": "book3",
+            "rank": ["shoe1", "ghost", "book5"],
+        }
+        done = subprocess.run(
+            ["node", "client.js", f"127.0.0.1:{running.port}", json.dumps(scenario)],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        running.stop()
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["info"]["response"]["model_version"]
+    assert out["upsert"]["response"]["upserted"] == 1
+    assert (out["track"]["response"]["accepted"], out["replay"]["response"]["duplicates"]) == (3, 3)
+    recommended = out["recommend"]["response"]
+    assert recommended["strategy"] == "FOLD_IN"
+    assert all(
+        i["item_id"].startswith("book") or i["item_id"] == "node-item" for i in recommended["items"]
+    )
+    assert [i["item_id"] for i in out["filtered"]["response"]["items"]] == ["node-item"]
+    assert len(out["similar"]["response"]["items"]) == 3
+    assert out["similar_unknown"]["error"]["code"] == 5  # NOT_FOUND
+    assert [i["item_id"] for i in out["rank"]["response"]["items"]][-1] == "ghost"
+    assert out["bad_k"]["error"]["code"] == 3  # INVALID_ARGUMENT
+    assert "k" in out["bad_k"]["error"]["details"]
+    assert out["upsert_user"]["response"]["upserted"] == 1
+    assert out["delete"]["response"]["existed"] is True
+    assert out["after_delete"]["response"]["strategy"] == "POPULARITY"
