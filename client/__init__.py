@@ -1,4 +1,98 @@
-"""Typed Python SDK for the shelfrank gRPC service (arrives with issue 3).
+"""Typed Python SDK for the shelfrank recommendation service (gRPC ``shelfrank.v1``).
 
-Depends on grpcio/protobuf only (plus the dependency-free ``shelfrank.core.errors``).
+Usage::
+
+    from shelfrank.client import Client, Event, FeatureFilter, NotFoundError
+
+    with Client("localhost:50051", token="s3cret", timeout=2.0) as client:
+        recs = client.recommend("user-42", k=5, filters=[FeatureFilter(["category=shoes"])])
+        print(recs.strategy, recs.item_ids)
+        result = client.track([Event("user-42", recs.item_ids[0], "purchase")])
+        print(result.accepted, result.errors)
+        try:
+            client.similar_items("no-such-item")
+        except NotFoundError as error:
+            print(error.code, error.details)
+
+``AsyncClient`` has the same methods as coroutines (``async with AsyncClient(...)``).
+Every error derives from ``shelfrank.core.errors.ShelfrankError``: ``InvalidInputError``
+(input refused before any RPC, the message names the field) or a ``ServiceError``
+subclass per gRPC status; raw grpc errors and protobuf types never reach the caller.
+Depends on grpcio/protobuf only (plus the dependency-free ``shelfrank.core.errors`` and
+``shelfrank.core.events``): importing it does not load numpy.
 """
+
+from shelfrank.client.aio import AsyncClient
+from shelfrank.client.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    CancelledError,
+    ClientClosedError,
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    ServiceError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+    UnknownError,
+)
+from shelfrank.client.sync import Client
+from shelfrank.client.types import (
+    DeleteResult,
+    Event,
+    EventError,
+    FeatureFilter,
+    Item,
+    ModelInfo,
+    Recommendations,
+    ScoredItem,
+    Strategy,
+    TrackResult,
+    User,
+)
+from shelfrank.core.errors import InvalidInputError, ShelfrankError
+from shelfrank.core.events import EventType
+
+__all__ = [
+    "AbortedError",
+    "AlreadyExistsError",
+    "AsyncClient",
+    "CancelledError",
+    "Client",
+    "ClientClosedError",
+    "DataLossError",
+    "DeadlineExceededError",
+    "DeleteResult",
+    "Event",
+    "EventError",
+    "EventType",
+    "FailedPreconditionError",
+    "FeatureFilter",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidInputError",
+    "Item",
+    "ModelInfo",
+    "NotFoundError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "Recommendations",
+    "ResourceExhaustedError",
+    "ScoredItem",
+    "ServiceError",
+    "ShelfrankError",
+    "Strategy",
+    "TrackResult",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
+    "User",
+]

@@ -1,0 +1,247 @@
+"""Translation between the SDK's types and the generated protobuf messages (private).
+
+Request builders validate first (``InvalidInputError`` naming the field), so nothing is
+sent for input the contract certainly refuses. Shared by the sync and asyncio clients,
+which only differ in how they wait for the RPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, Protocol, TypeVar
+
+from shelfrank.client import _validation as check
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client.types import (
+    DeleteResult,
+    Event,
+    EventError,
+    FeatureFilter,
+    Item,
+    ModelInfo,
+    Recommendations,
+    ScoredItem,
+    Strategy,
+    TrackResult,
+    User,
+)
+from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.events import EventType
+
+MAX_BATCH_BYTES: Final = 3 * 1024 * 1024
+"""Serialized size one Track/Upsert request may reach: below gRPC's common 4 MiB default
+receive limit, so large events (long queries) never hit RESOURCE_EXHAUSTED."""
+_FIELD_OVERHEAD_BYTES = 6  # tag + length prefix of one repeated element, generously
+
+_PROTO_EVENT_TYPE: Final = MappingProxyType(
+    {member: pb.EventType.Value(member.name) for member in EventType}
+)
+_STRATEGY_BY_PROTO: Final = MappingProxyType(
+    {
+        pb.TRAINED: Strategy.TRAINED,
+        pb.FOLD_IN: Strategy.FOLD_IN,
+        pb.FEATURES: Strategy.FEATURES,
+        pb.POPULARITY: Strategy.POPULARITY,
+        pb.ITEM: Strategy.ITEM,
+    }
+)
+
+
+class _SizedMessage(Protocol):
+    def ByteSize(self) -> int: ...  # noqa: N802 (protobuf's name)
+
+
+_Message = TypeVar("_Message", bound=_SizedMessage)
+_T = TypeVar("_T")
+
+
+def _filters(field_name: str, filters: object) -> list[pb.FeatureFilter]:
+    if isinstance(filters, FeatureFilter) or not isinstance(filters, Iterable):
+        raise InvalidInputError(f"{field_name}: expected an iterable of FeatureFilter")
+    converted = []
+    for index, value in enumerate(filters):
+        if not isinstance(value, FeatureFilter):
+            raise InvalidInputError(
+                f"{field_name}[{index}]: expected a FeatureFilter, got {type(value).__name__}"
+            )
+        converted.append(pb.FeatureFilter(any_of=value.any_of))
+    return converted
+
+
+def recommend_request(
+    user_id: str,
+    k: int,
+    *,
+    exclude_item_ids: Iterable[str],
+    filters: Iterable[FeatureFilter],
+    exclude_features: Iterable[str],
+    exclude_seen: bool,
+    user_features: Iterable[str],
+) -> pb.RecommendRequest:
+    return pb.RecommendRequest(
+        user_id=check.identifier("user_id", user_id),
+        k=check.top_k(k),
+        exclude_item_ids=check.identifiers(
+            "exclude_item_ids", exclude_item_ids, max_count=check.MAX_CANDIDATES
+        ),
+        filters=_filters("filters", filters),
+        exclude_features=check.tokens("exclude_features", exclude_features),
+        # Always sent (the field is optional in proto3) so the server never guesses.
+        exclude_seen=check.boolean("exclude_seen", exclude_seen),
+        user_features=check.tokens("user_features", user_features),
+    )
+
+
+def similar_items_request(
+    item_id: str,
+    k: int,
+    *,
+    filters: Iterable[FeatureFilter],
+    exclude_features: Iterable[str],
+    exclude_item_ids: Iterable[str],
+) -> pb.SimilarItemsRequest:
+    return pb.SimilarItemsRequest(
+        item_id=check.identifier("item_id", item_id),
+        k=check.top_k(k),
+        filters=_filters("filters", filters),
+        exclude_features=check.tokens("exclude_features", exclude_features),
+        exclude_item_ids=check.identifiers("exclude_item_ids", exclude_item_ids),
+    )
+
+
+def rank_request(
+    user_id: str, item_ids: Iterable[str], *, user_features: Iterable[str]
+) -> pb.RankRequest:
+    return pb.RankRequest(
+        user_id=check.identifier("user_id", user_id),
+        item_ids=check.identifiers(
+            "item_ids", item_ids, min_count=1, max_count=check.MAX_CANDIDATES
+        ),
+        user_features=check.tokens("user_features", user_features),
+    )
+
+
+def delete_user_request(user_id: str) -> pb.DeleteUserRequest:
+    return pb.DeleteUserRequest(user_id=check.identifier("user_id", user_id))
+
+
+def recommendations_from(response: pb.RecommendResponse) -> Recommendations:
+    return Recommendations(
+        items=tuple(ScoredItem(item.item_id, item.score) for item in response.items),
+        model_version=response.model_version,
+        recommendation_id=response.recommendation_id,
+        strategy=_STRATEGY_BY_PROTO.get(response.strategy, Strategy.UNKNOWN),
+    )
+
+
+def event_to_proto(event: Event) -> pb.Event:
+    return pb.Event(
+        event_id=event.event_id,
+        user_id=event.user_id,
+        item_id=event.item_id,
+        type=_PROTO_EVENT_TYPE[event.type],
+        timestamp_ms=event.timestamp_ms,
+        session_id=event.session_id,
+        query=event.query,
+    )
+
+
+def _instances_of(field_name: str, values: object, kind: type[_T]) -> list[_T]:
+    """Materialise and type-check the caller's values, so nothing is sent if one is wrong."""
+    if isinstance(values, str | bytes | kind) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{field_name}: expected an iterable of {kind.__name__}")
+    checked = list(values)
+    for index, value in enumerate(checked):
+        if not isinstance(value, kind):
+            raise InvalidInputError(
+                f"{field_name}[{index}]: expected {kind.__name__}, got {type(value).__name__}"
+            )
+    return checked
+
+
+def batches(
+    messages: Iterable[_Message], *, max_count: int, max_bytes: int
+) -> Iterator[tuple[int, list[_Message]]]:
+    """Consecutive runs of ``messages`` within both limits, with each run's start offset.
+
+    A message larger than ``max_bytes`` on its own still goes, alone in its batch: the
+    server decides whether it is too large.
+    """
+    batch: list[_Message] = []
+    batch_bytes = 0
+    offset = 0
+    for message in messages:
+        size = message.ByteSize() + _FIELD_OVERHEAD_BYTES
+        if batch and (len(batch) >= max_count or batch_bytes + size > max_bytes):
+            yield offset, batch
+            offset += len(batch)
+            batch, batch_bytes = [], 0
+        batch.append(message)
+        batch_bytes += size
+    if batch:
+        yield offset, batch
+
+
+def track_requests(events: Iterable[Event]) -> Iterator[tuple[int, pb.TrackRequest]]:
+    """Validated eagerly (before any RPC); requests are then built one batch at a time."""
+    checked = _instances_of("events", events, Event)
+    protos = (event_to_proto(event) for event in checked)
+    return (
+        (offset, pb.TrackRequest(events=batch))
+        for offset, batch in batches(protos, max_count=check.MAX_BATCH, max_bytes=MAX_BATCH_BYTES)
+    )
+
+
+@dataclass(slots=True)
+class TrackTally:
+    """Sums the per-batch responses of one ``track`` call into one ``TrackResult``."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    errors: list[EventError] = field(default_factory=list)
+
+    def add(self, offset: int, response: pb.TrackResponse) -> None:
+        """Count one batch; its error indices are shifted to the caller's positions."""
+        self.accepted += response.accepted
+        self.duplicates += response.duplicates
+        self.errors.extend(
+            EventError(index=offset + error.index, message=error.message)
+            for error in response.errors
+        )
+
+    def result(self) -> TrackResult:
+        return TrackResult(self.accepted, self.duplicates, tuple(self.errors))
+
+
+def upsert_items_requests(items: Iterable[Item]) -> Iterator[pb.UpsertItemsRequest]:
+    checked = _instances_of("items", items, Item)
+    protos = (pb.Item(item_id=item.item_id, features=item.features) for item in checked)
+    return (
+        pb.UpsertItemsRequest(items=batch)
+        for _, batch in batches(protos, max_count=check.MAX_BATCH, max_bytes=MAX_BATCH_BYTES)
+    )
+
+
+def upsert_users_requests(users: Iterable[User]) -> Iterator[pb.UpsertUsersRequest]:
+    checked = _instances_of("users", users, User)
+    protos = (pb.User(user_id=user.user_id, features=user.features) for user in checked)
+    return (
+        pb.UpsertUsersRequest(users=batch)
+        for _, batch in batches(protos, max_count=check.MAX_BATCH, max_bytes=MAX_BATCH_BYTES)
+    )
+
+
+def delete_result_from(response: pb.DeleteUserResponse) -> DeleteResult:
+    return DeleteResult(existed=response.existed, events_deleted=response.events_deleted)
+
+
+def model_info_from(response: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(
+        model_version=response.model_version,
+        trained_at_ms=response.trained_at_ms,
+        users=response.users,
+        items=response.items,
+        stored_events=response.stored_events,
+    )

@@ -1,0 +1,130 @@
+"""Cheap, certain checks of caller input, done before any RPC (private).
+
+Only limits the contract in ``proto/shelfrank/v1/recommender.proto`` states are checked
+here, so a request that passes can still be refused by the server for reasons only it
+knows. Every error is an ``InvalidInputError`` whose message starts with the field name.
+No grpc or protobuf import: ``types.py`` uses this module and must stay transport-free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from shelfrank.core.errors import InvalidInputError
+
+MAX_ID_BYTES = 256
+"""Ids (users, items, events, sessions) are 1 to 256 UTF-8 bytes."""
+MAX_K = 1000
+MAX_CANDIDATES = 10_000
+"""Rank candidates and Recommend's exclude_item_ids."""
+MAX_BATCH = 10_000
+"""Events per Track request, items/users per Upsert request."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def utf8_text(field: str, value: object) -> str:
+    """``value`` if it is a str protobuf can encode (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{field}: expected a str, got {_type_name(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{field}: not encodable as UTF-8") from None
+    return value
+
+
+def identifier(field: str, value: object) -> str:
+    """A required id: non-empty and at most 256 UTF-8 bytes."""
+    text = optional_identifier(field, value)
+    if not text:
+        raise InvalidInputError(f"{field}: must not be empty")
+    return text
+
+
+def optional_identifier(field: str, value: object) -> str:
+    """An id that may be left empty (``session_id``), else at most 256 UTF-8 bytes."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{field}: expected a str, got {_type_name(value)}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{field}: not encodable as UTF-8") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidInputError(f"{field}: {size} bytes long, ids are at most {MAX_ID_BYTES}")
+    return value
+
+
+def _iterable(field: str, values: object) -> Iterable[object]:
+    # A bare str is iterable too, and would silently become one id per character.
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{field}: expected an iterable of str, got {_type_name(values)}")
+    return values
+
+
+def identifiers(
+    field: str, values: object, *, min_count: int = 0, max_count: int | None = None
+) -> tuple[str, ...]:
+    """A tuple of required ids, each checked, with an optional count range."""
+    checked = tuple(
+        identifier(f"{field}[{index}]", value)
+        for index, value in enumerate(_iterable(field, values))
+    )
+    count_in_range(field, len(checked), min_count=min_count, max_count=max_count)
+    return checked
+
+
+def tokens(field: str, values: object) -> tuple[str, ...]:
+    """Feature tokens: any str (the server owns the ``column=value`` vocabulary)."""
+    return tuple(
+        utf8_text(f"{field}[{index}]", value)
+        for index, value in enumerate(_iterable(field, values))
+    )
+
+
+def count_in_range(field: str, count: int, *, min_count: int, max_count: int | None) -> None:
+    if count < min_count:
+        raise InvalidInputError(f"{field}: needs at least {min_count}, got {count}")
+    if max_count is not None and count > max_count:
+        raise InvalidInputError(f"{field}: at most {max_count:,} allowed, got {count:,}")
+
+
+def integer(field: str, value: object) -> int:
+    """An int, refusing bool (a bool is an int to Python, never what the caller meant)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{field}: expected an int, got {_type_name(value)}")
+    return value
+
+
+def int64(field: str, value: object) -> int:
+    number = integer(field, value)
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise InvalidInputError(f"{field}: {number} does not fit in 64 bits")
+    return number
+
+
+def top_k(value: object) -> int:
+    k = integer("k", value)
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k: must be between 1 and {MAX_K}, got {k}")
+    return k
+
+
+def boolean(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{field}: expected a bool, got {_type_name(value)}")
+    return value
+
+
+def positive_seconds(field: str, value: object) -> float:
+    """A duration in seconds: finite and above zero (gRPC deadlines need both)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{field}: expected seconds as a number, got {_type_name(value)}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInputError(f"{field}: must be a positive, finite number of seconds")
+    return seconds

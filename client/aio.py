@@ -1,0 +1,237 @@
+"""The asyncio client: ``Client``'s methods as coroutines, on a ``grpc.aio`` channel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Self, TypeVar
+
+import grpc
+import grpc.aio
+
+from shelfrank.client import _convert
+from shelfrank.client._channel import ChannelOption, channel_settings
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto.recommender_pb2_grpc import RecommenderStub
+from shelfrank.client.errors import ClientClosedError, from_rpc_error
+from shelfrank.client.types import (
+    DeleteResult,
+    Event,
+    FeatureFilter,
+    Item,
+    ModelInfo,
+    Recommendations,
+    TrackResult,
+    User,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shelfrank.client._proto.recommender_pb2_grpc import RecommenderAsyncStub
+
+__all__ = ["AsyncClient"]
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+class AsyncClient:
+    """Asyncio client for a shelfrank server, with ``Client``'s arguments and behaviour.
+
+    A ``grpc.aio`` channel belongs to one event loop, so it is opened on the first call
+    (the constructor may run anywhere, e.g. at import time) and the client then serves
+    that loop only. Use ``async with AsyncClient(...) as client:`` or ``await close()``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        max_attempts: int = 5,
+        options: Sequence[ChannelOption] = (),
+    ) -> None:
+        self._settings = channel_settings(
+            target,
+            token=token,
+            timeout=timeout,
+            tls=tls,
+            root_certificates=root_certificates,
+            max_attempts=max_attempts,
+            options=options,
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: RecommenderAsyncStub | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def _open_stub(self, method: str) -> RecommenderAsyncStub:
+        """The stub on this loop's channel, opening the channel on first use."""
+        if self._closed:
+            raise ClientClosedError(f"{method}: the client is closed")
+        loop = asyncio.get_running_loop()
+        if self._stub is None:
+            settings = self._settings
+            if settings.credentials is None:
+                self._channel = grpc.aio.insecure_channel(settings.target, options=settings.options)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    settings.target, settings.credentials, options=settings.options
+                )
+            self._loop = loop
+            self._stub = RecommenderStub(self._channel)
+        elif loop is not self._loop:
+            raise RuntimeError(
+                f"{method}: this AsyncClient was first used on another event loop; "
+                "create one client per loop"
+            )
+        return self._stub
+
+    async def _call(
+        self,
+        method: str,
+        select_rpc: Callable[
+            [RecommenderAsyncStub], grpc.aio.UnaryUnaryMultiCallable[_Request, _Response]
+        ],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
+        """Make one RPC with its deadline and metadata; translate any gRPC failure."""
+        deadline = self._settings.timeout_for(timeout)
+        rpc = select_rpc(self._open_stub(method))
+        try:
+            return await rpc(request, timeout=deadline, metadata=self._settings.metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, method=method) from error
+
+    async def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        exclude_item_ids: Iterable[str] = (),
+        filters: Iterable[FeatureFilter] = (),
+        exclude_features: Iterable[str] = (),
+        exclude_seen: bool = True,
+        user_features: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """See ``Client.recommend``."""
+        request = _convert.recommend_request(
+            user_id,
+            k,
+            exclude_item_ids=exclude_item_ids,
+            filters=filters,
+            exclude_features=exclude_features,
+            exclude_seen=exclude_seen,
+            user_features=user_features,
+        )
+        response = await self._call("Recommend", lambda stub: stub.Recommend, request, timeout)
+        return _convert.recommendations_from(response)
+
+    async def similar_items(
+        self,
+        item_id: str,
+        k: int = 10,
+        *,
+        filters: Iterable[FeatureFilter] = (),
+        exclude_features: Iterable[str] = (),
+        exclude_item_ids: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """See ``Client.similar_items``."""
+        request = _convert.similar_items_request(
+            item_id,
+            k,
+            filters=filters,
+            exclude_features=exclude_features,
+            exclude_item_ids=exclude_item_ids,
+        )
+        response = await self._call(
+            "SimilarItems", lambda stub: stub.SimilarItems, request, timeout
+        )
+        return _convert.recommendations_from(response)
+
+    async def rank(
+        self,
+        user_id: str,
+        item_ids: Iterable[str],
+        *,
+        user_features: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """See ``Client.rank``."""
+        request = _convert.rank_request(user_id, item_ids, user_features=user_features)
+        response = await self._call("Rank", lambda stub: stub.Rank, request, timeout)
+        return _convert.recommendations_from(response)
+
+    async def track(self, events: Iterable[Event], *, timeout: float | None = None) -> TrackResult:
+        """See ``Client.track`` (batches are sent one after another, in order)."""
+        requests = _convert.track_requests(events)
+        tally = _convert.TrackTally()
+        for offset, request in requests:
+            tally.add(offset, await self._call("Track", lambda stub: stub.Track, request, timeout))
+        return tally.result()
+
+    async def upsert_items(self, items: Iterable[Item], *, timeout: float | None = None) -> int:
+        """See ``Client.upsert_items``."""
+        requests = _convert.upsert_items_requests(items)
+        upserted = 0
+        for request in requests:
+            response = await self._call(
+                "UpsertItems", lambda stub: stub.UpsertItems, request, timeout
+            )
+            upserted += response.upserted
+        return upserted
+
+    async def upsert_users(self, users: Iterable[User], *, timeout: float | None = None) -> int:
+        """See ``Client.upsert_users``."""
+        requests = _convert.upsert_users_requests(users)
+        upserted = 0
+        for request in requests:
+            response = await self._call(
+                "UpsertUsers", lambda stub: stub.UpsertUsers, request, timeout
+            )
+            upserted += response.upserted
+        return upserted
+
+    async def delete_user(self, user_id: str, *, timeout: float | None = None) -> DeleteResult:
+        """See ``Client.delete_user``."""
+        request = _convert.delete_user_request(user_id)
+        response = await self._call("DeleteUser", lambda stub: stub.DeleteUser, request, timeout)
+        return _convert.delete_result_from(response)
+
+    async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        """See ``Client.model_info``."""
+        response = await self._call(
+            "GetModelInfo", lambda stub: stub.GetModelInfo, pb.GetModelInfoRequest(), timeout
+        )
+        return _convert.model_info_from(response)
+
+    async def close(self) -> None:
+        """Close the channel (if a call ever opened it). Closing twice is harmless."""
+        self._closed = True
+        self._stub = None
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"AsyncClient({self._settings.target!r}, {state})"

@@ -1,0 +1,217 @@
+"""The blocking client: one gRPC channel, typed methods, shelfrank errors only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+
+from shelfrank.client import _convert
+from shelfrank.client._channel import ChannelOption, channel_settings
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto.recommender_pb2_grpc import RecommenderStub
+from shelfrank.client.errors import ClientClosedError, from_rpc_error
+from shelfrank.client.types import (
+    DeleteResult,
+    Event,
+    FeatureFilter,
+    Item,
+    ModelInfo,
+    Recommendations,
+    TrackResult,
+    User,
+)
+
+__all__ = ["Client"]
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+class Client:
+    """Blocking client for a shelfrank server; thread-safe, reuse one per process.
+
+    ``target`` is ``host:port``. Every call has a deadline: its ``timeout`` argument or
+    the client's ``timeout`` (seconds), covering retries too. Calls failing with
+    UNAVAILABLE are retried by gRPC up to ``max_attempts`` times in all (1..5) with
+    exponential backoff; no other status is retried. ``token`` is sent as
+    ``authorization: Bearer <token>`` on every call (in clear text unless ``tls=True``;
+    ``root_certificates`` are PEM roots, else the system's). ``options`` are extra gRPC channel
+    arguments; one named like ours (e.g. ``grpc.service_config``) replaces ours.
+
+    Errors: ``InvalidInputError`` (naming the field) for input refused before any RPC,
+    a ``ServiceError`` subclass per gRPC status otherwise.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        max_attempts: int = 5,
+        options: Sequence[ChannelOption] = (),
+    ) -> None:
+        self._settings = channel_settings(
+            target,
+            token=token,
+            timeout=timeout,
+            tls=tls,
+            root_certificates=root_certificates,
+            max_attempts=max_attempts,
+            options=options,
+        )
+        settings = self._settings
+        if settings.credentials is None:
+            self._channel = grpc.insecure_channel(settings.target, options=settings.options)
+        else:
+            self._channel = grpc.secure_channel(
+                settings.target, settings.credentials, options=settings.options
+            )
+        self._stub = RecommenderStub(self._channel)
+        self._closed = False
+
+    def _call(
+        self,
+        method: str,
+        rpc: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
+        """Make one RPC with its deadline and metadata; translate any gRPC failure."""
+        deadline = self._settings.timeout_for(timeout)
+        if self._closed:
+            raise ClientClosedError(f"{method}: the client is closed")
+        try:
+            return rpc(request, timeout=deadline, metadata=self._settings.metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, method=method) from error
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        exclude_item_ids: Iterable[str] = (),
+        filters: Iterable[FeatureFilter] = (),
+        exclude_features: Iterable[str] = (),
+        exclude_seen: bool = True,
+        user_features: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """Top-``k`` items for a user; an unknown user gets cold-start results, not an error.
+
+        Every filter must pass (each needs one of its tokens); items with any of
+        ``exclude_features`` are skipped; ``exclude_seen`` skips purchased and dismissed
+        items; ``user_features`` describe a user the model does not know yet.
+        """
+        request = _convert.recommend_request(
+            user_id,
+            k,
+            exclude_item_ids=exclude_item_ids,
+            filters=filters,
+            exclude_features=exclude_features,
+            exclude_seen=exclude_seen,
+            user_features=user_features,
+        )
+        response = self._call("Recommend", self._stub.Recommend, request, timeout)
+        return _convert.recommendations_from(response)
+
+    def similar_items(
+        self,
+        item_id: str,
+        k: int = 10,
+        *,
+        filters: Iterable[FeatureFilter] = (),
+        exclude_features: Iterable[str] = (),
+        exclude_item_ids: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """Items most like ``item_id``; ``NotFoundError`` if the service does not know it."""
+        request = _convert.similar_items_request(
+            item_id,
+            k,
+            filters=filters,
+            exclude_features=exclude_features,
+            exclude_item_ids=exclude_item_ids,
+        )
+        response = self._call("SimilarItems", self._stub.SimilarItems, request, timeout)
+        return _convert.recommendations_from(response)
+
+    def rank(
+        self,
+        user_id: str,
+        item_ids: Iterable[str],
+        *,
+        user_features: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """The 1..10,000 candidate ``item_ids`` in ranked order; unknown items rank last."""
+        request = _convert.rank_request(user_id, item_ids, user_features=user_features)
+        response = self._call("Rank", self._stub.Rank, request, timeout)
+        return _convert.recommendations_from(response)
+
+    def track(self, events: Iterable[Event], *, timeout: float | None = None) -> TrackResult:
+        """Store behaviour events; refused ones are reported by position, not raised.
+
+        Any number of events: they are sent in batches of at most 10,000 (and 3 MiB),
+        ``timeout`` applying to each batch, and the results are summed, with error
+        indices counting from the start of ``events``. No events, no RPC. If a batch
+        fails, the earlier batches are stored; retrying the call with the same ``Event``
+        objects is safe, as their ids make the stored ones count as duplicates.
+        """
+        tally = _convert.TrackTally()
+        for offset, request in _convert.track_requests(events):
+            tally.add(offset, self._call("Track", self._stub.Track, request, timeout))
+        return tally.result()
+
+    def upsert_items(self, items: Iterable[Item], *, timeout: float | None = None) -> int:
+        """Add or replace catalogue items (batched like ``track``); returns how many."""
+        upserted = 0
+        for request in _convert.upsert_items_requests(items):
+            upserted += self._call("UpsertItems", self._stub.UpsertItems, request, timeout).upserted
+        return upserted
+
+    def upsert_users(self, users: Iterable[User], *, timeout: float | None = None) -> int:
+        """Add or replace user profiles (batched like ``track``); returns how many."""
+        upserted = 0
+        for request in _convert.upsert_users_requests(users):
+            upserted += self._call("UpsertUsers", self._stub.UpsertUsers, request, timeout).upserted
+        return upserted
+
+    def delete_user(self, user_id: str, *, timeout: float | None = None) -> DeleteResult:
+        """Erase a user's events, vector and mappings; afterwards the user is unknown."""
+        request = _convert.delete_user_request(user_id)
+        response = self._call("DeleteUser", self._stub.DeleteUser, request, timeout)
+        return _convert.delete_result_from(response)
+
+    def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        """The serving model's version and the event store's counts."""
+        request = pb.GetModelInfoRequest()
+        response = self._call("GetModelInfo", self._stub.GetModelInfo, request, timeout)
+        return _convert.model_info_from(response)
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled. Closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Client({self._settings.target!r}, {state})"

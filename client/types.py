@@ -1,0 +1,209 @@
+"""Plain values the SDK takes and returns: frozen, typed, free of grpc and protobuf.
+
+Kept transport-free so the edge SDK can reuse the result types without a channel.
+Values you build (``Event``, ``Item``, ``User``, ``FeatureFilter``) are checked when
+constructed and raise ``InvalidInputError`` naming the field, so a bad value fails where
+it is written rather than deep inside a batched RPC. They accept any iterable of str for
+their tuple fields (stored as tuples, so the values stay hashable and immutable).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from uuid import uuid4
+
+from shelfrank.client import _validation as check
+from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.events import EventType
+
+__all__ = [
+    "DeleteResult",
+    "Event",
+    "EventError",
+    "EventType",
+    "FeatureFilter",
+    "Item",
+    "ModelInfo",
+    "Recommendations",
+    "ScoredItem",
+    "Strategy",
+    "TrackResult",
+    "User",
+]
+
+
+class Strategy(enum.StrEnum):
+    """How the service represented the user (or item) for a response."""
+
+    TRAINED = "trained"
+    """The user's trained vector, refined by newer events."""
+    FOLD_IN = "fold_in"
+    """Unknown to the model; folded in from tracked events."""
+    FEATURES = "features"
+    """Unknown, no events; composed from profile features."""
+    POPULARITY = "popularity"
+    """Nothing known about the user."""
+    ITEM = "item"
+    """``similar_items``: by the item's vector."""
+    UNKNOWN = "unknown"
+    """Unspecified, or a strategy added by a newer server: the items are still valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    """Higher is better; comparable only within one response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendations:
+    """Ranked items plus what is needed to attribute feedback to this response."""
+
+    items: tuple[ScoredItem, ...]
+    model_version: str
+    recommendation_id: str
+    """Unique per response, for attributing later feedback to it."""
+    strategy: Strategy
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        """The ids in ranked order, for callers that do not need scores."""
+        return tuple(item.item_id for item in self.items)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class FeatureFilter:
+    """Passes items having at least one of ``any_of`` (tokens like ``category=shoes``)."""
+
+    any_of: tuple[str, ...]
+
+    def __init__(self, any_of: Iterable[str]) -> None:
+        tokens = check.tokens("any_of", any_of)
+        if not tokens:
+            # An empty filter would match nothing, which is never what a caller means
+            # (and is easily mistaken for "no constraint").
+            raise InvalidInputError("any_of: a filter needs at least one feature token")
+        object.__setattr__(self, "any_of", tokens)
+
+
+def _event_type(value: object) -> EventType:
+    if isinstance(value, EventType):
+        return value
+    if isinstance(value, str):
+        try:
+            return EventType.parse(value)
+        except InvalidInputError:
+            allowed = ", ".join(member.label for member in EventType)
+            raise InvalidInputError(
+                f"type: unknown event type {value!r} (expected one of {allowed})"
+            ) from None
+    raise InvalidInputError(f"type: expected an EventType or its label, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Event:
+    """One thing a shopper did, ready for ``Client.track``.
+
+    ``type`` accepts an ``EventType`` or its label (``"purchase"``, ``"ADD_TO_CART"``)
+    and is always stored as an ``EventType``. ``event_id`` defaults to a fresh random id
+    made *here*, at construction: keep the ``Event`` objects to retry a failed ``track``
+    and the server will count the resent ones as duplicates instead of storing them
+    twice. ``timestamp_ms`` is unix milliseconds; 0 lets the server use "now".
+    """
+
+    user_id: str
+    item_id: str
+    type: EventType
+    event_id: str
+    timestamp_ms: int
+    session_id: str
+    query: str
+    """The search text, for ``EventType.SEARCH``."""
+
+    def __init__(
+        self,
+        user_id: str,
+        item_id: str,
+        type: EventType | str = EventType.VIEW,
+        event_id: str | None = None,
+        timestamp_ms: int = 0,
+        session_id: str = "",
+        query: str = "",
+    ) -> None:
+        object.__setattr__(self, "user_id", check.identifier("user_id", user_id))
+        object.__setattr__(self, "item_id", check.identifier("item_id", item_id))
+        object.__setattr__(self, "type", _event_type(type))
+        object.__setattr__(
+            self,
+            "event_id",
+            uuid4().hex if event_id is None else check.identifier("event_id", event_id),
+        )
+        object.__setattr__(self, "timestamp_ms", check.int64("timestamp_ms", timestamp_ms))
+        object.__setattr__(self, "session_id", check.optional_identifier("session_id", session_id))
+        object.__setattr__(self, "query", check.utf8_text("query", query))
+
+
+@dataclass(frozen=True, slots=True)
+class EventError:
+    """Why one event of a ``track`` call was refused."""
+
+    index: int
+    """Position in the sequence given to ``track`` (not in the RPC batch)."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackResult:
+    """Outcome of ``track``: refused events are listed, the others were stored."""
+
+    accepted: int
+    """Newly stored."""
+    duplicates: int
+    """Already stored under the same event_id (e.g. a retry): nothing changed."""
+    errors: tuple[EventError, ...]
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Item:
+    """A catalogue item and its feature tokens (``"category=shoes"``)."""
+
+    item_id: str
+    features: tuple[str, ...]
+
+    def __init__(self, item_id: str, features: Iterable[str] = ()) -> None:
+        object.__setattr__(self, "item_id", check.identifier("item_id", item_id))
+        object.__setattr__(self, "features", check.tokens("features", features))
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class User:
+    """A user profile: feature tokens used while the model does not know the user."""
+
+    user_id: str
+    features: tuple[str, ...]
+
+    def __init__(self, user_id: str, features: Iterable[str] = ()) -> None:
+        object.__setattr__(self, "user_id", check.identifier("user_id", user_id))
+        object.__setattr__(self, "features", check.tokens("features", features))
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    existed: bool
+    events_deleted: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """The serving model's version and the event store's counts."""
+
+    model_version: str
+    trained_at_ms: int
+    users: int
+    """Users the serving model knows."""
+    items: int
+    """Items the serving model can recommend."""
+    stored_events: int
