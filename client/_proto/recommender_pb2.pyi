@@ -7,7 +7,8 @@ shelfrank public contract, version 1.
 Ids (users, items, events, sessions) are UTF-8 strings of 1 to 256 bytes. Feature
 tokens use the import format's vocabulary: "column=value", e.g. "category=shoes".
 Whole-request problems answer INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for sizes) with a
-message naming the field; see each message for its limits.
+message naming the field; see each message for its limits. A request message may be at
+most 16 MiB. Feature tokens are at most 512 bytes, lists at most 10,000 entries.
 """
 
 from collections import abc as _abc
@@ -92,7 +93,9 @@ Global___Strategy: _TypeAlias = Strategy  # noqa: Y015
 
 @_typing.final
 class FeatureFilter(_message.Message):
-    """An item passes when it has at least one of these feature tokens."""
+    """An item passes when it has at least one of these feature tokens. An empty list is
+    rejected (INVALID_ARGUMENT).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -234,7 +237,9 @@ class SimilarItemsRequest(_message.Message):
     @_builtins.property
     def exclude_features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
-    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """at most 10,000"""
+
     def __init__(
         self,
         *,
@@ -299,10 +304,11 @@ class Event(_message.Message):
     """may name an item not in the catalogue yet"""
     type: Global___EventType.ValueType
     timestamp_ms: _builtins.int
-    """unix milliseconds; 0 means "now"; far future is rejected"""
+    """unix milliseconds; 0 means "now"; > 24 h ahead is rejected"""
     session_id: _builtins.str
+    """optional (empty), else 1 to 256 bytes"""
     query: _builtins.str
-    """for SEARCH"""
+    """for SEARCH; at most 1,024 characters"""
     def __init__(
         self,
         *,

@@ -127,7 +127,8 @@ class RecommenderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """Erase a user: events, vector and mappings. Afterwards the user is unknown.
+        """Erase a user: events, vector and mappings. Afterwards the user is unknown. Retrying
+        is safe; a retry whose first answer was lost reports existed=false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

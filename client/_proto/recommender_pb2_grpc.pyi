@@ -7,7 +7,8 @@ shelfrank public contract, version 1.
 Ids (users, items, events, sessions) are UTF-8 strings of 1 to 256 bytes. Feature
 tokens use the import format's vocabulary: "column=value", e.g. "category=shoes".
 Whole-request problems answer INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for sizes) with a
-message naming the field; see each message for its limits.
+message naming the field; see each message for its limits. A request message may be at
+most 16 MiB. Feature tokens are at most 512 bytes, lists at most 10,000 entries.
 """
 
 from collections import abc as _abc
@@ -57,7 +58,9 @@ class RecommenderStub:
     UpsertUsers: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.UpsertUsersRequest, _recommender_pb2.UpsertUsersResponse]
     """Add or replace user profiles (feature tokens for cold start)."""
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.DeleteUserRequest, _recommender_pb2.DeleteUserResponse]
-    """Erase a user: events, vector and mappings. Afterwards the user is unknown."""
+    """Erase a user: events, vector and mappings. Afterwards the user is unknown. Retrying
+    is safe; a retry whose first answer was lost reports existed=false.
+    """
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.GetModelInfoRequest, _recommender_pb2.ModelInfo]
     """The serving model's version and the store's counts."""
 
@@ -83,7 +86,9 @@ class RecommenderAsyncStub(RecommenderStub):
     UpsertUsers: _aio.UnaryUnaryMultiCallable[_recommender_pb2.UpsertUsersRequest, _recommender_pb2.UpsertUsersResponse]  # type: ignore[assignment]
     """Add or replace user profiles (feature tokens for cold start)."""
     DeleteUser: _aio.UnaryUnaryMultiCallable[_recommender_pb2.DeleteUserRequest, _recommender_pb2.DeleteUserResponse]  # type: ignore[assignment]
-    """Erase a user: events, vector and mappings. Afterwards the user is unknown."""
+    """Erase a user: events, vector and mappings. Afterwards the user is unknown. Retrying
+    is safe; a retry whose first answer was lost reports existed=false.
+    """
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_recommender_pb2.GetModelInfoRequest, _recommender_pb2.ModelInfo]  # type: ignore[assignment]
     """The serving model's version and the store's counts."""
 
@@ -148,7 +153,9 @@ class RecommenderServicer(metaclass=_abc_1.ABCMeta):
         request: _recommender_pb2.DeleteUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_pb2.DeleteUserResponse, _abc.Awaitable[_recommender_pb2.DeleteUserResponse]]:
-        """Erase a user: events, vector and mappings. Afterwards the user is unknown."""
+        """Erase a user: events, vector and mappings. Afterwards the user is unknown. Retrying
+        is safe; a retry whose first answer was lost reports existed=false.
+        """
 
     @_abc_1.abstractmethod
     def GetModelInfo(
