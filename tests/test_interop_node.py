@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from shelfrank.datasets.records import FeatureTable, Interactions
-from shelfrank.server.app import ServerOptions, start
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
 
@@ -25,27 +26,35 @@ def test_node_client_uses_every_method(toy_shop: Shop, tmp_path: Path) -> None:
     interactions, items, users = toy_shop
     config = TrainConfig(components=8, epochs=10, seed=2, num_threads=1)
     HybridModel.train(interactions, config, items=items, users=users).save(tmp_path / "model")
-    running = start(
-        ServerOptions(
-            state_dir=tmp_path / "state", port=0, model_dir=tmp_path / "model", train_config=config
-        )
-    )
+    # The server runs as its own process: what the Node client talks to is `shelfrank serve`.
+    command = [
+        sys.executable,
+        "-m",
+        "shelfrank.server",
+        "serve",
+        "--state",
+        str(tmp_path / "state"),
+    ]
+    command += ["--model", str(tmp_path / "model"), "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("shelfrank serving on"), line
         scenario = {
             "history": ["book1", "book2", "book4"],
             "similar_to": "book3",
             "rank": ["shoe1", "ghost", "book5"],
         }
+        node = ["node", "client.js", line.split()[-1], json.dumps(scenario)]
         done = subprocess.run(
-            ["node", "client.js", f"127.0.0.1:{running.port}", json.dumps(scenario)],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+            node, cwd=NODE_DIR, capture_output=True, text=True, timeout=60, check=False
         )
     finally:
-        running.stop()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+        if server.stdout is not None:
+            server.stdout.close()
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["info"]["response"]["model_version"]
