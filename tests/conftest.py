@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 
 from shelfrank.core.events import EventType
 from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 ML100K = Path(os.environ.get("SHELFRANK_ML100K", REPO.parent / "shared" / "data" / "ml-100k"))
@@ -54,3 +58,48 @@ def toy_shop() -> tuple[Interactions, FeatureTable, FeatureTable]:
         [("segment=runner",) if u < 10 else ("segment=reader",) for u in range(20)],
     )
     return make_interactions(rows), items, users
+
+
+# Small, fast and reproducible: the model the server tests serve.
+SERVER_CONFIG = TrainConfig(components=8, epochs=15, seed=3, num_threads=1)
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(
+    toy_shop: tuple[Interactions, FeatureTable, FeatureTable],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A model directory trained on :func:`toy_shop` with :data:`SERVER_CONFIG`."""
+    from shelfrank.server.hybrid import HybridModel
+
+    interactions, items, users = toy_shop
+    out = tmp_path_factory.mktemp("toy-model")
+    HybridModel.train(interactions, SERVER_CONFIG, items=items, users=users).save(out)
+    return out
+
+
+def serve_process(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start ``shelfrank serve --port 0 ARGS`` and return it with its ``host:port`` once up."""
+    command = [sys.executable, "-m", "shelfrank.server", "serve", "--port", "0", *args]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    if process.stdout is None:
+        raise RuntimeError("no stdout pipe")
+    line = process.stdout.readline()  # blocks until the server prints its address (or dies)
+    if not line.startswith("shelfrank serving on"):
+        process.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return process, line.split()[-1]
+
+
+def stop_process(
+    process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 20.0
+) -> int:
+    """Signal the server and wait for it; returns its exit code."""
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout=timeout)
+    finally:
+        if process.stdout is not None:
+            process.stdout.close()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
+from tests.conftest import serve_process, stop_process
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "interop" / "node"
 Shop = tuple[Interactions, FeatureTable, FeatureTable]
@@ -27,34 +26,21 @@ def test_node_client_uses_every_method(toy_shop: Shop, tmp_path: Path) -> None:
     config = TrainConfig(components=8, epochs=10, seed=2, num_threads=1)
     HybridModel.train(interactions, config, items=items, users=users).save(tmp_path / "model")
     # The server runs as its own process: what the Node client talks to is `shelfrank serve`.
-    command = [
-        sys.executable,
-        "-m",
-        "shelfrank.server",
-        "serve",
-        "--state",
-        str(tmp_path / "state"),
-    ]
-    command += ["--model", str(tmp_path / "model"), "--port", "0"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server, address = serve_process(
+        "--state", str(tmp_path / "state"), "--model", str(tmp_path / "model")
+    )
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("shelfrank serving on"), line
         scenario = {
             "history": ["book1", "book2", "book4"],
             "similar_to": "book3",
             "rank": ["shoe1", "ghost", "book5"],
         }
-        node = ["node", "client.js", line.split()[-1], json.dumps(scenario)]
+        node = ["node", "client.js", address, json.dumps(scenario)]
         done = subprocess.run(
             node, cwd=NODE_DIR, capture_output=True, text=True, timeout=60, check=False
         )
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
-        if server.stdout is not None:
-            server.stdout.close()
+        stop_process(server)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["info"]["response"]["model_version"]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,19 +25,15 @@ from shelfrank.client import (
 )
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.app import RunningServer, ServerOptions, start
-from shelfrank.server.config import TrainConfig
-from shelfrank.server.hybrid import HybridModel
+from tests.conftest import SERVER_CONFIG, serve_process, stop_process
 
 Shop = tuple[Interactions, FeatureTable, FeatureTable]
-CONFIG = TrainConfig(components=8, epochs=15, seed=4, num_threads=1)
+CONFIG = SERVER_CONFIG
 
 
 @pytest.fixture(scope="module")
-def model_dir(toy_shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    interactions, items, users = toy_shop
-    out = tmp_path_factory.mktemp("model")
-    HybridModel.train(interactions, CONFIG, items=items, users=users).save(out)
-    return out
+def model_dir(toy_model_dir: Path) -> Path:
+    return toy_model_dir
 
 
 @pytest.fixture
@@ -140,33 +134,10 @@ def test_async_client_parity(server: RunningServer) -> None:
 
 def test_sdk_against_a_server_process_across_a_restart(tmp_path: Path, model_dir: Path) -> None:
     def serve() -> tuple[subprocess.Popen[str], str]:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "shelfrank.server",
-                "serve",
-                "--state",
-                str(tmp_path / "state"),
-                "--model",
-                str(model_dir),
-                "--port",
-                "0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("shelfrank serving on"), line
-        return process, line.split()[-1]
+        return serve_process("--state", str(tmp_path / "state"), "--model", str(model_dir))
 
     def stop(process: subprocess.Popen[str]) -> None:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
-        if process.stdout is not None:
-            process.stdout.close()
+        assert stop_process(process) == 0
 
     process, address = serve()
     try:

@@ -17,19 +17,15 @@ from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.app import RunningServer, ServerOptions, start
-from shelfrank.server.config import TrainConfig
-from shelfrank.server.hybrid import HybridModel
+from tests.conftest import SERVER_CONFIG
 
 Shop = tuple[Interactions, FeatureTable, FeatureTable]
-CONFIG = TrainConfig(components=8, epochs=15, seed=3, num_threads=1)
+CONFIG = SERVER_CONFIG
 
 
 @pytest.fixture(scope="module")
-def model_dir(toy_shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    interactions, items, users = toy_shop
-    out = tmp_path_factory.mktemp("model")
-    HybridModel.train(interactions, CONFIG, items=items, users=users).save(out)
-    return out
+def model_dir(toy_model_dir: Path) -> Path:
+    return toy_model_dir
 
 
 @dataclass

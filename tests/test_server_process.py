@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,43 +13,20 @@ import grpc
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.store import EventStore
+from tests.conftest import serve_process, stop_process
 
 GRACE_SECONDS = 3.0
 
 
 def _serve(state: Path) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shelfrank.server",
-            "serve",
-            "--state",
-            str(state),
-            "--port",
-            "0",
-            "--grace",
-            str(GRACE_SECONDS),
-            "--threads",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    process, address = serve_process(
+        "--state", str(state), "--grace", str(GRACE_SECONDS), "--threads", "1"
     )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # blocks until the server is up (or died)
-    assert line.startswith("shelfrank serving on"), line
-    return process, int(line.rsplit(":", 1)[1])
+    return process, int(address.rsplit(":", 1)[1])
 
 
 def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
-    process.send_signal(sig)
-    try:
-        return process.wait(timeout=GRACE_SECONDS + 5)
-    finally:
-        if process.stdout is not None:
-            process.stdout.close()
+    return stop_process(process, sig, timeout=GRACE_SECONDS + 5)
 
 
 def test_sigterm_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
