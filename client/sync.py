@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc
 
 from shelfrank.client import _convert
+from shelfrank.client import _validation as check
 from shelfrank.client._channel import ChannelOption, channel_settings
+from shelfrank.client._proto import edge_sync_pb2
 from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto.edge_sync_pb2_grpc import EdgeSyncStub
 from shelfrank.client._proto.recommender_pb2_grpc import RecommenderStub
-from shelfrank.client.errors import ClientClosedError, from_rpc_error
+from shelfrank.client.errors import ClientClosedError, DataLossError, from_rpc_error
 from shelfrank.client.types import (
     DeleteResult,
     Event,
@@ -20,6 +24,7 @@ from shelfrank.client.types import (
     Item,
     ModelInfo,
     Recommendations,
+    SnapshotInfo,
     TrackResult,
     User,
 )
@@ -73,6 +78,7 @@ class Client:
                 settings.target, settings.credentials, options=settings.options
             )
         self._stub = RecommenderStub(self._channel)
+        self._edge_stub = EdgeSyncStub(self._channel)
         self._closed = False
 
     def _call(
@@ -194,6 +200,53 @@ class Client:
         request = pb.GetModelInfoRequest()
         response = self._call("GetModelInfo", self._stub.GetModelInfo, request, timeout)
         return _convert.model_info_from(response)
+
+    def fetch_snapshot(
+        self,
+        user_id: str,
+        destination: str | Path,
+        *,
+        have_version: str = "",
+        timeout: float | None = None,
+    ) -> SnapshotInfo:
+        """Download the device snapshot for ``user_id`` into ``destination`` (its
+        ``manifest.json`` and ``snapshot.npz``): a delta from ``have_version`` when the
+        server still knows that version, else a full snapshot. The files are not verified
+        here (no numpy in the client): ``shelfrank.core.snapshot`` checks their sha256."""
+        check.identifier("user_id", user_id)
+        deadline = self._settings.timeout_for(timeout)
+        if self._closed:
+            raise ClientClosedError("GetSnapshot: the client is closed")
+        request = edge_sync_pb2.GetSnapshotRequest(user_id=user_id, have_version=have_version)
+        folder = Path(destination)
+        try:
+            stream = self._edge_stub.GetSnapshot(
+                request, timeout=deadline, metadata=self._settings.metadata
+            )
+            header = next(stream).header
+            received = 0
+            if not header.user_erased:
+                folder.mkdir(parents=True, exist_ok=True)
+                with (folder / "snapshot.npz").open("wb") as handle:
+                    for chunk in stream:
+                        handle.write(chunk.data)
+                        received += len(chunk.data)
+                (folder / "manifest.json").write_text(header.manifest_json, encoding="utf-8")
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, method="GetSnapshot") from error
+        except StopIteration:
+            raise DataLossError(
+                "the stream ended before its header", "GetSnapshot", "DATA_LOSS"
+            ) from None
+        if received != header.payload_bytes:
+            raise DataLossError(
+                f"received {received} of {header.payload_bytes} payload bytes",
+                "GetSnapshot",
+                "DATA_LOSS",
+            )
+        return SnapshotInfo(
+            header.version, header.base_version, header.model_version, header.user_erased, received
+        )
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled. Closing twice is harmless."""

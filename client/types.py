@@ -207,3 +207,19 @@ class ModelInfo:
     items: int
     """Items the serving model can recommend."""
     stored_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """What :meth:`Client.fetch_snapshot` downloaded (edge devices).
+
+    ``base_version`` empty: a full snapshot; else a delta from that version.
+    ``user_erased``: the server erased the user; nothing was downloaded and the device
+    must purge its local data.
+    """
+
+    version: str
+    base_version: str
+    model_version: str
+    user_erased: bool
+    payload_bytes: int

@@ -55,6 +55,7 @@ def write_artifact(
     format_version: int,
     metadata: Mapping[str, Any],
     groups: Mapping[str, Mapping[str, npt.NDArray[Any]]],
+    compress: bool = False,
 ) -> dict[str, Any]:
     """Write ``groups`` as ``<group>.npz`` files and then the manifest (last, atomically).
 
@@ -73,7 +74,8 @@ def write_artifact(
         path = root / f"{group}.npz"
         tmp = root / f".{group}.npz.tmp"
         with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
+            save = np.savez_compressed if compress else np.savez
+            save(handle, **arrays)  # type: ignore[arg-type]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -1,4 +1,16 @@
-"""On-device reranking that works offline and syncs deltas (arrives with issue 4).
+"""On-device recommendation that works offline and syncs deltas.
 
-Must stay light: importing it never imports lightfm, scipy or the server.
+    from shelfrank.edge import EdgeRecommender
+
+    device = EdgeRecommender("app-data/shelfrank", user_id="u42", target="api.shop:50051")
+    device.sync()                                # pull the snapshot, push queued events
+    device.track("view", "sku-123")              # durable at once, reranks at once
+    device.recommend(k=10).item_ids              # no network needed
+
+Importing this package never imports lightfm, scipy or the server.
 """
+
+from shelfrank.core.session import SessionConfig
+from shelfrank.edge.recommender import EdgeRecommender, NoSnapshotError, SyncResult
+
+__all__ = ["EdgeRecommender", "NoSnapshotError", "SessionConfig", "SyncResult"]

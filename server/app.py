@@ -25,18 +25,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from shelfrank.client._proto import recommender_pb2, recommender_pb2_grpc
+from shelfrank.client._proto import (
+    edge_sync_pb2,
+    edge_sync_pb2_grpc,
+    recommender_pb2,
+    recommender_pb2_grpc,
+)
 from shelfrank.core.events import EventType
 from shelfrank.server.config import TrainConfig
-from shelfrank.server.grpc_servicer import RecommenderServicer
+from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer
 from shelfrank.server.registry import ModelRegistry
 from shelfrank.server.retrainer import Retrainer
 from shelfrank.server.service import RecommenderService, TrackOutcome
 from shelfrank.server.serving_state import ServingState
+from shelfrank.server.snapshots import SnapshotService
 from shelfrank.server.store import EventStore
 
 log = logging.getLogger("shelfrank.server")
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
+EDGE_SERVICE_NAME = edge_sync_pb2.DESCRIPTOR.services_by_name["EdgeSync"].full_name
 TOKEN_ENV = "SHELFRANK_TOKEN"
 
 
@@ -120,7 +127,13 @@ class ObservingInterceptor(grpc.ServerInterceptor):
             def deny(request: Any, context: grpc.ServicerContext) -> Any:
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
-            return grpc.unary_unary_rpc_method_handler(
+            # The refusal must have the method's shape (EdgeSync streams its answer).
+            make = (
+                grpc.unary_stream_rpc_method_handler
+                if handler.unary_stream is not None
+                else grpc.unary_unary_rpc_method_handler
+            )
+            return make(
                 deny,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
@@ -232,11 +245,15 @@ def start(options: ServerOptions) -> RunningServer:
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
     recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(service), server)
+    edge_sync_pb2_grpc.add_EdgeSyncServicer_to_server(
+        EdgeSyncServicer(SnapshotService(service)), server
+    )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if options.reflection:
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, EDGE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
     address = f"{options.host}:{options.port}"
     if options.tls_cert and options.tls_key:
@@ -252,7 +269,7 @@ def start(options: ServerOptions) -> RunningServer:
         service, registry, options.train_config, interval_seconds=options.retrain_interval_seconds
     )
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, EDGE_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     retrainer.start()
     metrics_http = None

@@ -1,14 +1,16 @@
-"""``shelfrank demo``: the offline pipeline end to end on synthetic shop data.
+"""``shelfrank demo``: the whole loop on synthetic shop data.
 
-Generates a small catalogue with the synthetic generator, trains the hybrid model with a
-progress bar, saves and reloads it (checksummed model directory), then shows each way a
-shopper can be served: a known shopper, a brand-new shopper with only profile features,
-a new shopper folded in from three views, and a shopper we know nothing about.
+Offline: generate a small catalogue, train the hybrid model (progress bar), save and reload
+it (checksummed model directory), and show each way a shopper is served. Live: start the
+gRPC server on a loopback port, track a session through the Python SDK and watch the
+recommendations follow it at once; add a product and recommend it immediately; then a
+device (edge SDK) syncs a snapshot, goes offline and reranks with its own session.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +86,71 @@ def run_demo(out: Path) -> None:
     print(f"  new shopper 2 viewed {viewed} (category {category})")
     _show("new shopper 2 after 3 views", top5("new-shopper-2", histories=histories), item_tokens)
     _show("shopper we know nothing about", top5("stranger"), item_tokens)
+    run_live(out, model_dir, item_tokens, category)
     print(
-        f"done. Try: shelfrank recommend --model {model_dir} --users all --k 10 "
-        f"--exclude-seen --out {out / 'recs.jsonl'}"
+        f"done. Try: shelfrank serve --state {out / 'state'} --model {model_dir}  and  "
+        f"shelfrank recommend --model {model_dir} --users all --k 10 --exclude-seen "
+        f"--out {out / 'recs.jsonl'}"
     )
+
+
+def _categories(items: Sequence[str], tokens: dict[str, tuple[str, ...]]) -> str:
+    return ", ".join(f"{item} [{_category(tokens, item)}]" for item in items)
+
+
+def run_live(out: Path, model_dir: Path, tokens: dict[str, tuple[str, ...]], category: str) -> None:
+    """The live half: server + SDK + edge device, all on this machine."""
+    import shutil
+
+    from shelfrank.client import Client, Event, FeatureFilter, Item
+    from shelfrank.edge import EdgeRecommender
+    from shelfrank.server.app import ServerOptions, start
+
+    state = out / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(out / "device", ignore_errors=True)
+    print("4. live: gRPC server on a loopback port, Python SDK, edge device")
+    running = start(ServerOptions(state_dir=state, port=0, model_dir=model_dir))
+    target = f"127.0.0.1:{running.port}"
+    try:
+        with Client(target) as client:
+            print(f"   server {target} serving model {client.model_info().model_version}")
+            shopper = "live-shopper"
+            print(
+                f"   {shopper} (new): {_categories(client.recommend(shopper, 5).item_ids, tokens)}"
+            )
+            wanted = [i for i, t in tokens.items() if f"category={category}" in t][5:9]
+            client.track([Event(shopper, item, "view") for item in wanted])
+            after = client.recommend(shopper, 5)
+            print(
+                f"   after 4 views in {category} ({after.strategy.value}): "
+                f"{_categories(after.item_ids, tokens)}"
+            )
+            client.upsert_items([Item("brand-new-sku", [f"category={category}", "brand=demo"])])
+            fresh = client.recommend(shopper, 3, filters=[FeatureFilter(["brand=demo"])])
+            print(f"   a product added a second ago is recommendable: {fresh.item_ids}")
+        phone = EdgeRecommender(out / "device", "live-shopper", target)
+        synced = phone.sync()
+        print(
+            f"   device synced snapshot {synced.snapshot_version} "
+            f"({synced.snapshot_bytes:,} bytes, int8)"
+        )
+        running.stop()
+        before = phone.recommend(k=5)
+        print(
+            f"   server stopped; the device still recommends from its snapshot: "
+            f"{_categories(before.item_ids, tokens)}"
+        )
+        other = next(c for c in sorted({_category(tokens, i) for i in tokens}) if c != category)
+        for item in [i for i, t in tokens.items() if f"category={other}" in t][:4]:
+            phone.track("view", item)
+        offline = phone.recommend(k=5)
+        print(
+            f"   server stopped; device tracks 4 views in {other} and reranks offline "
+            f"({offline.strategy.value}): {_categories(offline.item_ids, tokens)}"
+        )
+        print(f"   {phone.pending_events()} events wait in the device's outbox for the next sync")
+        phone.close()
+    finally:
+        if running.server is not None:
+            running.server.stop(0)

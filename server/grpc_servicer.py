@@ -3,12 +3,14 @@ logic lives here. Service exceptions map to status codes through one table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any, TypeVar
 
 import grpc
 
+from shelfrank.client._proto import edge_sync_pb2 as edge_pb
+from shelfrank.client._proto import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.errors import InvalidInputError
@@ -21,6 +23,7 @@ from shelfrank.server.requests import (
     TooLargeError,
 )
 from shelfrank.server.service import RecommenderService, Scored
+from shelfrank.server.snapshots import SnapshotService, chunks
 
 # Most specific first: TooLargeError is also an InvalidInputError.
 STATUS_FOR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -168,3 +171,31 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             items=info.items,
             stored_events=info.stored_events,
         )
+
+
+class EdgeSyncServicer(edge_pb_grpc.EdgeSyncServicer):
+    def __init__(self, snapshots: SnapshotService) -> None:
+        self.snapshots = snapshots
+
+    def GetSnapshot(  # noqa: N802
+        self, request: edge_pb.GetSnapshotRequest, context: grpc.ServicerContext
+    ) -> Iterator[edge_pb.SnapshotChunk]:
+        try:
+            result = self.snapshots.for_user(request.user_id, request.have_version)
+        except Exception as exc:
+            for kind, code in STATUS_FOR:
+                if isinstance(exc, kind):
+                    context.abort(code, str(exc))
+            raise
+        yield edge_pb.SnapshotChunk(
+            header=edge_pb.SnapshotHeader(
+                version=result.version,
+                base_version=result.base_version,
+                model_version=result.model_version,
+                user_erased=result.user_erased,
+                payload_bytes=len(result.payload),
+                manifest_json=result.manifest_json,
+            )
+        )
+        for part in chunks(result.payload):
+            yield edge_pb.SnapshotChunk(data=part)

@@ -163,6 +163,11 @@ class RecommenderService:
             self._vectors[key] = vector
         return vector, live
 
+    def user_vector(self, state: ServingState, user_id: str) -> UserVector:
+        """The user's current vector (what Recommend would use, without request features)."""
+        vector, _ = self._user(state, user_id, ())
+        return vector
+
     def recommend(self, query: RecommendQuery) -> Scored:
         state = self._state
         model = state.model

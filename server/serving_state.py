@@ -31,6 +31,12 @@ class ServingState:
     # folded in at request time.
     watermark_seq: int
     erased_users: frozenset[str] = field(default_factory=frozenset)
+    # Bumped by every catalogue change, so (model_version, revision) names the item table.
+    catalogue_revision: int = 0
+
+    @property
+    def snapshot_version(self) -> str:
+        return f"{self.model_version}.r{self.catalogue_revision}"
 
     @classmethod
     def build(
@@ -99,7 +105,12 @@ class ServingState:
             item_token_embeddings=embeddings,
             item_popularity=np.concatenate([model.item_popularity, np.zeros(added, np.float32)]),
         )
-        return replace(self, model=new_model, features=_feature_index(new_model))
+        return replace(
+            self,
+            model=new_model,
+            features=_feature_index(new_model),
+            catalogue_revision=self.catalogue_revision + 1,
+        )
 
 
 def _feature_index(model: ServingModel) -> FeatureIndex:

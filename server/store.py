@@ -12,6 +12,7 @@ short-lived connection (WAL readers never block the writer and see only committe
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
 CREATE TABLE IF NOT EXISTS erased_events (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erased_users (user_hash TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, features TEXT NOT NULL,
                                   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL,
@@ -212,11 +214,29 @@ class EventStore:
                 profile = self._writer.execute(
                     "DELETE FROM users WHERE user_id = ?", (user_id,)
                 ).rowcount
+                # Only a hash is kept: enough to tell the user's devices to purge.
+                self._writer.execute(
+                    "INSERT OR IGNORE INTO erased_users (user_hash) VALUES (?)",
+                    (_user_hash(user_id),),
+                )
                 self._writer.commit()
             except BaseException:
                 self._writer.rollback()
                 raise
         return bool(deleted or profile), int(deleted)
+
+    def was_erased(self, user_id: str) -> bool:
+        """Whether the user was erased (and has not come back with new events since)."""
+        with self._read() as connection:
+            marked = connection.execute(
+                "SELECT 1 FROM erased_users WHERE user_hash = ?", (_user_hash(user_id),)
+            ).fetchone()
+            if marked is None:
+                return False
+            again = connection.execute(
+                "SELECT 1 FROM events WHERE user_id = ? LIMIT 1", (user_id,)
+            ).fetchone()
+        return again is None
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (erased rows leave the WAL too)."""
@@ -288,6 +308,10 @@ class EventStore:
     def integrity_check(self) -> str:
         with self._read() as connection:
             return str(connection.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _user_hash(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
 def _event(row: Sequence[Any]) -> StoredEvent:

@@ -1,0 +1,139 @@
+"""The device's durable outbox: every tracked event, until the server acknowledged it.
+
+SQLite in WAL mode with ``synchronous=FULL``: ``track`` returns after the event is on
+disk, so it survives an app crash. Events keep their client-generated ``event_id`` for
+ever, so re-sending after a crash or a cut connection is harmless (the server counts a
+duplicate). The outbox doubles as the session history the device reranks with.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from shelfrank.core.events import EventType
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    session_id TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | rejected
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: EventType
+    timestamp_ms: int
+    session_id: str = ""
+    query: str = ""
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._db.commit()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+
+    def add(self, event: OutboxEvent) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (event_id, user_id, item_id, event_type,"
+                " timestamp_ms, session_id, query) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    event.user_id,
+                    event.item_id,
+                    int(event.event_type),
+                    event.timestamp_ms,
+                    event.session_id,
+                    event.query,
+                ),
+            )
+
+    def pending(self, limit: int) -> list[OutboxEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
+                " FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def mark(self, event_ids: Sequence[str], state: str, note: str = "") -> None:
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET state = ?, note = ? WHERE event_id = ?",
+                [(state, note, e) for e in event_ids],
+            )
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            return {state: int(count) for state, count in rows}
+
+    def recent(self, since_ms: int, limit: int) -> list[OutboxEvent]:
+        """Events since ``since_ms``, oldest first, at most the last ``limit``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
+                " FROM outbox WHERE timestamp_ms >= ? ORDER BY seq DESC LIMIT ?",
+                (since_ms, limit),
+            ).fetchall()
+        return [_event(row) for row in reversed(rows)]
+
+    def consumed_items(self) -> set[str]:
+        """Items this device's user purchased or dismissed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT item_id FROM outbox WHERE event_type IN (?, ?)",
+                (int(EventType.PURCHASE), int(EventType.DISMISS)),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _event(row: Sequence[object]) -> OutboxEvent:
+    return OutboxEvent(
+        event_id=str(row[0]),
+        user_id=str(row[1]),
+        item_id=str(row[2]),
+        event_type=EventType(int(str(row[3]))),
+        timestamp_ms=int(str(row[4])),
+        session_id=str(row[5]),
+        query=str(row[6]),
+    )

@@ -1,0 +1,454 @@
+"""``EdgeRecommender``: one device, one user, one local directory.
+
+Layout of ``path``::
+
+    outbox.sqlite3          every tracked event until acknowledged (also the session)
+    snapshots/<version>/    verified snapshots (manifest.json + snapshot.npz)
+    snapshots/CURRENT       the snapshot in use (replaced atomically)
+
+Recommending needs no network: it scores the local snapshot with the user's vector and
+reranks with this session's events. ``sync()`` pushes the outbox (idempotent: event ids
+are made on the device) and pulls a snapshot delta; it can be interrupted at any point
+and simply resumes next time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from shelfrank.client import (
+    Client,
+    DeadlineExceededError,
+    Event,
+    Recommendations,
+    ScoredItem,
+    Strategy,
+    UnavailableError,
+)
+from shelfrank.core.errors import ModelFileError, ShelfrankError
+from shelfrank.core.events import EventType
+from shelfrank.core.scoring import top_k
+from shelfrank.core.session import SessionConfig, SessionEvent, rerank
+from shelfrank.core.snapshot import (
+    Snapshot,
+    SnapshotDelta,
+    apply_delta,
+    read_snapshot,
+    read_snapshot_or_delta,
+    write_snapshot,
+)
+from shelfrank.edge.convert import snapshot_from_model_directory
+from shelfrank.edge.outbox import Outbox, OutboxEvent
+from shelfrank.edge.table import EdgeTable
+
+PUSH_BATCH = 500
+_T = TypeVar("_T")
+
+
+class NoSnapshotError(ShelfrankError):
+    """The device has no snapshot yet: call ``sync()`` online, or pass ``snapshot=``."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    pushed: int  # events the server acknowledged in this sync (new or duplicate)
+    rejected: int  # events the server refused (kept locally with the reason)
+    pending: int  # events still waiting for the next sync
+    snapshot_version: str  # the snapshot in use after the sync ("" if none)
+    snapshot_bytes: int  # payload bytes downloaded (a delta is small)
+    full_snapshot: bool
+    purged: bool  # the server erased the user; the device data is gone
+    offline: bool  # the server could not be reached
+    error: str = ""  # what went wrong, if anything (e.g. a corrupted download)
+
+
+class EdgeRecommender:
+    def __init__(
+        self,
+        path: str | Path,
+        user_id: str,
+        target: str | None = None,
+        token: str | None = None,
+        *,
+        snapshot: str | Path | None = None,
+        memory_budget_bytes: int = 64 << 20,
+        session: SessionConfig | None = None,
+        session_window_seconds: float = 3600.0,
+        rerank_depth: int = 500,
+        timeout: float = 5.0,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not user_id:
+            raise ValueError("user_id: must not be empty")
+        self.path = Path(path)
+        self.user_id = user_id
+        self.target = target
+        self.token = token
+        self.memory_budget_bytes = memory_budget_bytes
+        self.session_config = session or SessionConfig()
+        self.session_window_seconds = session_window_seconds
+        if rerank_depth < 1:
+            raise ValueError(f"rerank_depth: must be >= 1, got {rerank_depth}")
+        self.rerank_depth = rerank_depth
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.clock = clock
+        self._lock = threading.RLock()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._outbox = Outbox(self.path / "outbox.sqlite3")
+        self._table: EdgeTable | None = None
+        current = self._current_dir()
+        if current is not None:
+            self._install(read_snapshot(current))
+        elif snapshot is not None:
+            self._install_file(Path(snapshot))
+
+    # -- snapshots ----------------------------------------------------------------------------
+    @property
+    def _snapshots(self) -> Path:
+        return self.path / "snapshots"
+
+    def _current_dir(self) -> Path | None:
+        try:
+            version = (self._snapshots / "CURRENT").read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return self._snapshots / version if version else None
+
+    def _install(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._table = EdgeTable(snapshot, self.memory_budget_bytes)
+
+    def _install_file(self, source: Path) -> None:
+        """Adopt a model directory (server format) or an exported snapshot."""
+        manifest = (source / "manifest.json").read_text(encoding="utf-8")
+        if '"shelfrank-model"' in manifest:
+            snapshot = snapshot_from_model_directory(source, self.user_id)
+        else:
+            snapshot = read_snapshot(source)
+        self._persist(snapshot)
+
+    def _persist(self, snapshot: Snapshot) -> None:
+        """Write a verified snapshot under its version and make it current (atomically)."""
+        self._snapshots.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self._snapshots, prefix=".staging-"))
+        try:
+            write_snapshot(staging, snapshot)
+            target = self._snapshots / _safe(snapshot.version)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        pointer = self._snapshots / "CURRENT.tmp"
+        pointer.write_text(target.name + "\n", encoding="utf-8")
+        os.replace(pointer, self._snapshots / "CURRENT")
+        for old in self._snapshots.iterdir():
+            if old.is_dir() and old.name != target.name:
+                shutil.rmtree(old, ignore_errors=True)
+        self._install(snapshot)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        table = self._table
+        if table is None:
+            raise NoSnapshotError(
+                f"{self.path}: no snapshot on this device yet; call sync() with a server "
+                "reachable, or construct with snapshot=<model or snapshot directory>"
+            )
+        return table.snapshot
+
+    # -- tracking -----------------------------------------------------------------------------
+    def track(
+        self,
+        event_type: EventType | str,
+        item_id: str,
+        *,
+        session_id: str = "",
+        query: str = "",
+        timestamp_ms: int | None = None,
+    ) -> str:
+        """Record an event on the device at once (durable); returns its event id."""
+        kind = event_type if isinstance(event_type, EventType) else EventType.parse(event_type)
+        if not item_id:
+            raise ValueError("item_id: must not be empty")
+        event_id = uuid.uuid4().hex
+        stamp = int(self.clock() * 1000) if timestamp_ms is None else timestamp_ms
+        self._outbox.add(
+            OutboxEvent(event_id, self.user_id, item_id, kind, stamp, session_id, query)
+        )
+        return event_id
+
+    def _session(self, snapshot: Snapshot) -> list[SessionEvent]:
+        since = int((self.clock() - self.session_window_seconds) * 1000)
+        events = []
+        for event in self._outbox.recent(since, limit=200):
+            row = snapshot.item_ids.get(event.item_id)
+            if row is not None:
+                events.append(SessionEvent(row, event.event_type, event.timestamp_ms / 1000.0))
+        return events
+
+    # -- recommending -------------------------------------------------------------------------
+    def recommend(
+        self,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        exclude_item_ids: Iterable[str] = (),
+        filters: Sequence[Sequence[str]] = (),
+        exclude_features: Sequence[str] = (),
+        use_session: bool = True,
+    ) -> Recommendations:
+        """Top-``k`` on the device: the user's vector (or popularity) reranked with this
+        session's events; same result type as ``shelfrank.client.Client.recommend``."""
+        if not 1 <= k <= 1000:
+            raise ValueError(f"k: must be between 1 and 1000, got {k}")
+        table = self._table
+        snapshot = self.snapshot
+        if snapshot.user_vector is not None:
+            base = table.scores(snapshot.user_vector, snapshot.user_bias)  # type: ignore[union-attr]
+            strategy = Strategy.TRAINED
+        else:
+            base = snapshot.popularity.copy()
+            strategy = Strategy.POPULARITY
+        allowed = self._allowed(snapshot, filters, exclude_features)
+        excluded = set(exclude_item_ids)
+        if exclude_seen:
+            excluded |= self._outbox.consumed_items()
+        exclude = np.array(snapshot.item_ids.indices(sorted(excluded)), dtype=np.int64)
+        events = self._session(snapshot) if use_session else []
+        if not events:
+            top = top_k(base, k, exclude=exclude, candidates=allowed)
+            return _result(snapshot, top.indices, top.scores, strategy)
+        # Rerank the best ``rerank_depth`` of the model's ranking with the session.
+        pool = top_k(base, max(k, self.rerank_depth), exclude=exclude, candidates=allowed)
+        rows, scores = self._rerank(pool.indices, base[pool.indices], events)
+        return _result(snapshot, rows[:k], scores[:k], Strategy.FOLD_IN)
+
+    def _rerank(
+        self, rows: np.ndarray, base: np.ndarray, events: list[SessionEvent]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """core.session.rerank over a compact table of just the rows involved."""
+        table = self._table
+        if table is None or rows.size == 0:
+            return rows, base
+        needed = np.union1d(rows, [e.row for e in events]).astype(np.int64)
+        local = [
+            SessionEvent(int(np.searchsorted(needed, e.row)), e.event_type, e.timestamp)
+            for e in events
+        ]
+        result = rerank(
+            np.searchsorted(needed, rows),
+            base,
+            table.rows(needed),
+            local,
+            self.clock(),
+            self.session_config,
+        )
+        return needed[result.rows], result.scores
+
+    def rank(self, item_ids: Sequence[str], *, use_session: bool = True) -> Recommendations:
+        """The given items in ranked order (unknown items last, score -inf)."""
+        snapshot = self.snapshot
+        table = self._table
+        known = [snapshot.item_ids.get(i) for i in item_ids]
+        rows = np.array([r for r in known if r is not None], dtype=np.int64)
+        if snapshot.user_vector is not None:
+            base = table.rows(rows) @ snapshot.user_vector + snapshot.biases[rows]  # type: ignore[union-attr]
+            base = base + np.float32(snapshot.user_bias)
+        else:
+            base = snapshot.popularity[rows]
+        events = self._session(snapshot) if use_session else []
+        if events:
+            ordered, scores = self._rerank(rows, base.astype(np.float32), events)
+        else:
+            order = np.lexsort((rows, -base))
+            ordered, scores = rows[order], base[order]
+        items = [
+            ScoredItem(snapshot.item_ids.id_of(int(r)), float(v))
+            for r, v in zip(ordered, scores, strict=True)
+        ]
+        items += [
+            ScoredItem(i, float("-inf")) for i, r in zip(item_ids, known, strict=True) if r is None
+        ]
+        return Recommendations(
+            tuple(items),
+            snapshot.model_version,
+            uuid.uuid4().hex,
+            Strategy.FOLD_IN if events else Strategy.TRAINED,
+        )
+
+    @staticmethod
+    def _allowed(
+        snapshot: Snapshot, filters: Sequence[Sequence[str]], exclude_features: Sequence[str]
+    ) -> np.ndarray | None:
+        if not filters and not exclude_features:
+            return None
+        from shelfrank.core.filters import FeatureIndex
+
+        index = FeatureIndex(
+            snapshot.token_vocabulary,
+            snapshot.item_tokens.indptr,
+            snapshot.item_tokens.indices,
+            len(snapshot),
+        )
+        mask = index.allowed(filters, exclude_features)
+        return None if mask is None else np.flatnonzero(mask).astype(np.int64)
+
+    # -- syncing ------------------------------------------------------------------------------
+    def sync(self) -> SyncResult:
+        """Push queued events, then pull the snapshot delta. Never raises for a missing
+        network: the result says ``offline`` and everything stays queued."""
+        if self.target is None:
+            raise ValueError("target: this EdgeRecommender was created without a server")
+        pushed = rejected = 0
+        try:
+            with Client(self.target, token=self.token, timeout=self.timeout) as client:
+                pushed, rejected = self._push(client)
+                return self._pull(client, pushed, rejected)
+        except (UnavailableError, DeadlineExceededError) as exc:
+            return SyncResult(
+                pushed,
+                rejected,
+                self._outbox.counts().get("pending", 0),
+                self._version(),
+                0,
+                False,
+                False,
+                True,
+                str(exc),
+            )
+
+    def _with_backoff(self, call: Callable[[], _T]) -> _T:
+        delay = self.backoff_seconds
+        for attempt in range(self.max_attempts):
+            try:
+                return call()
+            except (UnavailableError, DeadlineExceededError):
+                if attempt == self.max_attempts - 1:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        raise RuntimeError("max_attempts must be >= 1")
+
+    def _push(self, client: Client) -> tuple[int, int]:
+        pushed = rejected = 0
+        while True:
+            batch = self._outbox.pending(PUSH_BATCH)
+            if not batch:
+                return pushed, rejected
+            events = [
+                Event(
+                    e.user_id,
+                    e.item_id,
+                    e.event_type,
+                    event_id=e.event_id,
+                    timestamp_ms=e.timestamp_ms,
+                    session_id=e.session_id,
+                    query=e.query,
+                )
+                for e in batch
+            ]
+            result = self._with_backoff(functools.partial(client.track, events))
+            failed = {error.index: error.message for error in result.errors}
+            # Acknowledged (new or duplicate) and refused events leave the queue; a crash
+            # before this line only means they are sent again: the server dedups.
+            self._outbox.mark([e.event_id for i, e in enumerate(batch) if i not in failed], "sent")
+            for index, message in failed.items():
+                self._outbox.mark([batch[index].event_id], "rejected", message)
+            pushed += len(batch) - len(failed)
+            rejected += len(failed)
+
+    def _version(self) -> str:
+        table = self._table
+        return table.snapshot.version if table is not None else ""
+
+    def _pull(self, client: Client, pushed: int, rejected: int) -> SyncResult:
+        have = self._version()
+        with tempfile.TemporaryDirectory(dir=self.path, prefix=".download-") as scratch:
+            info = self._with_backoff(
+                lambda: client.fetch_snapshot(self.user_id, scratch, have_version=have)
+            )
+            if info.user_erased:
+                self.forget()
+                return SyncResult(pushed, rejected, 0, "", 0, False, True, False)
+            try:
+                loaded = read_snapshot_or_delta(scratch)
+                if isinstance(loaded, SnapshotDelta):
+                    snapshot = apply_delta(self.snapshot, loaded)
+                else:
+                    snapshot = loaded
+            except (ModelFileError, ValueError) as exc:  # corrupted download: keep ours
+                return SyncResult(
+                    pushed,
+                    rejected,
+                    self._outbox.counts().get("pending", 0),
+                    have,
+                    info.payload_bytes,
+                    False,
+                    False,
+                    False,
+                    str(exc),
+                )
+            self._persist(snapshot)
+        return SyncResult(
+            pushed,
+            rejected,
+            self._outbox.counts().get("pending", 0),
+            snapshot.version,
+            info.payload_bytes,
+            isinstance(loaded, Snapshot),
+            False,
+            False,
+        )
+
+    # -- privacy ------------------------------------------------------------------------------
+    def forget(self) -> None:
+        """Wipe everything this device holds for the user: outbox, session, snapshots."""
+        with self._lock:
+            self._outbox.close()
+            self._table = None
+            shutil.rmtree(self._snapshots, ignore_errors=True)
+            for name in ("outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"):
+                (self.path / name).unlink(missing_ok=True)
+            self._outbox = Outbox(self.path / "outbox.sqlite3")
+
+    def pending_events(self) -> int:
+        return self._outbox.counts().get("pending", 0)
+
+    def cached_bytes(self) -> int:
+        table = self._table
+        return table.cached_bytes() if table is not None else 0
+
+    def close(self) -> None:
+        self._outbox.close()
+
+
+def _safe(version: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in version) or "snapshot"
+
+
+def _result(
+    snapshot: Snapshot, rows: np.ndarray, scores: np.ndarray, strategy: Strategy
+) -> Recommendations:
+    items = tuple(
+        ScoredItem(snapshot.item_ids.id_of(int(r)), float(s))
+        for r, s in zip(rows, scores, strict=True)
+    )
+    return Recommendations(items, snapshot.model_version, uuid.uuid4().hex, strategy)

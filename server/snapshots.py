@@ -1,0 +1,95 @@
+"""Edge snapshots served from the live state: full, or deltas from versions still known.
+
+The item part of a snapshot depends only on the serving state's item table, so it is
+built once per state version and the last few are kept to compute deltas against; the
+user's own vector (trained, folded in from fresh events, or from the profile) is added per
+request.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shelfrank.core.snapshot import Snapshot, build_snapshot, diff, write_delta, write_snapshot
+from shelfrank.server.requests import check_id
+from shelfrank.server.service import RecommenderService
+from shelfrank.server.serving_state import ServingState
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class SnapshotPayload:
+    version: str
+    base_version: str
+    model_version: str
+    user_erased: bool
+    manifest_json: str
+    payload: bytes
+
+
+class SnapshotService:
+    def __init__(self, service: RecommenderService, keep_versions: int = 4) -> None:
+        self.service = service
+        self.keep_versions = keep_versions
+        self._items: OrderedDict[str, Snapshot] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _item_snapshot(self, state: ServingState) -> Snapshot:
+        version = state.snapshot_version
+        with self._lock:
+            cached = self._items.get(version)
+            if cached is not None:
+                return cached
+        model = state.model
+        snapshot = build_snapshot(
+            version,
+            state.model_version,
+            model.item_ids,
+            model.items.item_vectors,
+            model.items.item_biases,
+            model.item_popularity,
+            model.item_token_embeddings.vocabulary,
+            model.item_tokens,
+        )
+        with self._lock:
+            self._items[version] = snapshot
+            while len(self._items) > self.keep_versions:
+                self._items.popitem(last=False)
+        return snapshot
+
+    def for_user(self, user_id: str, have_version: str = "") -> SnapshotPayload:
+        check_id(user_id, "user_id")
+        store = self.service.store
+        if store.was_erased(user_id):
+            return SnapshotPayload("", "", "", True, "", b"")
+        state = self.service.state
+        items = self._item_snapshot(state)
+        user = self.service.user_vector(state, user_id)
+        personal = replace(items, user_id=user_id, user_vector=user.vector, user_bias=user.bias)
+        with self._lock:
+            base = self._items.get(have_version) if have_version else None
+        with tempfile.TemporaryDirectory(prefix="shelfrank-snapshot-") as scratch:
+            folder = Path(scratch)
+            if base is not None:
+                delta = diff(base, personal)
+                write_delta(folder, delta)
+                base_version = base.version
+            else:
+                write_snapshot(folder, personal)
+                base_version = ""
+            payload = (folder / "snapshot.npz").read_bytes()
+            manifest_json = (folder / "manifest.json").read_text(encoding="utf-8")
+        return SnapshotPayload(
+            personal.version, base_version, state.model_version, False, manifest_json, payload
+        )
+
+
+def chunks(payload: bytes) -> Iterator[bytes]:
+    for start in range(0, len(payload), CHUNK_BYTES):
+        yield payload[start : start + CHUNK_BYTES]

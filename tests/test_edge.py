@@ -1,0 +1,308 @@
+"""The edge SDK on a real server: offline use, exactly-once sync through crashes and cuts,
+corrupted downloads, deltas, erasure, concurrency, and congruence with the server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shelfrank.client import Client, Item, Strategy
+from shelfrank.core.errors import ModelFileError
+from shelfrank.edge import EdgeRecommender, NoSnapshotError
+from shelfrank.edge.outbox import Outbox
+from shelfrank.server.app import RunningServer, ServerOptions, start
+from tests.conftest import SERVER_CONFIG
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """A real server on a fixed port that can be stopped and started again."""
+
+    def __init__(self, state: Path, model: Path) -> None:
+        self.state, self.model, self.port = state, model, free_port()
+        self.running: RunningServer | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.running = start(
+            ServerOptions(
+                state_dir=self.state,
+                port=self.port,
+                model_dir=self.model,
+                train_config=SERVER_CONFIG,
+                grace_seconds=1.0,
+            )
+        )
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
+
+    def stored(self, user: str) -> list[str]:
+        if self.running is None:
+            raise RuntimeError("server is stopped")
+        return [e.event_id for _, e in self.running.service.store.events_for_user(user)]
+
+
+@pytest.fixture
+def server(toy_model_dir: Path, tmp_path: Path) -> Iterator[Server]:
+    live = Server(tmp_path / "server", toy_model_dir)
+    live.start()
+    yield live
+    live.stop()
+
+
+def device(path: Path, server: Server | None = None, **kwargs: object) -> EdgeRecommender:
+    return EdgeRecommender(
+        path,
+        "u0",
+        server.target if server else None,
+        timeout=2.0,
+        max_attempts=2,
+        backoff_seconds=0.05,
+        **kwargs,
+    )  # type: ignore[arg-type]
+
+
+def test_offline_from_a_model_directory_shifts_toward_the_session(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    phone = device(tmp_path / "phone", snapshot=toy_model_dir)
+    before = phone.recommend(k=5)
+    assert before.strategy is Strategy.TRAINED
+    assert sum(i.startswith("shoe") for i in before.item_ids) >= 4  # u0 buys shoes
+    for item in ("book1", "book2", "book4", "book6", "book7"):
+        phone.track("view", item)
+    after = phone.recommend(k=5)
+    assert after.strategy is Strategy.FOLD_IN
+    assert sum(i.startswith("book") for i in after.item_ids) > sum(
+        i.startswith("book") for i in before.item_ids
+    )
+    assert phone.pending_events() == 5
+
+
+def test_without_a_snapshot_it_says_so(tmp_path: Path) -> None:
+    phone = device(tmp_path / "empty")
+    with pytest.raises(NoSnapshotError, match="no snapshot on this device yet"):
+        phone.recommend()
+    phone.track("view", "x")  # tracking still works offline
+    assert phone.pending_events() == 1
+
+
+def test_events_queued_offline_reach_the_server_exactly_once(
+    server: Server, tmp_path: Path
+) -> None:
+    phone = device(tmp_path / "phone", server)
+    assert phone.sync().full_snapshot
+    server.stop()
+    ids = [phone.track("view", f"book{i}") for i in range(4)]
+    offline = phone.sync()
+    assert offline.offline
+    assert offline.pending == 4
+    assert phone.recommend(k=3).strategy is Strategy.FOLD_IN  # still serving, offline
+    server.start()
+    online = phone.sync()
+    assert (online.offline, online.pushed, online.pending) == (False, 4, 0)
+    assert phone.sync().pushed == 0
+    assert server.stored("u0") == ids
+
+
+def test_app_killed_between_track_and_sync(server: Server, tmp_path: Path) -> None:
+    code = f"""
+import os, signal
+from shelfrank.edge import EdgeRecommender
+phone = EdgeRecommender({str(tmp_path / "phone")!r}, "u0")
+for i in range(6):
+    print(phone.track("add_to_cart", f"shoe{{i}}"), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == -9
+    tracked = done.stdout.split()
+    assert len(tracked) == 6
+    phone = device(tmp_path / "phone", server)
+    assert phone.sync().pushed == 6
+    assert server.stored("u0") == tracked
+
+
+def test_sync_cut_off_midway_resends_without_duplicates(server: Server, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", server)
+    ids = [phone.track("view", f"book{i % 16}") for i in range(1200)]  # three push batches
+    real_mark = Outbox.mark
+    calls = 0
+
+    def cut_after_first_batch(
+        self: Outbox, event_ids: list[str], state: str, note: str = ""
+    ) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the server acknowledged batch 2, the app dies before recording it
+            raise KeyboardInterrupt("connection cut")
+        real_mark(self, event_ids, state, note)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Outbox, "mark", cut_after_first_batch)
+        with pytest.raises(KeyboardInterrupt):
+            phone.sync()
+    assert phone.pending_events() == 700
+    result = phone.sync()
+    assert result.pushed == 700
+    assert phone.pending_events() == 0
+    assert server.stored("u0") == ids  # each event stored once, in order
+
+
+def test_replayed_outbox_is_harmless(server: Server, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", server)
+    ids = [phone.track("purchase", "book3"), phone.track("view", "book5")]
+    phone.sync()
+    Outbox(tmp_path / "phone" / "outbox.sqlite3").mark(ids, "pending")  # e.g. restored backup
+    assert phone.sync().pushed == 2
+    assert server.stored("u0") == ids
+
+
+def test_corrupted_download_is_rejected_and_the_previous_snapshot_kept(
+    server: Server, tmp_path: Path
+) -> None:
+    phone = device(tmp_path / "phone", server)
+    first = phone.sync()
+    real_fetch = Client.fetch_snapshot
+
+    def corrupting(self: Client, user_id: str, destination: str | Path, **kwargs: object):  # type: ignore[no-untyped-def]
+        info = real_fetch(self, user_id, destination, **kwargs)  # type: ignore[arg-type]
+        payload = Path(destination) / "snapshot.npz"
+        data = bytearray(payload.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        payload.write_bytes(bytes(data))
+        return info
+
+    with Client(server.target) as admin:
+        admin.upsert_items([Item("hat1", ["category=hats"])])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Client, "fetch_snapshot", corrupting)
+        broken = phone.sync()
+    assert "sha256" in broken.error
+    assert broken.snapshot_version == first.snapshot_version
+    assert "hat1" not in phone.snapshot.item_ids
+    assert phone.recommend(k=3).items
+    healed = phone.sync()
+    assert healed.error == ""
+    assert "hat1" in phone.snapshot.item_ids
+
+
+def test_delta_sync_moves_only_changed_rows(server: Server, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", server)
+    full = phone.sync()
+    assert full.full_snapshot
+    with Client(server.target) as admin:
+        admin.upsert_items([Item("hat1", ["category=hats"])])
+    delta = phone.sync()
+    assert not delta.full_snapshot
+    assert delta.snapshot_bytes < full.snapshot_bytes
+    assert "hat1" in phone.snapshot.item_ids
+    assert phone.recommend(k=1, filters=[["category=hats"]]).item_ids == ("hat1",)
+    # a restarted app keeps the snapshot it had
+    again = device(tmp_path / "phone", server)
+    assert again.snapshot.version == phone.snapshot.version
+
+
+def test_server_side_erasure_purges_the_device(server: Server, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", server)
+    phone.track("purchase", "book1")
+    phone.sync()
+    with Client(server.target) as admin:
+        assert admin.delete_user("u0").existed
+    result = phone.sync()
+    assert result.purged
+    assert phone.pending_events() == 0
+    with pytest.raises(NoSnapshotError):
+        phone.recommend()
+    assert server.stored("u0") == []
+
+
+def test_forget_wipes_local_data(toy_model_dir: Path, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", snapshot=toy_model_dir)
+    phone.track("view", "book1")
+    phone.forget()
+    assert phone.pending_events() == 0
+    assert not (tmp_path / "phone" / "snapshots").exists()
+    with pytest.raises(NoSnapshotError):
+        phone.recommend()
+
+
+def test_concurrent_track_and_recommend(toy_model_dir: Path, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", snapshot=toy_model_dir)
+    failures: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(40):
+                phone.track("view", f"book{(n + i) % 16}")
+                assert len(phone.recommend(k=5).items) == 5
+        except BaseException as exc:  # collected for the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert phone.pending_events() == 240
+
+
+def test_congruence_with_the_server_before_session_events(server: Server, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", server)
+    phone.sync()
+    with Client(server.target) as client:
+        for user in ("u0", "u5", "u12", "u17"):
+            phone.user_id = user
+            phone.sync()
+            remote = client.recommend(user, k=10)
+            local = phone.recommend(k=10)
+            assert local.item_ids == remote.item_ids, user
+            assert np.allclose(
+                [i.score for i in local.items], [i.score for i in remote.items], atol=0.05
+            )
+
+
+def test_memory_budget_bounds_the_cache(toy_model_dir: Path, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", snapshot=toy_model_dir, memory_budget_bytes=64)
+    phone.recommend(k=3)
+    assert phone.cached_bytes() <= 64
+    roomy = device(tmp_path / "roomy", snapshot=toy_model_dir)
+    roomy.recommend(k=3)
+    assert 0 < roomy.cached_bytes() <= 64 << 20
+
+
+def test_snapshot_tampering_is_refused_at_start(toy_model_dir: Path, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", snapshot=toy_model_dir)
+    current = (
+        tmp_path
+        / "phone"
+        / "snapshots"
+        / (tmp_path / "phone" / "snapshots" / "CURRENT").read_text().strip()
+    ) / "snapshot.npz"
+    data = bytearray(current.read_bytes())
+    data[-100] ^= 0x01
+    current.write_bytes(bytes(data))
+    phone.close()
+    with pytest.raises(ModelFileError, match="sha256"):
+        device(tmp_path / "phone")
