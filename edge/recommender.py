@@ -86,7 +86,7 @@ class EdgeRecommender:
         memory_budget_bytes: int = 64 << 20,
         session: SessionConfig | None = None,
         session_window_seconds: float = 3600.0,
-        rerank_depth: int = 500,
+        rerank_depth: int = 2000,
         timeout: float = 5.0,
         max_attempts: int = 4,
         backoff_seconds: float = 0.2,

@@ -146,7 +146,7 @@ def run_live(out: Path, model_dir: Path, tokens: dict[str, tuple[str, ...]], cat
             phone.track("view", item)
         offline = phone.recommend(k=5)
         print(
-            f"   server stopped; device tracks 4 views in {other} and reranks offline "
+            f"   after 4 views in {other} on the device, reranked offline "
             f"({offline.strategy.value}): {_categories(offline.item_ids, tokens)}"
         )
         print(f"   {phone.pending_events()} events wait in the device's outbox for the next sync")
