@@ -283,7 +283,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     items = _read_features(args.items, "item_id", args.strict, args.quiet)
     users = _read_features(args.users, "user_id", args.strict, args.quiet)
     progress = not args.quiet
-    if args.protocol == "fold-in":
+    if args.protocol == "edge-replay":
+        from shelfrank.server.evaluation.edge_replay import evaluate_edge_replay
+
+        report = evaluate_edge_replay(
+            data, config, items=items, users=users, k=args.k, relevant=relevant, progress=progress
+        )
+    elif args.protocol == "fold-in":
         test = _read_interactions(args.test, args.strict, args.quiet)
         report = evaluate_fold_in(
             data,
@@ -432,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--protocol",
         required=True,
-        choices=("given", "random", "temporal", "cold-items", "fold-in"),
+        choices=("given", "random", "temporal", "cold-items", "fold-in", "edge-replay"),
     )
     ev.add_argument(
         "--interactions",

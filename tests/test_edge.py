@@ -306,3 +306,55 @@ def test_snapshot_tampering_is_refused_at_start(toy_model_dir: Path, tmp_path: P
     phone.close()
     with pytest.raises(ModelFileError, match="sha256"):
         device(tmp_path / "phone")
+
+
+def test_offline_views_of_one_genre_shift_recommendations_to_it(
+    ml100k: Path, tmp_path: Path
+) -> None:
+    """No server at all: a device built from a model directory. For each genre, the user
+    views the five most popular films of it they have not seen; the top 10 (the viewed
+    films excluded) should move toward the genre. Collaborative vectors capture some genres
+    (family films, musicals) far better than others (horror, westerns), so the check is over
+    all the genres listed, not one."""
+    from collections import Counter
+
+    from shelfrank.datasets import movielens
+    from shelfrank.server.config import TrainConfig
+    from shelfrank.server.hybrid import HybridModel
+
+    train, _ = movielens.read_ratings(ml100k / "ua.base")
+    items = movielens.read_items(ml100k)
+    config = TrainConfig(epochs=10, seed=1, num_threads=1)
+    HybridModel.train(train, config, items=items, users=movielens.read_users(ml100k)).save(
+        tmp_path / "model"
+    )
+    genres = items.as_dict()
+    popularity = Counter(train.item_ids)
+    seen = {i for u, i in zip(train.user_ids, train.item_ids, strict=True) if u == "1"}
+    shifts = []
+    for genre in (
+        "Children's",
+        "Animation",
+        "Musical",
+        "Horror",
+        "Western",
+        "Documentary",
+        "Film-Noir",
+    ):
+        token = f"genre={genre}"
+        phone = EdgeRecommender(tmp_path / genre, "1", snapshot=tmp_path / "model")
+        before = phone.recommend(k=10)
+        views = sorted(
+            (i for i, g in genres.items() if token in g and i not in seen),
+            key=lambda i: -popularity[i],
+        )[:5]
+        for movie in views:
+            phone.track("view", movie)
+        after = phone.recommend(k=10, exclude_item_ids=views)
+        assert after.strategy is Strategy.FOLD_IN
+        count = [sum(token in genres[i] for i in r.item_ids) for r in (before, after)]
+        shifts.append(count[1] - count[0])
+        phone.close()
+    assert min(shifts) >= -1
+    assert sum(s > 0 for s in shifts) >= len(shifts) / 2
+    assert sum(shifts) / len(shifts) >= 1.5
