@@ -14,6 +14,7 @@ and simply resumes next time.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -166,13 +167,7 @@ class EdgeRecommender:
 
     @property
     def snapshot(self) -> Snapshot:
-        table = self._table
-        if table is None:
-            raise NoSnapshotError(
-                f"{self.path}: no snapshot on this device yet; call sync() with a server "
-                "reachable, or construct with snapshot=<model or snapshot directory>"
-            )
-        return table.snapshot
+        return self._require_table().snapshot
 
     # -- tracking -----------------------------------------------------------------------------
     def track(
@@ -214,15 +209,21 @@ class EdgeRecommender:
         filters: Sequence[Sequence[str]] = (),
         exclude_features: Sequence[str] = (),
         use_session: bool = True,
+        diversity: float | None = None,
     ) -> Recommendations:
         """Top-``k`` on the device: the user's vector (or popularity) reranked with this
-        session's events; same result type as ``shelfrank.client.Client.recommend``."""
+        session's events; same result type as ``shelfrank.client.Client.recommend``.
+        ``diversity`` (MMR penalty per unit of cosine, e.g. 0.5) overrides the session
+        config's for this call, and applies with or without session events."""
         if not 1 <= k <= 1000:
             raise ValueError(f"k: must be between 1 and 1000, got {k}")
-        table = self._table
-        snapshot = self.snapshot
+        config = self.session_config
+        if diversity is not None:
+            config = dataclasses.replace(config, diversity=diversity)
+        table = self._require_table()
+        snapshot = table.snapshot  # one snapshot for the whole call, even if a sync swaps
         if snapshot.user_vector is not None:
-            base = table.scores(snapshot.user_vector, snapshot.user_bias)  # type: ignore[union-attr]
+            base = table.scores(snapshot.user_vector, snapshot.user_bias)
             strategy = Strategy.TRAINED
         else:
             base = snapshot.popularity.copy()
@@ -233,20 +234,33 @@ class EdgeRecommender:
             excluded |= self._outbox.consumed_items()
         exclude = np.array(snapshot.item_ids.indices(sorted(excluded)), dtype=np.int64)
         events = self._session(snapshot) if use_session else []
-        if not events:
+        if not events and config.diversity == 0:
             top = top_k(base, k, exclude=exclude, candidates=allowed)
             return _result(snapshot, top.indices, top.scores, strategy)
         # Rerank the best ``rerank_depth`` of the model's ranking with the session.
         pool = top_k(base, max(k, self.rerank_depth), exclude=exclude, candidates=allowed)
-        rows, scores = self._rerank(pool.indices, base[pool.indices], events)
-        return _result(snapshot, rows[:k], scores[:k], Strategy.FOLD_IN)
+        rows, scores = self._rerank(table, pool.indices, base[pool.indices], events, config)
+        return _result(snapshot, rows[:k], scores[:k], Strategy.FOLD_IN if events else strategy)
+
+    def _require_table(self) -> EdgeTable:
+        table = self._table
+        if table is None:
+            raise NoSnapshotError(
+                f"{self.path}: no snapshot on this device yet; call sync() with a server "
+                "reachable, or construct with snapshot=<model or snapshot directory>"
+            )
+        return table
 
     def _rerank(
-        self, rows: np.ndarray, base: np.ndarray, events: list[SessionEvent]
+        self,
+        table: EdgeTable,
+        rows: np.ndarray,
+        base: np.ndarray,
+        events: list[SessionEvent],
+        config: SessionConfig,
     ) -> tuple[np.ndarray, np.ndarray]:
         """core.session.rerank over a compact table of just the rows involved."""
-        table = self._table
-        if table is None or rows.size == 0:
+        if rows.size == 0:
             return rows, base
         needed = np.union1d(rows, [e.row for e in events]).astype(np.int64)
         local = [
@@ -259,24 +273,26 @@ class EdgeRecommender:
             table.rows(needed),
             local,
             self.clock(),
-            self.session_config,
+            config,
         )
         return needed[result.rows], result.scores
 
     def rank(self, item_ids: Sequence[str], *, use_session: bool = True) -> Recommendations:
         """The given items in ranked order (unknown items last, score -inf)."""
-        snapshot = self.snapshot
-        table = self._table
+        table = self._require_table()
+        snapshot = table.snapshot
         known = [snapshot.item_ids.get(i) for i in item_ids]
         rows = np.array([r for r in known if r is not None], dtype=np.int64)
         if snapshot.user_vector is not None:
-            base = table.rows(rows) @ snapshot.user_vector + snapshot.biases[rows]  # type: ignore[union-attr]
+            base = table.rows(rows) @ snapshot.user_vector + snapshot.biases[rows]
             base = base + np.float32(snapshot.user_bias)
         else:
             base = snapshot.popularity[rows]
         events = self._session(snapshot) if use_session else []
         if events:
-            ordered, scores = self._rerank(rows, base.astype(np.float32), events)
+            ordered, scores = self._rerank(
+                table, rows, base.astype(np.float32), events, self.session_config
+            )
         else:
             order = np.lexsort((rows, -base))
             ordered, scores = rows[order], base[order]

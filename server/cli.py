@@ -400,6 +400,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_snapshot(args: argparse.Namespace) -> int:
+    from shelfrank.core.snapshot import write_snapshot
+    from shelfrank.edge.convert import snapshot_from_model_directory
+
+    snapshot = snapshot_from_model_directory(Path(args.model), args.user)
+    manifest = write_snapshot(args.out, snapshot)
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    print(
+        f"snapshot {snapshot.version} ({len(snapshot)} items, {size:,} bytes) written to {args.out}"
+    )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shelfrank.server.demo import run_demo
 
@@ -500,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_options(serve)
     serve.set_defaults(func=cmd_serve)
+
+    export = sub.add_parser("export-snapshot", help="a device snapshot from a model directory")
+    export.add_argument("--model", required=True)
+    export.add_argument("--user", default="", help="include this user's vector")
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export_snapshot)
 
     demo = sub.add_parser("demo", help="the offline pipeline on synthetic demo data")
     demo.add_argument("--out", default="demo-out")

@@ -358,3 +358,37 @@ def test_offline_views_of_one_genre_shift_recommendations_to_it(
     assert min(shifts) >= -1
     assert sum(s > 0 for s in shifts) >= len(shifts) / 2
     assert sum(shifts) / len(shifts) >= 1.5
+
+
+def test_diversity_option_changes_the_order_only_when_asked(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    phone = device(tmp_path / "phone", snapshot=toy_model_dir)
+    plain = phone.recommend(k=8)
+    assert phone.recommend(k=8, diversity=0.0).item_ids == plain.item_ids
+    diverse = phone.recommend(k=8, diversity=5.0)
+    assert sum(i.startswith("book") for i in diverse.item_ids) > sum(
+        i.startswith("book") for i in plain.item_ids
+    )
+
+
+def test_exported_snapshot_file_works_offline(toy_model_dir: Path, tmp_path: Path) -> None:
+    from shelfrank.server.cli import main
+
+    assert (
+        main(
+            [
+                "export-snapshot",
+                "--model",
+                str(toy_model_dir),
+                "--user",
+                "u0",
+                "--out",
+                str(tmp_path / "snap"),
+            ]
+        )
+        == 0
+    )
+    phone = device(tmp_path / "phone", snapshot=tmp_path / "snap")
+    from_model = device(tmp_path / "other", snapshot=toy_model_dir)
+    assert phone.recommend(k=5).item_ids == from_model.recommend(k=5).item_ids
