@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ML100K ?= ../shared/data/ml-100k
 OUT ?= out
 
-.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k interop clean
+.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k bench interop clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,13 @@ eval-ml100k: $(VENV)/.server
 	  --test $(OUT)/ml100k/ua.test.csv --items $(OUT)/ml100k/items.csv \
 	  --users $(OUT)/ml100k/users.csv --relevant purchase --seed 1 --threads 1 \
 	  --json $(OUT)/fold-in.json
+	$(VENV)/bin/shelfrank evaluate --protocol edge-replay --interactions $(OUT)/ml100k/u.data.csv \
+	  --items $(OUT)/ml100k/items.csv --users $(OUT)/ml100k/users.csv --seed 1 --threads 1 \
+	  --json $(OUT)/edge-replay.json --plot $(OUT)/edge-replay.png
+
+bench: $(VENV)/.server
+	$(PY) benchmarks/train_time.py --ml100k $(ML100K)
+	$(PY) benchmarks/edge_bench.py
 
 clean:
 	rm -rf .typecheck .mypy_cache .ruff_cache .pytest_cache demo-out $(OUT) interop/node/node_modules
