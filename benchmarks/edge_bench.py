@@ -12,32 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_description  # benchmarks/machine.py
 
 from shelfrank.core.events import EventType
 from shelfrank.core.ids import IdMap
 from shelfrank.core.serving import SparseRows
 from shelfrank.core.session import SessionConfig, SessionEvent, rerank
 from shelfrank.core.snapshot import build_snapshot, dequantize, diff, write_delta, write_snapshot
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    import os
-
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def folder_bytes(path: Path) -> int:
@@ -116,7 +103,7 @@ def main() -> None:
         delta_bytes = folder_bytes(Path(scratch) / "delta")
 
     result = {
-        "machine": machine(),
+        "machine": machine_description(),
         "items": n,
         "dim": d,
         "rerank_500_candidates_p50_us": round(rerank_p50_us, 1),

@@ -9,29 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 from lightfm import LightFM
+from machine import machine_description  # benchmarks/machine.py
 
 from shelfrank.datasets import movielens
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel, new_lightfm
 from shelfrank.server.training_data import build_training_data
-
-
-def machine_description() -> str:
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,28 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_directory(parent: Path, name: str, write: Callable[[Path], object]) -> Path:
+    """Fill a staging folder under ``parent`` with ``write(folder)``, then move it to
+    ``parent/name`` (replacing an older one): nobody ever sees a half-written directory."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
+    target = parent / name
+    try:
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def write_pointer(path: Path, value: str) -> None:
+    """Atomically (and durably) replace a one-line pointer file such as ``CURRENT``."""
+    _atomic_write_bytes(path, (value + "\n").encode("utf-8"))
 
 
 def write_artifact(

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from shelfrank.core.artifact import Artifact, read_artifact, write_artifact
 from shelfrank.core.errors import ModelFileError
 from shelfrank.core.ids import IdMap
-from shelfrank.core.serving import SparseRows
+from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.core.strings import decode_strings, encode_strings
 
 SNAPSHOT_FORMAT = "shelfrank-edge-snapshot"
@@ -128,6 +128,30 @@ def build_snapshot(
         user_id,
         user_vector,
         user_bias,
+    )
+
+
+def snapshot_of(
+    model: ServingModel,
+    version: str,
+    *,
+    user_id: str = "",
+    user_vector: FloatArray | None = None,
+    user_bias: float = 0.0,
+) -> Snapshot:
+    """The snapshot of a serving model's item table (and optionally one user's vector)."""
+    return build_snapshot(
+        version,
+        model.model_version,
+        model.item_ids,
+        model.items.item_vectors,
+        model.items.item_biases,
+        model.item_popularity,
+        model.item_token_embeddings.vocabulary,
+        model.item_tokens,
+        user_id=user_id,
+        user_vector=user_vector,
+        user_bias=user_bias,
     )
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import shutil
 import tempfile
 import threading
@@ -38,6 +37,7 @@ from shelfrank.client import (
     Strategy,
     UnavailableError,
 )
+from shelfrank.core.artifact import publish_directory, write_pointer
 from shelfrank.core.errors import ModelFileError, ShelfrankError
 from shelfrank.core.events import EventType
 from shelfrank.core.scoring import top_k
@@ -146,20 +146,12 @@ class EdgeRecommender:
 
     def _persist(self, snapshot: Snapshot) -> None:
         """Write a verified snapshot under its version and make it current (atomically)."""
-        self._snapshots.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self._snapshots, prefix=".staging-"))
-        try:
-            write_snapshot(staging, snapshot)
-            target = self._snapshots / _safe(snapshot.version)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        pointer = self._snapshots / "CURRENT.tmp"
-        pointer.write_text(target.name + "\n", encoding="utf-8")
-        os.replace(pointer, self._snapshots / "CURRENT")
+        target = publish_directory(
+            self._snapshots,
+            _safe(snapshot.version),
+            lambda folder: write_snapshot(folder, snapshot),
+        )
+        write_pointer(self._snapshots / "CURRENT", target.name)
         for old in self._snapshots.iterdir():
             if old.is_dir() and old.name != target.name:
                 shutil.rmtree(old, ignore_errors=True)

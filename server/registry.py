@@ -7,12 +7,11 @@ and a crash mid-save leaves the previous version active.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from shelfrank.core.artifact import publish_directory, write_pointer
 from shelfrank.core.errors import ModelFileError
 from shelfrank.core.model_format import load_serving_model
 from shelfrank.server.config import TrainConfig
@@ -42,16 +41,11 @@ class ModelRegistry:
     def save(self, model: HybridModel, watermark_seq: int) -> str:
         """Write a new version and make it current."""
         version = model.model_version
-        target = self.root / version
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
-        try:
-            model.save(staging, extra_metadata={WATERMARK_KEY: watermark_seq})
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        publish_directory(
+            self.root,
+            version,
+            lambda folder: model.save(folder, extra_metadata={WATERMARK_KEY: watermark_seq}),
+        )
         self.activate(version)
         return version
 
@@ -59,20 +53,17 @@ class ModelRegistry:
         """Copy an existing model directory in (verifying it) and make it current."""
         _, manifest = load_serving_model(directory)
         version = str(manifest["model_version"])
-        target = self.root / version
-        if not target.exists():
-            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
-            shutil.copytree(directory, staging, dirs_exist_ok=True)
-            os.replace(staging, target)
+        if not (self.root / version).exists():
+            publish_directory(
+                self.root,
+                version,
+                lambda folder: shutil.copytree(directory, folder, dirs_exist_ok=True),
+            )
         self.activate(version)
         return version
 
     def activate(self, version: str) -> None:
-        tmp = self.current_file.with_suffix(".tmp")
-        tmp.write_text(version + "\n", encoding="utf-8")
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.current_file)
+        write_pointer(self.current_file, version)
         self._prune(version)
 
     def _prune(self, current: str) -> None:

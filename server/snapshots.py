@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shelfrank.core.snapshot import Snapshot, build_snapshot, diff, write_delta, write_snapshot
+from shelfrank.core.snapshot import Snapshot, diff, snapshot_of, write_delta, write_snapshot
 from shelfrank.server.requests import check_id
 from shelfrank.server.service import RecommenderService
 from shelfrank.server.serving_state import ServingState
@@ -46,17 +46,7 @@ class SnapshotService:
             cached = self._items.get(version)
             if cached is not None:
                 return cached
-        model = state.model
-        snapshot = build_snapshot(
-            version,
-            state.model_version,
-            model.item_ids,
-            model.items.item_vectors,
-            model.items.item_biases,
-            model.item_popularity,
-            model.item_token_embeddings.vocabulary,
-            model.item_tokens,
-        )
+        snapshot = snapshot_of(state.model, version)
         with self._lock:
             self._items[version] = snapshot
             while len(self._items) > self.keep_versions:
