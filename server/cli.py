@@ -400,6 +400,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Load history (and catalogue, profiles) into a server state directory's store."""
+    import hashlib
+    import math
+
+    from shelfrank.core.events import EventType
+    from shelfrank.server.store import EventStore, StoredEvent
+
+    interactions = _read_interactions([args.interactions], args.strict, args.quiet)
+    items = _read_features(args.items, "item_id", args.strict, args.quiet)
+    users = _read_features(args.users, "user_id", args.strict, args.quiet)
+    store = EventStore(Path(args.state) / "events.sqlite3")
+    try:
+        if items is not None:
+            store.upsert_items(list(items.as_dict().items()))
+        if users is not None:
+            store.upsert_users(list(users.as_dict().items()))
+        events = []
+        for user, item, kind, stamp, _weight, event_id in interactions.rows():
+            if not event_id:  # stable ids: ingesting the same file twice stores it once
+                key = f"{user}\x1f{item}\x1f{int(kind)}\x1f{stamp}".encode()
+                event_id = "ingest-" + hashlib.sha256(key).hexdigest()[:32]
+            millis = 0 if math.isnan(stamp) else int(stamp * 1000)
+            events.append(StoredEvent(event_id, user, item, EventType(int(kind)), millis))
+        accepted = duplicates = 0
+        for start in range(0, len(events), 10_000):
+            result = store.append_events(events[start : start + 10_000])
+            accepted += len(result.accepted)
+            duplicates += len(result.duplicates)
+    finally:
+        store.close()
+    print(f"{accepted} events stored, {duplicates} already there, in {args.state}")
+    return EXIT_OK
+
+
 def cmd_export_snapshot(args: argparse.Namespace) -> int:
     from shelfrank.core.snapshot import write_snapshot
     from shelfrank.edge.convert import snapshot_from_model_directory
@@ -513,6 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_options(serve)
     serve.set_defaults(func=cmd_serve)
+
+    ingest = sub.add_parser("ingest", help="load history into a server's event store")
+    ingest.add_argument("--state", required=True)
+    ingest.add_argument("--interactions", required=True)
+    ingest.add_argument("--items")
+    ingest.add_argument("--users")
+    ingest.add_argument("--strict", action="store_true")
+    ingest.add_argument("--quiet", action="store_true")
+    ingest.set_defaults(func=cmd_ingest)
 
     export = sub.add_parser("export-snapshot", help="a device snapshot from a model directory")
     export.add_argument("--model", required=True)

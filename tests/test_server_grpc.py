@@ -424,3 +424,38 @@ def test_concurrent_reads_writes_and_swaps_never_fail(live: Live, toy_shop: Shop
     assert failures == []
     assert all(swapped)
     assert set(swapped) & versions  # requests were answered by the new versions too
+
+
+def test_ingest_loads_history_once_and_retraining_learns_from_it(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    from shelfrank.server.cli import main
+
+    (tmp_path / "history.csv").write_text(
+        "user_id,item_id,event_type\n" + "".join(f"hist,book{i},purchase\n" for i in range(8))
+    )
+    (tmp_path / "items.csv").write_text("item_id,category\nbook1,books\n")
+    for _ in range(2):  # idempotent
+        assert (
+            main(
+                [
+                    "ingest",
+                    "--state",
+                    str(tmp_path / "state"),
+                    "--interactions",
+                    str(tmp_path / "history.csv"),
+                    "--items",
+                    str(tmp_path / "items.csv"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+    server = _start(tmp_path / "state", toy_model_dir)
+    try:
+        assert server.stub.GetModelInfo(pb.GetModelInfoRequest()).stored_events == 8
+        server.running.retrainer.retrain_now(full=True)
+        assert "hist" in server.running.service.state.model.user_ids
+    finally:
+        server.channel.close()
+        server.running.stop()
