@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,17 +53,24 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def publish_directory(parent: Path, name: str, write: Callable[[Path], object]) -> Path:
     """Fill a staging folder under ``parent`` with ``write(folder)``, then move it to
     ``parent/name`` (replacing an older one): nobody ever sees a half-written directory."""
+    if not name or name.startswith(".") or Path(name).name != name:
+        raise ValueError(f"directory name {name!r} must be a plain, non-hidden name")
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
     target = parent / name
+    retired = parent / f".{name}.old-{uuid.uuid4().hex[:8]}"
     try:
         write(staging)
+        # Move the old one aside first: at every instant one complete directory exists.
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, retired)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if retired.exists() and not target.exists():
+            os.replace(retired, target)
         raise
+    shutil.rmtree(retired, ignore_errors=True)
     return target
 
 

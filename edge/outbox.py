@@ -53,6 +53,7 @@ class Outbox:
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")  # wiped rows are overwritten on disk
         self._db.executescript(_SCHEMA)
         self._db.commit()
 
@@ -121,6 +122,14 @@ class Outbox:
                 (int(EventType.PURCHASE), int(EventType.DISMISS)),
             ).fetchall()
         return {row[0] for row in rows}
+
+    def wipe(self) -> None:
+        """Delete every event and shrink the files (the user asked to be forgotten)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox")
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
 
     def close(self) -> None:
         with self._lock:

@@ -114,7 +114,7 @@ class EdgeRecommender:
         self._outbox = Outbox(self.path / "outbox.sqlite3")
         self._table: EdgeTable | None = None
         current = self._current_dir()
-        if current is not None:
+        if current is not None and current.is_dir():
             self._install(read_snapshot(current))
         elif snapshot is not None:
             self._install_file(Path(snapshot))
@@ -321,15 +321,26 @@ class EdgeRecommender:
 
     # -- syncing ------------------------------------------------------------------------------
     def sync(self) -> SyncResult:
-        """Push queued events, then pull the snapshot delta. Never raises for a missing
-        network: the result says ``offline`` and everything stays queued."""
+        """Pull the snapshot delta (or learn that the server erased the user, and purge),
+        then push queued events. Never raises for a missing network: the result says
+        ``offline`` and everything stays queued."""
         if self.target is None:
             raise ValueError("target: this EdgeRecommender was created without a server")
         pushed = rejected = 0
         try:
             with Client(self.target, token=self.token, timeout=self.timeout) as client:
+                # Pull first: if the server erased the user, queued events must be purged,
+                # not uploaded (they would bring the erased user back).
+                pulled = self._pull(client)
+                if pulled.purged:
+                    return pulled
                 pushed, rejected = self._push(client)
-                return self._pull(client, pushed, rejected)
+                return dataclasses.replace(
+                    pulled,
+                    pushed=pushed,
+                    rejected=rejected,
+                    pending=self._outbox.counts().get("pending", 0),
+                )
         except (UnavailableError, DeadlineExceededError) as exc:
             return SyncResult(
                 pushed,
@@ -387,7 +398,7 @@ class EdgeRecommender:
         table = self._table
         return table.snapshot.version if table is not None else ""
 
-    def _pull(self, client: Client, pushed: int, rejected: int) -> SyncResult:
+    def _pull(self, client: Client, pushed: int = 0, rejected: int = 0) -> SyncResult:
         have = self._version()
         with tempfile.TemporaryDirectory(dir=self.path, prefix=".download-") as scratch:
             info = self._with_backoff(
@@ -430,12 +441,9 @@ class EdgeRecommender:
     def forget(self) -> None:
         """Wipe everything this device holds for the user: outbox, session, snapshots."""
         with self._lock:
-            self._outbox.close()
             self._table = None
             shutil.rmtree(self._snapshots, ignore_errors=True)
-            for name in ("outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"):
-                (self.path / name).unlink(missing_ok=True)
-            self._outbox = Outbox(self.path / "outbox.sqlite3")
+            self._outbox.wipe()
 
     def pending_events(self) -> int:
         return self._outbox.counts().get("pending", 0)
@@ -449,7 +457,9 @@ class EdgeRecommender:
 
 
 def _safe(version: str) -> str:
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in version) or "snapshot"
+    """A plain directory name for a version sent by the server (never '.', '..' or hidden)."""
+    cleaned = "".join(c if c.isalnum() or c in "-._" else "_" for c in version)
+    return "v-" + cleaned if cleaned else "snapshot"
 
 
 def _result(

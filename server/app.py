@@ -195,7 +195,9 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
     else (first start) one trained on synthetic demo data that is stored like any other
     data, so later retraining builds on it."""
     if options.model_dir is not None:
-        registry.import_directory(options.model_dir)
+        # Imported once: later starts with the same --model keep serving the versions
+        # retrained since (a restart serves what was serving).
+        registry.import_once(options.model_dir)
     state = registry.load_current()
     if state is not None:
         return state
@@ -236,7 +238,13 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
 def start(options: ServerOptions) -> RunningServer:
     store = EventStore(options.state_dir / "events.sqlite3")
     registry = ModelRegistry(options.state_dir)
-    service = RecommenderService(store, initial_state(options, store, registry))
+    state = initial_state(options, store, registry)
+    # The store is the source of truth for what the model files cannot know: catalogue
+    # changes since training and users erased since (erasure outlives restarts).
+    state = state.with_catalogue(store.item_features()).with_erased_users(
+        store.erased_among(state.model.user_ids)
+    )
+    service = RecommenderService(store, state)
     metrics = Metrics()
     token = options.token or os.environ.get(TOKEN_ENV) or None
     server = grpc.server(

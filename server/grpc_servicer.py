@@ -3,9 +3,11 @@ logic lives here. Service exceptions map to status codes through one table."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -13,7 +15,7 @@ from shelfrank.client._proto import edge_sync_pb2 as edge_pb
 from shelfrank.client._proto import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
-from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.server.requests import (
     IncomingEvent,
     NotFoundError,
@@ -25,12 +27,30 @@ from shelfrank.server.requests import (
 from shelfrank.server.service import RecommenderService, Scored
 from shelfrank.server.snapshots import SnapshotService, chunks
 
-# Most specific first: TooLargeError is also an InvalidInputError.
+log = logging.getLogger("shelfrank.server")
+
+# Most specific first: TooLargeError is also an InvalidInputError. Storage trouble is
+# UNAVAILABLE (clients retry it); anything else is a bug, answered INTERNAL without details.
 STATUS_FOR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (TooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (StorageError, grpc.StatusCode.UNAVAILABLE),
+    (sqlite3.OperationalError, grpc.StatusCode.UNAVAILABLE),
 )
+
+
+def abort_for(exc: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
+    for kind, code in STATUS_FOR:
+        if isinstance(exc, kind):
+            if code is grpc.StatusCode.UNAVAILABLE:
+                log.warning("%s: storage unavailable: %s", method, exc)
+                context.abort(code, "storage temporarily unavailable, retry")
+            context.abort(code, str(exc))
+    log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error (logged on the server)")
+
+
 STRATEGY = {
     "trained": pb.TRAINED,
     "fold-in": pb.FOLD_IN,
@@ -51,10 +71,7 @@ def translate_errors(
         try:
             return method(self, request, context)
         except Exception as exc:
-            for kind, code in STATUS_FOR:
-                if isinstance(exc, kind):
-                    context.abort(code, str(exc))
-            raise  # anything else is a bug: gRPC answers UNKNOWN and it is logged
+            abort_for(exc, context, method.__name__)
 
     return wrapper
 
@@ -183,10 +200,7 @@ class EdgeSyncServicer(edge_pb_grpc.EdgeSyncServicer):
         try:
             result = self.snapshots.for_user(request.user_id, request.have_version)
         except Exception as exc:
-            for kind, code in STATUS_FOR:
-                if isinstance(exc, kind):
-                    context.abort(code, str(exc))
-            raise
+            abort_for(exc, context, "GetSnapshot")
         yield edge_pb.SnapshotChunk(
             header=edge_pb.SnapshotHeader(
                 version=result.version,

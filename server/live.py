@@ -44,17 +44,21 @@ class LiveUsers:
         self._load_all = load_all
         self._lock = threading.Lock()
         self._users: dict[str, UserLive] = {}
+        # Bumped by forget/clear: a load that started before must not be stored after.
+        self._generation = 0
 
     def get(self, user_id: str, watermark_seq: int) -> UserLive:
         record = self._users.get(user_id)
         if record is not None and record.watermark_seq == watermark_seq:
             return record
+        generation = self._generation
         loaded = self._load(user_id, watermark_seq)
         with self._lock:
             current = self._users.get(user_id)
             if current is not None and current.watermark_seq == watermark_seq:
                 return current  # a concurrent track or get got there first
-            self._users[user_id] = loaded
+            if generation == self._generation:
+                self._users[user_id] = loaded
         return loaded
 
     def _load(self, user_id: str, watermark_seq: int) -> UserLive:
@@ -71,8 +75,11 @@ class LiveUsers:
                 self._users[user_id] = current.merged(events)
                 return
         # No usable record: load from the store, which already holds these events.
+        generation = self._generation
         loaded = self._load(user_id, watermark_seq)
         with self._lock:
+            if generation != self._generation:
+                return  # forgotten meanwhile: the next read loads from the store
             current = self._users.get(user_id)
             if current is not None and current.watermark_seq == watermark_seq:
                 # a concurrent writer got there first: keep the union of both
@@ -82,8 +89,10 @@ class LiveUsers:
 
     def forget(self, user_id: str) -> None:
         with self._lock:
+            self._generation += 1
             self._users.pop(user_id, None)
 
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
             self._users.clear()

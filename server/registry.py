@@ -62,6 +62,22 @@ class ModelRegistry:
         self.activate(version)
         return version
 
+    def import_once(self, directory: str | Path) -> str | None:
+        """Import ``directory`` unless this same model was imported before; returns the
+        version imported, or None when it was already."""
+        _, manifest = load_serving_model(directory)
+        version = str(manifest["model_version"])
+        marker = self.root / "IMPORTED"
+        try:
+            already = marker.read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            already = []
+        if version in already and self.current_version() is not None:
+            return None
+        self.import_directory(directory)
+        write_pointer(marker, " ".join([*already, version]))
+        return version
+
     def activate(self, version: str) -> None:
         write_pointer(self.current_file, version)
         self._prune(version)

@@ -19,6 +19,7 @@ MAX_K = 1000
 MAX_BATCH = 10_000
 MAX_LIST = 10_000
 MAX_QUERY_CHARS = 1024
+MAX_FILTERS = 100
 MAX_TOKEN_BYTES = 512
 MAX_FUTURE_MS = 24 * 3600 * 1000  # clocks drift; a day ahead is "far in the future"
 
@@ -31,9 +32,15 @@ class TooLargeError(InvalidInputError):
     """A request exceeds a size limit (gRPC RESOURCE_EXHAUSTED)."""
 
 
+def _has_control(value: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+
+
 def check_id(value: str, field: str) -> str:
     if not value:
         raise InvalidInputError(f"{field}: must not be empty")
+    if _has_control(value):
+        raise InvalidInputError(f"{field}: must not contain control characters")
     if len(value.encode("utf-8")) > MAX_ID_BYTES:
         raise InvalidInputError(f"{field}: longer than {MAX_ID_BYTES} bytes")
     return value
@@ -62,6 +69,8 @@ def check_tokens(values: Sequence[str], field: str) -> tuple[str, ...]:
             raise InvalidInputError(f"{field}[{index}]: {token!r} is not a 'column=value' token")
         if len(token.encode("utf-8")) > MAX_TOKEN_BYTES:
             raise InvalidInputError(f"{field}[{index}]: longer than {MAX_TOKEN_BYTES} bytes")
+        if _has_control(token):
+            raise InvalidInputError(f"{field}[{index}]: must not contain control characters")
     return tuple(values)
 
 
@@ -79,8 +88,8 @@ class RecommendQuery:
         check_id(self.user_id, "user_id")
         check_k(self.k)
         check_list(self.exclude_item_ids, "exclude_item_ids")
-        if len(self.filters) > 100:
-            raise TooLargeError(f"filters: at most 100 filters, got {len(self.filters)}")
+        if len(self.filters) > MAX_FILTERS:
+            raise TooLargeError(f"filters: at most {MAX_FILTERS} filters, got {len(self.filters)}")
         for index, any_of in enumerate(self.filters):
             if not any_of:
                 raise InvalidInputError(f"filters[{index}].any_of: must not be empty")
@@ -100,6 +109,8 @@ class SimilarQuery:
     def __post_init__(self) -> None:
         check_id(self.item_id, "item_id")
         check_k(self.k)
+        if len(self.filters) > MAX_FILTERS:
+            raise TooLargeError(f"filters: at most {MAX_FILTERS} filters, got {len(self.filters)}")
         for index, any_of in enumerate(self.filters):
             if not any_of:
                 raise InvalidInputError(f"filters[{index}].any_of: must not be empty")

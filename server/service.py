@@ -104,21 +104,15 @@ class RecommenderService:
         return self._store
 
     def swap(self, state: ServingState) -> None:
-        """Publish a new model snapshot (atomic for readers). Erasures and catalogue
-        additions made while the new model was trained are carried over to it."""
+        """Publish a new model snapshot (atomic for readers). Erasures and catalogue changes
+        made while the new model was trained are carried over to it: the catalogue is
+        re-read from the store, the source of truth."""
+        catalogue = self._store.item_features()
         with self._publish_lock:
             current = self._state
-            carried = state
-            for user in current.erased_users:
-                if user in state.model.user_ids:
-                    carried = carried.with_erased_user(user)
-            missing = {
-                item: current.item_tokens(item)
-                for item in current.model.item_ids
-                if item not in state.model.item_ids
-            }
-            if missing:
-                carried = carried.with_items(missing)
+            carried = state.with_erased_users(
+                u for u in current.erased_users if u in state.model.user_ids
+            ).with_catalogue(catalogue)
             self._state = carried
         self._live.clear()
         self._notify_state()
@@ -134,7 +128,13 @@ class RecommenderService:
         live = self._live.get(user_id, state.watermark_seq)
         with self._profiles_lock:
             tokens = tuple(features) or self._profiles.get(user_id, ())
-        key = (user_id, state.model_version, len(live.fresh), tokens)
+        # Everything the vector depends on is in the key, so a cached one is never stale.
+        key = (
+            user_id,
+            f"{state.snapshot_version}:{user_id in state.erased_users}",
+            len(live.fresh),
+            tokens,
+        )
         with self._vectors_lock:
             cached = self._vectors.get(key)
         if cached is not None:
@@ -292,11 +292,12 @@ class RecommenderService:
         existed, deleted = self._store.delete_user(user_id)
         with self._profiles_lock:
             self._profiles.pop(user_id, None)
-        self._live.forget(user_id)
         with self._publish_lock:
-            in_model = user_id in self._state.model.user_ids
+            state = self._state
+            in_model = user_id in state.model.user_ids and user_id not in state.erased_users
             if in_model:
-                self._state = self._state.with_erased_user(user_id)
+                self._state = state.with_erased_user(user_id)
+        self._live.forget(user_id)  # after publishing: no reload can see the old state
         with self._vectors_lock:
             for key in [k for k in self._vectors if k[0] == user_id]:
                 del self._vectors[key]

@@ -8,7 +8,8 @@ assignment (atomic in CPython).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -31,12 +32,28 @@ class ServingState:
     # folded in at request time.
     watermark_seq: int
     erased_users: frozenset[str] = field(default_factory=frozenset)
-    # Bumped by every catalogue change, so (model_version, revision) names the item table.
+    # Bumped by every catalogue change; with the model version and this process's nonce it
+    # names one item table (a restart starts a new nonce: revisions are not reused).
     catalogue_revision: int = 0
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     @property
     def snapshot_version(self) -> str:
-        return f"{self.model_version}.r{self.catalogue_revision}"
+        return f"{self.model_version}.{self.instance}.r{self.catalogue_revision}"
+
+    def with_catalogue(self, catalogue: Mapping[str, Sequence[str]]) -> ServingState:
+        """This state with every catalogue item present with exactly the given tokens
+        (only the differences are applied)."""
+        changes = {
+            item: tokens
+            for item, tokens in catalogue.items()
+            if item not in self.model.item_ids or self.item_tokens(item) != tuple(tokens)
+        }
+        return self.with_items(changes) if changes else self
+
+    def with_erased_users(self, users: Iterable[str]) -> ServingState:
+        users = frozenset(users)
+        return replace(self, erased_users=self.erased_users | users) if users else self
 
     @classmethod
     def build(

@@ -225,6 +225,15 @@ class EventStore:
                 raise
         return bool(deleted or profile), int(deleted)
 
+    def erased_among(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` were erased and have no events since (see was_erased)."""
+        with self._read() as connection:
+            hashes = {row[0] for row in connection.execute("SELECT user_hash FROM erased_users")}
+        if not hashes:
+            return set()
+        marked = [u for u in user_ids if _user_hash(u) in hashes]
+        return {u for u in marked if self.was_erased(u)}
+
     def was_erased(self, user_id: str) -> bool:
         """Whether the user was erased (and has not come back with new events since)."""
         with self._read() as connection:

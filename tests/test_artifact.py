@@ -131,3 +131,34 @@ def test_object_arrays_are_never_written(tmp_path: Path) -> None:
             metadata={},
             groups={"g": {"x": np.array([{"a": 1}], dtype=object)}},
         )
+
+
+def test_publish_directory_never_leaves_nothing_behind(tmp_path: Path) -> None:
+    import os
+
+    from shelfrank.core.artifact import publish_directory
+
+    def write(text: str):  # type: ignore[no-untyped-def]
+        return lambda folder: (folder / "f").write_text(text)
+
+    publish_directory(tmp_path, "v1", write("one"))
+    real_replace = os.replace
+    calls = 0
+
+    def failing_second_move(src: object, dst: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the move of the new directory into place fails (crash, full disk)
+            raise OSError("disk full")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", failing_second_move)
+        with pytest.raises(OSError, match="disk full"):
+            publish_directory(tmp_path, "v1", write("two"))
+    assert (tmp_path / "v1" / "f").read_text() == "one"
+    publish_directory(tmp_path, "v1", write("three"))
+    assert (tmp_path / "v1" / "f").read_text() == "three"
+    assert [p.name for p in tmp_path.iterdir()] == ["v1"]
+    with pytest.raises(ValueError, match="plain, non-hidden"):
+        publish_directory(tmp_path, "..", write("x"))

@@ -392,3 +392,47 @@ def test_exported_snapshot_file_works_offline(toy_model_dir: Path, tmp_path: Pat
     phone = device(tmp_path / "phone", snapshot=tmp_path / "snap")
     from_model = device(tmp_path / "other", snapshot=toy_model_dir)
     assert phone.recommend(k=5).item_ids == from_model.recommend(k=5).item_ids
+
+
+def test_events_tracked_after_an_erasure_are_purged_not_uploaded(
+    server: Server, tmp_path: Path
+) -> None:
+    phone = device(tmp_path / "phone", server)
+    phone.track("purchase", "book1")
+    phone.sync()
+    with Client(server.target) as admin:
+        admin.delete_user("u0")
+    phone.track("view", "shoe2")  # offline, after the erasure was requested elsewhere
+    result = phone.sync()
+    assert result.purged
+    assert result.pushed == 0
+    assert server.stored("u0") == []
+    assert phone.pending_events() == 0
+
+
+def test_a_hostile_snapshot_version_cannot_escape_the_device_folder(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    from shelfrank.edge.recommender import _safe
+
+    for version in ("..", ".", ".hidden", "../../etc", ""):
+        name = _safe(version)
+        assert name not in {".", ".."}
+        assert not name.startswith(".")
+        assert "/" not in name
+
+
+def test_a_server_restart_never_reuses_snapshot_versions(server: Server, tmp_path: Path) -> None:
+    phone = device(tmp_path / "phone", server)
+    first = phone.sync()
+    with Client(server.target) as admin:
+        admin.upsert_items([Item("before-restart", ["category=hats"])])
+    phone.sync()
+    server.stop()
+    server.start()
+    with Client(server.target) as admin:
+        admin.upsert_items([Item("after-restart", ["category=hats"])])
+    synced = phone.sync()
+    assert synced.snapshot_version != first.snapshot_version
+    assert synced.full_snapshot  # the device's version is unknown to the new process
+    assert {"before-restart", "after-restart"} <= set(phone.snapshot.item_ids)

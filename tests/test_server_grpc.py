@@ -459,3 +459,104 @@ def test_ingest_loads_history_once_and_retraining_learns_from_it(
     finally:
         server.channel.close()
         server.running.stop()
+
+
+def test_erasure_and_catalogue_changes_survive_a_restart(model_dir: Path, tmp_path: Path) -> None:
+    first = _start(tmp_path / "state", model_dir)
+    first.stub.UpsertItems(
+        pb.UpsertItemsRequest(
+            items=[
+                pb.Item(item_id="new-sku", features=["category=shoes"]),
+                pb.Item(item_id="shoe1", features=["category=sale"]),
+            ]
+        )
+    )
+    assert first.stub.DeleteUser(pb.DeleteUserRequest(user_id="u1")).existed
+    retry = first.stub.DeleteUser(pb.DeleteUserRequest(user_id="u1"))
+    assert not retry.existed  # as the proto says: a retry reports existed=false
+    first.channel.close()
+    first.running.stop()
+    second = _start(tmp_path / "state", model_dir)  # same --model again: not re-imported over state
+    try:
+        assert (
+            second.stub.Recommend(pb.RecommendRequest(user_id="u1", k=3)).strategy == pb.POPULARITY
+        )
+        assert second.stub.GetModelInfo(pb.GetModelInfoRequest()).users == 19
+        sale = second.stub.Recommend(
+            pb.RecommendRequest(
+                user_id="u0",
+                k=5,
+                filters=[pb.FeatureFilter(any_of=["category=sale"])],
+                exclude_seen=False,
+            )
+        )
+        assert ids(sale) == ["shoe1"]
+        assert (
+            len(second.stub.SimilarItems(pb.SimilarItemsRequest(item_id="new-sku", k=3)).items) == 3
+        )
+    finally:
+        second.channel.close()
+        second.running.stop()
+
+
+def test_catalogue_changes_during_training_survive_the_swap(live: Live, toy_shop: Shop) -> None:
+    from shelfrank.server import hybrid
+
+    interactions, _, _ = toy_shop
+    history = [
+        event(f"s{n}", u, i, int(t))
+        for n, (u, i, t) in enumerate(
+            zip(interactions.user_ids, interactions.item_ids, interactions.event_types, strict=True)
+        )
+    ]
+    live.stub.Track(pb.TrackRequest(events=history))
+    service = live.running.service
+    real_train = hybrid.HybridModel.train
+
+    def train_while_the_shop_edits(*args: object, **kwargs: object) -> hybrid.HybridModel:
+        service.upsert_items([("shoe1", ("category=sale",))])  # an UpsertItems mid-training
+        return real_train(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hybrid.HybridModel, "train", train_while_the_shop_edits)
+        live.running.retrainer.retrain_now(full=True)
+    assert service.state.item_tokens("shoe1") == ("category=sale",)
+
+
+def test_storage_failures_are_unavailable_and_bugs_internal_without_details(live: Live) -> None:
+    import sqlite3
+
+    service = live.running.service
+
+    def locked(events: object) -> object:
+        raise sqlite3.OperationalError("database is locked: /secret/path/events.sqlite3")
+
+    def bug(query: object) -> object:
+        raise ZeroDivisionError("internal detail")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service.store, "append_events", locked)
+        patch.setattr(service, "recommend", bug)
+        with pytest.raises(grpc.RpcError) as unavailable:
+            live.stub.Track(pb.TrackRequest(events=[event("x", "u", "i")]))
+        with pytest.raises(grpc.RpcError) as internal:
+            live.stub.Recommend(pb.RecommendRequest(user_id="u0", k=3))
+    assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "/secret" not in unavailable.value.details()
+    assert internal.value.code() == grpc.StatusCode.INTERNAL
+    assert "internal detail" not in internal.value.details()
+
+
+def test_control_characters_are_rejected(live: Live) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        live.stub.UpsertItems(
+            pb.UpsertItemsRequest(items=[pb.Item(item_id="a", features=["c=b\x1fc"])])
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as many:
+        live.stub.SimilarItems(
+            pb.SimilarItemsRequest(
+                item_id="shoe1", k=3, filters=[pb.FeatureFilter(any_of=["c=a"])] * 101
+            )
+        )
+    assert many.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
