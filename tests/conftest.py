@@ -96,10 +96,15 @@ def serve_process(*args: str) -> tuple[subprocess.Popen[str], str]:
 def stop_process(
     process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 20.0
 ) -> int:
-    """Signal the server and wait for it; returns its exit code."""
+    """Signal the server and wait for it; returns its exit code. A server that does not
+    exit in time is killed (so no process outlives the test) and the timeout re-raised."""
     process.send_signal(sig)
     try:
         return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
     finally:
         if process.stdout is not None:
             process.stdout.close()

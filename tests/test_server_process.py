@@ -26,7 +26,9 @@ def _serve(state: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
-    return stop_process(process, sig, timeout=GRACE_SECONDS + 5)
+    # Generous wait (a loaded machine is slow to start interpreters); the exit-time claim
+    # is asserted on the measured time where it matters.
+    return stop_process(process, sig, timeout=GRACE_SECONDS + 30)
 
 
 def test_sigterm_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
