@@ -74,6 +74,16 @@ def check_tokens(values: Sequence[str], field: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+def check_filters(filters: Sequence[Sequence[str]], exclude_features: Sequence[str]) -> None:
+    if len(filters) > MAX_FILTERS:
+        raise TooLargeError(f"filters: at most {MAX_FILTERS} filters, got {len(filters)}")
+    for index, any_of in enumerate(filters):
+        if not any_of:
+            raise InvalidInputError(f"filters[{index}].any_of: must not be empty")
+        check_tokens(any_of, f"filters[{index}].any_of")
+    check_tokens(exclude_features, "exclude_features")
+
+
 @dataclass(frozen=True)
 class RecommendQuery:
     user_id: str
@@ -88,13 +98,7 @@ class RecommendQuery:
         check_id(self.user_id, "user_id")
         check_k(self.k)
         check_list(self.exclude_item_ids, "exclude_item_ids")
-        if len(self.filters) > MAX_FILTERS:
-            raise TooLargeError(f"filters: at most {MAX_FILTERS} filters, got {len(self.filters)}")
-        for index, any_of in enumerate(self.filters):
-            if not any_of:
-                raise InvalidInputError(f"filters[{index}].any_of: must not be empty")
-            check_tokens(any_of, f"filters[{index}].any_of")
-        check_tokens(self.exclude_features, "exclude_features")
+        check_filters(self.filters, self.exclude_features)
         check_tokens(self.user_features, "user_features")
 
 
@@ -109,13 +113,7 @@ class SimilarQuery:
     def __post_init__(self) -> None:
         check_id(self.item_id, "item_id")
         check_k(self.k)
-        if len(self.filters) > MAX_FILTERS:
-            raise TooLargeError(f"filters: at most {MAX_FILTERS} filters, got {len(self.filters)}")
-        for index, any_of in enumerate(self.filters):
-            if not any_of:
-                raise InvalidInputError(f"filters[{index}].any_of: must not be empty")
-            check_tokens(any_of, f"filters[{index}].any_of")
-        check_tokens(self.exclude_features, "exclude_features")
+        check_filters(self.filters, self.exclude_features)
         check_list(self.exclude_item_ids, "exclude_item_ids")
 
 

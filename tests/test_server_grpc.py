@@ -59,6 +59,12 @@ def live(model_dir: Path, tmp_path: Path) -> Iterator[Live]:
     server.running.stop()
 
 
+def shop_history(interactions: Interactions, prefix: str) -> list[pb.Event]:
+    """The toy shop's events as Track messages (ids ``<prefix><n>``)."""
+    rows = zip(interactions.user_ids, interactions.item_ids, interactions.event_types, strict=True)
+    return [event(f"{prefix}{n}", u, i, int(t)) for n, (u, i, t) in enumerate(rows)]
+
+
 def ids(response: pb.RecommendResponse) -> list[str]:
     return [item.item_id for item in response.items]
 
@@ -314,12 +320,7 @@ def test_restart_keeps_events_dedup_and_model_version(model_dir: Path, tmp_path:
 def test_retrain_swaps_in_a_new_version_without_losing_events(live: Live, toy_shop: Shop) -> None:
     # Retraining learns from the store: load the shop's history and catalogue into it.
     interactions, items, users = toy_shop
-    history = [
-        event(f"h{n}", u, i, int(t))
-        for n, (u, i, t) in enumerate(
-            zip(interactions.user_ids, interactions.item_ids, interactions.event_types, strict=True)
-        )
-    ]
+    history = shop_history(interactions, "h")
     assert live.stub.Track(pb.TrackRequest(events=history)).accepted == len(history)
     live.stub.UpsertItems(
         pb.UpsertItemsRequest(
@@ -387,12 +388,7 @@ def test_token_auth(model_dir: Path, tmp_path: Path) -> None:
 
 def test_concurrent_reads_writes_and_swaps_never_fail(live: Live, toy_shop: Shop) -> None:
     interactions, _, _ = toy_shop
-    history = [
-        event(f"c{n}", u, i, int(t))
-        for n, (u, i, t) in enumerate(
-            zip(interactions.user_ids, interactions.item_ids, interactions.event_types, strict=True)
-        )
-    ]
+    history = shop_history(interactions, "c")
     live.stub.Track(pb.TrackRequest(events=history))
     failures: list[BaseException] = []
     versions: set[str] = set()
@@ -503,12 +499,7 @@ def test_catalogue_changes_during_training_survive_the_swap(live: Live, toy_shop
     from shelfrank.server import hybrid
 
     interactions, _, _ = toy_shop
-    history = [
-        event(f"s{n}", u, i, int(t))
-        for n, (u, i, t) in enumerate(
-            zip(interactions.user_ids, interactions.item_ids, interactions.event_types, strict=True)
-        )
-    ]
+    history = shop_history(interactions, "s")
     live.stub.Track(pb.TrackRequest(events=history))
     service = live.running.service
     real_train = hybrid.HybridModel.train
