@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shelfrank.core.ids import IdMap
+from shelfrank.core.pruned_scan import PrunedScan
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
@@ -79,10 +80,25 @@ def top_k(
     return TopK(rows.astype(np.int64), values[chosen].astype(np.float32))
 
 
-class ScoringTable:
-    """Item side of the serving model: vectors, biases and the item id map."""
+# Below this many items a full scan is cheap enough that pruning does not pay.
+PRUNE_MIN_ITEMS = 20_000
 
-    def __init__(self, item_ids: IdMap, item_vectors: FloatArray, item_biases: FloatArray) -> None:
+
+class ScoringTable:
+    """Item side of the serving model: vectors, biases and the item id map.
+
+    Tables of ``PRUNE_MIN_ITEMS`` or more rows carry a :class:`PrunedScan` (built here, once),
+    so ``recommend`` scores only the rows that can reach the top k; results are identical
+    to a full scan."""
+
+    def __init__(
+        self,
+        item_ids: IdMap,
+        item_vectors: FloatArray,
+        item_biases: FloatArray,
+        *,
+        pruned: PrunedScan | bool | None = True,
+    ) -> None:
         if item_vectors.ndim != 2 or item_biases.ndim != 1:
             raise ValueError("item_vectors must be 2-d and item_biases 1-d")
         if item_vectors.shape[0] != len(item_ids) or item_biases.shape[0] != len(item_ids):
@@ -93,6 +109,34 @@ class ScoringTable:
         self.item_ids = item_ids
         self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
         self.item_biases = np.ascontiguousarray(item_biases, dtype=np.float32)
+        if pruned is True:
+            pruned = (
+                PrunedScan.build(self.item_vectors, self.item_biases)
+                if len(item_ids) >= PRUNE_MIN_ITEMS
+                else None
+            )
+        elif pruned is False:
+            pruned = None
+        elif pruned is not None and pruned.items != len(item_ids):
+            raise ValueError(f"pruned scan covers {pruned.items} rows, table has {len(item_ids)}")
+        self.pruned: PrunedScan | None = pruned
+
+    def with_rows_appended(
+        self, item_ids: IdMap, item_vectors: FloatArray, item_biases: FloatArray
+    ) -> ScoringTable:
+        """A new table whose first rows are this table's and whose rest are the given ones
+        (``item_ids`` names all rows). The pruned scan is extended, not rebuilt."""
+        n = len(self)
+        if len(item_ids) != n + item_vectors.shape[0]:
+            raise ValueError("item_ids must name the existing rows and then the appended ones")
+        vectors = np.vstack([self.item_vectors, item_vectors])
+        biases = np.concatenate([self.item_biases, item_biases])
+        if self.pruned is None:
+            return ScoringTable(item_ids, vectors, biases)
+        extended = self.pruned.extended(
+            np.asarray(item_vectors, np.float32), np.asarray(item_biases, np.float32)
+        )
+        return ScoringTable(item_ids, vectors, biases, pruned=extended)
 
     @property
     def dim(self) -> int:
@@ -130,6 +174,23 @@ class ScoringTable:
         exclude: IndexArray | None = None,
         candidates: IndexArray | None = None,
     ) -> TopK:
+        n = len(self)
+        if self.pruned is not None and (candidates is None or candidates.size > n // 8):
+            allowed = None
+            if candidates is not None:
+                allowed = np.zeros(n, np.bool_)
+                allowed[candidates] = True
+            rows, scores = self.pruned.top_candidates(
+                self.item_vectors,
+                self.item_biases,
+                user_vector,
+                k,
+                exclude=exclude,
+                allowed=allowed,
+            )
+            scores += np.float32(user_bias)
+            best = top_k(scores, k)
+            return TopK(rows[best.indices], best.scores)
         if candidates is not None:
             pool = np.unique(candidates)
             sub = self.scores(user_vector, user_bias, rows=pool)

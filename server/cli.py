@@ -393,6 +393,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,
             grace_seconds=args.grace,
+            blas_threads=args.blas_threads,
             retrain_interval_seconds=args.retrain_interval,
             train_config=_train_config(args),
         )
@@ -542,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key")
     serve.add_argument(
         "--grace", type=_positive_float, default=10.0, help="seconds in-flight calls get on SIGTERM"
+    )
+    serve.add_argument(
+        "--blas-threads",
+        type=_positive_int,
+        default=1,
+        help="threads per numpy/BLAS product (1 serves concurrent requests best)",
     )
     serve.add_argument(
         "--retrain-interval", type=_positive_float, help="retrain in the background every N seconds"
