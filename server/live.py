@@ -17,6 +17,7 @@ from shelfrank.core.events import EventType
 from shelfrank.server.store import StoredEvent
 
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
+_MAX_WRITE_COUNTERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,26 @@ class LiveUsers:
         self._users: dict[str, UserLive] = {}
         # Bumped by forget/clear: a load that started before must not be stored after.
         self._generation = 0
+        # Per user, writes that found no cached record (see ``record``).
+        self._writes: dict[str, int] = {}
 
     def get(self, user_id: str, watermark_seq: int) -> UserLive:
         record = self._users.get(user_id)
         if record is not None and record.watermark_seq == watermark_seq:
             return record
-        generation = self._generation
+        with self._lock:
+            stamp = (self._generation, self._writes.get(user_id, 0))
         loaded = self._load(user_id, watermark_seq)
         with self._lock:
             current = self._users.get(user_id)
             if current is not None and current.watermark_seq == watermark_seq:
-                return current  # a concurrent track or get got there first
-            if generation == self._generation:
+                return current  # a concurrent get got there first
+            # Cache only if nothing was written for this user (and nothing forgotten)
+            # while loading: the load may have missed those events.
+            if stamp == (self._generation, self._writes.get(user_id, 0)):
                 self._users[user_id] = loaded
+                # Later loads find this record first, so its counter has done its job.
+                self._writes.pop(user_id, None)
         return loaded
 
     def _load(self, user_id: str, watermark_seq: int) -> UserLive:
@@ -68,24 +76,22 @@ class LiveUsers:
         return UserLive(watermark_seq, fresh, consumed)
 
     def record(self, user_id: str, events: Sequence[StoredEvent], watermark_seq: int) -> None:
-        """Add newly stored (already durable) events to the user's record."""
+        """Add newly stored (already durable) events to the user's record.
+
+        Without a cached record nothing is loaded here (ingest stays one transaction per
+        batch, not one read per user): the next read loads from the store, which already
+        holds these events. The write counter keeps a load that raced with this write from
+        caching what it read before the events were stored."""
         with self._lock:
             current = self._users.get(user_id)
             if current is not None and current.watermark_seq == watermark_seq:
                 self._users[user_id] = current.merged(events)
-                return
-        # No usable record: load from the store, which already holds these events.
-        generation = self._generation
-        loaded = self._load(user_id, watermark_seq)
-        with self._lock:
-            if generation != self._generation:
-                return  # forgotten meanwhile: the next read loads from the store
-            current = self._users.get(user_id)
-            if current is not None and current.watermark_seq == watermark_seq:
-                # a concurrent writer got there first: keep the union of both
-                merged = current.merged(loaded.fresh)
-                loaded = UserLive(watermark_seq, merged.fresh, merged.consumed | loaded.consumed)
-            self._users[user_id] = loaded
+            elif len(self._writes) >= _MAX_WRITE_COUNTERS:
+                # Bounded memory for write-only users: invalidate all in-flight loads.
+                self._generation += 1
+                self._writes.clear()
+            else:
+                self._writes[user_id] = self._writes.get(user_id, 0) + 1
 
     def forget(self, user_id: str) -> None:
         with self._lock:
@@ -96,3 +102,4 @@ class LiveUsers:
         with self._lock:
             self._generation += 1
             self._users.clear()
+            self._writes.clear()  # the generation bump already invalidates in-flight loads

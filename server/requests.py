@@ -6,9 +6,11 @@ contract's (see proto/shelfrank/v1/recommender.proto). Errors name the field.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from shelfrank.core.errors import InvalidInputError, ShelfrankError
 from shelfrank.core.events import EventType
@@ -32,8 +34,11 @@ class TooLargeError(InvalidInputError):
     """A request exceeds a size limit (gRPC RESOURCE_EXHAUSTED)."""
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _has_control(value: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    return _CONTROL.search(value) is not None
 
 
 def check_id(value: str, field: str) -> str:
@@ -41,7 +46,8 @@ def check_id(value: str, field: str) -> str:
         raise InvalidInputError(f"{field}: must not be empty")
     if _has_control(value):
         raise InvalidInputError(f"{field}: must not contain control characters")
-    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+    # ASCII strings have as many bytes as characters: skip the encode on the common path.
+    if len(value) > MAX_ID_BYTES // 4 and len(value.encode("utf-8")) > MAX_ID_BYTES:
         raise InvalidInputError(f"{field}: longer than {MAX_ID_BYTES} bytes")
     return value
 
@@ -131,9 +137,9 @@ class RankQuery:
         check_tokens(self.user_features, "user_features")
 
 
-@dataclass(frozen=True)
-class IncomingEvent:
-    """An event as received; :func:`validate_event` turns it into a storable one."""
+class IncomingEvent(NamedTuple):
+    """An event as received; :func:`validate_event` turns it into a storable one (a named
+    tuple: Track builds one per event)."""
 
     event_id: str
     user_id: str
@@ -144,16 +150,18 @@ class IncomingEvent:
     query: str = ""
 
 
+_EVENT_TYPES = {int(kind): kind for kind in EventType}
+
+
 def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEvent:
     """A storable event, or InvalidInputError naming the field."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     check_id(event.event_id, "event_id")
     check_id(event.user_id, "user_id")
     check_id(event.item_id, "item_id")
-    try:
-        kind = EventType(event.event_type)
-    except ValueError:
-        raise InvalidInputError(f"type: unknown event type {event.event_type}") from None
+    kind = _EVENT_TYPES.get(event.event_type)
+    if kind is None:
+        raise InvalidInputError(f"type: unknown event type {event.event_type}")
     if event.timestamp_ms < 0:
         raise InvalidInputError(f"timestamp_ms: must be >= 0, got {event.timestamp_ms}")
     if event.timestamp_ms > now + MAX_FUTURE_MS:

@@ -18,6 +18,7 @@ Concurrency model
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -238,9 +239,10 @@ class RecommenderService:
             raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
         valid: list[StoredEvent] = []
         errors: list[tuple[int, str]] = []
+        now_ms = int(time.time() * 1000)
         for index, event in enumerate(events):
             try:
-                valid.append(validate_event(event))
+                valid.append(validate_event(event, now_ms))
             except ValueError as exc:
                 errors.append((index, str(exc)))
         result = self._store.append_events(valid)  # durable before anything else

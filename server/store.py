@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType
@@ -51,8 +51,9 @@ _TOKEN_SEPARATOR = "\x1f"
 _IN_CHUNK = 500  # stays far below SQLite's bound-parameter limit
 
 
-@dataclass(frozen=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
+    """An event as stored (a named tuple: ingest creates one per event, so it must be cheap)."""
+
     event_id: str
     user_id: str
     item_id: str
@@ -78,6 +79,18 @@ class StoreCounts:
     users: int
 
 
+class _Pending:
+    """One caller's batch waiting for the group commit that stores it."""
+
+    __slots__ = ("done", "error", "events", "result")
+
+    def __init__(self, events: Sequence[StoredEvent]) -> None:
+        self.events = events
+        self.done = False
+        self.result: AppendResult | None = None
+        self.error: BaseException | None = None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -86,7 +99,9 @@ class EventStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection and the commit
+        self._queue_lock = threading.Lock()  # batches waiting for the next commit
+        self._queue: list[_Pending] = []
         self._writer = self._connect()
         with self._lock:
             self._writer.execute("PRAGMA journal_mode=WAL")
@@ -122,16 +137,47 @@ class EventStore:
 
     # -- writes -------------------------------------------------------------------------------
     def append_events(self, events: Sequence[StoredEvent]) -> AppendResult:
-        """Store new events in one durable transaction; report duplicates by position.
+        """Store new events durably; report duplicates by position.
 
         An id seen earlier in the same batch, already stored, or belonging to an erased
         user's history is a duplicate.
+
+        Group commit: batches that arrive while a commit is in progress are written
+        together in the next transaction (one fsync for all), in arrival order. Every
+        caller returns only after the transaction holding its batch is committed; if that
+        transaction fails, every batch in it fails and none is stored.
         """
-        with self._lock:
-            known = self._existing_ids([e.event_id for e in events])
+        pending = _Pending(events)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while True:
+            with self._lock:
+                if pending.done:
+                    break
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                try:
+                    results = self._append_group([p.events for p in group])
+                except BaseException as exc:
+                    for member in group:
+                        member.error, member.done = exc, True
+                else:
+                    for member, result in zip(group, results, strict=True):
+                        member.result, member.done = result, True
+        if pending.error is not None:
+            raise pending.error
+        if pending.result is None:  # unreachable: done is set with a result or an error
+            raise StorageError("append_events: batch finished without a result")
+        return pending.result
+
+    def _append_group(self, batches: Sequence[Sequence[StoredEvent]]) -> list[AppendResult]:
+        """One transaction for all ``batches``; the caller holds the writer lock."""
+        known = self._existing_ids([e.event_id for batch in batches for e in batch])
+        results: list[AppendResult] = []
+        rows = []
+        for events in batches:
             accepted: list[int] = []
             duplicates: list[int] = []
-            rows = []
             for index, event in enumerate(events):
                 if event.event_id in known:
                     duplicates.append(index)
@@ -149,17 +195,18 @@ class EventStore:
                         event.query,
                     )
                 )
-            try:
-                self._writer.executemany(
-                    "INSERT INTO events (event_id, user_id, item_id, event_type, timestamp_ms,"
-                    " session_id, query) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._writer.commit()
-            except BaseException:
-                self._writer.rollback()
-                raise
-        return AppendResult(tuple(accepted), tuple(duplicates))
+            results.append(AppendResult(tuple(accepted), tuple(duplicates)))
+        try:
+            self._writer.executemany(
+                "INSERT INTO events (event_id, user_id, item_id, event_type, timestamp_ms,"
+                " session_id, query) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._writer.commit()
+        except BaseException:
+            self._writer.rollback()
+            raise
+        return results
 
     def _existing_ids(self, event_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType
-from shelfrank.server.store import EventStore, StoredEvent
+from shelfrank.server.store import AppendResult, EventStore, StoredEvent
 
 
 def ev(
@@ -53,7 +53,7 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     """A child process appends, reports the ack, then is killed without closing the store."""
     code = f"""
 import os, signal, sys
-from shelfrank.server.store import EventStore, StoredEvent
+from shelfrank.server.store import AppendResult, EventStore, StoredEvent
 from shelfrank.core.events import EventType
 store = EventStore({str(tmp_path / "s.db")!r})
 for batch in range(20):
@@ -124,7 +124,7 @@ def test_any_order_and_batching_stores_each_event_id_once(
     # Same event id always carries the same content in a real client; keep the first.
     canonical = {e.event_id: e for e in reversed(batch)}
     shuffled = [canonical[e.event_id] for e in batch]
-    rng.shuffle(shuffled)  # type: ignore[attr-defined]
+    rng.shuffle(shuffled)
     store = EventStore(tmp_path_factory.mktemp("h") / "s.db")
     accepted = 0
     for start in range(0, len(shuffled), size):
@@ -134,3 +134,53 @@ def test_any_order_and_batching_stores_each_event_id_once(
     assert stored == set(canonical)
     assert accepted == len(canonical)
     assert store.counts().events == len(canonical)
+
+
+def test_concurrent_batches_commit_together_and_each_id_is_accepted_once(tmp_path: Path) -> None:
+    """Group commit: many writers with overlapping ids; every id is stored once and
+    accepted by exactly one caller, and positions refer to each caller's own batch."""
+    import threading
+
+    store = EventStore(tmp_path / "s.db")
+    writers, batches_each, size = 6, 20, 50
+    results: dict[int, list[tuple[list[StoredEvent], AppendResult]]] = {
+        w: [] for w in range(writers)
+    }
+
+    def write(writer: int) -> None:
+        for b in range(batches_each):
+            # Ids overlap between writers (same b) and repeat within a writer (b and b+1).
+            batch = [
+                ev(f"e{(b + j // 25) * 100 + j % 25}-{j % 3}", user=f"u{writer}")
+                for j in range(size)
+            ]
+            results[writer].append((batch, store.append_events(batch)))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    accepted_ids: list[str] = []
+    for runs in results.values():
+        for batch, result in runs:
+            assert sorted(result.accepted + result.duplicates) == list(range(len(batch)))
+            accepted_ids += [batch[i].event_id for i in result.accepted]
+    stored = [e.event_id for _, e in store.iter_events()]
+    assert sorted(accepted_ids) == sorted(stored)
+    assert len(stored) == len(set(stored))
+    assert store.integrity_check() == "ok"
+
+
+def test_a_failed_group_commit_fails_every_batch_in_it(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    store.append_events([ev("kept")])
+    store._writer.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.item_id = 'bad' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError, match="refused by test"):
+        store.append_events([ev("x1"), ev("x2", item="bad")])
+    assert [e.event_id for _, e in store.iter_events()] == ["kept"]
+    store.append_events([ev("after")])  # the store keeps working
+    assert [e.event_id for _, e in store.iter_events()] == ["kept", "after"]

@@ -1,0 +1,71 @@
+"""Read-your-writes records: a write racing with a load never leaves a stale record."""
+
+from __future__ import annotations
+
+import threading
+
+from shelfrank.core.events import EventType
+from shelfrank.server.live import LiveUsers
+from shelfrank.server.store import StoredEvent
+
+
+def event(event_id: str, item: str, kind: EventType = EventType.PURCHASE) -> StoredEvent:
+    return StoredEvent(event_id, "u1", item, kind, 1_700_000_000_000)
+
+
+class SlowStore:
+    """A store whose read can be paused after it has read, to interleave a write."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, StoredEvent]] = []
+        self.read_done = threading.Event()
+        self.resume = threading.Event()
+        self.pause = False
+
+    def events_for_user(self, user_id: str) -> list[tuple[int, StoredEvent]]:
+        snapshot = list(self.rows)
+        if self.pause:
+            self.read_done.set()
+            self.resume.wait(5)
+        return snapshot
+
+
+def test_a_write_during_a_load_is_not_lost() -> None:
+    store = SlowStore()
+    live = LiveUsers(store.events_for_user)
+    store.pause = True
+    seen: list[frozenset[str]] = []
+    reader = threading.Thread(target=lambda: seen.append(live.get("u1", 0).consumed))
+    reader.start()
+    store.read_done.wait(5)
+    # The event is durable, then recorded, while the reader holds an older read.
+    store.rows.append((1, event("e1", "bought")))
+    live.record("u1", [event("e1", "bought")], 0)
+    store.pause = False
+    store.resume.set()
+    reader.join(5)
+    assert seen == [frozenset()]  # that read predates the write...
+    assert live.get("u1", 0).consumed == {"bought"}  # ...but it was not cached
+
+
+def test_records_merge_new_events_and_skip_known_ones() -> None:
+    store = SlowStore()
+    store.rows = [(1, event("e1", "a", EventType.VIEW))]
+    live = LiveUsers(store.events_for_user)
+    assert live.get("u1", 0).fresh == (event("e1", "a", EventType.VIEW),)
+    live.record("u1", [event("e1", "a", EventType.VIEW), event("e2", "b")], 0)
+    record = live.get("u1", 0)
+    assert [e.event_id for e in record.fresh] == ["e1", "e2"]
+    assert record.consumed == {"b"}
+    # A newer model moves the watermark: older events are no longer fresh.
+    store.rows.append((2, event("e2", "b")))
+    assert live.get("u1", 2).fresh == ()
+
+
+def test_write_counters_stay_bounded() -> None:
+    from shelfrank.server import live as live_module
+
+    live = LiveUsers(lambda user: [])
+    for i in range(live_module._MAX_WRITE_COUNTERS + 5):
+        live.record(f"user{i}", [event(f"e{i}", "x")], 0)
+    assert len(live._writes) <= live_module._MAX_WRITE_COUNTERS
