@@ -179,3 +179,43 @@ def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEve
         session_id=event.session_id,
         query=event.query,
     )
+
+
+def validate_events(
+    events: Sequence[IncomingEvent], now_ms: int
+) -> tuple[list[StoredEvent], list[tuple[int, str]]]:
+    """Storable events and (position, reason) for each refused one.
+
+    Same outcome as :func:`validate_event` on each event; a batch whose every field passes
+    is checked column by column at C speed (the ingest hot path), any other batch event
+    by event to name each problem."""
+    if not events:
+        return [], []
+    event_ids, user_ids, item_ids, types, stamps, sessions, queries = zip(*events, strict=True)
+    ids = [*event_ids, *user_ids, *item_ids, *(s for s in sessions if s)]
+    clean = (
+        min(map(len, ids)) >= 1
+        # At most 4 UTF-8 bytes a character: short enough ids cannot exceed the byte limit.
+        and max(map(len, ids)) <= MAX_ID_BYTES // 4
+        and _CONTROL.search(" ".join(ids)) is None
+        and set(types) <= _EVENT_TYPES.keys()
+        and min(stamps) >= 0
+        and max(stamps) <= now_ms + MAX_FUTURE_MS
+        and max(map(len, queries)) <= MAX_QUERY_CHARS
+    )
+    if clean:
+        kinds = _EVENT_TYPES
+        return [
+            StoredEvent(e, u, i, kinds[t], s or now_ms, sid, q)
+            for e, u, i, t, s, sid, q in zip(
+                event_ids, user_ids, item_ids, types, stamps, sessions, queries, strict=True
+            )
+        ], []
+    valid: list[StoredEvent] = []
+    errors: list[tuple[int, str]] = []
+    for index, event in enumerate(events):
+        try:
+            valid.append(validate_event(event, now_ms))
+        except InvalidInputError as exc:
+            errors.append((index, str(exc)))
+    return valid, errors

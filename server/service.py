@@ -43,7 +43,7 @@ from shelfrank.server.requests import (
     TooLargeError,
     check_id,
     check_tokens,
-    validate_event,
+    validate_events,
 )
 from shelfrank.server.serving_state import ServingState
 from shelfrank.server.store import EventStore, StoredEvent
@@ -237,14 +237,7 @@ class RecommenderService:
             raise InvalidInputError("events: must not be empty")
         if len(events) > MAX_BATCH:
             raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
-        valid: list[StoredEvent] = []
-        errors: list[tuple[int, str]] = []
-        now_ms = int(time.time() * 1000)
-        for index, event in enumerate(events):
-            try:
-                valid.append(validate_event(event, now_ms))
-            except ValueError as exc:
-                errors.append((index, str(exc)))
+        valid, errors = validate_events(events, int(time.time() * 1000))
         result = self._store.append_events(valid)  # durable before anything else
         by_user: defaultdict[str, list[StoredEvent]] = defaultdict(list)
         for position in result.accepted:
