@@ -1,0 +1,163 @@
+"""Which concurrency model serves Recommend best on this machine (issue 5), measured.
+
+The same service layer and model (the 100k-item trained catalogue) behind four servers,
+each in its own child process, each measured against its own health-check floor:
+
+- ``threads-blas1``: the production server (``grpc.server`` + a 16-thread pool), BLAS
+  limited to one thread per product (``ServerOptions.blas_threads=1``, the default);
+- ``threads-blas2``: the same with two BLAS threads per product (numpy's default here);
+- ``aio-inline``: ``grpc.aio`` with the handler run on the event loop (no thread hop;
+  numpy still releases the GIL inside products but the loop waits for it);
+- ``aio-to-thread``: ``grpc.aio`` with the handler in ``asyncio.to_thread``.
+
+Recommend k=10 for known users; concurrency 1, 8, 32; client threads in this process.
+
+    python benchmarks/concurrency_model.py [--size 100000] [--duration 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from catalogues import shape_for, trained_model
+from machine import machine_description
+from serving import health_call, prepare_state, recommend_call, run_point
+
+MODES = ("threads-blas1", "threads-blas2", "aio-inline", "aio-to-thread")
+
+
+def serve_threads(state_dir: str, model_dir: str, blas: int, ports: Any, stop: Any) -> None:
+    from shelfrank.server.app import ServerOptions, start
+    from shelfrank.server.config import TrainConfig
+
+    running = start(
+        ServerOptions(
+            state_dir=Path(state_dir),
+            port=0,
+            model_dir=Path(model_dir),
+            blas_threads=blas,
+            train_config=TrainConfig(num_threads=1),
+        )
+    )
+    ports.put(running.port)
+    stop.wait()
+    running.stop()
+
+
+def serve_aio(state_dir: str, model_dir: str, to_thread: bool, ports: Any, stop: Any) -> None:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from threadpoolctl import threadpool_limits
+
+    from shelfrank.client._proto import recommender_pb2 as pb
+    from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+    from shelfrank.server.grpc_servicer import RecommenderServicer
+    from shelfrank.server.registry import load_state
+    from shelfrank.server.service import RecommenderService
+    from shelfrank.server.store import EventStore
+
+    threadpool_limits(limits=1, user_api="blas")
+    sync = RecommenderServicer(
+        RecommenderService(EventStore(Path(state_dir) / "events.sqlite3"), load_state(model_dir))
+    )
+
+    class Adapter(pb_grpc.RecommenderServicer):
+        # The happy path only: the sync servicer's error mapping uses the sync context.
+        async def Recommend(  # noqa: N802
+            self, request: pb.RecommendRequest, context: Any
+        ) -> pb.RecommendResponse:
+            if to_thread:
+                return await asyncio.to_thread(sync.Recommend, request, context)
+            return sync.Recommend(request, context)
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_RecommenderServicer_to_server(Adapter(), server)
+        checker = health.aio.HealthServicer()
+        await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        ports.put(port)
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await server.stop(1)
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--out", default="benchmarks/results/concurrency_model.json")
+    args = parser.parse_args()
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    shop, model_dir, _ = trained_model(shape_for(args.size))
+    result: dict[str, Any] = {
+        "machine": machine_description(),
+        "settings": {"items": args.size, "duration_s": args.duration, "k": 10},
+        "modes": {},
+    }
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="shelfrank-concurrency-") as tmp:
+        state_dir = Path(tmp) / "state"
+        state_dir.mkdir()
+        prepare_state(state_dir, shop)
+        from shelfrank.core.model_format import load_serving_model
+
+        users = list(load_serving_model(model_dir)[0].user_ids.ids)[:500]
+        for mode in MODES:
+            ports, stop = ctx.Queue(), ctx.Event()
+            if mode.startswith("threads"):
+                target_fn: Any = serve_threads
+                extra: Any = 1 if mode.endswith("1") else 2
+            else:
+                target_fn, extra = serve_aio, mode.endswith("to-thread")
+            child = ctx.Process(
+                target=target_fn, args=(str(state_dir), str(model_dir), extra, ports, stop)
+            )
+            child.start()
+            try:
+                target = f"127.0.0.1:{ports.get(timeout=300)}"
+                points = []
+                for c in concurrency:
+                    floor = run_point(target, health_call, c, args.warmup, args.duration)
+                    rec = run_point(target, recommend_call(users), c, args.warmup, args.duration)
+                    points.append(
+                        {
+                            "concurrency": c,
+                            "health": floor.as_json(),
+                            "recommend": rec.as_json(),
+                            "p50_ratio": round(rec.p50_ms / floor.p50_ms, 3),
+                            "throughput_ratio": round(rec.throughput / floor.throughput, 3),
+                        }
+                    )
+                    print(
+                        f"{mode} c={c}: recommend p50 {rec.p50_ms:.2f} ms "
+                        f"({rec.p50_ms / floor.p50_ms:.2f}x floor), {rec.throughput:.0f}/s "
+                        f"({rec.throughput / floor.throughput:.0%} of floor)",
+                        flush=True,
+                    )
+                result["modes"][mode] = points
+            finally:
+                stop.set()
+                child.join(timeout=30)
+                if child.is_alive():
+                    child.terminate()
+            time.sleep(0.5)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Model hot-swap under load (issue 5): zero failed calls, p99 during a swap vs steady.
+
+A server in a child process serves the trained catalogue (default 100k items) while 32
+client threads call Recommend without pause. Every few seconds the server loads another
+model version from disk and publishes it (``load_state`` + ``RecommenderService.swap``:
+exactly what the retrainer does once training is done), alternating two versions. Calls
+are classified by wall-clock time: "during a swap" if they overlap a swap window (from the
+start of the load to the publish), "steady" if they end before the first swap starts.
+
+    python benchmarks/hot_swap.py [--size 100000] [--swaps 4] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from catalogues import shape_for, trained_model
+from machine import machine_description
+from serving import CHANNEL_OPTIONS, K, prepare_state
+
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.core.model_format import load_serving_model, save_model_directory
+
+
+def serve_and_swap(
+    state_dir: str, model_dirs: list[str], ports: Any, swaps: Any, windows: Any, stop: Any
+) -> None:
+    """Serve ``model_dirs[0]``; on each request from ``swaps`` load and publish the next."""
+    from shelfrank.server.app import ServerOptions, start
+    from shelfrank.server.config import TrainConfig
+    from shelfrank.server.registry import load_state
+
+    running = start(
+        ServerOptions(
+            state_dir=Path(state_dir),
+            port=0,
+            model_dir=Path(model_dirs[0]),
+            train_config=TrainConfig(num_threads=1),
+        )
+    )
+    ports.put(running.port)
+    index = 0
+    while True:
+        request = swaps.get()
+        if request is None:
+            break
+        index = (index + 1) % len(model_dirs)
+        begin = time.time()
+        running.service.swap(load_state(model_dirs[index]))
+        windows.put((begin, time.time(), running.service.state.model_version))
+    stop.wait()
+    running.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--swaps", type=int, default=4)
+    parser.add_argument("--steady", type=float, default=4.0, help="seconds before the first swap")
+    parser.add_argument("--gap", type=float, default=3.0, help="seconds between swaps")
+    parser.add_argument("--out", default="benchmarks/results/hot_swap.json")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.size, args.concurrency, args.swaps, args.steady, args.gap = 4000, 4, 2, 1.0, 1.0
+    shop, model_dir, _ = trained_model(shape_for(args.size))
+    model, metadata = load_serving_model(model_dir)
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="shelfrank-swap-") as tmp:
+        state_dir = Path(tmp) / "state"
+        state_dir.mkdir()
+        prepare_state(state_dir, shop)
+        # A second version of the same size to swap to (its values do not change the cost).
+        other = Path(tmp) / "other"
+        save_model_directory(
+            other,
+            dataclasses.replace(model, model_version=model.model_version + "-b"),
+            metadata=metadata,
+        )
+        users = list(model.user_ids.ids)[:500]
+        ports, swaps, windows, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
+        child = ctx.Process(
+            target=serve_and_swap,
+            args=(str(state_dir), [str(model_dir), str(other)], ports, swaps, windows, stop),
+        )
+        child.start()
+        try:
+            target = f"127.0.0.1:{ports.get(timeout=600)}"
+            calls, swap_windows = drive(target, users, args, swaps, windows)
+        finally:
+            swaps.put(None)
+            stop.set()
+            child.join(timeout=60)
+            if child.is_alive():
+                child.terminate()
+    result = summarise(calls, swap_windows)
+    result.update(
+        {
+            "machine": machine_description(),
+            "settings": {
+                "items": args.size,
+                "concurrency": args.concurrency,
+                "swaps": args.swaps,
+                "swap": "load_state(version directory) + RecommenderService.swap, in the "
+                "serving process, as the retrainer does after training",
+            },
+        }
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+
+
+Call = tuple[float, float, bool]  # start, end (unix seconds), ok
+
+
+def drive(
+    target: str, users: list[str], args: argparse.Namespace, swaps: Any, windows: Any
+) -> tuple[list[Call], list[tuple[float, float, str]]]:
+    channels = [
+        grpc.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(args.concurrency)
+    ]
+    for channel in channels:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    records: list[list[Call]] = [[] for _ in channels]
+    done = threading.Event()
+
+    def client(index: int) -> None:
+        stub = pb_grpc.RecommenderStub(channels[index])
+        requests = [pb.RecommendRequest(user_id=u, k=K) for u in users]
+        i = index * 7919
+        while not done.is_set():
+            begin = time.time()
+            try:
+                stub.Recommend(requests[i % len(requests)], timeout=30)
+                ok = True
+            except grpc.RpcError:
+                ok = False
+            records[index].append((begin, time.time(), ok))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(channels))]
+    for thread in threads:
+        thread.start()
+    time.sleep(args.steady)
+    swap_windows = []
+    for _ in range(args.swaps):
+        swaps.put("swap")
+        swap_windows.append(windows.get(timeout=600))
+        time.sleep(args.gap)
+    done.set()
+    for thread in threads:
+        thread.join()
+    for channel in channels:
+        channel.close()
+    return [call for part in records for call in part], swap_windows
+
+
+def summarise(calls: list[Call], windows: list[tuple[float, float, str]]) -> dict[str, Any]:
+    first = windows[0][0]
+    steady = [end - begin for begin, end, ok in calls if end < first and ok]
+    during = [
+        end - begin
+        for begin, end, ok in calls
+        if ok and any(begin <= w_end and end >= w_begin for w_begin, w_end, _ in windows)
+    ]
+    failed = sum(1 for _, _, ok in calls if not ok)
+    steady_p99 = float(np.percentile(steady, 99)) * 1000
+    during_p99 = float(np.percentile(during, 99)) * 1000
+    return {
+        "calls": len(calls),
+        "failed_calls": failed,
+        "swap_seconds": [round(end - begin, 3) for begin, end, _ in windows],
+        "versions": [version for _, _, version in windows],
+        "steady": {"calls": len(steady), "p99_ms": round(steady_p99, 2)},
+        "during_swaps": {"calls": len(during), "p99_ms": round(during_p99, 2)},
+        "p99_ratio": round(during_p99 / steady_p99, 3),
+        "targets": {"failed_calls": "== 0", "p99_ratio": "<= 3"},
+    }
+
+
+if __name__ == "__main__":
+    main()
