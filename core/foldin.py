@@ -30,7 +30,7 @@ class FoldInConfig:
     max_iterations: int = 30
     tolerance: float = 1e-5
     # Above this catalogue size the softmax uses the history plus a sample of items.
-    max_softmax_items: int = 20_000
+    max_softmax_items: int = 4_096
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,6 +49,33 @@ def _logsumexp(values: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.f
     return peak + float(np.log(total)), weights / total
 
 
+@dataclass(frozen=True)
+class FoldInPool:
+    """The items the softmax runs over (all, or a seeded sample of large catalogues), in
+    float64, prepared once per item table rather than once per request."""
+
+    rows: npt.NDArray[np.int64]  # ascending
+    vectors: npt.NDArray[np.float64]
+    biases: npt.NDArray[np.float64]
+
+
+def fold_in_pool(
+    item_vectors: FloatArray, item_biases: FloatArray, config: FoldInConfig | None = None
+) -> FoldInPool:
+    cfg = config or FoldInConfig()
+    n_items = item_vectors.shape[0]
+    if n_items <= cfg.max_softmax_items:
+        rows = np.arange(n_items, dtype=np.int64)
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        rows = np.sort(rng.choice(n_items, size=cfg.max_softmax_items, replace=False))
+    return FoldInPool(
+        rows.astype(np.int64),
+        item_vectors[rows].astype(np.float64),
+        item_biases[rows].astype(np.float64),
+    )
+
+
 def fold_in_user(
     item_vectors: FloatArray,
     item_biases: FloatArray,
@@ -56,8 +83,12 @@ def fold_in_user(
     history_weights: npt.NDArray[np.floating],
     prior: FloatArray | None = None,
     config: FoldInConfig | None = None,
+    pool: FoldInPool | None = None,
 ) -> FloatArray:
-    """Return the folded-in user vector (float32, same dimension as the items)."""
+    """Return the folded-in user vector (float32, same dimension as the items).
+
+    ``pool`` (from :func:`fold_in_pool` with the same table and config) saves preparing the
+    softmax items on every call."""
     cfg = config or FoldInConfig()
     dim = item_vectors.shape[1]
     u0 = np.zeros(dim) if prior is None else np.asarray(prior, dtype=np.float64)
@@ -71,22 +102,21 @@ def fold_in_user(
     weights = np.bincount(inverse, weights=weights, minlength=rows.size).astype(np.float64)
     positive_mass = float(weights[weights > 0].sum())
 
-    n_items = item_vectors.shape[0]
-    if n_items <= cfg.max_softmax_items:
-        pool = np.arange(n_items)
-    else:
-        rng = np.random.default_rng(cfg.seed)
-        sample = rng.choice(n_items, size=cfg.max_softmax_items, replace=False)
-        pool = np.union1d(sample, rows)
-    vectors = item_vectors[pool].astype(np.float64)
-    biases = item_biases[pool].astype(np.float64)
+    softmax = pool if pool is not None else fold_in_pool(item_vectors, item_biases, cfg)
+    outside = rows[~np.isin(rows, softmax.rows)]  # history items the sample left out
+    vectors, biases = softmax.vectors, softmax.biases
+    if outside.size:
+        vectors = np.vstack([vectors, item_vectors[outside].astype(np.float64)])
+        biases = np.concatenate([biases, item_biases[outside].astype(np.float64)])
     hist_vectors = item_vectors[rows].astype(np.float64)
     pull = weights @ hist_vectors  # sum_h w_h v_h
+    history_bias = float(weights @ item_biases[rows])
+    ridge = cfg.l2 * np.eye(dim)
 
     def objective(u: npt.NDArray[np.float64]) -> float:
         scores = vectors @ u + biases
         lse, _ = _logsumexp(scores)
-        linear = float(pull @ u) + float(weights @ item_biases[rows])
+        linear = float(pull @ u) + history_bias
         return -linear + positive_mass * lse + 0.5 * cfg.l2 * float((u - u0) @ (u - u0))
 
     u = u0.copy()
@@ -96,8 +126,9 @@ def fold_in_user(
         _, probs = _logsumexp(scores)
         mean = probs @ vectors
         grad = -pull + positive_mass * mean + cfg.l2 * (u - u0)
-        centred = vectors - mean
-        hessian = positive_mass * (centred.T * probs) @ centred + cfg.l2 * np.eye(dim)
+        # Covariance of the softmax: sum_j p_j v_j v_j' - mean mean' (one GEMM, no copies).
+        weighted = vectors * np.sqrt(probs)[:, None]
+        hessian = positive_mass * (weighted.T @ weighted - np.outer(mean, mean)) + ridge
         step = np.linalg.solve(hessian, grad)
         decrement = float(grad @ step)
         if decrement / 2 <= cfg.tolerance:

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.foldin import FoldInConfig, fold_in_user
+from shelfrank.core.foldin import FoldInConfig, FoldInPool, fold_in_pool, fold_in_user
 from shelfrank.core.ids import IdMap
 from shelfrank.core.representation import TokenEmbeddings
 from shelfrank.core.scoring import IndexArray, ScoringTable, TopK, top_k
@@ -78,6 +78,8 @@ class ServingModel:
     seen: SparseRows
     fold_in: FoldInConfig = field(default_factory=FoldInConfig)
     model_version: str = ""
+    # Prepared on first fold-in; a model with other items (dataclasses.replace) starts anew.
+    _fold_in_pool: FoldInPool | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n_users, n_items = len(self.user_ids), len(self.items)
@@ -140,6 +142,11 @@ class ServingModel:
             return UserVector(prior, bias, source)
         if history_weights is None:
             raise ValueError("history_weights: required when history_rows are given")
+        pool = self._fold_in_pool
+        if pool is None:  # racing requests may both build it: same result, no harm
+            pool = self._fold_in_pool = fold_in_pool(
+                self.items.item_vectors, self.items.item_biases, self.fold_in
+            )
         vector = fold_in_user(
             self.items.item_vectors,
             self.items.item_biases,
@@ -147,6 +154,7 @@ class ServingModel:
             history_weights,
             prior,
             self.fold_in,
+            pool,
         )
         return UserVector(vector, bias, "trained" if row is not None else "fold-in")
 
