@@ -154,27 +154,26 @@ class PrunedScan:
         projected, residual, slack = self._query(user_vector)
         bounds = self._leaf_bounds(projected, residual, slack)
         visit = _best_first(bounds, 4 * _FIRST_ROUND)
-        keep = None if allowed is None else allowed.copy()
-        if exclude is not None and exclude.size:
-            if keep is None:
-                keep = np.ones(self.items, np.bool_)
-            keep[exclude] = False
+        # Exclusions are few: test the visited rows against them, never build a full mask.
+        excluded = np.unique(exclude) if exclude is not None and exclude.size else None
         rows_parts: list[IndexArray] = []
         score_parts: list[FloatArray] = []
         best: FloatArray = np.empty(0, np.float32)  # up to k best exact scores, ascending
         done, step = 0, _FIRST_ROUND
         while done < bounds.size:
-            if done == visit.size:  # rare: the cheap prefix ran out; order the rest too
-                rest = _best_first(bounds, bounds.size)
-                visit = np.concatenate([visit, rest[~np.isin(rest, visit)]])
+            if done == visit.size:  # the ordered prefix ran out: order a 4x longer one
+                longer = _best_first(bounds, 4 * visit.size)
+                visit = np.concatenate([visit, longer[~np.isin(longer, visit)]])
             if best.size == k and bounds[visit[done]] < best[0]:
                 break  # no later leaf can beat (or tie) the k-th best score
             leaves = visit[done : done + step]
             done, step = done + leaves.size, step * 2
             positions = self._positions(leaves)
             rows = self.order[positions]
-            if keep is not None:
-                chosen = keep[rows]
+            if allowed is not None or excluded is not None:
+                chosen = np.ones(rows.size, np.bool_) if allowed is None else allowed[rows]
+                if excluded is not None:
+                    chosen &= ~np.isin(rows, excluded, assume_unique=False)
                 positions, rows = positions[chosen], rows[chosen]
             if rows.size == 0:
                 continue
