@@ -100,7 +100,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--out", default="benchmarks/results/concurrency_model.json")
+    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+    if args.smoke:
+        args.size, args.duration, args.warmup, args.concurrency = 4000, 0.3, 0.1, "1,4"
     concurrency = [int(c) for c in args.concurrency.split(",")]
     shop, model_dir, _ = trained_model(shape_for(args.size))
     result: dict[str, Any] = {

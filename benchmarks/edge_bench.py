@@ -39,7 +39,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--out", default="benchmarks/results/edge.json")
+    parser.add_argument("--smoke", action="store_true", help="5,000 items, 100 repeats")
     args = parser.parse_args()
+    if args.smoke:
+        args.items, args.repeats = 5_000, 100
     rng = np.random.default_rng(0)
     n, d = args.items, args.dim
     # LightFM-like vectors: low-rank structure plus noise, popularity in the norms/biases.

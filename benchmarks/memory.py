@@ -85,7 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--out", default="benchmarks/results/memory.json")
+    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes = "4000"
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         rows.append(measure(size))

@@ -57,27 +57,36 @@ def top_k(
         values = scores[pool].astype(np.float32, copy=False)
     else:
         pool = None
-        values = scores.astype(np.float32, copy=True)
+        values = scores.astype(np.float32, copy=False)
         if exclude is not None and exclude.size:
+            values = values.copy()  # never modify the caller's scores
             values[exclude] = -np.inf
-    finite = np.isfinite(values)
-    count = min(k, int(finite.sum()))
-    if count == 0:
-        return TopK(np.empty(0, np.int64), np.empty(0, np.float32))
-    if count < values.size:
-        # argpartition picks arbitrarily among ties at the boundary; keep the lowest
-        # indices there so results are deterministic.
-        part = np.argpartition(-values, count - 1)[:count]
-        threshold = values[part].min()
-        above = np.flatnonzero(values > threshold)
-        tied = np.flatnonzero(values == threshold)[: count - above.size]
-        part = np.concatenate([above, tied])
-    else:
-        part = np.flatnonzero(finite)
-    order = np.lexsort((part, -values[part]))
-    chosen = part[order]
+    chosen = _best_rows(values, k)
     rows = pool[chosen] if pool is not None else chosen
     return TopK(rows.astype(np.int64), values[chosen].astype(np.float32))
+
+
+def _best_rows(values: FloatArray, k: int) -> IndexArray:
+    """Rows of the ``k`` best finite values, best first, ties by lower row."""
+    n = values.size
+    if n > k:
+        part = np.argpartition(values, n - k)[n - k :]
+        threshold = values[part].min()
+        if np.isnan(threshold) or threshold == np.inf:  # non-finite among the best
+            return _best_rows_careful(values, k)
+        # Everything tied with the k-th value competes, so ties break by row, not by luck.
+        chosen = np.flatnonzero(values >= threshold)
+    else:
+        chosen = np.arange(n)
+    chosen = chosen[np.isfinite(values[chosen])]
+    order = np.lexsort((chosen, -values[chosen]))[:k]
+    return chosen[order].astype(np.int64)
+
+
+def _best_rows_careful(values: FloatArray, k: int) -> IndexArray:
+    finite = np.flatnonzero(np.isfinite(values))
+    order = np.lexsort((finite, -values[finite]))[:k]
+    return finite[order].astype(np.int64)
 
 
 # Below this many items a full scan is cheap enough that pruning does not pay.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -369,6 +369,49 @@ def cmd_import_movielens(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# name -> (script in benchmarks/, extra arguments given the output directory)
+BENCHMARKS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
+    "serving": (
+        "serving.py",
+        lambda out: ["--out", str(out / "serving.json"), "--plot", str(out / "serving.png")],
+    ),
+    "concurrency": ("concurrency_model.py", lambda out: ["--out", str(out / "concurrency.json")]),
+    "ann": ("ann_compare.py", lambda out: ["--out", str(out / "ann_compare.json")]),
+    "ingest": ("ingest.py", lambda out: ["--out", str(out / "ingest.json")]),
+    "hot-swap": ("hot_swap.py", lambda out: ["--out", str(out / "hot_swap.json")]),
+    "memory": ("memory.py", lambda out: ["--out", str(out / "memory.json")]),
+    "train-time": ("train_time.py", lambda out: ["--out", str(out / "train_time.json")]),
+    "edge": ("edge_bench.py", lambda out: ["--out", str(out / "edge.json")]),
+}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not (folder / "serving.py").exists():
+        raise CommandError(
+            f"{folder}: no benchmarks here; run `shelfrank bench` from a source checkout "
+            "installed with `pip install -e .[dev]`"
+        )
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise CommandError(f"unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        script, extra = BENCHMARKS[name]
+        command = [sys.executable, str(folder / script), *extra(out)]
+        if args.smoke:
+            command.append("--smoke")
+        print(f"== {name}: {' '.join(command[1:])}", flush=True)
+        if subprocess.run(command, cwd=folder.parent, check=False).returncode != 0:
+            raise CommandError(f"benchmark {name} failed")
+    print(f"results in {out}/")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -570,6 +613,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--user", default="", help="include this user's vector")
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export_snapshot)
+
+    bench = sub.add_parser(
+        "bench", help="run the benchmarks (benchmarks/ of a source checkout; JSON, plots)"
+    )
+    bench.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"some of: {', '.join(BENCHMARKS)} (default all)"
+    )
+    bench.add_argument("--smoke", action="store_true", help="tiny sizes, seconds each (CI)")
+    bench.add_argument("--out-dir", default="benchmarks/results")
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="the offline pipeline on synthetic demo data")
     demo.add_argument("--out", default="demo-out")

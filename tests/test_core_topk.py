@@ -45,6 +45,21 @@ def test_top_k_matches_brute_force(scores: np.ndarray, k: int, data: st.DataObje
     assert np.array_equal(result.scores, scores[result.indices])
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        st.integers(1, 40),
+        elements=st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1.0, -2.5, 3.0]),
+    ),
+    st.integers(1, 45),
+)
+def test_top_k_skips_non_finite_scores_and_breaks_ties_by_row(scores: np.ndarray, k: int) -> None:
+    finite = [i for i in range(scores.size) if np.isfinite(scores[i])]
+    want = sorted(finite, key=lambda i: (-float(scores[i]), i))[:k]
+    assert top_k(scores, k).indices.tolist() == want
+
+
 def test_top_k_rejects_non_positive_k() -> None:
     with pytest.raises(ValueError, match="k: must be positive"):
         top_k(np.zeros(3, np.float32), 0)
