@@ -71,9 +71,10 @@ def _best_rows(values: FloatArray, k: int) -> IndexArray:
     n = values.size
     if n > k:
         part = np.argpartition(values, n - k)[n - k :]
-        threshold = values[part].min()
-        if np.isnan(threshold) or threshold == np.inf:  # non-finite among the best
+        best = values[part]
+        if not np.isfinite(best).all():  # NaN or infinities among the best: slow but sure
             return _best_rows_careful(values, k)
+        threshold = best.min()
         # Everything tied with the k-th value competes, so ties break by row, not by luck.
         chosen = np.flatnonzero(values >= threshold)
     else:
