@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ML100K ?= ../shared/data/ml-100k
 OUT ?= out
 
-.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k bench interop clean
+.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k bench bench-smoke interop clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.dev: pyproject.toml | $(PY)
 demo: $(VENV)/.server
 	$(VENV)/bin/shelfrank demo --out demo-out
 
-test: lint typecheck pytest
+test: lint typecheck pytest bench-smoke
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
@@ -74,9 +74,13 @@ eval-ml100k: $(VENV)/.server
 	  --items $(OUT)/ml100k/items.csv --users $(OUT)/ml100k/users.csv --seed 1 --threads 1 \
 	  --json $(OUT)/edge-replay.json --plot $(OUT)/edge-replay.png
 
-bench: $(VENV)/.server
-	$(PY) benchmarks/train_time.py --ml100k $(ML100K)
-	$(PY) benchmarks/edge_bench.py
+# Every benchmark (minutes; results, plots and tables in benchmarks/results/).
+bench: $(VENV)/.dev
+	$(VENV)/bin/shelfrank bench
+
+# The same benchmarks at tiny sizes (part of `make test`; checks they run, measures nothing).
+bench-smoke: $(VENV)/.dev
+	$(VENV)/bin/shelfrank bench --smoke --out-dir $(OUT)/bench-smoke
 
 clean:
 	rm -rf .typecheck .mypy_cache .ruff_cache .pytest_cache demo-out $(OUT) interop/node/node_modules

@@ -308,6 +308,7 @@ class SizeResult:
     grid: str
     queries: int
     exact_numpy: dict[str, float]
+    pruned_exact: dict[str, Any] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     filtered: list[dict[str, Any]] = field(default_factory=list)
 
@@ -321,6 +322,37 @@ def measure_exact(items: F32, queries: F32, truth: I64) -> dict[str, float]:
     with threadpool_limits(limits=1):
         found, ns = timed_queries(search, queries, warmup=min(WARMUP, 10))
     return {**latency_summary(ns), "recall": recall(found, truth)}
+
+
+def measure_pruned(items_ip: F32, queries: F32, truth: I64) -> dict[str, Any]:
+    """shelfrank's exact search (``core.pruned_scan``) on the same items and queries."""
+    from shelfrank.core.ids import IdMap
+    from shelfrank.core.scoring import ScoringTable
+
+    vectors = np.ascontiguousarray(items_ip[:, :-1])
+    biases = np.ascontiguousarray(items_ip[:, -1])
+    t0 = time.perf_counter()
+    table = ScoringTable(IdMap(str(i) for i in range(len(vectors))), vectors, biases)
+    build_s = time.perf_counter() - t0
+    scan = table.pruned
+    with threadpool_limits(limits=1):
+        found, ns = timed_queries(
+            lambda q: table.recommend(np.ascontiguousarray(q[:-1]), 0.0, K).indices,
+            queries,
+            warmup=min(WARMUP, 10),
+        )
+    extra = 0
+    if scan is not None:
+        extra = scan.order.nbytes + scan.projected.nbytes + scan.item_residual.nbytes
+        extra += scan.low.nbytes + scan.high.nbytes + scan.residual.nbytes + scan.offsets.nbytes
+    return {
+        **latency_summary(ns),
+        "recall": recall(found, truth),
+        "build_s": round(build_s, 2),
+        "pruned": scan is not None,
+        "rank": scan.rank if scan else None,
+        "index_bytes": extra,
+    }
 
 
 def measure_config(
@@ -513,19 +545,31 @@ def run_size(
     from serving import tiled  # benchmarks/serving.py
 
     configs = [c for c in grid(grid_name) if re.search(only, c.name)]
-    if data == "tiled":
+    queries_from = base.user_vectors
+    if data == "trained":
+        from catalogues import shape_for, trained_model  # benchmarks/catalogues.py
+
+        from shelfrank.core.model_format import load_serving_model
+
+        model, _ = load_serving_model(trained_model(shape_for(size))[1])
+        item_vectors, item_biases = model.items.item_vectors, model.items.item_biases
+        queries_from = model.user_vectors
+        del model
+    elif data == "tiled":
         model = tiled(base, size)
         item_vectors, item_biases = model.items.item_vectors, model.items.item_biases
         del model
     else:
         item_vectors, item_biases = fitted_items(base, size)
-    vectors = fold(item_vectors, item_biases, base.user_vectors, queries=queries)
+    vectors = fold(item_vectors, item_biases, queries_from, queries=queries)
     del item_vectors, item_biases
     gc.collect()
     truth = exact_top(vectors.items_ip, vectors.queries_ip, K)
     exact = measure_exact(vectors.items_ip, vectors.queries_ip, truth)
     print(f"size {size:,}: exact numpy p50 {exact['p50_us']:.0f} us", flush=True)
     result = SizeResult(size=size, data=data, grid=grid_name, queries=queries, exact_numpy=exact)
+    result.pruned_exact = measure_pruned(vectors.items_ip, vectors.queries_ip, truth)
+    print(f"size {size:,}: shelfrank pruned exact {result.pruned_exact}", flush=True)
 
     rng = np.random.default_rng(7)
     mask = rng.random(size) < FILTER_FRACTION
@@ -647,9 +691,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--data",
-        choices=("tiled", "fitted"),
-        default="tiled",
-        help="tiled: serving.tiled (near-duplicate clusters); fitted: Gaussian fit of the model",
+        choices=("trained", "tiled", "fitted"),
+        default="trained",
+        help="trained: the model trained at that size (benchmarks/catalogues.py); tiled: "
+        "serving.tiled (near-duplicate clusters); fitted: Gaussian fit of a small model",
     )
     parser.add_argument("--out", default=str(RESULTS / "ann_compare.json"))
     args = parser.parse_args()

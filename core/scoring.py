@@ -7,6 +7,7 @@ what ``LightFM.predict`` computes from the exported representations.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,7 @@ from shelfrank.core.pruned_scan import PrunedScan
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,22 @@ def _best_rows_careful(values: FloatArray, k: int) -> IndexArray:
 PRUNE_MIN_ITEMS = 20_000
 
 
+# Rows appended after an approximate index was built are scored exactly, up to this many.
+_MAX_UNINDEXED = 20_000
+
+
+class CandidateSearch(Protocol):
+    """An approximate nearest-neighbour index over a table's rows (built by the server, e.g.
+    :mod:`shelfrank.server.ann`): rows likely to score best, not necessarily the best."""
+
+    @property
+    def items(self) -> int: ...
+
+    def search(self, user_vector: FloatArray, count: int, allowed: BoolArray | None) -> IndexArray:
+        """Up to ``count`` distinct rows (allowed ones only, when ``allowed`` is given)."""
+        ...
+
+
 class ScoringTable:
     """Item side of the serving model: vectors, biases and the item id map.
 
@@ -108,6 +126,7 @@ class ScoringTable:
         item_biases: FloatArray,
         *,
         pruned: PrunedScan | bool | None = True,
+        approximate: CandidateSearch | None = None,
     ) -> None:
         if item_vectors.ndim != 2 or item_biases.ndim != 1:
             raise ValueError("item_vectors must be 2-d and item_biases 1-d")
@@ -130,6 +149,13 @@ class ScoringTable:
         elif pruned is not None and pruned.items != len(item_ids):
             raise ValueError(f"pruned scan covers {pruned.items} rows, table has {len(item_ids)}")
         self.pruned: PrunedScan | None = pruned
+        if approximate is not None and approximate.items > len(item_ids):
+            raise ValueError(
+                f"approximate index covers {approximate.items} rows, table has {len(item_ids)}"
+            )
+        # When set, recommend asks it for candidates instead of searching exactly. It covers
+        # the first ``approximate.items`` rows; rows appended since are scored exactly.
+        self.approximate = approximate
 
     def with_rows_appended(
         self, item_ids: IdMap, item_vectors: FloatArray, item_biases: FloatArray
@@ -141,12 +167,16 @@ class ScoringTable:
             raise ValueError("item_ids must name the existing rows and then the appended ones")
         vectors = np.vstack([self.item_vectors, item_vectors])
         biases = np.concatenate([self.item_biases, item_biases])
-        if self.pruned is None:
-            return ScoringTable(item_ids, vectors, biases)
-        extended = self.pruned.extended(
-            np.asarray(item_vectors, np.float32), np.asarray(item_biases, np.float32)
+        extended: PrunedScan | bool = (
+            True  # decide afresh: the table may have grown past PRUNE_MIN_ITEMS
+            if self.pruned is None
+            else self.pruned.extended(
+                np.asarray(item_vectors, np.float32), np.asarray(item_biases, np.float32)
+            )
         )
-        return ScoringTable(item_ids, vectors, biases, pruned=extended)
+        return ScoringTable(
+            item_ids, vectors, biases, pruned=extended, approximate=self.approximate
+        )
 
     @property
     def dim(self) -> int:
@@ -168,6 +198,40 @@ class ScoringTable:
         out += np.float32(user_bias)
         return out
 
+    def _approximate(
+        self,
+        user_vector: FloatArray,
+        user_bias: float,
+        k: int,
+        exclude: IndexArray | None,
+        candidates: IndexArray | None,
+    ) -> TopK | None:
+        """Top k among the index's candidates, scored exactly; filters and exclusions hold
+        exactly. None when the candidates cannot fill k (the caller then searches exactly)."""
+        if self.approximate is None:
+            return None
+        allowed = None
+        if candidates is not None:
+            allowed = np.zeros(len(self), np.bool_)
+            allowed[candidates] = True
+        excluded = exclude.size if exclude is not None else 0
+        # Over-fetch by the exclusions: they may all be among the nearest.
+        rows = self.approximate.search(user_vector, k + excluded, allowed)
+        unindexed = len(self) - self.approximate.items
+        if unindexed > _MAX_UNINDEXED:
+            return None  # too many rows added since the index was built: search exactly
+        if unindexed:
+            rows = np.concatenate([rows, np.arange(self.approximate.items, len(self))])
+        rows = np.unique(rows)
+        if exclude is not None and exclude.size:
+            rows = rows[~np.isin(rows, exclude)]
+        if allowed is not None:
+            rows = rows[allowed[rows]]
+        if rows.size < k:
+            return None
+        best = top_k(self.scores(user_vector, user_bias, rows=rows), k)
+        return TopK(rows[best.indices], best.scores)
+
     def scores_many(self, user_vectors: FloatArray, user_biases: FloatArray) -> FloatArray:
         """Scores for a batch of users: shape (users, items)."""
         out = user_vectors @ self.item_vectors.T
@@ -185,6 +249,10 @@ class ScoringTable:
         candidates: IndexArray | None = None,
     ) -> TopK:
         n = len(self)
+        if self.approximate is not None and (candidates is None or candidates.size > n // 8):
+            found = self._approximate(user_vector, user_bias, k, exclude, candidates)
+            if found is not None:
+                return found
         if self.pruned is not None and (candidates is None or candidates.size > n // 8):
             allowed = None
             if candidates is not None:

@@ -33,6 +33,7 @@ from shelfrank.client._proto import (
     recommender_pb2_grpc,
 )
 from shelfrank.core.events import EventType
+from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer
 from shelfrank.server.registry import ModelRegistry
@@ -64,6 +65,8 @@ class ServerOptions:
     # it, so concurrent requests use the cores instead of fighting over them (measured in
     # benchmarks/RESULTS.md: 2 BLAS threads per call cut throughput at 32 clients to 1%).
     blas_threads: int = 1
+    # exact | ann | auto: see shelfrank.server.ann.SearchPolicy.
+    search: SearchPolicy = field(default_factory=SearchPolicy)
     grace_seconds: float = 10.0
     retrain_interval_seconds: float | None = None
     train_config: TrainConfig = field(default_factory=TrainConfig)
@@ -246,7 +249,7 @@ def start(options: ServerOptions) -> RunningServer:
     # Process-wide and lasting; LightFM's OpenMP threads are set per fit, not by this.
     threadpool_limits(limits=options.blas_threads, user_api="blas")
     store = EventStore(options.state_dir / "events.sqlite3")
-    registry = ModelRegistry(options.state_dir)
+    registry = ModelRegistry(options.state_dir, search=options.search)
     state = initial_state(options, store, registry)
     # The store is the source of truth for what the model files cannot know: catalogue
     # changes since training and users erased since (erasure outlives restarts).

@@ -415,6 +415,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    from shelfrank.server.ann import AnnConfig, SearchPolicy
     from shelfrank.server.app import ServerOptions, run
 
     logging.basicConfig(
@@ -437,6 +438,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_key=Path(args.tls_key) if args.tls_key else None,
             grace_seconds=args.grace,
             blas_threads=args.blas_threads,
+            search=SearchPolicy(mode=args.search, ann=AnnConfig(ef_search=args.ef_search)),
             retrain_interval_seconds=args.retrain_interval,
             train_config=_train_config(args),
         )
@@ -592,6 +594,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="threads per numpy/BLAS product (1 serves concurrent requests best)",
+    )
+    serve.add_argument(
+        "--search",
+        choices=("auto", "exact", "ann"),
+        default="auto",
+        help="exact top-k, approximate candidates (faiss HNSW) or auto: approximate only for "
+        "tables of 500k+ items that cannot be pruned",
+    )
+    serve.add_argument(
+        "--ef-search", type=_positive_int, default=256, help="HNSW search breadth (--search ann)"
     )
     serve.add_argument(
         "--retrain-interval", type=_positive_float, help="retrain in the background every N seconds"

@@ -14,6 +14,7 @@ from pathlib import Path
 from shelfrank.core.artifact import publish_directory, write_pointer
 from shelfrank.core.errors import ModelFileError
 from shelfrank.core.model_format import load_serving_model
+from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
 from shelfrank.server.serving_state import ServingState
@@ -22,10 +23,13 @@ WATERMARK_KEY = "trained_through_seq"
 
 
 class ModelRegistry:
-    def __init__(self, state_dir: str | Path, keep: int = 3) -> None:
+    def __init__(
+        self, state_dir: str | Path, keep: int = 3, search: SearchPolicy | None = None
+    ) -> None:
         self.root = Path(state_dir) / "models"
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
+        self.search = search or SearchPolicy()
 
     @property
     def current_file(self) -> Path:
@@ -93,11 +97,13 @@ class ModelRegistry:
         version = self.current_version()
         if version is None:
             return None
-        return load_state(self.root / version)
+        return load_state(self.root / version, self.search)
 
 
-def load_state(directory: str | Path) -> ServingState:
+def load_state(directory: str | Path, search: SearchPolicy | None = None) -> ServingState:
+    """A servable state from a model directory; ``search`` may attach an approximate index."""
     model, manifest = load_serving_model(directory)
+    (search or SearchPolicy()).prepare(model.items)
     try:
         config = TrainConfig.from_json(manifest["params"])
         trained_at = manifest.get("trained_at")

@@ -107,7 +107,7 @@ class Retrainer:
                 )
                 self.last_kind = "incremental"
             version = self.registry.save(model, watermark)
-            self.service.swap(load_state(Path(self.registry.root) / version))
+            self.service.swap(load_state(Path(self.registry.root) / version, self.registry.search))
             log.info(
                 "%s retrain: model %s on %d events (through seq %d) is now serving",
                 self.last_kind,

@@ -551,3 +551,30 @@ def test_control_characters_are_rejected(live: Live) -> None:
             )
         )
     assert many.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_approximate_search_serves_the_same_top_items_with_exact_exclusions(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    from shelfrank.server.ann import AnnConfig, SearchPolicy
+
+    exact = _start(tmp_path / "exact", model_dir, search=SearchPolicy(mode="exact"))
+    approximate = _start(
+        tmp_path / "ann", model_dir, search=SearchPolicy(mode="ann", ann=AnnConfig(build_threads=1))
+    )
+    try:
+        assert approximate.running.service.state.model.items.approximate is not None
+        users = list(exact.running.service.state.model.user_ids.ids)[:20]
+        same = 0
+        for user in users:
+            request = pb.RecommendRequest(user_id=user, k=5, exclude_item_ids=["shoe1", "book1"])
+            want = ids(exact.stub.Recommend(request, timeout=10))
+            got = ids(approximate.stub.Recommend(request, timeout=10))
+            assert len(got) == 5
+            assert not {"shoe1", "book1"} & set(got)
+            same += want == got
+        assert same >= 18  # a toy catalogue: the graph search finds the exact answer
+    finally:
+        for server in (exact, approximate):
+            server.channel.close()
+            server.running.stop()
