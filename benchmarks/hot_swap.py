@@ -106,6 +106,7 @@ def main() -> None:
             if child.is_alive():
                 child.terminate()
     result = summarise(calls, swap_windows)
+    plot(calls, swap_windows, Path(args.out).with_suffix(".png"))
     result.update(
         {
             "machine": machine_description(),
@@ -189,6 +190,39 @@ def summarise(calls: list[Call], windows: list[tuple[float, float, str]]) -> dic
         "p99_ratio": round(during_p99 / steady_p99, 3),
         "targets": {"failed_calls": "== 0", "p99_ratio": "<= 3"},
     }
+
+
+def plot(calls: list[Call], windows: list[tuple[float, float, str]], path: Path) -> None:
+    """p50 and p99 latency per 250 ms of wall clock, swap windows shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    origin = min(begin for begin, _, _ in calls)
+    ends = np.array([end - origin for _, end, ok in calls if ok])
+    latency = np.array([(end - begin) * 1000 for begin, end, ok in calls if ok])
+    buckets = np.floor(ends / 0.25).astype(int)
+    xs, p50, p99 = [], [], []
+    for bucket in np.unique(buckets):
+        values = latency[buckets == bucket]
+        xs.append((bucket + 0.5) * 0.25)
+        p50.append(np.percentile(values, 50))
+        p99.append(np.percentile(values, 99))
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(xs, p50, label="p50", color="tab:blue")
+    ax.plot(xs, p99, label="p99", color="tab:red")
+    for i, (begin, end, _) in enumerate(windows):
+        ax.axvspan(begin - origin, end - origin, color="tab:orange", alpha=0.3,
+                   label="model swap" if i == 0 else None)  # fmt: skip
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("Recommend latency (ms)")
+    ax.set_title("Recommend under load while models are swapped")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

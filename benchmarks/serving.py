@@ -142,9 +142,10 @@ def write_model(directory: Path, model: ServingModel, hybrid: HybridModel, water
 
 
 # -- server in a child process ------------------------------------------------------------------
-def serve(state_dir: str, model_dir: str, ports: Any, stop: Any) -> None:
+def serve(state_dir: str, model_dir: str, ports: Any, stop: Any, search: str = "auto") -> None:
     import logging
 
+    from shelfrank.server.ann import SearchPolicy
     from shelfrank.server.app import ServerOptions, start
 
     logging.basicConfig(level=logging.WARNING)
@@ -155,6 +156,7 @@ def serve(state_dir: str, model_dir: str, ports: Any, stop: Any) -> None:
             model_dir=Path(model_dir),
             grace_seconds=1.0,
             train_config=TrainConfig(num_threads=1),
+            search=SearchPolicy(mode=search),
         )
     )
     ports.put(running.port)
@@ -440,6 +442,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=500, help="known users cycled through")
     parser.add_argument("--inproc-calls", type=int, default=60)
     parser.add_argument("--smoke", action="store_true", help="tiny run in a few seconds")
+    parser.add_argument(
+        "--search", choices=("auto", "exact", "ann"), default="auto", help="server search policy"
+    )
     parser.add_argument("--out", default="benchmarks/results/serving.json")
     parser.add_argument("--plot", default="benchmarks/results/serving.png")
     args = parser.parse_args()
@@ -470,6 +475,7 @@ def main() -> None:
             "warmup_s": args.warmup,
             "duration_s_per_point": args.duration,
             "smoke": args.smoke,
+            "search": args.search,
         },
         "sizes": [],
     }
@@ -487,7 +493,9 @@ def main() -> None:
             users = list(model.user_ids.ids)[: args.users]
             setup_s = time.perf_counter() - tick
             ports, stop = ctx.Queue(), ctx.Event()
-            child = ctx.Process(target=serve, args=(str(state_dir), str(model_dir), ports, stop))
+            child = ctx.Process(
+                target=serve, args=(str(state_dir), str(model_dir), ports, stop, args.search)
+            )
             child.start()
             try:
                 target = f"127.0.0.1:{ports.get(timeout=300)}"

@@ -253,7 +253,7 @@ def start(options: ServerOptions) -> RunningServer:
     state = initial_state(options, store, registry)
     # The store is the source of truth for what the model files cannot know: catalogue
     # changes since training and users erased since (erasure outlives restarts).
-    state = state.with_catalogue(store.item_features()).with_erased_users(
+    state = state.with_catalogue(store.iter_item_features()).with_erased_users(
         store.erased_among(state.model.user_ids)
     )
     service = RecommenderService(store, state)

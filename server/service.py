@@ -108,12 +108,11 @@ class RecommenderService:
         """Publish a new model snapshot (atomic for readers). Erasures and catalogue changes
         made while the new model was trained are carried over to it: the catalogue is
         re-read from the store, the source of truth."""
-        catalogue = self._store.item_features()
         with self._publish_lock:
             current = self._state
             carried = state.with_erased_users(
                 u for u in current.erased_users if u in state.model.user_ids
-            ).with_catalogue(catalogue)
+            ).with_catalogue(self._store.iter_item_features())
             self._state = carried
         self._live.clear()
         self._notify_state()

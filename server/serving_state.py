@@ -41,13 +41,17 @@ class ServingState:
     def snapshot_version(self) -> str:
         return f"{self.model_version}.{self.instance}.r{self.catalogue_revision}"
 
-    def with_catalogue(self, catalogue: Mapping[str, Sequence[str]]) -> ServingState:
+    def with_catalogue(
+        self, catalogue: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]]
+    ) -> ServingState:
         """This state with every catalogue item present with exactly the given tokens
-        (only the differences are applied)."""
+        (only the differences are applied; the catalogue may be streamed)."""
+        pairs = catalogue.items() if isinstance(catalogue, Mapping) else catalogue
+        ids = self.model.item_ids
         changes = {
             item: tokens
-            for item, tokens in catalogue.items()
-            if item not in self.model.item_ids or self.item_tokens(item) != tuple(tokens)
+            for item, tokens in pairs
+            if item not in ids or self.item_tokens(item) != tuple(tokens)
         }
         return self.with_items(changes) if changes else self
 

@@ -348,9 +348,18 @@ class EventStore:
         return self._features("users", "user_id")
 
     def _features(self, table: str, key: str) -> dict[str, tuple[str, ...]]:
+        return dict(self._iter_features(table, key))
+
+    def iter_item_features(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """Every catalogue item and its tokens, streamed (1M items never sit in one dict)."""
+        return self._iter_features("items", "item_id")
+
+    def _iter_features(self, table: str, key: str) -> Iterator[tuple[str, tuple[str, ...]]]:
         with self._read() as connection:
-            rows = connection.execute(f"SELECT {key}, features FROM {table} ORDER BY {key}")
-            return {r[0]: tuple(t for t in r[1].split(_TOKEN_SEPARATOR) if t) for r in rows}
+            cursor = connection.execute(f"SELECT {key}, features FROM {table} ORDER BY {key}")
+            while rows := cursor.fetchmany(10_000):
+                for entity, features in rows:
+                    yield entity, tuple(t for t in features.split(_TOKEN_SEPARATOR) if t)
 
     def counts(self) -> StoreCounts:
         with self._read() as connection:
