@@ -181,8 +181,16 @@ def read_manifest(directory: str | Path, *, kind: str, max_version: int) -> dict
 def read_artifact(directory: str | Path, *, kind: str, max_version: int) -> Artifact:
     """Read and verify an artifact written by :func:`write_artifact`."""
     root = Path(directory)
+    manifest = verify_artifact(root, kind=kind, max_version=max_version)
+    groups = {name[: -len(".npz")]: load_npz(root / name) for name in manifest["files"]}
+    return Artifact(directory=root, manifest=manifest, groups=groups)
+
+
+def verify_artifact(directory: str | Path, *, kind: str, max_version: int) -> dict[str, Any]:
+    """Check the manifest and every file's size and checksum without loading arrays;
+    returns the manifest."""
+    root = Path(directory)
     manifest = read_manifest(root, kind=kind, max_version=max_version)
-    groups: dict[str, Arrays] = {}
     for name, entry in manifest["files"].items():
         if Path(name).name != name or not name.endswith(".npz"):
             raise ModelFileError(root / MANIFEST_NAME, f"file entry {name!r} is not a local .npz")
@@ -195,8 +203,7 @@ def read_artifact(directory: str | Path, *, kind: str, max_version: int) -> Arti
             raise ModelFileError(path, f"size is {size} bytes, manifest says {entry['bytes']}")
         if sha256_of(path) != entry["sha256"]:
             raise ModelFileError(path, "sha256 does not match the manifest (tampered or corrupt)")
-        groups[name[: -len(".npz")]] = load_npz(path)
-    return Artifact(directory=root, manifest=manifest, groups=groups)
+    return manifest
 
 
 def load_npz(path: Path) -> Arrays:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.artifact import Artifact, read_artifact, write_artifact
+from shelfrank.core.artifact import Artifact, read_artifact, verify_artifact, write_artifact
 from shelfrank.core.errors import ModelFileError
 from shelfrank.core.foldin import FoldInConfig
 from shelfrank.core.ids import IdMap
@@ -97,6 +97,11 @@ def save_model_directory(
 
 def read_model_directory(directory: str | Path) -> Artifact:
     return read_artifact(directory, kind=MODEL_FORMAT, max_version=MODEL_FORMAT_VERSION)
+
+
+def verify_model_directory(directory: str | Path) -> dict[str, Any]:
+    """The model's manifest, with every file's checksum verified (no arrays loaded)."""
+    return verify_artifact(directory, kind=MODEL_FORMAT, max_version=MODEL_FORMAT_VERSION)
 
 
 def _ids(artifact: Artifact, prefix: str) -> IdMap:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from shelfrank.core.artifact import publish_directory, write_pointer
 from shelfrank.core.errors import ModelFileError
-from shelfrank.core.model_format import load_serving_model
+from shelfrank.core.model_format import load_serving_model, verify_model_directory
 from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
@@ -55,8 +55,9 @@ class ModelRegistry:
 
     def import_directory(self, directory: str | Path) -> str:
         """Copy an existing model directory in (verifying it) and make it current."""
-        _, manifest = load_serving_model(directory)
-        version = str(manifest["model_version"])
+        # Verified before it is imported (a corrupt model never becomes CURRENT), without
+        # building it: the copy is loaded once, by whoever serves it.
+        version = str(verify_model_directory(directory)["model_version"])
         if not (self.root / version).exists():
             publish_directory(
                 self.root,
@@ -69,8 +70,9 @@ class ModelRegistry:
     def import_once(self, directory: str | Path) -> str | None:
         """Import ``directory`` unless this same model was imported before; returns the
         version imported, or None when it was already."""
-        _, manifest = load_serving_model(directory)
-        version = str(manifest["model_version"])
+        # Verified before it is imported (a corrupt model never becomes CURRENT), without
+        # building it: the copy is loaded once, by whoever serves it.
+        version = str(verify_model_directory(directory)["model_version"])
         marker = self.root / "IMPORTED"
         try:
             already = marker.read_text(encoding="utf-8").split()

@@ -578,3 +578,21 @@ def test_approximate_search_serves_the_same_top_items_with_exact_exclusions(
         for server in (exact, approximate):
             server.channel.close()
             server.running.stop()
+
+
+def test_a_corrupt_model_is_refused_before_it_is_imported(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from shelfrank.core.errors import ModelFileError
+    from shelfrank.server.registry import ModelRegistry
+
+    bad = tmp_path / "bad-model"
+    shutil.copytree(model_dir, bad)
+    victim = next(bad.glob("*.npz"))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    registry = ModelRegistry(tmp_path / "state")
+    with pytest.raises(ModelFileError, match="sha256 does not match"):
+        registry.import_once(bad)
+    assert registry.current_version() is None
