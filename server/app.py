@@ -61,6 +61,9 @@ class ServerOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     workers: int = 16
+    # Calls admitted at once (running or queued for a worker); beyond it gRPC answers
+    # RESOURCE_EXHAUSTED at once, so overload sheds load instead of growing the queue.
+    max_concurrent_rpcs: int = 256
     # Threads per BLAS call. One: each request's product runs on the thread that serves
     # it, so concurrent requests use the cores instead of fighting over them (measured in
     # benchmarks/RESULTS.md: 2 BLAS threads per call cut throughput at 32 clients to 1%).
@@ -246,6 +249,10 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
 def start(options: ServerOptions) -> RunningServer:
     if options.blas_threads < 1:
         raise ValueError(f"blas_threads: must be at least 1, got {options.blas_threads}")
+    if options.max_concurrent_rpcs < 1:
+        raise ValueError(
+            f"max_concurrent_rpcs: must be at least 1, got {options.max_concurrent_rpcs}"
+        )
     # Process-wide and lasting; LightFM's OpenMP threads are set per fit, not by this.
     threadpool_limits(limits=options.blas_threads, user_api="blas")
     store = EventStore(options.state_dir / "events.sqlite3")
@@ -262,6 +269,7 @@ def start(options: ServerOptions) -> RunningServer:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="rpc"),
         interceptors=[ObservingInterceptor(token, metrics)],
+        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
     recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(service), server)

@@ -438,6 +438,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls_key=Path(args.tls_key) if args.tls_key else None,
             grace_seconds=args.grace,
             blas_threads=args.blas_threads,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
             search=SearchPolicy(mode=args.search, ann=AnnConfig(ef_search=args.ef_search)),
             retrain_interval_seconds=args.retrain_interval,
             train_config=_train_config(args),
@@ -594,6 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="threads per numpy/BLAS product (1 serves concurrent requests best)",
+    )
+    serve.add_argument(
+        "--max-concurrent-rpcs",
+        type=_positive_int,
+        default=256,
+        help="calls admitted at once; more are refused with RESOURCE_EXHAUSTED",
     )
     serve.add_argument(
         "--search",

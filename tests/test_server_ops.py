@@ -157,3 +157,42 @@ def test_tls(model_dir: Path, tmp_path: Path) -> None:
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         running.stop()
+
+
+def test_calls_beyond_the_admission_limit_are_shed_at_once(model_dir: Path, tmp_path: Path) -> None:
+    """Overload: with 2 calls admitted, a third is refused immediately (RESOURCE_EXHAUSTED),
+    and admitted calls complete normally once they are released."""
+    import threading
+
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state", port=0, model_dir=model_dir, max_concurrent_rpcs=2
+        )
+    )
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    service = running.service
+    original = service.recommend
+
+    def stalled(query: object) -> object:
+        entered.release()
+        release.wait(10)
+        return original(query)  # type: ignore[arg-type]
+
+    service.recommend = stalled  # type: ignore[method-assign]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            request = pb.RecommendRequest(user_id="u1", k=3)
+            admitted = [stub.Recommend.future(request, timeout=10) for _ in range(2)]
+            for _ in range(2):
+                assert entered.acquire(timeout=5)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Recommend(request, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            release.set()
+            assert all(len(call.result().items) == 3 for call in admitted)
+            assert len(stub.Recommend(request, timeout=5).items) == 3  # capacity is back
+    finally:
+        release.set()
+        running.stop()
