@@ -37,6 +37,7 @@ from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer
 from shelfrank.server.registry import ModelRegistry
+from shelfrank.server.requests import EventLimits
 from shelfrank.server.retrainer import Retrainer
 from shelfrank.server.service import RecommenderService, TrackOutcome
 from shelfrank.server.serving_state import ServingState
@@ -64,6 +65,8 @@ class ServerOptions:
     # Calls admitted at once (running or queued for a worker); beyond it gRPC answers
     # RESOURCE_EXHAUSTED at once, so overload sheds load instead of growing the queue.
     max_concurrent_rpcs: int = 256
+    # Event rate limits per user and per connection (RESOURCE_EXHAUSTED beyond them).
+    event_limits: EventLimits = field(default_factory=EventLimits)
     # Threads per BLAS call. One: each request's product runs on the thread that serves
     # it, so concurrent requests use the cores instead of fighting over them (measured in
     # benchmarks/RESULTS.md: 2 BLAS threads per call cut throughput at 32 clients to 1%).
@@ -263,7 +266,7 @@ def start(options: ServerOptions) -> RunningServer:
     state = state.with_catalogue(store.iter_item_features()).with_erased_users(
         store.erased_among(state.model.user_ids)
     )
-    service = RecommenderService(store, state)
+    service = RecommenderService(store, state, limits=options.event_limits)
     metrics = Metrics()
     token = options.token or os.environ.get(TOKEN_ENV) or None
     server = grpc.server(

@@ -20,6 +20,7 @@ from shelfrank.server.requests import (
     IncomingEvent,
     NotFoundError,
     RankQuery,
+    RateLimitedError,
     RecommendQuery,
     SimilarQuery,
     TooLargeError,
@@ -33,6 +34,7 @@ log = logging.getLogger("shelfrank.server")
 # UNAVAILABLE (clients retry it); anything else is a bug, answered INTERNAL without details.
 STATUS_FOR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (TooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (RateLimitedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
@@ -148,7 +150,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             )
             for e in request.events
         ]
-        outcome = self.service.track(events)
+        outcome = self.service.track(events, connection=context.peer() if context else "")
         return pb.TrackResponse(
             accepted=outcome.accepted,
             duplicates=outcome.duplicates,

@@ -34,6 +34,28 @@ class TooLargeError(InvalidInputError):
     """A request exceeds a size limit (gRPC RESOURCE_EXHAUSTED)."""
 
 
+class RateLimitedError(ShelfrankError):
+    """Too many events from one user or one connection (gRPC RESOURCE_EXHAUSTED): nothing
+    of the request was stored; send it again later."""
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Token buckets on tracked events (0 switches a limit off). A person does not view
+    50 items a second for long; a connection may carry a whole backend's traffic."""
+
+    per_user_rate: float = 50.0
+    per_user_burst: float = 1_000.0
+    per_connection_rate: float = 100_000.0
+    per_connection_burst: float = 50_000.0
+
+    def __post_init__(self) -> None:
+        for name in ("per_user_rate", "per_user_burst", "per_connection_rate",
+                     "per_connection_burst"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise InvalidInputError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 

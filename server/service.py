@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,11 +33,14 @@ from shelfrank.core.events import EventType
 from shelfrank.core.scoring import top_k
 from shelfrank.core.serving import UserVector
 from shelfrank.server.live import LiveUsers, UserLive
+from shelfrank.server.rate_limit import RateLimiter
 from shelfrank.server.requests import (
     MAX_BATCH,
+    EventLimits,
     IncomingEvent,
     NotFoundError,
     RankQuery,
+    RateLimitedError,
     RecommendQuery,
     SimilarQuery,
     TooLargeError,
@@ -82,7 +85,14 @@ class ServiceObserver(Protocol):
 
 
 class RecommenderService:
-    def __init__(self, store: EventStore, state: ServingState, *, vector_cache: int = 100_000):
+    def __init__(
+        self,
+        store: EventStore,
+        state: ServingState,
+        *,
+        vector_cache: int = 100_000,
+        limits: EventLimits | None = None,
+    ):
         self._store = store
         self._state = state
         self.observers: list[ServiceObserver] = []
@@ -94,6 +104,17 @@ class RecommenderService:
             maxsize=vector_cache
         )
         self._vectors_lock = threading.Lock()
+        limits = limits or EventLimits()
+        self._per_user = (
+            RateLimiter(limits.per_user_rate, limits.per_user_burst)
+            if limits.per_user_rate and limits.per_user_burst
+            else None
+        )
+        self._per_connection = (
+            RateLimiter(limits.per_connection_rate, limits.per_connection_burst)
+            if limits.per_connection_rate and limits.per_connection_burst
+            else None
+        )
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -231,12 +252,17 @@ class RecommenderService:
         )
 
     # -- writes -------------------------------------------------------------------------------
-    def track(self, events: Sequence[IncomingEvent]) -> TrackOutcome:
+    def track(self, events: Sequence[IncomingEvent], *, connection: str = "") -> TrackOutcome:
+        """Store events durably, then make them count at once (read-your-writes).
+
+        ``connection`` names the caller's connection for its rate limit. Over a user's or
+        the connection's event rate, nothing is stored and RateLimitedError is raised."""
         if not events:
             raise InvalidInputError("events: must not be empty")
         if len(events) > MAX_BATCH:
             raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
         valid, errors = validate_events(events, int(time.time() * 1000))
+        self._check_rates(valid, connection)
         result = self._store.append_events(valid)  # durable before anything else
         by_user: defaultdict[str, list[StoredEvent]] = defaultdict(list)
         for position in result.accepted:
@@ -248,6 +274,22 @@ class RecommenderService:
         for observer in self.observers:
             observer.on_track(outcome)
         return outcome
+
+    def _check_rates(self, events: Sequence[StoredEvent], connection: str) -> None:
+        limiter = self._per_connection
+        if limiter is not None and connection and events:
+            over = limiter.take_all({connection: len(events)})
+            if over is not None:
+                raise RateLimitedError(
+                    f"events: more than {limiter.rate:g}/s on this connection; retry later"
+                )
+        if self._per_user is not None and events:
+            counts = Counter(e.user_id for e in events)
+            over = self._per_user.take_all(counts)
+            if over is not None:
+                raise RateLimitedError(
+                    f"events: more than {self._per_user.rate:g}/s for user_id {over!r}; retry later"
+                )
 
     def upsert_items(self, items: Sequence[tuple[str, Sequence[str]]]) -> int:
         checked = self._checked_entities(items, "items", "item_id")

@@ -1,0 +1,103 @@
+"""Event rate limits: token buckets per user and per connection, all-or-nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.server.app import ServerOptions, start
+from shelfrank.server.rate_limit import RateLimiter
+from shelfrank.server.requests import EventLimits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_burst() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=10, burst=20, clock=clock)
+    assert limiter.take_all({"u": 20}) is None
+    assert limiter.take_all({"u": 1}) == "u"
+    clock.now = 0.5  # 5 tokens back
+    assert limiter.take_all({"u": 6}) == "u"
+    assert limiter.take_all({"u": 5}) is None
+    clock.now = 100.0  # never more than the burst
+    assert limiter.take_all({"u": 21}) == "u"
+    assert limiter.take_all({"u": 20}) is None
+
+
+def test_a_refusal_takes_nothing_from_any_key() -> None:
+    limiter = RateLimiter(rate=1, burst=10, clock=Clock())
+    assert limiter.take_all({"a": 9}) is None
+    assert limiter.take_all({"b": 5, "a": 5}) == "a"
+    assert limiter.take_all({"b": 10}) is None  # b lost nothing to the refused call
+
+
+def test_idle_keys_are_forgotten() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=100, burst=10, max_keys=100, clock=clock)
+    for i in range(100):
+        limiter.take_all({f"u{i}": 1})
+    clock.now = 1.0  # every bucket is full again
+    limiter.take_all({"new": 1})
+    assert len(limiter) <= 100
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="rate and burst must be positive"):
+        RateLimiter(rate=0, burst=1)
+    with pytest.raises(ValueError, match="per_user_rate: must be >= 0"):
+        EventLimits(per_user_rate=-1)
+
+
+def track(stub: pb_grpc.RecommenderStub, user: str, count: int, prefix: str) -> pb.TrackResponse:
+    events = [
+        pb.Event(event_id=f"{prefix}{i}", user_id=user, item_id="shoe1", type=pb.VIEW)
+        for i in range(count)
+    ]
+    return stub.Track(pb.TrackRequest(events=events), timeout=10)  # type: ignore[no-any-return]
+
+
+def test_track_over_a_users_or_a_connections_rate_is_resource_exhausted(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    limits = EventLimits(
+        per_user_rate=1, per_user_burst=30, per_connection_rate=1, per_connection_burst=100
+    )
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state", port=0, model_dir=toy_model_dir, event_limits=limits
+        )
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            assert track(stub, "u1", 30, "a").accepted == 30
+            with pytest.raises(grpc.RpcError) as refused:
+                track(stub, "u1", 5, "b")
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "user_id 'u1'" in (refused.value.details() or "")
+            # Other users still get through, until the connection's budget runs out.
+            assert track(stub, "u2", 30, "c").accepted == 30
+            assert track(stub, "u3", 30, "d").accepted == 30
+            with pytest.raises(grpc.RpcError) as refused:
+                track(stub, "u4", 30, "e")
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "connection" in (refused.value.details() or "")
+        # A refused call stored nothing.
+        stored = {e.event_id for _, e in running.service.store.iter_events()}
+        assert not any(i.startswith(("b", "e")) for i in stored)
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as other:
+            # A new connection has its own budget.
+            assert track(pb_grpc.RecommenderStub(other), "u5", 30, "f").accepted == 30
+    finally:
+        running.stop()
