@@ -45,7 +45,7 @@ class EventLimits:
     50 items a second for long; a connection may carry a whole backend's traffic."""
 
     per_user_rate: float = 50.0
-    per_user_burst: float = 1_000.0
+    per_user_burst: float = 10_000.0  # one full batch: a device syncing a long offline backlog
     per_connection_rate: float = 100_000.0
     per_connection_burst: float = 50_000.0
 
