@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--out", default="benchmarks/results/concurrency_model.json")
+    parser.add_argument("--out", default="benchmarks/results/concurrency.json")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:

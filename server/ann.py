@@ -1,9 +1,11 @@
 """Approximate candidate search for very large catalogues: faiss HNSW (server only).
 
 Chosen by measurement (``benchmarks/ann_compare.py``, RESULTS.md): of faiss-cpu, hnswlib
-and usearch, faiss's HNSW reached recall@10 >= 0.95 at 1M items where the others did not,
-and it is the only one that filters at C++ speed (an id bitmap), so a filtered request
-never degrades into over-fetching.
+and usearch, faiss's HNSW had the best recall at 1M items, and it is the only one that
+filters at C++ speed (an id bitmap), so a filtered request never degrades into
+over-fetching. On *trained* (low-rank) tables no graph reached recall 0.95 at 1M items,
+while the exact pruned search is faster and exact: the ``auto`` policy therefore uses the
+index only for large tables that do not prune (high-rank ones, where the graphs do well).
 
 Maximum inner product is reduced to nearest neighbour in L2 (Bachrach et al., 2014): items
 ``[v, b, sqrt(M^2 - |v|^2 - b^2)]`` and queries ``[u, 1, 0]`` (``M`` the largest item norm),
@@ -33,8 +35,8 @@ BoolArray = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True)
 class AnnConfig:
-    # M=32, efConstruction=200 and efSearch=256 (trained 1M catalogue: recall@10 see
-    # RESULTS.md); lower M or storage precision did not reach 0.95 recall at 100k.
+    # M=32, efConstruction=200: smaller graphs or 8-bit storage lost recall at 100k items;
+    # efSearch trades latency for recall (RESULTS.md has the curve).
     connectivity: int = 32
     ef_construction: int = 200
     ef_search: int = 256
