@@ -31,8 +31,10 @@ BoolArray = npt.NDArray[np.bool_]
 
 # Float32 rounding in the bounds is far below this, relative to ||a|| ||q||.
 _SLACK = 1e-5
-# Leaves scored in the first round; each later round doubles (few rounds, bounded waste).
-_FIRST_ROUND = 16
+# Leaves whose items give the first threshold (then 16x as many if too few are allowed).
+_SEED_LEAVES = 16
+# Up to this many exclusions are applied after the search (it looks for k + that many).
+_LATE_EXCLUSIONS = 256
 
 
 @dataclass(frozen=True)
@@ -148,83 +150,60 @@ class PrunedScan:
         """Ascending rows and their exact ``v . u + b``: every allowed, non-excluded row that
         can be in the top ``k`` (ties included), and possibly some that cannot.
 
-        Leaves are visited best bound first, in rounds of doubling size; within a round each
-        item gets its own (tighter) bound from its projection, and only items whose bound
-        reaches the k-th best exact score so far are scored exactly."""
+        Two vectorised passes (few numpy calls: each one lets other request threads take
+        the GIL, so fewer calls serve concurrent requests better than a tighter loop):
+
+        1. a threshold ``t`` no higher than the true k-th best score: the k-th best exact
+           score among the items of the leaves with the highest bounds;
+        2. every leaf whose bound reaches ``t``; in them every item whose own bound reaches
+           ``t`` is scored exactly.
+        """
         projected, residual, slack = self._query(user_vector)
         bounds = self._leaf_bounds(projected, residual, slack)
-        visit = _best_first(bounds, 4 * _FIRST_ROUND)
-        # Exclusions are few: test the visited rows against them, never build a full mask.
         excluded = np.unique(exclude) if exclude is not None and exclude.size else None
-        rows_parts: list[IndexArray] = []
-        score_parts: list[FloatArray] = []
-        best: FloatArray = np.empty(0, np.float32)  # up to k best exact scores, ascending
-        done, step = 0, _FIRST_ROUND
-        while done < bounds.size:
-            if done == visit.size:  # the ordered prefix ran out: order a 4x longer one
-                longer = _best_first(bounds, 4 * visit.size)
-                visit = np.concatenate([visit, longer[~np.isin(longer, visit)]])
-            if best.size == k and bounds[visit[done]] < best[0]:
-                break  # no later leaf can beat (or tie) the k-th best score
-            leaves = visit[done : done + step]
-            done, step = done + leaves.size, step * 2
-            positions = self._positions(leaves)
-            rows = self.order[positions]
-            if allowed is not None or excluded is not None:
-                chosen = np.ones(rows.size, np.bool_) if allowed is None else allowed[rows]
-                if excluded is not None:
-                    chosen &= ~np.isin(rows, excluded, assume_unique=False)
-                positions, rows = positions[chosen], rows[chosen]
-            if rows.size == 0:
-                continue
-            upper = self.projected[positions] @ projected
-            upper += self.item_residual[positions] * residual
-            upper += slack
-            # Score the most promising items first to raise the bar for the rest.
-            if best.size < k and rows.size > k:
-                first = np.argpartition(upper, rows.size - k)[rows.size - k :]
-                best = _scored(
-                    vectors, biases, user_vector, rows[first], best, k, rows_parts, score_parts
-                )
-                rest = np.ones(rows.size, np.bool_)
-                rest[first] = False
-                rows, upper = rows[rest], upper[rest]
-            if best.size == k:
-                rows = rows[upper >= best[0]]
-            if rows.size:
-                best = _scored(vectors, biases, user_vector, rows, best, k, rows_parts, score_parts)
-        if not rows_parts:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        rows = np.concatenate(rows_parts)
-        scores = np.concatenate(score_parts)
-        ascending = np.argsort(rows, kind="stable")
-        return rows[ascending].astype(np.int64), scores[ascending].astype(np.float32)
+        # A few exclusions: find the best k + len(excluded) ignoring them and drop them at
+        # the end (no per-row membership tests); many: test rows against them.
+        late = excluded is not None and excluded.size <= _LATE_EXCLUSIONS
+        need = k + (excluded.size if late and excluded is not None else 0)
+        early = None if late else excluded
+
+        threshold = -np.inf
+        for seeds in (_SEED_LEAVES, 16 * _SEED_LEAVES):
+            rows = self._rows_of(_best_first(bounds, seeds), allowed, early)[0]
+            if rows.size >= need:
+                seed_scores = vectors[rows] @ user_vector + biases[rows]
+                threshold = float(np.partition(seed_scores, rows.size - need)[rows.size - need])
+                break
+        leaves = np.flatnonzero(bounds >= threshold)
+        rows, positions = self._rows_of(leaves, allowed, early)
+        upper = self.projected[positions] @ projected
+        upper += self.item_residual[positions] * residual
+        upper += slack
+        rows = np.sort(rows[upper >= threshold])
+        if late and excluded is not None:
+            rows = rows[~np.isin(rows, excluded)]
+        scores = vectors[rows] @ user_vector + biases[rows]
+        return rows.astype(np.int64), scores.astype(np.float32)
+
+    def _rows_of(
+        self, leaves: IndexArray, allowed: BoolArray | None, excluded: IndexArray | None
+    ) -> tuple[IndexArray, IndexArray]:
+        """Rows of ``leaves`` that are allowed and not excluded, and their leaf positions."""
+        positions = self._positions(leaves)
+        rows = self.order[positions]
+        if allowed is not None or excluded is not None:
+            chosen = np.ones(rows.size, np.bool_) if allowed is None else allowed[rows]
+            if excluded is not None:
+                chosen &= ~np.isin(rows, excluded)
+            positions, rows = positions[chosen], rows[chosen]
+        return rows, positions
 
 
 def _best_first(bounds: FloatArray, count: int) -> IndexArray:
-    """The ``count`` leaves with the highest bounds, highest first (all when count >= size)."""
+    """The ``count`` leaves with the highest bounds (all when count >= size)."""
     if count >= bounds.size:
-        return np.argsort(-bounds, kind="stable").astype(np.int64)
-    top = np.argpartition(-bounds, count)[:count]
-    return top[np.argsort(-bounds[top], kind="stable")].astype(np.int64)
-
-
-def _scored(
-    vectors: FloatArray,
-    biases: FloatArray,
-    user_vector: FloatArray,
-    rows: IndexArray,
-    best: FloatArray,
-    k: int,
-    rows_parts: list[IndexArray],
-    score_parts: list[FloatArray],
-) -> FloatArray:
-    """Scores ``rows`` exactly, records them, returns the updated k best scores."""
-    scores = vectors[rows] @ user_vector + biases[rows]
-    rows_parts.append(rows)
-    score_parts.append(scores)
-    merged = np.sort(np.concatenate([best, scores]))
-    return merged[-k:] if merged.size > k else merged
+        return np.arange(bounds.size, dtype=np.int64)
+    return np.argpartition(-bounds, count)[:count].astype(np.int64)
 
 
 def _leaves(

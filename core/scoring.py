@@ -153,6 +153,7 @@ class ScoringTable:
             raise ValueError(
                 f"approximate index covers {approximate.items} rows, table has {len(item_ids)}"
             )
+        self._norms: FloatArray | None = None
         # When set, recommend asks it for candidates instead of searching exactly. It covers
         # the first ``approximate.items`` rows; rows appended since are scored exactly.
         self.approximate = approximate
@@ -181,6 +182,16 @@ class ScoringTable:
     @property
     def dim(self) -> int:
         return int(self.item_vectors.shape[1])
+
+    @property
+    def norms(self) -> FloatArray:
+        """Vector norms (zeros read as 1), computed once: item-to-item similarity uses them."""
+        norms = self._norms
+        if norms is None:  # racing first readers compute the same array; no harm
+            norms = np.linalg.norm(self.item_vectors, axis=1).astype(np.float32)
+            norms[norms == 0] = 1.0
+            self._norms = norms
+        return norms
 
     def __len__(self) -> int:
         return len(self.item_ids)

@@ -71,6 +71,8 @@ class ServerOptions:
     # it, so concurrent requests use the cores instead of fighting over them (measured in
     # benchmarks/RESULTS.md: 2 BLAS threads per call cut throughput at 32 clients to 1%).
     blas_threads: int = 1
+    # Top-k searches running at once (the rest wait their turn; see RecommenderService).
+    scoring_threads: int = 1
     # exact | ann | auto: see shelfrank.server.ann.SearchPolicy.
     search: SearchPolicy = field(default_factory=SearchPolicy)
     grace_seconds: float = 10.0
@@ -266,7 +268,9 @@ def start(options: ServerOptions) -> RunningServer:
     state = state.with_catalogue(store.iter_item_features()).with_erased_users(
         store.erased_among(state.model.user_ids)
     )
-    service = RecommenderService(store, state, limits=options.event_limits)
+    service = RecommenderService(
+        store, state, limits=options.event_limits, scoring_threads=options.scoring_threads
+    )
     metrics = Metrics()
     token = options.token or os.environ.get(TOKEN_ENV) or None
     server = grpc.server(

@@ -92,6 +92,7 @@ class RecommenderService:
         *,
         vector_cache: int = 100_000,
         limits: EventLimits | None = None,
+        scoring_threads: int = 1,
     ):
         self._store = store
         self._state = state
@@ -104,6 +105,12 @@ class RecommenderService:
             maxsize=vector_cache
         )
         self._vectors_lock = threading.Lock()
+        if scoring_threads < 1:
+            raise ValueError(f"scoring_threads: must be at least 1, got {scoring_threads}")
+        # Searches run at most this many at a time. Each one is dozens of numpy calls, every
+        # call handing the GIL around; with many at once on few cores they convoy
+        # (benchmarks/RESULTS.md: 1 at a time served 1.6x the calls/s of 16 at 32 clients).
+        self._scoring = threading.BoundedSemaphore(scoring_threads)
         limits = limits or EventLimits()
         self._per_user = (
             RateLimiter(limits.per_user_rate, limits.per_user_burst)
@@ -199,7 +206,8 @@ class RecommenderService:
         exclude = model.item_rows(sorted(excluded))
         mask = state.features.allowed(query.filters, query.exclude_features)
         candidates = np.flatnonzero(mask) if mask is not None else None
-        top = model.rank(user, query.k, exclude=exclude, candidates=candidates)
+        with self._scoring:
+            top = model.rank(user, query.k, exclude=exclude, candidates=candidates)
         return self._scored(state, top.indices, top.scores, user.source)
 
     def similar_items(self, query: SimilarQuery) -> Scored:
@@ -208,9 +216,7 @@ class RecommenderService:
         row = model.item_ids.get(query.item_id)
         if row is None:
             raise NotFoundError(f"item_id: unknown item {query.item_id!r}")
-        vectors = model.items.item_vectors
-        norms = np.linalg.norm(vectors, axis=1)
-        norms[norms == 0] = 1.0
+        vectors, norms = model.items.item_vectors, model.items.norms
         scores = (vectors @ vectors[row]) / (norms * norms[row])
         exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
         mask = state.features.allowed(query.filters, query.exclude_features)
