@@ -37,15 +37,18 @@ class RateLimiter:
     def take_all(self, amounts: Mapping[str, float]) -> str | None:
         """Take ``amounts[key]`` from every key's bucket, or nothing at all; returns the
         first key that has too few tokens (None when all were taken)."""
+        burst, rate, buckets = self.burst, self.rate, self._buckets
         with self._lock:
             now = self._clock()
-            levels = {key: self._level(key, now) for key in amounts}
+            taken: dict[str, tuple[float, float]] = {}
             for key, amount in amounts.items():
-                if amount > levels[key]:
+                state = buckets.get(key)
+                level = burst if state is None else min(burst, state[0] + (now - state[1]) * rate)
+                if amount > level:
                     return key
-            for key, amount in amounts.items():
-                self._buckets[key] = (levels[key] - amount, now)
-            if len(self._buckets) > self._max_keys:
+                taken[key] = (level - amount, now)
+            buckets.update(taken)
+            if len(buckets) > self._max_keys:
                 self._forget_full(now)
             return None
 

@@ -290,7 +290,7 @@ class RecommenderService:
                     f"events: more than {limiter.rate:g}/s on this connection; retry later"
                 )
         if self._per_user is not None and events:
-            counts = Counter(e.user_id for e in events)
+            counts = Counter([e.user_id for e in events])
             over = self._per_user.take_all(counts)
             if over is not None:
                 raise RateLimitedError(

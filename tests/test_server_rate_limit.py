@@ -79,7 +79,9 @@ def test_track_over_a_users_or_a_connections_rate_is_resource_exhausted(
         )
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        # Own subchannel pools: each channel is its own TCP connection (the limit's key).
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}", options=own) as channel:
             stub = pb_grpc.RecommenderStub(channel)
             assert track(stub, "u1", 30, "a").accepted == 30
             with pytest.raises(grpc.RpcError) as refused:
@@ -96,7 +98,7 @@ def test_track_over_a_users_or_a_connections_rate_is_resource_exhausted(
         # A refused call stored nothing.
         stored = {e.event_id for _, e in running.service.store.iter_events()}
         assert not any(i.startswith(("b", "e")) for i in stored)
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as other:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}", options=own) as other:
             # A new connection has its own budget.
             assert track(pb_grpc.RecommenderStub(other), "u5", 30, "f").accepted == 30
     finally:
