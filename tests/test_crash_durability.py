@@ -95,7 +95,7 @@ def crash_rounds(state: Path, crashes: int, total: int, seed: int) -> dict[str, 
         queue = list(pending)
         rng.shuffle(queue)
 
-        def client(work: list[list[str]]) -> None:
+        def client(work: list[list[str]], port: int = port) -> None:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.RecommenderStub(channel)
                 for ids in work:
