@@ -74,9 +74,7 @@ def check_store(path: Path, acknowledged: set[str]) -> None:
     finally:
         store.close()
     with sqlite3.connect(path) as raw:  # the unique index itself agrees
-        (dupes,) = raw.execute(
-            "SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM events"
-        ).fetchone()
+        (dupes,) = raw.execute("SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM events").fetchone()
         assert dupes == 0
 
 
