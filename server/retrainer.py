@@ -28,6 +28,9 @@ log = logging.getLogger("shelfrank.retrainer")
 
 
 def store_interactions(store: EventStore, up_to_seq: int) -> Interactions:
+    """Every stored event up to ``up_to_seq`` in event-time order (timestamp, then id), not
+    arrival order: however the same events arrived, training sees the same sequence (with
+    one thread and a seed, the same model; tests/test_replay_order.py)."""
     rows: list[tuple[str, str, EventType, float, float, str]] = []
     for seq, event in store.iter_events():
         if seq > up_to_seq:
@@ -42,6 +45,7 @@ def store_interactions(store: EventStore, up_to_seq: int) -> Interactions:
                 event.event_id,
             )
         )
+    rows.sort(key=lambda row: (row[3], row[5]))
     return Interactions.from_rows(rows)
 
 

@@ -124,7 +124,7 @@ def crash_rounds(state: Path, crashes: int, total: int, seed: int) -> dict[str, 
         for ids in pending:
             assert send(stub, ids)
             acknowledged.update(ids)
-    stop_process(process, signal.SIGTERM, timeout=30)
+    stop_process(process, signal.SIGTERM, timeout=60)
     check_store(state / "events.sqlite3", acknowledged)
     assert len(acknowledged) == total
     return {"crashes": crashes, "max_restart_s": max(restarts), "events": total}
