@@ -85,7 +85,7 @@ orders = st.lists(st.integers(0, len(EVENTS) - 1), min_size=len(EVENTS), max_siz
 
 
 @settings(
-    max_examples=4,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
