@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from catalogues import shape_for, trained_model
 from machine import machine_description
-from serving import health_call, prepare_state, recommend_call, run_point
+from serving import child_server, floor_points, prepare_state
 
 MODES = ("threads-blas1", "threads-blas2", "aio-inline", "aio-to-thread")
 
@@ -111,7 +110,6 @@ def main() -> None:
         "settings": {"items": args.size, "duration_s": args.duration, "k": 10},
         "modes": {},
     }
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="shelfrank-concurrency-") as tmp:
         state_dir = Path(tmp) / "state"
         state_dir.mkdir()
@@ -120,43 +118,22 @@ def main() -> None:
 
         users = list(load_serving_model(model_dir)[0].user_ids.ids)[:500]
         for mode in MODES:
-            ports, stop = ctx.Queue(), ctx.Event()
             if mode.startswith("threads"):
                 target_fn: Any = serve_threads
                 extra: Any = 1 if mode.endswith("1") else 2
             else:
                 target_fn, extra = serve_aio, mode.endswith("to-thread")
-            child = ctx.Process(
-                target=target_fn, args=(str(state_dir), str(model_dir), extra, ports, stop)
-            )
-            child.start()
-            try:
-                target = f"127.0.0.1:{ports.get(timeout=300)}"
-                points = []
-                for c in concurrency:
-                    floor = run_point(target, health_call, c, args.warmup, args.duration)
-                    rec = run_point(target, recommend_call(users), c, args.warmup, args.duration)
-                    points.append(
-                        {
-                            "concurrency": c,
-                            "health": floor.as_json(),
-                            "recommend": rec.as_json(),
-                            "p50_ratio": round(rec.p50_ms / floor.p50_ms, 3),
-                            "throughput_ratio": round(rec.throughput / floor.throughput, 3),
-                        }
-                    )
-                    print(
-                        f"{mode} c={c}: recommend p50 {rec.p50_ms:.2f} ms "
-                        f"({rec.p50_ms / floor.p50_ms:.2f}x floor), {rec.throughput:.0f}/s "
-                        f"({rec.throughput / floor.throughput:.0%} of floor)",
-                        flush=True,
-                    )
-                result["modes"][mode] = points
-            finally:
-                stop.set()
-                child.join(timeout=30)
-                if child.is_alive():
-                    child.terminate()
+            with child_server(target_fn, str(state_dir), str(model_dir), extra) as (target, _):
+                points = floor_points(target, users, concurrency, args.warmup, args.duration)
+            for point in points:
+                print(
+                    f"{mode} c={point['concurrency']}: recommend p50 "
+                    f"{point['recommend']['p50_ms']:.2f} ms ({point['p50_ratio']:.2f}x floor), "
+                    f"{point['recommend']['throughput_per_s']:.0f}/s "
+                    f"({point['throughput_ratio']:.0%} of floor)",
+                    flush=True,
+                )
+            result["modes"][mode] = points
             time.sleep(0.5)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 from catalogues import shape_for, trained_model
 from machine import machine_description
-from serving import CHANNEL_OPTIONS, K, prepare_state
+from serving import CHANNEL_OPTIONS, K, child_server, prepare_state
 
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
@@ -34,7 +34,7 @@ from shelfrank.core.model_format import load_serving_model, save_model_directory
 
 
 def serve_and_swap(
-    state_dir: str, model_dirs: list[str], ports: Any, swaps: Any, windows: Any, stop: Any
+    state_dir: str, model_dirs: list[str], swaps: Any, windows: Any, ports: Any, stop: Any
 ) -> None:
     """Serve ``model_dirs[0]``; on each request from ``swaps`` load and publish the next."""
     from shelfrank.server.app import ServerOptions, start
@@ -90,21 +90,13 @@ def main() -> None:
             metadata=metadata,
         )
         users = list(model.user_ids.ids)[:500]
-        ports, swaps, windows, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
-        child = ctx.Process(
-            target=serve_and_swap,
-            args=(str(state_dir), [str(model_dir), str(other)], ports, swaps, windows, stop),
-        )
-        child.start()
-        try:
-            target = f"127.0.0.1:{ports.get(timeout=600)}"
-            calls, swap_windows = drive(target, users, args, swaps, windows)
-        finally:
-            swaps.put(None)
-            stop.set()
-            child.join(timeout=60)
-            if child.is_alive():
-                child.terminate()
+        swaps, windows = ctx.Queue(), ctx.Queue()
+        dirs = [str(model_dir), str(other)]
+        with child_server(serve_and_swap, str(state_dir), dirs, swaps, windows) as (target, _):
+            try:
+                calls, swap_windows = drive(target, users, args, swaps, windows)
+            finally:
+                swaps.put(None)  # the child leaves its swap loop, then waits to be stopped
     result = summarise(calls, swap_windows)
     plot(calls, swap_windows, Path(args.out).with_suffix(".png"))
     result.update(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sqlite3
 import tempfile
 import threading
@@ -30,7 +29,14 @@ from typing import Any
 import grpc
 import numpy as np
 from machine import machine_description
-from serving import CHANNEL_OPTIONS, prepare_state, serve, train_base, write_model
+from serving import (
+    CHANNEL_OPTIONS,
+    child_server,
+    prepare_state,
+    serve,
+    train_base,
+    write_model,
+)
 
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
@@ -213,12 +219,7 @@ def main() -> None:
         state_dir.mkdir()
         watermark = prepare_state(state_dir, shop)
         write_model(model_dir, base, hybrid, watermark)
-        ctx = mp.get_context("spawn")
-        ports, stop = ctx.Queue(), ctx.Event()
-        child = ctx.Process(target=serve, args=(str(state_dir), str(model_dir), ports, stop))
-        child.start()
-        try:
-            target = f"127.0.0.1:{ports.get(timeout=300)}"
+        with child_server(serve, str(state_dir), str(model_dir), "auto") as (target, _):
             server = []
             for clients in (1, 4):
                 events = synthetic_events(args.events, 10_000, 100_000, 10 + clients, f"s{clients}")
@@ -227,11 +228,6 @@ def main() -> None:
             users = list(base.user_ids.ids)
             items = list(base.item_ids.ids)
             result["freshness"] = freshness(target, users, items, args.freshness_calls)
-        finally:
-            stop.set()
-            child.join(timeout=30)
-            if child.is_alive():
-                child.terminate()
     best = max(s["events_per_s"] for s in result["server_track"])
     result["targets"] = {
         "server_events_per_s": {"value": best, "target": ">= 50000"},

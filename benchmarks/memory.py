@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import grpc
 from catalogues import shape_for, trained_model
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from machine import machine_description
-from serving import prepare_state, serve
+from serving import child_server, prepare_state, serve
 
 from shelfrank.core.model_format import read_model_directory
 
@@ -44,31 +43,19 @@ def raw_array_bytes(model_dir: Path) -> int:
 def measure(size: int) -> dict[str, Any]:
     shop, model_dir, _ = trained_model(shape_for(size))
     raw = raw_array_bytes(model_dir)
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="shelfrank-memory-") as tmp:
         state_dir = Path(tmp) / "state"
         state_dir.mkdir()
         prepare_state(state_dir, shop)
-        ports, stop = ctx.Queue(), ctx.Event()
-        child = ctx.Process(target=serve, args=(str(state_dir), str(model_dir), ports, stop))
-        child.start()
-        try:
-            port = ports.get(timeout=1200)
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with child_server(serve, str(state_dir), str(model_dir), "auto") as (target, pid):
+            with grpc.insecure_channel(target) as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=30
                 )
             if reply.status != health_pb2.HealthCheckResponse.SERVING:
                 raise RuntimeError("server is not serving")
-            if child.pid is None:
-                raise RuntimeError("child has no pid")
-            rss = status_kb(child.pid, "VmRSS") * 1024
-            peak = status_kb(child.pid, "VmHWM") * 1024
-        finally:
-            stop.set()
-            child.join(timeout=60)
-            if child.is_alive():
-                child.terminate()
+            rss = status_kb(pid, "VmRSS") * 1024
+            peak = status_kb(pid, "VmHWM") * 1024
     budget = 2 * raw + 300 * MB
     return {
         "items": size,

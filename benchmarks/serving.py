@@ -32,7 +32,8 @@ import pstats
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,7 @@ def write_model(directory: Path, model: ServingModel, hybrid: HybridModel, water
 
 
 # -- server in a child process ------------------------------------------------------------------
-def serve(state_dir: str, model_dir: str, ports: Any, stop: Any, search: str = "auto") -> None:
+def serve(state_dir: str, model_dir: str, search: str, ports: Any, stop: Any) -> None:
     import logging
 
     from shelfrank.server.ann import SearchPolicy
@@ -162,6 +163,27 @@ def serve(state_dir: str, model_dir: str, ports: Any, stop: Any, search: str = "
     ports.put(running.port)
     stop.wait()
     running.stop()
+
+
+@contextmanager
+def child_server(
+    target: Callable[..., None], *args: Any, timeout: float = 1200
+) -> Iterator[tuple[str, int]]:
+    """Run ``target(*args, ports, stop)`` in a spawned child (it puts its port on ``ports``
+    and serves until ``stop``); yields the address and the pid, and stops it after."""
+    ctx = mp.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=target, args=(*args, ports, stop))
+    child.start()
+    try:
+        port = ports.get(timeout=timeout)
+        yield f"127.0.0.1:{port}", int(child.pid or 0)
+    finally:
+        stop.set()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.terminate()
+            child.join()
 
 
 # -- load generation ----------------------------------------------------------------------------
@@ -251,6 +273,26 @@ def run_point(
         p99_ms=float(np.percentile(values, 99)),
         mean_ms=float(values.mean()),
     )
+
+
+def floor_points(
+    target: str, users: list[str], concurrency: list[int], warmup: float, duration: float
+) -> list[dict[str, Any]]:
+    """Health (the floor) then Recommend at each concurrency, with their ratios."""
+    points = []
+    for c in concurrency:
+        floor = run_point(target, health_call, c, warmup, duration)
+        rec = run_point(target, recommend_call(users), c, warmup, duration)
+        points.append(
+            {
+                "concurrency": c,
+                "health": floor.as_json(),
+                "recommend": rec.as_json(),
+                "p50_ratio": round(rec.p50_ms / floor.p50_ms, 3),
+                "throughput_ratio": round(rec.throughput / floor.throughput, 3),
+            }
+        )
+    return points
 
 
 def sdk_overhead(target: str, users: list[str], warmup: float, duration: float) -> dict[str, Any]:
@@ -479,7 +521,6 @@ def main() -> None:
         },
         "sizes": [],
     }
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="shelfrank-serving-") as tmp:
         for size in sizes:
             tick = time.perf_counter()
@@ -492,32 +533,17 @@ def main() -> None:
             model, _ = load_serving_model(model_dir)
             users = list(model.user_ids.ids)[: args.users]
             setup_s = time.perf_counter() - tick
-            ports, stop = ctx.Queue(), ctx.Event()
-            child = ctx.Process(
-                target=serve, args=(str(state_dir), str(model_dir), ports, stop, args.search)
-            )
-            child.start()
-            try:
-                target = f"127.0.0.1:{ports.get(timeout=300)}"
-                points = []
-                for c in concurrency:
-                    health = run_point(target, health_call, c, args.warmup, args.duration)
-                    rec = run_point(target, recommend_call(users), c, args.warmup, args.duration)
-                    points.append(
-                        {"concurrency": c, "health": health.as_json(), "recommend": rec.as_json()}
-                    )
+            with child_server(serve, str(state_dir), str(model_dir), args.search) as (target, _):
+                points = floor_points(target, users, concurrency, args.warmup, args.duration)
+                for point in points:
+                    health, rec = point["health"], point["recommend"]
                     print(
-                        f"{size} items c={c}: health p50 {health.p50_ms:.2f} ms "
-                        f"{health.throughput:.0f}/s, recommend p50 {rec.p50_ms:.2f} ms "
-                        f"{rec.throughput:.0f}/s",
+                        f"{size} items c={point['concurrency']}: health p50 "
+                        f"{health['p50_ms']:.2f} ms {health['throughput_per_s']:.0f}/s, recommend "
+                        f"p50 {rec['p50_ms']:.2f} ms {rec['throughput_per_s']:.0f}/s",
                         flush=True,
                     )
                 sdk = sdk_overhead(target, users, args.warmup, args.duration)
-            finally:
-                stop.set()
-                child.join(timeout=30)
-                if child.is_alive():
-                    child.terminate()
             first, last = points[0], points[-1]
             entry = {
                 "items": size,
