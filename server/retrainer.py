@@ -92,7 +92,10 @@ class Retrainer:
             store = self.service.store
             state = self.service.state
             watermark = store.last_seq()
-            if not force and not full and watermark <= state.watermark_seq:
+            # An erasure since the serving model was trained is reason enough: the model
+            # still holds the erased user's learned vector until it is retrained without it.
+            nothing_new = watermark <= state.watermark_seq and not state.erased_users
+            if not force and not full and nothing_new:
                 return None
             interactions = store_interactions(store, watermark)
             if len(interactions) == 0:

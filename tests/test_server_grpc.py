@@ -596,3 +596,23 @@ def test_a_corrupt_model_is_refused_before_it_is_imported(model_dir: Path, tmp_p
     with pytest.raises(ModelFileError, match="sha256 does not match"):
         registry.import_once(bad)
     assert registry.current_version() is None
+
+
+def test_an_erased_user_leaves_the_next_retrain_and_replays_do_not_resurrect(
+    live: Live, toy_shop: tuple[Interactions, FeatureTable, FeatureTable]
+) -> None:
+    history = shop_history(toy_shop[0], "h")
+    live.stub.Track(pb.TrackRequest(events=history), timeout=30)
+    retrainer = live.running.retrainer
+    retrainer.retrain_now(full=True)
+    assert "u3" in live.running.service.state.model.user_ids
+    mine = [e for e in history if e.user_id == "u3"]
+    assert live.stub.DeleteUser(pb.DeleteUserRequest(user_id="u3")).events_deleted == len(mine)
+    retrainer.retrain_now()  # an erasure since the last model forces a full retrain
+    assert retrainer.last_kind == "full"
+    assert "u3" not in live.running.service.state.model.user_ids
+    replay = live.stub.Track(pb.TrackRequest(events=mine), timeout=30)
+    assert (replay.accepted, replay.duplicates) == (0, len(mine))
+    after = live.stub.Recommend(pb.RecommendRequest(user_id="u3", k=3))
+    assert after.strategy == pb.POPULARITY
+    assert live.running.service.store.events_for_user("u3") == []
