@@ -4,6 +4,7 @@ stubs (what a client in any language has)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -616,3 +617,44 @@ def test_an_erased_user_leaves_the_next_retrain_and_replays_do_not_resurrect(
     after = live.stub.Recommend(pb.RecommendRequest(user_id="u3", k=3))
     assert after.strategy == pb.POPULARITY
     assert live.running.service.store.events_for_user("u3") == []
+
+
+def test_a_stalled_track_times_out_on_time_and_its_batch_is_stored_whole_or_not_at_all(
+    live: Live,
+) -> None:
+    """A 2 s stall in the store against a 500 ms deadline: the client gets
+    DEADLINE_EXCEEDED within 600 ms; the batch lands atomically later and a retry with the
+    same ids stores nothing twice."""
+    from shelfrank.client import Client, Event
+    from shelfrank.client.errors import DeadlineExceededError
+
+    store = live.running.service.store
+    events = [Event(user_id=f"s{i % 3}", item_id="shoe1", type="view") for i in range(200)]
+    held = threading.Event()
+
+    def stall() -> None:
+        with store._lock:  # the writer is busy (a long checkpoint, a slow disk)
+            held.set()
+            time.sleep(2.0)
+
+    staller = threading.Thread(target=stall)
+    staller.start()
+    held.wait(5)
+    with Client(f"127.0.0.1:{live.running.port}", max_attempts=1) as client:
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            client.track(events, timeout=0.5)
+        assert time.monotonic() - began < 0.6
+        staller.join()
+        ids = {e.event_id for e in events}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stored = {e.event_id for _, e in store.iter_events()} & ids
+            if stored:
+                break
+            time.sleep(0.05)
+        assert stored in (set(), ids)  # never part of the batch
+        retry = client.track(events, timeout=5)
+        assert retry.accepted + retry.duplicates == len(events)
+    stored = [e.event_id for _, e in store.iter_events() if e.event_id in ids]
+    assert sorted(stored) == sorted(ids)
