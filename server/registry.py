@@ -42,15 +42,16 @@ class ModelRegistry:
             return None
         return version or None
 
-    def save(self, model: HybridModel, watermark_seq: int) -> str:
-        """Write a new version and make it current."""
+    def save(self, model: HybridModel, watermark_seq: int, *, activate: bool = True) -> str:
+        """Write a new version and (unless ``activate`` is False) make it current."""
         version = model.model_version
         publish_directory(
             self.root,
             version,
             lambda folder: model.save(folder, extra_metadata={WATERMARK_KEY: watermark_seq}),
         )
-        self.activate(version)
+        if activate:
+            self.activate(version)
         return version
 
     def import_directory(self, directory: str | Path) -> str:

@@ -113,8 +113,12 @@ class Retrainer:
                     previous, interactions, items=items, users=users, epochs=self.incremental_epochs
                 )
                 self.last_kind = "incremental"
-            version = self.registry.save(model, watermark)
-            self.service.swap(load_state(Path(self.registry.root) / version, self.registry.search))
+            version = self.registry.save(model, watermark, activate=False)
+            # Loaded before it becomes CURRENT: a version that cannot load (a bad disk, a
+            # bug) is never served nor restarted into; the previous one keeps serving.
+            state = load_state(Path(self.registry.root) / version, self.registry.search)
+            self.registry.activate(version)
+            self.service.swap(state)
             log.info(
                 "%s retrain: model %s on %d events (through seq %d) is now serving",
                 self.last_kind,

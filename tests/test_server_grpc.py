@@ -658,3 +658,26 @@ def test_a_stalled_track_times_out_on_time_and_its_batch_is_stored_whole_or_not_
         assert retry.accepted + retry.duplicates == len(events)
     stored = [e.event_id for _, e in store.iter_events() if e.event_id in ids]
     assert sorted(stored) == sorted(ids)
+
+
+def test_a_new_model_that_cannot_load_is_never_served_nor_made_current(
+    live: Live, toy_shop: tuple[Interactions, FeatureTable, FeatureTable]
+) -> None:
+    from shelfrank.core.errors import ModelFileError
+
+    registry = live.running.retrainer.registry
+    before = (live.running.service.state.model_version, registry.current_version())
+    original_save = registry.save
+
+    def save_then_damage(*args: object, **kwargs: object) -> str:
+        version = original_save(*args, **kwargs)  # type: ignore[arg-type]
+        victim = next((registry.root / version).glob("*.npz"))
+        victim.write_bytes(victim.read_bytes()[:100])  # a truncated write
+        return version
+
+    registry.save = save_then_damage  # type: ignore[method-assign]
+    live.stub.Track(pb.TrackRequest(events=shop_history(toy_shop[0], "bad")), timeout=30)
+    with pytest.raises(ModelFileError):
+        live.running.retrainer.retrain_now(full=True)
+    assert (live.running.service.state.model_version, registry.current_version()) == before
+    assert live.stub.Recommend(pb.RecommendRequest(user_id="u1", k=3)).items
