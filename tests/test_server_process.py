@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
@@ -66,9 +67,33 @@ def test_sigterm_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
     deadline = time.monotonic() + 30
     while len(acknowledged) < 2_000 and time.monotonic() < deadline:
         time.sleep(0.05)
+    # Watch health from a connection opened before the signal: it must turn NOT_SERVING
+    # at once, before in-flight calls finish.
+    watch_channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    updates = health_pb2_grpc.HealthStub(watch_channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), timeout=GRACE_SECONDS + 30
+    )
+    assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
+    not_serving_after: list[float] = []
+
+    def watch() -> None:
+        try:
+            for update in updates:
+                if update.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    not_serving_after.append(time.monotonic() - sent_at)
+                    return
+        except grpc.RpcError:
+            return
+
+    watcher = threading.Thread(target=watch)
     sent_at = time.monotonic()
+    watcher.start()
     code = _stop(process)
     exit_seconds = time.monotonic() - sent_at
+    watcher.join(timeout=5)
+    watch_channel.close()
+    assert not_serving_after, "health never reported NOT_SERVING"
+    assert not_serving_after[0] < 1.0
     stop.set()
     for worker in workers:
         worker.join(timeout=15)
