@@ -381,6 +381,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
     "hot-swap": ("hot_swap.py", lambda out: ["--out", str(out / "hot_swap.json")]),
     "memory": ("memory.py", lambda out: ["--out", str(out / "memory.json")]),
     "train-time": ("train_time.py", lambda out: ["--out", str(out / "train_time.json")]),
+    "bandwagon": ("bandwagon.py", lambda out: ["--out", str(out / "bandwagon.json")]),
     "edge": ("edge_bench.py", lambda out: ["--out", str(out / "edge.json")]),
 }
 
