@@ -1,0 +1,215 @@
+"""Overload and soak (issue 6, item 6), against the real server in a child process.
+
+1. Overload: with ``max_concurrent_rpcs`` calls admitted, drive Recommend from far more
+   client threads than that. The server must shed the excess with RESOURCE_EXHAUSTED at
+   once, and the calls it admits must keep the p99 they have at capacity (measured first,
+   with as many clients as admitted calls). Refused clients back off 5 ms before trying
+   again (a client hammering without pause measures its own busy loop).
+2. Soak: an open-loop mix of Recommend (80%) and Track (20%, a fixed pool of users) at 70%
+   of the measured capacity for ``--soak`` seconds; the server's RSS and open file
+   descriptors are sampled. RSS may not grow by 10% or more after warm-up; descriptors
+   stay flat.
+
+    python benchmarks/overload.py [--soak 600] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from catalogues import shape_for, trained_model
+from machine import machine_description
+from serving import CHANNEL_OPTIONS, K, child_server, prepare_state
+
+from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.core.model_format import load_serving_model
+
+
+def serve_limited(state_dir: str, model_dir: str, limit: int, ports: Any, stop: Any) -> None:
+    from shelfrank.server.app import ServerOptions, start
+    from shelfrank.server.config import TrainConfig
+
+    running = start(
+        ServerOptions(
+            state_dir=Path(state_dir),
+            port=0,
+            model_dir=Path(model_dir),
+            max_concurrent_rpcs=limit,
+            train_config=TrainConfig(num_threads=1),
+        )
+    )
+    ports.put(running.port)
+    stop.wait()
+    running.stop()
+
+
+def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    """Clients calling back to back; latencies of admitted calls, counts of shed ones."""
+    channels = [grpc.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(clients)]
+    ok: list[float] = []
+    codes: dict[str, int] = {}
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        stub = pb_grpc.RecommenderStub(channels[index])
+        i = index * 7919
+        while time.monotonic() < end:
+            tick = time.perf_counter()
+            try:
+                stub.Recommend(pb.RecommendRequest(user_id=users[i % len(users)], k=K), timeout=30)
+                with lock:
+                    ok.append(time.perf_counter() - tick)
+            except grpc.RpcError as error:
+                with lock:
+                    codes[error.code().name] = codes.get(error.code().name, 0) + 1
+                time.sleep(0.005)  # a refused client backs off a little, as real ones do
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for channel in channels:
+        channel.close()
+    return {
+        "clients": clients,
+        "admitted": len(ok),
+        "admitted_per_s": round(len(ok) / seconds, 1),
+        "refused": codes,
+        "p50_ms": round(float(np.percentile(ok, 50)) * 1000, 2),
+        "p99_ms": round(float(np.percentile(ok, 99)) * 1000, 2),
+    }
+
+
+def proc_sample(pid: int) -> tuple[int, int]:
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def soak(
+    target: str, pid: int, users: list[str], items: list[str], rate: float, seconds: float
+) -> dict[str, Any]:
+    """Open loop at ``rate`` calls/s from 8 threads; samples RSS and fds every 5 s."""
+    stop = threading.Event()
+    errors: dict[str, int] = {}
+    done = [0]
+    lock = threading.Lock()
+    per_thread = rate / 8
+
+    def worker(index: int) -> None:
+        with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            rng = np.random.default_rng(index)
+            next_at, n = time.monotonic(), 0
+            while not stop.is_set():
+                next_at += 1.0 / per_thread
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                user = users[int(rng.integers(len(users)))]
+                try:
+                    if rng.random() < 0.8:
+                        stub.Recommend(pb.RecommendRequest(user_id=user, k=K), timeout=30)
+                    else:
+                        event = pb.Event(
+                            event_id=f"soak-{index}-{n}",
+                            user_id=user,
+                            item_id=items[int(rng.integers(len(items)))],
+                            type=pb.VIEW,
+                        )
+                        stub.Track(pb.TrackRequest(events=[event]), timeout=30)
+                    with lock:
+                        done[0] += 1
+                except grpc.RpcError as error:
+                    with lock:
+                        errors[error.code().name] = errors.get(error.code().name, 0) + 1
+                n += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    samples: list[tuple[float, int, int]] = []
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        time.sleep(min(5.0, seconds / 4))
+        rss, fds = proc_sample(pid)
+        samples.append((round(time.monotonic() - began, 1), rss, fds))
+    stop.set()
+    for thread in threads:
+        thread.join()
+    warm = samples[0]
+    last = samples[-1]
+    return {
+        "seconds": seconds,
+        "target_rate_per_s": round(rate, 1),
+        "achieved_per_s": round(done[0] / seconds, 1),
+        "errors": errors,
+        "rss_mb_after_warmup": round(warm[1] / 2**20, 1),
+        "rss_mb_end": round(last[1] / 2**20, 1),
+        "rss_growth": round(last[1] / warm[1] - 1, 4),
+        "fds_after_warmup": warm[2],
+        "fds_end": last[2],
+        "fds_max": max(s[2] for s in samples),
+        "samples": samples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--limit", type=int, default=32, help="max_concurrent_rpcs")
+    parser.add_argument("--overload-clients", type=int, default=96)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per overload point")
+    parser.add_argument("--soak", type=float, default=600.0)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/overload.json")
+    args = parser.parse_args()
+    if args.smoke:
+        args.size, args.limit, args.overload_clients, args.seconds, args.soak = 4000, 4, 16, 1, 6
+    shop, model_dir, _ = trained_model(shape_for(args.size))
+    model, _ = load_serving_model(model_dir)
+    users = list(model.user_ids.ids)[:2000]
+    items = list(model.item_ids.ids)[:5000]
+    with tempfile.TemporaryDirectory(prefix="shelfrank-overload-") as tmp:
+        state_dir = Path(tmp) / "state"
+        state_dir.mkdir()
+        prepare_state(state_dir, shop)
+        with child_server(serve_limited, str(state_dir), str(model_dir), args.limit) as (
+            target,
+            pid,
+        ):
+            closed_loop(target, users, 4, 1.0)  # warm-up
+            capacity = closed_loop(target, users, args.limit, args.seconds)
+            overload = closed_loop(target, users, args.overload_clients, args.seconds)
+            soaked = soak(target, pid, users, items, 0.7 * capacity["admitted_per_s"], args.soak)
+    result = {
+        "machine": machine_description(),
+        "settings": {"items": args.size, "max_concurrent_rpcs": args.limit},
+        "at_capacity": capacity,
+        "overloaded": overload,
+        "admitted_p99_ratio": round(overload["p99_ms"] / capacity["p99_ms"], 3),
+        "soak": soaked,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "soak"}, indent=2))
+    print(json.dumps({k: v for k, v in soaked.items() if k != "samples"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
