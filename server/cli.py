@@ -382,6 +382,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
     "memory": ("memory.py", lambda out: ["--out", str(out / "memory.json")]),
     "train-time": ("train_time.py", lambda out: ["--out", str(out / "train_time.json")]),
     "bandwagon": ("bandwagon.py", lambda out: ["--out", str(out / "bandwagon.json")]),
+    "overload": ("overload.py", lambda out: ["--out", str(out / "overload.json")]),
     "edge": ("edge_bench.py", lambda out: ["--out", str(out / "edge.json")]),
 }
 
