@@ -11,8 +11,9 @@ Concurrency model
 - Events are made durable by the :class:`EventStore` (its own writer lock) *before* the
   in-memory per-user record (:class:`LiveUsers`, copy-on-write records under a lock) is
   updated, so Track returns only after both: the next Recommend reads its own writes.
-- Fold-in vectors are cached per (user, model version, number of fresh events, profile);
-  any new event or profile changes the key, so a cached vector is never stale.
+- Fold-in vectors are cached per user with what they were computed from (model snapshot,
+  number of fresh events, profile); any change misses and replaces the entry, so a cached
+  vector is never stale and the cache holds one vector per active user.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ from shelfrank.server.requests import (
 )
 from shelfrank.server.serving_state import ServingState
 from shelfrank.server.store import EventStore, StoredEvent
+
+# What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
+VectorStamp = tuple[str, int, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,9 @@ class RecommenderService:
         self._live = LiveUsers(store.events_for_user)
         self._profiles = store.user_features()
         self._profiles_lock = threading.Lock()
-        self._vectors: LRUCache[tuple[str, str, int, tuple[str, ...]], UserVector] = LRUCache(
+        # One entry per user (the newest vector and what it was computed from): memory
+        # follows active users, not events.
+        self._vectors: LRUCache[str, tuple[VectorStamp, UserVector]] = LRUCache(
             maxsize=vector_cache
         )
         self._vectors_lock = threading.Lock()
@@ -156,17 +162,16 @@ class RecommenderService:
         live = self._live.get(user_id, state.watermark_seq)
         with self._profiles_lock:
             tokens = tuple(features) or self._profiles.get(user_id, ())
-        # Everything the vector depends on is in the key, so a cached one is never stale.
-        key = (
-            user_id,
+        # Everything the vector depends on is in the stamp, so a cached one is never stale.
+        stamp: VectorStamp = (
             f"{state.snapshot_version}:{user_id in state.erased_users}",
             len(live.fresh),
             tokens,
         )
         with self._vectors_lock:
-            cached = self._vectors.get(key)
-        if cached is not None:
-            return cached, live
+            cached = self._vectors.get(user_id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], live
         model = state.model
         weights_by_type = state.config.event_weights
         rows: list[int] = []
@@ -188,7 +193,7 @@ class RecommenderService:
             use_trained=user_id not in state.erased_users,
         )
         with self._vectors_lock:
-            self._vectors[key] = vector
+            self._vectors[user_id] = (stamp, vector)
         return vector, live
 
     def user_vector(self, state: ServingState, user_id: str) -> UserVector:
@@ -341,6 +346,5 @@ class RecommenderService:
                 self._state = state.with_erased_user(user_id)
         self._live.forget(user_id)  # after publishing: no reload can see the old state
         with self._vectors_lock:
-            for key in [k for k in self._vectors if k[0] == user_id]:
-                del self._vectors[key]
+            self._vectors.pop(user_id, None)
         return existed or in_model, deleted
