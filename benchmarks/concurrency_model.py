@@ -27,27 +27,9 @@ from typing import Any
 
 from catalogues import shape_for, trained_model
 from machine import machine_description
-from serving import child_server, floor_points, prepare_state
+from serving import child_server, floor_points, prepare_state, serve
 
 MODES = ("threads-blas1", "threads-blas2", "aio-inline", "aio-to-thread")
-
-
-def serve_threads(state_dir: str, model_dir: str, blas: int, ports: Any, stop: Any) -> None:
-    from shelfrank.server.app import ServerOptions, start
-    from shelfrank.server.config import TrainConfig
-
-    running = start(
-        ServerOptions(
-            state_dir=Path(state_dir),
-            port=0,
-            model_dir=Path(model_dir),
-            blas_threads=blas,
-            train_config=TrainConfig(num_threads=1),
-        )
-    )
-    ports.put(running.port)
-    stop.wait()
-    running.stop()
 
 
 def serve_aio(state_dir: str, model_dir: str, to_thread: bool, ports: Any, stop: Any) -> None:
@@ -119,8 +101,8 @@ def main() -> None:
         users = list(load_serving_model(model_dir)[0].user_ids.ids)[:500]
         for mode in MODES:
             if mode.startswith("threads"):
-                target_fn: Any = serve_threads
-                extra: Any = 1 if mode.endswith("1") else 2
+                target_fn: Any = serve
+                extra: Any = {"blas_threads": 1 if mode.endswith("1") else 2}
             else:
                 target_fn, extra = serve_aio, mode.endswith("to-thread")
             with child_server(target_fn, str(state_dir), str(model_dir), extra) as (target, _):

@@ -219,7 +219,7 @@ def main() -> None:
         state_dir.mkdir()
         watermark = prepare_state(state_dir, shop)
         write_model(model_dir, base, hybrid, watermark)
-        with child_server(serve, str(state_dir), str(model_dir), "auto") as (target, _):
+        with child_server(serve, str(state_dir), str(model_dir), {}) as (target, _):
             server = []
             for clients in (1, 4):
                 events = synthetic_events(args.events, 10_000, 100_000, 10 + clients, f"s{clients}")

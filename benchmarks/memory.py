@@ -47,7 +47,7 @@ def measure(size: int) -> dict[str, Any]:
         state_dir = Path(tmp) / "state"
         state_dir.mkdir()
         prepare_state(state_dir, shop)
-        with child_server(serve, str(state_dir), str(model_dir), "auto") as (target, pid):
+        with child_server(serve, str(state_dir), str(model_dir), {}) as (target, pid):
             with grpc.insecure_channel(target) as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=30

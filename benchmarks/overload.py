@@ -28,29 +28,11 @@ import grpc
 import numpy as np
 from catalogues import shape_for, trained_model
 from machine import machine_description
-from serving import CHANNEL_OPTIONS, K, child_server, prepare_state
+from serving import CHANNEL_OPTIONS, K, child_server, prepare_state, serve
 
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.model_format import load_serving_model
-
-
-def serve_limited(state_dir: str, model_dir: str, limit: int, ports: Any, stop: Any) -> None:
-    from shelfrank.server.app import ServerOptions, start
-    from shelfrank.server.config import TrainConfig
-
-    running = start(
-        ServerOptions(
-            state_dir=Path(state_dir),
-            port=0,
-            model_dir=Path(model_dir),
-            max_concurrent_rpcs=limit,
-            train_config=TrainConfig(num_threads=1),
-        )
-    )
-    ports.put(running.port)
-    stop.wait()
-    running.stop()
 
 
 def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> dict[str, Any]:
@@ -189,7 +171,8 @@ def main() -> None:
         state_dir = Path(tmp) / "state"
         state_dir.mkdir()
         prepare_state(state_dir, shop)
-        with child_server(serve_limited, str(state_dir), str(model_dir), args.limit) as (
+        limit = {"max_concurrent_rpcs": args.limit}
+        with child_server(serve, str(state_dir), str(model_dir), limit) as (
             target,
             pid,
         ):

@@ -143,13 +143,18 @@ def write_model(directory: Path, model: ServingModel, hybrid: HybridModel, water
 
 
 # -- server in a child process ------------------------------------------------------------------
-def serve(state_dir: str, model_dir: str, search: str, ports: Any, stop: Any) -> None:
+def serve(state_dir: str, model_dir: str, overrides: dict[str, Any], ports: Any, stop: Any) -> None:
+    """The real server (``app.start``) in this process until ``stop``; ``overrides`` are
+    ServerOptions fields by name (``search`` given as a mode name)."""
     import logging
 
     from shelfrank.server.ann import SearchPolicy
     from shelfrank.server.app import ServerOptions, start
 
     logging.basicConfig(level=logging.WARNING)
+    options = dict(overrides)
+    if "search" in options:
+        options["search"] = SearchPolicy(mode=options["search"])
     running = start(
         ServerOptions(
             state_dir=Path(state_dir),
@@ -157,7 +162,7 @@ def serve(state_dir: str, model_dir: str, search: str, ports: Any, stop: Any) ->
             model_dir=Path(model_dir),
             grace_seconds=1.0,
             train_config=TrainConfig(num_threads=1),
-            search=SearchPolicy(mode=search),
+            **options,
         )
     )
     ports.put(running.port)
@@ -533,7 +538,8 @@ def main() -> None:
             model, _ = load_serving_model(model_dir)
             users = list(model.user_ids.ids)[: args.users]
             setup_s = time.perf_counter() - tick
-            with child_server(serve, str(state_dir), str(model_dir), args.search) as (target, _):
+            overrides = {"search": args.search}
+            with child_server(serve, str(state_dir), str(model_dir), overrides) as (target, _):
                 points = floor_points(target, users, concurrency, args.warmup, args.duration)
                 for point in points:
                     health, rec = point["health"], point["recommend"]

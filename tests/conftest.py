@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,3 +109,17 @@ def stop_process(
     finally:
         if process.stdout is not None:
             process.stdout.close()
+
+
+def run_benchmark(script: str, out: Path, *args: str, timeout: float = 1800) -> Any:
+    """Run ``benchmarks/<script>`` (writing its JSON to ``out``) and return the JSON."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, str(root / "benchmarks" / script), "--out", str(out), *args],
+        check=True,
+        cwd=root,
+        timeout=timeout,
+    )
+    return json.loads(out.read_text())

@@ -4,26 +4,16 @@ cannot reach more real users than its own size). Runs ``benchmarks/bandwagon.py`
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_benchmark
 
 
 @pytest.mark.slow
 def test_one_percent_fake_users_reach_at_most_one_percent_of_real_users(tmp_path: Path) -> None:
-    out = tmp_path / "bandwagon.json"
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bandwagon.py"), "--out", str(out)],
-        check=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    result = json.loads(out.read_text())
+    result = run_benchmark("bandwagon.py", tmp_path / "result.json", timeout=600)
     assert result["fake_share"] == 0.01
     for target in result["targets"]:
         assert target["after"]["hit_rate_at_10"] <= 0.01, target

@@ -6,26 +6,16 @@ their p99 (within 2x of the p99 at capacity); 10 minutes at 70% load grow RSS by
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_benchmark
 
 
 @pytest.mark.slow
 def test_overload_sheds_and_a_ten_minute_soak_stays_flat(tmp_path: Path) -> None:
-    out = tmp_path / "overload.json"
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "overload.py"), "--out", str(out)],
-        check=True,
-        cwd=ROOT,
-        timeout=1800,
-    )
-    result = json.loads(out.read_text())
+    result = run_benchmark("overload.py", tmp_path / "result.json", timeout=1800)
     overloaded = result["overloaded"]
     assert set(overloaded["refused"]) == {"RESOURCE_EXHAUSTED"}
     assert overloaded["refused"]["RESOURCE_EXHAUSTED"] > 0
