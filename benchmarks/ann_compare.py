@@ -681,7 +681,11 @@ def plot(result: SizeResult, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--smoke", action="store_true", help="20,000 items, few queries")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="4,000 items (the other smokes' catalogue), few queries",
+    )
     parser.add_argument("--only", default="", help="regex on config names to keep")
     parser.add_argument(
         "--grid",
@@ -701,7 +705,7 @@ def main() -> None:
 
     from serving import train_base  # benchmarks/serving.py
 
-    sizes = [20_000] if args.smoke else [int(s) for s in args.sizes.split(",")]
+    sizes = [4_000] if args.smoke else [int(s) for s in args.sizes.split(",")]
     queries = 100 if args.smoke else QUERIES
     ef_values = (16, 64) if args.smoke else (16, 32, 64, 128, 256, 512, 1024)
 
