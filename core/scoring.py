@@ -215,16 +215,12 @@ class ScoringTable:
         user_bias: float,
         k: int,
         exclude: IndexArray | None,
-        candidates: IndexArray | None,
+        allowed: BoolArray | None,
     ) -> TopK | None:
         """Top k among the index's candidates, scored exactly; filters and exclusions hold
         exactly. None when the candidates cannot fill k (the caller then searches exactly)."""
         if self.approximate is None:
             return None
-        allowed = None
-        if candidates is not None:
-            allowed = np.zeros(len(self), np.bool_)
-            allowed[candidates] = True
         excluded = exclude.size if exclude is not None else 0
         # Over-fetch by the exclusions: they may all be among the nearest.
         rows = self.approximate.search(user_vector, k + excluded, allowed)
@@ -258,28 +254,41 @@ class ScoringTable:
         *,
         exclude: IndexArray | None = None,
         candidates: IndexArray | None = None,
+        allowed: BoolArray | None = None,
     ) -> TopK:
+        """Top k rows for a user, skipping ``exclude``. Only ``candidates`` (row indices) or
+        the rows where ``allowed`` (a mask, cheaper when the caller has one) is true compete."""
         n = len(self)
-        if self.approximate is not None and (candidates is None or candidates.size > n // 8):
-            found = self._approximate(user_vector, user_bias, k, exclude, candidates)
-            if found is not None:
-                return found
-        if self.pruned is not None and (candidates is None or candidates.size > n // 8):
-            allowed = None
+        if candidates is not None and allowed is not None:
+            raise ValueError("candidates and allowed: give at most one")
+        if candidates is not None:
+            competing = int(candidates.size)
+        elif allowed is not None:
+            competing = int(np.count_nonzero(allowed))
+        else:
+            competing = n
+        # Indexed searches pay off unless a filter leaves few rows; then score those directly.
+        if competing > n // 8 and (self.approximate is not None or self.pruned is not None):
             if candidates is not None:
                 allowed = np.zeros(n, np.bool_)
                 allowed[candidates] = True
-            rows, scores = self.pruned.top_candidates(
-                self.item_vectors,
-                self.item_biases,
-                user_vector,
-                k,
-                exclude=exclude,
-                allowed=allowed,
-            )
-            scores += np.float32(user_bias)
-            best = top_k(scores, k)
-            return TopK(rows[best.indices], best.scores)
+            found = self._approximate(user_vector, user_bias, k, exclude, allowed)
+            if found is not None:
+                return found
+            if self.pruned is not None:
+                rows, scores = self.pruned.top_candidates(
+                    self.item_vectors,
+                    self.item_biases,
+                    user_vector,
+                    k,
+                    exclude=exclude,
+                    allowed=allowed,
+                )
+                scores += np.float32(user_bias)
+                best = top_k(scores, k)
+                return TopK(rows[best.indices], best.scores)
+        if allowed is not None:
+            candidates = np.flatnonzero(allowed)
         if candidates is not None:
             pool = np.unique(candidates)
             sub = self.scores(user_vector, user_bias, rows=pool)

@@ -170,12 +170,15 @@ class ServingModel:
         *,
         exclude: IndexArray | None = None,
         candidates: IndexArray | None = None,
+        allowed: npt.NDArray[np.bool_] | None = None,
     ) -> TopK:
-        """Top-k item rows for a resolved user."""
+        """Top-k item rows for a resolved user (restricted as in ``ScoringTable.recommend``)."""
         if user.vector is None:
+            if allowed is not None:
+                candidates = np.flatnonzero(allowed)
             return top_k(self.item_popularity, k, exclude=exclude, candidates=candidates)
         return self.items.recommend(
-            user.vector, user.bias, k, exclude=exclude, candidates=candidates
+            user.vector, user.bias, k, exclude=exclude, candidates=candidates, allowed=allowed
         )
 
     def item_rows(self, item_ids: Sequence[str]) -> IndexArray:

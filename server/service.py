@@ -210,9 +210,8 @@ class RecommenderService:
             excluded |= live.consumed
         exclude = model.item_rows(sorted(excluded))
         mask = state.features.allowed(query.filters, query.exclude_features)
-        candidates = np.flatnonzero(mask) if mask is not None else None
         with self._scoring:
-            top = model.rank(user, query.k, exclude=exclude, candidates=candidates)
+            top = model.rank(user, query.k, exclude=exclude, allowed=mask)
         return self._scored(state, top.indices, top.scores, user.source)
 
     def similar_items(self, query: SimilarQuery) -> Scored:

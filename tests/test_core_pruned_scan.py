@@ -78,6 +78,12 @@ def test_pruned_scan_equals_full_scan(
     got = pruned.recommend(user, 2.0, k, exclude=exclude, candidates=cand)
     assert got.indices.tolist() == want.indices.tolist()
     assert got.scores.tolist() == want.scores.tolist()
+    if cand is not None:  # the same restriction given as a mask
+        mask = np.zeros(n, np.bool_)
+        mask[cand] = True
+        for table in (full, pruned):
+            masked = table.recommend(user, 2.0, k, exclude=exclude, allowed=mask)
+            assert masked.indices.tolist() == want.indices.tolist()
 
 
 def test_few_rows_are_scored_on_a_low_rank_table() -> None:
@@ -138,3 +144,12 @@ def test_a_prebuilt_scan_must_cover_the_table() -> None:
     assert scan is not None
     with pytest.raises(ValueError, match="covers 50 rows"):
         ScoringTable(IdMap([f"i{j}" for j in range(100)]), vectors, biases, pruned=scan)
+
+
+def test_candidates_and_a_mask_are_not_given_together() -> None:
+    vectors, biases = integer_table(2, 10, 16, 3, 0)
+    table = ScoringTable(IdMap([f"i{j}" for j in range(10)]), vectors, biases)
+    with pytest.raises(ValueError, match="at most one"):
+        table.recommend(
+            np.ones(16, np.float32), 0.0, 3, candidates=np.arange(3), allowed=np.ones(10, bool)
+        )
