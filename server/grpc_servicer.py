@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from functools import wraps
+from operator import attrgetter
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -17,7 +18,6 @@ from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.server.requests import (
-    IncomingEvent,
     NotFoundError,
     RankQuery,
     RateLimitedError,
@@ -52,6 +52,12 @@ def abort_for(exc: Exception, context: grpc.ServicerContext, method: str) -> NoR
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error (logged on the server)")
 
+
+# An Event message as an EventRow (IncomingEvent's field order), built in C: Track batches
+# are up to thousands of events and per-event Python was a third of the request's cost.
+_EVENT_ROW = attrgetter(
+    "event_id", "user_id", "item_id", "type", "timestamp_ms", "session_id", "query"
+)
 
 STRATEGY = {
     "trained": pb.TRAINED,
@@ -138,18 +144,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     def Track(  # noqa: N802
         self, request: pb.TrackRequest, context: grpc.ServicerContext
     ) -> pb.TrackResponse:
-        events = [
-            IncomingEvent(
-                event_id=e.event_id,
-                user_id=e.user_id,
-                item_id=e.item_id,
-                event_type=int(e.type),
-                timestamp_ms=e.timestamp_ms,
-                session_id=e.session_id,
-                query=e.query,
-            )
-            for e in request.events
-        ]
+        events = list(map(_EVENT_ROW, request.events))
         outcome = self.service.track(events, connection=context.peer() if context else "")
         return pb.TrackResponse(
             accepted=outcome.accepted,

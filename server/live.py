@@ -75,23 +75,28 @@ class LiveUsers:
         consumed = frozenset(e.item_id for _, e in events if e.event_type in CONSUMED)
         return UserLive(watermark_seq, fresh, consumed)
 
-    def record(self, user_id: str, events: Sequence[StoredEvent], watermark_seq: int) -> None:
-        """Add newly stored (already durable) events to the user's record.
+    def record(self, events: Sequence[StoredEvent], watermark_seq: int) -> None:
+        """Add newly stored (already durable) events to their users' records.
 
         Without a cached record nothing is loaded here (ingest stays one transaction per
         batch, not one read per user): the next read loads from the store, which already
         holds these events. The write counter keeps a load that raced with this write from
         caching what it read before the events were stored."""
-        with self._lock:
-            current = self._users.get(user_id)
-            if current is not None and current.watermark_seq == watermark_seq:
-                self._users[user_id] = current.merged(events)
-            elif len(self._writes) >= _MAX_WRITE_COUNTERS:
-                # Bounded memory for write-only users: invalidate all in-flight loads.
-                self._generation += 1
-                self._writes.clear()
-            else:
-                self._writes[user_id] = self._writes.get(user_id, 0) + 1
+        by_user: dict[str, list[StoredEvent]] = {}
+        for event in events:
+            by_user.setdefault(event.user_id, []).append(event)
+        with self._lock:  # once per batch: a batch spans hundreds of users
+            users, writes = self._users, self._writes
+            for user_id, user_events in by_user.items():
+                current = users.get(user_id)
+                if current is not None and current.watermark_seq == watermark_seq:
+                    users[user_id] = current.merged(user_events)
+                elif len(writes) >= _MAX_WRITE_COUNTERS:
+                    # Bounded memory for write-only users: invalidate all in-flight loads.
+                    self._generation += 1
+                    writes.clear()
+                else:
+                    writes[user_id] = writes.get(user_id, 0) + 1
 
     def forget(self, user_id: str) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from shelfrank.core.errors import InvalidInputError, ShelfrankError
@@ -172,7 +173,12 @@ class IncomingEvent(NamedTuple):
     query: str = ""
 
 
+# IncomingEvent's fields as a plain tuple: Track builds one per event straight from the
+# message (in C, through an attrgetter), so the hot path never runs Python per event.
+EventRow = tuple[str, str, str, int, int, str, str]
+
 _EVENT_TYPES = {int(kind): kind for kind in EventType}
+_stored_event = partial(tuple.__new__, StoredEvent)  # a StoredEvent from a full row, in C
 
 
 def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEvent:
@@ -204,13 +210,14 @@ def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEve
 
 
 def validate_events(
-    events: Sequence[IncomingEvent], now_ms: int
+    events: Sequence[EventRow], now_ms: int
 ) -> tuple[list[StoredEvent], list[tuple[int, str]]]:
     """Storable events and (position, reason) for each refused one.
 
-    Same outcome as :func:`validate_event` on each event; a batch whose every field passes
-    is checked column by column at C speed (the ingest hot path), any other batch event
-    by event to name each problem."""
+    ``events`` are IncomingEvents or rows of the same fields. Same outcome as
+    :func:`validate_event` on each event; a batch whose every field passes is checked and
+    converted column by column at C speed (the ingest hot path), any other batch event by
+    event to name each problem."""
     if not events:
         return [], []
     event_ids, user_ids, item_ids, types, stamps, sessions, queries = zip(*events, strict=True)
@@ -226,18 +233,16 @@ def validate_events(
         and max(map(len, queries)) <= MAX_QUERY_CHARS
     )
     if clean:
-        kinds = _EVENT_TYPES
-        return [
-            StoredEvent(e, u, i, kinds[t], s or now_ms, sid, q)
-            for e, u, i, t, s, sid, q in zip(
-                event_ids, user_ids, item_ids, types, stamps, sessions, queries, strict=True
-            )
-        ], []
+        kinds = map(_EVENT_TYPES.__getitem__, types)
+        if 0 in stamps:  # no timestamp given: now
+            stamps = tuple(stamp or now_ms for stamp in stamps)
+        columns = zip(event_ids, user_ids, item_ids, kinds, stamps, sessions, queries, strict=True)
+        return list(map(_stored_event, columns)), []
     valid: list[StoredEvent] = []
     errors: list[tuple[int, str]] = []
     for index, event in enumerate(events):
         try:
-            valid.append(validate_event(event, now_ms))
+            valid.append(validate_event(IncomingEvent._make(event), now_ms))
         except InvalidInputError as exc:
             errors.append((index, str(exc)))
     return valid, errors

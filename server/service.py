@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,7 +38,7 @@ from shelfrank.server.rate_limit import RateLimiter
 from shelfrank.server.requests import (
     MAX_BATCH,
     EventLimits,
-    IncomingEvent,
+    EventRow,
     NotFoundError,
     RankQuery,
     RateLimitedError,
@@ -262,9 +262,10 @@ class RecommenderService:
         )
 
     # -- writes -------------------------------------------------------------------------------
-    def track(self, events: Sequence[IncomingEvent], *, connection: str = "") -> TrackOutcome:
+    def track(self, events: Sequence[EventRow], *, connection: str = "") -> TrackOutcome:
         """Store events durably, then make them count at once (read-your-writes).
 
+        ``events`` are IncomingEvents or plain rows of the same fields.
         ``connection`` names the caller's connection for its rate limit. Over a user's or
         the connection's event rate, nothing is stored and RateLimitedError is raised."""
         if not events:
@@ -274,12 +275,12 @@ class RecommenderService:
         valid, errors = validate_events(events, int(time.time() * 1000))
         self._check_rates(valid, connection)
         result = self._store.append_events(valid)  # durable before anything else
-        by_user: defaultdict[str, list[StoredEvent]] = defaultdict(list)
-        for position in result.accepted:
-            by_user[valid[position].user_id].append(valid[position])
-        watermark = self._state.watermark_seq
-        for user_id, user_events in by_user.items():
-            self._live.record(user_id, user_events, watermark)
+        accepted = (
+            valid
+            if len(result.accepted) == len(valid)
+            else [valid[position] for position in result.accepted]
+        )
+        self._live.record(accepted, self._state.watermark_seq)
         outcome = TrackOutcome(len(result.accepted), len(result.duplicates), tuple(errors))
         for observer in self.observers:
             observer.on_track(outcome)

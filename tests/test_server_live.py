@@ -40,7 +40,7 @@ def test_a_write_during_a_load_is_not_lost() -> None:
     store.read_done.wait(5)
     # The event is durable, then recorded, while the reader holds an older read.
     store.rows.append((1, event("e1", "bought")))
-    live.record("u1", [event("e1", "bought")], 0)
+    live.record([event("e1", "bought")], 0)
     store.pause = False
     store.resume.set()
     reader.join(5)
@@ -53,7 +53,7 @@ def test_records_merge_new_events_and_skip_known_ones() -> None:
     store.rows = [(1, event("e1", "a", EventType.VIEW))]
     live = LiveUsers(store.events_for_user)
     assert live.get("u1", 0).fresh == (event("e1", "a", EventType.VIEW),)
-    live.record("u1", [event("e1", "a", EventType.VIEW), event("e2", "b")], 0)
+    live.record([event("e1", "a", EventType.VIEW), event("e2", "b")], 0)
     record = live.get("u1", 0)
     assert [e.event_id for e in record.fresh] == ["e1", "e2"]
     assert record.consumed == {"b"}
@@ -67,5 +67,5 @@ def test_write_counters_stay_bounded() -> None:
 
     live = LiveUsers(lambda user: [])
     for i in range(live_module._MAX_WRITE_COUNTERS + 5):
-        live.record(f"user{i}", [event(f"e{i}", "x")], 0)
+        live.record([event(f"e{i}", "x")._replace(user_id=f"user{i}")], 0)
     assert len(live._writes) <= live_module._MAX_WRITE_COUNTERS
