@@ -21,6 +21,7 @@ Nothing is approximate: a leaf is skipped only when none of its items can reach 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +34,6 @@ BoolArray = npt.NDArray[np.bool_]
 _SLACK = 1e-5
 # Leaves whose items give the first threshold (then 16x as many if too few are allowed).
 _SEED_LEAVES = 16
-# Up to this many exclusions are applied after the search (it looks for k + that many).
-_LATE_EXCLUSIONS = 256
 
 
 @dataclass(frozen=True)
@@ -109,25 +108,31 @@ class PrunedScan:
             max(self.max_norm, added.max_norm),
         )
 
-    def _query(self, user_vector: FloatArray) -> tuple[FloatArray, np.float32, np.float32]:
-        """The query's projection, its residual norm and the rounding slack."""
-        query = np.append(user_vector, np.float32(1.0)).astype(np.float32)
-        projected = query @ self.basis
-        residual = np.float32(np.linalg.norm(query - self.basis @ projected))
-        # Absorbs float32 rounding so a bound is never below a true score.
-        slack = np.float32(_SLACK * self.max_norm * float(np.linalg.norm(query)))
-        return projected, residual, slack
-
-    def _leaf_bounds(
-        self, projected: FloatArray, residual: np.float32, slack: np.float32
-    ) -> FloatArray:
-        """Per leaf, an upper bound of ``v . u + b`` over its items."""
-        bounds: FloatArray = self.high @ np.maximum(projected, 0) + self.low @ np.minimum(
-            projected, 0
+    @cached_property
+    def _bound_matrix(self) -> FloatArray:
+        """``[high | low | residual | 1]`` per leaf: a leaf's bound is one row of a product."""
+        ones = np.ones((self.leaves, 1), np.float32)
+        return np.ascontiguousarray(
+            np.hstack([self.high, self.low, self.residual[:, None], ones]), dtype=np.float32
         )
-        bounds += self.residual * residual
-        bounds += slack
-        return bounds
+
+    def _query(self, user_vector: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The query's projection, and its bound vector ``[max(p, 0), min(p, 0), |q_perp|,
+        slack]`` (the slack absorbs float32 rounding so a bound is never below a score)."""
+        dim = user_vector.size
+        query = np.empty(dim + 1, np.float32)
+        query[:dim] = user_vector
+        query[dim] = 1.0
+        projected = query @ self.basis
+        residual = np.linalg.norm(query - self.basis @ projected)
+        slack = _SLACK * self.max_norm * float(np.linalg.norm(query))
+        rank = projected.size
+        bound_query = np.empty(2 * rank + 2, np.float32)
+        np.maximum(projected, 0, out=bound_query[:rank])
+        np.minimum(projected, 0, out=bound_query[rank : 2 * rank])
+        bound_query[2 * rank] = residual
+        bound_query[2 * rank + 1] = slack
+        return projected, bound_query
 
     def _positions(self, leaves: IndexArray) -> IndexArray:
         """Leaf-order positions of all items of ``leaves``."""
@@ -154,34 +159,30 @@ class PrunedScan:
         the GIL, so fewer calls serve concurrent requests better than a tighter loop):
 
         1. a threshold ``t`` no higher than the true k-th best score: the k-th best exact
-           score among the items of the leaves with the highest bounds;
-        2. every leaf whose bound reaches ``t``; in them every item whose own bound reaches
-           ``t`` is scored exactly.
+           score among the allowed, non-excluded items of the leaves with the highest bounds;
+        2. every leaf whose bound reaches ``t``; in them every allowed item whose own bound
+           reaches ``t`` and that is not excluded is scored exactly.
         """
-        projected, residual, slack = self._query(user_vector)
-        bounds = self._leaf_bounds(projected, residual, slack)
+        projected, bound_query = self._query(user_vector)
+        bounds: FloatArray = self._bound_matrix @ bound_query
         excluded = np.unique(exclude) if exclude is not None and exclude.size else None
-        # A few exclusions: find the best k + len(excluded) ignoring them and drop them at
-        # the end (no per-row membership tests); many: test rows against them.
-        late = excluded is not None and excluded.size <= _LATE_EXCLUSIONS
-        need = k + (excluded.size if late and excluded is not None else 0)
-        early = None if late else excluded
 
         threshold = -np.inf
         for seeds in (_SEED_LEAVES, 16 * _SEED_LEAVES):
-            rows = self._rows_of(_best_first(bounds, seeds), allowed, early)[0]
-            if rows.size >= need:
+            rows = self._rows_of(_best_first(bounds, seeds), allowed, excluded)[0]
+            if rows.size >= k:
                 seed_scores = vectors[rows] @ user_vector + biases[rows]
-                threshold = float(np.partition(seed_scores, rows.size - need)[rows.size - need])
+                threshold = float(np.partition(seed_scores, rows.size - k)[rows.size - k])
                 break
         leaves = np.flatnonzero(bounds >= threshold)
-        rows, positions = self._rows_of(leaves, allowed, early)
+        rows, positions = self._rows_of(leaves, allowed, None)
+        rank = projected.size
         upper = self.projected[positions] @ projected
-        upper += self.item_residual[positions] * residual
-        upper += slack
+        upper += self.item_residual[positions] * bound_query[2 * rank]
+        upper += bound_query[2 * rank + 1]
         rows = np.sort(rows[upper >= threshold])
-        if late and excluded is not None:
-            rows = rows[~np.isin(rows, excluded)]
+        if excluded is not None:  # only now: few rows are left to test
+            rows = rows[~_members(rows, excluded)]
         scores = vectors[rows] @ user_vector + biases[rows]
         return rows.astype(np.int64), scores.astype(np.float32)
 
@@ -194,9 +195,16 @@ class PrunedScan:
         if allowed is not None or excluded is not None:
             chosen = np.ones(rows.size, np.bool_) if allowed is None else allowed[rows]
             if excluded is not None:
-                chosen &= ~np.isin(rows, excluded)
+                chosen &= ~_members(rows, excluded)
             positions, rows = positions[chosen], rows[chosen]
         return rows, positions
+
+
+def _members(rows: IndexArray, sorted_values: IndexArray) -> BoolArray:
+    """``np.isin(rows, sorted_values)`` for sorted unique values, without isin's overhead."""
+    at = np.minimum(np.searchsorted(sorted_values, rows), sorted_values.size - 1)
+    found: BoolArray = sorted_values[at] == rows
+    return found
 
 
 def _best_first(bounds: FloatArray, count: int) -> IndexArray:
