@@ -1,14 +1,21 @@
 """What each user did since the serving model was trained, for read-your-writes.
 
 For every user touched since start-up the service keeps an immutable :class:`UserLive`
-record: the events newer than the model's watermark (folded into the user's vector at
-request time) and every item the user purchased or dismissed (excluded from results).
-Records are loaded lazily from the store, replaced (never mutated) under a lock when
-events arrive, and dropped when the user is erased or a new model moves the watermark.
+record: the items and types of the events newer than the model's watermark (folded into
+the user's vector at request time) and every item the user purchased or dismissed
+(excluded from results). Records are loaded lazily from the store, replaced (never
+mutated) under a lock when events arrive, and dropped when the user is erased or a new
+model moves the watermark.
+
+A record holds no event ids: it knows the store's last seq when it was loaded, so an
+event recorded after the load is new exactly when its seq is higher. That keeps a fresh
+event to two references (about 16 bytes), which matters for a server that runs long
+between retrains.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,21 +30,27 @@ _MAX_WRITE_COUNTERS = 100_000
 @dataclass(frozen=True)
 class UserLive:
     watermark_seq: int
-    fresh: tuple[StoredEvent, ...]  # newer than the watermark, in storage order
+    loaded_seq: int  # the store's last seq when loaded: every event up to it is counted
+    fresh_items: tuple[str, ...]  # events newer than the watermark, in the order recorded
+    fresh_types: tuple[EventType, ...]
     consumed: frozenset[str]  # items purchased or dismissed, at any time
 
-    def merged(self, events: Sequence[StoredEvent]) -> UserLive:
-        """This record plus ``events`` (event ids already present are skipped)."""
-        known = {e.event_id for e in self.fresh}
-        new = tuple(e for e in events if e.event_id not in known)
+    def merged(self, events: Sequence[tuple[int, StoredEvent]]) -> UserLive:
+        """This record plus ``(seq, event)`` pairs (those the load already counted skipped)."""
+        new = [event for seq, event in events if seq > self.loaded_seq]
+        if not new:
+            return self
         return UserLive(
             self.watermark_seq,
-            self.fresh + new,
+            self.loaded_seq,
+            self.fresh_items + tuple(sys.intern(e.item_id) for e in new),
+            self.fresh_types + tuple(e.event_type for e in new),
             self.consumed | {e.item_id for e in new if e.event_type in CONSUMED},
         )
 
 
-Loader = Callable[[str], list[tuple[int, StoredEvent]]]
+# The store's last seq and the user's (seq, event) pairs, read from one snapshot.
+Loader = Callable[[str], tuple[int, list[tuple[int, StoredEvent]]]]
 
 
 class LiveUsers:
@@ -70,21 +83,29 @@ class LiveUsers:
         return loaded
 
     def _load(self, user_id: str, watermark_seq: int) -> UserLive:
-        events = self._load_all(user_id)
-        fresh = tuple(e for seq, e in events if seq > watermark_seq)
-        consumed = frozenset(e.item_id for _, e in events if e.event_type in CONSUMED)
-        return UserLive(watermark_seq, fresh, consumed)
+        last_seq, events = self._load_all(user_id)
+        fresh = [e for seq, e in events if seq > watermark_seq]
+        return UserLive(
+            watermark_seq,
+            last_seq,
+            tuple(sys.intern(e.item_id) for e in fresh),
+            tuple(e.event_type for e in fresh),
+            frozenset(e.item_id for _, e in events if e.event_type in CONSUMED),
+        )
 
-    def record(self, events: Sequence[StoredEvent], watermark_seq: int) -> None:
-        """Add newly stored (already durable) events to their users' records.
+    def record(
+        self, events: Sequence[StoredEvent], seqs: Sequence[int], watermark_seq: int
+    ) -> None:
+        """Add newly stored (already durable) events, numbered ``seqs`` by the store, to
+        their users' records.
 
         Without a cached record nothing is loaded here (ingest stays one transaction per
         batch, not one read per user): the next read loads from the store, which already
         holds these events. The write counter keeps a load that raced with this write from
         caching what it read before the events were stored."""
-        by_user: dict[str, list[StoredEvent]] = {}
-        for event in events:
-            by_user.setdefault(event.user_id, []).append(event)
+        by_user: dict[str, list[tuple[int, StoredEvent]]] = {}
+        for seq, event in zip(seqs, events, strict=True):
+            by_user.setdefault(event.user_id, []).append((seq, event))
         with self._lock:  # once per batch: a batch spans hundreds of users
             users, writes = self._users, self._writes
             for user_id, user_events in by_user.items():

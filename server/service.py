@@ -102,7 +102,7 @@ class RecommenderService:
         self._state = state
         self.observers: list[ServiceObserver] = []
         self._publish_lock = threading.Lock()
-        self._live = LiveUsers(store.events_for_user)
+        self._live = LiveUsers(store.user_history)
         self._profiles = store.user_features()
         self._profiles_lock = threading.Lock()
         # One entry per user (the newest vector and what it was computed from): memory
@@ -165,7 +165,7 @@ class RecommenderService:
         # Everything the vector depends on is in the stamp, so a cached one is never stale.
         stamp: VectorStamp = (
             f"{state.snapshot_version}:{user_id in state.erased_users}",
-            len(live.fresh),
+            len(live.fresh_items),
             tokens,
         )
         with self._vectors_lock:
@@ -176,15 +176,15 @@ class RecommenderService:
         weights_by_type = state.config.event_weights
         rows: list[int] = []
         weights: list[float] = []
-        for event in live.fresh:
-            row = model.item_ids.get(event.item_id)
+        for item_id, event_type in zip(live.fresh_items, live.fresh_types, strict=True):
+            row = model.item_ids.get(item_id)
             if row is None:
                 continue
             rows.append(row)
-            if event.event_type is EventType.DISMISS:
+            if event_type is EventType.DISMISS:
                 weights.append(-weights_by_type[EventType.VIEW])
             else:
-                weights.append(weights_by_type[event.event_type])
+                weights.append(weights_by_type[event_type])
         vector = model.user_vector(
             user_id,
             tokens=tokens,
@@ -280,7 +280,7 @@ class RecommenderService:
             if len(result.accepted) == len(valid)
             else [valid[position] for position in result.accepted]
         )
-        self._live.record(accepted, self._state.watermark_seq)
+        self._live.record(accepted, result.seqs, self._state.watermark_seq)
         outcome = TrackOutcome(len(result.accepted), len(result.duplicates), tuple(errors))
         for observer in self.observers:
             observer.on_track(outcome)

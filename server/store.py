@@ -85,6 +85,7 @@ class AppendResult:
 
     accepted: tuple[int, ...]
     duplicates: tuple[int, ...]
+    seqs: tuple[int, ...] = ()  # the store's seq of each accepted event, in the same order
 
 
 @dataclass(frozen=True)
@@ -208,30 +209,39 @@ class EventStore:
         try:
             # A StoredEvent is the row itself (its fields are the columns, in order).
             stored = self._writer.executemany(insert, chain.from_iterable(batches)).rowcount
-            inserted = None if stored == total else self._inserted_since(before)
+            last = self._writer.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            # All new and numbered before+1.. in order (AUTOINCREMENT with one writer): no
+            # read-back. Otherwise read back which ids were stored, and their seqs.
+            inserted = None if stored == total == last - before else self._inserted_since(before)
             self._writer.commit()
         except BaseException:
             self._writer.rollback()
             raise
         results: list[AppendResult] = []
+        next_seq = before + 1
         for events in batches:
             if inserted is None:
-                results.append(AppendResult(tuple(range(len(events))), ()))
+                count = len(events)
+                seqs = tuple(range(next_seq, next_seq + count))
+                next_seq += count
+                results.append(AppendResult(tuple(range(count)), (), seqs))
                 continue
             accepted: list[int] = []
             duplicates: list[int] = []
+            accepted_seqs: list[int] = []
             for index, event in enumerate(events):
-                if event.event_id in inserted:
-                    inserted.discard(event.event_id)  # a later copy is a duplicate
-                    accepted.append(index)
-                else:
+                seq = inserted.pop(event.event_id, None)  # a later copy is a duplicate
+                if seq is None:
                     duplicates.append(index)
-            results.append(AppendResult(tuple(accepted), tuple(duplicates)))
+                else:
+                    accepted.append(index)
+                    accepted_seqs.append(seq)
+            results.append(AppendResult(tuple(accepted), tuple(duplicates), tuple(accepted_seqs)))
         return results
 
-    def _inserted_since(self, seq: int) -> set[str]:
-        rows = self._writer.execute("SELECT event_id FROM events WHERE seq > ?", (seq,))
-        return {row[0] for row in rows}
+    def _inserted_since(self, seq: int) -> dict[str, int]:
+        rows = self._writer.execute("SELECT event_id, seq FROM events WHERE seq > ?", (seq,))
+        return dict(rows.fetchall())
 
     def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
         return self._upsert("items", "item_id", items)
@@ -327,6 +337,22 @@ class EventStore:
                 (user_id, after_seq),
             ).fetchall()
         return [(int(row[0]), _event(row[1:])) for row in rows]
+
+    def user_history(self, user_id: str) -> tuple[int, list[tuple[int, StoredEvent]]]:
+        """The user's events with their seqs, and the store's last seq, from one snapshot:
+        every event with a seq up to that one is either in the list or not the user's."""
+        with self._read() as connection:
+            connection.execute("BEGIN")
+            try:
+                last = connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+                rows = connection.execute(
+                    "SELECT seq, event_id, user_id, item_id, event_type, timestamp_ms, "
+                    "session_id, query FROM events WHERE user_id = ? ORDER BY seq",
+                    (user_id,),
+                ).fetchall()
+            finally:
+                connection.execute("COMMIT")
+        return int(last[0]), [(int(row[0]), _event(row[1:])) for row in rows]
 
     def last_seq(self) -> int:
         with self._read() as connection:

@@ -22,17 +22,17 @@ class SlowStore:
         self.resume = threading.Event()
         self.pause = False
 
-    def events_for_user(self, user_id: str) -> list[tuple[int, StoredEvent]]:
+    def user_history(self, user_id: str) -> tuple[int, list[tuple[int, StoredEvent]]]:
         snapshot = list(self.rows)
         if self.pause:
             self.read_done.set()
             self.resume.wait(5)
-        return snapshot
+        return max((seq for seq, _ in snapshot), default=0), snapshot
 
 
 def test_a_write_during_a_load_is_not_lost() -> None:
     store = SlowStore()
-    live = LiveUsers(store.events_for_user)
+    live = LiveUsers(store.user_history)
     store.pause = True
     seen: list[frozenset[str]] = []
     reader = threading.Thread(target=lambda: seen.append(live.get("u1", 0).consumed))
@@ -40,7 +40,7 @@ def test_a_write_during_a_load_is_not_lost() -> None:
     store.read_done.wait(5)
     # The event is durable, then recorded, while the reader holds an older read.
     store.rows.append((1, event("e1", "bought")))
-    live.record([event("e1", "bought")], 0)
+    live.record([event("e1", "bought")], [1], 0)
     store.pause = False
     store.resume.set()
     reader.join(5)
@@ -48,24 +48,30 @@ def test_a_write_during_a_load_is_not_lost() -> None:
     assert live.get("u1", 0).consumed == {"bought"}  # ...but it was not cached
 
 
-def test_records_merge_new_events_and_skip_known_ones() -> None:
+def test_records_merge_new_events_and_skip_what_the_load_counted() -> None:
     store = SlowStore()
     store.rows = [(1, event("e1", "a", EventType.VIEW))]
-    live = LiveUsers(store.events_for_user)
-    assert live.get("u1", 0).fresh == (event("e1", "a", EventType.VIEW),)
-    live.record([event("e1", "a", EventType.VIEW), event("e2", "b")], 0)
+    live = LiveUsers(store.user_history)
+    assert live.get("u1", 0).fresh_items == ("a",)
+    # e1 (seq 1) was in the load; e2 (seq 2) is new.
+    live.record([event("e1", "a", EventType.VIEW), event("e2", "b")], [1, 2], 0)
     record = live.get("u1", 0)
-    assert [e.event_id for e in record.fresh] == ["e1", "e2"]
+    assert record.fresh_items == ("a", "b")
+    assert record.fresh_types == (EventType.VIEW, EventType.PURCHASE)
     assert record.consumed == {"b"}
+    # Recorded out of seq order (two batches of one group commit): both count.
+    live.record([event("e4", "d", EventType.VIEW)], [4], 0)
+    live.record([event("e3", "c", EventType.VIEW)], [3], 0)
+    assert live.get("u1", 0).fresh_items == ("a", "b", "d", "c")
     # A newer model moves the watermark: older events are no longer fresh.
     store.rows.append((2, event("e2", "b")))
-    assert live.get("u1", 2).fresh == ()
+    assert live.get("u1", 2).fresh_items == ()
 
 
 def test_write_counters_stay_bounded() -> None:
     from shelfrank.server import live as live_module
 
-    live = LiveUsers(lambda user: [])
+    live = LiveUsers(lambda user: (0, []))
     for i in range(live_module._MAX_WRITE_COUNTERS + 5):
-        live.record([event(f"e{i}", "x")._replace(user_id=f"user{i}")], 0)
+        live.record([event(f"e{i}", "x")._replace(user_id=f"user{i}")], [i + 1], 0)
     assert len(live._writes) <= live_module._MAX_WRITE_COUNTERS

@@ -95,6 +95,22 @@ def test_delete_user_erases_rows_and_replays_do_not_resurrect(tmp_path: Path) ->
     assert b"segment=a" not in raw
 
 
+def test_seqs_after_an_erasure_and_the_history_snapshot(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    store.append_events([ev("a"), ev("b", user="u2"), ev("c")])
+    store.delete_user("u1")  # the highest seqs are gone: new ones do not reuse them
+    result = store.append_events([ev("d", user="u2"), ev("a"), ev("e", user="u2")])
+    assert result.accepted == (0, 2)  # "a" was erased: its replay is a duplicate
+    assert result.duplicates == (1,)
+    assert result.seqs == tuple(seq for seq, e in store.iter_events() if e.event_id in "de")
+    last, history = store.user_history("u2")
+    assert last == store.last_seq() == result.seqs[-1]
+    assert [(seq, e.event_id) for seq, e in history] == [
+        (2, "b"),
+        *zip(result.seqs, "de", strict=True),
+    ]
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     EventStore(tmp_path / "s.db").close()
     with sqlite3.connect(tmp_path / "s.db") as connection:
@@ -127,12 +143,19 @@ def test_any_order_and_batching_stores_each_event_id_once(
     rng.shuffle(shuffled)
     store = EventStore(tmp_path_factory.mktemp("h") / "s.db")
     accepted = 0
+    reported: dict[str, int] = {}
     for start in range(0, len(shuffled), size):
-        result = store.append_events(shuffled[start : start + size])
+        chunk = shuffled[start : start + size]
+        result = store.append_events(chunk)
         accepted += len(result.accepted)
+        reported |= {
+            chunk[i].event_id: seq for i, seq in zip(result.accepted, result.seqs, strict=True)
+        }
     stored = {e.event_id for _, e in store.iter_events()}
     assert stored == set(canonical)
     assert accepted == len(canonical)
+    # Each accepted event's reported seq is the one it is stored under.
+    assert reported == {e.event_id: seq for seq, e in store.iter_events()}
     assert store.counts().events == len(canonical)
 
 
@@ -162,11 +185,16 @@ def test_concurrent_batches_commit_together_and_each_id_is_accepted_once(tmp_pat
     for thread in threads:
         thread.join()
     accepted_ids: list[str] = []
+    reported: dict[str, int] = {}
     for runs in results.values():
         for batch, result in runs:
             assert sorted(result.accepted + result.duplicates) == list(range(len(batch)))
             accepted_ids += [batch[i].event_id for i in result.accepted]
+            reported |= {
+                batch[i].event_id: seq for i, seq in zip(result.accepted, result.seqs, strict=True)
+            }
     stored = [e.event_id for _, e in store.iter_events()]
+    assert reported == {e.event_id: seq for seq, e in store.iter_events()}
     assert sorted(accepted_ids) == sorted(stored)
     assert len(stored) == len(set(stored))
     assert store.integrity_check() == "ok"
