@@ -2,13 +2,15 @@
 
 1. Overload: with ``max_concurrent_rpcs`` calls admitted, drive Recommend from far more
    client threads than that. The server must shed the excess with RESOURCE_EXHAUSTED at
-   once, and the calls it admits must keep the p99 they have at capacity (measured first,
-   with as many clients as admitted calls). Refused clients back off 5 ms before trying
-   again (a client hammering without pause measures its own busy loop).
+   once, and the calls it admits must keep the p99 they have at capacity (with as many
+   clients as admitted calls; capacity and overload points alternate ``--rounds`` times and
+   the median p99s are compared). Refused clients back off 5 ms before trying again (a
+   client hammering without pause measures its own busy loop).
 2. Soak: an open-loop mix of Recommend (80%) and Track (20%, a fixed pool of users) at 70%
-   of the measured capacity for ``--soak`` seconds; the server's RSS and open file
-   descriptors are sampled. Warm-up: every pool user is served once, then 30 s of the same
-   load; from there RSS may not grow by 10% or more; descriptors stay flat.
+   of the capacity for that mix (measured back to back first) for ``--soak`` seconds; the
+   server's RSS and open file descriptors are sampled. Warm-up: every pool user is served
+   once, then 30 s of the same load; from there RSS may not grow by 10% or more;
+   descriptors stay flat.
 
     python benchmarks/overload.py [--soak 600] [--smoke]
 """
@@ -34,9 +36,9 @@ from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.model_format import load_serving_model
 
-# Enough threads that calls slowed by load still leave each one on its schedule (with 8,
-# 70% of an 888/s capacity was offered but only 420/s sent).
-SOAK_THREADS = 32
+# Soak clients as a share of the calls the server admits: enough that calls slowed by load
+# leave each on its schedule, fewer than admitted (below capacity nothing may be refused).
+SOAK_CLIENT_SHARE = 0.75
 
 
 def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> dict[str, Any]:
@@ -87,22 +89,21 @@ def proc_sample(pid: int) -> tuple[int, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def soak(
+def mixed_load(
     target: str,
-    pid: int,
     users: list[str],
     items: list[str],
-    rate: float,
-    seconds: float,
-    warmup: float,
-) -> dict[str, Any]:
-    """Open loop at ``rate`` calls/s from SOAK_THREADS threads; after ``warmup`` seconds of
-    it, samples RSS and fds every 5 s for ``seconds``."""
-    stop = threading.Event()
+    threads: int,
+    stop: threading.Event,
+    rate: float | None = None,
+) -> tuple[list[int], dict[str, int]]:
+    """Start ``threads`` threads sending the soak mix (80% Recommend, 20% Track of one VIEW)
+    until ``stop``: back to back, or open loop at ``rate`` calls/s in all. Returns the live
+    count of completed calls (one cell) and of errors by code."""
     errors: dict[str, int] = {}
     done = [0]
     lock = threading.Lock()
-    per_thread = rate / SOAK_THREADS
+    gap = threads / rate if rate else 0.0
 
     def worker(index: int) -> None:
         with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
@@ -110,17 +111,18 @@ def soak(
             rng = np.random.default_rng(index)
             next_at, n = time.monotonic(), 0
             while not stop.is_set():
-                next_at += 1.0 / per_thread
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                if gap:
+                    next_at += gap
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
                 user = users[int(rng.integers(len(users)))]
                 try:
                     if rng.random() < 0.8:
                         stub.Recommend(pb.RecommendRequest(user_id=user, k=K), timeout=30)
                     else:
                         event = pb.Event(
-                            event_id=f"soak-{index}-{n}",
+                            event_id=f"mix-{time.time_ns()}-{index}-{n}",
                             user_id=user,
                             item_id=items[int(rng.integers(len(items)))],
                             type=pb.VIEW,
@@ -133,9 +135,40 @@ def soak(
                         errors[error.code().name] = errors.get(error.code().name, 0) + 1
                 n += 1
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(SOAK_THREADS)]
-    for thread in threads:
-        thread.start()
+    for i in range(threads):
+        threading.Thread(target=worker, args=(i,), daemon=True).start()
+    return done, errors
+
+
+def mixed_capacity(
+    target: str, users: list[str], items: list[str], clients: int, seconds: float
+) -> float:
+    """Calls/s of the soak mix from ``clients`` back-to-back clients."""
+    stop = threading.Event()
+    done, _ = mixed_load(target, users, items, clients, stop)
+    time.sleep(1.0)
+    start = done[0]
+    time.sleep(seconds)
+    rate = (done[0] - start) / seconds
+    stop.set()
+    time.sleep(0.5)  # let the threads see it (daemon threads, calls time out at worst)
+    return rate
+
+
+def soak(
+    target: str,
+    pid: int,
+    users: list[str],
+    items: list[str],
+    clients: int,
+    rate: float,
+    seconds: float,
+    warmup: float,
+) -> dict[str, Any]:
+    """The mix open loop at ``rate`` calls/s from ``clients`` threads; after ``warmup``
+    seconds of it, samples RSS and fds every 5 s for ``seconds``."""
+    stop = threading.Event()
+    done, errors = mixed_load(target, users, items, clients, stop, rate)
     time.sleep(warmup)  # the same load before the baseline: caches and allocator settle
     began = time.monotonic()
     done_at_start = done[0]
@@ -144,17 +177,17 @@ def soak(
         time.sleep(min(5.0, seconds / 4))
         rss, fds = proc_sample(pid)
         samples.append((round(time.monotonic() - began, 1), rss, fds))
+    achieved = (done[0] - done_at_start) / (time.monotonic() - began)
     stop.set()
-    for thread in threads:
-        thread.join()
     warm = samples[0]
     last = samples[-1]
     return {
         "seconds": seconds,
         "warmup_seconds": warmup,
+        "clients": clients,
         "target_rate_per_s": round(rate, 1),
-        "achieved_per_s": round((done[0] - done_at_start) / seconds, 1),
-        "errors": errors,
+        "achieved_per_s": round(achieved, 1),
+        "errors": dict(errors),
         "rss_mb_after_warmup": round(warm[1] / 2**20, 1),
         "rss_mb_end": round(last[1] / 2**20, 1),
         "rss_growth": round(last[1] / warm[1] - 1, 4),
@@ -173,12 +206,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per overload point")
     parser.add_argument("--soak", type=float, default=600.0)
     parser.add_argument("--soak-warmup", type=float, default=30.0)
+    parser.add_argument("--rounds", type=int, default=3, help="capacity/overload pairs")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/overload.json")
     args = parser.parse_args()
     if args.smoke:
         args.size, args.limit, args.overload_clients, args.seconds, args.soak = 4000, 4, 16, 1, 6
-        args.soak_warmup = 1
+        args.soak_warmup, args.rounds = 1, 1
     shop, model_dir, _ = trained_model(shape_for(args.size))
     model, _ = load_serving_model(model_dir)
     users = list(model.user_ids.ids)[:2000]
@@ -197,16 +231,37 @@ def main() -> None:
                 stub = pb_grpc.RecommenderStub(channel)
                 for user in users:  # every user of the pool served once (records, caches)
                     stub.Recommend(pb.RecommendRequest(user_id=user, k=K), timeout=30)
-            capacity = closed_loop(target, users, args.limit, args.seconds)
-            overload = closed_loop(target, users, args.overload_clients, args.seconds)
-            rate = 0.7 * capacity["admitted_per_s"]
-            soaked = soak(target, pid, users, items, rate, args.soak, args.soak_warmup)
+            # Capacity and overload alternate: one noisy stretch does not decide the ratio.
+            capacities, overloads = [], []
+            for _ in range(args.rounds):
+                capacities.append(closed_loop(target, users, args.limit, args.seconds))
+                overloads.append(closed_loop(target, users, args.overload_clients, args.seconds))
+            clients = max(1, int(args.limit * SOAK_CLIENT_SHARE))
+            mix = mixed_capacity(target, users, items, clients, args.seconds)
+            soaked = soak(
+                target, pid, users, items, clients, 0.7 * mix, args.soak, args.soak_warmup
+            )
+    capacity_p99 = float(np.median([point["p99_ms"] for point in capacities]))
+    overload_p99 = float(np.median([point["p99_ms"] for point in overloads]))
+    refused: dict[str, int] = {}
+    for point in overloads:
+        for code, count in point["refused"].items():
+            refused[code] = refused.get(code, 0) + count
     result = {
         "machine": machine_description(),
-        "settings": {"items": args.size, "max_concurrent_rpcs": args.limit},
-        "at_capacity": capacity,
-        "overloaded": overload,
-        "admitted_p99_ratio": round(overload["p99_ms"] / capacity["p99_ms"], 3),
+        "settings": {
+            "items": args.size,
+            "max_concurrent_rpcs": args.limit,
+            "rounds": args.rounds,
+            "seconds_per_point": args.seconds,
+        },
+        "at_capacity": capacities,
+        "overloaded": overloads,
+        "overloaded_refused": refused,
+        "capacity_p99_ms_median": capacity_p99,
+        "overloaded_p99_ms_median": overload_p99,
+        "admitted_p99_ratio": round(overload_p99 / capacity_p99, 3),
+        "mix_capacity_per_s": round(mix, 1),
         "soak": soaked,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
