@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import tempfile
 import threading
@@ -36,23 +37,30 @@ from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.model_format import load_serving_model
 
+# Load processes for the closed-loop points (each with its own GIL).
+LOAD_PROCESSES = 4
+
 # Soak clients as a share of the calls the server admits: enough that calls slowed by load
 # leave each on its schedule, fewer than admitted (below capacity nothing may be refused).
 SOAK_CLIENT_SHARE = 0.75
 
 
-def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> dict[str, Any]:
-    """Clients calling back to back; latencies of admitted calls, counts of shed ones."""
+def closed_loop_part(
+    target: str, users: list[str], clients: int, first: int, start_at: float, seconds: float
+) -> tuple[list[float], dict[str, int]]:
+    """One load process: ``clients`` threads calling back to back from ``start_at`` (wall
+    clock) for ``seconds``; latencies of admitted calls, counts of shed ones by code."""
     channels = [grpc.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(clients)]
     ok: list[float] = []
     codes: dict[str, int] = {}
     lock = threading.Lock()
-    end = time.monotonic() + seconds
+    end = start_at + seconds
 
     def client(index: int) -> None:
         stub = pb_grpc.RecommenderStub(channels[index])
-        i = index * 7919
-        while time.monotonic() < end:
+        i = (first + index) * 7919
+        time.sleep(max(0.0, start_at - time.time()))
+        while time.time() < end:
             tick = time.perf_counter()
             try:
                 stub.Recommend(pb.RecommendRequest(user_id=users[i % len(users)], k=K), timeout=30)
@@ -71,8 +79,32 @@ def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> 
         thread.join()
     for channel in channels:
         channel.close()
+    return ok, codes
+
+
+def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` calling back to back, spread over LOAD_PROCESSES processes: one Python
+    process with ~100 client threads measures its own GIL queue, not the server."""
+    processes = min(LOAD_PROCESSES, clients)
+    shares = [clients // processes + (p < clients % processes) for p in range(processes)]
+    firsts = [sum(shares[:p]) for p in range(processes)]
+    start_at = time.time() + 3.0  # every process connected and waiting
+    with mp.get_context("spawn").Pool(processes) as pool:
+        parts = pool.starmap(
+            closed_loop_part,
+            [
+                (target, users, n, first, start_at, seconds)
+                for n, first in zip(shares, firsts, strict=True)
+            ],
+        )
+    ok = [latency for latencies, _ in parts for latency in latencies]
+    codes: dict[str, int] = {}
+    for _, part_codes in parts:
+        for code, count in part_codes.items():
+            codes[code] = codes.get(code, 0) + count
     return {
         "clients": clients,
+        "processes": processes,
         "admitted": len(ok),
         "admitted_per_s": round(len(ok) / seconds, 1),
         "refused": codes,
