@@ -82,7 +82,15 @@ def closed_loop_part(
     return ok, codes
 
 
-def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def closed_loop(
+    target: str, pid: int, users: list[str], clients: int, seconds: float
+) -> dict[str, Any]:
     """``clients`` calling back to back, spread over LOAD_PROCESSES processes: one Python
     process with ~100 client threads measures its own GIL queue, not the server."""
     processes = min(LOAD_PROCESSES, clients)
@@ -90,13 +98,18 @@ def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> 
     firsts = [sum(shares[:p]) for p in range(processes)]
     start_at = time.time() + 3.0  # every process connected and waiting
     with mp.get_context("spawn").Pool(processes) as pool:
-        parts = pool.starmap(
+        result = pool.starmap_async(
             closed_loop_part,
             [
                 (target, users, n, first, start_at, seconds)
                 for n, first in zip(shares, firsts, strict=True)
             ],
         )
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu_before = cpu_seconds(pid)
+        time.sleep(seconds)
+        server_cores = (cpu_seconds(pid) - cpu_before) / seconds
+        parts = result.get()
     ok = [latency for latencies, _ in parts for latency in latencies]
     codes: dict[str, int] = {}
     for _, part_codes in parts:
@@ -108,6 +121,7 @@ def closed_loop(target: str, users: list[str], clients: int, seconds: float) -> 
         "admitted": len(ok),
         "admitted_per_s": round(len(ok) / seconds, 1),
         "refused": codes,
+        "server_cpu_cores": round(server_cores, 2),
         "p50_ms": round(float(np.percentile(ok, 50)) * 1000, 2),
         "p99_ms": round(float(np.percentile(ok, 99)) * 1000, 2),
     }
@@ -258,7 +272,7 @@ def main() -> None:
             target,
             pid,
         ):
-            closed_loop(target, users, 4, 1.0)  # warm-up
+            closed_loop(target, pid, users, 4, 1.0)  # warm-up
             with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
                 stub = pb_grpc.RecommenderStub(channel)
                 for user in users:  # every user of the pool served once (records, caches)
@@ -266,8 +280,10 @@ def main() -> None:
             # Capacity and overload alternate: one noisy stretch does not decide the ratio.
             capacities, overloads = [], []
             for _ in range(args.rounds):
-                capacities.append(closed_loop(target, users, args.limit, args.seconds))
-                overloads.append(closed_loop(target, users, args.overload_clients, args.seconds))
+                capacities.append(closed_loop(target, pid, users, args.limit, args.seconds))
+                overloads.append(
+                    closed_loop(target, pid, users, args.overload_clients, args.seconds)
+                )
             clients = max(1, int(args.limit * SOAK_CLIENT_SHARE))
             mix = mixed_capacity(target, users, items, clients, args.seconds)
             soaked = soak(
