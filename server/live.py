@@ -7,6 +7,10 @@ the user's vector at request time) and every item the user purchased or dismisse
 mutated) under a lock when events arrive, and dropped when the user is erased or a new
 model moves the watermark.
 
+At most ``max_users`` records are kept (least recently used go first): an evicted user is
+simply loaded from the store again on the next read, so the bound costs a read, never an
+event.
+
 A record holds no event ids: it knows the store's last seq when it was loaded, so an
 event recorded after the load is new exactly when its seq is higher. That keeps a fresh
 event to two references (about 16 bytes), which matters for a server that runs long
@@ -20,11 +24,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cachetools import LRUCache
+
 from shelfrank.core.events import EventType
 from shelfrank.server.store import StoredEvent
 
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
 _MAX_WRITE_COUNTERS = 100_000
+MAX_USERS = 100_000  # records kept (a few hundred bytes each plus 16 per fresh event)
 
 
 @dataclass(frozen=True)
@@ -54,20 +61,22 @@ Loader = Callable[[str], tuple[int, list[tuple[int, StoredEvent]]]]
 
 
 class LiveUsers:
-    def __init__(self, load_all: Loader) -> None:
+    def __init__(self, load_all: Loader, *, max_users: int = MAX_USERS) -> None:
+        if max_users < 1:
+            raise ValueError(f"max_users: must be at least 1, got {max_users}")
         self._load_all = load_all
         self._lock = threading.Lock()
-        self._users: dict[str, UserLive] = {}
+        self._users: LRUCache[str, UserLive] = LRUCache(max_users)
         # Bumped by forget/clear: a load that started before must not be stored after.
         self._generation = 0
         # Per user, writes that found no cached record (see ``record``).
         self._writes: dict[str, int] = {}
 
     def get(self, user_id: str, watermark_seq: int) -> UserLive:
-        record = self._users.get(user_id)
-        if record is not None and record.watermark_seq == watermark_seq:
-            return record
-        with self._lock:
+        with self._lock:  # an LRU read reorders: not safe without the lock
+            record = self._users.get(user_id)
+            if record is not None and record.watermark_seq == watermark_seq:
+                return record
             stamp = (self._generation, self._writes.get(user_id, 0))
         loaded = self._load(user_id, watermark_seq)
         with self._lock:

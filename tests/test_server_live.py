@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from shelfrank.core.events import EventType
 from shelfrank.server.live import LiveUsers
 from shelfrank.server.store import StoredEvent
@@ -75,3 +77,24 @@ def test_write_counters_stay_bounded() -> None:
     for i in range(live_module._MAX_WRITE_COUNTERS + 5):
         live.record([event(f"e{i}", "x")._replace(user_id=f"user{i}")], [i + 1], 0)
     assert len(live._writes) <= live_module._MAX_WRITE_COUNTERS
+
+
+def test_records_are_bounded_and_an_evicted_user_reloads_everything() -> None:
+    store = SlowStore()
+    live = LiveUsers(store.user_history, max_users=2)
+    for seq, user in enumerate(("u1", "u2", "u3"), start=1):
+        store.rows.append((seq, event(f"e{seq}", f"i{seq}")._replace(user_id=user)))
+    # SlowStore ignores the user: every load sees all rows, which is enough here.
+    for user in ("u1", "u2", "u3"):
+        live.get(user, 0)
+    assert len(live._users) == 2
+    assert "u1" not in live._users  # the least recently used left
+    # u1 buys while evicted: the write is counted, and the next read loads it from the store.
+    store.rows.append((4, event("e4", "bought")))
+    live.record([event("e4", "bought")], [4], 0)
+    assert "bought" in live.get("u1", 0).consumed
+
+
+def test_max_users_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_users"):
+        LiveUsers(lambda user: (0, []), max_users=0)
