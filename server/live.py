@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from cachetools import LRUCache
 
 from shelfrank.core.events import EventType
 from shelfrank.server.store import StoredEvent
@@ -66,7 +65,10 @@ class LiveUsers:
             raise ValueError(f"max_users: must be at least 1, got {max_users}")
         self._load_all = load_all
         self._lock = threading.Lock()
-        self._users: LRUCache[str, UserLive] = LRUCache(max_users)
+        self._max_users = max_users
+        # Least recently used first (an OrderedDict: its get and move_to_end are C, and a
+        # Track batch touches hundreds of users).
+        self._users: OrderedDict[str, UserLive] = OrderedDict()
         # Bumped by forget/clear: a load that started before must not be stored after.
         self._generation = 0
         # Per user, writes that found no cached record (see ``record``).
@@ -76,6 +78,7 @@ class LiveUsers:
         with self._lock:  # an LRU read reorders: not safe without the lock
             record = self._users.get(user_id)
             if record is not None and record.watermark_seq == watermark_seq:
+                self._users.move_to_end(user_id)
                 return record
             stamp = (self._generation, self._writes.get(user_id, 0))
         loaded = self._load(user_id, watermark_seq)
@@ -87,6 +90,8 @@ class LiveUsers:
             # while loading: the load may have missed those events.
             if stamp == (self._generation, self._writes.get(user_id, 0)):
                 self._users[user_id] = loaded
+                if len(self._users) > self._max_users:
+                    self._users.popitem(last=False)
                 # Later loads find this record first, so its counter has done its job.
                 self._writes.pop(user_id, None)
         return loaded
