@@ -126,7 +126,8 @@ class EventStore:
             # cache and a rarer checkpoint let consecutive batches dirty the same pages
             # instead of re-reading and re-checkpointing them: 1.6x the events/s at 400k
             # stored events (benchmarks/RESULTS.md, "Ingest"). The WAL is truncated back to
-            # 64 MiB after each checkpoint; a kill -9 replays at most ~40 MiB of it.
+            # 64 MiB after each checkpoint; after a kill -9 the next open reads at most
+            # ~40 MiB of it.
             self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
@@ -201,12 +202,15 @@ class EventStore:
         The insert itself skips duplicates (ids stored before or earlier in the group, ids
         of erased users' events), so the common all-new group costs one statement and no
         lookup; only when rows were skipped do we read back which ones were stored."""
-        before, any_erased = self._writer.execute(
-            "SELECT COALESCE(MAX(seq), 0), EXISTS (SELECT 1 FROM erased_events) FROM events"
-        ).fetchone()
-        insert = _INSERT_NEW_UNLESS_ERASED if any_erased else _INSERT_NEW
         total = sum(len(batch) for batch in batches)
         try:
+            # Write-locked from the first read, so another process writing the same file
+            # (an import next to the server) cannot slip rows in between.
+            self._writer.execute("BEGIN IMMEDIATE")
+            before, any_erased = self._writer.execute(
+                "SELECT COALESCE(MAX(seq), 0), EXISTS (SELECT 1 FROM erased_events) FROM events"
+            ).fetchone()
+            insert = _INSERT_NEW_UNLESS_ERASED if any_erased else _INSERT_NEW
             # A StoredEvent is the row itself (its fields are the columns, in order).
             stored = self._writer.executemany(insert, chain.from_iterable(batches)).rowcount
             last = self._writer.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
