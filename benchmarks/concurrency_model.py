@@ -32,7 +32,11 @@ from serving import child_server, floor_points, prepare_state, serve
 MODES = ("threads-blas1", "threads-blas2", "aio-inline", "aio-to-thread")
 
 
-def serve_aio(state_dir: str, model_dir: str, to_thread: bool, ports: Any, stop: Any) -> None:
+def serve_aio(
+    state_dir: str, model_dir: str, options: dict[str, Any], ports: Any, stop: Any
+) -> None:
+    """Recommend and health on a ``grpc.aio`` server; ``options``: ``to_thread`` (run the
+    handler in a thread) and ``max_concurrent_rpcs`` (None: no limit)."""
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from threadpoolctl import threadpool_limits
@@ -45,6 +49,7 @@ def serve_aio(state_dir: str, model_dir: str, to_thread: bool, ports: Any, stop:
     from shelfrank.server.store import EventStore
 
     threadpool_limits(limits=1, user_api="blas")
+    to_thread = bool(options.get("to_thread", False))
     sync = RecommenderServicer(
         RecommenderService(EventStore(Path(state_dir) / "events.sqlite3"), load_state(model_dir))
     )
@@ -59,7 +64,7 @@ def serve_aio(state_dir: str, model_dir: str, to_thread: bool, ports: Any, stop:
             return sync.Recommend(request, context)
 
     async def main() -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(maximum_concurrent_rpcs=options.get("max_concurrent_rpcs"))
         pb_grpc.add_RecommenderServicer_to_server(Adapter(), server)
         checker = health.aio.HealthServicer()
         await checker.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -104,7 +109,7 @@ def main() -> None:
                 target_fn: Any = serve
                 extra: Any = {"blas_threads": 1 if mode.endswith("1") else 2}
             else:
-                target_fn, extra = serve_aio, mode.endswith("to-thread")
+                target_fn, extra = serve_aio, {"to_thread": mode.endswith("to-thread")}
             with child_server(target_fn, str(state_dir), str(model_dir), extra) as (target, _):
                 points = floor_points(target, users, concurrency, args.warmup, args.duration)
             for point in points:

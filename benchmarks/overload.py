@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 import numpy as np
 from catalogues import shape_for, trained_model
+from concurrency_model import serve_aio
 from machine import machine_description
 from serving import CHANNEL_OPTIONS, K, child_server, prepare_state, serve
 
@@ -253,6 +254,12 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=600.0)
     parser.add_argument("--soak-warmup", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=3, help="capacity/overload pairs")
+    parser.add_argument(
+        "--server",
+        choices=("sync", "aio"),
+        default="sync",
+        help="aio: the overload points against a grpc.aio server (an experiment; no soak)",
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/overload.json")
     args = parser.parse_args()
@@ -268,7 +275,10 @@ def main() -> None:
         state_dir.mkdir()
         prepare_state(state_dir, shop)
         limit = {"max_concurrent_rpcs": args.limit}
-        with child_server(serve, str(state_dir), str(model_dir), limit) as (
+        server_fn: Any = serve
+        if args.server == "aio":  # Recommend and health only: the overload points, no soak
+            server_fn = serve_aio
+        with child_server(server_fn, str(state_dir), str(model_dir), limit) as (
             target,
             pid,
         ):
@@ -284,11 +294,13 @@ def main() -> None:
                 overloads.append(
                     closed_loop(target, pid, users, args.overload_clients, args.seconds)
                 )
-            clients = max(1, int(args.limit * SOAK_CLIENT_SHARE))
-            mix = mixed_capacity(target, users, items, clients, args.seconds)
-            soaked = soak(
-                target, pid, users, items, clients, 0.7 * mix, args.soak, args.soak_warmup
-            )
+            mix, soaked = 0.0, {}
+            if args.server == "sync":
+                clients = max(1, int(args.limit * SOAK_CLIENT_SHARE))
+                mix = mixed_capacity(target, users, items, clients, args.seconds)
+                soaked = soak(
+                    target, pid, users, items, clients, 0.7 * mix, args.soak, args.soak_warmup
+                )
     capacity_p99 = float(np.median([point["p99_ms"] for point in capacities]))
     overload_p99 = float(np.median([point["p99_ms"] for point in overloads]))
     refused: dict[str, int] = {}
@@ -302,6 +314,7 @@ def main() -> None:
             "max_concurrent_rpcs": args.limit,
             "rounds": args.rounds,
             "seconds_per_point": args.seconds,
+            "server": args.server,
         },
         "at_capacity": capacities,
         "overloaded": overloads,
