@@ -12,10 +12,11 @@ top 12 of 65 principal directions of [vector, bias] carry 99% of the energy), so
   its widest coordinate (a k-d tree's leaves); each leaf keeps the box of its ``p`` and
   its largest ``rho``, which bound every score in the leaf from above in O(r).
 
-A request bounds all leaves (two small matrix-vector products), then scores leaves
-exactly, best bound first, until the next bound is below the k-th best exact score so far.
-Nothing is approximate: a leaf is skipped only when none of its items can reach the top k
-(ties included). On a table that is not low-rank the search just visits more leaves.
+A request bounds all leaves (one small matrix-vector product), takes a threshold from the
+exact scores of the items in the best-bounded leaves, and scores exactly only the items of
+leaves whose bound reaches it and whose own bound reaches it. Nothing is approximate: an
+item is skipped only when it cannot reach the top k (ties included). On a table that is not
+low-rank the search just reads more of it.
 """
 
 from __future__ import annotations
