@@ -17,6 +17,20 @@ from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def every_rpc() -> list[tuple[Any, Any, Any]]:
+    """(pb2 module, service, method) descriptors for every RPC of the public contract."""
+    from shelfrank.client._proto import edge_sync_pb2, recommender_pb2
+
+    return [
+        (module, service, method)
+        for module in (recommender_pb2, edge_sync_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    ]
+
+
 ML100K = Path(os.environ.get("SHELFRANK_ML100K", REPO.parent / "shared" / "data" / "ml-100k"))
 
 

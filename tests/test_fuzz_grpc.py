@@ -20,12 +20,11 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shelfrank.client._proto import edge_sync_pb2 as edge_pb
 from shelfrank.client._proto import edge_sync_pb2_grpc as edge_grpc
-from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.app import RunningServer, ServerOptions, start
 from shelfrank.server.requests import EventLimits
+from tests.conftest import every_rpc
 
 ALLOWED = {
     grpc.StatusCode.OK,
@@ -91,9 +90,7 @@ def _build(descriptor: Descriptor, kwargs: dict[str, Any]) -> Message:
 
 METHODS = [
     (service.name, method.name, method.input_type, method.server_streaming)
-    for module in (pb, edge_pb)
-    for service in module.DESCRIPTOR.services_by_name.values()
-    for method in service.methods
+    for _, service, method in every_rpc()
 ]
 
 

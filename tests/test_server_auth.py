@@ -11,16 +11,10 @@ from typing import Any
 import grpc
 import pytest
 
-from shelfrank.client._proto import edge_sync_pb2, recommender_pb2
 from shelfrank.server.app import RunningServer, ServerOptions, start
+from tests.conftest import every_rpc
 
-MODULES = (recommender_pb2, edge_sync_pb2)
-METHODS = [
-    (module, service, method)
-    for module in MODULES
-    for service in module.DESCRIPTOR.services_by_name.values()
-    for method in service.methods
-]
+METHODS = every_rpc()
 
 
 @pytest.fixture(scope="module")
