@@ -179,6 +179,10 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         )
 
 
+# How soon the main thread notices a signal that the kernel delivered to another thread.
+SIGNAL_POLL_SECONDS = 0.2
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
@@ -349,5 +353,8 @@ def run(options: ServerOptions) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR1, on_full_retrain)
     print(f"shelfrank serving on {options.host}:{running.port}", flush=True)
-    stopping.wait()
+    # Timed waits, not one blocking wait: when the kernel hands SIGTERM to one of gRPC's
+    # threads, CPython only runs the handler once the main thread wakes up by itself.
+    while not stopping.wait(SIGNAL_POLL_SECONDS):
+        pass
     running.stop()

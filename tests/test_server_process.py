@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -122,3 +123,24 @@ def test_restarted_process_serves_the_same_model(tmp_path: Path) -> None:
         assert second.stored_events == first.stored_events
     finally:
         _stop(process)
+
+
+def test_sigterm_delivered_to_a_grpc_thread_still_stops_the_server(
+    tmp_path: Path, toy_model_dir: Path
+) -> None:
+    # The kernel may hand a process-wide SIGTERM to any thread; aimed here at one of the
+    # server's non-main threads, where a main thread blocked in one untimed wait never
+    # runs the Python handler (this hung CI once).
+    process, _ = serve_process("--state", str(tmp_path / "state"), "--model", str(toy_model_dir))
+    other_threads = [
+        int(tid) for tid in os.listdir(f"/proc/{process.pid}/task") if int(tid) != process.pid
+    ]
+    assert other_threads, "the server runs gRPC threads besides its main thread"
+    started = time.monotonic()
+    os.kill(max(other_threads), signal.SIGTERM)  # kill(2) with a thread id: that thread
+    try:
+        code = process.wait(timeout=30)
+    finally:
+        stop_process(process, signal.SIGKILL)  # no-op once it exited; a hung one dies
+    assert code == 0
+    assert time.monotonic() - started <= 5.0
