@@ -32,11 +32,55 @@ from serving import child_server, floor_points, prepare_state, serve
 MODES = ("threads-blas1", "threads-blas2", "aio-inline", "aio-to-thread")
 
 
+def shedding_interceptor(limit: int) -> Any:
+    """A ``grpc.aio`` interceptor that counts calls from arrival to answer and refuses one
+    beyond ``limit`` with RESOURCE_EXHAUSTED (an overload experiment, not the server's)."""
+    import grpc
+
+    in_flight = 0
+
+    class Shedding(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            nonlocal in_flight
+            handler = await continuation(details)
+            if handler is None or handler.unary_unary is None:
+                return handler
+            behaviour = handler.unary_unary
+            if in_flight >= limit:
+
+                async def refuse(request: Any, context: Any) -> Any:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "server busy")
+
+                behaviour = refuse
+            else:
+                in_flight += 1
+                inner = behaviour
+
+                async def counted(request: Any, context: Any) -> Any:
+                    nonlocal in_flight
+                    try:
+                        result = inner(request, context)
+                        return (await result) if asyncio.iscoroutine(result) else result
+                    finally:
+                        in_flight -= 1
+
+                behaviour = counted
+            return grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+    return Shedding()
+
+
 def serve_aio(
     state_dir: str, model_dir: str, options: dict[str, Any], ports: Any, stop: Any
 ) -> None:
     """Recommend and health on a ``grpc.aio`` server; ``options``: ``to_thread`` (run the
-    handler in a thread) and ``max_concurrent_rpcs`` (None: no limit)."""
+    handler in a thread), ``max_concurrent_rpcs`` (None: no limit), ``shed_above`` (our
+    own in-flight limit, see :func:`shedding_interceptor`) and ``server_options`` (gRPC
+    channel arguments)."""
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from threadpoolctl import threadpool_limits
@@ -64,7 +108,12 @@ def serve_aio(
             return sync.Recommend(request, context)
 
     async def main() -> None:
-        server = grpc.aio.server(maximum_concurrent_rpcs=options.get("max_concurrent_rpcs"))
+        shed_above = options.get("shed_above")
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=options.get("max_concurrent_rpcs"),
+            interceptors=[shedding_interceptor(shed_above)] if shed_above else [],
+            options=list(options.get("server_options", ())),
+        )
         pb_grpc.add_RecommenderServicer_to_server(Adapter(), server)
         checker = health.aio.HealthServicer()
         await checker.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -256,9 +256,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="capacity/overload pairs")
     parser.add_argument(
         "--server",
-        choices=("sync", "aio"),
+        choices=("sync", "aio", "aio-shed", "aio-pending"),
         default="sync",
-        help="aio: the overload points against a grpc.aio server (an experiment; no soak)",
+        help="experiments, overload points only (no soak): aio = grpc.aio with its "
+        "max_concurrent_rpcs; aio-shed = grpc.aio with our in-flight counter refusing beyond "
+        "--limit; aio-pending = grpc.aio with the C core's pending-call limits (--pending)",
+    )
+    parser.add_argument("--aio-to-thread", action="store_true", help="aio handlers in threads")
+    parser.add_argument(
+        "--pending",
+        default="8,32",
+        help="aio-pending: grpc.server.max_pending_requests and its hard limit, SOFT,HARD",
     )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/overload.json")
@@ -274,10 +282,19 @@ def main() -> None:
         state_dir = Path(tmp) / "state"
         state_dir.mkdir()
         prepare_state(state_dir, shop)
-        limit = {"max_concurrent_rpcs": args.limit}
+        limit: dict[str, Any] = {"max_concurrent_rpcs": args.limit}
         server_fn: Any = serve
-        if args.server == "aio":  # Recommend and health only: the overload points, no soak
+        if args.server != "sync":  # Recommend and health only: the overload points, no soak
             server_fn = serve_aio
+            limit["to_thread"] = args.aio_to_thread
+        if args.server == "aio-shed":
+            limit = {"shed_above": args.limit, "to_thread": args.aio_to_thread}
+        if args.server == "aio-pending":
+            soft, hard = (int(n) for n in args.pending.split(","))
+            limit["server_options"] = [
+                ("grpc.server.max_pending_requests", soft),
+                ("grpc.server.max_pending_requests_hard_limit", hard),
+            ]
         with child_server(server_fn, str(state_dir), str(model_dir), limit) as (
             target,
             pid,
@@ -315,6 +332,8 @@ def main() -> None:
             "rounds": args.rounds,
             "seconds_per_point": args.seconds,
             "server": args.server,
+            "aio_to_thread": args.aio_to_thread,
+            "pending_limits": args.pending if args.server == "aio-pending" else None,
         },
         "at_capacity": capacities,
         "overloaded": overloads,
