@@ -245,7 +245,12 @@ class Client:
                 "DATA_LOSS",
             )
         return SnapshotInfo(
-            header.version, header.base_version, header.model_version, header.user_erased, received
+            header.version,
+            header.base_version,
+            header.model_version,
+            header.user_erased,
+            received,
+            header.erasure_id,
         )
 
     def close(self) -> None:

@@ -214,8 +214,11 @@ class SnapshotInfo:
     """What :meth:`Client.fetch_snapshot` downloaded (edge devices).
 
     ``base_version`` empty: a full snapshot; else a delta from that version.
-    ``user_erased``: the server erased the user; nothing was downloaded and the device
-    must purge its local data.
+    ``user_erased``: the server erased the user and the user has not come back since;
+    nothing was downloaded.
+    ``erasure_id``: the user's latest erasure on the server (0: never erased), also after
+    the user came back. A device holding data from before that erasure must purge it,
+    once: ids grow with every erasure.
     """
 
     version: str
@@ -223,3 +226,4 @@ class SnapshotInfo:
     model_version: str
     user_erased: bool
     payload_bytes: int
+    erasure_id: int = 0

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
+CREATE TABLE IF NOT EXISTS device_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -123,10 +124,25 @@ class Outbox:
             ).fetchall()
         return {row[0] for row in rows}
 
-    def wipe(self) -> None:
-        """Delete every event and shrink the files (the user asked to be forgotten)."""
+    def purged_erasure(self) -> int:
+        """The server erasure this device last purged for (0: none)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM device_state WHERE key = 'purged_erasure'"
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def wipe(self, erasure_id: int | None = None) -> None:
+        """Delete every event and shrink the files (the user asked to be forgotten). With
+        ``erasure_id``, also record in the same transaction that this server erasure has
+        been purged for, so it is purged for exactly once."""
         with self._tx() as db:
             db.execute("DELETE FROM outbox")
+            if erasure_id is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO device_state (key, value) VALUES ('purged_erasure', ?)",
+                    (erasure_id,),
+                )
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.execute("VACUUM")

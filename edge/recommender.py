@@ -329,12 +329,20 @@ class EdgeRecommender:
         pushed = rejected = 0
         try:
             with Client(self.target, token=self.token, timeout=self.timeout) as client:
-                # Pull first: if the server erased the user, queued events must be purged,
-                # not uploaded (they would bring the erased user back).
-                pulled = self._pull(client)
+                # Pull first: if the user was erased on the server since this device last
+                # purged, everything recorded here until now is purged, not uploaded (it
+                # would bring erased data back).
+                pulled, erased = self._pull(client)
                 if pulled.purged:
+                    if not erased:  # the user came back elsewhere: a full snapshot now
+                        pulled, erased = self._pull(client)
+                        pulled = dataclasses.replace(pulled, purged=True)
                     return pulled
                 pushed, rejected = self._push(client)
+                if erased and pushed:
+                    # Events recorded since the purge bring the user back: the server
+                    # has a profile (and a snapshot) for them again.
+                    pulled, erased = self._pull(client)
                 return dataclasses.replace(
                     pulled,
                     pushed=pushed,
@@ -398,15 +406,23 @@ class EdgeRecommender:
         table = self._table
         return table.snapshot.version if table is not None else ""
 
-    def _pull(self, client: Client, pushed: int = 0, rejected: int = 0) -> SyncResult:
+    def _pull(self, client: Client) -> tuple[SyncResult, bool]:
+        """Fetch and apply the snapshot (or delta); purge first if the server erased the
+        user since the last purge. Returns the result and whether the server holds the
+        user as erased (no events since the erasure, so no snapshot to download)."""
         have = self._version()
         with tempfile.TemporaryDirectory(dir=self.path, prefix=".download-") as scratch:
             info = self._with_backoff(
                 lambda: client.fetch_snapshot(self.user_id, scratch, have_version=have)
             )
-            if info.user_erased:
-                self.forget()
-                return SyncResult(pushed, rejected, 0, "", 0, False, True, False)
+            # A server from before numbered erasures sends 0: purge at every erased answer.
+            unnumbered = info.user_erased and info.erasure_id == 0
+            if unnumbered or info.erasure_id > self._outbox.purged_erasure():
+                self._wipe(info.erasure_id)
+                return SyncResult(0, 0, 0, "", 0, False, True, False), info.user_erased
+            pending = self._outbox.counts().get("pending", 0)
+            if info.user_erased:  # purged for already: what was recorded since is new
+                return SyncResult(0, 0, pending, self._version(), 0, False, False, False), True
             try:
                 loaded = read_snapshot_or_delta(scratch)
                 if isinstance(loaded, SnapshotDelta):
@@ -414,36 +430,28 @@ class EdgeRecommender:
                 else:
                     snapshot = loaded
             except (ModelFileError, ValueError) as exc:  # corrupted download: keep ours
-                return SyncResult(
-                    pushed,
-                    rejected,
-                    self._outbox.counts().get("pending", 0),
-                    have,
-                    info.payload_bytes,
-                    False,
-                    False,
-                    False,
-                    str(exc),
+                failed = SyncResult(
+                    0, 0, pending, have, info.payload_bytes, False, False, False, str(exc)
                 )
+                return failed, False
             self._persist(snapshot)
+        full = isinstance(loaded, Snapshot)
         return SyncResult(
-            pushed,
-            rejected,
-            self._outbox.counts().get("pending", 0),
-            snapshot.version,
-            info.payload_bytes,
-            isinstance(loaded, Snapshot),
-            False,
-            False,
-        )
+            0, 0, pending, snapshot.version, info.payload_bytes, full, False, False
+        ), False
 
     # -- privacy ------------------------------------------------------------------------------
     def forget(self) -> None:
         """Wipe everything this device holds for the user: outbox, session, snapshots."""
+        self._wipe(None)
+
+    def _wipe(self, erasure_id: int | None) -> None:
+        # Snapshots first (they hold the user's vector): a crash before the outbox wipe
+        # commits leaves the erasure unrecorded, so the next sync purges again.
         with self._lock:
             self._table = None
             shutil.rmtree(self._snapshots, ignore_errors=True)
-            self._outbox.wipe()
+            self._outbox.wipe(erasure_id)
 
     def pending_events(self) -> int:
         return self._outbox.counts().get("pending", 0)

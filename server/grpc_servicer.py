@@ -206,6 +206,7 @@ class EdgeSyncServicer(edge_pb_grpc.EdgeSyncServicer):
                 user_erased=result.user_erased,
                 payload_bytes=len(result.payload),
                 manifest_json=result.manifest_json,
+                erasure_id=result.erasure_id,
             )
         )
         for part in chunks(result.payload):

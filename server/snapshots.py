@@ -31,6 +31,7 @@ class SnapshotPayload:
     user_erased: bool
     manifest_json: str
     payload: bytes
+    erasure_id: int  # the user's latest erasure (0: never); see EventStore.latest_erasure
 
 
 class SnapshotService:
@@ -56,8 +57,9 @@ class SnapshotService:
     def for_user(self, user_id: str, have_version: str = "") -> SnapshotPayload:
         check_id(user_id, "user_id")
         store = self.service.store
+        erasure_id = store.latest_erasure(user_id)
         if store.was_erased(user_id):
-            return SnapshotPayload("", "", "", True, "", b"")
+            return SnapshotPayload("", "", "", True, "", b"", erasure_id)
         state = self.service.state
         items = self._item_snapshot(state)
         user = self.service.user_vector(state, user_id)
@@ -76,7 +78,13 @@ class SnapshotService:
             payload = (folder / "snapshot.npz").read_bytes()
             manifest_json = (folder / "manifest.json").read_text(encoding="utf-8")
         return SnapshotPayload(
-            personal.version, base_version, state.model_version, False, manifest_json, payload
+            personal.version,
+            base_version,
+            state.model_version,
+            False,
+            manifest_json,
+            payload,
+            erasure_id,
         )
 
 

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
 CREATE TABLE IF NOT EXISTS erased_events (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased_users (user_hash TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erasures (erasure_id INTEGER PRIMARY KEY, user_hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS erasures_by_user ON erasures (user_hash, erasure_id);
 CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, features TEXT NOT NULL,
                                   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL,
@@ -132,6 +134,11 @@ class EventStore:
             self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._writer.executescript(_SCHEMA)
+            # Stores written before erasures were numbered: each erased user gets an id.
+            self._writer.execute(
+                "INSERT INTO erasures (user_hash) SELECT user_hash FROM erased_users"
+                " WHERE user_hash NOT IN (SELECT user_hash FROM erasures)"
+            )
             row = self._writer.execute(
                 "SELECT value FROM meta WHERE key='schema_version'"
             ).fetchone()
@@ -285,10 +292,15 @@ class EventStore:
                 profile = self._writer.execute(
                     "DELETE FROM users WHERE user_id = ?", (user_id,)
                 ).rowcount
-                # Only a hash is kept: enough to tell the user's devices to purge.
+                # Only a hash is kept: enough to tell the user's devices to purge. Each
+                # erasure is numbered, so a device purges once per erasure (see
+                # latest_erasure) and a user who comes back is not purged again.
                 self._writer.execute(
                     "INSERT OR IGNORE INTO erased_users (user_hash) VALUES (?)",
                     (_user_hash(user_id),),
+                )
+                self._writer.execute(
+                    "INSERT INTO erasures (user_hash) VALUES (?)", (_user_hash(user_id),)
                 )
                 self._writer.commit()
             except BaseException:
@@ -304,6 +316,16 @@ class EventStore:
             return set()
         marked = [u for u in user_ids if _user_hash(u) in hashes]
         return {u for u in marked if self.was_erased(u)}
+
+    def latest_erasure(self, user_id: str) -> int:
+        """The id of the user's latest erasure (ids grow with every erasure; 0: never
+        erased). Also after the user came back with new events: a device still holding
+        data from before that erasure must purge it."""
+        with self._read() as connection:
+            row = connection.execute(
+                "SELECT MAX(erasure_id) FROM erasures WHERE user_hash = ?", (_user_hash(user_id),)
+            ).fetchone()
+        return int(row[0]) if row[0] is not None else 0
 
     def was_erased(self, user_id: str) -> bool:
         """Whether the user was erased (and has not come back with new events since)."""

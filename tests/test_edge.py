@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shelfrank.client import Client, Item, Strategy
+from shelfrank.client import Client, Event, Item, Strategy
 from shelfrank.core.errors import ModelFileError
 from shelfrank.edge import EdgeRecommender, NoSnapshotError
 from shelfrank.edge.outbox import Outbox
@@ -408,6 +408,50 @@ def test_events_tracked_after_an_erasure_are_purged_not_uploaded(
     assert result.pushed == 0
     assert server.stored("u0") == []
     assert phone.pending_events() == 0
+
+
+def test_a_user_comes_back_through_the_device_after_an_erasure(
+    server: Server, tmp_path: Path
+) -> None:
+    phone = device(tmp_path / "phone", server)
+    phone.track("purchase", "book1")
+    phone.sync()
+    with Client(server.target) as admin:
+        admin.delete_user("u0")
+    assert phone.sync().purged
+    # Recorded after the purge: new data, kept and uploaded (the device purges once per
+    # erasure, not at every sync while the server has nothing for the user).
+    new = phone.track("view", "shoe2")
+    back = phone.sync()
+    assert not back.purged
+    assert back.pushed == 1
+    assert server.stored("u0") == [new]
+    assert back.snapshot_version  # the user is back: a snapshot again
+    assert phone.recommend(k=3).items
+    # A second erasure purges again.
+    phone.track("view", "shoe1")
+    with Client(server.target) as admin:
+        admin.delete_user("u0")
+    again = phone.sync()
+    assert again.purged
+    assert again.pushed == 0
+    assert server.stored("u0") == []
+
+
+def test_a_device_purges_even_when_the_user_came_back_through_a_service(
+    server: Server, tmp_path: Path
+) -> None:
+    phone = device(tmp_path / "phone", server)
+    phone.sync()
+    phone.track("purchase", "book1")  # recorded before the erasure, never uploaded
+    with Client(server.target) as service:
+        service.delete_user("u0")
+        service.track([Event("u0", "shoe2", "view", event_id="from-the-shop")])
+    result = phone.sync()
+    assert result.purged
+    assert result.snapshot_version  # the user is back on the server: a full snapshot
+    assert server.stored("u0") == ["from-the-shop"]
+    assert not phone.sync().purged  # once per erasure
 
 
 def test_a_hostile_snapshot_version_cannot_escape_the_device_folder(

@@ -95,6 +95,30 @@ def test_delete_user_erases_rows_and_replays_do_not_resurrect(tmp_path: Path) ->
     assert b"segment=a" not in raw
 
 
+def test_erasures_are_numbered_per_user_and_survive_a_reopen(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    assert store.latest_erasure("u1") == 0
+    store.delete_user("u1")
+    first = store.latest_erasure("u1")
+    store.append_events([ev("a")])  # the user comes back: the erasure stays known
+    assert store.latest_erasure("u1") == first > 0
+    store.delete_user("u2")
+    store.delete_user("u1")
+    assert store.latest_erasure("u1") > store.latest_erasure("u2") > first
+    latest = store.latest_erasure("u1")
+    store.close()
+    assert EventStore(tmp_path / "s.db").latest_erasure("u1") == latest
+
+
+def test_a_store_from_before_numbered_erasures_numbers_its_erased_users(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    store.delete_user("u1")
+    store.close()
+    with sqlite3.connect(tmp_path / "s.db") as raw:  # as an older shelfrank left it
+        raw.execute("DROP TABLE erasures")
+    assert EventStore(tmp_path / "s.db").latest_erasure("u1") > 0
+
+
 def test_seqs_after_an_erasure_and_the_history_snapshot(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "s.db")
     store.append_events([ev("a"), ev("b", user="u2"), ev("c")])

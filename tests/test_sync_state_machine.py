@@ -1,9 +1,11 @@
 """Offline sync as a state machine (issue 6): devices track offline, sync, crash, lose the
-network in the middle of a sync, and users are erased on the server, in any order.
+network in the middle of a sync, users are erased on the server and come back (through
+their device or another service), in any order.
 
 Invariants after every step, per user: every event the server acknowledged is stored; the
-server holds nothing a device did not record; and nothing recorded before an erasure ever
-comes back.
+server holds nothing a device or service did not record; nothing recorded before an
+erasure ever comes back; a device purges exactly once per erasure, so what it records
+after purging is kept and brings the user back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from shelfrank.client import Client
+from shelfrank.client import Client, Event
 from shelfrank.edge import EdgeRecommender
 from shelfrank.edge.outbox import Outbox
 from shelfrank.server.app import RunningServer, ServerOptions, start
@@ -54,7 +56,8 @@ class OfflineSync(RuleBasedStateMachine):
         self.acknowledged: dict[str, set[str]] = {user: set() for user in USERS}
         self.pending: dict[str, set[str]] = {user: set() for user in USERS}
         self.forbidden: dict[str, set[str]] = {user: set() for user in USERS}
-        self.erased: dict[str, bool] = dict.fromkeys(USERS, False)
+        self.erasures: dict[str, int] = dict.fromkeys(USERS, 0)  # on the server
+        self.purged_for: dict[str, int] = dict.fromkeys(USERS, 0)  # on the device
 
     def open(self, user: str) -> EdgeRecommender:
         return EdgeRecommender(
@@ -68,19 +71,23 @@ class OfflineSync(RuleBasedStateMachine):
     def track_offline(self, user: str, kind: str, item: str) -> None:
         self.pending[user].add(self.devices[user].track(kind, item))
 
-    def _synced(self, user: str) -> None:
-        if self.erased[user]:  # the device learns of the erasure and purges its queue
-            self.pending[user].clear()
-            return
-        self.acknowledged[user] |= self.pending[user]
-        self.pending[user].clear()
+    def _purges(self, user: str) -> bool:
+        """Whether the device's next pull purges: an erasure it has not purged for yet."""
+        if self.erasures[user] == self.purged_for[user]:
+            return False
+        self.pending[user].clear()  # everything recorded before it learned of the erasure
+        self.purged_for[user] = self.erasures[user]
+        return True
 
     @rule(user=st.sampled_from(USERS))
     def sync(self, user: str) -> None:
         result = self.devices[user].sync()
         assert not result.offline, result.error
-        assert result.purged == self.erased[user]
-        self._synced(user)
+        assert result.purged == self._purges(user)
+        self.acknowledged[user] |= self.pending[user]
+        self.pending[user].clear()
+        if self.stored(user) or self.erasures[user] == 0:
+            assert result.snapshot_version, "a user the server holds has a snapshot"
 
     @precondition(lambda self: any(self.pending.values()))
     @rule(user=st.sampled_from(USERS))
@@ -88,6 +95,7 @@ class OfflineSync(RuleBasedStateMachine):
         def cut(outbox: Outbox, event_ids: list[str], state: str, note: str = "") -> None:
             raise ConnectionCutError  # acknowledged by the server, never recorded on the device
 
+        self._purges(user)  # the pull comes first, the cut hits the push
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Outbox, "mark", cut)
             with contextlib.suppress(ConnectionCutError):
@@ -105,7 +113,16 @@ class OfflineSync(RuleBasedStateMachine):
             admin.delete_user(user)
         self.forbidden[user] |= self.acknowledged[user] | self.pending[user]
         self.acknowledged[user].clear()
-        self.erased[user] = True
+        self.erasures[user] += 1
+
+    @rule(user=st.sampled_from(USERS), item=st.sampled_from(ITEMS))
+    def track_from_a_service(self, user: str, item: str) -> None:
+        # A microservice tracks for the user directly: after an erasure the user is back,
+        # and the device must still purge what it recorded before it learned of it.
+        event = Event(user, item, "view")
+        with Client(self.target) as service:
+            assert service.track([event]).accepted == 1
+        self.acknowledged[user].add(event.event_id)
 
     @invariant()
     def the_server_holds_exactly_what_it_should(self) -> None:
@@ -114,8 +131,6 @@ class OfflineSync(RuleBasedStateMachine):
             assert self.acknowledged[user] <= stored, "an acknowledged event was lost"
             assert stored <= self.acknowledged[user] | self.pending[user], "an invented event"
             assert not stored & self.forbidden[user], "erased data came back"
-            if stored:
-                self.erased[user] = False  # events since the erasure: the user is back
 
     def teardown(self) -> None:
         for device in self.devices.values():

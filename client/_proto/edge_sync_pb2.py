@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cshelfrank/v1/edge_sync.proto\x12\x0cshelfrank.v1\";\n\x12GetSnapshotRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\t\"\x91\x01\n\x0eSnapshotHeader\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0buser_erased\x18\x04 \x01(\x08\x12\x15\n\rpayload_bytes\x18\x05 \x01(\x03\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\"W\n\rSnapshotChunk\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.shelfrank.v1.SnapshotHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2Z\n\x08\x45\x64geSync\x12N\n\x0bGetSnapshot\x12 .shelfrank.v1.GetSnapshotRequest\x1a\x1b.shelfrank.v1.SnapshotChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cshelfrank/v1/edge_sync.proto\x12\x0cshelfrank.v1\";\n\x12GetSnapshotRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\t\"\xa5\x01\n\x0eSnapshotHeader\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0buser_erased\x18\x04 \x01(\x08\x12\x15\n\rpayload_bytes\x18\x05 \x01(\x03\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\x12\x12\n\nerasure_id\x18\x07 \x01(\x04\"W\n\rSnapshotChunk\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.shelfrank.v1.SnapshotHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2Z\n\x08\x45\x64geSync\x12N\n\x0bGetSnapshot\x12 .shelfrank.v1.GetSnapshotRequest\x1a\x1b.shelfrank.v1.SnapshotChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSNAPSHOTREQUEST']._serialized_start=46
   _globals['_GETSNAPSHOTREQUEST']._serialized_end=105
   _globals['_SNAPSHOTHEADER']._serialized_start=108
-  _globals['_SNAPSHOTHEADER']._serialized_end=253
-  _globals['_SNAPSHOTCHUNK']._serialized_start=255
-  _globals['_SNAPSHOTCHUNK']._serialized_end=342
-  _globals['_EDGESYNC']._serialized_start=344
-  _globals['_EDGESYNC']._serialized_end=434
+  _globals['_SNAPSHOTHEADER']._serialized_end=273
+  _globals['_SNAPSHOTCHUNK']._serialized_start=275
+  _globals['_SNAPSHOTCHUNK']._serialized_end=362
+  _globals['_EDGESYNC']._serialized_start=364
+  _globals['_EDGESYNC']._serialized_end=454
 # @@protoc_insertion_point(module_scope)

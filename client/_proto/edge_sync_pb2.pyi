@@ -51,6 +51,7 @@ class SnapshotHeader(_message.Message):
     USER_ERASED_FIELD_NUMBER: _builtins.int
     PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
     MANIFEST_JSON_FIELD_NUMBER: _builtins.int
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """the version the device will have after applying this"""
     base_version: _builtins.str
@@ -62,6 +63,10 @@ class SnapshotHeader(_message.Message):
     """size of the payload that follows (snapshot.npz)"""
     manifest_json: _builtins.str
     """the snapshot's manifest.json (holds the payload's sha256)"""
+    erasure_id: _builtins.int
+    """The user's latest erasure on the server (0: never erased), also once the user came
+    back with new events: a device holding data from before it purges, once per erasure.
+    """
     def __init__(
         self,
         *,
@@ -71,10 +76,11 @@ class SnapshotHeader(_message.Message):
         user_erased: _builtins.bool = ...,
         payload_bytes: _builtins.int = ...,
         manifest_json: _builtins.str = ...,
+        erasure_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "manifest_json", b"manifest_json", "model_version", b"model_version", "payload_bytes", b"payload_bytes", "user_erased", b"user_erased", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "erasure_id", b"erasure_id", "manifest_json", b"manifest_json", "model_version", b"model_version", "payload_bytes", b"payload_bytes", "user_erased", b"user_erased", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
