@@ -52,6 +52,15 @@ class RateLimiter:
                 self._forget_full(now)
             return None
 
+    def give_back(self, amounts: Mapping[str, float]) -> None:
+        """Return what :meth:`take_all` took, for work refused further on (never above
+        the burst)."""
+        with self._lock:
+            now = self._clock()
+            for key, amount in amounts.items():
+                if key in self._buckets:
+                    self._buckets[key] = (min(self.burst, self._level(key, now) + amount), now)
+
     def _forget_full(self, now: float) -> None:
         full = [k for k in self._buckets if self._level(k, now) >= self.burst]
         for key in full:

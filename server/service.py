@@ -287,17 +287,21 @@ class RecommenderService:
         return outcome
 
     def _check_rates(self, events: Sequence[StoredEvent], connection: str) -> None:
-        limiter = self._per_connection
-        if limiter is not None and connection and events:
-            over = limiter.take_all({connection: len(events)})
+        if not events:
+            return
+        per_connection = self._per_connection if connection else None
+        if (
+            per_connection is not None
+            and per_connection.take_all({connection: len(events)}) is not None
+        ):
+            raise RateLimitedError(
+                f"events: more than {per_connection.rate:g}/s on this connection; retry later"
+            )
+        if self._per_user is not None:
+            over = self._per_user.take_all(Counter([e.user_id for e in events]))
             if over is not None:
-                raise RateLimitedError(
-                    f"events: more than {limiter.rate:g}/s on this connection; retry later"
-                )
-        if self._per_user is not None and events:
-            counts = Counter([e.user_id for e in events])
-            over = self._per_user.take_all(counts)
-            if over is not None:
+                if per_connection is not None:  # refused: the connection is not charged
+                    per_connection.give_back({connection: len(events)})
                 raise RateLimitedError(
                     f"events: more than {self._per_user.rate:g}/s for user_id {over!r}; retry later"
                 )

@@ -42,6 +42,15 @@ def test_a_refusal_takes_nothing_from_any_key() -> None:
     assert limiter.take_all({"b": 10}) is None  # b lost nothing to the refused call
 
 
+def test_given_back_tokens_never_exceed_the_burst() -> None:
+    limiter = RateLimiter(rate=1, burst=10, clock=Clock())
+    assert limiter.take_all({"a": 4}) is None
+    limiter.give_back({"a": 4, "never-taken": 3})
+    assert limiter.take_all({"a": 11}) == "a"
+    assert limiter.take_all({"a": 10}) is None
+    assert len(limiter) == 1  # giving back creates no bucket
+
+
 def test_idle_keys_are_forgotten() -> None:
     clock = Clock()
     limiter = RateLimiter(rate=100, burst=10, max_keys=100, clock=clock)
@@ -70,8 +79,9 @@ def track(stub: pb_grpc.RecommenderStub, user: str, count: int, prefix: str) -> 
 def test_track_over_a_users_or_a_connections_rate_is_resource_exhausted(
     toy_model_dir: Path, tmp_path: Path
 ) -> None:
+    # Slow refills (one token in 10 s): the test's own duration cannot refill a bucket.
     limits = EventLimits(
-        per_user_rate=1, per_user_burst=30, per_connection_rate=1, per_connection_burst=100
+        per_user_rate=0.1, per_user_burst=30, per_connection_rate=0.1, per_connection_burst=100
     )
     running = start(
         ServerOptions(
@@ -88,9 +98,11 @@ def test_track_over_a_users_or_a_connections_rate_is_resource_exhausted(
                 track(stub, "u1", 5, "b")
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "user_id 'u1'" in (refused.value.details() or "")
-            # Other users still get through, until the connection's budget runs out.
+            # Other users still get through, until the connection's budget runs out; the
+            # refused batch did not count against it (70 left: 30 + 30 + 10).
             assert track(stub, "u2", 30, "c").accepted == 30
             assert track(stub, "u3", 30, "d").accepted == 30
+            assert track(stub, "u6", 10, "g").accepted == 10
             with pytest.raises(grpc.RpcError) as refused:
                 track(stub, "u4", 30, "e")
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
