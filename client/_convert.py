@@ -184,12 +184,16 @@ def batches(
         yield offset, batch
 
 
-def track_requests(events: Iterable[Event]) -> Iterator[tuple[int, pb.TrackRequest]]:
+def track_requests(
+    events: Iterable[Event], erasure_seen: int | None = None
+) -> Iterator[tuple[int, pb.TrackRequest]]:
     """Validated eagerly (before any RPC); requests are then built one batch at a time."""
     checked = _instances_of("events", events, Event)
+    if erasure_seen is not None and (isinstance(erasure_seen, bool) or erasure_seen < 0):
+        raise ValueError(f"erasure_seen: must be a non-negative int, got {erasure_seen!r}")
     protos = (event_to_proto(event) for event in checked)
     return (
-        (offset, pb.TrackRequest(events=batch))
+        (offset, pb.TrackRequest(events=batch, erasure_seen=erasure_seen))
         for offset, batch in batches(protos, max_count=check.MAX_BATCH, max_bytes=MAX_BATCH_BYTES)
     )
 

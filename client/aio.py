@@ -170,9 +170,15 @@ class AsyncClient:
         response = await self._call("Rank", lambda stub: stub.Rank, request, timeout)
         return _convert.recommendations_from(response)
 
-    async def track(self, events: Iterable[Event], *, timeout: float | None = None) -> TrackResult:
+    async def track(
+        self,
+        events: Iterable[Event],
+        *,
+        timeout: float | None = None,
+        erasure_seen: int | None = None,
+    ) -> TrackResult:
         """See ``Client.track`` (batches are sent one after another, in order)."""
-        requests = _convert.track_requests(events)
+        requests = _convert.track_requests(events, erasure_seen)
         tally = _convert.TrackTally()
         for offset, request in requests:
             tally.add(offset, await self._call("Track", lambda stub: stub.Track, request, timeout))

@@ -161,7 +161,13 @@ class Client:
         response = self._call("Rank", self._stub.Rank, request, timeout)
         return _convert.recommendations_from(response)
 
-    def track(self, events: Iterable[Event], *, timeout: float | None = None) -> TrackResult:
+    def track(
+        self,
+        events: Iterable[Event],
+        *,
+        timeout: float | None = None,
+        erasure_seen: int | None = None,
+    ) -> TrackResult:
         """Store behaviour events; refused ones are reported by position, not raised.
 
         Any number of events: they are sent in batches of at most 10,000 (and 3 MiB),
@@ -169,9 +175,12 @@ class Client:
         indices counting from the start of ``events``. No events, no RPC. If a batch
         fails, the earlier batches are stored; retrying the call with the same ``Event``
         objects is safe, as their ids make the stored ones count as duplicates.
+
+        ``erasure_seen`` (devices): the latest ``SnapshotInfo.erasure_id`` the caller has
+        purged for; events of a user erased since are refused with an error each.
         """
         tally = _convert.TrackTally()
-        for offset, request in _convert.track_requests(events):
+        for offset, request in _convert.track_requests(events, erasure_seen):
             tally.add(offset, self._call("Track", self._stub.Track, request, timeout))
         return tally.result()
 

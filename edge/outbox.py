@@ -139,8 +139,10 @@ class Outbox:
         with self._tx() as db:
             db.execute("DELETE FROM outbox")
             if erasure_id is not None:
+                # Never backwards: a 0 from an older server must not undo a recorded id.
                 db.execute(
-                    "INSERT OR REPLACE INTO device_state (key, value) VALUES ('purged_erasure', ?)",
+                    "INSERT INTO device_state (key, value) VALUES ('purged_erasure', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
                     (erasure_id,),
                 )
         with self._lock:

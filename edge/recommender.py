@@ -110,6 +110,9 @@ class EdgeRecommender:
         self.backoff_seconds = backoff_seconds
         self.clock = clock
         self._lock = threading.RLock()
+        # One sync (or forget) at a time: a push must not upload what a concurrent purge
+        # wiped, nor a pull reinstall a snapshot a forget removed.
+        self._sync_lock = threading.Lock()
         self.path.mkdir(parents=True, exist_ok=True)
         self._outbox = Outbox(self.path / "outbox.sqlite3")
         self._table: EdgeTable | None = None
@@ -326,9 +329,13 @@ class EdgeRecommender:
         ``offline`` and everything stays queued."""
         if self.target is None:
             raise ValueError("target: this EdgeRecommender was created without a server")
+        with self._sync_lock:
+            return self._sync(self.target)
+
+    def _sync(self, target: str) -> SyncResult:
         pushed = rejected = 0
         try:
-            with Client(self.target, token=self.token, timeout=self.timeout) as client:
+            with Client(target, token=self.token, timeout=self.timeout) as client:
                 # Pull first: if the user was erased on the server since this device last
                 # purged, everything recorded here until now is purged, not uploaded (it
                 # would bring erased data back).
@@ -392,7 +399,12 @@ class EdgeRecommender:
                 )
                 for e in batch
             ]
-            result = self._with_backoff(functools.partial(client.track, events))
+            # erasure_seen: if the user is erased after our pull, the server refuses these
+            # (recorded before we knew) in the same transaction; the next pull purges them.
+            track = functools.partial(
+                client.track, events, erasure_seen=self._outbox.purged_erasure()
+            )
+            result = self._with_backoff(track)
             failed = {error.index: error.message for error in result.errors}
             # Acknowledged (new or duplicate) and refused events leave the queue; a crash
             # before this line only means they are sent again: the server dedups.
@@ -443,7 +455,8 @@ class EdgeRecommender:
     # -- privacy ------------------------------------------------------------------------------
     def forget(self) -> None:
         """Wipe everything this device holds for the user: outbox, session, snapshots."""
-        self._wipe(None)
+        with self._sync_lock:
+            self._wipe(None)
 
     def _wipe(self, erasure_id: int | None) -> None:
         # Snapshots first (they hold the user's vector): a crash before the outbox wipe

@@ -145,7 +145,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self, request: pb.TrackRequest, context: grpc.ServicerContext
     ) -> pb.TrackResponse:
         events = list(map(_EVENT_ROW, request.events))
-        outcome = self.service.track(events, connection=context.peer() if context else "")
+        outcome = self.service.track(
+            events,
+            connection=context.peer() if context else "",
+            erasure_seen=request.erasure_seen if request.HasField("erasure_seen") else None,
+        )
         return pb.TrackResponse(
             accepted=outcome.accepted,
             duplicates=outcome.duplicates,

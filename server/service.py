@@ -88,6 +88,26 @@ class ServiceObserver(Protocol):
     def on_state(self, state: ServingState) -> None: ...
 
 
+def _erased_errors(
+    events: Sequence[EventRow],
+    errors: Sequence[tuple[int, str]],
+    valid: Sequence[StoredEvent],
+    erased: Sequence[int],
+) -> list[tuple[int, str]]:
+    """Errors for the valid events (positions in ``valid``) the store refused as erased,
+    at their positions in ``events``."""
+    invalid = {index for index, _ in errors}
+    positions = [i for i in range(len(events)) if i not in invalid]
+    return [
+        (
+            positions[v],
+            f"user_id {valid[v].user_id!r}: erased on the server after this sender's last "
+            "purge (erasure_seen); purge the user's data and sync again",
+        )
+        for v in erased
+    ]
+
+
 class RecommenderService:
     def __init__(
         self,
@@ -262,19 +282,29 @@ class RecommenderService:
         )
 
     # -- writes -------------------------------------------------------------------------------
-    def track(self, events: Sequence[EventRow], *, connection: str = "") -> TrackOutcome:
+    def track(
+        self,
+        events: Sequence[EventRow],
+        *,
+        connection: str = "",
+        erasure_seen: int | None = None,
+    ) -> TrackOutcome:
         """Store events durably, then make them count at once (read-your-writes).
 
         ``events`` are IncomingEvents or plain rows of the same fields.
         ``connection`` names the caller's connection for its rate limit. Over a user's or
-        the connection's event rate, nothing is stored and RateLimitedError is raised."""
+        the connection's event rate, nothing is stored and RateLimitedError is raised.
+        ``erasure_seen``: see EventStore.append_events; refused events are errors."""
         if not events:
             raise InvalidInputError("events: must not be empty")
         if len(events) > MAX_BATCH:
             raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
         valid, errors = validate_events(events, int(time.time() * 1000))
         self._check_rates(valid, connection)
-        result = self._store.append_events(valid)  # durable before anything else
+        # Durable before anything else.
+        result = self._store.append_events(valid, erasure_seen=erasure_seen)
+        if result.erased:
+            errors = sorted(errors + _erased_errors(events, errors, valid, result.erased))
         accepted = (
             valid
             if len(result.accepted) == len(valid)

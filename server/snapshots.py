@@ -57,8 +57,8 @@ class SnapshotService:
     def for_user(self, user_id: str, have_version: str = "") -> SnapshotPayload:
         check_id(user_id, "user_id")
         store = self.service.store
-        erasure_id = store.latest_erasure(user_id)
-        if store.was_erased(user_id):
+        erasure_id, erased = store.erasure_state(user_id)
+        if erased:
             return SnapshotPayload("", "", "", True, "", b"", erasure_id)
         state = self.service.state
         items = self._item_snapshot(state)

@@ -83,11 +83,13 @@ class StoredEvent(NamedTuple):
 
 @dataclass(frozen=True)
 class AppendResult:
-    """Positions (in the given batch) of newly stored events and of duplicates."""
+    """Positions (in the given batch) of newly stored events, of duplicates and of events
+    refused because their user was erased after the sender's ``erasure_seen``."""
 
     accepted: tuple[int, ...]
     duplicates: tuple[int, ...]
     seqs: tuple[int, ...] = ()  # the store's seq of each accepted event, in the same order
+    erased: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,11 @@ class StoreCounts:
 class _Pending:
     """One caller's batch waiting for the group commit that stores it."""
 
-    __slots__ = ("done", "error", "events", "result")
+    __slots__ = ("done", "erasure_seen", "error", "events", "result")
 
-    def __init__(self, events: Sequence[StoredEvent]) -> None:
+    def __init__(self, events: Sequence[StoredEvent], erasure_seen: int | None) -> None:
         self.events = events
+        self.erasure_seen = erasure_seen
         self.done = False
         self.result: AppendResult | None = None
         self.error: BaseException | None = None
@@ -169,18 +172,23 @@ class EventStore:
             self._writer.close()
 
     # -- writes -------------------------------------------------------------------------------
-    def append_events(self, events: Sequence[StoredEvent]) -> AppendResult:
+    def append_events(
+        self, events: Sequence[StoredEvent], *, erasure_seen: int | None = None
+    ) -> AppendResult:
         """Store new events durably; report duplicates by position.
 
         An id seen earlier in the same batch, already stored, or belonging to an erased
-        user's history is a duplicate.
+        user's history is a duplicate. With ``erasure_seen`` (a device's last purged
+        erasure, see latest_erasure), events of a user erased after it are refused, in the
+        same transaction as the insert: they were recorded before the sender knew of the
+        erasure, and an erasure committed at any moment before is seen.
 
         Group commit: batches that arrive while a commit is in progress are written
         together in the next transaction (one fsync for all), in arrival order. Every
         caller returns only after the transaction holding its batch is committed; if that
         transaction fails, every batch in it fails and none is stored.
         """
-        pending = _Pending(events)
+        pending = _Pending(events, erasure_seen)
         with self._queue_lock:
             self._queue.append(pending)
         while True:
@@ -190,7 +198,7 @@ class EventStore:
                 with self._queue_lock:
                     group, self._queue = self._queue, []
                 try:
-                    results = self._append_group([p.events for p in group])
+                    results = self._append_group(group)
                 except BaseException as exc:
                     for member in group:
                         member.error, member.done = exc, True
@@ -203,17 +211,22 @@ class EventStore:
             raise StorageError("append_events: batch finished without a result")
         return pending.result
 
-    def _append_group(self, batches: Sequence[Sequence[StoredEvent]]) -> list[AppendResult]:
-        """One transaction for all ``batches``; the caller holds the writer lock.
+    def _append_group(self, group: Sequence[_Pending]) -> list[AppendResult]:
+        """One transaction for all batches in ``group``; the caller holds the writer lock.
 
         The insert itself skips duplicates (ids stored before or earlier in the group, ids
         of erased users' events), so the common all-new group costs one statement and no
         lookup; only when rows were skipped do we read back which ones were stored."""
-        total = sum(len(batch) for batch in batches)
         try:
             # Write-locked from the first read, so another process writing the same file
             # (an import next to the server) cannot slip rows in between.
             self._writer.execute("BEGIN IMMEDIATE")
+            kept = [self._not_erased_since(p.events, p.erasure_seen) for p in group]
+            batches = [
+                p.events if keep is None else [p.events[i] for i in keep]
+                for p, keep in zip(group, kept, strict=True)
+            ]
+            total = sum(len(batch) for batch in batches)
             before, any_erased = self._writer.execute(
                 "SELECT COALESCE(MAX(seq), 0), EXISTS (SELECT 1 FROM erased_events) FROM events"
             ).fetchone()
@@ -230,25 +243,51 @@ class EventStore:
             raise
         results: list[AppendResult] = []
         next_seq = before + 1
-        for events in batches:
+        for pending, keep, events in zip(group, kept, batches, strict=True):
+            positions = range(len(events)) if keep is None else keep
+            refused = (
+                () if keep is None else tuple(sorted(set(range(len(pending.events))) - set(keep)))
+            )
             if inserted is None:
                 count = len(events)
                 seqs = tuple(range(next_seq, next_seq + count))
                 next_seq += count
-                results.append(AppendResult(tuple(range(count)), (), seqs))
+                results.append(AppendResult(tuple(positions), (), seqs, refused))
                 continue
             accepted: list[int] = []
             duplicates: list[int] = []
             accepted_seqs: list[int] = []
-            for index, event in enumerate(events):
+            for index, event in zip(positions, events, strict=True):
                 seq = inserted.pop(event.event_id, None)  # a later copy is a duplicate
                 if seq is None:
                     duplicates.append(index)
                 else:
                     accepted.append(index)
                     accepted_seqs.append(seq)
-            results.append(AppendResult(tuple(accepted), tuple(duplicates), tuple(accepted_seqs)))
+            results.append(
+                AppendResult(tuple(accepted), tuple(duplicates), tuple(accepted_seqs), refused)
+            )
         return results
+
+    def _not_erased_since(
+        self, events: Sequence[StoredEvent], erasure_seen: int | None
+    ) -> list[int] | None:
+        """Positions of ``events`` whose user was not erased after ``erasure_seen`` (None:
+        all of them), read inside the writer's transaction."""
+        if erasure_seen is None:
+            return None
+        erased = {
+            user
+            for user in {event.user_id for event in events}
+            if self._writer.execute(
+                "SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?",
+                (_user_hash(user),),
+            ).fetchone()[0]
+            > erasure_seen
+        }
+        if not erased:
+            return None
+        return [i for i, event in enumerate(events) if event.user_id not in erased]
 
     def _inserted_since(self, seq: int) -> dict[str, int]:
         rows = self._writer.execute("SELECT event_id, seq FROM events WHERE seq > ?", (seq,))
@@ -316,6 +355,18 @@ class EventStore:
             return set()
         marked = [u for u in user_ids if _user_hash(u) in hashes]
         return {u for u in marked if self.was_erased(u)}
+
+    def erasure_state(self, user_id: str) -> tuple[int, bool]:
+        """(latest_erasure, was_erased) for the user, read in one statement (one
+        snapshot): an erasure committing in between cannot split them."""
+        with self._read() as connection:
+            latest, erased = connection.execute(
+                "SELECT (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?1),"
+                " EXISTS (SELECT 1 FROM erased_users WHERE user_hash = ?1)"
+                " AND NOT EXISTS (SELECT 1 FROM events WHERE user_id = ?2)",
+                (_user_hash(user_id), user_id),
+            ).fetchone()
+        return int(latest), bool(erased)
 
     def latest_erasure(self, user_id: str) -> int:
         """The id of the user's latest erasure (ids grow with every erasure; 0: never

@@ -3,6 +3,7 @@ corrupted downloads, deltas, erasure, concurrency, and congruence with the serve
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shelfrank.client import Client, Event, Item, Strategy
+from shelfrank.client import Client, Event, Item, SnapshotInfo, Strategy
 from shelfrank.core.errors import ModelFileError
 from shelfrank.edge import EdgeRecommender, NoSnapshotError
 from shelfrank.edge.outbox import Outbox
@@ -441,6 +442,52 @@ def test_a_device_purges_even_when_the_user_came_back_through_a_service(
     assert result.snapshot_version  # the user is back on the server: a full snapshot
     assert server.stored("u0") == ["from-the-shop"]
     assert not phone.sync().purged  # once per erasure
+
+
+def test_an_erasure_between_the_pull_and_the_push_is_not_undone(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phone = device(tmp_path / "phone", server)
+    phone.sync()
+    phone.track("purchase", "book1")  # recorded before the erasure
+    push = EdgeRecommender._push
+
+    def erased_first(self: EdgeRecommender, client: Client) -> tuple[int, int]:
+        with Client(server.target) as admin:
+            admin.delete_user("u0")
+        return push(self, client)
+
+    monkeypatch.setattr(EdgeRecommender, "_push", erased_first)
+    racing = phone.sync()
+    monkeypatch.undo()
+    assert (racing.pushed, racing.rejected) == (0, 1)  # refused by the server
+    assert server.stored("u0") == []
+    assert phone.sync().purged
+    assert server.stored("u0") == []
+
+
+def test_against_a_server_without_numbered_erasures_every_erased_answer_purges(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phone = device(tmp_path / "phone", server)
+    phone.sync()
+    with Client(server.target) as admin:
+        admin.delete_user("u0")
+    assert phone.sync().purged  # records the erasure's id
+    fetch = Client.fetch_snapshot
+
+    def older_server(self: Client, *args: object, **kwargs: object) -> SnapshotInfo:
+        info = fetch(self, *args, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(info, erasure_id=0)
+
+    monkeypatch.setattr(Client, "fetch_snapshot", older_server)
+    phone.track("view", "shoe2")
+    assert phone.sync().purged  # no id to compare: purge at every erased answer
+    assert phone.pending_events() == 0
+    monkeypatch.undo()
+    phone.track("view", "shoe1")
+    assert not phone.sync().purged  # the recorded id was not set back to 0
+    assert len(server.stored("u0")) == 1
 
 
 def test_a_hostile_snapshot_version_cannot_escape_the_device_folder(

@@ -520,7 +520,7 @@ def test_storage_failures_are_unavailable_and_bugs_internal_without_details(live
 
     service = live.running.service
 
-    def locked(events: object) -> object:
+    def locked(events: object, **options: object) -> object:
         raise sqlite3.OperationalError("database is locked: /secret/path/events.sqlite3")
 
     def bug(query: object) -> object:

@@ -110,6 +110,28 @@ def test_erasures_are_numbered_per_user_and_survive_a_reopen(tmp_path: Path) -> 
     assert EventStore(tmp_path / "s.db").latest_erasure("u1") == latest
 
 
+def test_events_of_a_user_erased_after_the_senders_erasure_seen_are_refused(
+    tmp_path: Path,
+) -> None:
+    store = EventStore(tmp_path / "s.db")
+    store.delete_user("u1")
+    seen = store.latest_erasure("u1")
+    # The device purged for `seen`: its new events are fine, the other user's too.
+    assert store.append_events([ev("a"), ev("b", user="u2")], erasure_seen=seen).erased == ()
+    store.delete_user("u1")  # erased again before the device heard of it
+    result = store.append_events(
+        [ev("c"), ev("d", user="u2"), ev("e"), ev("a", user="u2")], erasure_seen=seen
+    )
+    assert result.erased == (0, 2)
+    assert result.accepted == (1,)
+    assert result.duplicates == (3,)
+    assert len(result.seqs) == 1
+    assert store.events_for_user("u1") == []
+    assert [e.event_id for _, e in store.events_for_user("u2")] == ["b", "d"]
+    # Without erasure_seen (a microservice), no such check.
+    assert store.append_events([ev("f")]).accepted == (0,)
+
+
 def test_a_store_from_before_numbered_erasures_numbers_its_erased_users(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "s.db")
     store.delete_user("u1")

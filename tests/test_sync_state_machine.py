@@ -115,6 +115,30 @@ class OfflineSync(RuleBasedStateMachine):
         self.acknowledged[user].clear()
         self.erasures[user] += 1
 
+    @rule(user=st.sampled_from(USERS))
+    def erase_between_pull_and_push(self, user: str) -> None:
+        push, target, erased = EdgeRecommender._push, self.target, []
+
+        def erase_first(device: EdgeRecommender, client: Client) -> tuple[int, int]:
+            with Client(target) as admin:
+                admin.delete_user(device.user_id)
+            erased.append(device.user_id)
+            return push(device, client)
+
+        purges = self._purges(user)  # the pull comes first; a purge ends the sync
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(EdgeRecommender, "_push", erase_first)
+            result = self.devices[user].sync()
+        assert result.purged == purges
+        assert bool(erased) != purges
+        if erased:  # what the device pushes now was recorded before: the server refuses it
+            self.forbidden[user] |= self.acknowledged[user] | self.pending[user]
+            self.acknowledged[user].clear()
+            self.erasures[user] += 1
+            assert result.pushed == 0
+            assert result.rejected == len(self.pending[user])
+            self.pending[user].clear()  # rejected on the device; the next pull purges it
+
     @rule(user=st.sampled_from(USERS), item=st.sampled_from(ITEMS))
     def track_from_a_service(self, user: str, item: str) -> None:
         # A microservice tracks for the user directly: after an erasure the user is back,

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshelfrank/v1/recommender.proto\x12\x0cshelfrank.v1\"\x1f\n\rFeatureFilter\x12\x0e\n\x06\x61ny_of\x18\x01 \x03(\t\"\xd3\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12,\n\x07\x66ilters\x18\x04 \x03(\x0b\x32\x1b.shelfrank.v1.FeatureFilter\x12\x18\n\x10\x65xclude_features\x18\x05 \x03(\t\x12\x19\n\x0c\x65xclude_seen\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\ruser_features\x18\x07 \x03(\tB\x0f\n\r_exclude_seen\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x98\x01\n\x11RecommendResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.shelfrank.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11recommendation_id\x18\x03 \x01(\t\x12(\n\x08strategy\x18\x04 \x01(\x0e\x32\x16.shelfrank.v1.Strategy\"\x93\x01\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12,\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x1b.shelfrank.v1.FeatureFilter\x12\x18\n\x10\x65xclude_features\x18\x04 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\"G\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x15\n\ruser_features\x18\x03 \x03(\t\"\x9b\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12%\n\x04type\x18\x04 \x01(\x0e\x32\x17.shelfrank.v1.EventType\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\r\n\x05query\x18\x07 \x01(\t\"3\n\x0cTrackRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.shelfrank.v1.Event\",\n\nEventError\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"_\n\rTrackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12(\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x18.shelfrank.v1.EventError\")\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"7\n\x12UpsertItemsRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.shelfrank.v1.Item\"\'\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\")\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"7\n\x12UpsertUsersRequest\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.shelfrank.v1.User\"\'\n\x13UpsertUsersResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"$\n\x11\x44\x65leteUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"=\n\x12\x44\x65leteUserResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_deleted\x18\x02 \x01(\x03\"\x15\n\x13GetModelInfoRequest\"n\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x15\n\rtrained_at_ms\x18\x02 \x01(\x03\x12\r\n\x05users\x18\x03 \x01(\x03\x12\r\n\x05items\x18\x04 \x01(\x03\x12\x15\n\rstored_events\x18\x05 \x01(\x03*i\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04VIEW\x10\x01\x12\x0f\n\x0b\x41\x44\x44_TO_CART\x10\x02\x12\x0c\n\x08PURCHASE\x10\x03\x12\n\n\x06SEARCH\x10\x04\x12\x0b\n\x07\x44ISMISS\x10\x05*f\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x0b\n\x07TRAINED\x10\x01\x12\x0b\n\x07\x46OLD_IN\x10\x02\x12\x0c\n\x08\x46\x45\x41TURES\x10\x03\x12\x0e\n\nPOPULARITY\x10\x04\x12\x08\n\x04ITEM\x10\x05\x32\xfa\x04\n\x0bRecommender\x12L\n\tRecommend\x12\x1e.shelfrank.v1.RecommendRequest\x1a\x1f.shelfrank.v1.RecommendResponse\x12R\n\x0cSimilarItems\x12!.shelfrank.v1.SimilarItemsRequest\x1a\x1f.shelfrank.v1.RecommendResponse\x12\x42\n\x04Rank\x12\x19.shelfrank.v1.RankRequest\x1a\x1f.shelfrank.v1.RecommendResponse\x12@\n\x05Track\x12\x1a.shelfrank.v1.TrackRequest\x1a\x1b.shelfrank.v1.TrackResponse\x12R\n\x0bUpsertItems\x12 .shelfrank.v1.UpsertItemsRequest\x1a!.shelfrank.v1.UpsertItemsResponse\x12R\n\x0bUpsertUsers\x12 .shelfrank.v1.UpsertUsersRequest\x1a!.shelfrank.v1.UpsertUsersResponse\x12O\n\nDeleteUser\x12\x1f.shelfrank.v1.DeleteUserRequest\x1a .shelfrank.v1.DeleteUserResponse\x12J\n\x0cGetModelInfo\x12!.shelfrank.v1.GetModelInfoRequest\x1a\x17.shelfrank.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshelfrank/v1/recommender.proto\x12\x0cshelfrank.v1\"\x1f\n\rFeatureFilter\x12\x0e\n\x06\x61ny_of\x18\x01 \x03(\t\"\xd3\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12,\n\x07\x66ilters\x18\x04 \x03(\x0b\x32\x1b.shelfrank.v1.FeatureFilter\x12\x18\n\x10\x65xclude_features\x18\x05 \x03(\t\x12\x19\n\x0c\x65xclude_seen\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\ruser_features\x18\x07 \x03(\tB\x0f\n\r_exclude_seen\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x98\x01\n\x11RecommendResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.shelfrank.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11recommendation_id\x18\x03 \x01(\t\x12(\n\x08strategy\x18\x04 \x01(\x0e\x32\x16.shelfrank.v1.Strategy\"\x93\x01\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12,\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x1b.shelfrank.v1.FeatureFilter\x12\x18\n\x10\x65xclude_features\x18\x04 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\"G\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x15\n\ruser_features\x18\x03 \x03(\t\"\x9b\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12%\n\x04type\x18\x04 \x01(\x0e\x32\x17.shelfrank.v1.EventType\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\r\n\x05query\x18\x07 \x01(\t\"_\n\x0cTrackRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.shelfrank.v1.Event\x12\x19\n\x0c\x65rasure_seen\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_erasure_seen\",\n\nEventError\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"_\n\rTrackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12(\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x18.shelfrank.v1.EventError\")\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"7\n\x12UpsertItemsRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.shelfrank.v1.Item\"\'\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\")\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"7\n\x12UpsertUsersRequest\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.shelfrank.v1.User\"\'\n\x13UpsertUsersResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"$\n\x11\x44\x65leteUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"=\n\x12\x44\x65leteUserResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_deleted\x18\x02 \x01(\x03\"\x15\n\x13GetModelInfoRequest\"n\n\tModelInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x15\n\rtrained_at_ms\x18\x02 \x01(\x03\x12\r\n\x05users\x18\x03 \x01(\x03\x12\r\n\x05items\x18\x04 \x01(\x03\x12\x15\n\rstored_events\x18\x05 \x01(\x03*i\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04VIEW\x10\x01\x12\x0f\n\x0b\x41\x44\x44_TO_CART\x10\x02\x12\x0c\n\x08PURCHASE\x10\x03\x12\n\n\x06SEARCH\x10\x04\x12\x0b\n\x07\x44ISMISS\x10\x05*f\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x0b\n\x07TRAINED\x10\x01\x12\x0b\n\x07\x46OLD_IN\x10\x02\x12\x0c\n\x08\x46\x45\x41TURES\x10\x03\x12\x0e\n\nPOPULARITY\x10\x04\x12\x08\n\x04ITEM\x10\x05\x32\xfa\x04\n\x0bRecommender\x12L\n\tRecommend\x12\x1e.shelfrank.v1.RecommendRequest\x1a\x1f.shelfrank.v1.RecommendResponse\x12R\n\x0cSimilarItems\x12!.shelfrank.v1.SimilarItemsRequest\x1a\x1f.shelfrank.v1.RecommendResponse\x12\x42\n\x04Rank\x12\x19.shelfrank.v1.RankRequest\x1a\x1f.shelfrank.v1.RecommendResponse\x12@\n\x05Track\x12\x1a.shelfrank.v1.TrackRequest\x1a\x1b.shelfrank.v1.TrackResponse\x12R\n\x0bUpsertItems\x12 .shelfrank.v1.UpsertItemsRequest\x1a!.shelfrank.v1.UpsertItemsResponse\x12R\n\x0bUpsertUsers\x12 .shelfrank.v1.UpsertUsersRequest\x1a!.shelfrank.v1.UpsertUsersResponse\x12O\n\nDeleteUser\x12\x1f.shelfrank.v1.DeleteUserRequest\x1a .shelfrank.v1.DeleteUserResponse\x12J\n\x0cGetModelInfo\x12!.shelfrank.v1.GetModelInfoRequest\x1a\x17.shelfrank.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shelfrank.v1.recommender_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1591
-  _globals['_EVENTTYPE']._serialized_end=1696
-  _globals['_STRATEGY']._serialized_start=1698
-  _globals['_STRATEGY']._serialized_end=1800
+  _globals['_EVENTTYPE']._serialized_start=1635
+  _globals['_EVENTTYPE']._serialized_end=1740
+  _globals['_STRATEGY']._serialized_start=1742
+  _globals['_STRATEGY']._serialized_end=1844
   _globals['_FEATUREFILTER']._serialized_start=48
   _globals['_FEATUREFILTER']._serialized_end=79
   _globals['_RECOMMENDREQUEST']._serialized_start=82
@@ -51,31 +51,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_start=720
   _globals['_EVENT']._serialized_end=875
   _globals['_TRACKREQUEST']._serialized_start=877
-  _globals['_TRACKREQUEST']._serialized_end=928
-  _globals['_EVENTERROR']._serialized_start=930
-  _globals['_EVENTERROR']._serialized_end=974
-  _globals['_TRACKRESPONSE']._serialized_start=976
-  _globals['_TRACKRESPONSE']._serialized_end=1071
-  _globals['_ITEM']._serialized_start=1073
-  _globals['_ITEM']._serialized_end=1114
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=1116
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=1171
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1173
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=1212
-  _globals['_USER']._serialized_start=1214
-  _globals['_USER']._serialized_end=1255
-  _globals['_UPSERTUSERSREQUEST']._serialized_start=1257
-  _globals['_UPSERTUSERSREQUEST']._serialized_end=1312
-  _globals['_UPSERTUSERSRESPONSE']._serialized_start=1314
-  _globals['_UPSERTUSERSRESPONSE']._serialized_end=1353
-  _globals['_DELETEUSERREQUEST']._serialized_start=1355
-  _globals['_DELETEUSERREQUEST']._serialized_end=1391
-  _globals['_DELETEUSERRESPONSE']._serialized_start=1393
-  _globals['_DELETEUSERRESPONSE']._serialized_end=1454
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1456
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1477
-  _globals['_MODELINFO']._serialized_start=1479
-  _globals['_MODELINFO']._serialized_end=1589
-  _globals['_RECOMMENDER']._serialized_start=1803
-  _globals['_RECOMMENDER']._serialized_end=2437
+  _globals['_TRACKREQUEST']._serialized_end=972
+  _globals['_EVENTERROR']._serialized_start=974
+  _globals['_EVENTERROR']._serialized_end=1018
+  _globals['_TRACKRESPONSE']._serialized_start=1020
+  _globals['_TRACKRESPONSE']._serialized_end=1115
+  _globals['_ITEM']._serialized_start=1117
+  _globals['_ITEM']._serialized_end=1158
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=1160
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=1215
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1217
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=1256
+  _globals['_USER']._serialized_start=1258
+  _globals['_USER']._serialized_end=1299
+  _globals['_UPSERTUSERSREQUEST']._serialized_start=1301
+  _globals['_UPSERTUSERSREQUEST']._serialized_end=1356
+  _globals['_UPSERTUSERSRESPONSE']._serialized_start=1358
+  _globals['_UPSERTUSERSRESPONSE']._serialized_end=1397
+  _globals['_DELETEUSERREQUEST']._serialized_start=1399
+  _globals['_DELETEUSERREQUEST']._serialized_end=1435
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1437
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1498
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1500
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1521
+  _globals['_MODELINFO']._serialized_start=1523
+  _globals['_MODELINFO']._serialized_end=1633
+  _globals['_RECOMMENDER']._serialized_start=1847
+  _globals['_RECOMMENDER']._serialized_end=2481
 # @@protoc_insertion_point(module_scope)

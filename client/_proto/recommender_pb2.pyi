@@ -333,6 +333,12 @@ class TrackRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    ERASURE_SEEN_FIELD_NUMBER: _builtins.int
+    erasure_seen: _builtins.int
+    """Set by edge devices: the latest erasure they have purged for (SnapshotHeader.erasure_id).
+    Events of a user erased after it are refused (an EventError each): they were recorded
+    before the device knew of the erasure. Unset: no such check.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
         """1..10,000"""
@@ -341,12 +347,15 @@ class TrackRequest(_message.Message):
         self,
         *,
         events: _abc.Iterable[Global___Event] | None = ...,
+        erasure_seen: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_erasure_seen", b"_erasure_seen", "erasure_seen", b"erasure_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_erasure_seen", b"_erasure_seen", "erasure_seen", b"erasure_seen", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__erasure_seen: _TypeAlias = _typing.Literal["erasure_seen"]  # noqa: Y015
+    _WhichOneofArgType__erasure_seen: _TypeAlias = _typing.Literal["_erasure_seen", b"_erasure_seen"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__erasure_seen) -> _WhichOneofReturnType__erasure_seen | None: ...
 
 Global___TrackRequest: _TypeAlias = TrackRequest  # noqa: Y015
 
