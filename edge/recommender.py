@@ -383,6 +383,10 @@ class EdgeRecommender:
 
     def _push(self, client: Client) -> tuple[int, int]:
         pushed = rejected = 0
+        # If the user is erased after our pull, the server refuses what we send (recorded
+        # before we knew) in the insert's transaction; the next pull purges it. Read once:
+        # nothing purges during a sync (the sync lock).
+        erasure_seen = self._outbox.purged_erasure()
         while True:
             batch = self._outbox.pending(PUSH_BATCH)
             if not batch:
@@ -399,11 +403,7 @@ class EdgeRecommender:
                 )
                 for e in batch
             ]
-            # erasure_seen: if the user is erased after our pull, the server refuses these
-            # (recorded before we knew) in the same transaction; the next pull purges them.
-            track = functools.partial(
-                client.track, events, erasure_seen=self._outbox.purged_erasure()
-            )
+            track = functools.partial(client.track, events, erasure_seen=erasure_seen)
             result = self._with_backoff(track)
             failed = {error.index: error.message for error in result.errors}
             # Acknowledged (new or duplicate) and refused events leave the queue; a crash
