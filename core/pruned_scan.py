@@ -32,7 +32,7 @@ IndexArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 # Float32 rounding in the bounds is far below this, relative to ||a|| ||q||.
-_SLACK = 1e-5
+SLACK = 1e-5
 # Leaves whose items give the first threshold (then 16x as many if too few are allowed).
 _SEED_LEAVES = 16
 
@@ -110,7 +110,7 @@ class PrunedScan:
         )
 
     @cached_property
-    def _bound_matrix(self) -> FloatArray:
+    def bound_matrix(self) -> FloatArray:
         """``[high | low | residual | 1]`` per leaf: a leaf's bound is one row of a product."""
         ones = np.ones((self.leaves, 1), np.float32)
         return np.ascontiguousarray(
@@ -126,7 +126,7 @@ class PrunedScan:
         query[dim] = 1.0
         projected = query @ self.basis
         residual = np.linalg.norm(query - self.basis @ projected)
-        slack = _SLACK * self.max_norm * float(np.linalg.norm(query))
+        slack = SLACK * self.max_norm * float(np.linalg.norm(query))
         rank = projected.size
         bound_query = np.empty(2 * rank + 2, np.float32)
         np.maximum(projected, 0, out=bound_query[:rank])
@@ -165,7 +165,7 @@ class PrunedScan:
            reaches ``t`` and that is not excluded is scored exactly.
         """
         projected, bound_query = self._query(user_vector)
-        bounds: FloatArray = self._bound_matrix @ bound_query
+        bounds: FloatArray = self.bound_matrix @ bound_query
         excluded = np.unique(exclude) if exclude is not None and exclude.size else None
 
         threshold = -np.inf

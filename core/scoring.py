@@ -112,6 +112,24 @@ class CandidateSearch(Protocol):
         ...
 
 
+class PrunedKernel(Protocol):
+    """Runs a :class:`PrunedScan` search in compiled code (the server's
+    :mod:`shelfrank.server.compiled_search`): the same exact top k as the numpy search."""
+
+    def top_k(
+        self,
+        scan: PrunedScan,
+        vectors: FloatArray,
+        biases: FloatArray,
+        user_vector: FloatArray,
+        user_bias: float,
+        k: int,
+        *,
+        exclude: IndexArray | None = None,
+        allowed: BoolArray | None = None,
+    ) -> TopK: ...
+
+
 class ScoringTable:
     """Item side of the serving model: vectors, biases and the item id map.
 
@@ -127,6 +145,7 @@ class ScoringTable:
         *,
         pruned: PrunedScan | bool | None = True,
         approximate: CandidateSearch | None = None,
+        kernel: PrunedKernel | None = None,
     ) -> None:
         if item_vectors.ndim != 2 or item_biases.ndim != 1:
             raise ValueError("item_vectors must be 2-d and item_biases 1-d")
@@ -157,6 +176,8 @@ class ScoringTable:
         # When set, recommend asks it for candidates instead of searching exactly. It covers
         # the first ``approximate.items`` rows; rows appended since are scored exactly.
         self.approximate = approximate
+        # When set, the pruned search runs in it (compiled, GIL released) instead of numpy.
+        self.kernel = kernel
 
     def with_rows_appended(
         self, item_ids: IdMap, item_vectors: FloatArray, item_biases: FloatArray
@@ -176,7 +197,12 @@ class ScoringTable:
             )
         )
         return ScoringTable(
-            item_ids, vectors, biases, pruned=extended, approximate=self.approximate
+            item_ids,
+            vectors,
+            biases,
+            pruned=extended,
+            approximate=self.approximate,
+            kernel=self.kernel,
         )
 
     @property
@@ -275,6 +301,17 @@ class ScoringTable:
             found = self._approximate(user_vector, user_bias, k, exclude, allowed)
             if found is not None:
                 return found
+            if self.pruned is not None and self.kernel is not None:
+                return self.kernel.top_k(
+                    self.pruned,
+                    self.item_vectors,
+                    self.item_biases,
+                    user_vector,
+                    user_bias,
+                    k,
+                    exclude=exclude,
+                    allowed=allowed,
+                )
             if self.pruned is not None:
                 rows, scores = self.pruned.top_candidates(
                     self.item_vectors,

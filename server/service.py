@@ -266,8 +266,9 @@ class RecommenderService:
     def _scored(
         self, state: ServingState, rows: np.ndarray, scores: np.ndarray, strategy: str
     ) -> Scored:
-        ids = state.model.item_ids
-        items = tuple((ids.id_of(int(r)), float(s)) for r, s in zip(rows, scores, strict=True))
+        names = state.model.item_ids.ids
+        # tolist() makes Python ints and floats in C; a loop over numpy scalars is slower.
+        items = tuple(zip([names[r] for r in rows.tolist()], scores.tolist(), strict=True))
         return Scored(items, state.model_version, uuid.uuid4().hex, strategy)
 
     def info(self) -> Info:

@@ -16,7 +16,6 @@ import numpy as np
 
 from shelfrank.core.filters import FeatureIndex
 from shelfrank.core.representation import TokenEmbeddings
-from shelfrank.core.scoring import ScoringTable
 from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.server.config import TrainConfig
 
@@ -116,12 +115,21 @@ class ServingState:
             else:
                 token_rows[row] = columns
         added = len(item_ids) - len(model.item_ids)
+        # Appending keeps the table's search structures (pruned scan extended, not rebuilt;
+        # approximate index and compiled kernel carried over).
+        items_table = (
+            model.items.with_rows_appended(
+                item_ids, np.vstack(vectors[1:]), np.concatenate(biases[1:])
+            )
+            if added
+            else model.items
+        )
         indptr = np.zeros(len(item_ids) + 1, dtype=np.int64)
         np.cumsum([len(r) for r in token_rows], out=indptr[1:])
         indices = np.array([c for r in token_rows for c in r], dtype=np.int64)
         new_model = replace(
             model,
-            items=ScoringTable(item_ids, np.vstack(vectors), np.concatenate(biases)),
+            items=items_table,
             item_tokens=SparseRows(indptr, indices),
             item_token_embeddings=embeddings,
             item_popularity=np.concatenate([model.item_popularity, np.zeros(added, np.float32)]),
