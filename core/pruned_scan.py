@@ -111,9 +111,11 @@ class PrunedScan:
 
     @cached_property
     def bound_matrix(self) -> FloatArray:
-        """``[high | low | residual | 1]`` per leaf: a leaf's bound is one row of a product."""
+        """``[high | low | residual | 1]`` per leaf: a leaf's bound is one row of a product.
+        Stored column by column (its transpose is C-contiguous), so a compiled loop over the
+        leaves reads memory in order."""
         ones = np.ones((self.leaves, 1), np.float32)
-        return np.ascontiguousarray(
+        return np.asfortranarray(
             np.hstack([self.high, self.low, self.residual[:, None], ones]), dtype=np.float32
         )
 

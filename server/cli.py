@@ -441,7 +441,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             grace_seconds=args.grace,
             blas_threads=args.blas_threads,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
-            search=SearchPolicy(mode=args.search, ann=AnnConfig(ef_search=args.ef_search)),
+            search=SearchPolicy(
+                mode=args.search,
+                ann=AnnConfig(ef_search=args.ef_search),
+                compiled=args.compiled_search,
+            ),
             retrain_interval_seconds=args.retrain_interval,
             train_config=_train_config(args),
         )
@@ -613,6 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--ef-search", type=_positive_int, default=256, help="HNSW search breadth (--search ann)"
+    )
+    serve.add_argument(
+        "--compiled-search",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the exact pruned search compiled, GIL released (numba); "
+        "--no-compiled-search uses the numpy version (same results)",
     )
     serve.add_argument(
         "--retrain-interval", type=_positive_float, help="retrain in the background every N seconds"

@@ -130,7 +130,7 @@ def _score_leaf(
 
 def _pruned_top_k(
     basis: Any,
-    bound_matrix: Any,
+    bound_columns: Any,
     offsets: Any,
     order: Any,
     projected: Any,
@@ -147,7 +147,7 @@ def _pruned_top_k(
 ) -> tuple[Any, Any]:
     dim = user.size
     rank = basis.shape[1]
-    leaves = bound_matrix.shape[0]
+    leaves = bound_columns.shape[1]
     # The query [u, 1]: its projection, the norm of its residual, and the rounding slack.
     query_projection = np.zeros(rank, np.float64)
     for j in range(rank):
@@ -173,12 +173,13 @@ def _pruned_top_k(
         bound_query[rank + j] = min(query_projection[j], 0.0)
     bound_query[2 * rank] = query_residual
     bound_query[2 * rank + 1] = slack
-    bounds = np.empty(leaves, np.float64)
-    for leaf in range(leaves):
-        total = 0.0
-        for j in range(2 * rank + 2):
-            total += bound_matrix[leaf, j] * bound_query[j]
-        bounds[leaf] = total
+    # Column by column: the inner loop runs over contiguous leaves and vectorises.
+    bounds = np.zeros(leaves, np.float64)
+    for j in range(2 * rank + 2):
+        weight = bound_query[j]
+        column = bound_columns[j]
+        for leaf in range(leaves):
+            bounds[leaf] += column[leaf] * weight
     excluded = np.unique(exclude)
     heap_scores = np.empty(k, np.float32)
     heap_rows = np.empty(k, np.int64)
@@ -246,7 +247,7 @@ class CompiledPrunedSearch:
             raise ValueError(f"k: must be positive, got {k}")
         rows, scores = _kernel(
             scan.basis,
-            scan.bound_matrix,
+            scan.bound_matrix.T,  # (2 rank + 2, leaves), C-contiguous
             scan.offsets,
             scan.order,
             scan.projected,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shelfrank.server.cli import main
+from shelfrank.server.cli import build_parser, main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -256,3 +256,12 @@ def test_synth_command_writes_readable_files(tmp_path: Path) -> None:
     table, report = read_interactions(tmp_path / "interactions.csv")
     assert len(table) == 300
     assert report.rows_rejected == 0
+
+
+def test_serve_runs_the_compiled_search_unless_told_not_to() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--state", "s"]).compiled_search is True
+    assert (
+        parser.parse_args(["serve", "--state", "s", "--no-compiled-search"]).compiled_search
+        is False
+    )
