@@ -130,47 +130,65 @@ class ObservingInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str | None, metrics: Metrics) -> None:
         self.expected = f"Bearer {token}" if token else None
         self.metrics = metrics
+        # One observed handler per method, built once: this runs on every call, and under
+        # load the server's throughput is its Python time per call. (Racing first calls may
+        # both build one: same result.)
+        self._observed: dict[str, Any] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        method = details.method.rsplit("/", 1)[-1]
         if handler is None or details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler  # health and reflection stay open for probes and tools
-        metadata = dict(details.invocation_metadata or ())
-        if self.expected is not None and metadata.get("authorization") != self.expected:
-            self.metrics.requests.labels(method, "UNAUTHENTICATED").inc()
-
-            def deny(request: Any, context: grpc.ServicerContext) -> Any:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-            # The refusal must have the method's shape (EdgeSync streams its answer).
-            make = (
-                grpc.unary_stream_rpc_method_handler
-                if handler.unary_stream is not None
-                else grpc.unary_unary_rpc_method_handler
-            )
-            return make(
-                deny,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        method = details.method.rsplit("/", 1)[-1]
+        if self.expected is not None:
+            metadata = dict(details.invocation_metadata or ())
+            if metadata.get("authorization") != self.expected:
+                return self._denied(handler, method)
         if handler.unary_unary is None:
             return handler
+        observed = self._observed.get(details.method)
+        if observed is None or observed[0] is not handler:
+            observed = (handler, self._observing(handler, method))
+            self._observed[details.method] = observed
+        return observed[1]
+
+    def _denied(self, handler: Any, method: str) -> Any:
+        self.metrics.requests.labels(method, "UNAUTHENTICATED").inc()
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        # The refusal must have the method's shape (EdgeSync streams its answer).
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream is not None
+            else grpc.unary_unary_rpc_method_handler
+        )
+        return make(
+            deny,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _observing(self, handler: Any, method: str) -> Any:
         inner = handler.unary_unary
+        latency = self.metrics.latency.labels(method)
+        succeeded = self.metrics.requests.labels(method, "OK")
+        requests = self.metrics.requests
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            code = "OK"
             try:
-                return inner(request, context)
+                response = inner(request, context)
             except Exception:
                 # abort() stored the status on the context; grpc's stubs do not declare code()
                 status = getattr(context, "code", lambda: None)()
-                code = status.name if status is not None else "UNKNOWN"
+                requests.labels(method, status.name if status is not None else "UNKNOWN").inc()
                 raise
             finally:
-                self.metrics.latency.labels(method).observe(time.perf_counter() - started)
-                self.metrics.requests.labels(method, code).inc()
+                latency.observe(time.perf_counter() - started)
+            succeeded.inc()
+            return response
 
         return grpc.unary_unary_rpc_method_handler(
             observed,
