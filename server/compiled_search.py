@@ -229,7 +229,9 @@ _NO_MASK = np.empty(0, np.bool_)
 
 class CompiledPrunedSearch:
     """Runs a table's :class:`PrunedScan` in the compiled kernel; implements
-    ``core.scoring.PrunedKernel``. Stateless: one instance serves every table."""
+    ``core.scoring.PrunedKernel``. Stateless: one instance serves every table. Rows equal
+    the numpy search's; scores are summed in float64 before rounding to float32, so they
+    may differ from a BLAS float32 product in the last bit."""
 
     def top_k(
         self,
@@ -243,8 +245,18 @@ class CompiledPrunedSearch:
         exclude: IndexArray | None = None,
         allowed: BoolArray | None = None,
     ) -> TopK:
+        # The kernel does not check bounds: every shape it indexes by is checked here.
         if k <= 0:
             raise ValueError(f"k: must be positive, got {k}")
+        items, dim = vectors.shape
+        if scan.items != items or biases.shape != (items,):
+            raise ValueError(
+                f"scan covers {scan.items} rows; vectors {vectors.shape}, biases {biases.shape}"
+            )
+        if user_vector.shape != (dim,) or scan.basis.shape[0] != dim + 1:
+            raise ValueError(f"user_vector: expected shape ({dim},), got {user_vector.shape}")
+        if allowed is not None and allowed.shape != (items,):
+            raise ValueError(f"allowed: expected a mask of {items} rows, got {allowed.shape}")
         rows, scores = _kernel(
             scan.basis,
             scan.bound_matrix.T,  # (2 rank + 2, leaves), C-contiguous

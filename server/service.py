@@ -133,9 +133,11 @@ class RecommenderService:
         self._vectors_lock = threading.Lock()
         if scoring_threads < 1:
             raise ValueError(f"scoring_threads: must be at least 1, got {scoring_threads}")
-        # Searches run at most this many at a time. Each one is dozens of numpy calls, every
-        # call handing the GIL around; with many at once on few cores they convoy
+        # Searches run at most this many at a time. The numpy search is dozens of numpy
+        # calls, each handing the GIL around; many at once on few cores convoy
         # (benchmarks/RESULTS.md: 1 at a time served 1.6x the calls/s of 16 at 32 clients).
+        # The compiled search is one call without the GIL; for it the limit made no
+        # difference beyond noise (1 vs 16 at 32 clients: 48-63% vs 55-64% of the floor).
         self._scoring = threading.BoundedSemaphore(scoring_threads)
         limits = limits or EventLimits()
         self._per_user = (

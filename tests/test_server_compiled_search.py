@@ -5,6 +5,7 @@ every score exact in float32, so any difference is a search error, not rounding.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -125,3 +126,18 @@ def test_the_search_policy_attaches_the_kernel_unless_told_not_to() -> None:
     b = numpy_only.recommend(user, 0.5, 20, exclude=exclude)
     assert a.indices.tolist() == b.indices.tolist()
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+
+
+def test_shapes_the_kernel_would_read_past_are_refused() -> None:
+    vectors, biases = integer_table(4, 3000, 16, 3, 0)
+    scan = PrunedScan.build(vectors, biases)
+    assert scan is not None
+    user = np.ones(16, np.float32)
+    with pytest.raises(ValueError, match="allowed: expected a mask of 3000 rows"):
+        COMPILED_SEARCH.top_k(scan, vectors, biases, user, 0.0, 5, allowed=np.ones(10, bool))
+    with pytest.raises(ValueError, match="user_vector: expected shape"):
+        COMPILED_SEARCH.top_k(scan, vectors, biases, np.ones(8, np.float32), 0.0, 5)
+    with pytest.raises(ValueError, match="scan covers 3000 rows"):
+        COMPILED_SEARCH.top_k(scan, vectors[:100], biases[:100], user, 0.0, 5)
+    with pytest.raises(ValueError, match="k: must be positive"):
+        COMPILED_SEARCH.top_k(scan, vectors, biases, user, 0.0, 0)
