@@ -4,6 +4,8 @@ every score exact in float32, so any difference is a search error, not rounding.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,8 +14,9 @@ from hypothesis import strategies as st
 from shelfrank.core.ids import IdMap
 from shelfrank.core.pruned_scan import PrunedScan
 from shelfrank.core.scoring import ScoringTable
-from shelfrank.server.ann import SearchPolicy
+from shelfrank.server.ann import AnnConfig, SearchPolicy
 from shelfrank.server.compiled_search import COMPILED_SEARCH
+from shelfrank.server.registry import load_state
 from tests.test_core_pruned_scan import integer_table
 
 
@@ -141,3 +144,19 @@ def test_shapes_the_kernel_would_read_past_are_refused() -> None:
         COMPILED_SEARCH.top_k(scan, vectors[:100], biases[:100], user, 0.0, 5)
     with pytest.raises(ValueError, match="k: must be positive"):
         COMPILED_SEARCH.top_k(scan, vectors, biases, user, 0.0, 0)
+
+
+def test_a_catalogue_upsert_keeps_the_tables_search_structures(toy_model_dir: Path) -> None:
+    state = load_state(toy_model_dir, SearchPolicy(mode="ann", ann=AnnConfig(build_threads=1)))
+    table = state.model.items
+    assert table.kernel is COMPILED_SEARCH
+    assert table.approximate is not None
+    grown = state.with_items({"brand-new": ["genre:new"]})
+    new_table = grown.model.items
+    assert new_table.kernel is COMPILED_SEARCH
+    assert new_table.approximate is table.approximate  # rows appended: scored exactly
+    assert len(new_table) == len(table) + 1
+    assert "brand-new" in new_table.item_ids
+    # Only tokens changed: the table (vectors, index) is the same one.
+    first = table.item_ids.id_of(0)
+    assert grown.with_items({first: ["genre:new"]}).model.items is new_table
