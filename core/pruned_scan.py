@@ -34,7 +34,7 @@ BoolArray = npt.NDArray[np.bool_]
 # Float32 rounding in the bounds is far below this, relative to ||a|| ||q||.
 SLACK = 1e-5
 # Leaves whose items give the first threshold (then 16x as many if too few are allowed).
-_SEED_LEAVES = 16
+SEED_LEAVES = 16
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class PrunedScan:
         excluded = np.unique(exclude) if exclude is not None and exclude.size else None
 
         threshold = -np.inf
-        for seeds in (_SEED_LEAVES, 16 * _SEED_LEAVES):
+        for seeds in (SEED_LEAVES, 16 * SEED_LEAVES):
             rows = self._rows_of(_best_first(bounds, seeds), allowed, excluded)[0]
             if rows.size >= k:
                 seed_scores = vectors[rows] @ user_vector + biases[rows]

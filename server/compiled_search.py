@@ -23,15 +23,12 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.pruned_scan import SLACK, PrunedScan
+from shelfrank.core.pruned_scan import SEED_LEAVES, SLACK, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-
-# Leaves scored first, to fill the heap with good scores before anything is pruned.
-SEED_LEAVES = 16
 
 
 def _worse(score_a: Any, row_a: int, score_b: Any, row_b: int) -> bool:
@@ -184,7 +181,8 @@ def _pruned_top_k(
     heap_scores = np.empty(k, np.float32)
     heap_rows = np.empty(k, np.int64)
     size = 0
-    # Seeds: the leaves with the highest bounds (a small selection, no full sort).
+    # Seeds: the leaves with the highest bounds, as many as the numpy search starts from
+    # (a small selection, no full sort).
     seeds = min(SEED_LEAVES, leaves)
     seed_leaf = np.empty(seeds, np.int64)
     seed_bound = np.empty(seeds, np.float64)
