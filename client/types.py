@@ -12,11 +12,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from uuid import uuid4
 
 from shelfrank.client import _validation as check
 from shelfrank.core.errors import InvalidInputError
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, new_event_id
 
 __all__ = [
     "DeleteResult",
@@ -139,7 +138,7 @@ class Event:
         object.__setattr__(
             self,
             "event_id",
-            uuid4().hex if event_id is None else check.identifier("event_id", event_id),
+            new_event_id() if event_id is None else check.identifier("event_id", event_id),
         )
         object.__setattr__(self, "timestamp_ms", check.int64("timestamp_ms", timestamp_ms))
         object.__setattr__(self, "session_id", check.optional_identifier("session_id", session_id))

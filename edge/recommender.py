@@ -39,7 +39,7 @@ from shelfrank.client import (
 )
 from shelfrank.core.artifact import publish_directory, write_pointer
 from shelfrank.core.errors import ModelFileError, ShelfrankError
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, new_event_id
 from shelfrank.core.scoring import top_k
 from shelfrank.core.session import SessionConfig, SessionEvent, rerank
 from shelfrank.core.snapshot import (
@@ -178,7 +178,7 @@ class EdgeRecommender:
         kind = event_type if isinstance(event_type, EventType) else EventType.parse(event_type)
         if not item_id:
             raise ValueError("item_id: must not be empty")
-        event_id = uuid.uuid4().hex
+        event_id = new_event_id()
         stamp = int(self.clock() * 1000) if timestamp_ms is None else timestamp_ms
         self._outbox.add(
             OutboxEvent(event_id, self.user_id, item_id, kind, stamp, session_id, query)

@@ -13,6 +13,7 @@ short-lived connection (WAL readers never block the writer and see only committe
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -20,13 +21,25 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType
+from shelfrank.server.user_events import (
+    MERGE_EVERY,
+    UPTO_KEY,
+    EventRow,
+    RecentByUser,
+    indexed_rows,
+    merge,
+    merged_upto,
+    seqs_of,
+)
 
-SCHEMA_VERSION = 1
+# 2: events are indexed by user in bulk (user_events, see user_events.py), not per insert.
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -39,7 +52,8 @@ CREATE TABLE IF NOT EXISTS events (
     session_id TEXT NOT NULL DEFAULT '',
     query TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
+CREATE TABLE IF NOT EXISTS user_events (user_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                                        PRIMARY KEY (user_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased_events (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased_users (user_hash TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erasures (erasure_id INTEGER PRIMARY KEY, user_hash TEXT NOT NULL);
@@ -67,6 +81,7 @@ _INSERT_NEW_UNLESS_ERASED = (
 WRITER_CACHE_KIB = 65536
 WAL_CHECKPOINT_PAGES = 10000
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
+_USER_ID = attrgetter("user_id")
 
 
 class StoredEvent(NamedTuple):
@@ -118,7 +133,13 @@ def _now_ms() -> int:
 
 
 class EventStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, merge_every: int = MERGE_EVERY) -> None:
+        """``merge_every``: events after the user index's watermark that trigger a bulk
+        merge into it (see user_events.py)."""
+        if merge_every < 1:
+            raise ValueError(f"merge_every: must be at least 1, got {merge_every}")
+        self._merge_every = merge_every
+        self._recent = RecentByUser()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # the writer connection and the commit
@@ -137,25 +158,38 @@ class EventStore:
             self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._writer.executescript(_SCHEMA)
+            row = self._writer.execute(
+                "SELECT value FROM meta WHERE key='schema_version'"
+            ).fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path}: store schema {row[0]} is newer than this shelfrank "
+                    f"({SCHEMA_VERSION})"
+                )
             # Stores written before erasures were numbered: each erased user gets an id.
             self._writer.execute(
                 "INSERT INTO erasures (user_hash) SELECT user_hash FROM erased_users"
                 " WHERE user_hash NOT IN (SELECT user_hash FROM erasures)"
             )
-            row = self._writer.execute(
-                "SELECT value FROM meta WHERE key='schema_version'"
-            ).fetchone()
-            if row is None:
-                self._writer.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StorageError(
-                    f"{self.path}: store schema {row[0]} is newer than this shelfrank "
-                    f"({SCHEMA_VERSION})"
-                )
+            self._index_users_in_bulk()
+            self._writer.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
             self._writer.commit()
+
+    def _index_users_in_bulk(self) -> None:
+        """Schema 1 indexed every event by user as it was inserted (``events_by_user``):
+        its events move into user_events in one merge and the index goes, in the opening
+        transaction. A new store starts with the watermark at 0."""
+        self._writer.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '0')", (UPTO_KEY,))
+        old_index = self._writer.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_by_user'"
+        ).fetchone()
+        if old_index is not None:
+            last = self._writer.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            merge(self._writer, merged_upto(self._writer), int(last))
+            self._writer.execute("DROP INDEX events_by_user")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -227,8 +261,10 @@ class EventStore:
                 for p, keep in zip(group, kept, strict=True)
             ]
             total = sum(len(batch) for batch in batches)
-            before, any_erased = self._writer.execute(
-                "SELECT COALESCE(MAX(seq), 0), EXISTS (SELECT 1 FROM erased_events) FROM events"
+            before, any_erased, upto = self._writer.execute(
+                "SELECT COALESCE(MAX(seq), 0), EXISTS (SELECT 1 FROM erased_events),"
+                " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?) FROM events",
+                (UPTO_KEY,),
             ).fetchone()
             insert = _INSERT_NEW_UNLESS_ERASED if any_erased else _INSERT_NEW
             # A StoredEvent is the row itself (its fields are the columns, in order).
@@ -237,10 +273,17 @@ class EventStore:
             # All new and numbered before+1.. in order (AUTOINCREMENT with one writer): no
             # read-back. Otherwise read back which ids were stored, and their seqs.
             inserted = None if stored == total == last - before else self._inserted_since(before)
+            merged = last - upto >= self._merge_every
+            if merged:
+                merge(self._writer, upto, last)
             self._writer.commit()
         except BaseException:
             self._writer.rollback()
             raise
+        if inserted is None:  # numbered before+1..last in order: the users are known
+            self._recent.appended(before, last, map(_USER_ID, chain.from_iterable(batches)))
+        if merged:
+            self._recent.merged(last)
         results: list[AppendResult] = []
         next_seq = before + 1
         for pending, keep, events in zip(group, kept, batches, strict=True):
@@ -320,14 +363,16 @@ class EventStore:
         """Erase a user's events and profile; returns (existed, events deleted)."""
         with self._lock:
             try:
+                seqs = json.dumps(seqs_of(self._writer, user_id, merged_upto(self._writer)))
                 self._writer.execute(
                     "INSERT OR IGNORE INTO erased_events (event_id) "
-                    "SELECT event_id FROM events WHERE user_id = ?",
-                    (user_id,),
+                    "SELECT event_id FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+                    (seqs,),
                 )
                 deleted = self._writer.execute(
-                    "DELETE FROM events WHERE user_id = ?", (user_id,)
+                    "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))", (seqs,)
                 ).rowcount
+                self._writer.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
                 profile = self._writer.execute(
                     "DELETE FROM users WHERE user_id = ?", (user_id,)
                 ).rowcount
@@ -345,6 +390,7 @@ class EventStore:
             except BaseException:
                 self._writer.rollback()
                 raise
+            self._recent.forget(user_id)  # under the writer lock: no append can interleave
         return bool(deleted or profile), int(deleted)
 
     def erased_among(self, user_ids: Iterable[str]) -> set[str]:
@@ -357,16 +403,16 @@ class EventStore:
         return {u for u in marked if self.was_erased(u)}
 
     def erasure_state(self, user_id: str) -> tuple[int, bool]:
-        """(latest_erasure, was_erased) for the user, read in one statement (one
-        snapshot): an erasure committing in between cannot split them."""
-        with self._read() as connection:
-            latest, erased = connection.execute(
+        """(latest_erasure, was_erased) for the user, read in one snapshot: an erasure
+        committing in between cannot split them."""
+        with self._snapshot() as connection:
+            latest, marked = connection.execute(
                 "SELECT (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?1),"
-                " EXISTS (SELECT 1 FROM erased_users WHERE user_hash = ?1)"
-                " AND NOT EXISTS (SELECT 1 FROM events WHERE user_id = ?2)",
-                (_user_hash(user_id), user_id),
+                " EXISTS (SELECT 1 FROM erased_users WHERE user_hash = ?1)",
+                (_user_hash(user_id),),
             ).fetchone()
-        return int(latest), bool(erased)
+            erased = bool(marked) and not self._has_events(connection, user_id)
+        return int(latest), erased
 
     def latest_erasure(self, user_id: str) -> int:
         """The id of the user's latest erasure (ids grow with every erasure; 0: never
@@ -380,16 +426,11 @@ class EventStore:
 
     def was_erased(self, user_id: str) -> bool:
         """Whether the user was erased (and has not come back with new events since)."""
-        with self._read() as connection:
+        with self._snapshot() as connection:
             marked = connection.execute(
                 "SELECT 1 FROM erased_users WHERE user_hash = ?", (_user_hash(user_id),)
             ).fetchone()
-            if marked is None:
-                return False
-            again = connection.execute(
-                "SELECT 1 FROM events WHERE user_id = ? LIMIT 1", (user_id,)
-            ).fetchone()
-        return again is None
+            return marked is not None and not self._has_events(connection, user_id)
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (erased rows leave the WAL too)."""
@@ -405,31 +446,44 @@ class EventStore:
         finally:
             connection.close()
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read connection inside one transaction: every read sees the same commit."""
+        with self._read() as connection:
+            connection.execute("BEGIN")
+            try:
+                yield connection
+            finally:
+                connection.execute("COMMIT")
+
+    def _user_rows(
+        self, connection: sqlite3.Connection, user_id: str
+    ) -> tuple[int, list[EventRow]]:
+        """The store's last seq and the user's rows (seq first), oldest first, from the
+        snapshot open on ``connection``: the merged index, then the tail."""
+        last = int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        upto = merged_upto(connection)
+        tail = self._recent.rows(connection, user_id, upto, last)
+        return last, indexed_rows(connection, user_id) + tail
+
+    def _has_events(self, connection: sqlite3.Connection, user_id: str) -> bool:
+        indexed = connection.execute(
+            "SELECT 1 FROM user_events WHERE user_id = ? LIMIT 1", (user_id,)
+        ).fetchone()
+        return indexed is not None or bool(self._user_rows(connection, user_id)[1])
+
     def events_for_user(self, user_id: str, after_seq: int = 0) -> list[tuple[int, StoredEvent]]:
         """The user's events stored after ``after_seq``, oldest first, with their seq."""
-        with self._read() as connection:
-            rows = connection.execute(
-                "SELECT seq, event_id, user_id, item_id, event_type, timestamp_ms, session_id, "
-                "query FROM events WHERE user_id = ? AND seq > ? ORDER BY seq",
-                (user_id, after_seq),
-            ).fetchall()
-        return [(int(row[0]), _event(row[1:])) for row in rows]
+        with self._snapshot() as connection:
+            _, rows = self._user_rows(connection, user_id)
+        return [(int(row[0]), _event(row[1:])) for row in rows if row[0] > after_seq]
 
     def user_history(self, user_id: str) -> tuple[int, list[tuple[int, StoredEvent]]]:
         """The user's events with their seqs, and the store's last seq, from one snapshot:
         every event with a seq up to that one is either in the list or not the user's."""
-        with self._read() as connection:
-            connection.execute("BEGIN")
-            try:
-                last = connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-                rows = connection.execute(
-                    "SELECT seq, event_id, user_id, item_id, event_type, timestamp_ms, "
-                    "session_id, query FROM events WHERE user_id = ? ORDER BY seq",
-                    (user_id,),
-                ).fetchall()
-            finally:
-                connection.execute("COMMIT")
-        return int(last[0]), [(int(row[0]), _event(row[1:])) for row in rows]
+        with self._snapshot() as connection:
+            last, rows = self._user_rows(connection, user_id)
+        return last, [(int(row[0]), _event(row[1:])) for row in rows]
 
     def last_seq(self) -> int:
         with self._read() as connection:
@@ -476,8 +530,12 @@ class EventStore:
 
     def counts(self) -> StoreCounts:
         with self._read() as connection:
+            # Users from the merged index plus the tail: no sort of the whole events table.
             events, users_with_events = connection.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM events"
+                "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM ("
+                " SELECT user_id FROM user_events UNION SELECT user_id FROM events"
+                " WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?)))",
+                (UPTO_KEY,),
             ).fetchone()
             items = connection.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             users = connection.execute("SELECT COUNT(*) FROM users").fetchone()[0]

@@ -189,3 +189,25 @@ def test_importing_the_client_does_not_import_numpy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_default_event_ids_are_uuid7_and_sort_by_creation_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uuid
+
+    import shelfrank.core.events as events
+
+    clock = iter(range(1_700_000_000_000, 1_700_000_000_000 + 1000))
+    monkeypatch.setattr(events.time, "time_ns", lambda: next(clock) * 1_000_000)
+    ids = [Event("u1", "i1").event_id for _ in range(200)]
+    assert ids == sorted(ids)  # one millisecond apart: in creation order
+    assert len(set(ids)) == 200
+    parsed = uuid.UUID(hex=ids[0])
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert int(ids[0][:12], 16) == 1_700_000_000_000
+    # Within one millisecond the random part differs.
+    monkeypatch.setattr(events.time, "time_ns", lambda: 5_000_000)
+    same_ms = {Event("u1", "i1").event_id for _ in range(100)}
+    assert len(same_ms) == 100
+    assert {i[:12] for i in same_ms} == {"000000000005"}

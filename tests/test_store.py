@@ -258,3 +258,136 @@ def test_a_failed_group_commit_fails_every_batch_in_it(tmp_path: Path) -> None:
     assert [e.event_id for _, e in store.iter_events()] == ["kept"]
     store.append_events([ev("after")])  # the store keeps working
     assert [e.event_id for _, e in store.iter_events()] == ["kept", "after"]
+
+
+# -- the user index: merged in bulk, the tail found through each process's map ----------------
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("append"),
+            st.integers(0, 1),
+            st.lists(
+                st.tuples(st.integers(0, 15), st.sampled_from(["u1", "u2", "u3"])),
+                min_size=1,
+                max_size=6,
+            ),
+        ),
+        st.tuples(st.just("delete"), st.integers(0, 1), st.sampled_from(["u1", "u2", "u3"])),
+        st.tuples(st.just("reopen"), st.integers(0, 1), st.just("")),
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(operations, st.integers(1, 6))
+def test_every_user_history_is_complete_across_merges_erasures_and_two_writers(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, object]], every: int
+) -> None:
+    """Two EventStores on one file (two processes): each sees every user's full history,
+    whichever of them appended, merged or erased, including tail events it never wrote."""
+    path = tmp_path_factory.mktemp("u") / "s.db"
+    stores = [EventStore(path, merge_every=every), EventStore(path, merge_every=every)]
+    stored: dict[str, str] = {}  # event id -> user, in the order stored
+    erased: set[str] = set()
+    for op, index, arg in ops:
+        if op == "append":
+            batch = [ev(f"e{n}-{user}", user=user) for n, user in arg]  # type: ignore[attr-defined]
+            stores[index].append_events(batch)
+            for event in batch:
+                if event.event_id not in stored and event.event_id not in erased:
+                    stored[event.event_id] = event.user_id
+        elif op == "delete":
+            stores[index].delete_user(str(arg))
+            gone = [event_id for event_id, user in stored.items() if user == arg]
+            erased.update(gone)
+            for event_id in gone:
+                del stored[event_id]
+        else:
+            stores[index].close()
+            stores[index] = EventStore(path, merge_every=every)
+        for store in stores:
+            for user in ("u1", "u2", "u3"):
+                expected = [event_id for event_id, owner in stored.items() if owner == user]
+                last, history = store.user_history(user)
+                assert [e.event_id for _, e in history] == expected
+                assert last == store.last_seq()
+                assert [e.event_id for _, e in store.events_for_user(user)] == expected
+            assert store.counts().users_with_events == len(set(stored.values()))
+    assert stores[0].integrity_check() == "ok"
+
+
+def test_a_merge_indexes_the_tail_by_user_in_one_step(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db", merge_every=4)
+    store.append_events([ev("a"), ev("b", user="u2"), ev("c")])
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        assert raw.execute("SELECT COUNT(*) FROM user_events").fetchone() == (0,)
+    store.append_events([ev("d", user="u2")])  # the 4th event since the watermark: merge
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        assert raw.execute("SELECT user_id, seq FROM user_events").fetchall() == [
+            ("u1", 1),
+            ("u1", 3),
+            ("u2", 2),
+            ("u2", 4),
+        ]
+        assert raw.execute("SELECT value FROM meta WHERE key = 'user_events_upto'").fetchone() == (
+            "4",
+        )
+        indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+    assert "events_by_user" not in indexes  # no per-insert index by user
+
+
+def test_a_reader_whose_snapshot_predates_a_merge_still_sees_the_tail(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db", merge_every=3)
+    store.append_events([ev("a"), ev("b", user="u2")])
+    assert len(store.user_history("u1")[1]) == 1  # the map now holds seqs 1 and 2
+    reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)  # snapshot taken
+    store.append_events([ev("c")])  # merges (1, 3]: the map forgets them
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        assert raw.execute("SELECT value FROM meta WHERE key = 'user_events_upto'").fetchone() == (
+            "3",
+        )
+    # The old snapshot's watermark is 0 and its last seq 2: both tail events are found.
+    rows = store._recent.rows(reader, "u1", 0, 2)
+    assert [row[1] for row in rows] == ["a"]
+    reader.execute("COMMIT")
+    reader.close()
+
+
+def test_a_schema_1_store_moves_its_user_index_into_bulk_merged_form(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as raw:  # as shelfrank with schema 1 left it
+        raw.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, item_id TEXT NOT NULL,
+                event_type INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL,
+                session_id TEXT NOT NULL DEFAULT '', query TEXT NOT NULL DEFAULT '');
+            CREATE INDEX events_by_user ON events (user_id, seq);
+            INSERT INTO events (event_id, user_id, item_id, event_type, timestamp_ms)
+                VALUES ('a', 'u1', 'i1', 1, 5), ('b', 'u2', 'i1', 3, 6), ('c', 'u1', 'i2', 1, 7);
+            """
+        )
+    store = EventStore(path)
+    assert [e.event_id for _, e in store.events_for_user("u1")] == ["a", "c"]
+    assert store.append_events([ev("c"), ev("d", user="u2")]).accepted == (1,)
+    assert [e.event_id for _, e in store.events_for_user("u2")] == ["b", "d"]
+    assert store.delete_user("u1") == (True, 2)
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert raw.execute("SELECT user_id, seq FROM user_events").fetchall() == [("u2", 2)]
+        names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+    assert "events_by_user" not in names
+    assert EventStore(path).integrity_check() == "ok"
+
+
+def test_merge_every_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="merge_every: must be at least 1, got 0"):
+        EventStore(tmp_path / "s.db", merge_every=0)
