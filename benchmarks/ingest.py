@@ -6,18 +6,23 @@ catalogue and history already in it), because SQLite's insert rate falls as the 
 grow (about 2.5x between 0 and 400k stored events with default settings):
 
 - floor: raw ``sqlite3`` ``executemany`` of those rows, one commit per batch, with the
-  store's schema, indexes and pragmas (what the store cannot beat); measured before and
-  after the server on fresh copies, the mean is the floor;
+  store's schema, indexes and pragmas, plus the store's bulk merge of the user index in
+  plain SQL at the same interval (the SQL the store cannot avoid); measured before and
+  after the server on fresh copies, the mean is the floor. The same without the merge is
+  reported beside it (``insert_only_floor``);
 - store: ``EventStore.append_events`` in-process (duplicate check, one transaction);
 - server: ``Track`` over gRPC to a server in a child process, first 1 client thread, then 4
   (raw stubs with prebuilt requests, so the figure is the server's, not the client's).
   The floor and store figures run the same two phases in the same order.
 
+Event ids are made by the SDK's generator (time-ordered, as the client and edge send
+them); ``--ids random`` uses uuid4 hex instead, as a client with its own random ids would.
+
 Freshness: Recommend right after a Track for the same user (the event must already count:
 read-your-writes, no extra calls) against Recommend for users with nothing new; the added
 latency is the cost of folding the new event in.
 
-    python benchmarks/ingest.py [--events 100000] [--smoke]
+    python benchmarks/ingest.py [--events 100000] [--ids sdk|random] [--smoke]
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import sqlite3
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +53,7 @@ from serving import (
 
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, new_event_id
 from shelfrank.server.store import (
     WAL_CHECKPOINT_PAGES,
     WAL_SIZE_LIMIT_BYTES,
@@ -54,6 +61,7 @@ from shelfrank.server.store import (
     EventStore,
     StoredEvent,
 )
+from shelfrank.server.user_events import MERGE_EVERY, merge, merged_upto
 
 BATCH = 500
 INSERT = (
@@ -62,14 +70,22 @@ INSERT = (
 )
 
 
-def synthetic_events(count: int, users: int, items: int, seed: int, tag: str) -> list[StoredEvent]:
+ID_MAKERS: dict[str, Callable[[], str]] = {
+    "sdk": new_event_id,
+    "random": lambda: uuid.uuid4().hex,
+}
+
+
+def synthetic_events(
+    count: int, users: int, items: int, seed: int, make_id: Callable[[], str]
+) -> list[StoredEvent]:
     rng = np.random.default_rng(seed)
     user_rows = rng.integers(0, users, count)
     item_rows = rng.integers(0, items, count)
     kinds = rng.choice([1, 2, 3, 4], count, p=[0.7, 0.15, 0.1, 0.05])
     now = int(time.time() * 1000)
     return [
-        StoredEvent(f"{tag}-{i:09d}", f"u{u:06d}", f"i{it:07d}", EventType(int(k)), now - count + i)
+        StoredEvent(make_id(), f"u{u:06d}", f"i{it:07d}", EventType(int(k)), now - count + i)
         for i, (u, it, k) in enumerate(zip(user_rows, item_rows, kinds, strict=True))
     ]
 
@@ -78,9 +94,13 @@ def batches(events: list[StoredEvent]) -> list[list[StoredEvent]]:
     return [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
 
 
-def raw_floor(path: Path, phases: list[list[StoredEvent]]) -> list[float]:
+def raw_floor(
+    path: Path, phases: list[list[StoredEvent]], *, merge_user_index: bool = True
+) -> list[float]:
     """Events/s per phase of bare executemany + commit per batch, into the store at ``path``
-    (already holding the store's schema and data) with the store's writer pragmas."""
+    (already holding the store's schema and data) with the store's writer pragmas; with
+    ``merge_user_index``, the store's bulk merge of the user index in the same commit
+    whenever MERGE_EVERY events have arrived since the last one, as the store does it."""
     connection = sqlite3.connect(path, isolation_level="DEFERRED")
     for pragma in (
         "synchronous=FULL",
@@ -91,6 +111,7 @@ def raw_floor(path: Path, phases: list[list[StoredEvent]]) -> list[float]:
     ):
         connection.execute(f"PRAGMA {pragma}")
     rates = []
+    upto = merged_upto(connection)
     for events in phases:
         rows = [
             (e.event_id, e.user_id, e.item_id, int(e.event_type), e.timestamp_ms, "", "")
@@ -99,6 +120,11 @@ def raw_floor(path: Path, phases: list[list[StoredEvent]]) -> list[float]:
         tick = time.perf_counter()
         for start in range(0, len(rows), BATCH):
             connection.executemany(INSERT, rows[start : start + BATCH])
+            if merge_user_index:
+                last = connection.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+                if last - upto >= MERGE_EVERY:
+                    merge(connection, upto, last)
+                    upto = last
             connection.commit()
         rates.append(len(rows) / (time.perf_counter() - tick))
     connection.close()
@@ -219,6 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--freshness-calls", type=int, default=300)
+    parser.add_argument("--ids", choices=sorted(ID_MAKERS), default="sdk")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/ingest.json")
     args = parser.parse_args()
@@ -231,7 +258,13 @@ def main() -> None:
     base = hybrid.to_serving()
     result: dict[str, Any] = {
         "machine": machine_description(),
-        "settings": {"events": args.events, "batch": BATCH, "durability": "WAL, FULL"},
+        "settings": {
+            "events": args.events,
+            "batch": BATCH,
+            "durability": "WAL, FULL",
+            "event_ids": args.ids,
+            "user_index_merge_every": MERGE_EVERY,
+        },
     }
     client_counts = (1, 4)
     with tempfile.TemporaryDirectory(prefix="shelfrank-ingest-") as tmp:
@@ -241,10 +274,13 @@ def main() -> None:
         watermark = prepare_state(state_dir, shop)
         write_model(model_dir, base, hybrid, watermark)
         phases = [
-            synthetic_events(args.events, 10_000, 100_000, 10 + c, f"c{c}") for c in client_counts
+            synthetic_events(args.events, 10_000, 100_000, 10 + c, ID_MAKERS[args.ids])
+            for c in client_counts
         ]
-        copies = {name: copy_store(state_dir, root / name) for name in ("before", "store", "after")}
+        names = ("before", "store", "after", "insert-only")
+        copies = {name: copy_store(state_dir, root / name) for name in names}
         floors = [raw_floor(copies["before"], phases)]
+        insert_only = raw_floor(copies["insert-only"], phases, merge_user_index=False)
         stores = store_rate(copies["store"], phases)
         with child_server(serve, str(state_dir), str(model_dir), {}) as (target, _):
             server = [
@@ -256,8 +292,11 @@ def main() -> None:
             result["freshness"] = freshness(target, users, items, args.freshness_calls)
         floors.append(raw_floor(copies["after"], phases))
     floor = [float(np.mean(pair)) for pair in zip(*floors, strict=True)]
-    for point, phase_floor, phase_store in zip(server, floor, stores, strict=True):
+    for point, phase_floor, phase_store, phase_insert in zip(
+        server, floor, stores, insert_only, strict=True
+    ):
         point["raw_floor_events_per_s"] = round(phase_floor, 1)
+        point["insert_only_floor_events_per_s"] = round(phase_insert, 1)
         point["store_events_per_s"] = round(phase_store, 1)
         point["server_vs_raw"] = round(point["events_per_s"] / phase_floor, 3)
     result["server_track"] = server
