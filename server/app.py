@@ -8,6 +8,7 @@ fresh machine serves at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -76,6 +77,11 @@ class ServerOptions:
     # exact | ann | auto: see shelfrank.server.ann.SearchPolicy.
     search: SearchPolicy = field(default_factory=SearchPolicy)
     grace_seconds: float = 10.0
+    # Move every object alive once the server is built (modules, model, catalogue) out of
+    # the cyclic collector's scans (gc.freeze): a full collection then walks only what
+    # requests create, 75 ms -> ~2 ms here, a pause every few hundred Track batches
+    # (benchmarks/RESULTS.md, "Ingest"). It affects the whole process.
+    freeze_startup_objects: bool = True
     retrain_interval_seconds: float | None = None
     train_config: TrainConfig = field(default_factory=TrainConfig)
 
@@ -325,6 +331,9 @@ def start(options: ServerOptions) -> RunningServer:
     retrainer = Retrainer(
         service, registry, options.train_config, interval_seconds=options.retrain_interval_seconds
     )
+    if options.freeze_startup_objects:
+        gc.collect()  # garbage from start-up is freed, not frozen
+        gc.freeze()
     server.start()
     for name in ("", SERVICE_NAME, EDGE_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

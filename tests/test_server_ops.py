@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
 import urllib.request
@@ -105,6 +106,31 @@ def test_reflection_can_be_switched_off(model_dir: Path, tmp_path: Path) -> None
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_start_up_objects_are_frozen_out_of_the_collector_unless_asked_not_to(
+    model_dir: Path, tmp_path: Path, freeze: bool
+) -> None:
+    gc.unfreeze()  # other servers in this process may have frozen theirs
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path,
+            port=0,
+            model_dir=model_dir,
+            train_config=CONFIG,
+            freeze_startup_objects=freeze,
+        )
+    )
+    try:
+        frozen = gc.get_freeze_count()
+    finally:
+        running.stop()
+        gc.unfreeze()
+    if freeze:
+        assert frozen > 10_000  # modules, the model and the catalogue at least
+    else:
+        assert frozen == 0
 
 
 @pytest.mark.skipif(
