@@ -24,10 +24,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from shelfrank.core.events import EventType
 from shelfrank.server.store import StoredEvent
 
+_USER_ID = attrgetter("user_id")
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
 _MAX_WRITE_COUNTERS = 100_000
 MAX_USERS = 100_000  # records kept (a few hundred bytes each plus 16 per fresh event)
@@ -117,21 +119,28 @@ class LiveUsers:
         batch, not one read per user): the next read loads from the store, which already
         holds these events. The write counter keeps a load that raced with this write from
         caching what it read before the events were stored."""
-        by_user: dict[str, list[tuple[int, StoredEvent]]] = {}
-        for seq, event in zip(seqs, events, strict=True):
-            by_user.setdefault(event.user_id, []).append((seq, event))
+        touched = set(map(_USER_ID, events))
         with self._lock:  # once per batch: a batch spans hundreds of users
             users, writes = self._users, self._writes
-            for user_id, user_events in by_user.items():
+            cached: set[str] = set()
+            for user_id in touched:
                 current = users.get(user_id)
                 if current is not None and current.watermark_seq == watermark_seq:
-                    users[user_id] = current.merged(user_events)
+                    cached.add(user_id)
                 elif len(writes) >= _MAX_WRITE_COUNTERS:
                     # Bounded memory for write-only users: invalidate all in-flight loads.
                     self._generation += 1
                     writes.clear()
                 else:
                     writes[user_id] = writes.get(user_id, 0) + 1
+            if not cached:  # the common case for ingest: no per-event work at all
+                return
+            by_user: dict[str, list[tuple[int, StoredEvent]]] = {}
+            for seq, event in zip(seqs, events, strict=True):
+                if event.user_id in cached:
+                    by_user.setdefault(event.user_id, []).append((seq, event))
+            for user_id, user_events in by_user.items():
+                users[user_id] = users[user_id].merged(user_events)
 
     def forget(self, user_id: str) -> None:
         with self._lock:
