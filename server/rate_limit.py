@@ -1,8 +1,11 @@
 """Token-bucket rate limits on ingested events, per key (a user, a connection).
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` per second; taking more than
-it holds is refused and takes nothing. Buckets of idle keys are dropped once full again
-(a full bucket is the same as no bucket), so memory follows the active keys only.
+it holds is refused and takes nothing. Each bucket is kept as one number, the time at
+which it is full again (the generic cell rate algorithm's form of a token bucket): a Track
+batch updates hundreds of users' buckets, so no tuple per bucket and no refill
+arithmetic beyond one max and one add. A bucket that is full again is the same as no
+bucket, so idle keys are dropped and memory follows the active keys only.
 """
 
 from __future__ import annotations
@@ -25,30 +28,29 @@ class RateLimiter:
             raise ValueError(f"rate and burst must be positive, got {rate} and {burst}")
         self.rate = rate
         self.burst = burst
+        self._seconds_per_token = 1.0 / rate
+        self._window = burst / rate  # how far ahead of now a bucket may be emptied
         self._max_keys = max_keys
         self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def _level(self, key: str, now: float) -> float:
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        return min(self.burst, tokens + (now - at) * self.rate)
+        self._full_at: dict[str, float] = {}  # key -> when its bucket is full again
 
     def take_all(self, amounts: Mapping[str, float]) -> str | None:
         """Take ``amounts[key]`` from every key's bucket, or nothing at all; returns the
         first key that has too few tokens (None when all were taken)."""
-        burst, rate, buckets = self.burst, self.rate, self._buckets
+        per_token, window, full_at = self._seconds_per_token, self._window, self._full_at
         with self._lock:
             now = self._clock()
-            taken: dict[str, tuple[float, float]] = {}
+            limit = now + window
+            taken: dict[str, float] = {}
             for key, amount in amounts.items():
-                state = buckets.get(key)
-                level = burst if state is None else min(burst, state[0] + (now - state[1]) * rate)
-                if amount > level:
+                start = full_at.get(key, now)
+                end = (start if start > now else now) + amount * per_token
+                if end > limit:
                     return key
-                taken[key] = (level - amount, now)
-            buckets.update(taken)
-            if len(buckets) > self._max_keys:
+                taken[key] = end
+            full_at.update(taken)
+            if len(full_at) > self._max_keys:
                 self._forget_full(now)
             return None
 
@@ -58,18 +60,18 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             for key, amount in amounts.items():
-                if key in self._buckets:
-                    self._buckets[key] = (min(self.burst, self._level(key, now) + amount), now)
+                if key in self._full_at:
+                    self._full_at[key] = max(
+                        now, self._full_at[key] - amount * self._seconds_per_token
+                    )
 
     def _forget_full(self, now: float) -> None:
-        full = [k for k in self._buckets if self._level(k, now) >= self.burst]
-        for key in full:
-            del self._buckets[key]
-        if len(self._buckets) > self._max_keys:  # all busy: forget the oldest (lenient)
-            for key in sorted(self._buckets, key=lambda k: self._buckets[k][1])[
-                : len(self._buckets) - self._max_keys
-            ]:
-                del self._buckets[key]
+        full_at = self._full_at
+        for key in [k for k, end in full_at.items() if end <= now]:
+            del full_at[key]
+        if len(full_at) > self._max_keys:  # all busy: forget the fullest (lenient)
+            for key in sorted(full_at, key=full_at.__getitem__)[: len(full_at) - self._max_keys]:
+                del full_at[key]
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._full_at)

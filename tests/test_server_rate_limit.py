@@ -6,6 +6,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shelfrank.client._proto import recommender_pb2 as pb
 from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
@@ -59,6 +61,59 @@ def test_idle_keys_are_forgotten() -> None:
     clock.now = 1.0  # every bucket is full again
     limiter.take_all({"new": 1})
     assert len(limiter) <= 100
+
+
+class ReferenceBuckets:
+    """The plain token bucket: tokens and the time they were counted, per key."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def level(self, key: str, now: float) -> float:
+        tokens, at = self.buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.rate)
+
+    def take_all(self, amounts: dict[str, int], now: float) -> str | None:
+        levels = {key: self.level(key, now) for key in amounts}
+        for key, amount in amounts.items():
+            if amount > levels[key]:
+                return key
+        for key, amount in amounts.items():
+            self.buckets[key] = (levels[key] - amount, now)
+        return None
+
+    def give_back(self, amounts: dict[str, int], now: float) -> None:
+        for key, amount in amounts.items():
+            if key in self.buckets:
+                self.buckets[key] = (min(self.burst, self.level(key, now) + amount), now)
+
+
+calls = st.lists(
+    st.tuples(
+        st.integers(0, 12),  # quarter seconds to wait before the call
+        st.booleans(),  # give back instead of take
+        st.dictionaries(st.sampled_from("abc"), st.integers(0, 14), min_size=1),
+    ),
+    max_size=40,
+)
+
+
+@given(calls, st.sampled_from([1, 2, 4]), st.integers(1, 12))
+def test_the_limiter_decides_exactly_as_a_plain_token_bucket(
+    script: list[tuple[int, bool, dict[str, int]]], rate: int, burst: int
+) -> None:
+    # Quarter seconds and these rates keep every float exact: decisions must be equal.
+    clock = Clock()
+    limiter = RateLimiter(rate=rate, burst=burst, clock=clock)
+    reference = ReferenceBuckets(rate, burst)
+    for wait, give_back, amounts in script:
+        clock.now += wait / 4
+        if give_back:
+            limiter.give_back(amounts)
+            reference.give_back(amounts, clock.now)
+        else:
+            assert limiter.take_all(amounts) == reference.take_all(amounts, clock.now)
 
 
 def test_invalid_settings_are_refused() -> None:
