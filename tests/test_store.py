@@ -396,10 +396,10 @@ def test_merge_every_must_be_positive(tmp_path: Path) -> None:
 def test_a_large_batch_is_stored_in_order_across_insert_statements(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "s.db")
     store.append_events([ev("e5"), ev("e300")])
-    batch = [ev(f"e{i}", user=f"u{i % 7}") for i in range(700)]
+    batch = [ev(f"e{i}", user=f"u{i % 7}") for i in range(1100)]  # two statements
     result = store.append_events(batch)
     assert result.duplicates == (5, 300)
-    assert len(result.accepted) == 698
+    assert len(result.accepted) == 1098
     stored = [(seq, e.event_id) for seq, e in store.iter_events()][2:]
     assert stored == [
         (seq, batch[i].event_id) for i, seq in zip(result.accepted, result.seqs, strict=True)
