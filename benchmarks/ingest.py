@@ -241,6 +241,60 @@ def freshness(target: str, users: list[str], items: list[str], calls: int) -> di
     }
 
 
+# -- report -------------------------------------------------------------------------------------
+BARS = (
+    ("events_per_s", "Track (server)", "tab:blue"),
+    ("store_events_per_s", "store in-process", "tab:green"),
+    ("raw_floor_events_per_s", "raw floor (with merge)", "tab:gray"),
+    ("insert_only_floor_events_per_s", "raw inserts only", "lightgray"),
+)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = result["server_track"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(BARS)
+    for offset, (key, label, color) in enumerate(BARS):
+        xs = [i + (offset - (len(BARS) - 1) / 2) * width for i in range(len(points))]
+        ax.bar(xs, [p[key] / 1000 for p in points], width, label=label, color=color)
+    ax.axhline(50, color="tab:red", linestyle="--", linewidth=1, label="target: 50k/s")
+    ax.set_xticks(range(len(points)), [f"{p['clients']} client(s)" for p in points])
+    ax.set_ylabel("thousand events/s (batches of 500, durable)")
+    ax.set_title(f"Ingest, {result['settings']['event_ids']} event ids")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| clients | " + " | ".join(label for _, label, _ in BARS) + " | Track / floor "
+        "| batch p50 / p99 ms |",
+        "|---:|" + "---:|" * (len(BARS) + 2),
+    ]
+    for p in result["server_track"]:
+        rates = " | ".join(f"{p[key]:,.0f}/s" for key, _, _ in BARS)
+        lines.append(
+            f"| {p['clients']} | {rates} | {p['server_vs_raw']:.0%} "
+            f"| {p['batch_p50_ms']:.1f} / {p['batch_p99_ms']:.1f} |"
+        )
+    fresh = result["freshness"]
+    lines += [
+        "",
+        f"Freshness: {fresh['reflected_without_extra_calls']}/{fresh['calls']} reflected with "
+        f"no extra call; Recommend right after Track +{fresh['added_p50_ms']:.2f} ms p50 "
+        f"({fresh['ratio_p50']:.2f}x steady).",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -248,6 +302,7 @@ def main() -> None:
     parser.add_argument("--ids", choices=sorted(ID_MAKERS), default="sdk")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/ingest.json")
+    parser.add_argument("--plot", default="benchmarks/results/ingest.png")
     args = parser.parse_args()
     if args.smoke:
         args.events, args.freshness_calls = 5_000, 20
@@ -311,7 +366,9 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, Path(args.plot))
     print(json.dumps(result, indent=2))
+    print(markdown(result))
 
 
 if __name__ == "__main__":

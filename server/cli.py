@@ -377,7 +377,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
     ),
     "concurrency": ("concurrency_model.py", lambda out: ["--out", str(out / "concurrency.json")]),
     "ann": ("ann_compare.py", lambda out: ["--out", str(out / "ann_compare.json")]),
-    "ingest": ("ingest.py", lambda out: ["--out", str(out / "ingest.json")]),
+    "ingest": (
+        "ingest.py",
+        lambda out: ["--out", str(out / "ingest.json"), "--plot", str(out / "ingest.png")],
+    ),
     "hot-swap": ("hot_swap.py", lambda out: ["--out", str(out / "hot_swap.json")]),
     "memory": ("memory.py", lambda out: ["--out", str(out / "memory.json")]),
     "train-time": ("train_time.py", lambda out: ["--out", str(out / "train_time.json")]),
