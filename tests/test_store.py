@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -70,6 +71,52 @@ os.kill(os.getpid(), signal.SIGKILL)
     store = EventStore(tmp_path / "s.db")
     assert store.counts().events == acknowledged * 50 == 1000
     assert store.integrity_check() == "ok"
+
+
+def test_kill_9s_amid_appends_and_merges_leave_every_history_whole(tmp_path: Path) -> None:
+    """A child appends 50-event batches with a merge every 120 events (so a kill often lands
+    in a merge's transaction); killed three times, each restart carries on. Every
+    acknowledged event is stored, and every user's history equals the stored events."""
+    path = tmp_path / "s.db"
+    code = f"""
+import itertools, sys
+from shelfrank.server.store import EventStore, StoredEvent
+from shelfrank.core.events import EventType
+store = EventStore({str(path)!r}, merge_every=120)
+for batch in itertools.count():
+    tag = f"{{sys.argv[1]}}-{{batch}}"
+    store.append_events(
+        [StoredEvent(f"{{tag}}-{{i}}", f"u{{i % 13}}", "i", EventType.VIEW, 1) for i in range(50)]
+    )
+    print(tag, flush=True)
+"""
+    acknowledged: list[str] = []
+    for run in range(3):
+        with subprocess.Popen(
+            [sys.executable, "-c", code, f"r{run}"], stdout=subprocess.PIPE, text=True
+        ) as child:
+            assert child.stdout is not None
+            for _ in range(15 + 7 * run):  # acks seen before the kill
+                acknowledged.append(child.stdout.readline().strip())
+            child.send_signal(signal.SIGKILL)
+            acknowledged += child.stdout.read().split()  # acks printed before it died
+            assert child.wait(timeout=60) == -signal.SIGKILL
+    store = EventStore(path, merge_every=120)
+    stored = list(store.iter_events())
+    ids = {event.event_id for _, event in stored}
+    assert {f"{tag}-{i}" for tag in acknowledged for i in range(50)} <= ids
+    for user in (f"u{i}" for i in range(13)):
+        expected = [(seq, e.event_id) for seq, e in stored if e.user_id == user]
+        assert [(seq, e.event_id) for seq, e in store.user_history(user)[1]] == expected
+    assert store.integrity_check() == "ok"
+    with sqlite3.connect(path) as raw:
+        upto = int(
+            raw.execute("SELECT value FROM meta WHERE key = 'user_events_upto'").fetchone()[0]
+        )
+        assert raw.execute("SELECT COUNT(*) FROM user_events").fetchone() == (
+            sum(1 for seq, _ in stored if seq <= upto),
+        )
+    assert upto > 0
 
 
 def test_upsert_replaces_features(tmp_path: Path) -> None:
