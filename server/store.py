@@ -393,6 +393,9 @@ class EventStore:
         """Erase a user's events and profile; returns (existed, events deleted)."""
         with self._lock:
             try:
+                # Write-locked before the user's seqs are read: another process cannot add
+                # (or merge) the user's events between the read and the delete.
+                self._writer.execute("BEGIN IMMEDIATE")
                 seqs = json.dumps(seqs_of(self._writer, user_id, merged_upto(self._writer)))
                 self._writer.execute(
                     "INSERT OR IGNORE INTO erased_events (event_id) "
