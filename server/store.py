@@ -396,14 +396,15 @@ class EventStore:
                 # Write-locked before the user's seqs are read: another process cannot add
                 # (or merge) the user's events between the read and the delete.
                 self._writer.execute("BEGIN IMMEDIATE")
-                seqs = json.dumps(seqs_of(self._writer, user_id, merged_upto(self._writer)))
+                seqs = seqs_of(self._writer, user_id, merged_upto(self._writer))
                 self._writer.execute(
                     "INSERT OR IGNORE INTO erased_events (event_id) "
                     "SELECT event_id FROM events WHERE seq IN (SELECT value FROM json_each(?))",
-                    (seqs,),
+                    (json.dumps(seqs),),
                 )
                 deleted = self._writer.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))", (seqs,)
+                    "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+                    (json.dumps(seqs),),
                 ).rowcount
                 self._writer.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
                 profile = self._writer.execute(
@@ -416,14 +417,14 @@ class EventStore:
                     "INSERT OR IGNORE INTO erased_users (user_hash) VALUES (?)",
                     (_user_hash(user_id),),
                 )
-                self._writer.execute(
+                erasure = self._writer.execute(
                     "INSERT INTO erasures (user_hash) VALUES (?)", (_user_hash(user_id),)
-                )
+                ).lastrowid
                 self._writer.commit()
             except BaseException:
                 self._writer.rollback()
                 raise
-            self._recent.forget(user_id)  # under the writer lock: no append can interleave
+            self._recent.erased(user_id, seqs, int(erasure or 0))
         return bool(deleted or profile), int(deleted)
 
     def erased_among(self, user_ids: Iterable[str]) -> set[str]:
@@ -494,10 +495,14 @@ class EventStore:
     ) -> tuple[int, list[EventRow]]:
         """The store's last seq and the user's rows (seq first), oldest first, from the
         snapshot open on ``connection``: the merged index, then the tail."""
-        last = int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
-        upto = merged_upto(connection)
-        tail = self._recent.rows(connection, user_id, upto, last)
-        return last, indexed_rows(connection, user_id) + tail
+        last, upto, erasure = connection.execute(
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),"
+            " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?),"
+            " (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures)",
+            (UPTO_KEY,),
+        ).fetchone()
+        tail = self._recent.rows(connection, user_id, upto, last, erasure)
+        return int(last), indexed_rows(connection, user_id) + tail
 
     def _has_events(self, connection: sqlite3.Connection, user_id: str) -> bool:
         indexed = connection.execute(

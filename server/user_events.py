@@ -11,8 +11,10 @@ Events after the watermark (the tail, at most about ``merge_every``) are found t
 :class:`RecentByUser`, this process's map of user -> seqs in the tail. The map is only a
 hint: rows are always read back from the reader's own snapshot and checked to be the
 user's, so a stale entry cannot show an event that is not stored; and it never misses a
-tail event of the snapshot (it catches up from the snapshot before answering, and falls
-back to a scan of the tail when a merge has already trimmed what the snapshot needs).
+tail event of the snapshot. It catches up from the snapshot before answering, and the
+reader scans its tail instead when the map may lack rows its older snapshot still holds:
+a merge trimmed them, or an erasure deleted them (the map knows the latest erasure it
+has seen; entries only ever leave through trims and erasures).
 """
 
 from __future__ import annotations
@@ -87,28 +89,34 @@ def rows_by_seq(
 class RecentByUser:
     """Seqs of the tail's events by user, for one process (see the module docstring).
 
-    Covers seqs in (floor, known]: every stored event in that range is listed under its
-    user (erased users' entries may linger until forgotten; they are filtered on read)."""
+    Covers seqs in (floor, known]: every event in that range stored in any snapshot whose
+    latest erasure is ``erasure`` or later is listed under its user (entries of rows
+    deleted since may linger; they are filtered on read)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded = False
         self._floor = 0
         self._known = 0
+        self._erasure = 0
         self._seqs: dict[str, list[int]] = {}
 
     def rows(
-        self, connection: sqlite3.Connection, user_id: str, upto: int, last: int
+        self, connection: sqlite3.Connection, user_id: str, upto: int, last: int, erasure: int
     ) -> list[EventRow]:
         """The user's rows with seq in (upto, last], read in ``connection``'s open read
-        transaction, in which ``upto`` and ``last`` were read."""
+        transaction, in which ``upto``, ``last`` and ``erasure`` (the latest erasure id)
+        were read."""
         with self._lock:
             if not self._loaded:
                 self._loaded, self._floor, self._known, self._seqs = True, upto, upto, {}
-            if self._floor > upto:
-                # A merge trimmed entries this (older) snapshot still needs: scan its tail.
+                self._erasure = erasure
+            if self._floor > upto or erasure < self._erasure:
+                # A merge or an erasure since this snapshot began took entries it may
+                # still need: scan its tail.
                 seqs: list[int] | None = None
             else:
+                self._erasure = erasure
                 if self._floor < upto:  # another process merged: drop what it indexed
                     self._trim(upto)
                 if self._known < last:
@@ -143,10 +151,19 @@ class RecentByUser:
             if self._loaded:
                 self._trim(upto)
 
-    def forget(self, user_id: str) -> None:
-        """The user was erased (and its rows deleted): drop its entries."""
+    def erased(self, user_id: str, seqs: Iterable[int], erasure: int) -> None:
+        """Erasure ``erasure`` committed, deleting the user's rows ``seqs``: drop exactly
+        those entries (an event of the user stored since, by any process, stays)."""
         with self._lock:
-            self._seqs.pop(user_id, None)
+            if not self._loaded:
+                return
+            self._erasure = max(self._erasure, erasure)
+            gone = set(seqs)
+            kept = [s for s in self._seqs.get(user_id, ()) if s not in gone]
+            if kept:
+                self._seqs[user_id] = kept
+            else:
+                self._seqs.pop(user_id, None)
 
     def _add(self, pairs: Iterable[tuple[str, int]], known: int) -> None:
         table = self._seqs

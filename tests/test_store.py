@@ -399,10 +399,50 @@ def test_a_reader_whose_snapshot_predates_a_merge_still_sees_the_tail(tmp_path: 
             "3",
         )
     # The old snapshot's watermark is 0 and its last seq 2: both tail events are found.
-    rows = store._recent.rows(reader, "u1", 0, 2)
+    rows = store._recent.rows(reader, "u1", 0, 2, 0)
     assert [row[1] for row in rows] == ["a"]
     reader.execute("COMMIT")
     reader.close()
+
+
+def snapshot_of(path: Path) -> tuple[sqlite3.Connection, int, int]:
+    """A read transaction on ``path``: the connection, its last seq and latest erasure."""
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    last, erasure = reader.execute(
+        "SELECT (SELECT MAX(seq) FROM events), (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures)"
+    ).fetchone()
+    return reader, int(last), int(erasure)
+
+
+def test_a_reader_whose_snapshot_predates_an_erasure_still_sees_the_tail(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s.db")
+    store.append_events([ev("a"), ev("b", user="u2"), ev("c")])
+    assert len(store.user_history("u1")[1]) == 2  # the map holds the tail
+    reader, last, erasure = snapshot_of(tmp_path / "s.db")
+    store.delete_user("u1")  # its seqs leave the map
+    rows = store._recent.rows(reader, "u1", 0, last, erasure)
+    assert [row[1] for row in rows] == ["a", "c"]  # all the old snapshot holds
+    reader.execute("COMMIT")
+    reader.close()
+
+
+def test_an_erasure_in_one_process_keeps_the_users_later_events_in_anothers_map(
+    tmp_path: Path,
+) -> None:
+    """Process A erases u1 while process B stores u1's next event and a reader in A sees
+    it before A drops u1's erased entries: only the erased seqs leave A's map."""
+    path = tmp_path / "s.db"
+    a, b = EventStore(path), EventStore(path)
+    a.append_events([ev("a"), ev("b", user="u2")])
+    assert len(a.user_history("u1")[1]) == 1
+    erased_seqs = [seq for seq, _ in a.events_for_user("u1")]
+    b.delete_user("u1")  # stands for A's own erasure, committed...
+    b.append_events([ev("c")])  # ...then B stores u1's next event...
+    assert [e.event_id for _, e in a.events_for_user("u1")] == ["c"]  # ...A reads it...
+    a._recent.erased("u1", erased_seqs, b.latest_erasure("u1"))  # ...A drops what it erased
+    assert [e.event_id for _, e in a.events_for_user("u1")] == ["c"]
+    assert not a.was_erased("u1")
 
 
 def test_a_schema_1_store_moves_its_user_index_into_bulk_merged_form(tmp_path: Path) -> None:
