@@ -116,6 +116,20 @@ def test_the_limiter_decides_exactly_as_a_plain_token_bucket(
             assert limiter.take_all(amounts) == reference.take_all(amounts, clock.now)
 
 
+@given(st.sampled_from([3, 7, 10, 50, 100_000]), st.integers(1, 2_000), st.floats(0, 1e6))
+def test_a_full_burst_passes_in_unit_steps_at_inexact_rates(
+    rate: int, burst: int, start: float
+) -> None:
+    clock = Clock()
+    clock.now = start
+    limiter = RateLimiter(rate=rate, burst=burst, clock=clock)
+    assert all(limiter.take_all({"u": 1}) is None for _ in range(burst))
+    assert limiter.take_all({"u": 1}) == "u"
+    fresh = RateLimiter(rate=rate, burst=burst, clock=clock)
+    assert fresh.take_all({"v": burst + 1}) == "v"
+    assert fresh.take_all({"v": burst}) is None
+
+
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="rate and burst must be positive"):
         RateLimiter(rate=0, burst=1)
