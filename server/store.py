@@ -276,8 +276,10 @@ class EventStore:
             rows = list(chain.from_iterable(batches))
             if any_erased:  # ids of erased users' events are duplicates forever
                 rows = self._without_erased_ids(rows)
-            stored = self._insert(rows)
-            last = self._writer.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            stored, last_inserted = self._insert(rows)
+            # Seqs only grow, so the last row inserted has the highest (no statement, which
+            # would give up and retake the GIL once more under the writer lock).
+            last = last_inserted if stored else before
             # All new and numbered before+1.. in order (AUTOINCREMENT with one writer): no
             # read-back. Otherwise read back which ids were stored, and their seqs.
             inserted = None if stored == total == last - before else self._inserted_since(before)
@@ -320,16 +322,19 @@ class EventStore:
             )
         return results
 
-    def _insert(self, rows: Sequence[StoredEvent]) -> int:
-        """Insert ``rows`` in order, skipping stored ids; returns how many were stored."""
-        stored = 0
+    def _insert(self, rows: Sequence[StoredEvent]) -> tuple[int, int]:
+        """Insert ``rows`` in order, skipping stored ids; returns how many were stored and
+        the connection's last inserted rowid (this call's last row if any was stored)."""
+        stored, last_rowid = 0, 0
         for start in range(0, len(rows), _MAX_ROWS_PER_INSERT):
             chunk = rows[start : start + _MAX_ROWS_PER_INSERT]
             size = 1 << (len(chunk) - 1).bit_length()  # the next power of two
             # A StoredEvent is the row itself (its fields are the columns, in order).
             params = (*chain.from_iterable(chunk), *(None,) * (_COLUMNS * (size - len(chunk))))
-            stored += self._writer.execute(_insert_statement(size), params).rowcount
-        return stored
+            cursor = self._writer.execute(_insert_statement(size), params)
+            stored += cursor.rowcount
+            last_rowid = cursor.lastrowid or last_rowid
+        return stored, last_rowid
 
     def _without_erased_ids(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         erased = {
