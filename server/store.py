@@ -6,8 +6,14 @@ of the process or the machine). ``event_id`` is the primary key: the same id aga
 duplicate and changes nothing, also after a restart. Events of an erased user are
 remembered by id only (``erased_events``), so replaying them cannot resurrect the profile.
 
+Events are found by user through ``user_events``, merged in bulk, plus this process's map
+of the newest events (user_events.py). Schema 2 (that form) is made from a schema 1 store
+when it is opened; stop every process using the file before the first open by this
+version (a schema 1 process still writing would leave the new index stale).
+
 Concurrency: one writer connection serialised by a lock; every read opens its own
 short-lived connection (WAL readers never block the writer and see only committed data).
+Several processes may share the file (SQLite's write lock; see user_events.py).
 """
 
 from __future__ import annotations
