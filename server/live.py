@@ -24,12 +24,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 from shelfrank.core.events import EventType
-from shelfrank.server.store import StoredEvent
+from shelfrank.server.store import StoredEvent, user_id_of
 
-_USER_ID = attrgetter("user_id")
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
 _MAX_WRITE_COUNTERS = 100_000
 MAX_USERS = 100_000  # records kept (a few hundred bytes each plus 16 per fresh event)
@@ -119,7 +117,7 @@ class LiveUsers:
         batch, not one read per user): the next read loads from the store, which already
         holds these events. The write counter keeps a load that raced with this write from
         caching what it read before the events were stored."""
-        touched = set(map(_USER_ID, events))
+        touched = set(map(user_id_of, events))
         with self._lock:  # once per batch: a batch spans hundreds of users
             users, writes = self._users, self._writes
             cached: set[str] = set()

@@ -24,7 +24,6 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
@@ -51,9 +50,7 @@ from shelfrank.server.requests import (
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.store import EventStore, StoredEvent
-
-_USER_ID = attrgetter("user_id")
+from shelfrank.server.store import EventStore, StoredEvent, user_id_of
 
 # What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
 VectorStamp = tuple[str, int, tuple[str, ...]]
@@ -334,7 +331,7 @@ class RecommenderService:
                 f"events: more than {per_connection.rate:g}/s on this connection; retry later"
             )
         if self._per_user is not None:
-            over = self._per_user.take_all(Counter(map(_USER_ID, events)))
+            over = self._per_user.take_all(Counter(map(user_id_of, events)))
             if over is not None:
                 if per_connection is not None:  # refused: the connection is not charged
                     per_connection.give_back({connection: len(events)})

@@ -37,6 +37,7 @@ from shelfrank.core.events import EventType
 from shelfrank.server.user_events import (
     MERGE_EVERY,
     UPTO_KEY,
+    UPTO_SQL,
     EventRow,
     RecentByUser,
     indexed_rows,
@@ -91,7 +92,8 @@ sqlite3.register_adapter(EventType, int)
 WRITER_CACHE_KIB = 65536
 WAL_CHECKPOINT_PAGES = 10000
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
-_USER_ID = attrgetter("user_id")
+# A StoredEvent's user, in C (ingest maps it over every event of a batch).
+user_id_of = attrgetter("user_id")
 
 
 class StoredEvent(NamedTuple):
@@ -276,8 +278,7 @@ class EventStore:
             total = sum(len(batch) for batch in batches)
             before, any_erased, upto = self._writer.execute(
                 "SELECT COALESCE(MAX(seq), 0), EXISTS (SELECT 1 FROM erased_events),"
-                " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?) FROM events",
-                (UPTO_KEY,),
+                f" {UPTO_SQL} FROM events"
             ).fetchone()
             rows = list(chain.from_iterable(batches))
             if any_erased:  # ids of erased users' events are duplicates forever
@@ -297,7 +298,7 @@ class EventStore:
             self._writer.rollback()
             raise
         if inserted is None:  # numbered before+1..last in order: the users are known
-            self._recent.appended(before, last, map(_USER_ID, chain.from_iterable(batches)))
+            self._recent.appended(before, last, map(user_id_of, rows))
         if merged:
             self._recent.merged(last)
         results: list[AppendResult] = []
@@ -471,11 +472,7 @@ class EventStore:
 
     def was_erased(self, user_id: str) -> bool:
         """Whether the user was erased (and has not come back with new events since)."""
-        with self._snapshot() as connection:
-            marked = connection.execute(
-                "SELECT 1 FROM erased_users WHERE user_hash = ?", (_user_hash(user_id),)
-            ).fetchone()
-            return marked is not None and not self._has_events(connection, user_id)
+        return self.erasure_state(user_id)[1]
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (erased rows leave the WAL too)."""
@@ -508,9 +505,8 @@ class EventStore:
         snapshot open on ``connection``: the merged index, then the tail."""
         last, upto, erasure = connection.execute(
             "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),"
-            " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?),"
-            " (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures)",
-            (UPTO_KEY,),
+            f" {UPTO_SQL},"
+            " (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures)"
         ).fetchone()
         tail = self._recent.rows(connection, user_id, upto, last, erasure)
         return int(last), indexed_rows(connection, user_id) + tail
@@ -583,8 +579,7 @@ class EventStore:
             events, users_with_events = connection.execute(
                 "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM ("
                 " SELECT user_id FROM user_events UNION SELECT user_id FROM events"
-                " WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?)))",
-                (UPTO_KEY,),
+                f" WHERE seq > {UPTO_SQL}))"
             ).fetchone()
             items = connection.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             users = connection.execute("SELECT COUNT(*) FROM users").fetchone()[0]

@@ -27,6 +27,8 @@ from typing import Any
 
 MERGE_EVERY = 50_000
 UPTO_KEY = "user_events_upto"
+# The watermark as a scalar subquery, for statements that read it with other values.
+UPTO_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{UPTO_KEY}')"
 # A stored event's columns, for reads joined with user_events (hence the table alias).
 EVENT_COLUMNS = (
     "e.seq, e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp_ms, e.session_id, e.query"
@@ -36,8 +38,8 @@ EventRow = tuple[Any, ...]
 
 def merged_upto(connection: sqlite3.Connection) -> int:
     """The watermark: every event with a seq up to it is in ``user_events``."""
-    row = connection.execute("SELECT value FROM meta WHERE key = ?", (UPTO_KEY,)).fetchone()
-    return int(row[0]) if row is not None else 0
+    row = connection.execute(f"SELECT {UPTO_SQL}").fetchone()
+    return int(row[0]) if row[0] is not None else 0
 
 
 def merge(connection: sqlite3.Connection, upto: int, last: int) -> None:
