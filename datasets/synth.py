@@ -24,6 +24,33 @@ The generative story:
    start uniformly in ``[start_time, start_time + days)``. Rows are sorted by time and
    numbered ``e000000001``, ``e000000002``, ...
 
+Shop dynamics (off by default; :meth:`SynthConfig.shop` turns them all on) make a temporal
+split (train on the past, test on the last weeks) meaningful:
+
+6. **Repeat purchases.** A share ``repeat_category_share`` of the categories are
+   consumables, each with its own cycle: log-uniform in ``repeat_interval_days / 1.6`` to
+   ``repeat_interval_days * 1.6`` days. A shopper who bought a consumable comes back one
+   cycle later (jittered by 15%, from the purchase's time) with probability
+   ``repeat_probability`` and buys the *same* item in a short session (half the time a
+   view, then add_to_cart, then purchase); from that purchase the next cycle starts, until
+   a cycle is skipped or the next one would end after the time span. A chain starts from a
+   user's first purchase of the item. Other categories are durables: bought again only by
+   the chance of step 4.
+7. **Trends and launches.** A share ``trending_item_share`` of the items have a popularity
+   bump: a Gaussian in time centred at a uniform time of the span, with a standard
+   deviation log-uniform in ``trend_width_days / 2`` to ``trend_width_days * 2`` days, and a
+   lognormal strength. A share ``launch_item_share`` of other items are new launches: they
+   do not exist before a launch time (uniform in the 10%-95% part of the span; never a
+   category's most popular item) and then have a burst decaying exponentially with that
+   width. A share ``trend_session_share`` of sessions is led by a trend: a (trending or
+   launched item, time) pair is drawn with density proportional to strength times bump, the
+   session starts at that time, stays in the item's category and opens with a view of it.
+   Any item drawn for a session that starts before the item's launch is redrawn.
+
+With any dynamics on, sessions are timed before their items are drawn, so the same config
+without them differs in its events (catalogue and shoppers are the same); with them off the
+output is exactly that of the five steps above.
+
 Everything is vectorised, so a million items and millions of events take seconds, and the
 output is a pure function of the :class:`SynthConfig` (seed included) for a given numpy.
 """
@@ -31,9 +58,11 @@ output is a pure function of the :class:`SynthConfig` (seed included) for a give
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -46,9 +75,11 @@ __all__ = [
     "AGE_BANDS",
     "ITEM_COLUMNS",
     "MAX_SESSION_SECONDS",
+    "SHOP_DYNAMICS",
     "USER_COLUMNS",
     "SynthConfig",
     "SynthData",
+    "SynthDynamics",
     "SynthPaths",
     "generate",
     "write",
@@ -78,6 +109,32 @@ _SUB_SEARCH, _SUB_VIEW, _SUB_CART, _SUB_DISMISS = 0, 1, 2, 3
 _SLOT_STRIDE = 4
 _CHECKOUT_BASE = MAX_SESSION_VIEWS * _SLOT_STRIDE
 _KEYS_PER_SESSION = _CHECKOUT_BASE + MAX_SESSION_VIEWS
+
+# Shop dynamics (steps 6 and 7 of the module docstring).
+_INTERVAL_SPREAD = 1.6  # category cycles are log-uniform in [interval / 1.6, interval * 1.6]
+_CYCLE_JITTER = 0.15  # standard deviation of one cycle, relative to its category's cycle
+_REPEAT_VIEW_SHARE = 0.5  # share of repurchases that start with a view ("buy again" otherwise)
+_WIDTH_SPREAD = 2.0  # trend widths are log-uniform in [width / 2, width * 2]
+# Launches happen in this part of the time span, the last month of a half year included
+# (items a model trained before a temporal split has never seen).
+_LAUNCH_WINDOW = (0.1, 0.95)
+_TREND_ROUNDS = 32  # rejection rounds that draw a trend's time inside the span
+_LAUNCH_ROUNDS = 8  # redraws of a not-yet-launched item before the category's top item
+
+SHOP_DYNAMICS: Mapping[str, Any] = MappingProxyType(
+    {
+        "days": 180,
+        "repeat_category_share": 0.3,
+        "repeat_probability": 0.5,
+        "repeat_interval_days": 21.0,
+        "trending_item_share": 0.1,
+        "launch_item_share": 0.02,
+        "trend_session_share": 0.15,
+        "trend_width_days": 10.0,
+    }
+)
+"""The settings :meth:`SynthConfig.shop` applies: half a year of a shop with consumables,
+trends and launches, long enough to test on the last 30 days after training on the rest."""
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
@@ -130,6 +187,14 @@ class SynthConfig:
     mean_gap_seconds: float = 40.0
     start_time: int = 1_700_000_000
     days: int = 90
+    # Shop dynamics: any share above 0 turns them on (module docstring, steps 6 and 7).
+    repeat_category_share: float = 0.0
+    repeat_probability: float = 0.5
+    repeat_interval_days: float = 21.0
+    trending_item_share: float = 0.0
+    launch_item_share: float = 0.0
+    trend_session_share: float = 0.15
+    trend_width_days: float = 10.0
 
     def __post_init__(self) -> None:
         _check_int("items", self.items, 1)
@@ -165,6 +230,37 @@ class SynthConfig:
         _check_float("mean_gap_seconds", self.mean_gap_seconds, 0.0, MAX_GAP_SECONDS)
         _check_int("start_time", self.start_time, 0)
         _check_int("days", self.days, 1, 36_500)
+        _check_float("repeat_category_share", self.repeat_category_share, 0.0, 1.0)
+        # Below 1 so that a chain of repurchases ends (9 repurchases per purchase at most
+        # on average), whatever the span.
+        _check_float("repeat_probability", self.repeat_probability, 0.0, 0.9)
+        _check_float("repeat_interval_days", self.repeat_interval_days, 1.0, 3650.0)
+        _check_float("trending_item_share", self.trending_item_share, 0.0, 1.0)
+        _check_float("launch_item_share", self.launch_item_share, 0.0, 1.0)
+        if self.trending_item_share + self.launch_item_share > 1.0:
+            raise ValueError(
+                "trending_item_share + launch_item_share must be <= 1, got "
+                f"{self.trending_item_share} + {self.launch_item_share}"
+            )
+        _check_float("trend_session_share", self.trend_session_share, 0.0, 1.0)
+        _check_float("trend_width_days", self.trend_width_days, 0.1, 3650.0)
+
+    @classmethod
+    def shop(cls, items: int, users: int, events: int, **overrides: Any) -> SynthConfig:
+        """A config with realistic shop dynamics: :data:`SHOP_DYNAMICS` (180 days, 30% of
+        categories consumable, rebought with probability 0.5 every ~21 days, 10% of items
+        trending, 2% launched during the span, 15% of sessions led by a trend), then
+        ``overrides`` (any field, e.g. ``seed=3`` or ``days=365``)."""
+        return cls(items=items, users=users, events=events, **{**SHOP_DYNAMICS, **overrides})
+
+    @property
+    def has_dynamics(self) -> bool:
+        """Whether repeat purchases, trends or launches are on (steps 6 and 7)."""
+        return (
+            self.repeat_category_share > 0.0
+            or self.trending_item_share > 0.0
+            or self.launch_item_share > 0.0
+        )
 
     @property
     def category_count(self) -> int:
@@ -186,15 +282,40 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
+class SynthDynamics:
+    """The hidden shop dynamics of a generated data set (steps 6 and 7 of the module
+    docstring), for tests and analyses.
+
+    Per category ``k`` (the feature token ``category=`` + ``category_ids[k]``): whether it is
+    a consumable and its repurchase cycle in days (NaN for durables). Per trend ``j``: the
+    item, the peak (unix seconds: the bump's centre, or the launch time of a launch), the
+    width (seconds: the bump's standard deviation, or the mean decay after a launch), and
+    its strength (relative share of the trend-led sessions).
+    """
+
+    category_ids: list[str]
+    consumable: BoolArray
+    repeat_interval_days: FloatArray
+    trend_item_ids: list[str]
+    trend_peak: FloatArray
+    trend_width: FloatArray
+    trend_launch: BoolArray
+    trend_strength: FloatArray
+
+
+@dataclass(frozen=True)
 class SynthData:
     """A generated data set. ``sessions[k]`` is the session number of interaction ``k``
     (the import format has no session column, but tests and session-based splits need it).
+    A repurchase is a session of its own. ``dynamics`` is set when the config has
+    dynamics on (:attr:`SynthConfig.has_dynamics`).
     """
 
     interactions: Interactions
     items: FeatureTable
     users: FeatureTable
     sessions: IntArray
+    dynamics: SynthDynamics | None = None
 
 
 class SynthPaths(NamedTuple):
@@ -239,6 +360,9 @@ class _Events:
 
     def head(self, n: int) -> _Events:
         return _Events(self.session[:n], self.user[:n], self.item[:n], self.kind[:n])
+
+    def take(self, index: IntArray) -> _Events:
+        return _Events(self.session[index], self.user[index], self.item[index], self.kind[index])
 
     @staticmethod
     def concat(parts: list[_Events]) -> _Events:
@@ -383,6 +507,92 @@ def _items_for(
     return items
 
 
+def _session_categories(
+    config: SynthConfig,
+    catalogue: _Catalogue,
+    people: _Population,
+    user: IntArray,
+    rng: np.random.Generator,
+) -> IntArray:
+    """Each session's category: segment-preferred, the user's favourite or background."""
+    count = user.shape[0]
+    segment = people.segment[user]
+    k = people.segment_categories.shape[1]
+    preferred = people.segment_categories[segment, rng.integers(0, k, size=count)]
+    background = _draw(rng, catalogue.category_cdf, count)
+    choice = rng.random(count)
+    category: IntArray = np.where(
+        choice < config.segment_focus,
+        preferred,
+        np.where(
+            choice < config.segment_focus + config.personal_focus,
+            people.favourite[user],
+            background,
+        ),
+    )
+    return category
+
+
+def _view_slots(
+    config: SynthConfig, count: int, rng: np.random.Generator
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Views per session, then the session and the position in it of every view slot."""
+    views = np.minimum(
+        1 + rng.poisson(config.mean_session_views - 1.0, size=count), MAX_SESSION_VIEWS
+    ).astype(np.int64)
+    slot_session = np.repeat(np.arange(count, dtype=np.int64), views)
+    slots = slot_session.shape[0]
+    slot_index = np.arange(slots, dtype=np.int64) - np.repeat(np.cumsum(views) - views, views)
+    return views, slot_session, slot_index
+
+
+class _Funnel(NamedTuple):
+    """Events of a batch of sessions, grouped by session and in order within each.
+    ``source[k]`` indexes the slot items followed by the dismissed items."""
+
+    session: IntArray
+    source: IntArray
+    kind: npt.NDArray[np.int8]
+
+
+def _funnel(
+    config: SynthConfig, slot_session: IntArray, slot_index: IntArray, rng: np.random.Generator
+) -> tuple[_Funnel, BoolArray]:
+    """Search, view, add_to_cart, dismiss and checkout events of the view slots, and which
+    slots have a dismissal (its item is drawn by the caller)."""
+    slots = int(slot_session.shape[0])
+    searched = rng.random(slots) < config.search_rate
+    carted = rng.random(slots) < config.cart_rate
+    bought = carted & (rng.random(slots) < config.purchase_rate)
+    dismissed = rng.random(slots) < config.dismiss_rate
+    slot = np.arange(slots, dtype=np.int64)
+    dismiss_source = slots + np.arange(int(dismissed.sum()), dtype=np.int64)
+
+    base = slot_index * _SLOT_STRIDE
+    everything = np.ones(slots, dtype=np.bool_)
+    parts: list[tuple[BoolArray, IntArray, IntArray, EventType]] = [
+        (searched, base + _SUB_SEARCH, slot, EventType.SEARCH),
+        (everything, base + _SUB_VIEW, slot, EventType.VIEW),
+        (carted, base + _SUB_CART, slot, EventType.ADD_TO_CART),
+        (bought, _CHECKOUT_BASE + slot_index, slot, EventType.PURCHASE),
+    ]
+    session = np.concatenate(
+        [slot_session[mask] for mask, _, _, _ in parts] + [slot_session[dismissed]]
+    )
+    key = np.concatenate(
+        [slot_key[mask] for mask, slot_key, _, _ in parts] + [(base + _SUB_DISMISS)[dismissed]]
+    )
+    source = np.concatenate(
+        [slot_source[mask] for mask, _, slot_source, _ in parts] + [dismiss_source]
+    )
+    kind = np.concatenate(
+        [np.full(int(mask.sum()), int(event), dtype=np.int8) for mask, _, _, event in parts]
+        + [np.full(dismiss_source.shape[0], int(EventType.DISMISS), dtype=np.int8)]
+    )
+    order = np.argsort(session * _KEYS_PER_SESSION + key, kind="stable")
+    return _Funnel(session[order], source[order], kind[order]), dismissed
+
+
 def _sessions(
     config: SynthConfig,
     catalogue: _Catalogue,
@@ -394,60 +604,31 @@ def _sessions(
     """Events of ``count`` sessions numbered from ``first``, ordered within each session."""
     user = _draw(rng, people.activity_cdf, count)
     segment = people.segment[user]
-    k = people.segment_categories.shape[1]
-    preferred = people.segment_categories[segment, rng.integers(0, k, size=count)]
-    background = _draw(rng, catalogue.category_cdf, count)
-    choice = rng.random(count)
-    category = np.where(
-        choice < config.segment_focus,
-        preferred,
-        np.where(
-            choice < config.segment_focus + config.personal_focus,
-            people.favourite[user],
-            background,
-        ),
-    )
-
-    views = np.minimum(
-        1 + rng.poisson(config.mean_session_views - 1.0, size=count), MAX_SESSION_VIEWS
-    )
-    slot_session = np.repeat(np.arange(count, dtype=np.int64), views)
-    slots = slot_session.shape[0]
-    slot_index = np.arange(slots, dtype=np.int64) - np.repeat(np.cumsum(views) - views, views)
+    category = _session_categories(config, catalogue, people, user, rng)
+    _, slot_session, slot_index = _view_slots(config, count, rng)
     slot_item = _items_for(
         config, catalogue, category[slot_session], people.segment_band[segment[slot_session]], rng
     )
-
-    searched = rng.random(slots) < config.search_rate
-    carted = rng.random(slots) < config.cart_rate
-    bought = carted & (rng.random(slots) < config.purchase_rate)
-    dismissed = rng.random(slots) < config.dismiss_rate
+    funnel, dismissed = _funnel(config, slot_session, slot_index, rng)
     dismiss_category = _draw(rng, catalogue.category_cdf, int(dismissed.sum()))
     dismiss_item = _items_in(config, catalogue, dismiss_category, rng)
-
-    base = slot_index * _SLOT_STRIDE
-    everything = np.ones(slots, dtype=np.bool_)
-    parts: list[tuple[BoolArray, IntArray, IntArray, EventType]] = [
-        (searched, base + _SUB_SEARCH, slot_item, EventType.SEARCH),
-        (everything, base + _SUB_VIEW, slot_item, EventType.VIEW),
-        (carted, base + _SUB_CART, slot_item, EventType.ADD_TO_CART),
-        (bought, _CHECKOUT_BASE + slot_index, slot_item, EventType.PURCHASE),
-        (dismissed, base + _SUB_DISMISS, np.zeros(slots, dtype=np.int64), EventType.DISMISS),
-    ]
-    session = np.concatenate([slot_session[mask] for mask, _, _, _ in parts])
-    key = np.concatenate([slot_key[mask] for mask, slot_key, _, _ in parts])
-    items = [slot_items[mask] for mask, _, slot_items, _ in parts[:-1]] + [dismiss_item]
-    kind = np.concatenate(
-        [np.full(int(mask.sum()), int(event), dtype=np.int8) for mask, _, _, event in parts]
-    )
-    order = np.argsort(session * _KEYS_PER_SESSION + key, kind="stable")
-    session = session[order]
     return _Events(
-        session=session + first,
-        user=user[session],
-        item=np.concatenate(items)[order],
-        kind=kind[order],
+        session=funnel.session + first,
+        user=user[funnel.session],
+        item=np.concatenate([slot_item, dismiss_item])[funnel.source],
+        kind=funnel.kind,
     )
+
+
+def _rows_per_session(config: SynthConfig) -> float:
+    """Expected events of a session (steps 3 and 4)."""
+    per_slot = (
+        1.0
+        + config.search_rate
+        + config.dismiss_rate
+        + config.cart_rate * (1.0 + config.purchase_rate)
+    )
+    return config.mean_session_views * per_slot
 
 
 def _event_rows(
@@ -457,13 +638,7 @@ def _event_rows(
 
     Cutting keeps a prefix of the last session, so its funnel order still holds.
     """
-    per_slot = (
-        1.0
-        + config.search_rate
-        + config.dismiss_rate
-        + config.cart_rate * (1.0 + config.purchase_rate)
-    )
-    per_session = config.mean_session_views * per_slot
+    per_session = _rows_per_session(config)
     batches: list[_Events] = []
     total = 0
     first = 0
@@ -479,20 +654,37 @@ def _event_rows(
     return _Events.concat(batches).head(config.events)
 
 
-def _timestamps(config: SynthConfig, session: IntArray, rng: np.random.Generator) -> FloatArray:
-    """Unix seconds, strictly increasing within a session and inside the time span."""
-    n = session.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.float64)
-    gaps = 1 + np.minimum(
-        np.floor(rng.exponential(config.mean_gap_seconds, size=n)), MAX_GAP_SECONDS - 1
+def _gaps(config: SynthConfig, size: int | tuple[int, int], rng: np.random.Generator) -> IntArray:
+    """Whole seconds between consecutive events of a session, in ``[1, MAX_GAP_SECONDS]``."""
+    gaps: IntArray = 1 + np.minimum(
+        np.floor(rng.exponential(config.mean_gap_seconds, size=size)), MAX_GAP_SECONDS - 1
     ).astype(np.int64)
+    return gaps
+
+
+def _elapsed(
+    config: SynthConfig, session: IntArray, rng: np.random.Generator
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Seconds from each event's session start (strictly increasing within a session), the
+    index of each session's first event and each event's session rank (events grouped by
+    session)."""
+    n = session.shape[0]
+    gaps = _gaps(config, n, rng)
     opens = np.ones(n, dtype=np.bool_)
     opens[1:] = session[1:] != session[:-1]
     starts = np.flatnonzero(opens)
     run = np.cumsum(opens) - 1
     elapsed = np.cumsum(gaps)
     elapsed -= (elapsed[starts] - gaps[starts])[run]
+    return elapsed, starts, run
+
+
+def _timestamps(config: SynthConfig, session: IntArray, rng: np.random.Generator) -> FloatArray:
+    """Unix seconds, strictly increasing within a session and inside the time span."""
+    n = session.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    elapsed, starts, run = _elapsed(config, session, rng)
     ends = np.append(starts[1:], n) - 1
     duration = elapsed[ends]
     offset = np.floor(rng.random(starts.shape[0]) * (config.span_seconds - duration))
@@ -500,6 +692,329 @@ def _timestamps(config: SynthConfig, session: IntArray, rng: np.random.Generator
         np.float64
     )
     return stamps
+
+
+@dataclass(frozen=True)
+class _Dynamics:
+    """Steps 6 and 7 of the module docstring; times in seconds from ``start_time``."""
+
+    consumable: BoolArray  # per category
+    cycle: FloatArray  # per category: repurchase cycle in seconds, NaN for durables
+    launch: IntArray  # per item: the first second it exists (0 for most)
+    trend_item: IntArray
+    trend_peak: IntArray
+    trend_width: FloatArray
+    trend_launch: BoolArray
+    trend_strength: FloatArray
+    trend_cdf: FloatArray
+
+
+def _dynamics(config: SynthConfig, catalogue: _Catalogue, rng: np.random.Generator) -> _Dynamics:
+    c, n, span = config.category_count, config.items, config.span_seconds
+    consumables = (
+        0
+        if config.repeat_category_share == 0.0
+        else max(1, round(config.repeat_category_share * c))
+    )
+    consumable = np.zeros(c, dtype=np.bool_)
+    consumable[rng.permutation(c)[:consumables]] = True
+    spread = math.log(_INTERVAL_SPREAD)
+    days = config.repeat_interval_days * np.exp(rng.uniform(-spread, spread, size=c))
+    cycle = np.where(consumable, days * _DAY_SECONDS, np.nan)
+
+    # Trending items, then launches among the other items, never a category's top item (so
+    # that every category has an item from the start).
+    picked = rng.permutation(n).astype(np.int64)
+    trending = picked[: round(config.trending_item_share * n)]
+    top = np.zeros(n, dtype=np.bool_)
+    top[catalogue.order[catalogue.block_start]] = True
+    rest = picked[trending.shape[0] :]
+    launched = rest[~top[rest]][: round(config.launch_item_share * n)]
+    low, high = _LAUNCH_WINDOW
+    peak = np.concatenate(
+        [
+            rng.integers(0, span, size=trending.shape[0]),
+            rng.integers(int(low * span), int(high * span), size=launched.shape[0]),
+        ]
+    ).astype(np.int64)
+    item = np.concatenate([trending, launched])
+    trends = int(item.shape[0])
+    is_launch = np.arange(trends) >= trending.shape[0]
+    width = (
+        config.trend_width_days
+        * _DAY_SECONDS
+        * np.exp(rng.uniform(-1.0, 1.0, size=trends) * math.log(_WIDTH_SPREAD))
+    )
+    strength = rng.lognormal(0.0, 1.0, size=trends)
+    launch = np.zeros(n, dtype=np.int64)
+    launch[launched] = peak[is_launch]
+    total = np.cumsum(strength)
+    return _Dynamics(
+        consumable=consumable,
+        cycle=cycle,
+        launch=launch,
+        trend_item=item,
+        trend_peak=peak,
+        trend_width=width,
+        trend_launch=is_launch,
+        trend_strength=strength,
+        trend_cdf=total / total[-1] if total.shape[0] else total,
+    )
+
+
+def _trend_draws(
+    config: SynthConfig, dynamics: _Dynamics, count: int, rng: np.random.Generator
+) -> tuple[IntArray, IntArray]:
+    """``count`` (trend, second) pairs with density proportional to strength times bump,
+    restricted to the span by rejection (after ``_TREND_ROUNDS`` rounds, clipped)."""
+    span = config.span_seconds
+    trend = np.zeros(count, dtype=np.int64)
+    time = np.zeros(count, dtype=np.float64)
+    pending = np.arange(count)
+    for _ in range(_TREND_ROUNDS):
+        if pending.shape[0] == 0:
+            break
+        picks = _draw(rng, dynamics.trend_cdf, pending.shape[0])
+        noise = np.where(
+            dynamics.trend_launch[picks],
+            rng.exponential(1.0, size=pending.shape[0]),
+            rng.standard_normal(pending.shape[0]),
+        )
+        drawn = dynamics.trend_peak[picks] + dynamics.trend_width[picks] * noise
+        trend[pending] = picks
+        time[pending] = drawn
+        pending = pending[(drawn < 0.0) | (drawn >= span)]
+    seconds: IntArray = np.clip(np.floor(time), 0, span - 1).astype(np.int64)
+    return trend, seconds
+
+
+def _launched(
+    config: SynthConfig,
+    catalogue: _Catalogue,
+    dynamics: _Dynamics,
+    items: IntArray,
+    categories: IntArray,
+    start: IntArray,
+    rng: np.random.Generator,
+) -> IntArray:
+    """``items`` with every item not yet launched at its session's ``start`` redrawn in its
+    category, and after ``_LAUNCH_ROUNDS`` replaced by the category's top item."""
+    pending = np.flatnonzero(dynamics.launch[items] > start)
+    for _ in range(_LAUNCH_ROUNDS):
+        if pending.shape[0] == 0:
+            return items
+        items[pending] = _items_in(config, catalogue, categories[pending], rng)
+        pending = pending[dynamics.launch[items[pending]] > start[pending]]
+    items[pending] = catalogue.order[catalogue.block_start[categories[pending]]]
+    return items
+
+
+class _Batch(NamedTuple):
+    """Events of a batch in cutting order (a prefix keeps whole sessions, then a prefix of
+    one session, and no repurchase without the sessions it follows), with each event's
+    seconds since ``start_time``."""
+
+    events: _Events
+    stamps: IntArray
+    sessions: int  # session numbers used
+
+
+def _repurchases(
+    config: SynthConfig,
+    catalogue: _Catalogue,
+    dynamics: _Dynamics,
+    base: _Events,
+    stamps: IntArray,
+    rng: np.random.Generator,
+) -> tuple[_Events, IntArray, IntArray, int]:
+    """Chains of repurchases after the batch's first purchase of each (user, consumable):
+    events with session numbers counted from 0, their seconds, their cutting keys (rows:
+    origin session, step, chain, position) and the number of sessions."""
+    bought = np.flatnonzero(
+        (base.kind == int(EventType.PURCHASE)) & dynamics.consumable[catalogue.category[base.item]]
+    )
+    # The first purchase of each (user, item) pair in the batch starts its chain (a
+    # generation is one batch, or a few when the first falls short).
+    order = bought[np.lexsort((stamps[bought], base.item[bought], base.user[bought]))]
+    fresh = np.ones(order.shape[0], dtype=np.bool_)
+    fresh[1:] = (base.user[order][1:] != base.user[order][:-1]) | (
+        base.item[order][1:] != base.item[order][:-1]
+    )
+    origin = np.sort(order[fresh])
+    user, item = base.user[origin], base.item[origin]
+    origin_session = base.session[origin]
+    cycle = dynamics.cycle[catalogue.category[item]]
+    last = stamps[origin].copy()
+
+    span = config.span_seconds
+    kinds = np.array(
+        [int(EventType.VIEW), int(EventType.ADD_TO_CART), int(EventType.PURCHASE)], dtype=np.int8
+    )
+    chains: list[IntArray] = []
+    sessions: list[IntArray] = []
+    positions: list[IntArray] = []
+    steps: list[IntArray] = []
+    seconds: list[IntArray] = []
+    chain = np.arange(origin.shape[0], dtype=np.int64)
+    step = 0
+    used = 0
+    while chain.shape[0] > 0:
+        step += 1
+        m = int(chain.shape[0])
+        length = cycle[chain] * np.clip(1.0 + _CYCLE_JITTER * rng.standard_normal(m), 0.5, 1.5)
+        again = rng.random(m) < config.repeat_probability
+        viewed = rng.random(m) < _REPEAT_VIEW_SHARE
+        gaps = _gaps(config, (m, 3), rng)
+        gaps[:, 0] *= viewed  # no view: the cart is one gap after the session start
+        times = (last[chain] + np.floor(length).astype(np.int64))[:, None] + np.cumsum(gaps, axis=1)
+        go = again & (times[:, 2] < span)
+        chain, times, viewed = chain[go], times[go], viewed[go]
+        present = np.ones(times.shape, dtype=np.bool_)
+        present[:, 0] = viewed
+        rows, position = np.nonzero(present)
+        chains.append(chain[rows])
+        sessions.append(used + rows.astype(np.int64))
+        positions.append(position.astype(np.int64))
+        steps.append(np.full(rows.shape[0], step, dtype=np.int64))
+        seconds.append(times[rows, position])
+        used += chain.shape[0]
+        last[chain] = times[:, 2]
+    if not chains:
+        empty = np.zeros(0, dtype=np.int64)
+        return (
+            _Events(empty, empty, empty, np.zeros(0, dtype=np.int8)),
+            empty,
+            np.zeros((4, 0), dtype=np.int64),
+            0,
+        )
+    chained = np.concatenate(chains)
+    position = np.concatenate(positions)
+    events = _Events(
+        session=np.concatenate(sessions),
+        user=user[chained],
+        item=item[chained],
+        kind=kinds[position],
+    )
+    keys = np.stack([origin_session[chained], np.concatenate(steps), chained, position])
+    return events, np.concatenate(seconds), keys, used
+
+
+def _dynamic_sessions(
+    config: SynthConfig,
+    catalogue: _Catalogue,
+    people: _Population,
+    dynamics: _Dynamics,
+    count: int,
+    first: int,
+    rng: np.random.Generator,
+) -> _Batch:
+    """``count`` sessions timed before their items are drawn, some led by a trend, and the
+    repurchases that follow them; session numbers from ``first``."""
+    span = config.span_seconds
+    user = _draw(rng, people.activity_cdf, count)
+    segment = people.segment[user]
+    category = _session_categories(config, catalogue, people, user, rng)
+    led = np.zeros(0, dtype=np.int64)
+    if dynamics.trend_item.shape[0] > 0:
+        led = np.flatnonzero(rng.random(count) < config.trend_session_share)
+    trend, lead_time = _trend_draws(config, dynamics, led.shape[0], rng)
+    lead_item = dynamics.trend_item[trend]
+    category[led] = catalogue.category[lead_item]
+
+    views, slot_session, slot_index = _view_slots(config, count, rng)
+    funnel, dismissed = _funnel(config, slot_session, slot_index, rng)
+    elapsed, starts, _ = _elapsed(config, funnel.session, rng)
+    # Every session has a view, so session k is the k-th run of events.
+    duration = elapsed[np.append(starts[1:], elapsed.shape[0]) - 1]
+    start = np.floor(rng.random(count) * (span - duration)).astype(np.int64)
+    start[led] = np.minimum(lead_time, span - 1 - duration[led])
+
+    slot_start = start[slot_session]
+    slot_category = category[slot_session]
+    slot_item = _items_for(
+        config, catalogue, slot_category, people.segment_band[segment[slot_session]], rng
+    )
+    slot_item[(np.cumsum(views) - views)[led]] = lead_item
+    slot_item = _launched(config, catalogue, dynamics, slot_item, slot_category, slot_start, rng)
+    dismiss_category = _draw(rng, catalogue.category_cdf, int(dismissed.sum()))
+    dismiss_item = _launched(
+        config,
+        catalogue,
+        dynamics,
+        _items_in(config, catalogue, dismiss_category, rng),
+        dismiss_category,
+        slot_start[dismissed],
+        rng,
+    )
+    base = _Events(
+        session=funnel.session,
+        user=user[funnel.session],
+        item=np.concatenate([slot_item, dismiss_item])[funnel.source],
+        kind=funnel.kind,
+    )
+    stamps = start[funnel.session] + elapsed
+
+    repeats, repeat_stamps, repeat_keys, repeat_sessions = _repurchases(
+        config, catalogue, dynamics, base, stamps, rng
+    )
+    n = base.session.shape[0]
+    zeros = np.zeros(n, dtype=np.int64)
+    keys = np.concatenate(
+        [np.stack([base.session, zeros, zeros, np.arange(n, dtype=np.int64)]), repeat_keys],
+        axis=1,
+    )
+    order = np.lexsort(keys[::-1])
+    repeats = _Events(repeats.session + count, repeats.user, repeats.item, repeats.kind)
+    events = _Events.concat([base, repeats]).take(order)
+    return _Batch(
+        events=_Events(events.session + first, events.user, events.item, events.kind),
+        stamps=np.concatenate([stamps, repeat_stamps])[order],
+        sessions=count + repeat_sessions,
+    )
+
+
+def _dynamic_rows(
+    config: SynthConfig,
+    catalogue: _Catalogue,
+    people: _Population,
+    dynamics: _Dynamics,
+    rng: np.random.Generator,
+) -> tuple[_Events, IntArray]:
+    """Like :func:`_event_rows` with shop dynamics; also each row's second of the span."""
+    batches: list[_Batch] = []
+    total = 0
+    first = 0
+    drawn = 0
+    per_session = _rows_per_session(config)
+    while total < config.events:
+        count = math.ceil((config.events - total) / per_session * 1.05) + 16
+        batch = _dynamic_sessions(config, catalogue, people, dynamics, count, first, rng)
+        batches.append(batch)
+        total += batch.stamps.shape[0]
+        first += batch.sessions
+        drawn += count
+        per_session = max(total / drawn, 1.0)
+    if not batches:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Events(empty, empty, empty, np.zeros(0, dtype=np.int8)), empty
+    events = _Events.concat([batch.events for batch in batches]).head(config.events)
+    stamps = np.concatenate([batch.stamps for batch in batches])[: config.events]
+    return events, stamps
+
+
+def _public_dynamics(
+    config: SynthConfig, dynamics: _Dynamics, item_ids: list[str]
+) -> SynthDynamics:
+    return SynthDynamics(
+        category_ids=_labels("c", config.category_count, 3),
+        consumable=dynamics.consumable,
+        repeat_interval_days=dynamics.cycle / _DAY_SECONDS,
+        trend_item_ids=_pick(item_ids, dynamics.trend_item),
+        trend_peak=(config.start_time + dynamics.trend_peak).astype(np.float64),
+        trend_width=dynamics.trend_width,
+        trend_launch=dynamics.trend_launch,
+        trend_strength=dynamics.trend_strength,
+    )
 
 
 def _labels(prefix: str, count: int, width: int, first: int = 0) -> list[str]:
@@ -563,8 +1078,14 @@ def generate(config: SynthConfig) -> SynthData:
     rng = np.random.default_rng(config.seed)
     catalogue = _catalogue(config, rng)
     people = _population(config, catalogue, rng)
-    events = _event_rows(config, catalogue, people, rng)
-    stamps = _timestamps(config, events.session, rng)
+    dynamics: _Dynamics | None = None
+    if config.has_dynamics:
+        dynamics = _dynamics(config, catalogue, rng)
+        events, seconds = _dynamic_rows(config, catalogue, people, dynamics, rng)
+        stamps = (config.start_time + seconds).astype(np.float64)
+    else:
+        events = _event_rows(config, catalogue, people, rng)
+        stamps = _timestamps(config, events.session, rng)
     order = np.argsort(stamps, kind="stable")
     items = _item_table(config, catalogue)
     users = _user_table(config, people)
@@ -578,7 +1099,11 @@ def generate(config: SynthConfig) -> SynthData:
         event_ids=_labels("e", n, 9, first=1),
     )
     return SynthData(
-        interactions=interactions, items=items, users=users, sessions=events.session[order]
+        interactions=interactions,
+        items=items,
+        users=users,
+        sessions=events.session[order],
+        dynamics=None if dynamics is None else _public_dynamics(config, dynamics, items.ids),
     )
 
 
