@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shelfrank.core.artifact import Artifact, read_artifact, verify_artifact, write_artifact
+from shelfrank.core.blend import BlendTable, ItemNeighbours, RankingSignals
 from shelfrank.core.errors import ModelFileError
 from shelfrank.core.foldin import FoldInConfig
 from shelfrank.core.ids import IdMap
@@ -54,6 +55,24 @@ def serving_arrays(model: ServingModel) -> dict[str, npt.NDArray[Any]]:
         "item_popularity": model.item_popularity,
         "seen_indptr": model.seen.indptr,
         "seen_indices": model.seen.indices,
+        **_signal_arrays(model),
+    }
+
+
+def _signal_arrays(model: ServingModel) -> dict[str, npt.NDArray[Any]]:
+    """Blended ranking's arrays (optional: a reader that predates them ranks by the model's
+    score alone)."""
+    signals = model.signals
+    if signals is None or model.seen_strength is None or model.seen_repeat is None:
+        return {}
+    return {
+        "item_trend": signals.trend,
+        "item_repeat_rate": signals.repeat_rate,
+        "neighbour_indptr": signals.neighbours.indptr,
+        "neighbour_indices": signals.neighbours.indices,
+        "neighbour_weights": signals.neighbours.weights,
+        "seen_strength": model.seen_strength,
+        "seen_repeat": model.seen_repeat,
     }
 
 
@@ -85,6 +104,11 @@ def save_model_directory(
         },
         "counts": {"users": len(model.user_ids), "items": len(model.items), "dim": model.items.dim},
     }
+    if model.signals is not None:
+        meta["blend"] = {
+            "weights": model.signals.blend.to_json(),
+            "mf_scale": model.signals.mf_scale,
+        }
     groups = {SERVING_GROUP: serving_arrays(model), **(extra_groups or {})}
     return write_artifact(
         directory,
@@ -143,6 +167,7 @@ def serving_model_from(artifact: Artifact) -> ServingModel:
             identity_weight=float(identity["users"]),
             weighting=weighting["users"],
         )
+        signals, seen_strength, seen_repeat = _signals(artifact, arr, manifest)
         return ServingModel(
             items=items,
             item_tokens=SparseRows(
@@ -157,11 +182,39 @@ def serving_model_from(artifact: Artifact) -> ServingModel:
             seen=SparseRows(arr("seen_indptr", 1, "i"), arr("seen_indices", 1, "i")),
             fold_in=fold,
             model_version=str(manifest.get("model_version", "")),
+            signals=signals,
+            seen_strength=seen_strength,
+            seen_repeat=seen_repeat,
         )
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(path, f"inconsistent model: {exc}") from None
+
+
+def _signals(
+    artifact: Artifact, arr: Any, manifest: dict[str, Any]
+) -> tuple[RankingSignals | None, npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
+    if "blend" not in manifest:
+        return None, None, None
+    blend = manifest["blend"]
+    neighbours = ItemNeighbours(
+        arr("neighbour_indptr", 1, "i").astype(np.int64),
+        arr("neighbour_indices", 1, "i").astype(np.int64),
+        np.asarray(arr("neighbour_weights", 1, "f"), np.float32),
+    )
+    signals = RankingSignals(
+        trend=np.asarray(arr("item_trend", 1, "f"), np.float32),
+        repeat_rate=np.asarray(arr("item_repeat_rate", 1, "f"), np.float32),
+        neighbours=neighbours,
+        blend=BlendTable.from_json(blend["weights"]),
+        mf_scale=float(blend["mf_scale"]),
+    )
+    return (
+        signals,
+        np.asarray(arr("seen_strength", 1, "f"), np.float32),
+        np.asarray(arr("seen_repeat", 1, "f"), np.float32),
+    )
 
 
 def load_serving_model(directory: str | Path) -> tuple[ServingModel, dict[str, Any]]:

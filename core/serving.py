@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.blend import MF_ONLY, Mode, RankingSignals, UserHistory, blended_top_k
 from shelfrank.core.foldin import FoldInConfig, FoldInPool, fold_in_pool, fold_in_user
 from shelfrank.core.ids import IdMap
 from shelfrank.core.representation import TokenEmbeddings
@@ -34,6 +35,8 @@ class UserVector:
     vector: FloatArray | None
     bias: float
     source: UserSource
+    # What the user did (training history plus fresh events), for the blend's sparse terms.
+    history: UserHistory = field(default_factory=UserHistory.empty)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class ServingModel:
     seen: SparseRows
     fold_in: FoldInConfig = field(default_factory=FoldInConfig)
     model_version: str = ""
+    # Blended ranking (core/blend.py): None ranks by the model's score alone. The two
+    # strengths run parallel to ``seen.indices``.
+    signals: RankingSignals | None = None
+    seen_strength: FloatArray | None = None
+    seen_repeat: FloatArray | None = None
     # Prepared on first fold-in; a model with other items (dataclasses.replace) starts anew.
     _fold_in_pool: FoldInPool | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -102,6 +110,15 @@ class ServingModel:
         ):
             if rows.indices.size and (rows.indices.min() < 0 or rows.indices.max() >= bound):
                 raise ValueError(f"{name} refers to rows outside [0, {bound})")
+        if self.signals is not None:
+            if self.signals.items != n_items:
+                raise ValueError(f"signals cover {self.signals.items} items, model has {n_items}")
+            for name, values in (
+                ("seen_strength", self.seen_strength),
+                ("seen_repeat", self.seen_repeat),
+            ):
+                if values is None or values.shape != self.seen.indices.shape:
+                    raise ValueError(f"{name} must have one value per seen item")
         for name, emb in (
             ("item", self.item_token_embeddings),
             ("user", self.user_token_embeddings),
@@ -138,8 +155,9 @@ class ServingModel:
             source = "features"
         else:
             prior, bias, source = None, 0.0, "popularity"
+        history = self._history(row, history_rows, history_weights)
         if history_rows is None or history_rows.size == 0:
-            return UserVector(prior, bias, source)
+            return UserVector(prior, bias, source, history)
         if history_weights is None:
             raise ValueError("history_weights: required when history_rows are given")
         pool = self._fold_in_pool
@@ -156,7 +174,30 @@ class ServingModel:
             self.fold_in,
             pool,
         )
-        return UserVector(vector, bias, "trained" if row is not None else "fold-in")
+        return UserVector(vector, bias, "trained" if row is not None else "fold-in", history)
+
+    def _history(
+        self,
+        row: int | None,
+        fresh_rows: IndexArray | None,
+        fresh_weights: npt.NDArray[np.floating] | None,
+    ) -> UserHistory:
+        """Training history (when the user was trained) plus the positive fresh events."""
+        if self.signals is None:
+            return UserHistory.empty()
+        history = UserHistory.empty()
+        if row is not None and self.seen_strength is not None and self.seen_repeat is not None:
+            start, end = int(self.seen.indptr[row]), int(self.seen.indptr[row + 1])
+            history = UserHistory(
+                self.seen.indices[start:end].astype(np.int64),
+                self.seen_strength[start:end],
+                self.seen_repeat[start:end],
+            )
+        if fresh_rows is not None and fresh_rows.size and fresh_weights is not None:
+            weights = np.asarray(fresh_weights, np.float32)
+            positive = weights > 0
+            history = history.merged(fresh_rows[positive], weights[positive], weights[positive])
+        return history
 
     def seen_rows(self, user_id: str) -> IndexArray:
         """Items the user interacted with in the training data."""
@@ -171,8 +212,32 @@ class ServingModel:
         exclude: IndexArray | None = None,
         candidates: IndexArray | None = None,
         allowed: npt.NDArray[np.bool_] | None = None,
+        mode: Mode = "new",
     ) -> TopK:
-        """Top-k item rows for a resolved user (restricted as in ``ScoringTable.recommend``)."""
+        """Top-k item rows for a resolved user (restricted as in ``ScoringTable.recommend``).
+
+        With ranking signals the blend of ``user.source`` and ``mode`` ranks (``repeat``
+        when the caller lets the shopper buy again, ``new`` when seen items are excluded)."""
+        signals = self.signals
+        segment = user.source
+        if segment == "trained" and signals is not None and user.history.rows.size == 0:
+            segment = "features"  # a profile without any event: served from features
+        weights = MF_ONLY if signals is None else signals.blend.get(segment, mode)
+        if signals is not None and weights != MF_ONLY:
+            if candidates is not None:
+                allowed = np.zeros(len(self.items), np.bool_)
+                allowed[candidates] = True
+            return blended_top_k(
+                self.items,
+                signals,
+                user.vector,
+                user.bias,
+                user.history,
+                weights,
+                k,
+                exclude=exclude,
+                allowed=allowed,
+            )
         if user.vector is None:
             if allowed is not None:
                 candidates = np.flatnonzero(allowed)

@@ -106,6 +106,30 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-item-features", action="store_true")
     group.add_argument("--no-user-features", action="store_true")
     group.add_argument("--fold-in-l2", type=_positive_float)
+    group.add_argument(
+        "--no-blend",
+        action="store_true",
+        help="rank by the LightFM score alone (no item-to-item, repeat or trend signals)",
+    )
+    group.add_argument(
+        "--half-life-days",
+        type=_positive_float,
+        help="age at which an event counts half (default: chosen on a validation split)",
+    )
+    group.add_argument("--item-item", choices=("auto", "ease", "knn", "off"))
+    group.add_argument("--item-item-l2", type=_positive_float, help="EASE's lambda")
+    group.add_argument("--neighbours", type=_positive_int, help="item-to-item neighbours kept")
+    group.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        help="share of events the blend is fitted on (default 0.1)",
+    )
+    group.add_argument(
+        "--validation-split",
+        choices=("time", "random"),
+        help="hold out the newest events (time, the default: predicting the next weeks) or "
+        "a random share of each shopper's items (random: for a random test split)",
+    )
     group.add_argument("--threads", type=_positive_int, help="default: all cores")
     group.add_argument(
         "--seed",
@@ -134,6 +158,12 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         "item_cold_start": "item_cold_start",
         "threads": "num_threads",
         "seed": "seed",
+        "half_life_days": "half_life_days",
+        "item_item": "item_item",
+        "item_item_l2": "item_item_l2",
+        "neighbours": "neighbours",
+        "validation_fraction": "validation_fraction",
+        "validation_split": "validation_split",
     }
     changes: dict[str, Any] = {
         field: getattr(args, arg)
@@ -148,6 +178,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         changes["use_user_features"] = False
     if args.fold_in_l2 is not None:
         changes["fold_in"] = FoldInConfig(l2=args.fold_in_l2)
+    if args.no_blend:
+        changes["blend"] = False
     return replace(config, **changes)
 
 
@@ -256,6 +288,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             users,
             args.k,
             exclude_seen=args.exclude_seen,
+            mode=args.mode or ("new" if args.exclude_seen else "repeat"),
             candidate_item_ids=candidates,
             histories=histories,
             user_tokens=tokens,
@@ -283,7 +316,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     items = _read_features(args.items, "item_id", args.strict, args.quiet)
     users = _read_features(args.users, "user_id", args.strict, args.quiet)
     progress = not args.quiet
-    if args.protocol == "edge-replay":
+    if args.protocol == "temporal":
+        from shelfrank.server.evaluation.shop import SHOP_MODELS, evaluate_shop
+
+        report = evaluate_shop(
+            data,
+            config,
+            items=items,
+            users=users,
+            test_days=args.test_days,
+            test_fraction=args.test_fraction,
+            recent_days=args.recent_days,
+            k=args.k,
+            models=_model_list(args.models, SHOP_MODELS),
+            relevant=relevant,
+            progress=progress,
+        )
+    elif args.protocol == "edge-replay":
         from shelfrank.server.evaluation.edge_replay import evaluate_edge_replay
 
         report = evaluate_edge_replay(
@@ -308,11 +357,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             split = splits.given_split(data, _read_interactions(args.test, args.strict, args.quiet))
         elif args.protocol == "random":
             split = splits.random_split(data, args.test_fraction, args.split_seed)
-        elif args.protocol == "temporal":
-            split = splits.temporal_split(data, args.test_fraction)
         else:
             split = splits.cold_items_split(data, args.item_fraction, args.split_seed)
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        models = _model_list(args.models, ("hybrid", "lightfm-cf", "popularity", "user-knn"))
         report = evaluate_split(
             split,
             config,
@@ -333,9 +380,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(report.table())
     if args.plot:
         save_plot(report, args.plot)
+        if report.notes.get("blend_fit"):
+            from shelfrank.server.evaluation.report import save_blend_plot
+
+            blend_path = Path(args.plot).with_name(Path(args.plot).stem + "-blend.png")
+            save_blend_plot(report.notes["blend_fit"], blend_path)
+            if args.json != "-":
+                print(f"blend plot written to {blend_path}")
         if args.json != "-":
             print(f"plot written to {args.plot}")
     return EXIT_OK
+
+
+def _model_list(text: str | None, default: Sequence[str]) -> list[str]:
+    if text is None:
+        return list(default)
+    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -530,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--users", required=True, help="'all' or a file with one user id a line")
     rec.add_argument("--k", type=_positive_int, required=True)
     rec.add_argument("--exclude-seen", action="store_true")
+    rec.add_argument(
+        "--mode",
+        choices=("new", "repeat"),
+        help="blend to rank with: repeat (buy again; the default without --exclude-seen) "
+        "or new (the default with it)",
+    )
     rec.add_argument("--candidates", help="file of item ids (one a line) to rank among")
     rec.add_argument("--history", help="interactions CSV of users to fold in")
     rec.add_argument("--user-features", help="users CSV for users unknown to the model")
@@ -560,7 +626,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="test event types that count as relevant: 'positive' or a list "
         "like 'purchase,add_to_cart'",
     )
-    ev.add_argument("--models", default="hybrid,lightfm-cf,popularity,user-knn")
+    ev.add_argument(
+        "--models",
+        help="comma list (default: hybrid,lightfm-cf,popularity,user-knn; with temporal: "
+        "shelfrank,hybrid-lightfm,lightfm-cf,popularity-recent,bought-most,ease,user-knn)",
+    )
+    ev.add_argument(
+        "--test-days", type=_positive_float, help="temporal: the last N days are the test"
+    )
+    ev.add_argument(
+        "--recent-days",
+        type=_positive_float,
+        default=30.0,
+        help="temporal: window of the recent-popularity baseline",
+    )
     ev.add_argument("--test-fraction", type=_fraction, default=0.2)
     ev.add_argument("--item-fraction", type=_fraction, default=0.2)
     ev.add_argument("--fold-users", type=_positive_int, default=100)

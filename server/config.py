@@ -13,6 +13,8 @@ from shelfrank.core.foldin import FoldInConfig
 LOSSES = ("warp", "bpr", "warp-kos", "logistic")
 ITEM_COLD_START = ("ridge", "lightfm")
 SCHEDULES = ("adagrad", "adadelta")
+ITEM_ITEM = ("auto", "ease", "knn", "off")
+VALIDATION_SPLITS = ("time", "random")
 
 
 def _default_threads() -> int:
@@ -50,6 +52,21 @@ class TrainConfig:
     num_threads: int = field(default_factory=_default_threads)
     seed: int | None = None
     fold_in: FoldInConfig = field(default_factory=FoldInConfig)
+    # Blended ranking (core/blend.py, server/blend_fit.py): the model's score blended with
+    # item-to-item, repeat and trend signals, weights fitted on the last
+    # ``validation_fraction`` of the events by time (skipped with fewer than
+    # ``min_validation_users`` validation shoppers or without timestamps).
+    blend: bool = True
+    half_life_days: float | None = None  # None: chosen on the validation split
+    item_item: str = "auto"  # auto | ease | knn | off
+    item_item_l2: float | None = None  # EASE's lambda; None: chosen on the validation split
+    knn_shrink: float = 10.0
+    neighbours: int = 200
+    validation_fraction: float = 0.1
+    # "time": the newest events (a shop predicting its next weeks); "random": a seeded
+    # share of each shopper's items (when the test is a random hold-out, as MovieLens' ua).
+    validation_split: str = "time"
+    min_validation_users: int = 50
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -74,6 +91,33 @@ class TrainConfig:
                 f"got {self.item_cold_start!r}",
             ),
             (self.num_threads >= 1, f"num_threads: must be >= 1, got {self.num_threads}"),
+            (
+                self.half_life_days is None or self.half_life_days > 0,
+                f"half_life_days: must be > 0, got {self.half_life_days}",
+            ),
+            (
+                self.item_item in ITEM_ITEM,
+                f"item_item: must be one of {', '.join(ITEM_ITEM)}, got {self.item_item!r}",
+            ),
+            (
+                self.item_item_l2 is None or self.item_item_l2 > 0,
+                f"item_item_l2: must be > 0, got {self.item_item_l2}",
+            ),
+            (
+                self.validation_split in VALIDATION_SPLITS,
+                f"validation_split: must be one of {', '.join(VALIDATION_SPLITS)}, "
+                f"got {self.validation_split!r}",
+            ),
+            (self.knn_shrink >= 0, f"knn_shrink: must be >= 0, got {self.knn_shrink}"),
+            (self.neighbours >= 1, f"neighbours: must be >= 1, got {self.neighbours}"),
+            (
+                0 < self.validation_fraction < 1,
+                f"validation_fraction: must be in (0, 1), got {self.validation_fraction}",
+            ),
+            (
+                self.min_validation_users >= 1,
+                f"min_validation_users: must be >= 1, got {self.min_validation_users}",
+            ),
             (
                 self.seed is None or 0 <= self.seed < 2**32,
                 f"seed: must be in [0, 2**32), got {self.seed}",

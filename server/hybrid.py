@@ -8,9 +8,10 @@ LightFM's ``fit_partial`` is not thread-safe: one model is trained by one thread
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import scipy.sparse as sp
 from lightfm import LightFM
 from tqdm import tqdm
 
+from shelfrank.core.blend import BlendTable, ItemNeighbours, RankingSignals
 from shelfrank.core.model_format import (
     read_model_directory,
     save_model_directory,
@@ -32,6 +34,7 @@ from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.cold_start import ColdStartMap, fit_cold_start_map
 from shelfrank.server.config import TrainConfig
+from shelfrank.server.item_item import item_neighbours
 from shelfrank.server.training_data import TrainingData, build_training_data
 
 EpochCallback = Callable[[int, "HybridModel"], None]
@@ -97,6 +100,12 @@ class HybridModel:
         self.cold_start_map: ColdStartMap | None = None
         self._item_cold: TokenEmbeddings | None = None
         self._restored_cold_start: dict[str, Any] = {}
+        # Blended ranking (config.blend): weights fitted at training, carried by
+        # incremental rounds; neighbours follow the data (None: computed when exported).
+        self.blend = BlendTable()
+        self.blend_report: dict[str, Any] = {}
+        self.neighbours: ItemNeighbours | None = None
+        self.item_item_method = "off"
 
     @classmethod
     def train(
@@ -111,22 +120,101 @@ class HybridModel:
     ) -> HybridModel:
         cfg = config or TrainConfig()
         started = time.perf_counter()
-        data = build_training_data(interactions, cfg, items=items, users=users)
-        if data.weights.nnz == 0:
-            raise ValueError("interactions: no positive interaction to train on")
-        model = cls(cfg, data, new_lightfm(cfg))
-        fit_seconds = model.fit(cfg.epochs, progress=progress, on_epoch=on_epoch)
+        fitted = None
+        if cfg.blend and on_epoch is None:
+            fitted = cls._train_blended(interactions, cfg, items, users, progress)
+        if fitted is not None:
+            model, fit_seconds = fitted
+        else:
+            data = build_training_data(interactions, cfg, items=items, users=users)
+            if data.weights.nnz == 0:
+                raise ValueError("interactions: no positive interaction to train on")
+            model = cls(cfg, data, new_lightfm(cfg))
+            fit_seconds = model.fit(cfg.epochs, progress=progress, on_epoch=on_epoch)
         model.item_cold_start()
+        if cfg.blend:
+            model.item_neighbours()
         model.model_version = model.content_version()
         model.summary = TrainSummary(
-            users=data.shape[0],
-            items=data.shape[1],
-            interactions=int(data.weights.nnz),
+            users=model.data.shape[0],
+            items=model.data.shape[1],
+            interactions=int(model.data.weights.nnz),
             epochs=cfg.epochs,
             fit_seconds=fit_seconds,
             total_seconds=time.perf_counter() - started,
         )
         return model
+
+    @classmethod
+    def _train_blended(
+        cls,
+        interactions: Interactions,
+        config: TrainConfig,
+        items: FeatureTable | None,
+        users: FeatureTable | None,
+        progress: bool,
+    ) -> tuple[HybridModel, float] | None:
+        """Train on the prefix, fit the blend on the validation split, then continue the
+        prefix model on every event for a third of the epochs (server/blend_fit.py).
+        None when there is no usable validation split."""
+        from shelfrank.server.blend_fit import fit_blend, validation_split
+        from shelfrank.server.incremental import continue_training
+
+        split = validation_split(
+            interactions, config.validation_fraction, config.validation_split, config.seed or 0
+        )
+        if split is None:
+            return None
+        prefix_events, later = split
+        plain = replace(config, blend=False)
+        data = build_training_data(prefix_events, plain, items=items, users=users)
+        if data.weights.nnz == 0:
+            return None
+        prefix = cls(plain, data, new_lightfm(plain))
+        fit_seconds = prefix.fit(config.epochs, progress=progress)
+        prefix.item_cold_start()
+
+        def prefix_serving(
+            signals_data: TrainingData, neighbours: ItemNeighbours, blend: BlendTable
+        ) -> ServingModel:
+            prefix.data, prefix.neighbours, prefix.blend = signals_data, neighbours, blend
+            prefix.config = replace(config, half_life_days=None)
+            return prefix.to_serving()
+
+        fit = fit_blend(
+            prefix_serving, data, prefix_events, later, config, users, progress=progress
+        )
+        if fit is None:
+            return None
+        final_config = replace(
+            config, half_life_days=fit.half_life_days, item_item_l2=fit.item_item_l2
+        )
+        prefix.data, prefix.config = data, final_config
+        tick = time.perf_counter()
+        model = continue_training(
+            prefix,
+            interactions,
+            items=items,
+            users=users,
+            epochs=max(1, math.ceil(config.epochs / 3)),
+            progress=progress,
+        )
+        fit_seconds += time.perf_counter() - tick
+        model.blend = fit.blend
+        model.blend_report = fit.to_json()
+        return model, fit_seconds
+
+    def item_neighbours(self) -> ItemNeighbours:
+        """The item-to-item neighbours of the current data (computed once)."""
+        if self.neighbours is None or self.neighbours.items != len(self.data.items.entities):
+            self.neighbours, self.item_item_method = item_neighbours(
+                self.data.weights,
+                method=self.config.item_item if self.blend.weights else "off",
+                l2=self.config.item_item_l2 or 200.0,
+                shrink=self.config.knn_shrink,
+                top_n=self.config.neighbours,
+            )
+        return self.neighbours
 
     def fit(
         self, epochs: int, *, progress: bool = False, on_epoch: EpochCallback | None = None
@@ -242,7 +330,7 @@ class HybridModel:
         item_vectors, item_biases = self._served_representations("item", item_tokens)
         user_vectors, user_biases = self._served_representations("user", user_tokens)
         indptr, indices = self.data.items.token_rows()
-        return ServingModel(
+        base = ServingModel(
             items=ScoringTable(self.data.items.entities.copy(), item_vectors, item_biases),
             item_tokens=SparseRows(indptr, indices),
             item_token_embeddings=item_tokens,
@@ -254,6 +342,25 @@ class HybridModel:
             seen=self.data.seen,
             fold_in=self.config.fold_in,
             model_version=self.model_version,
+        )
+        data = self.data
+        if not self.config.blend or data.trend is None or data.repeat_rate is None:
+            return base
+        from shelfrank.server.blend_fit import mf_scale
+
+        signals = RankingSignals(
+            trend=data.trend,
+            repeat_rate=data.repeat_rate,
+            neighbours=self.item_neighbours(),
+            blend=self.blend,
+            mf_scale=mf_scale(base),
+        )
+        return replace(
+            base,
+            item_popularity=data.trend,
+            signals=signals,
+            seen_strength=data.seen_strength,
+            seen_repeat=data.seen_repeat,
         )
 
     def content_version(self) -> str:
@@ -275,6 +382,7 @@ class HybridModel:
             "params": self.config.to_json(),
             "training": {"interactions": int(self.data.weights.nnz)},
             "cold_start": self._cold_start_metadata(),
+            "blend_fit": self.blend_report,
             **(extra_metadata or {}),
         }
         return save_model_directory(
@@ -312,6 +420,14 @@ class HybridModel:
         if model.config.item_cold_start == "ridge":
             model._item_cold = serving.item_token_embeddings
             model._restored_cold_start = dict(artifact.manifest.get("cold_start", {}))
+        if serving.signals is not None:
+            model.blend = serving.signals.blend
+            model.neighbours = serving.signals.neighbours
+            model.blend_report = dict(artifact.manifest.get("blend_fit", {}))
+            model.data.seen_strength = serving.seen_strength
+            model.data.seen_repeat = serving.seen_repeat
+            model.data.trend = serving.signals.trend
+            model.data.repeat_rate = serving.signals.repeat_rate
         return model
 
 

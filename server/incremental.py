@@ -47,6 +47,7 @@ def continue_training(
     items: FeatureTable | None = None,
     users: FeatureTable | None = None,
     epochs: int = 5,
+    progress: bool = False,
 ) -> HybridModel:
     """A new model: ``previous`` continued for ``epochs`` on ``interactions`` (all events
     to learn from, old and new). ``previous`` itself is left untouched."""
@@ -66,7 +67,8 @@ def continue_training(
     _grow(lightfm, "user", len(data.users.features), config.learning_schedule, rng)
     _grow(lightfm, "item", len(data.items.features), config.learning_schedule, rng)
     model = HybridModel(config, data, lightfm)
-    model.fit(epochs)
+    model.blend, model.blend_report = previous.blend, previous.blend_report
+    model.fit(epochs, progress=progress)
     model.item_cold_start()
     model.model_version = model.content_version()
     return model

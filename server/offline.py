@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.blend import Mode
 from shelfrank.core.serving import ServingModel
 
 
@@ -33,6 +34,7 @@ def recommend_users(
     k: int,
     *,
     exclude_seen: bool = False,
+    mode: Mode = "new",
     candidate_item_ids: Sequence[str] | None = None,
     histories: Mapping[str, History] | None = None,
     user_tokens: Mapping[str, Sequence[str]] | None = None,
@@ -58,7 +60,7 @@ def recommend_users(
         exclude = None
         if exclude_seen:
             exclude = np.union1d(model.seen_rows(user_id), rows)
-        top = model.rank(user, k, exclude=exclude, candidates=candidates)
+        top = model.rank(user, k, exclude=exclude, candidates=candidates, mode=mode)
         ids = model.item_ids
         yield Recommendation(
             user_id,

@@ -233,7 +233,13 @@ class RecommenderService:
         exclude = model.item_rows(sorted(excluded))
         mask = state.features.allowed(query.filters, query.exclude_features)
         with self._scoring:
-            top = model.rank(user, query.k, exclude=exclude, allowed=mask)
+            top = model.rank(
+                user,
+                query.k,
+                exclude=exclude,
+                allowed=mask,
+                mode="new" if query.exclude_seen else "repeat",
+            )
         return self._scored(state, top.indices, top.scores, user.source)
 
     def similar_items(self, query: SimilarQuery) -> Scored:

@@ -133,6 +133,7 @@ class ServingState:
             item_tokens=SparseRows(indptr, indices),
             item_token_embeddings=embeddings,
             item_popularity=np.concatenate([model.item_popularity, np.zeros(added, np.float32)]),
+            signals=None if model.signals is None else model.signals.with_items_appended(added),
         )
         return replace(
             self,

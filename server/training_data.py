@@ -4,6 +4,17 @@ Several events for the same (user, item) pair become one training interaction wh
 weight is the strongest positive signal among them (an explicit ``weight`` column
 overrides the event type's weight). A dismissal is never positive: it cancels weak
 evidence (anything below an add-to-cart) for that pair, and the item still counts as seen.
+
+Time-aware signals for blended ranking (``shelfrank.core.blend``) weigh each event by
+``0.5 ** (age / half_life)``, its age measured from the newest event (``half_life_days``
+None: no decay):
+
+- per (user, item): ``strength``, the strongest decayed weight (the item-to-item vote),
+  and ``repeat``, the summed decayed weight of its purchases (of every positive event when
+  the data has no purchase at all): how often and how recently the shopper bought it;
+- per item: ``trend``, the summed decayed weight of its events (recent popularity), and
+  ``repeat_rate``, the share of its buyers who bought it again, shrunk towards the
+  catalogue's share by ``REPEAT_PRIOR`` pseudo-buyers.
 """
 
 from __future__ import annotations
@@ -28,6 +39,14 @@ class TrainingData:
     weights: sp.coo_matrix  # users x items, strongest positive signal per pair
     seen: SparseRows  # every item each user had any event with
     popularity: npt.NDArray[np.float32]  # summed pair weights per item
+    # Time-aware signals (server/training_data.py docstring): per seen pair, parallel to
+    # ``seen.indices``; per item; and the time they are measured at (unix seconds, NaN when
+    # the events carry no time).
+    seen_strength: npt.NDArray[np.float32] | None = None
+    seen_repeat: npt.NDArray[np.float32] | None = None
+    trend: npt.NDArray[np.float32] | None = None
+    repeat_rate: npt.NDArray[np.float32] | None = None
+    reference_time: float = float("nan")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -45,6 +64,20 @@ def event_weights(interactions: Interactions, config: TrainConfig) -> npt.NDArra
     )
     weights[explicit] = interactions.weights[explicit]
     return weights
+
+
+REPEAT_PRIOR = 5.0
+DAY_SECONDS = 86_400.0
+
+
+def decay_factors(
+    timestamps: npt.NDArray[np.float64], reference: float, half_life_days: float | None
+) -> npt.NDArray[np.float64]:
+    """``0.5 ** (age / half_life)`` per event; 1 without a half-life or a timestamp."""
+    if half_life_days is None or not np.isfinite(reference):
+        return np.ones(timestamps.shape[0])
+    age = np.nan_to_num(np.maximum(reference - timestamps, 0.0), nan=0.0)
+    return np.asarray(0.5 ** (age / (half_life_days * DAY_SECONDS)))
 
 
 def build_training_data(
@@ -103,4 +136,45 @@ def build_training_data(
     popularity = np.bincount(
         pair_items[positive], weights=strongest[positive], minlength=n_items
     ).astype(np.float32)
-    return TrainingData(user_space, item_space, matrix, seen, popularity)
+    data = TrainingData(user_space, item_space, matrix, seen, popularity)
+    if keys.size:
+        _add_time_signals(data, interactions, config, order, starts, pair_items, weights, strongest)
+    else:
+        data.seen_strength = np.empty(0, np.float32)
+        data.seen_repeat = np.empty(0, np.float32)
+        data.trend = np.zeros(n_items, np.float32)
+        data.repeat_rate = np.zeros(n_items, np.float32)
+    return data
+
+
+def _add_time_signals(
+    data: TrainingData,
+    interactions: Interactions,
+    config: TrainConfig,
+    order: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    pair_items: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float32],
+    strongest: npt.NDArray[np.floating],
+) -> None:
+    n_items = len(data.items.entities)
+    stamps = interactions.timestamps
+    reference = float(np.nanmax(stamps)) if np.isfinite(stamps).any() else float("nan")
+    decay = decay_factors(stamps, reference, config.half_life_days)
+    decayed = (weights * decay)[order]
+    strength = np.maximum.reduceat(decayed, starts)
+    data.seen_strength = np.where(strongest > 0, strength, 0.0).astype(np.float32)
+    kinds = interactions.event_types[order]
+    purchases = kinds == int(EventType.PURCHASE)
+    bought = purchases if purchases.any() else decayed > 0
+    data.seen_repeat = np.add.reduceat(np.where(bought, decayed, 0.0), starts).astype(np.float32)
+    item_of_event = np.repeat(pair_items, np.diff(np.r_[starts, order.size]))
+    data.trend = np.bincount(item_of_event, weights=decayed, minlength=n_items).astype(np.float32)
+    times_bought = np.add.reduceat(bought.astype(np.int64), starts)
+    buyers = np.bincount(pair_items, weights=times_bought >= 1, minlength=n_items)
+    again = np.bincount(pair_items, weights=times_bought >= 2, minlength=n_items)
+    overall = float(again.sum() / buyers.sum()) if buyers.sum() else 0.0
+    data.repeat_rate = ((again + REPEAT_PRIOR * overall) / (buyers + REPEAT_PRIOR)).astype(
+        np.float32
+    )
+    data.reference_time = reference

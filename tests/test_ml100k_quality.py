@@ -20,7 +20,9 @@ from shelfrank.server.evaluation.fold_in import evaluate_fold_in
 from shelfrank.server.evaluation.runner import evaluate_split
 from shelfrank.server.evaluation.splits import cold_items_split, given_split
 
-CONFIG = replace(TrainConfig(), seed=1, num_threads=1)
+# ua.test is a random hold-out of each user's ratings, so the blend is fitted on a random
+# hold-out too (the default, the newest events, suits a shop predicting its next weeks).
+CONFIG = replace(TrainConfig(), seed=1, num_threads=1, validation_split="random")
 PURCHASE = frozenset({EventType.PURCHASE})
 Data = tuple[Interactions, Interactions, FeatureTable, FeatureTable]
 

@@ -14,10 +14,12 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from shelfrank.core.blend import blended_scores
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
+from shelfrank.server.item_item import ease_weights
 from shelfrank.server.training_data import TrainingData
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -41,9 +43,32 @@ class ServingRecommender(Recommender):
         self.serving = serving
 
     def score(self, user_rows: npt.NDArray[np.int64]) -> FloatMatrix:
-        return self.serving.items.scores_many(
-            self.serving.user_vectors[user_rows], self.serving.user_biases[user_rows]
-        )
+        serving = self.serving
+        if serving.signals is None:
+            return serving.items.scores_many(
+                serving.user_vectors[user_rows], serving.user_biases[user_rows]
+            )
+        out = np.empty((user_rows.size, len(serving.items)), np.float32)
+        weights = serving.signals.blend.get("trained", "new")
+        for position, row in enumerate(user_rows.tolist()):
+            user = serving.user_vector(serving.user_ids.id_of(row))
+            out[position] = blended_scores(
+                serving.items, serving.signals, user.vector, user.bias, user.history, weights
+            )
+        return out
+
+
+class EaseRecommender(Recommender):
+    """EASE (Steck 2019) on the training matrix, with a given lambda."""
+
+    name = "ease"
+
+    def __init__(self, data: TrainingData, l2: float) -> None:
+        self.matrix = sp.csr_matrix(data.weights, dtype=np.float64)
+        self.weights = ease_weights(self.matrix, l2)
+
+    def score(self, user_rows: npt.NDArray[np.int64]) -> FloatMatrix:
+        return np.asarray(self.matrix[user_rows] @ self.weights, dtype=np.float32)
 
 
 class PopularityRecommender(Recommender):
@@ -106,4 +131,4 @@ def train_hybrid(
 
 def pure_cf_config(config: TrainConfig) -> TrainConfig:
     """The same settings with identity features only (plain collaborative LightFM)."""
-    return replace(config, use_item_features=False, use_user_features=False)
+    return replace(config, use_item_features=False, use_user_features=False, blend=False)

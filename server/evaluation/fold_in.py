@@ -10,10 +10,12 @@ the ratio of their metrics is the price of not retraining.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.blend import blended_scores
 from shelfrank.core.events import POSITIVE_EVENT_TYPES, EventType
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
@@ -68,7 +70,18 @@ class FoldInRecommender(Recommender):
                 history_rows=rows,
                 history_weights=weights,
             )
-            if vector.vector is None:
+            signals = self.serving.signals
+            if signals is not None:
+                weights = signals.blend.get(vector.source, "new")
+                out[position] = blended_scores(
+                    self.serving.items,
+                    signals,
+                    vector.vector,
+                    vector.bias,
+                    vector.history,
+                    weights if vector.vector is not None else replace(weights, trend=1.0),
+                )
+            elif vector.vector is None:
                 out[position] = self.serving.item_popularity
             else:
                 out[position] = self.serving.items.scores(vector.vector, vector.bias)

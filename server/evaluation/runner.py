@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from shelfrank.core.scoring import top_k
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.evaluation.baselines import (
+    EaseRecommender,
     PopularityRecommender,
     Recommender,
     ServingRecommender,
@@ -32,7 +33,7 @@ from shelfrank.server.evaluation.splits import EvaluationSplit
 from shelfrank.server.hybrid import HybridModel
 from shelfrank.server.training_data import TrainingData
 
-MODEL_NAMES = ("hybrid", "lightfm-cf", "popularity", "user-knn")
+MODEL_NAMES = ("hybrid", "hybrid-lightfm", "lightfm-cf", "popularity", "user-knn", "ease")
 BATCH_USERS = 256
 
 
@@ -224,6 +225,17 @@ def evaluate_split(
         if name == "hybrid":
             recommender = ServingRecommender(name, hybrid.to_serving())
             fit_seconds = hybrid.summary.total_seconds if hybrid.summary else 0.0
+        elif name == "hybrid-lightfm":
+            plain = replace(hybrid.to_serving(), signals=None)
+            recommender = ServingRecommender(name, plain)
+            fit_seconds = hybrid.summary.total_seconds if hybrid.summary else 0.0
+        elif name == "ease":
+            from shelfrank.server.evaluation.shop import choose_ease_l2
+
+            l2 = choose_ease_l2(split.train, config, relevant)
+            report.notes["ease_l2"] = l2
+            recommender = EaseRecommender(data, l2)
+            fit_seconds = time.perf_counter() - tick
         elif name == "lightfm-cf":
             cf = HybridModel.train(
                 split.train, pure_cf_config(config), items=items, users=users, progress=progress

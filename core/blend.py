@@ -1,0 +1,378 @@
+"""Blended ranking: the hybrid model's score plus item-to-item, repeat and trend signals.
+
+For a user in segment ``s`` (how the user is represented: trained, fold-in, features,
+popularity) and mode ``m`` (``new``: seen items are excluded by the caller; ``repeat``:
+the shopper may buy again), the score of item ``i`` is
+
+    w_mf * mf(u, i) / mf_scale             LightFM: u·v_i + b_i + b_u
+  + w_trend * trend(i) / max(trend)        time-decayed popularity
+  + w_item * item(u, i) / max_j |item(u, j)|  item-to-item: sum_h strength_h * S[h, i]
+  + w_repeat * repeat(u, i) / max_j ...    decayed purchase frequency * item repeat rate
+
+with the weights ``w`` fitted per (segment, mode) on a validation split at training time
+(``shelfrank.server.blend_fit``). The two sparse terms are per-user normalised, so a long
+history does not drown the model's score; the dense terms are globally scaled, so the
+dense part is a linear model and its top candidates come from the exact (pruned) search.
+
+Top k is exact: candidates are the best ``k + margin`` items by the model's score, the
+best by trend, and every item with a sparse score; an item outside them scores at most
+the sum of the two dense cut-off values, so when the k-th candidate beats that bound the
+candidates hold the exact top k (ties broken by lower row, as a full scan does), and
+otherwise the full catalogue is scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from shelfrank.core.scoring import IndexArray, ScoringTable, TopK, top_k
+
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+Mode = Literal["new", "repeat"]
+COMPONENTS = ("mf", "trend", "item", "repeat")
+SEGMENTS = ("trained", "fold-in", "features", "popularity")
+MODES: tuple[Mode, ...] = ("new", "repeat")
+# Extra model-score candidates beyond k: enough that the certificate rarely fails.
+CANDIDATE_MARGIN = 40
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """Weights of the four components for one (segment, mode)."""
+
+    mf: float = 1.0
+    trend: float = 0.0
+    item: float = 0.0
+    repeat: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in COMPONENTS:
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"blend weight {name}: must be finite and >= 0, got {value}")
+
+    def to_json(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in COMPONENTS}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BlendWeights:
+        unknown = sorted(set(data) - set(COMPONENTS))
+        if unknown:
+            raise ValueError(f"blend weights: unknown component(s) {', '.join(unknown)}")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+MF_ONLY = BlendWeights()
+
+
+@dataclass(frozen=True)
+class BlendTable:
+    """Weights per segment and mode; missing entries mean the model's score alone."""
+
+    weights: Mapping[str, Mapping[str, BlendWeights]] = field(default_factory=dict)
+
+    def get(self, segment: str, mode: Mode) -> BlendWeights:
+        """The weights of (segment, mode); a fold-in shopper without weights of its own
+        (none were in the validation split) has a history like a trained one and borrows
+        the trained weights."""
+        found = self.weights.get(segment, {}).get(mode)
+        if found is None and segment == "fold-in":
+            found = self.weights.get("trained", {}).get(mode)
+        return MF_ONLY if found is None else found
+
+    def to_json(self) -> dict[str, dict[str, dict[str, float]]]:
+        return {s: {m: w.to_json() for m, w in modes.items()} for s, modes in self.weights.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BlendTable:
+        table: dict[str, dict[str, BlendWeights]] = {}
+        for segment, modes in data.items():
+            if segment not in SEGMENTS:
+                raise ValueError(f"blend: unknown segment {segment!r}")
+            for mode, weights in dict(modes).items():
+                if mode not in MODES:
+                    raise ValueError(f"blend: unknown mode {mode!r}")
+                table.setdefault(segment, {})[mode] = BlendWeights.from_json(weights)
+        return cls(table)
+
+
+@dataclass(frozen=True)
+class ItemNeighbours:
+    """Item-to-item weights, row ``h`` holding the items that history item ``h`` votes for
+    (CSR: ``indptr``, ``indices``, ``weights``; a weight may be negative)."""
+
+    indptr: IndexArray
+    indices: IndexArray
+    weights: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.indptr.ndim != 1 or self.indptr.size == 0 or self.indptr[0] != 0:
+            raise ValueError("item neighbours: indptr must be 1-d and start at 0")
+        if self.indices.shape != self.weights.shape or self.indptr[-1] != self.indices.size:
+            raise ValueError("item neighbours: indices, weights and indptr disagree")
+        if np.any(np.diff(self.indptr) < 0):
+            raise ValueError("item neighbours: indptr must not decrease")
+        if self.indices.size and (
+            self.indices.min() < 0 or self.indices.max() >= self.indptr.size - 1
+        ):
+            raise ValueError("item neighbours: indices outside the item rows")
+
+    @classmethod
+    def empty(cls, items: int) -> ItemNeighbours:
+        return cls(np.zeros(items + 1, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+
+    @property
+    def items(self) -> int:
+        return int(self.indptr.size - 1)
+
+    def scores(self, rows: IndexArray, strengths: FloatArray) -> tuple[IndexArray, FloatArray]:
+        """Summed votes of the history ``rows`` (weighted by ``strengths``): the items that
+        receive any vote, ascending, and their scores."""
+        if rows.size == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        targets = self.indices[offsets]
+        votes = self.weights[offsets] * np.repeat(strengths.astype(np.float32), lengths)
+        found, inverse = np.unique(targets, return_inverse=True)
+        summed = np.zeros(found.size, np.float64)
+        np.add.at(summed, inverse, votes)
+        return found.astype(np.int64), summed.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """Items a user interacted with (ascending, unique) and two strengths per item:
+    ``strength`` (decayed interaction weight, for item-to-item votes) and ``repeat``
+    (decayed purchase frequency, for buying again)."""
+
+    rows: IndexArray
+    strength: FloatArray
+    repeat: FloatArray
+
+    @classmethod
+    def empty(cls) -> UserHistory:
+        return cls(np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.float32))
+
+    def merged(self, rows: IndexArray, strength: FloatArray, repeat: FloatArray) -> UserHistory:
+        """This history plus more (strengths add up per item)."""
+        if rows.size == 0:
+            return self
+        all_rows = np.concatenate([self.rows, rows])
+        found, inverse = np.unique(all_rows, return_inverse=True)
+        out_strength = np.zeros(found.size, np.float32)
+        out_repeat = np.zeros(found.size, np.float32)
+        np.add.at(out_strength, inverse, np.concatenate([self.strength, strength]))
+        np.add.at(out_repeat, inverse, np.concatenate([self.repeat, repeat]))
+        return UserHistory(found.astype(np.int64), out_strength, out_repeat)
+
+
+@dataclass
+class RankingSignals:
+    """What blended ranking needs beyond the model's vectors."""
+
+    trend: FloatArray  # per item, time-decayed popularity (>= 0)
+    repeat_rate: FloatArray  # per item, smoothed share of buyers who bought again
+    neighbours: ItemNeighbours
+    blend: BlendTable
+    mf_scale: float = 1.0  # spread of the model's scores, so weights are comparable
+    # Item rows by trend, best first (ties by lower row); built on first use.
+    _trend_order: IndexArray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = self.trend.shape[0]
+        if self.trend.ndim != 1 or self.repeat_rate.shape != (n,):
+            raise ValueError("ranking signals: trend and repeat_rate need one value per item")
+        if self.neighbours.items != n:
+            raise ValueError(f"ranking signals: neighbours cover {self.neighbours.items} items")
+        if not np.all(np.isfinite(self.trend)) or np.any(self.trend < 0):
+            raise ValueError("ranking signals: trend must be finite and >= 0")
+        if not (np.isfinite(self.mf_scale) and self.mf_scale > 0):
+            raise ValueError(f"ranking signals: mf_scale must be > 0, got {self.mf_scale}")
+        peak = float(self.trend.max()) if n else 0.0
+        self._trend_unit = (self.trend / peak if peak > 0 else self.trend).astype(np.float32)
+
+    @property
+    def items(self) -> int:
+        return int(self.trend.shape[0])
+
+    @property
+    def trend_unit(self) -> FloatArray:
+        """Trend scaled to [0, 1]."""
+        return self._trend_unit
+
+    def trend_order(self) -> IndexArray:
+        order = self._trend_order
+        if order is None:
+            order = self._trend_order = np.lexsort(
+                (np.arange(self.items), -self._trend_unit)
+            ).astype(np.int64)
+        return order
+
+    def with_items_appended(self, added: int) -> RankingSignals:
+        """The same signals for a catalogue grown by ``added`` items (no signal yet)."""
+        if added == 0:
+            return self
+        neighbours = self.neighbours
+        indptr = np.concatenate([neighbours.indptr, np.full(added, neighbours.indptr[-1])])
+        return RankingSignals(
+            np.concatenate([self.trend, np.zeros(added, np.float32)]),
+            np.concatenate([self.repeat_rate, np.zeros(added, np.float32)]),
+            ItemNeighbours(indptr, neighbours.indices, neighbours.weights),
+            self.blend,
+            self.mf_scale,
+        )
+
+
+def _unit(values: FloatArray) -> FloatArray:
+    """Scaled by the largest magnitude, so the best item scores 1."""
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    return (values / peak).astype(np.float32) if peak > 0 else np.zeros_like(values)
+
+
+def sparse_scores(
+    signals: RankingSignals, history: UserHistory, weights: BlendWeights
+) -> tuple[IndexArray, FloatArray]:
+    """The weighted item-to-item and repeat terms: rows (ascending) and their sum."""
+    parts: list[tuple[IndexArray, FloatArray]] = []
+    if weights.item > 0 and history.rows.size:
+        # Votes may be negative (EASE's weights are): such items are scored down.
+        rows, votes = signals.neighbours.scores(history.rows, np.maximum(history.strength, 0))
+        parts.append((rows, weights.item * _unit(votes)))
+    if weights.repeat > 0 and history.rows.size:
+        repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
+        positive = repeat > 0
+        parts.append((history.rows[positive], weights.repeat * _unit(repeat[positive])))
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    if len(parts) == 1:
+        return parts[0][0], parts[0][1].astype(np.float32)
+    rows = np.concatenate([p[0] for p in parts])
+    found, inverse = np.unique(rows, return_inverse=True)
+    summed = np.zeros(found.size, np.float32)
+    np.add.at(summed, inverse, np.concatenate([p[1] for p in parts]))
+    return found.astype(np.int64), summed
+
+
+def _dense(
+    items: ScoringTable,
+    signals: RankingSignals,
+    vector: FloatArray | None,
+    bias: float,
+    weights: BlendWeights,
+    rows: IndexArray | None = None,
+) -> FloatArray:
+    n = len(items) if rows is None else int(rows.size)
+    out = np.zeros(n, np.float32)
+    if vector is not None and weights.mf > 0:
+        out += np.float32(weights.mf / signals.mf_scale) * items.scores(vector, bias, rows=rows)
+    if weights.trend > 0:
+        trend = signals.trend_unit if rows is None else signals.trend_unit[rows]
+        out += np.float32(weights.trend) * trend
+    return out
+
+
+def blended_scores(
+    items: ScoringTable,
+    signals: RankingSignals,
+    vector: FloatArray | None,
+    bias: float,
+    history: UserHistory,
+    weights: BlendWeights,
+) -> FloatArray:
+    """Blended scores of every item (the reference the fast path must equal)."""
+    out = _dense(items, signals, vector, bias, weights)
+    rows, values = sparse_scores(signals, history, weights)
+    out[rows] += values
+    return out
+
+
+def _trend_candidates(
+    signals: RankingSignals, count: int, blocked: BoolArray | None
+) -> tuple[IndexArray, float]:
+    """The best ``count`` items by trend that are not blocked, and the trend of the last
+    one taken (every other unblocked item trends at most that); -inf when all were taken."""
+    order = signals.trend_order()
+    if blocked is not None:
+        order = order[~blocked[order]]
+    taken = order[:count]
+    bound = float(signals.trend_unit[taken[-1]]) if order.size > count else -np.inf
+    return taken, bound
+
+
+def blended_top_k(
+    items: ScoringTable,
+    signals: RankingSignals,
+    vector: FloatArray | None,
+    bias: float,
+    history: UserHistory,
+    weights: BlendWeights,
+    k: int,
+    *,
+    exclude: IndexArray | None = None,
+    allowed: BoolArray | None = None,
+) -> TopK:
+    """Exact top k of :func:`blended_scores` among the allowed, non-excluded rows."""
+    n = len(items)
+    blocked = None if allowed is None else ~allowed
+    if exclude is not None and exclude.size:
+        blocked = np.zeros(n, np.bool_) if blocked is None else blocked.copy()
+        blocked[exclude] = True
+    sparse_rows, sparse_values = sparse_scores(signals, history, weights)
+    pool = k + CANDIDATE_MARGIN
+    parts = [sparse_rows]
+    bound = 0.0
+    if vector is not None and weights.mf > 0:
+        found = items.recommend(vector, bias, pool, exclude=exclude, allowed=allowed)
+        parts.append(found.indices)
+        if len(found) == pool:
+            bound += weights.mf / signals.mf_scale * float(found.scores[-1])
+        else:
+            bound = -np.inf  # every eligible item is a candidate
+    if weights.trend > 0 and bound > -np.inf:
+        trending, trend_bound = _trend_candidates(signals, pool, blocked)
+        parts.append(trending)
+        bound += weights.trend * trend_bound
+    candidates = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+    if blocked is not None and candidates.size:
+        candidates = candidates[~blocked[candidates]]
+    if candidates.size >= k:
+        scores = _dense(items, signals, vector, bias, weights, rows=candidates)
+        position = np.searchsorted(candidates, sparse_rows)
+        inside = position < candidates.size
+        inside[inside] = candidates[position[inside]] == sparse_rows[inside]
+        scores[position[inside]] += sparse_values[inside]
+        best = top_k(scores, k)
+        if len(best) == k and float(best.scores[-1]) > bound:
+            return TopK(candidates[best.indices], best.scores)
+    full = blended_scores(items, signals, vector, bias, history, weights)
+    if blocked is not None:
+        full[blocked] = -np.inf
+    return top_k(full, k)
+
+
+__all__ = [
+    "COMPONENTS",
+    "MF_ONLY",
+    "MODES",
+    "SEGMENTS",
+    "BlendTable",
+    "BlendWeights",
+    "ItemNeighbours",
+    "Mode",
+    "RankingSignals",
+    "UserHistory",
+    "blended_scores",
+    "blended_top_k",
+    "sparse_scores",
+]

@@ -1,0 +1,504 @@
+"""Fitting the blend on a validation split carved from the end of the training period.
+
+The newest ``validation_fraction`` of the events (by time) is held out; LightFM and every
+signal are trained on the rest (the prefix), and for each candidate half-life the blend
+weights of each (segment, mode) are chosen by coordinate ascent on NDCG@10 of the held-out
+purchases (of every positive event when the held-out period has no purchase):
+
+- ``trained``: shoppers known in the prefix; ``repeat`` ranks every held-out purchase,
+  ``new`` only items they had not touched before (seen items excluded);
+- ``fold-in``: shoppers new in the held-out period with at least two events: the first
+  half of their events is the history folded in, the second half is to be predicted;
+- ``features``: shoppers new in the held-out period, from their profile alone.
+
+The half-life with the best mean over the settings wins. Scoring runs over candidates
+(the best ``CANDIDATES`` items by the model's score and by trend, plus every item with a
+sparse score), which holds the top 10 of any blend of these components in practice.
+The test period is never seen: this runs inside ``shelfrank train`` on training data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from shelfrank.core.blend import (
+    BlendTable,
+    BlendWeights,
+    ItemNeighbours,
+    Mode,
+    RankingSignals,
+    UserHistory,
+)
+from shelfrank.core.events import EventType
+from shelfrank.core.serving import ServingModel
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.config import TrainConfig
+from shelfrank.server.item_item import item_neighbours
+from shelfrank.server.training_data import TrainingData, build_training_data
+
+HALF_LIVES: tuple[float | None, ...] = (7.0, 14.0, 30.0, 60.0, 120.0, 365.0, None)
+EASE_L2: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0)
+WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+CANDIDATES = 200
+MAX_USERS = 2_000
+K = 10
+ROUNDS = 2
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class Case:
+    """One validation shopper: how they are represented and what they then bought."""
+
+    user_id: str
+    segment: str
+    vector: FloatArray | None
+    bias: float
+    history: UserHistory
+    truth: dict[str, IntArray]  # mode -> relevant item rows
+    exclude: IntArray  # items seen before (excluded in the ``new`` mode)
+
+
+@dataclass
+class Candidates:
+    """Per case, candidate rows and the unit-scaled component values on them."""
+
+    rows: list[IntArray]
+    values: list[npt.NDArray[np.float32]]  # (4, n) per case: mf, trend, item, repeat
+    relevant: list[npt.NDArray[np.bool_]]
+    relevant_count: list[int]
+
+
+@dataclass
+class BlendFit:
+    blend: BlendTable
+    half_life_days: float | None
+    item_item_l2: float | None
+    item_item_method: str
+    curve: dict[str, dict[str, float]] = field(default_factory=dict)  # half-life -> setting
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weights": self.blend.to_json(),
+            "half_life_days": self.half_life_days,
+            "item_item": {"method": self.item_item_method, "l2": self.item_item_l2},
+            "validation_ndcg_at_10_by_half_life": self.curve,
+            **self.notes,
+        }
+
+
+def relevant_types(interactions: Interactions) -> list[int]:
+    purchases = interactions.event_types == int(EventType.PURCHASE)
+    if purchases.any():
+        return [int(EventType.PURCHASE)]
+    return [int(k) for k in (EventType.VIEW, EventType.SEARCH, EventType.ADD_TO_CART)]
+
+
+def validation_split(
+    interactions: Interactions, fraction: float, kind: str = "time", seed: int = 0
+) -> tuple[Interactions, Interactions] | None:
+    """(prefix, held out): the newest ``fraction`` of the events (``time``), or a seeded
+    ``fraction`` of each shopper's items (``random``)."""
+    if kind == "random":
+        from shelfrank.server.evaluation.splits import random_split
+
+        split = random_split(interactions, fraction, seed)
+        if len(split.test) == 0:
+            return None
+        return split.train, split.test
+    stamps = interactions.timestamps
+    if len(interactions) == 0 or not np.isfinite(stamps).all():
+        return None
+    cutoff = float(np.quantile(stamps, 1 - fraction))
+    later = stamps > cutoff
+    if not later.any() or later.all():
+        return None
+    return interactions.take(~later), interactions.take(later)
+
+
+def mf_scale(model: ServingModel, seed: int = 0) -> float:
+    """Standard deviation of the model's scores over a sample of trained users."""
+    n_users = len(model.user_ids)
+    if n_users == 0 or len(model.items) == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(n_users, size=min(256, n_users), replace=False)
+    scores = model.items.scores_many(model.user_vectors[rows], model.user_biases[rows])
+    spread = float(np.std(scores - scores.mean(axis=1, keepdims=True)))
+    return spread if spread > 0 and math.isfinite(spread) else 1.0
+
+
+def _cases(
+    prefix: TrainingData,
+    serving: ServingModel,
+    later: Interactions,
+    config: TrainConfig,
+    users: FeatureTable | None,
+    seed: int,
+    vectors: dict[tuple[str, str], tuple[FloatArray | None, float]],
+) -> list[Case]:
+    """Validation shoppers by segment. ``vectors`` caches (segment, user) -> vector across
+    half-lives (vectors do not depend on the half-life, histories do)."""
+    wanted = np.isin(later.event_types, relevant_types(later))
+    tokens = users.as_dict() if users is not None else {}
+    by_user: dict[str, list[int]] = {}
+    for index, name in enumerate(later.user_ids):
+        by_user.setdefault(name, []).append(index)
+    rng = np.random.default_rng(seed)
+    names = sorted(by_user)
+    rng.shuffle(names)
+    weights_by_type = config.event_weights
+    cases: list[Case] = []
+    counts = {"trained": 0, "fold-in": 0, "features": 0}
+    for user_id in names:
+        events = by_user[user_id]
+        row = prefix.users.entities.get(user_id)
+        if row is not None and prefix.seen.row(row).size == 0:
+            row = None  # in the profiles but without events: served from features
+        if row is not None:
+            if counts["trained"] >= MAX_USERS:
+                continue
+            truth = _items(serving, later, [i for i in events if wanted[i]])
+            if truth.size == 0:
+                continue
+            user = serving.user_vector(user_id)  # trained vector: cheap
+            seen = serving.seen_rows(user_id)
+            fresh = truth[~np.isin(truth, seen)]
+            cases.append(
+                Case(
+                    user_id,
+                    "trained",
+                    user.vector,
+                    user.bias,
+                    user.history,
+                    {"repeat": truth, "new": fresh},
+                    seen,
+                )
+            )
+            counts["trained"] += 1
+            continue
+        user_tokens = tuple(tokens.get(user_id, ()))
+        if counts["features"] < MAX_USERS:
+            truth = _items(serving, later, [i for i in events if wanted[i]])
+            if truth.size:
+                user = serving.user_vector(user_id, tokens=user_tokens)
+                empty = np.empty(0, np.int64)
+                cases.append(
+                    Case(
+                        user_id,
+                        "features",
+                        user.vector,
+                        user.bias,
+                        UserHistory.empty(),
+                        {"repeat": truth, "new": truth},
+                        empty,
+                    )
+                )
+                counts["features"] += 1
+        ordered = sorted(events, key=lambda i: (later.timestamps[i], i))
+        half = len(ordered) // 2
+        if half == 0 or counts["fold-in"] >= MAX_USERS:
+            continue
+        past, future = ordered[:half], ordered[half:]
+        truth = _items(serving, later, [i for i in future if wanted[i]])
+        rows, kept = [], []
+        for i in past:
+            item = serving.item_ids.get(later.item_ids[i])
+            kind = EventType(int(later.event_types[i]))
+            if item is None or kind is EventType.DISMISS:
+                continue
+            rows.append(item)
+            kept.append(weights_by_type[kind])
+        if truth.size == 0 or not rows:
+            continue
+        history_rows = np.array(rows, np.int64)
+        history_weights = np.array(kept, np.float32)
+        key = ("fold-in", user_id)
+        if key not in vectors:
+            user = serving.user_vector(
+                user_id,
+                tokens=user_tokens,
+                history_rows=history_rows,
+                history_weights=history_weights,
+            )
+            vectors[key] = (user.vector, user.bias)
+        vector, bias = vectors[key]
+        history = UserHistory.empty().merged(history_rows, history_weights, history_weights)
+        seen = np.unique(history_rows)
+        cases.append(
+            Case(
+                user_id,
+                "fold-in",
+                vector,
+                bias,
+                history,
+                {"repeat": truth, "new": truth[~np.isin(truth, seen)]},
+                seen,
+            )
+        )
+        counts["fold-in"] += 1
+    return cases
+
+
+def _items(serving: ServingModel, later: Interactions, indices: Sequence[int]) -> IntArray:
+    rows = {serving.item_ids.get(later.item_ids[i]) for i in indices}
+    return np.array(sorted(r for r in rows if r is not None), np.int64)
+
+
+def _unit(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    return (values / peak).astype(np.float32) if peak > 0 else np.zeros(values.size, np.float32)
+
+
+def _candidates(
+    cases: Sequence[Case],
+    serving: ServingModel,
+    signals: RankingSignals,
+    mode: Mode,
+    model_tops: dict[tuple[str, str], IntArray],
+) -> Candidates:
+    """Candidate rows and component values per case; ``model_tops`` caches each case's
+    best rows by the model's score (they do not depend on the half-life)."""
+    trend_top = signals.trend_order()[: CANDIDATES + 50]
+    out = Candidates([], [], [], [])
+    for case in cases:
+        truth = case.truth[mode]
+        if truth.size == 0:
+            continue
+        history = case.history
+        item_rows, item_votes = signals.neighbours.scores(
+            history.rows, np.maximum(history.strength, 0)
+        )
+        repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
+        voted = item_rows
+        if voted.size > CANDIDATES:
+            best_votes = np.argpartition(-item_votes, CANDIDATES - 1)[:CANDIDATES]
+            voted = item_rows[best_votes]
+        parts = [trend_top, voted, history.rows[repeat > 0]]
+        if case.vector is not None:
+            key = (case.segment, case.user_id)
+            top = model_tops.get(key)
+            if top is None:
+                mf_all = serving.items.scores(case.vector, case.bias)
+                count = min(CANDIDATES, mf_all.size - 1)
+                top = model_tops[key] = np.argpartition(-mf_all, count)[:CANDIDATES].astype(
+                    np.int64
+                )
+            parts.append(top)
+        rows = np.unique(np.concatenate(parts))
+        if mode == "new" and case.exclude.size:
+            rows = rows[~np.isin(rows, case.exclude)]
+        values = np.zeros((4, rows.size), np.float32)
+        if case.vector is not None:
+            mf = serving.items.scores(case.vector, case.bias, rows=rows)
+            values[0] = mf / signals.mf_scale
+        values[1] = signals.trend_unit[rows]
+        if item_rows.size:
+            unit = _unit(item_votes)
+            position = np.searchsorted(item_rows, rows)
+            inside = position < item_rows.size
+            inside[inside] = item_rows[position[inside]] == rows[inside]
+            values[2, inside] = unit[position[inside]]
+        if history.rows.size:
+            unit = _unit(repeat)
+            position = np.searchsorted(history.rows, rows)
+            inside = position < history.rows.size
+            inside[inside] = history.rows[position[inside]] == rows[inside]
+            values[3, inside] = unit[position[inside]]
+        out.rows.append(rows)
+        out.values.append(values)
+        out.relevant.append(np.isin(rows, truth))
+        out.relevant_count.append(int(truth.size))
+    return out
+
+
+_DISCOUNTS = 1.0 / np.log2(np.arange(2, K + 2))
+
+
+def mean_ndcg(candidates: Candidates, weights: npt.NDArray[np.float32]) -> float:
+    if not candidates.rows:
+        return float("nan")
+    total = 0.0
+    for values, relevant, count in zip(
+        candidates.values, candidates.relevant, candidates.relevant_count, strict=True
+    ):
+        scores = weights @ values
+        n = scores.size
+        if n > K:
+            top = np.argpartition(-scores, K - 1)[:K]
+            top = top[np.lexsort((top, -scores[top]))]
+        else:
+            top = np.lexsort((np.arange(n), -scores))
+        hits = relevant[top]
+        ideal = _DISCOUNTS[: min(count, K)].sum()
+        total += float((hits * _DISCOUNTS[: hits.size]).sum() / ideal)
+    return total / len(candidates.rows)
+
+
+def search_weights(
+    candidates: Candidates, usable: Sequence[bool]
+) -> tuple[npt.NDArray[np.float32], float]:
+    """Coordinate ascent over ``WEIGHT_GRID`` per component (unusable ones stay 0),
+    starting from the model's score alone."""
+    weights = np.array([1.0 if usable[0] else 0.0, 0.0 if usable[0] else 1.0, 0.0, 0.0], np.float32)
+    best = mean_ndcg(candidates, weights)
+    for _ in range(ROUNDS):
+        improved = False
+        for component in range(4):
+            if not usable[component]:
+                continue
+            for value in WEIGHT_GRID:
+                if component == 0 and value == 0:
+                    continue  # the model's score stays: cold items come only through it
+                trial = weights.copy()
+                trial[component] = value
+                if not trial.any():
+                    continue
+                score = mean_ndcg(candidates, trial)
+                if score > best + 1e-9:
+                    best, weights, improved = score, trial, True
+        if not improved:
+            break
+    return weights, best
+
+
+def fit_blend(
+    prefix_serving: Callable[[TrainingData, ItemNeighbours, BlendTable], ServingModel],
+    prefix: TrainingData,
+    prefix_events: Interactions,
+    later: Interactions,
+    config: TrainConfig,
+    users: FeatureTable | None,
+    *,
+    progress: bool = False,
+) -> BlendFit | None:
+    """Weights and half-life from the validation split; None without enough shoppers.
+
+    EASE's lambda is chosen first, by the item-to-item term alone ranking items new to
+    known shoppers without decay; then every half-life is tried with it."""
+    half_lives = HALF_LIVES if config.half_life_days is None else (config.half_life_days,)
+    vectors: dict[tuple[str, str], tuple[FloatArray | None, float]] = {}
+    model_tops: dict[tuple[str, str], IntArray] = {}
+    notes: dict[str, Any] = {}
+
+    def segments(
+        data: TrainingData, neighbours: ItemNeighbours
+    ) -> tuple[ServingModel, RankingSignals, dict[str, list[Case]]]:
+        serving = prefix_serving(data, neighbours, BlendTable())
+        if serving.signals is None:
+            raise RuntimeError("prefix model without ranking signals")
+        by_segment: dict[str, list[Case]] = {}
+        for case in _cases(data, serving, later, config, users, config.seed or 0, vectors):
+            by_segment.setdefault(case.segment, []).append(case)
+        return serving, serving.signals, by_segment
+
+    undecayed = build_training_data(
+        prefix_events, replace(config, half_life_days=None), previous=prefix
+    )
+    neighbours, method, l2 = _choose_neighbours(undecayed, config, segments, model_tops, notes)
+    bar = tqdm(
+        total=len(half_lives),
+        desc="fitting the blend",
+        unit="half-life",
+        disable=not progress,
+        leave=False,
+    )
+    results: list[tuple[float, float | None, BlendTable, dict[str, float]]] = []
+    try:
+        for half_life in half_lives:
+            data = (
+                undecayed
+                if half_life is None
+                else build_training_data(
+                    prefix_events, replace(config, half_life_days=half_life), previous=prefix
+                )
+            )
+            serving, signals, by_segment = segments(data, neighbours)
+            notes["validation_users"] = {s: len(c) for s, c in by_segment.items()}
+            table: dict[str, dict[str, BlendWeights]] = {}
+            setting_scores: dict[str, float] = {}
+            for segment, segment_cases in sorted(by_segment.items()):
+                if len(segment_cases) < config.min_validation_users:
+                    continue
+                modes: tuple[Mode, ...] = ("new",) if segment == "features" else ("new", "repeat")
+                for mode in modes:
+                    found = _candidates(segment_cases, serving, signals, mode, model_tops)
+                    if len(found.rows) < config.min_validation_users:
+                        continue
+                    has_vector = any(c.vector is not None for c in segment_cases)
+                    usable = (has_vector, True, segment != "features", segment != "features")
+                    weights, score = search_weights(found, usable)
+                    chosen = BlendWeights(*(float(w) for w in weights))
+                    table.setdefault(segment, {})[mode] = chosen
+                    if segment == "features":
+                        table[segment]["repeat"] = chosen
+                    setting_scores[f"{segment}/{mode}"] = round(score, 5)
+            if setting_scores:
+                mean = float(np.mean(list(setting_scores.values())))
+                results.append((mean, half_life, BlendTable(table), setting_scores))
+            bar.update(1)
+    finally:
+        bar.close()
+    if not results:
+        return None
+    # Ties go to the longer half-life (no decay last): the less the model forgets, the better.
+    best = max(results, key=lambda r: (r[0], r[1] or float("inf")))
+    curve = {
+        "none" if half_life is None else f"{half_life:g}": {"mean": mean, **scores}
+        for mean, half_life, _, scores in results
+    }
+    return BlendFit(
+        blend=best[2],
+        half_life_days=best[1],
+        item_item_l2=l2,
+        item_item_method=method,
+        curve=curve,
+        notes=notes,
+    )
+
+
+def _choose_neighbours(
+    data: TrainingData,
+    config: TrainConfig,
+    segments: Callable[
+        [TrainingData, ItemNeighbours],
+        tuple[ServingModel, RankingSignals, dict[str, list[Case]]],
+    ],
+    model_tops: dict[tuple[str, str], IntArray],
+    notes: dict[str, Any],
+) -> tuple[ItemNeighbours, str, float | None]:
+    """Neighbours by ``config.item_item``; for EASE with no lambda set, the lambda of
+    ``EASE_L2`` whose item-to-item term alone ranks best (items new to known shoppers)."""
+    choices: tuple[float, ...] = EASE_L2 if config.item_item_l2 is None else (config.item_item_l2,)
+    found: dict[float, tuple[ItemNeighbours, str]] = {}
+    for l2 in choices:
+        found[l2] = item_neighbours(
+            data.weights,
+            method=config.item_item,
+            l2=l2,
+            shrink=config.knn_shrink,
+            top_n=config.neighbours,
+        )
+        if found[l2][1] != "ease":
+            return found[l2][0], found[l2][1], None
+    if len(choices) == 1:
+        return found[choices[0]][0], "ease", choices[0]
+    alone = np.array([0.0, 0.0, 1.0, 0.0], np.float32)
+    scores: dict[float, float] = {}
+    for l2, (neighbours, _) in found.items():
+        serving, signals, by_segment = segments(data, neighbours)
+        cases = by_segment.get("trained", [])
+        scores[l2] = mean_ndcg(_candidates(cases, serving, signals, "new", model_tops), alone)
+    notes["ease_l2_validation_ndcg_at_10"] = {f"{k:g}": round(v, 5) for k, v in scores.items()}
+    best = max(choices, key=lambda l2: (np.nan_to_num(scores[l2], nan=-1.0), -l2))
+    return found[best][0], "ease", best
