@@ -25,7 +25,7 @@ The generative story:
    numbered ``e000000001``, ``e000000002``, ...
 
 Shop dynamics (off by default; :meth:`SynthConfig.shop` turns them all on) make a temporal
-split (train on the past, test on the last weeks) meaningful:
+split (train on the past, test on the last weeks, on old and on new shoppers) meaningful:
 
 6. **Repeat purchases.** A share ``repeat_category_share`` of the categories are
    consumables, each with its own cycle: log-uniform in ``repeat_interval_days / 1.6`` to
@@ -46,6 +46,15 @@ split (train on the past, test on the last weeks) meaningful:
    launched item, time) pair is drawn with density proportional to strength times bump, the
    session starts at that time, stays in the item's category and opens with a view of it.
    Any item drawn for a session that starts before the item's launch is redrawn.
+8. **Arrivals.** A share ``user_arrival_share`` of the shoppers (all but one at most) join
+   at a second drawn uniformly over the span; the others are there from the start. From
+   its join time a shopper's sessions come at a constant rate (its activity), so traffic
+   grows as shoppers join: a session's start is drawn with density proportional to the
+   total activity of the shoppers there by then (a trend-led session keeps its trend's
+   time), and a session whose user (drawn by activity) has not joined by its start goes to
+   a shopper drawn, by activity, among those who have, with a new category (unless
+   trend-led). Every shopper keeps its profile features, so one who joins late is a new
+   shopper known only by segment, age band and region.
 
 With any dynamics on, sessions are timed before their items are drawn, so the same config
 without them differs in its events (catalogue and shoppers are the same); with them off the
@@ -110,7 +119,7 @@ _SLOT_STRIDE = 4
 _CHECKOUT_BASE = MAX_SESSION_VIEWS * _SLOT_STRIDE
 _KEYS_PER_SESSION = _CHECKOUT_BASE + MAX_SESSION_VIEWS
 
-# Shop dynamics (steps 6 and 7 of the module docstring).
+# Shop dynamics (steps 6 to 8 of the module docstring).
 _INTERVAL_SPREAD = 1.6  # category cycles are log-uniform in [interval / 1.6, interval * 1.6]
 _CYCLE_JITTER = 0.15  # standard deviation of one cycle, relative to its category's cycle
 _REPEAT_VIEW_SHARE = 0.5  # share of repurchases that start with a view ("buy again" otherwise)
@@ -131,10 +140,12 @@ SHOP_DYNAMICS: Mapping[str, Any] = MappingProxyType(
         "launch_item_share": 0.02,
         "trend_session_share": 0.15,
         "trend_width_days": 10.0,
+        "user_arrival_share": 0.5,
     }
 )
 """The settings :meth:`SynthConfig.shop` applies: half a year of a shop with consumables,
-trends and launches, long enough to test on the last 30 days after training on the rest."""
+trends, launches and shoppers joining (about 8% of them in the last 30 days), long enough to
+test on the last 30 days after training on the rest."""
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
@@ -187,7 +198,7 @@ class SynthConfig:
     mean_gap_seconds: float = 40.0
     start_time: int = 1_700_000_000
     days: int = 90
-    # Shop dynamics: any share above 0 turns them on (module docstring, steps 6 and 7).
+    # Shop dynamics: any share above 0 turns them on (module docstring, steps 6 to 8).
     repeat_category_share: float = 0.0
     repeat_probability: float = 0.5
     repeat_interval_days: float = 21.0
@@ -195,6 +206,7 @@ class SynthConfig:
     launch_item_share: float = 0.0
     trend_session_share: float = 0.15
     trend_width_days: float = 10.0
+    user_arrival_share: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("items", self.items, 1)
@@ -244,22 +256,25 @@ class SynthConfig:
             )
         _check_float("trend_session_share", self.trend_session_share, 0.0, 1.0)
         _check_float("trend_width_days", self.trend_width_days, 0.1, 3650.0)
+        _check_float("user_arrival_share", self.user_arrival_share, 0.0, 1.0)
 
     @classmethod
     def shop(cls, items: int, users: int, events: int, **overrides: Any) -> SynthConfig:
         """A config with realistic shop dynamics: :data:`SHOP_DYNAMICS` (180 days, 30% of
         categories consumable, rebought with probability 0.5 every ~21 days, 10% of items
-        trending, 2% launched during the span, 15% of sessions led by a trend), then
-        ``overrides`` (any field, e.g. ``seed=3`` or ``days=365``)."""
+        trending, 2% launched during the span, 15% of sessions led by a trend, half of the
+        shoppers joining during the span), then ``overrides`` (any field, e.g. ``seed=3`` or
+        ``days=365``)."""
         return cls(items=items, users=users, events=events, **{**SHOP_DYNAMICS, **overrides})
 
     @property
     def has_dynamics(self) -> bool:
-        """Whether repeat purchases, trends or launches are on (steps 6 and 7)."""
+        """Whether repeat purchases, trends, launches or arrivals are on (steps 6 to 8)."""
         return (
             self.repeat_category_share > 0.0
             or self.trending_item_share > 0.0
             or self.launch_item_share > 0.0
+            or self.user_arrival_share > 0.0
         )
 
     @property
@@ -283,14 +298,16 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class SynthDynamics:
-    """The hidden shop dynamics of a generated data set (steps 6 and 7 of the module
+    """The hidden shop dynamics of a generated data set (steps 6 to 8 of the module
     docstring), for tests and analyses.
 
     Per category ``k`` (the feature token ``category=`` + ``category_ids[k]``): whether it is
     a consumable and its repurchase cycle in days (NaN for durables). Per trend ``j``: the
     item, the peak (unix seconds: the bump's centre, or the launch time of a launch), the
     width (seconds: the bump's standard deviation, or the mean decay after a launch), and
-    its strength (relative share of the trend-led sessions).
+    its strength (relative share of the trend-led sessions). Per user ``u`` (``users.ids[u]``
+    of the :class:`SynthData`): its join time ``user_join[u]`` (unix seconds; NaN for a
+    shopper there from the start), before which it has no event.
     """
 
     category_ids: list[str]
@@ -301,6 +318,7 @@ class SynthDynamics:
     trend_width: FloatArray
     trend_launch: BoolArray
     trend_strength: FloatArray
+    user_join: FloatArray
 
 
 @dataclass(frozen=True)
@@ -695,8 +713,59 @@ def _timestamps(config: SynthConfig, session: IntArray, rng: np.random.Generator
 
 
 @dataclass(frozen=True)
+class _Arrivals:
+    """Step 8: join times, and the shoppers ordered by them. ``level[k]`` is the total
+    activity of ``order[: k + 1]``, the rate of sessions from ``times[k]`` until the next
+    join; ``area[k]`` is the integral of that rate up to ``times[k]``."""
+
+    joined: BoolArray  # per user: joins during the span (else there from the start)
+    join: IntArray  # per user: the first second it may have a session (0 from the start)
+    order: IntArray  # users by join time (a user there from the start first)
+    times: IntArray  # join[order], ascending from 0
+    level: FloatArray
+    area: FloatArray
+
+
+def _arrivals(config: SynthConfig, people: _Population, rng: np.random.Generator) -> _Arrivals:
+    n, span = config.users, config.span_seconds
+    # At least one shopper is there from the start, so every second has someone to visit.
+    count = min(round(config.user_arrival_share * n), n - 1)
+    joined = np.zeros(n, dtype=np.bool_)
+    joined[rng.permutation(n)[:count]] = True
+    join = np.zeros(n, dtype=np.int64)
+    join[joined] = rng.integers(0, span, size=count)
+    order = np.argsort(join, kind="stable").astype(np.int64)
+    times = join[order]
+    activity = np.diff(people.activity_cdf, prepend=0.0)
+    level = np.cumsum(activity[order])
+    area = np.concatenate([np.zeros(1), np.cumsum(level[:-1] * np.diff(times))])
+    return _Arrivals(joined, join, order, times, level, area)
+
+
+def _arrival_starts(arrivals: _Arrivals, ends: IntArray, rng: np.random.Generator) -> IntArray:
+    """Session starts in ``[0, ends)`` with density proportional to the activity of the
+    shoppers there (by inverting its piecewise-linear integral)."""
+    times, level, area = arrivals.times, arrivals.level, arrivals.area
+    k = np.searchsorted(times, ends, side="right") - 1
+    target = rng.random(ends.shape[0]) * (area[k] + level[k] * (ends - times[k]))
+    k = np.maximum(np.searchsorted(area, target, side="right") - 1, 0)
+    seconds = times[k] + (target - area[k]) / level[k]
+    starts: IntArray = np.clip(np.floor(seconds).astype(np.int64), 0, ends - 1)
+    return starts
+
+
+def _present_users(arrivals: _Arrivals, start: IntArray, rng: np.random.Generator) -> IntArray:
+    """For each start, a user drawn by activity among those who have joined by then."""
+    present = np.searchsorted(arrivals.times, start, side="right")  # >= 1: times[0] == 0
+    weight = rng.random(start.shape[0]) * arrivals.level[present - 1]
+    picks = np.minimum(np.searchsorted(arrivals.level, weight, side="right"), present - 1)
+    users: IntArray = arrivals.order[picks]
+    return users
+
+
+@dataclass(frozen=True)
 class _Dynamics:
-    """Steps 6 and 7 of the module docstring; times in seconds from ``start_time``."""
+    """Steps 6 to 8 of the module docstring; times in seconds from ``start_time``."""
 
     consumable: BoolArray  # per category
     cycle: FloatArray  # per category: repurchase cycle in seconds, NaN for durables
@@ -707,9 +776,12 @@ class _Dynamics:
     trend_launch: BoolArray
     trend_strength: FloatArray
     trend_cdf: FloatArray
+    arrivals: _Arrivals | None  # None when every shopper is there from the start
 
 
-def _dynamics(config: SynthConfig, catalogue: _Catalogue, rng: np.random.Generator) -> _Dynamics:
+def _dynamics(
+    config: SynthConfig, catalogue: _Catalogue, people: _Population, rng: np.random.Generator
+) -> _Dynamics:
     c, n, span = config.category_count, config.items, config.span_seconds
     consumables = (
         0
@@ -759,6 +831,7 @@ def _dynamics(config: SynthConfig, catalogue: _Catalogue, rng: np.random.Generat
         trend_launch=is_launch,
         trend_strength=strength,
         trend_cdf=total / total[-1] if total.shape[0] else total,
+        arrivals=None if config.user_arrival_share == 0.0 else _arrivals(config, people, rng),
     )
 
 
@@ -908,8 +981,9 @@ def _dynamic_sessions(
     first: int,
     rng: np.random.Generator,
 ) -> _Batch:
-    """``count`` sessions timed before their items are drawn, some led by a trend, and the
-    repurchases that follow them; session numbers from ``first``."""
+    """``count`` sessions timed before their items are drawn, some led by a trend, by
+    shoppers who have joined by then, and the repurchases that follow them; session numbers
+    from ``first``."""
     span = config.span_seconds
     user = _draw(rng, people.activity_cdf, count)
     segment = people.segment[user]
@@ -926,8 +1000,22 @@ def _dynamic_sessions(
     elapsed, starts, _ = _elapsed(config, funnel.session, rng)
     # Every session has a view, so session k is the k-th run of events.
     duration = elapsed[np.append(starts[1:], elapsed.shape[0]) - 1]
-    start = np.floor(rng.random(count) * (span - duration)).astype(np.int64)
+    arrivals = dynamics.arrivals
+    if arrivals is None:
+        start = np.floor(rng.random(count) * (span - duration)).astype(np.int64)
+    else:
+        start = _arrival_starts(arrivals, span - duration, rng)
     start[led] = np.minimum(lead_time, span - 1 - duration[led])
+    if arrivals is not None:
+        # A session before its user joined goes to a shopper there by then: drawn by
+        # activity among them, which makes every session's user so drawn.
+        early = np.flatnonzero(arrivals.join[user] > start)
+        user[early] = _present_users(arrivals, start[early], rng)
+        is_led = np.zeros(count, dtype=np.bool_)
+        is_led[led] = True
+        free = early[~is_led[early]]
+        category[free] = _session_categories(config, catalogue, people, user[free], rng)
+        segment = people.segment[user]
 
     slot_start = start[slot_session]
     slot_category = category[slot_session]
@@ -1014,6 +1102,15 @@ def _public_dynamics(
         trend_width=dynamics.trend_width,
         trend_launch=dynamics.trend_launch,
         trend_strength=dynamics.trend_strength,
+        user_join=(
+            np.full(config.users, np.nan)
+            if dynamics.arrivals is None
+            else np.where(
+                dynamics.arrivals.joined,
+                (config.start_time + dynamics.arrivals.join).astype(np.float64),
+                np.nan,
+            )
+        ),
     )
 
 
@@ -1080,7 +1177,7 @@ def generate(config: SynthConfig) -> SynthData:
     people = _population(config, catalogue, rng)
     dynamics: _Dynamics | None = None
     if config.has_dynamics:
-        dynamics = _dynamics(config, catalogue, rng)
+        dynamics = _dynamics(config, catalogue, people, rng)
         events, seconds = _dynamic_rows(config, catalogue, people, dynamics, rng)
         stamps = (config.start_time + seconds).astype(np.float64)
     else:

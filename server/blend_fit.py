@@ -11,9 +11,11 @@ purchases (of every positive event when the held-out period has no purchase):
   half of their events is the history folded in, the second half is to be predicted;
 - ``features``: shoppers new in the held-out period, from their profile alone.
 
-The half-life with the best mean over the settings wins. Scoring runs over candidates
-(the best ``CANDIDATES`` items by the model's score and by trend, plus every item with a
-sparse score), which holds the top 10 of any blend of these components in practice.
+The half-life with the best mean over the settings wins: first the one of trend and
+repeat (item-to-item votes undecayed), then, with it, the one of the item-to-item votes.
+Scoring runs over candidates (the best ``CANDIDATES`` items by the model's score and by
+trend, plus the best by item-to-item votes and every item to buy again), which hold the
+top 10 of any blend of these components in practice.
 The test period is never seen: this runs inside ``shelfrank train`` on training data.
 """
 
@@ -82,6 +84,7 @@ class Candidates:
 class BlendFit:
     blend: BlendTable
     half_life_days: float | None
+    item_half_life_days: float | None
     item_item_l2: float | None
     item_item_method: str
     curve: dict[str, dict[str, float]] = field(default_factory=dict)  # half-life -> setting
@@ -91,6 +94,7 @@ class BlendFit:
         return {
             "weights": self.blend.to_json(),
             "half_life_days": self.half_life_days,
+            "item_half_life_days": self.item_half_life_days,
             "item_item": {"method": self.item_item_method, "l2": self.item_item_l2},
             "validation_ndcg_at_10_by_half_life": self.curve,
             **self.notes,
@@ -386,7 +390,6 @@ def fit_blend(
 
     EASE's lambda is chosen first, by the item-to-item term alone ranking items new to
     known shoppers without decay; then every half-life is tried with it."""
-    half_lives = HALF_LIVES if config.half_life_days is None else (config.half_life_days,)
     vectors: dict[tuple[str, str], tuple[FloatArray | None, float]] = {}
     model_tops: dict[tuple[str, str], IntArray] = {}
     notes: dict[str, Any] = {}
@@ -403,68 +406,99 @@ def fit_blend(
         return serving, serving.signals, by_segment
 
     undecayed = build_training_data(
-        prefix_events, replace(config, half_life_days=None), previous=prefix
+        prefix_events,
+        replace(config, half_life_days=None, item_half_life_days=None),
+        previous=prefix,
     )
     neighbours, method, l2 = _choose_neighbours(undecayed, config, segments, model_tops, notes)
-    bar = tqdm(
-        total=len(half_lives),
-        desc="fitting the blend",
-        unit="half-life",
-        disable=not progress,
-        leave=False,
-    )
-    results: list[tuple[float, float | None, BlendTable, dict[str, float]]] = []
-    try:
-        for half_life in half_lives:
-            data = (
-                undecayed
-                if half_life is None
-                else build_training_data(
-                    prefix_events, replace(config, half_life_days=half_life), previous=prefix
-                )
-            )
+
+    def sweep(
+        stage: str,
+        values: tuple[float | None, ...],
+        settings: Callable[[float | None], TrainConfig],
+    ) -> list[tuple[float, float | None, BlendTable, dict[str, float]]]:
+        results: list[tuple[float, float | None, BlendTable, dict[str, float]]] = []
+        for value in tqdm(values, desc=stage, unit="half-life", disable=not progress, leave=False):
+            chosen = settings(value)
+            data = build_training_data(prefix_events, chosen, previous=prefix)
             serving, signals, by_segment = segments(data, neighbours)
             notes["validation_users"] = {s: len(c) for s, c in by_segment.items()}
-            table: dict[str, dict[str, BlendWeights]] = {}
-            setting_scores: dict[str, float] = {}
-            for segment, segment_cases in sorted(by_segment.items()):
-                if len(segment_cases) < config.min_validation_users:
-                    continue
-                modes: tuple[Mode, ...] = ("new",) if segment == "features" else ("new", "repeat")
-                for mode in modes:
-                    found = _candidates(segment_cases, serving, signals, mode, model_tops)
-                    if len(found.rows) < config.min_validation_users:
-                        continue
-                    has_vector = any(c.vector is not None for c in segment_cases)
-                    usable = (has_vector, True, segment != "features", segment != "features")
-                    weights, score = search_weights(found, usable)
-                    chosen = BlendWeights(*(float(w) for w in weights))
-                    table.setdefault(segment, {})[mode] = chosen
-                    if segment == "features":
-                        table[segment]["repeat"] = chosen
-                    setting_scores[f"{segment}/{mode}"] = round(score, 5)
-            if setting_scores:
-                mean = float(np.mean(list(setting_scores.values())))
-                results.append((mean, half_life, BlendTable(table), setting_scores))
-            bar.update(1)
-    finally:
-        bar.close()
-    if not results:
+            table, scores = _fit_segments(by_segment, serving, signals, config, model_tops)
+            if scores:
+                results.append((float(np.mean(list(scores.values()))), value, table, scores))
+        return results
+
+    # Stage 1: trend and repeat, item-to-item votes undecayed; stage 2: the votes' decay.
+    # Ties go to the longer half-life (no decay last): the less forgotten, the better.
+    def best_of(
+        results: list[tuple[float, float | None, BlendTable, dict[str, float]]],
+    ) -> tuple[float, float | None, BlendTable, dict[str, float]]:
+        return max(results, key=lambda r: (r[0], r[1] or float("inf")))
+
+    half_lives = HALF_LIVES if config.half_life_days is None else (config.half_life_days,)
+    first = sweep(
+        "blend: trend/repeat half-life",
+        half_lives,
+        lambda h: replace(config, half_life_days=h, item_half_life_days=None),
+    )
+    if not first:
         return None
-    # Ties go to the longer half-life (no decay last): the less the model forgets, the better.
-    best = max(results, key=lambda r: (r[0], r[1] or float("inf")))
-    curve = {
-        "none" if half_life is None else f"{half_life:g}": {"mean": mean, **scores}
-        for mean, half_life, _, scores in results
-    }
+    trend_half_life = best_of(first)[1]
+    item_lives = HALF_LIVES if config.item_half_life_days is None else (config.item_half_life_days,)
+    second = sweep(
+        "blend: item-to-item half-life",
+        item_lives,
+        lambda h: replace(config, half_life_days=trend_half_life, item_half_life_days=h),
+    )
+    best = best_of(second) if second else best_of(first)
+
+    def curve(
+        results: list[tuple[float, float | None, BlendTable, dict[str, float]]],
+    ) -> dict[str, dict[str, float]]:
+        return {
+            "none" if value is None else f"{value:g}": {"mean": mean, **scores}
+            for mean, value, _, scores in results
+        }
+
+    notes["validation_ndcg_at_10_by_item_half_life"] = curve(second)
     return BlendFit(
         blend=best[2],
-        half_life_days=best[1],
+        half_life_days=trend_half_life,
+        item_half_life_days=best[1] if second else None,
         item_item_l2=l2,
         item_item_method=method,
-        curve=curve,
+        curve=curve(first),
         notes=notes,
     )
+
+
+def _fit_segments(
+    by_segment: dict[str, list[Case]],
+    serving: ServingModel,
+    signals: RankingSignals,
+    config: TrainConfig,
+    model_tops: dict[tuple[str, str], IntArray],
+) -> tuple[BlendTable, dict[str, float]]:
+    """Weights per (segment, mode) with enough validation shoppers, and their NDCG@10."""
+    table: dict[str, dict[str, BlendWeights]] = {}
+    scores: dict[str, float] = {}
+    for segment, segment_cases in sorted(by_segment.items()):
+        if len(segment_cases) < config.min_validation_users:
+            continue
+        modes: tuple[Mode, ...] = ("new",) if segment == "features" else ("new", "repeat")
+        for mode in modes:
+            found = _candidates(segment_cases, serving, signals, mode, model_tops)
+            if len(found.rows) < config.min_validation_users:
+                continue
+            has_vector = any(c.vector is not None for c in segment_cases)
+            usable = (has_vector, True, segment != "features", segment != "features")
+            weights, score = search_weights(found, usable)
+            chosen = BlendWeights(*(float(w) for w in weights))
+            table.setdefault(segment, {})[mode] = chosen
+            if segment == "features":
+                table[segment]["repeat"] = chosen
+            scores[f"{segment}/{mode}"] = round(score, 5)
+    return BlendTable(table), scores
 
 
 def _choose_neighbours(

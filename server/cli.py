@@ -401,7 +401,10 @@ def _model_list(text: str | None, default: Sequence[str]) -> list[str]:
 def cmd_synth(args: argparse.Namespace) -> int:
     from shelfrank.datasets.synth import SynthConfig, generate, write
 
-    config = SynthConfig(items=args.items, users=args.users, events=args.events, seed=args.seed)
+    if args.shop:
+        config = SynthConfig.shop(args.items, args.users, args.events, seed=args.seed)
+    else:
+        config = SynthConfig(items=args.items, users=args.users, events=args.events, seed=args.seed)
     data = generate(config)
     paths = write(data, args.out)
     print(
@@ -447,6 +450,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
     "bandwagon": ("bandwagon.py", lambda out: ["--out", str(out / "bandwagon.json")]),
     "overload": ("overload.py", lambda out: ["--out", str(out / "overload.json")]),
     "edge": ("edge_bench.py", lambda out: ["--out", str(out / "edge.json")]),
+    "blend-cost": ("blend_cost.py", lambda out: ["--out", str(out / "blend_cost.json")]),
 }
 
 
@@ -656,6 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--users", type=_positive_int, required=True)
     synth.add_argument("--events", type=_positive_int, required=True)
     synth.add_argument("--seed", type=_non_negative_int, default=0)
+    synth.add_argument(
+        "--shop",
+        action="store_true",
+        help="shop dynamics: repeat purchases of consumables, trends and launches, 180 days",
+    )
     synth.add_argument("--out", required=True)
     synth.set_defaults(func=cmd_synth)
 

@@ -57,7 +57,8 @@ class TrainConfig:
     # ``validation_fraction`` of the events by time (skipped with fewer than
     # ``min_validation_users`` validation shoppers or without timestamps).
     blend: bool = True
-    half_life_days: float | None = None  # None: chosen on the validation split
+    half_life_days: float | None = None  # trend and repeat; None: chosen on validation
+    item_half_life_days: float | None = None  # item-to-item votes; None: chosen likewise
     item_item: str = "auto"  # auto | ease | knn | off
     item_item_l2: float | None = None  # EASE's lambda; None: chosen on the validation split
     knn_shrink: float = 10.0
@@ -94,6 +95,10 @@ class TrainConfig:
             (
                 self.half_life_days is None or self.half_life_days > 0,
                 f"half_life_days: must be > 0, got {self.half_life_days}",
+            ),
+            (
+                self.item_half_life_days is None or self.item_half_life_days > 0,
+                f"item_half_life_days: must be > 0, got {self.item_half_life_days}",
             ),
             (
                 self.item_item in ITEM_ITEM,

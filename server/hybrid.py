@@ -178,7 +178,7 @@ class HybridModel:
             signals_data: TrainingData, neighbours: ItemNeighbours, blend: BlendTable
         ) -> ServingModel:
             prefix.data, prefix.neighbours, prefix.blend = signals_data, neighbours, blend
-            prefix.config = replace(config, half_life_days=None)
+            prefix.config = replace(config, half_life_days=None, item_half_life_days=None)
             return prefix.to_serving()
 
         fit = fit_blend(
@@ -187,7 +187,10 @@ class HybridModel:
         if fit is None:
             return None
         final_config = replace(
-            config, half_life_days=fit.half_life_days, item_item_l2=fit.item_item_l2
+            config,
+            half_life_days=fit.half_life_days,
+            item_half_life_days=fit.item_half_life_days,
+            item_item_l2=fit.item_item_l2,
         )
         prefix.data, prefix.config = data, final_config
         tick = time.perf_counter()

@@ -7,7 +7,7 @@ evidence (anything below an add-to-cart) for that pair, and the item still count
 
 Time-aware signals for blended ranking (``shelfrank.core.blend``) weigh each event by
 ``0.5 ** (age / half_life)``, its age measured from the newest event (``half_life_days``
-None: no decay):
+for trend and repeat, ``item_half_life_days`` for item-to-item votes; None: no decay):
 
 - per (user, item): ``strength``, the strongest decayed weight (the item-to-item vote),
   and ``repeat``, the summed decayed weight of its purchases (of every positive event when
@@ -162,7 +162,8 @@ def _add_time_signals(
     reference = float(np.nanmax(stamps)) if np.isfinite(stamps).any() else float("nan")
     decay = decay_factors(stamps, reference, config.half_life_days)
     decayed = (weights * decay)[order]
-    strength = np.maximum.reduceat(decayed, starts)
+    item_decay = decay_factors(stamps, reference, config.item_half_life_days)
+    strength = np.maximum.reduceat((weights * item_decay)[order], starts)
     data.seen_strength = np.where(strongest > 0, strength, 0.0).astype(np.float32)
     kinds = interactions.event_types[order]
     purchases = kinds == int(EventType.PURCHASE)

@@ -1,6 +1,6 @@
-"""Tests for the synthetic shop dynamics (datasets/synth.py, steps 6 and 7): repeat
-purchases of consumables, trending items, new launches, the ``SynthConfig.shop`` preset, and
-that the default output is unchanged."""
+"""Tests for the synthetic shop dynamics (datasets/synth.py, steps 6 to 8): repeat
+purchases of consumables, trending items, new launches, shoppers joining over time, the
+``SynthConfig.shop`` preset, and that the default output is unchanged."""
 
 from __future__ import annotations
 
@@ -36,11 +36,29 @@ NO_REPEATS = dataclasses.replace(CONFIG, repeat_probability=0.0)
 # computed with the generator as it was before shop dynamics existed (numpy 2.x); cached
 # benchmark data relies on this output. A numpy that changes its random streams changes it.
 DEFAULT_DIGEST = "349c13005c8a863cc64863dba58b126dfba6f01718161b05c00e1ca20014e6f5"
+# sha256 of generate(SynthConfig.shop(items=2000, users=500, events=20000, seed=3)) computed
+# with the generator as it was before shoppers could join over time: with
+# user_arrival_share=0.0 the shop preset still gives exactly that output.
+SHOP_WITHOUT_ARRIVALS_DIGEST = "d465f06a7f9e82911ad36c4b7201a6c6bf34d112274004ce339d49a6b6844552"
+# The temporal evaluation's shop: trained on the first 150 days, tested on the last 30.
+GROWING = SynthConfig.shop(items=10_000, users=5000, events=300_000, seed=5)
+TEST_DAYS = 30
 
 
 @pytest.fixture(scope="module")
 def shop() -> SynthData:
     return generate(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def growing() -> SynthData:
+    return generate(GROWING)
+
+
+@pytest.fixture(scope="module")
+def settled() -> SynthData:
+    """The control: the same shop with every shopper there from the start."""
+    return generate(dataclasses.replace(GROWING, user_arrival_share=0.0))
 
 
 def dynamics_of(data: SynthData) -> SynthDynamics:
@@ -61,6 +79,19 @@ def digest(data: SynthData) -> str:
     for table in (data.items, data.users):
         h.update(repr((table.id_column, table.columns, table.ids, table.tokens)).encode())
     return h.hexdigest()
+
+
+def user_rows(data: SynthData) -> npt.NDArray[np.int64]:
+    """Each event's user as an index into ``data.users.ids`` (and ``user_join``)."""
+    index = {user: k for k, user in enumerate(data.users.ids)}
+    return np.array([index[user] for user in data.interactions.user_ids], dtype=np.int64)
+
+
+def first_seen(data: SynthData) -> npt.NDArray[np.float64]:
+    """Per user (``data.users.ids`` order): the time of its first event, inf if none."""
+    first = np.full(len(data.users.ids), np.inf)
+    np.minimum.at(first, user_rows(data), data.interactions.timestamps)
+    return first
 
 
 def category_of(data: SynthData) -> dict[str, int]:
@@ -151,6 +182,13 @@ def test_dynamics_knobs_change_nothing_while_the_shares_are_zero(
 # --- the preset and validation -----------------------------------------------------------
 
 
+def test_shop_without_arrivals_is_unchanged_byte_for_byte() -> None:
+    config = SynthConfig.shop(items=2000, users=500, events=20000, seed=3, user_arrival_share=0.0)
+    data = generate(config)
+    assert np.isnan(dynamics_of(data).user_join).all()
+    assert digest(data) == SHOP_WITHOUT_ARRIVALS_DIGEST
+
+
 def test_shop_preset_sets_documented_dynamics_and_takes_overrides() -> None:
     config = SynthConfig.shop(items=100, users=10, events=50)
     assert config.has_dynamics
@@ -158,6 +196,7 @@ def test_shop_preset_sets_documented_dynamics_and_takes_overrides() -> None:
     assert config.days == 180
     assert (config.repeat_category_share, config.repeat_probability) == (0.3, 0.5)
     assert (config.repeat_interval_days, config.trending_item_share) == (21.0, 0.1)
+    assert config.user_arrival_share == 0.5
     # the rest is as a plain config
     assert config.segments == SynthConfig(items=100, users=10, events=50).segments
     overridden = SynthConfig.shop(items=100, users=10, events=50, days=365, seed=4)
@@ -173,13 +212,42 @@ def test_shop_preset_sets_documented_dynamics_and_takes_overrides() -> None:
 def test_dynamics_keep_the_catalogue_and_the_shoppers(shop: SynthData) -> None:
     plain = generate(
         dataclasses.replace(
-            CONFIG, repeat_category_share=0.0, trending_item_share=0.0, launch_item_share=0.0
+            CONFIG,
+            repeat_category_share=0.0,
+            trending_item_share=0.0,
+            launch_item_share=0.0,
+            user_arrival_share=0.0,
         )
     )
     assert plain.dynamics is None
     assert (plain.items.ids, plain.items.tokens) == (shop.items.ids, shop.items.tokens)
     assert (plain.users.ids, plain.users.tokens) == (shop.users.ids, shop.users.tokens)
     assert plain.interactions.item_ids != shop.interactions.item_ids
+
+
+def test_arrivals_alone_are_dynamics_and_keep_every_shoppers_features() -> None:
+    plain_config = SynthConfig(items=500, users=300, events=20_000, seed=4)
+    config = dataclasses.replace(plain_config, user_arrival_share=0.4)
+    assert config.has_dynamics
+    plain, data = generate(plain_config), generate(config)
+    assert (data.users.ids, data.users.tokens) == (plain.users.ids, plain.users.tokens)
+    assert (data.items.ids, data.items.tokens) == (plain.items.ids, plain.items.tokens)
+    assert len(data.interactions) == config.events
+    dynamics = dynamics_of(data)
+    assert not dynamics.consumable.any()
+    assert dynamics.trend_item_ids == []
+    assert dynamics.user_join.shape == (config.users,)
+    assert np.isfinite(dynamics.user_join).sum() == 120
+
+
+@pytest.mark.parametrize(("users", "joiners"), [(1, 0), (2, 1), (10, 9)])
+def test_every_shopper_but_one_may_join_later(users: int, joiners: int) -> None:
+    config = SynthConfig(items=50, users=users, events=3000, seed=1, days=5, user_arrival_share=1)
+    data = generate(config)
+    join = dynamics_of(data).user_join
+    assert np.isfinite(join).sum() == joiners
+    assert (first_seen(data) >= np.nan_to_num(join, nan=config.start_time)).all()
+    assert len(data.interactions) == config.events
 
 
 BASE: dict[str, Any] = {"items": 10, "users": 5, "events": 20}
@@ -202,6 +270,10 @@ BASE: dict[str, Any] = {"items": 10, "users": 5, "events": 20}
         ("trend_session_share", 2.0),
         ("trend_width_days", 0.0),
         ("trend_width_days", None),
+        ("user_arrival_share", -0.1),
+        ("user_arrival_share", 1.2),
+        ("user_arrival_share", float("nan")),
+        ("user_arrival_share", "0.5"),
     ],
 )
 def test_config_validation_names_the_field(field: str, value: object) -> None:
@@ -234,6 +306,7 @@ def dynamic_configs(draw: st.DrawFn) -> SynthConfig:
         trend_session_share=draw(st.floats(0.0, 1.0)),
         trend_width_days=draw(st.floats(0.1, 40.0)),
         mean_session_views=draw(st.floats(1.0, 8.0)),
+        user_arrival_share=draw(st.sampled_from([0.0, 0.2, 0.5, 1.0])),
     )
 
 
@@ -279,6 +352,13 @@ def test_any_dynamic_shop_is_exact_sorted_inside_the_span_and_launch_aware(
     }
     for item, stamp in zip(inter.item_ids, stamps.tolist(), strict=True):
         assert stamp >= launch.get(item, config.start_time), f"{item} before its launch"
+    join = dynamics.user_join
+    assert join.shape == (config.users,)
+    joiners = np.isfinite(join)
+    assert joiners.sum() == min(round(config.user_arrival_share * config.users), config.users - 1)
+    assert (join[joiners] >= config.start_time).all()
+    assert (join[joiners] < config.start_time + config.span_seconds).all()
+    assert (stamps >= np.nan_to_num(join, nan=config.start_time)[user_rows(data)]).all()
 
 
 def test_same_seed_same_shop(shop: SynthData) -> None:
@@ -463,3 +543,70 @@ def test_launched_items_start_at_launch_with_a_burst(shop: SynthData) -> None:
             expected.append(min(1.0, width / (end - peak)))
     assert len(early) > 300
     assert np.mean(early) > 1.7 * np.mean(expected)
+
+
+# --- shoppers joining over time ---------------------------------------------------------------
+
+
+def test_no_shopper_has_an_event_before_joining(shop: SynthData) -> None:
+    join = dynamics_of(shop).user_join
+    joiners = np.isfinite(join)
+    assert joiners.sum() == CONFIG.users // 2
+    rows = user_rows(shop)
+    late = joiners[rows]
+    assert (shop.interactions.timestamps[late] >= join[rows[late]]).all()
+    # and the rule has something to bite on: joiners spread over the span, most of them active
+    first = first_seen(shop)
+    assert np.isfinite(first[joiners]).mean() > 0.75
+    span = CONFIG.start_time + np.array([0.25, 0.5, 0.75]) * CONFIG.span_seconds
+    quartiles = np.histogram(join[joiners], bins=[CONFIG.start_time, *span, np.inf])[0]
+    assert (np.abs(quartiles - CONFIG.users / 8) < 40).all()
+
+
+def test_a_realistic_share_of_shoppers_is_new_in_the_test_month(
+    growing: SynthData, settled: SynthData
+) -> None:
+    """A shopper with no event before the last 30 days: about 8% of them (half join during
+    the 180 days, a sixth of those in the last 30; some of those stay silent, while some
+    earlier quiet joiners are first seen then), against ~1.5% with everyone there from the
+    start."""
+    cut = GROWING.start_time + GROWING.span_seconds - TEST_DAYS * DAY
+    join = dynamics_of(growing).user_join
+    expected = GROWING.user_arrival_share * TEST_DAYS / GROWING.days * GROWING.users  # 417
+    late_joiners = int((np.nan_to_num(join) >= cut).sum())
+    assert abs(late_joiners - expected) < 4 * np.sqrt(expected)
+    first = first_seen(growing)
+    new = int(((first >= cut) & np.isfinite(first)).sum())
+    assert 0.6 * expected < new < 1.3 * expected
+    # about half of the test month's joiners show up in it (the rest join too late or are quiet)
+    assert ((first >= cut) & np.isfinite(first) & (np.nan_to_num(join) >= cut)).sum() > (
+        0.35 * late_joiners
+    )
+    first_settled = first_seen(settled)
+    new_settled = int(((first_settled >= cut) & np.isfinite(first_settled)).sum())
+    assert new_settled < 0.03 * GROWING.users
+    assert new > 3 * new_settled
+
+
+def test_joiners_are_as_active_as_shoppers_there_from_the_start(
+    growing: SynthData, settled: SynthData
+) -> None:
+    """A shopper's sessions come at a constant rate from its join time: in the test month a
+    joiner that joined before it has as many events on average as a shopper there from the
+    start, and the shop's traffic grows as shoppers join."""
+    cut = GROWING.start_time + GROWING.span_seconds - TEST_DAYS * DAY
+    join = dynamics_of(growing).user_join
+    stamps = growing.interactions.timestamps
+    recent = np.bincount(user_rows(growing)[stamps >= cut], minlength=GROWING.users)
+    joined_before = np.isfinite(join) & (np.nan_to_num(join) < cut)
+    ratio = recent[joined_before].mean() / recent[~np.isfinite(join)].mean()
+    assert 0.8 < ratio < 1.25
+
+    def growth(data: SynthData) -> float:
+        times = data.interactions.timestamps
+        last = (times >= cut).sum()
+        first = (times < GROWING.start_time + TEST_DAYS * DAY).sum()
+        return float(last / first)
+
+    assert growth(growing) > 1.4
+    assert growth(settled) < 1.2

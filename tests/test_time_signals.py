@@ -36,7 +36,7 @@ def test_decayed_strength_repeat_trend_and_repeat_rate() -> None:
             ("u2", "lamp", D, 0.0),
         ]
     )
-    config = TrainConfig(half_life_days=10.0)
+    config = TrainConfig(half_life_days=10.0, item_half_life_days=10.0)
     data = build_training_data(events, config)
     assert data.reference_time == NOW
     users, items = data.users.entities, data.items.entities
@@ -64,6 +64,11 @@ def test_decayed_strength_repeat_trend_and_repeat_rate() -> None:
     overall = 1 / 3
     assert rate["soap"] == pytest.approx((1 + REPEAT_PRIOR * overall) / (2 + REPEAT_PRIOR))
     assert rate["sofa"] == pytest.approx((0 + REPEAT_PRIOR * overall) / (1 + REPEAT_PRIOR))
+    # The item-to-item votes decay by their own half-life.
+    votes_undecayed = build_training_data(events, replace(config, item_half_life_days=None))
+    assert votes_undecayed.seen_strength is not None
+    assert float(votes_undecayed.seen_strength.max()) == 1.0
+    np.testing.assert_array_equal(votes_undecayed.trend, data.trend)  # type: ignore[arg-type]
     # Without a half-life nothing decays.
     flat = build_training_data(events, replace(config, half_life_days=None))
     assert flat.trend is not None
@@ -73,6 +78,8 @@ def test_decayed_strength_repeat_trend_and_repeat_rate() -> None:
 def test_config_rejects_bad_blend_settings() -> None:
     for field, value in (
         ("half_life_days", 0.0),
+        ("item_half_life_days", -1.0),
+        ("validation_split", "tomorrow"),
         ("item_item", "slim"),
         ("neighbours", 0),
         ("validation_fraction", 1.0),
