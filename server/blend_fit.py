@@ -46,7 +46,7 @@ from shelfrank.server.item_item import item_neighbours
 from shelfrank.server.training_data import TrainingData, build_training_data
 
 HALF_LIVES: tuple[float | None, ...] = (7.0, 14.0, 30.0, 60.0, 120.0, 365.0, None)
-EASE_L2: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0)
+EASE_L2: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 CANDIDATES = 200
 MAX_USERS = 2_000
