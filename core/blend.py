@@ -8,6 +8,8 @@ the shopper may buy again), the score of item ``i`` is
   + w_trend * trend(i) / max(trend)        time-decayed popularity
   + w_item * item(u, i) / max_j |item(u, j)|  item-to-item: sum_h strength_h * S[h, i]
   + w_repeat * repeat(u, i) / max_j ...    decayed purchase frequency * item repeat rate
+  + w_segment * segment(u, i) / max_j ...  what is trending among shoppers who share a
+                                           profile token with u (mean over u's tokens)
 
 with the weights ``w`` fitted per (segment, mode) on a validation split at training time
 (``shelfrank.server.blend_fit``). The two sparse terms are per-user normalised, so a long
@@ -35,7 +37,7 @@ from shelfrank.core.scoring import IndexArray, ScoringTable, TopK, top_k
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 Mode = Literal["new", "repeat"]
-COMPONENTS = ("mf", "trend", "item", "repeat")
+COMPONENTS = ("mf", "trend", "item", "repeat", "segment")
 SEGMENTS = ("trained", "fold-in", "features", "popularity")
 MODES: tuple[Mode, ...] = ("new", "repeat")
 # Extra model-score candidates beyond k: enough that the certificate rarely fails.
@@ -50,6 +52,7 @@ class BlendWeights:
     trend: float = 0.0
     item: float = 0.0
     repeat: float = 0.0
+    segment: float = 0.0
 
     def __post_init__(self) -> None:
         for name in COMPONENTS:
@@ -110,6 +113,8 @@ class ItemNeighbours:
     indptr: IndexArray
     indices: IndexArray
     weights: FloatArray
+    # How many items the indices may name (default: as many as rows, item to item).
+    items: int = -1
 
     def __post_init__(self) -> None:
         if self.indptr.ndim != 1 or self.indptr.size == 0 or self.indptr[0] != 0:
@@ -118,9 +123,9 @@ class ItemNeighbours:
             raise ValueError("item neighbours: indices, weights and indptr disagree")
         if np.any(np.diff(self.indptr) < 0):
             raise ValueError("item neighbours: indptr must not decrease")
-        if self.indices.size and (
-            self.indices.min() < 0 or self.indices.max() >= self.indptr.size - 1
-        ):
+        if self.items < 0:
+            object.__setattr__(self, "items", int(self.indptr.size - 1))
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.items):
             raise ValueError("item neighbours: indices outside the item rows")
 
     @classmethod
@@ -128,7 +133,7 @@ class ItemNeighbours:
         return cls(np.zeros(items + 1, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
 
     @property
-    def items(self) -> int:
+    def rows(self) -> int:
         return int(self.indptr.size - 1)
 
     def scores(self, rows: IndexArray, strengths: FloatArray) -> tuple[IndexArray, FloatArray]:
@@ -144,37 +149,43 @@ class ItemNeighbours:
         offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
         targets = self.indices[offsets]
         votes = self.weights[offsets] * np.repeat(strengths.astype(np.float32), lengths)
-        found, inverse = np.unique(targets, return_inverse=True)
-        summed = np.zeros(found.size, np.float64)
-        np.add.at(summed, inverse, votes)
-        return found.astype(np.int64), summed.astype(np.float32)
+        if total * 8 < self.items:
+            return _summed(targets, votes)
+        # Many votes for the catalogue's size: one dense pass beats sorting them.
+        dense = np.bincount(targets, weights=votes, minlength=self.items)
+        voted = np.zeros(self.items, np.bool_)
+        voted[targets] = True
+        found = np.flatnonzero(voted)
+        return found.astype(np.int64), dense[found].astype(np.float32)
 
 
 @dataclass(frozen=True)
 class UserHistory:
     """Items a user interacted with (ascending, unique) and two strengths per item:
     ``strength`` (decayed interaction weight, for item-to-item votes) and ``repeat``
-    (decayed purchase frequency, for buying again)."""
+    (decayed purchase frequency, for buying again); and the rows of the user's profile
+    tokens in the model's user token vocabulary (for the segment trend)."""
 
     rows: IndexArray
     strength: FloatArray
     repeat: FloatArray
+    tokens: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
 
     @classmethod
     def empty(cls) -> UserHistory:
         return cls(np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.float32))
+
+    def with_tokens(self, tokens: IndexArray) -> UserHistory:
+        return UserHistory(self.rows, self.strength, self.repeat, tokens)
 
     def merged(self, rows: IndexArray, strength: FloatArray, repeat: FloatArray) -> UserHistory:
         """This history plus more (strengths add up per item)."""
         if rows.size == 0:
             return self
         all_rows = np.concatenate([self.rows, rows])
-        found, inverse = np.unique(all_rows, return_inverse=True)
-        out_strength = np.zeros(found.size, np.float32)
-        out_repeat = np.zeros(found.size, np.float32)
-        np.add.at(out_strength, inverse, np.concatenate([self.strength, strength]))
-        np.add.at(out_repeat, inverse, np.concatenate([self.repeat, repeat]))
-        return UserHistory(found.astype(np.int64), out_strength, out_repeat)
+        found, out_strength = _summed(all_rows, np.concatenate([self.strength, strength]))
+        _, out_repeat = _summed(all_rows, np.concatenate([self.repeat, repeat]))
+        return UserHistory(found, out_strength, out_repeat, self.tokens)
 
 
 @dataclass
@@ -186,6 +197,9 @@ class RankingSignals:
     neighbours: ItemNeighbours
     blend: BlendTable
     mf_scale: float = 1.0  # spread of the model's scores, so weights are comparable
+    # Per user profile token (rows of the model's user token vocabulary), the items most
+    # trending among the shoppers who have it; None: no segment trend.
+    segment_trend: ItemNeighbours | None = None
     # Item rows by trend, best first (ties by lower row); built on first use.
     _trend_order: IndexArray | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -193,8 +207,10 @@ class RankingSignals:
         n = self.trend.shape[0]
         if self.trend.ndim != 1 or self.repeat_rate.shape != (n,):
             raise ValueError("ranking signals: trend and repeat_rate need one value per item")
-        if self.neighbours.items != n:
+        if self.neighbours.items != n or self.neighbours.rows != n:
             raise ValueError(f"ranking signals: neighbours cover {self.neighbours.items} items")
+        if self.segment_trend is not None and self.segment_trend.items != n:
+            raise ValueError("ranking signals: the segment trend covers other items")
         if not np.all(np.isfinite(self.trend)) or np.any(self.trend < 0):
             raise ValueError("ranking signals: trend must be finite and >= 0")
         if not (np.isfinite(self.mf_scale) and self.mf_scale > 0):
@@ -225,13 +241,30 @@ class RankingSignals:
             return self
         neighbours = self.neighbours
         indptr = np.concatenate([neighbours.indptr, np.full(added, neighbours.indptr[-1])])
+        segment = self.segment_trend
+        if segment is not None:  # its rows are tokens: only the item range grows
+            segment = ItemNeighbours(
+                segment.indptr, segment.indices, segment.weights, items=self.items + added
+            )
         return RankingSignals(
             np.concatenate([self.trend, np.zeros(added, np.float32)]),
             np.concatenate([self.repeat_rate, np.zeros(added, np.float32)]),
             ItemNeighbours(indptr, neighbours.indices, neighbours.weights),
             self.blend,
             self.mf_scale,
+            segment,
         )
+
+
+def _summed(rows: IndexArray, values: npt.NDArray[np.floating]) -> tuple[IndexArray, FloatArray]:
+    """Distinct ``rows`` (ascending) and the sum of ``values`` per row."""
+    if rows.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sums = np.add.reduceat(values[order].astype(np.float64), starts)
+    return ordered[starts].astype(np.int64), sums.astype(np.float32)
 
 
 def _unit(values: FloatArray) -> FloatArray:
@@ -253,15 +286,16 @@ def sparse_scores(
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
         positive = repeat > 0
         parts.append((history.rows[positive], weights.repeat * _unit(repeat[positive])))
+    segment = signals.segment_trend
+    if weights.segment > 0 and segment is not None and history.tokens.size:
+        known = history.tokens[history.tokens < segment.rows]
+        rows, votes = segment.scores(known, np.ones(known.size, np.float32))
+        parts.append((rows, weights.segment * _unit(votes)))
     if not parts:
         return np.empty(0, np.int64), np.empty(0, np.float32)
     if len(parts) == 1:
         return parts[0][0], parts[0][1].astype(np.float32)
-    rows = np.concatenate([p[0] for p in parts])
-    found, inverse = np.unique(rows, return_inverse=True)
-    summed = np.zeros(found.size, np.float32)
-    np.add.at(summed, inverse, np.concatenate([p[1] for p in parts]))
-    return found.astype(np.int64), summed
+    return _summed(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def _dense(

@@ -73,6 +73,20 @@ def _signal_arrays(model: ServingModel) -> dict[str, npt.NDArray[Any]]:
         "neighbour_weights": signals.neighbours.weights,
         "seen_strength": model.seen_strength,
         "seen_repeat": model.seen_repeat,
+        **_segment_arrays(model),
+    }
+
+
+def _segment_arrays(model: ServingModel) -> dict[str, npt.NDArray[Any]]:
+    segment = model.signals.segment_trend if model.signals is not None else None
+    if segment is None or model.user_token_rows is None:
+        return {}
+    return {
+        "segment_indptr": segment.indptr,
+        "segment_indices": segment.indices,
+        "segment_weights": segment.weights,
+        "user_tokens_indptr": model.user_token_rows.indptr,
+        "user_tokens_indices": model.user_token_rows.indices,
     }
 
 
@@ -167,7 +181,7 @@ def serving_model_from(artifact: Artifact) -> ServingModel:
             identity_weight=float(identity["users"]),
             weighting=weighting["users"],
         )
-        signals, seen_strength, seen_repeat = _signals(artifact, arr, manifest)
+        signals, seen_strength, seen_repeat, token_rows = _signals(artifact, arr, manifest)
         return ServingModel(
             items=items,
             item_tokens=SparseRows(
@@ -185,6 +199,7 @@ def serving_model_from(artifact: Artifact) -> ServingModel:
             signals=signals,
             seen_strength=seen_strength,
             seen_repeat=seen_repeat,
+            user_token_rows=token_rows,
         )
     except ModelFileError:
         raise
@@ -194,26 +209,46 @@ def serving_model_from(artifact: Artifact) -> ServingModel:
 
 def _signals(
     artifact: Artifact, arr: Any, manifest: dict[str, Any]
-) -> tuple[RankingSignals | None, npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
+) -> tuple[
+    RankingSignals | None,
+    npt.NDArray[np.float32] | None,
+    npt.NDArray[np.float32] | None,
+    SparseRows | None,
+]:
     if "blend" not in manifest:
-        return None, None, None
+        return None, None, None, None
     blend = manifest["blend"]
     neighbours = ItemNeighbours(
         arr("neighbour_indptr", 1, "i").astype(np.int64),
         arr("neighbour_indices", 1, "i").astype(np.int64),
         np.asarray(arr("neighbour_weights", 1, "f"), np.float32),
     )
+    trend = np.asarray(arr("item_trend", 1, "f"), np.float32)
+    segment, user_tokens = None, None
+    if "segment_indptr" in artifact.groups[SERVING_GROUP]:
+        segment = ItemNeighbours(
+            arr("segment_indptr", 1, "i").astype(np.int64),
+            arr("segment_indices", 1, "i").astype(np.int64),
+            np.asarray(arr("segment_weights", 1, "f"), np.float32),
+            items=int(trend.size),
+        )
+        user_tokens = SparseRows(
+            arr("user_tokens_indptr", 1, "i").astype(np.int64),
+            arr("user_tokens_indices", 1, "i").astype(np.int64),
+        )
     signals = RankingSignals(
-        trend=np.asarray(arr("item_trend", 1, "f"), np.float32),
+        trend=trend,
         repeat_rate=np.asarray(arr("item_repeat_rate", 1, "f"), np.float32),
         neighbours=neighbours,
         blend=BlendTable.from_json(blend["weights"]),
         mf_scale=float(blend["mf_scale"]),
+        segment_trend=segment,
     )
     return (
         signals,
         np.asarray(arr("seen_strength", 1, "f"), np.float32),
         np.asarray(arr("seen_repeat", 1, "f"), np.float32),
+        user_tokens,
     )
 
 

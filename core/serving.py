@@ -86,6 +86,8 @@ class ServingModel:
     signals: RankingSignals | None = None
     seen_strength: FloatArray | None = None
     seen_repeat: FloatArray | None = None
+    # Per trained user, their profile tokens (rows of user_token_embeddings.vocabulary).
+    user_token_rows: SparseRows | None = None
     # Prepared on first fold-in; a model with other items (dataclasses.replace) starts anew.
     _fold_in_pool: FoldInPool | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -113,6 +115,8 @@ class ServingModel:
         if self.signals is not None:
             if self.signals.items != n_items:
                 raise ValueError(f"signals cover {self.signals.items} items, model has {n_items}")
+            if self.user_token_rows is not None and self.user_token_rows.n_rows != n_users:
+                raise ValueError("user_token_rows must have one row per user")
             for name, values in (
                 ("seen_strength", self.seen_strength),
                 ("seen_repeat", self.seen_repeat),
@@ -155,7 +159,7 @@ class ServingModel:
             source = "features"
         else:
             prior, bias, source = None, 0.0, "popularity"
-        history = self._history(row, history_rows, history_weights)
+        history = self._history(row, history_rows, history_weights, tokens)
         if history_rows is None or history_rows.size == 0:
             return UserVector(prior, bias, source, history)
         if history_weights is None:
@@ -181,10 +185,15 @@ class ServingModel:
         row: int | None,
         fresh_rows: IndexArray | None,
         fresh_weights: npt.NDArray[np.floating] | None,
+        tokens: Sequence[str] = (),
     ) -> UserHistory:
-        """Training history (when the user was trained) plus the positive fresh events."""
+        """Training history (when the user was trained) plus the positive fresh events,
+        and the profile tokens (given ones, else the trained user's)."""
         if self.signals is None:
             return UserHistory.empty()
+        token_rows = np.array(self.user_token_embeddings.known_tokens(tokens), np.int64)
+        if token_rows.size == 0 and row is not None and self.user_token_rows is not None:
+            token_rows = self.user_token_rows.row(row).astype(np.int64)
         history = UserHistory.empty()
         if row is not None and self.seen_strength is not None and self.seen_repeat is not None:
             start, end = int(self.seen.indptr[row]), int(self.seen.indptr[row + 1])
@@ -197,7 +206,7 @@ class ServingModel:
             weights = np.asarray(fresh_weights, np.float32)
             positive = weights > 0
             history = history.merged(fresh_rows[positive], weights[positive], weights[positive])
-        return history
+        return history.with_tokens(token_rows)
 
     def seen_rows(self, user_id: str) -> IndexArray:
         """Items the user interacted with in the training data."""

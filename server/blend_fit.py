@@ -31,6 +31,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from shelfrank.core.blend import (
+    COMPONENTS,
     BlendTable,
     BlendWeights,
     ItemNeighbours,
@@ -43,18 +44,19 @@ from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.item_item import item_neighbours
-from shelfrank.server.training_data import TrainingData, build_training_data
+from shelfrank.server.training_data import TrainingData, retimed
 
-HALF_LIVES: tuple[float | None, ...] = (7.0, 14.0, 30.0, 60.0, 120.0, 365.0, None)
-EASE_L2: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
-WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
-CANDIDATES = 200
+HALF_LIVES: tuple[float | None, ...] = (7.0, 14.0, 30.0, 60.0, 120.0, None)
+EASE_L2: tuple[float, ...] = (100.0, 300.0, 1000.0)
+WEIGHT_GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+CANDIDATES = 100
 MAX_USERS = 2_000
 K = 10
 ROUNDS = 2
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
+_DISCOUNTS = 1.0 / np.log2(np.arange(2, K + 2))
 
 
 @dataclass
@@ -75,9 +77,30 @@ class Candidates:
     """Per case, candidate rows and the unit-scaled component values on them."""
 
     rows: list[IntArray]
-    values: list[npt.NDArray[np.float32]]  # (4, n) per case: mf, trend, item, repeat
+    values: list[npt.NDArray[np.float32]]  # (components, n) per case, as COMPONENTS
     relevant: list[npt.NDArray[np.bool_]]
     relevant_count: list[int]
+    _packed: tuple[Any, ...] | None = None
+
+    def packed(
+        self,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.bool_], Any]:
+        """Every case padded to the longest: values (cases, width, components), relevant
+        and real-entry masks (cases, width), and each case's ideal DCG."""
+        if self._packed is None:
+            width = max(max(r.size for r in self.rows), K)
+            cases = len(self.rows)
+            values = np.zeros((cases, width, len(COMPONENTS)), np.float32)
+            relevant = np.zeros((cases, width), np.bool_)
+            real = np.zeros((cases, width), np.bool_)
+            for index, (v, r) in enumerate(zip(self.values, self.relevant, strict=True)):
+                values[index, : r.size] = v.T
+                relevant[index, : r.size] = r
+                real[index, : r.size] = True
+            counts = np.minimum(np.array(self.relevant_count), K)
+            ideal = np.cumsum(_DISCOUNTS)[counts - 1]
+            self._packed = (values, relevant, real, ideal)
+        return self._packed  # type: ignore[return-value]
 
 
 @dataclass
@@ -203,7 +226,7 @@ def _cases(
                         "features",
                         user.vector,
                         user.bias,
-                        UserHistory.empty(),
+                        user.history,
                         {"repeat": truth, "new": truth},
                         empty,
                     )
@@ -237,7 +260,12 @@ def _cases(
             )
             vectors[key] = (user.vector, user.bias)
         vector, bias = vectors[key]
-        history = UserHistory.empty().merged(history_rows, history_weights, history_weights)
+        tokens_known = np.array(serving.user_token_embeddings.known_tokens(user_tokens), np.int64)
+        history = (
+            UserHistory.empty()
+            .merged(history_rows, history_weights, history_weights)
+            .with_tokens(tokens_known)
+        )
         seen = np.unique(history_rows)
         cases.append(
             Case(
@@ -269,26 +297,40 @@ def _candidates(
     serving: ServingModel,
     signals: RankingSignals,
     mode: Mode,
-    model_tops: dict[tuple[str, str], IntArray],
+    model_tops: dict[Any, Any],
 ) -> Candidates:
     """Candidate rows and component values per case; ``model_tops`` caches each case's
-    best rows by the model's score (they do not depend on the half-life)."""
-    trend_top = signals.trend_order()[: CANDIDATES + 50]
+    best rows by the model's score and its item-to-item votes (neither depends on the
+    trend's half-life)."""
+    trend_top = signals.trend_order()[:CANDIDATES]
     out = Candidates([], [], [], [])
     for case in cases:
         truth = case.truth[mode]
         if truth.size == 0:
             continue
         history = case.history
-        item_rows, item_votes = signals.neighbours.scores(
-            history.rows, np.maximum(history.strength, 0)
-        )
+        # Votes depend on the neighbours and the history's strengths only: the same across
+        # modes and trend half-lives (a content key, the neighbours object stays alive).
+        vote_key = (id(signals.neighbours), case.segment, case.user_id, history.strength.tobytes())
+        votes = model_tops.get(vote_key)
+        if votes is None:
+            votes = model_tops[vote_key] = signals.neighbours.scores(
+                history.rows, np.maximum(history.strength, 0)
+            )
+        item_rows, item_votes = votes
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
-        voted = item_rows
-        if voted.size > CANDIDATES:
-            best_votes = np.argpartition(-item_votes, CANDIDATES - 1)[:CANDIDATES]
-            voted = item_rows[best_votes]
-        parts = [trend_top, voted, history.rows[repeat > 0]]
+        segment_rows, segment_votes = np.empty(0, np.int64), np.empty(0, np.float32)
+        if signals.segment_trend is not None and history.tokens.size:
+            known = history.tokens[history.tokens < signals.segment_trend.rows]
+            segment_rows, segment_votes = signals.segment_trend.scores(
+                known, np.ones(known.size, np.float32)
+            )
+        parts = [
+            trend_top,
+            _best(item_rows, item_votes),
+            _best(segment_rows, segment_votes),
+            history.rows[repeat > 0],
+        ]
         if case.vector is not None:
             key = (case.segment, case.user_id)
             top = model_tops.get(key)
@@ -302,23 +344,22 @@ def _candidates(
         rows = np.unique(np.concatenate(parts))
         if mode == "new" and case.exclude.size:
             rows = rows[~np.isin(rows, case.exclude)]
-        values = np.zeros((4, rows.size), np.float32)
+        values = np.zeros((len(COMPONENTS), rows.size), np.float32)
         if case.vector is not None:
             mf = serving.items.scores(case.vector, case.bias, rows=rows)
             values[0] = mf / signals.mf_scale
         values[1] = signals.trend_unit[rows]
-        if item_rows.size:
-            unit = _unit(item_votes)
-            position = np.searchsorted(item_rows, rows)
-            inside = position < item_rows.size
-            inside[inside] = item_rows[position[inside]] == rows[inside]
-            values[2, inside] = unit[position[inside]]
-        if history.rows.size:
-            unit = _unit(repeat)
-            position = np.searchsorted(history.rows, rows)
-            inside = position < history.rows.size
-            inside[inside] = history.rows[position[inside]] == rows[inside]
-            values[3, inside] = unit[position[inside]]
+        for component, (at, scores) in (
+            (2, (item_rows, item_votes)),
+            (3, (history.rows, repeat)),
+            (4, (segment_rows, segment_votes)),
+        ):
+            if at.size:
+                unit = _unit(scores)
+                position = np.searchsorted(at, rows)
+                inside = position < at.size
+                inside[inside] = at[position[inside]] == rows[inside]
+                values[component, inside] = unit[position[inside]]
         out.rows.append(rows)
         out.values.append(values)
         out.relevant.append(np.isin(rows, truth))
@@ -326,27 +367,25 @@ def _candidates(
     return out
 
 
-_DISCOUNTS = 1.0 / np.log2(np.arange(2, K + 2))
+def _best(rows: IntArray, scores: npt.NDArray[np.float32]) -> IntArray:
+    """The ``CANDIDATES`` rows with the highest scores."""
+    if rows.size <= CANDIDATES:
+        return rows
+    return rows[np.argpartition(-scores, CANDIDATES - 1)[:CANDIDATES]]
 
 
 def mean_ndcg(candidates: Candidates, weights: npt.NDArray[np.float32]) -> float:
+    """Mean NDCG@10 of the blend ``weights`` over the cases, all cases at once."""
     if not candidates.rows:
         return float("nan")
-    total = 0.0
-    for values, relevant, count in zip(
-        candidates.values, candidates.relevant, candidates.relevant_count, strict=True
-    ):
-        scores = weights @ values
-        n = scores.size
-        if n > K:
-            top = np.argpartition(-scores, K - 1)[:K]
-            top = top[np.lexsort((top, -scores[top]))]
-        else:
-            top = np.lexsort((np.arange(n), -scores))
-        hits = relevant[top]
-        ideal = _DISCOUNTS[: min(count, K)].sum()
-        total += float((hits * _DISCOUNTS[: hits.size]).sum() / ideal)
-    return total / len(candidates.rows)
+    values, relevant, real, ideal = candidates.packed()
+    scores = values @ weights
+    scores[~real] = -np.inf
+    top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+    order = np.lexsort((top, -np.take_along_axis(scores, top, axis=1)), axis=-1)
+    top = np.take_along_axis(top, order, axis=1)
+    hits = np.take_along_axis(relevant, top, axis=1) & np.take_along_axis(real, top, axis=1)
+    return float(((hits @ _DISCOUNTS) / ideal).mean())
 
 
 def search_weights(
@@ -354,11 +393,12 @@ def search_weights(
 ) -> tuple[npt.NDArray[np.float32], float]:
     """Coordinate ascent over ``WEIGHT_GRID`` per component (unusable ones stay 0),
     starting from the model's score alone."""
-    weights = np.array([1.0 if usable[0] else 0.0, 0.0 if usable[0] else 1.0, 0.0, 0.0], np.float32)
+    weights = np.zeros(len(COMPONENTS), np.float32)
+    weights[0 if usable[0] else 1] = 1.0
     best = mean_ndcg(candidates, weights)
     for _ in range(ROUNDS):
         improved = False
-        for component in range(4):
+        for component in range(len(COMPONENTS)):
             if not usable[component]:
                 continue
             for value in WEIGHT_GRID:
@@ -391,7 +431,7 @@ def fit_blend(
     EASE's lambda is chosen first, by the item-to-item term alone ranking items new to
     known shoppers without decay; then every half-life is tried with it."""
     vectors: dict[tuple[str, str], tuple[FloatArray | None, float]] = {}
-    model_tops: dict[tuple[str, str], IntArray] = {}
+    model_tops: dict[Any, Any] = {}
     notes: dict[str, Any] = {}
 
     def segments(
@@ -405,10 +445,8 @@ def fit_blend(
             by_segment.setdefault(case.segment, []).append(case)
         return serving, serving.signals, by_segment
 
-    undecayed = build_training_data(
-        prefix_events,
-        replace(config, half_life_days=None, item_half_life_days=None),
-        previous=prefix,
+    undecayed = retimed(
+        prefix, prefix_events, replace(config, half_life_days=None, item_half_life_days=None)
     )
     neighbours, method, l2 = _choose_neighbours(undecayed, config, segments, model_tops, notes)
 
@@ -420,7 +458,7 @@ def fit_blend(
         results: list[tuple[float, float | None, BlendTable, dict[str, float]]] = []
         for value in tqdm(values, desc=stage, unit="half-life", disable=not progress, leave=False):
             chosen = settings(value)
-            data = build_training_data(prefix_events, chosen, previous=prefix)
+            data = retimed(prefix, prefix_events, chosen)
             serving, signals, by_segment = segments(data, neighbours)
             notes["validation_users"] = {s: len(c) for s, c in by_segment.items()}
             table, scores = _fit_segments(by_segment, serving, signals, config, model_tops)
@@ -477,7 +515,7 @@ def _fit_segments(
     serving: ServingModel,
     signals: RankingSignals,
     config: TrainConfig,
-    model_tops: dict[tuple[str, str], IntArray],
+    model_tops: dict[Any, Any],
 ) -> tuple[BlendTable, dict[str, float]]:
     """Weights per (segment, mode) with enough validation shoppers, and their NDCG@10."""
     table: dict[str, dict[str, BlendWeights]] = {}
@@ -491,7 +529,11 @@ def _fit_segments(
             if len(found.rows) < config.min_validation_users:
                 continue
             has_vector = any(c.vector is not None for c in segment_cases)
-            usable = (has_vector, True, segment != "features", segment != "features")
+            has_tokens = signals.segment_trend is not None and any(
+                c.history.tokens.size for c in segment_cases
+            )
+            history = segment != "features"
+            usable = (has_vector, True, history, history, has_tokens)
             weights, score = search_weights(found, usable)
             chosen = BlendWeights(*(float(w) for w in weights))
             table.setdefault(segment, {})[mode] = chosen
@@ -508,7 +550,7 @@ def _choose_neighbours(
         [TrainingData, ItemNeighbours],
         tuple[ServingModel, RankingSignals, dict[str, list[Case]]],
     ],
-    model_tops: dict[tuple[str, str], IntArray],
+    model_tops: dict[Any, Any],
     notes: dict[str, Any],
 ) -> tuple[ItemNeighbours, str, float | None]:
     """Neighbours by ``config.item_item``; for EASE with no lambda set, the lambda of
@@ -527,7 +569,8 @@ def _choose_neighbours(
             return found[l2][0], found[l2][1], None
     if len(choices) == 1:
         return found[choices[0]][0], "ease", choices[0]
-    alone = np.array([0.0, 0.0, 1.0, 0.0], np.float32)
+    alone = np.zeros(len(COMPONENTS), np.float32)
+    alone[COMPONENTS.index("item")] = 1.0
     scores: dict[float, float] = {}
     for l2, (neighbours, _) in found.items():
         serving, signals, by_segment = segments(data, neighbours)

@@ -106,6 +106,7 @@ class HybridModel:
         self.blend_report: dict[str, Any] = {}
         self.neighbours: ItemNeighbours | None = None
         self.item_item_method = "off"
+        self._mf_scale: tuple[Any, float] | None = None  # (user vectors it was measured on, scale)
 
     @classmethod
     def train(
@@ -155,7 +156,7 @@ class HybridModel:
         progress: bool,
     ) -> tuple[HybridModel, float] | None:
         """Train on the prefix, fit the blend on the validation split, then continue the
-        prefix model on every event for a third of the epochs (server/blend_fit.py).
+        prefix model on every event for a quarter of the epochs (server/blend_fit.py).
         None when there is no usable validation split."""
         from shelfrank.server.blend_fit import fit_blend, validation_split
         from shelfrank.server.incremental import continue_training
@@ -174,12 +175,13 @@ class HybridModel:
         fit_seconds = prefix.fit(config.epochs, progress=progress)
         prefix.item_cold_start()
 
+        plain_prefix = prefix.plain_serving()  # the LightFM part stays; signals change
+
         def prefix_serving(
             signals_data: TrainingData, neighbours: ItemNeighbours, blend: BlendTable
         ) -> ServingModel:
             prefix.data, prefix.neighbours, prefix.blend = signals_data, neighbours, blend
-            prefix.config = replace(config, half_life_days=None, item_half_life_days=None)
-            return prefix.to_serving()
+            return prefix.with_signals(plain_prefix)
 
         fit = fit_blend(
             prefix_serving, data, prefix_events, later, config, users, progress=progress
@@ -199,7 +201,7 @@ class HybridModel:
             interactions,
             items=items,
             users=users,
-            epochs=max(1, math.ceil(config.epochs / 3)),
+            epochs=max(1, math.ceil(config.epochs / 4)),
             progress=progress,
         )
         fit_seconds += time.perf_counter() - tick
@@ -328,12 +330,51 @@ class HybridModel:
         return vectors, biases
 
     def to_serving(self) -> ServingModel:
+        base = self.plain_serving()
+        if not self.config.blend or self.data.trend is None:
+            return base
+        return self.with_signals(base)
+
+    def with_signals(self, base: ServingModel) -> ServingModel:
+        """``base`` (this model's plain serving model) with the ranking signals of the
+        current data, neighbours and blend."""
+        data = self.data
+        if data.trend is None or data.repeat_rate is None:
+            raise ValueError("training data without time signals")
+        signals = RankingSignals(
+            trend=data.trend,
+            repeat_rate=data.repeat_rate,
+            neighbours=self.item_neighbours(),
+            blend=self.blend,
+            mf_scale=self._scale_of(base),
+            segment_trend=data.segment_trend,
+        )
+        token_indptr, token_indices = data.users.token_rows()
+        return replace(
+            base,
+            item_popularity=data.trend,
+            signals=signals,
+            seen_strength=data.seen_strength,
+            seen_repeat=data.seen_repeat,
+            user_token_rows=SparseRows(token_indptr, token_indices),
+        )
+
+    def _scale_of(self, base: ServingModel) -> float:
+        from shelfrank.server.blend_fit import mf_scale
+
+        cached = self._mf_scale
+        if cached is None or cached[0] is not base.user_vectors:
+            cached = self._mf_scale = (base.user_vectors, mf_scale(base))
+        return cached[1]
+
+    def plain_serving(self) -> ServingModel:
+        """The serving model ranking by the LightFM score alone."""
         item_tokens = self.item_cold_start()
         user_tokens = self.lightfm_token_embeddings("user")
         item_vectors, item_biases = self._served_representations("item", item_tokens)
         user_vectors, user_biases = self._served_representations("user", user_tokens)
         indptr, indices = self.data.items.token_rows()
-        base = ServingModel(
+        return ServingModel(
             items=ScoringTable(self.data.items.entities.copy(), item_vectors, item_biases),
             item_tokens=SparseRows(indptr, indices),
             item_token_embeddings=item_tokens,
@@ -345,25 +386,6 @@ class HybridModel:
             seen=self.data.seen,
             fold_in=self.config.fold_in,
             model_version=self.model_version,
-        )
-        data = self.data
-        if not self.config.blend or data.trend is None or data.repeat_rate is None:
-            return base
-        from shelfrank.server.blend_fit import mf_scale
-
-        signals = RankingSignals(
-            trend=data.trend,
-            repeat_rate=data.repeat_rate,
-            neighbours=self.item_neighbours(),
-            blend=self.blend,
-            mf_scale=mf_scale(base),
-        )
-        return replace(
-            base,
-            item_popularity=data.trend,
-            signals=signals,
-            seen_strength=data.seen_strength,
-            seen_repeat=data.seen_repeat,
         )
 
     def content_version(self) -> str:
@@ -431,6 +453,7 @@ class HybridModel:
             model.data.seen_repeat = serving.seen_repeat
             model.data.trend = serving.signals.trend
             model.data.repeat_rate = serving.signals.repeat_rate
+            model.data.segment_trend = serving.signals.segment_trend
         return model
 
 

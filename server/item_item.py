@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from shelfrank.core.blend import ItemNeighbours
 
@@ -67,7 +68,15 @@ def ease_weights(matrix: Any, l2: float) -> npt.NDArray[np.float64]:
     x = sp.csr_matrix(matrix).astype(np.float64)
     gram = np.asarray((x.T @ x).todense(), dtype=np.float64)
     gram[np.diag_indices_from(gram)] += l2
-    inverse = np.linalg.inv(gram)
+    # XᵀX + λI is symmetric positive definite: a Cholesky inverse is about twice as fast
+    # as a general one (LAPACK potrf + potri fill the upper triangle).
+    factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True)
+    if info != 0:
+        raise ValueError(f"l2: XᵀX + {l2}·I is not positive definite (LAPACK info {info})")
+    inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise ValueError(f"l2: cannot invert XᵀX + {l2}·I (LAPACK info {info})")
+    inverse = np.triu(inverse) + np.triu(inverse, 1).T
     weights = inverse / (-np.diag(inverse))[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights
@@ -90,12 +99,18 @@ def knn_neighbours(matrix: sp.spmatrix, shrink: float, top_n: int) -> ItemNeighb
     n = co.shape[0]
     rows = np.repeat(np.arange(n), np.diff(co.indptr))
     co.data = (co.data / (np.sqrt(counts[rows] * counts[co.indices]) + shrink)).astype(np.float32)
-    indptr = np.zeros(n + 1, np.int64)
+    return top_per_row(co, top_n)
+
+
+def top_per_row(matrix: sp.csr_matrix, top_n: int) -> ItemNeighbours:
+    """The ``top_n`` largest entries of each row of a sparse matrix (columns are items)."""
+    n_rows, n_items = matrix.shape
+    indptr = np.zeros(n_rows + 1, np.int64)
     indices: list[npt.NDArray[np.int64]] = []
     weights: list[npt.NDArray[np.float32]] = []
-    for row in range(n):
-        start, end = co.indptr[row], co.indptr[row + 1]
-        cols, values = co.indices[start:end], co.data[start:end]
+    for row in range(n_rows):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        cols, values = matrix.indices[start:end], matrix.data[start:end]
         if cols.size > top_n:
             part = np.argpartition(-values, top_n - 1)[:top_n]
             cols, values = cols[part], values[part]
@@ -107,6 +122,7 @@ def knn_neighbours(matrix: sp.spmatrix, shrink: float, top_n: int) -> ItemNeighb
         indptr,
         np.concatenate(indices) if indices else np.empty(0, np.int64),
         np.concatenate(weights) if weights else np.empty(0, np.float32),
+        items=n_items,
     )
 
 

@@ -12,6 +12,9 @@ for trend and repeat, ``item_half_life_days`` for item-to-item votes; None: no d
 - per (user, item): ``strength``, the strongest decayed weight (the item-to-item vote),
   and ``repeat``, the summed decayed weight of its purchases (of every positive event when
   the data has no purchase at all): how often and how recently the shopper bought it;
+- per user profile token: ``segment_trend``, the ``SEGMENT_TOP`` items with the highest
+  summed decayed weight among the shoppers who have the token (what is trending in a
+  country, an age band, ...);
 - per item: ``trend``, the summed decayed weight of its events (recent popularity), and
   ``repeat_rate``, the share of its buyers who bought it again, shrunk towards the
   catalogue's share by ``REPEAT_PRIOR`` pseudo-buyers.
@@ -19,17 +22,19 @@ for trend and repeat, ``item_half_life_days`` for item-to-item votes; None: no d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from shelfrank.core.blend import ItemNeighbours
 from shelfrank.core.events import EventType
 from shelfrank.core.serving import SparseRows
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.feature_space import FeatureSpace
+from shelfrank.server.item_item import top_per_row
 
 
 @dataclass
@@ -43,10 +48,14 @@ class TrainingData:
     # ``seen.indices``; per item; and the time they are measured at (unix seconds, NaN when
     # the events carry no time).
     seen_strength: npt.NDArray[np.float32] | None = None
+    segment_trend: ItemNeighbours | None = None
     seen_repeat: npt.NDArray[np.float32] | None = None
     trend: npt.NDArray[np.float32] | None = None
     repeat_rate: npt.NDArray[np.float32] | None = None
     reference_time: float = float("nan")
+    # How events group into pairs (kept so the time signals can be recomputed for another
+    # half-life without regrouping, see :func:`retimed`); not saved.
+    layout: PairLayout | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -66,7 +75,18 @@ def event_weights(interactions: Interactions, config: TrainConfig) -> npt.NDArra
     return weights
 
 
+@dataclass(frozen=True)
+class PairLayout:
+    order: npt.NDArray[np.int64]  # events sorted by (user, item)
+    starts: npt.NDArray[np.int64]  # first sorted event of each pair
+    pair_users: npt.NDArray[np.int64]
+    pair_items: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float32]  # per event, unsorted
+    strongest: npt.NDArray[np.floating]  # per pair, after dismissals
+
+
 REPEAT_PRIOR = 5.0
+SEGMENT_TOP = 200
 DAY_SECONDS = 86_400.0
 
 
@@ -138,7 +158,8 @@ def build_training_data(
     ).astype(np.float32)
     data = TrainingData(user_space, item_space, matrix, seen, popularity)
     if keys.size:
-        _add_time_signals(data, interactions, config, order, starts, pair_items, weights, strongest)
+        data.layout = PairLayout(order, starts, pair_users, pair_items, weights, strongest)
+        _add_time_signals(data, interactions, config, data.layout)
     else:
         data.seen_strength = np.empty(0, np.float32)
         data.seen_repeat = np.empty(0, np.float32)
@@ -147,16 +168,26 @@ def build_training_data(
     return data
 
 
+def retimed(data: TrainingData, interactions: Interactions, config: TrainConfig) -> TrainingData:
+    """``data`` (built from ``interactions``) with its time signals recomputed for the
+    half-lives of ``config``: what trying another half-life needs, without regrouping."""
+    if data.layout is None:
+        return build_training_data(interactions, config, previous=data)
+    out = replace(data)
+    _add_time_signals(out, interactions, config, data.layout)
+    return out
+
+
 def _add_time_signals(
-    data: TrainingData,
-    interactions: Interactions,
-    config: TrainConfig,
-    order: npt.NDArray[np.int64],
-    starts: npt.NDArray[np.int64],
-    pair_items: npt.NDArray[np.int64],
-    weights: npt.NDArray[np.float32],
-    strongest: npt.NDArray[np.floating],
+    data: TrainingData, interactions: Interactions, config: TrainConfig, layout: PairLayout
 ) -> None:
+    order, starts, weights, strongest = (
+        layout.order,
+        layout.starts,
+        layout.weights,
+        layout.strongest,
+    )
+    pair_users, pair_items = layout.pair_users, layout.pair_items
     n_items = len(data.items.entities)
     stamps = interactions.timestamps
     reference = float(np.nanmax(stamps)) if np.isfinite(stamps).any() else float("nan")
@@ -179,3 +210,24 @@ def _add_time_signals(
         np.float32
     )
     data.reference_time = reference
+    pair_trend = np.add.reduceat(decayed, starts)
+    data.segment_trend = _segment_trend(data, pair_users, pair_items, pair_trend)
+
+
+def _segment_trend(
+    data: TrainingData,
+    pair_users: npt.NDArray[np.int64],
+    pair_items: npt.NDArray[np.int64],
+    pair_trend: npt.NDArray[np.floating],
+) -> ItemNeighbours:
+    n_users, n_items = data.shape
+    token_indptr, token_indices = data.users.token_rows()
+    vocabulary, _ = data.users.token_vocabulary()
+    membership = sp.csr_matrix(
+        (np.ones(token_indices.size), token_indices, token_indptr),
+        shape=(n_users, len(vocabulary)),
+    )
+    recent = sp.csr_matrix((pair_trend, (pair_users, pair_items)), shape=(n_users, n_items))
+    by_token = sp.csr_matrix(membership.T @ recent)
+    by_token.eliminate_zeros()
+    return top_per_row(by_token, SEGMENT_TOP)

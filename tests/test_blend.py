@@ -30,17 +30,23 @@ def _table(rng: np.random.Generator, n: int, dim: int) -> ScoringTable:
     return ScoringTable(IdMap(f"i{j}" for j in range(n)), vectors, biases)
 
 
-def _neighbours(rng: np.random.Generator, n: int, per_row: int) -> ItemNeighbours:
+def _neighbours(
+    rng: np.random.Generator, n: int, per_row: int, rows: int | None = None
+) -> ItemNeighbours:
+    """Random rows of item weights, negative ones too (EASE has them)."""
     indptr = [0]
     indices: list[int] = []
     weights: list[float] = []
-    for _ in range(n):
+    for _ in range(n if rows is None else rows):
         cols = rng.choice(n, size=min(per_row, n), replace=False)
         indices += cols.tolist()
-        weights += rng.integers(1, 5, size=cols.size).astype(float).tolist()
+        weights += rng.choice([-2.0, -1.0, 1.0, 2.0, 3.0, 4.0], size=cols.size).tolist()
         indptr.append(len(indices))
     return ItemNeighbours(
-        np.array(indptr, np.int64), np.array(indices, np.int64), np.array(weights, np.float32)
+        np.array(indptr, np.int64),
+        np.array(indices, np.int64),
+        np.array(weights, np.float32),
+        items=n,
     )
 
 
@@ -49,7 +55,7 @@ def _neighbours(rng: np.random.Generator, n: int, per_row: int) -> ItemNeighbour
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 80),
     k=st.integers(1, 12),
-    weights=st.tuples(*(st.sampled_from([0.0, 0.5, 1.0, 2.0, 8.0]) for _ in range(4))),
+    weights=st.tuples(*(st.sampled_from([0.0, 0.5, 1.0, 2.0, 8.0]) for _ in range(5))),
     with_vector=st.booleans(),
     excluded=st.integers(0, 20),
     filtered=st.booleans(),
@@ -58,7 +64,7 @@ def test_fast_top_k_equals_a_full_scan_of_the_blend(
     seed: int,
     n: int,
     k: int,
-    weights: tuple[float, float, float, float],
+    weights: tuple[float, float, float, float, float],
     with_vector: bool,
     excluded: int,
     filtered: bool,
@@ -71,12 +77,14 @@ def test_fast_top_k_equals_a_full_scan_of_the_blend(
         neighbours=_neighbours(rng, n, 3),
         blend=BlendTable(),
         mf_scale=2.0,
+        segment_trend=_neighbours(rng, n, 4, rows=3),
     )
     rows = np.unique(rng.integers(0, n, size=rng.integers(0, 6)))
     history = UserHistory(
         rows.astype(np.int64),
         rng.integers(1, 4, size=rows.size).astype(np.float32),
         rng.integers(0, 3, size=rows.size).astype(np.float32),
+        np.unique(rng.integers(0, 4, size=rng.integers(0, 3))).astype(np.int64),
     )
     vector = rng.integers(-2, 3, size=4).astype(np.float32) if with_vector else None
     blend = BlendWeights(*weights)

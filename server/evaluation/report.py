@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from shelfrank.core.blend import COMPONENTS
 from shelfrank.server.evaluation.metrics import METRIC_NAMES
 from shelfrank.server.evaluation.runner import EvaluationReport
 
@@ -64,7 +65,7 @@ def save_blend_plot(blend_fit: dict[str, Any], path: str | Path) -> None:
     rows = [
         (f"{s}/{m}", w) for s, modes in sorted(weights.items()) for m, w in sorted(modes.items())
     ]
-    components = ("mf", "trend", "item", "repeat")
+    components = COMPONENTS
     positions = np.arange(len(rows))
     width = 0.8 / len(components)
     for index, component in enumerate(components):

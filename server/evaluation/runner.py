@@ -100,7 +100,9 @@ class EvaluationReport:
         lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-        notes = ", ".join(f"{key}={value}" for key, value in self.notes.items())
+        notes = ", ".join(
+            f"{key}={value}" for key, value in self.notes.items() if not isinstance(value, dict)
+        )
         return f"protocol: {self.protocol}  ({notes})\n" + "\n".join(lines)
 
 
