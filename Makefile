@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ML100K ?= ../shared/data/ml-100k
 OUT ?= out
 
-.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k bench bench-smoke interop clean
+.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k eval-shop bench bench-smoke interop clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,7 +61,11 @@ eval-ml100k: $(VENV)/.server
 	$(VENV)/bin/shelfrank evaluate --protocol given --interactions $(OUT)/ml100k/ua.base.csv \
 	  --test $(OUT)/ml100k/ua.test.csv --items $(OUT)/ml100k/items.csv \
 	  --users $(OUT)/ml100k/users.csv --relevant purchase --seed 1 --threads 1 \
+	  --validation-split random --models hybrid,hybrid-lightfm,ease,lightfm-cf,popularity,user-knn \
 	  --json $(OUT)/given.json --plot $(OUT)/given.png
+	$(VENV)/bin/shelfrank evaluate --protocol temporal --interactions $(OUT)/ml100k/u.data.csv \
+	  --items $(OUT)/ml100k/items.csv --users $(OUT)/ml100k/users.csv --relevant purchase \
+	  --test-days 30 --seed 1 --threads 1 --json $(OUT)/temporal.json --plot $(OUT)/temporal.png
 	$(VENV)/bin/shelfrank evaluate --protocol cold-items --interactions $(OUT)/ml100k/ua.base.csv \
 	  --items $(OUT)/ml100k/items.csv --users $(OUT)/ml100k/users.csv --relevant purchase \
 	  --split-seed 42 --seed 1 --threads 1 --models hybrid,lightfm-cf,popularity \
@@ -73,6 +77,16 @@ eval-ml100k: $(VENV)/.server
 	$(VENV)/bin/shelfrank evaluate --protocol edge-replay --interactions $(OUT)/ml100k/u.data.csv \
 	  --items $(OUT)/ml100k/items.csv --users $(OUT)/ml100k/users.csv --seed 1 --threads 1 \
 	  --json $(OUT)/edge-replay.json --plot $(OUT)/edge-replay.png
+
+# The temporal protocol on a synthetic shop with repeat purchases, trends and arrivals.
+eval-shop: $(VENV)/.server
+	mkdir -p $(OUT)
+	$(VENV)/bin/shelfrank synth --shop --items 5000 --users 5000 --events 300000 --seed 1 \
+	  --out $(OUT)/shop5k
+	$(VENV)/bin/shelfrank evaluate --protocol temporal --interactions $(OUT)/shop5k/interactions.csv \
+	  --items $(OUT)/shop5k/items.csv --users $(OUT)/shop5k/users.csv --relevant purchase \
+	  --test-days 30 --seed 1 --threads 1 --json $(OUT)/shop-temporal.json \
+	  --plot $(OUT)/shop-temporal.png
 
 # Every benchmark (minutes; results, plots and tables in benchmarks/results/).
 bench: $(VENV)/.dev

@@ -100,7 +100,7 @@ class Candidates:
             counts = np.minimum(np.array(self.relevant_count), K)
             ideal = np.cumsum(_DISCOUNTS)[counts - 1]
             self._packed = (values, relevant, real, ideal)
-        return self._packed  # type: ignore[return-value]
+        return self._packed
 
 
 @dataclass

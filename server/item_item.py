@@ -77,7 +77,7 @@ def ease_weights(matrix: Any, l2: float) -> npt.NDArray[np.float64]:
     if info != 0:
         raise ValueError(f"l2: cannot invert XᵀX + {l2}·I (LAPACK info {info})")
     inverse = np.triu(inverse) + np.triu(inverse, 1).T
-    weights = inverse / (-np.diag(inverse))[None, :]
+    weights: npt.NDArray[np.float64] = inverse / (-np.diag(inverse))[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights
 

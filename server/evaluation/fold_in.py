@@ -72,14 +72,14 @@ class FoldInRecommender(Recommender):
             )
             signals = self.serving.signals
             if signals is not None:
-                weights = signals.blend.get(vector.source, "new")
+                blend = signals.blend.get(vector.source, "new")
                 out[position] = blended_scores(
                     self.serving.items,
                     signals,
                     vector.vector,
                     vector.bias,
                     vector.history,
-                    weights if vector.vector is not None else replace(weights, trend=1.0),
+                    blend if vector.vector is not None else replace(blend, trend=1.0),
                 )
             elif vector.vector is None:
                 out[position] = self.serving.item_popularity
