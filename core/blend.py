@@ -17,10 +17,10 @@ history does not drown the model's score; the dense terms are globally scaled, s
 dense part is a linear model and its top candidates come from the exact (pruned) search.
 
 Top k is exact: candidates are the best ``k + margin`` items by the model's score, the
-best by trend, and every item with a sparse score; an item outside them scores at most
-the sum of the two dense cut-off values, so when the k-th candidate beats that bound the
-candidates hold the exact top k (ties broken by lower row, as a full scan does), and
-otherwise the full catalogue is scored.
+best by trend and the best ``SPARSE_CANDIDATES`` by the sparse terms; an item outside them
+scores at most the sum of the three cut-off values, so when the k-th candidate beats that
+bound the candidates hold the exact top k (ties broken by lower row, as a full scan does),
+and otherwise the full catalogue is scored.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ SEGMENTS = ("trained", "fold-in", "features", "popularity")
 MODES: tuple[Mode, ...] = ("new", "repeat")
 # Extra model-score candidates beyond k: enough that the certificate rarely fails.
 CANDIDATE_MARGIN = 40
+# Items taken by their sparse (item-to-item, repeat, segment) score alone.
+SPARSE_CANDIDATES = 200
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,7 @@ def blended_top_k(
     *,
     exclude: IndexArray | None = None,
     allowed: BoolArray | None = None,
+    sparse_candidates: int = SPARSE_CANDIDATES,
 ) -> TopK:
     """Exact top k of :func:`blended_scores` among the allowed, non-excluded rows."""
     n = len(items)
@@ -363,9 +366,19 @@ def blended_top_k(
         blocked = np.zeros(n, np.bool_) if blocked is None else blocked.copy()
         blocked[exclude] = True
     sparse_rows, sparse_values = sparse_scores(signals, history, weights)
+    if blocked is not None and sparse_rows.size:
+        eligible = ~blocked[sparse_rows]
+        sparse_rows, sparse_values = sparse_rows[eligible], sparse_values[eligible]
     pool = k + CANDIDATE_MARGIN
-    parts = [sparse_rows]
+    # The best sparse items are candidates; any other scores at most the last one taken
+    # there (or 0, outside the sparse support).
     bound = 0.0
+    sparse_best = sparse_rows
+    if sparse_rows.size > sparse_candidates:
+        taken = np.argpartition(-sparse_values, sparse_candidates - 1)[:sparse_candidates]
+        sparse_best = sparse_rows[taken]
+        bound = max(float(sparse_values[taken].min()), 0.0)
+    parts = [sparse_best]
     if vector is not None and weights.mf > 0:
         found = items.recommend(vector, bias, pool, exclude=exclude, allowed=allowed)
         parts.append(found.indices)
@@ -377,7 +390,7 @@ def blended_top_k(
         trending, trend_bound = _trend_candidates(signals, pool, blocked)
         parts.append(trending)
         bound += weights.trend * trend_bound
-    candidates = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+    candidates = np.unique(np.concatenate(parts))  # ascending: ties break by row
     if blocked is not None and candidates.size:
         candidates = candidates[~blocked[candidates]]
     if candidates.size >= k:

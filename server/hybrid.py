@@ -167,7 +167,9 @@ class HybridModel:
         if split is None:
             return None
         prefix_events, later = split
-        plain = replace(config, blend=False)
+        # The prefix serves validation only: LightFM's own item token embeddings suffice for
+        # its cold items, and the ridge map is fitted once, for the final model.
+        plain = replace(config, blend=False, item_cold_start="lightfm")
         data = build_training_data(prefix_events, plain, items=items, users=users)
         if data.weights.nnz == 0:
             return None

@@ -59,6 +59,7 @@ def _neighbours(
     with_vector=st.booleans(),
     excluded=st.integers(0, 20),
     filtered=st.booleans(),
+    sparse_candidates=st.integers(1, 12),
 )
 def test_fast_top_k_equals_a_full_scan_of_the_blend(
     seed: int,
@@ -68,6 +69,7 @@ def test_fast_top_k_equals_a_full_scan_of_the_blend(
     with_vector: bool,
     excluded: int,
     filtered: bool,
+    sparse_candidates: int,
 ) -> None:
     rng = np.random.default_rng(seed)
     table = _table(rng, n, 4)
@@ -79,7 +81,7 @@ def test_fast_top_k_equals_a_full_scan_of_the_blend(
         mf_scale=2.0,
         segment_trend=_neighbours(rng, n, 4, rows=3),
     )
-    rows = np.unique(rng.integers(0, n, size=rng.integers(0, 6)))
+    rows = np.unique(rng.integers(0, n, size=rng.integers(0, 12)))
     history = UserHistory(
         rows.astype(np.int64),
         rng.integers(1, 4, size=rows.size).astype(np.float32),
@@ -92,7 +94,16 @@ def test_fast_top_k_equals_a_full_scan_of_the_blend(
     allowed = rng.random(n) < 0.6 if filtered else None
 
     fast = blended_top_k(
-        table, signals, vector, 1.0, history, blend, k, exclude=exclude, allowed=allowed
+        table,
+        signals,
+        vector,
+        1.0,
+        history,
+        blend,
+        k,
+        exclude=exclude,
+        allowed=allowed,
+        sparse_candidates=sparse_candidates,
     )
     full = blended_scores(table, signals, vector, 1.0, history, blend)
     if allowed is not None:
