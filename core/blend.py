@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.scoring import IndexArray, ScoringTable, TopK, top_k
 
 FloatArray = npt.NDArray[np.float32]
@@ -60,7 +61,9 @@ class BlendWeights:
         for name in COMPONENTS:
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"blend weight {name}: must be finite and >= 0, got {value}")
+                raise InvalidInputError(
+                    f"blend weight {name}: must be finite and >= 0, got {value}"
+                )
 
     def to_json(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in COMPONENTS}
@@ -69,7 +72,7 @@ class BlendWeights:
     def from_json(cls, data: Mapping[str, Any]) -> BlendWeights:
         unknown = sorted(set(data) - set(COMPONENTS))
         if unknown:
-            raise ValueError(f"blend weights: unknown component(s) {', '.join(unknown)}")
+            raise InvalidInputError(f"blend weights: unknown component(s) {', '.join(unknown)}")
         return cls(**{k: float(v) for k, v in data.items()})
 
 
@@ -99,10 +102,10 @@ class BlendTable:
         table: dict[str, dict[str, BlendWeights]] = {}
         for segment, modes in data.items():
             if segment not in SEGMENTS:
-                raise ValueError(f"blend: unknown segment {segment!r}")
+                raise InvalidInputError(f"blend: unknown segment {segment!r}")
             for mode, weights in dict(modes).items():
                 if mode not in MODES:
-                    raise ValueError(f"blend: unknown mode {mode!r}")
+                    raise InvalidInputError(f"blend: unknown mode {mode!r}")
                 table.setdefault(segment, {})[mode] = BlendWeights.from_json(weights)
         return cls(table)
 
@@ -120,15 +123,15 @@ class ItemNeighbours:
 
     def __post_init__(self) -> None:
         if self.indptr.ndim != 1 or self.indptr.size == 0 or self.indptr[0] != 0:
-            raise ValueError("item neighbours: indptr must be 1-d and start at 0")
+            raise InvalidInputError("item neighbours: indptr must be 1-d and start at 0")
         if self.indices.shape != self.weights.shape or self.indptr[-1] != self.indices.size:
-            raise ValueError("item neighbours: indices, weights and indptr disagree")
+            raise InvalidInputError("item neighbours: indices, weights and indptr disagree")
         if np.any(np.diff(self.indptr) < 0):
-            raise ValueError("item neighbours: indptr must not decrease")
+            raise InvalidInputError("item neighbours: indptr must not decrease")
         if self.items < 0:
             object.__setattr__(self, "items", int(self.indptr.size - 1))
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.items):
-            raise ValueError("item neighbours: indices outside the item rows")
+            raise InvalidInputError("item neighbours: indices outside the item rows")
 
     @classmethod
     def empty(cls, items: int) -> ItemNeighbours:
@@ -208,15 +211,19 @@ class RankingSignals:
     def __post_init__(self) -> None:
         n = self.trend.shape[0]
         if self.trend.ndim != 1 or self.repeat_rate.shape != (n,):
-            raise ValueError("ranking signals: trend and repeat_rate need one value per item")
+            raise InvalidInputError(
+                "ranking signals: trend and repeat_rate need one value per item"
+            )
         if self.neighbours.items != n or self.neighbours.rows != n:
-            raise ValueError(f"ranking signals: neighbours cover {self.neighbours.items} items")
+            raise InvalidInputError(
+                f"ranking signals: neighbours cover {self.neighbours.items} items"
+            )
         if self.segment_trend is not None and self.segment_trend.items != n:
-            raise ValueError("ranking signals: the segment trend covers other items")
+            raise InvalidInputError("ranking signals: the segment trend covers other items")
         if not np.all(np.isfinite(self.trend)) or np.any(self.trend < 0):
-            raise ValueError("ranking signals: trend must be finite and >= 0")
+            raise InvalidInputError("ranking signals: trend must be finite and >= 0")
         if not (np.isfinite(self.mf_scale) and self.mf_scale > 0):
-            raise ValueError(f"ranking signals: mf_scale must be > 0, got {self.mf_scale}")
+            raise InvalidInputError(f"ranking signals: mf_scale must be > 0, got {self.mf_scale}")
         peak = float(self.trend.max()) if n else 0.0
         self._trend_unit = (self.trend / peak if peak > 0 else self.trend).astype(np.float32)
 

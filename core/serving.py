@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shelfrank.core.blend import MF_ONLY, Mode, RankingSignals, UserHistory, blended_top_k
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.foldin import FoldInConfig, FoldInPool, fold_in_pool, fold_in_user
 from shelfrank.core.ids import IdMap
 from shelfrank.core.representation import TokenEmbeddings
@@ -114,15 +115,17 @@ class ServingModel:
                 raise ValueError(f"{name} refers to rows outside [0, {bound})")
         if self.signals is not None:
             if self.signals.items != n_items:
-                raise ValueError(f"signals cover {self.signals.items} items, model has {n_items}")
+                raise InvalidInputError(
+                    f"signals cover {self.signals.items} items, model has {n_items}"
+                )
             if self.user_token_rows is not None and self.user_token_rows.n_rows != n_users:
-                raise ValueError("user_token_rows must have one row per user")
+                raise InvalidInputError("user_token_rows must have one row per user")
             for name, values in (
                 ("seen_strength", self.seen_strength),
                 ("seen_repeat", self.seen_repeat),
             ):
                 if values is None or values.shape != self.seen.indices.shape:
-                    raise ValueError(f"{name} must have one value per seen item")
+                    raise InvalidInputError(f"{name} must have one value per seen item")
         for name, emb in (
             ("item", self.item_token_embeddings),
             ("user", self.user_token_embeddings),
