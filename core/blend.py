@@ -340,6 +340,25 @@ def blended_scores(
     return out
 
 
+def blended_scores_at(
+    items: ScoringTable,
+    signals: RankingSignals,
+    vector: FloatArray | None,
+    bias: float,
+    history: UserHistory,
+    weights: BlendWeights,
+    rows: IndexArray,
+) -> FloatArray:
+    """:func:`blended_scores` of the given rows only (what ranking a short list needs)."""
+    out = _dense(items, signals, vector, bias, weights, rows=rows)
+    sparse_rows, sparse_values = sparse_scores(signals, history, weights)
+    if sparse_rows.size and rows.size:
+        position = np.minimum(np.searchsorted(sparse_rows, rows), sparse_rows.size - 1)
+        hit = sparse_rows[position] == rows
+        out[hit] += sparse_values[position[hit]]
+    return out
+
+
 def _trend_candidates(
     signals: RankingSignals, count: int, blocked: BoolArray | None
 ) -> tuple[IndexArray, float]:
@@ -427,6 +446,7 @@ __all__ = [
     "RankingSignals",
     "UserHistory",
     "blended_scores",
+    "blended_scores_at",
     "blended_top_k",
     "sparse_scores",
 ]

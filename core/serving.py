@@ -20,7 +20,15 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.blend import MF_ONLY, Mode, RankingSignals, UserHistory, blended_top_k
+from shelfrank.core.blend import (
+    MF_ONLY,
+    BlendWeights,
+    Mode,
+    RankingSignals,
+    UserHistory,
+    blended_scores_at,
+    blended_top_k,
+)
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.foldin import FoldInConfig, FoldInPool, fold_in_pool, fold_in_user
 from shelfrank.core.ids import IdMap
@@ -231,10 +239,7 @@ class ServingModel:
         With ranking signals the blend of ``user.source`` and ``mode`` ranks (``repeat``
         when the caller lets the shopper buy again, ``new`` when seen items are excluded)."""
         signals = self.signals
-        segment = user.source
-        if segment == "trained" and signals is not None and user.history.rows.size == 0:
-            segment = "features"  # a profile without any event: served from features
-        weights = MF_ONLY if signals is None else signals.blend.get(segment, mode)
+        weights = self._blend_weights(user, mode)
         if signals is not None and weights != MF_ONLY:
             if candidates is not None:
                 allowed = np.zeros(len(self.items), np.bool_)
@@ -257,6 +262,27 @@ class ServingModel:
         return self.items.recommend(
             user.vector, user.bias, k, exclude=exclude, candidates=candidates, allowed=allowed
         )
+
+    def _blend_weights(self, user: UserVector, mode: Mode) -> BlendWeights:
+        if self.signals is None:
+            return MF_ONLY
+        segment = user.source
+        if segment == "trained" and user.history.rows.size == 0:
+            segment = "features"  # a profile without any event: served from features
+        return self.signals.blend.get(segment, mode)
+
+    def scores_of(self, user: UserVector, rows: IndexArray, mode: Mode = "repeat") -> FloatArray:
+        """The scores ``rank`` orders by, for the given item rows (the blend of the user's
+        segment and ``mode`` when the model has one)."""
+        signals = self.signals
+        weights = self._blend_weights(user, mode)
+        if signals is not None and weights != MF_ONLY:
+            return blended_scores_at(
+                self.items, signals, user.vector, user.bias, user.history, weights, rows
+            )
+        if user.vector is None:
+            return self.item_popularity[rows]
+        return self.items.scores(user.vector, user.bias, rows=rows)
 
     def item_rows(self, item_ids: Sequence[str]) -> IndexArray:
         return np.array(self.items.item_ids.indices(item_ids), dtype=np.int64)

@@ -262,10 +262,8 @@ class RecommenderService:
         user, _ = self._user(state, query.user_id, query.user_features)
         known = [(i, model.item_ids.get(i)) for i in dict.fromkeys(query.item_ids)]
         rows = np.array([r for _, r in known if r is not None], dtype=np.int64)
-        if user.vector is None:
-            scores = model.item_popularity[rows]
-        else:
-            scores = model.items.scores(user.vector, user.bias, rows=rows)
+        # Nothing is excluded from a list to rank, so the blend's repeat mode orders it.
+        scores = model.scores_of(user, rows, mode="repeat")
         order = np.lexsort((rows, -scores))
         ranked = [(model.item_ids.id_of(int(rows[i])), float(scores[i])) for i in order]
         ranked += [(item, float("-inf")) for item, r in known if r is None]  # unknown: last

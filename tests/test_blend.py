@@ -16,6 +16,7 @@ from shelfrank.core.blend import (
     RankingSignals,
     UserHistory,
     blended_scores,
+    blended_scores_at,
     blended_top_k,
 )
 from shelfrank.core.ids import IdMap
@@ -106,6 +107,10 @@ def test_fast_top_k_equals_a_full_scan_of_the_blend(
         sparse_candidates=sparse_candidates,
     )
     full = blended_scores(table, signals, vector, 1.0, history, blend)
+    some = np.unique(rng.integers(0, n, size=rng.integers(0, 10))).astype(np.int64)
+    np.testing.assert_allclose(
+        blended_scores_at(table, signals, vector, 1.0, history, blend, some), full[some]
+    )
     if allowed is not None:
         full[~allowed] = -np.inf
     reference = top_k(full, k, exclude=exclude)

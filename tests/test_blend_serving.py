@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shelfrank.client import Client
@@ -61,6 +62,13 @@ def test_server_and_offline_rank_the_same_blend(
             )
             served = client.recommend(newcomer, 10, user_features=tokens)
             assert [i.item_id for i in served.items] == [i for i, _ in offline.items]
+            # Rank orders a given list by the same blend (repeat mode: nothing excluded).
+            user = users[0]
+            listed = [serving.item_ids.id_of(r) for r in range(0, len(serving.items), 7)][:30]
+            vector = serving.user_vector(user)
+            scores = serving.scores_of(vector, serving.item_rows(listed), mode="repeat")
+            expected = [listed[i] for i in np.lexsort((serving.item_rows(listed), -scores))]
+            assert [i.item_id for i in client.rank(user, listed).items] == expected
     finally:
         stop_process(process)
 
