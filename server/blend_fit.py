@@ -50,7 +50,7 @@ HALF_LIVES: tuple[float | None, ...] = (7.0, 14.0, 30.0, 60.0, 120.0, None)
 EASE_L2: tuple[float, ...] = (100.0, 300.0, 1000.0)
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 CANDIDATES = 100
-MAX_USERS = 2_000
+MAX_USERS = 1_000
 K = 10
 ROUNDS = 2
 
