@@ -351,12 +351,19 @@ def blended_scores_at(
 ) -> FloatArray:
     """:func:`blended_scores` of the given rows only (what ranking a short list needs)."""
     out = _dense(items, signals, vector, bias, weights, rows=rows)
-    sparse_rows, sparse_values = sparse_scores(signals, history, weights)
+    _add_sparse(out, rows, *sparse_scores(signals, history, weights))
+    return out
+
+
+def _add_sparse(
+    out: FloatArray, rows: IndexArray, sparse_rows: IndexArray, sparse_values: FloatArray
+) -> None:
+    """Adds to ``out`` (scores of ``rows``) the sparse values of those rows that have one
+    (``sparse_rows`` ascending)."""
     if sparse_rows.size and rows.size:
         position = np.minimum(np.searchsorted(sparse_rows, rows), sparse_rows.size - 1)
         hit = sparse_rows[position] == rows
         out[hit] += sparse_values[position[hit]]
-    return out
 
 
 def _trend_candidates(
@@ -421,10 +428,7 @@ def blended_top_k(
         candidates = candidates[~blocked[candidates]]
     if candidates.size >= k:
         scores = _dense(items, signals, vector, bias, weights, rows=candidates)
-        position = np.searchsorted(candidates, sparse_rows)
-        inside = position < candidates.size
-        inside[inside] = candidates[position[inside]] == sparse_rows[inside]
-        scores[position[inside]] += sparse_values[inside]
+        _add_sparse(scores, candidates, sparse_rows, sparse_values)
         best = top_k(scores, k)
         if len(best) == k and float(best.scores[-1]) > bound:
             return TopK(candidates[best.indices], best.scores)
