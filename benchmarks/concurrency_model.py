@@ -85,8 +85,8 @@ def serve_aio(
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from threadpoolctl import threadpool_limits
 
-    from shelfrank.client._proto import recommender_pb2 as pb
-    from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+    from shelfrank.proto._generated import recommender_pb2 as pb
+    from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
     from shelfrank.server.grpc_servicer import RecommenderServicer
     from shelfrank.server.registry import load_state
     from shelfrank.server.service import RecommenderService

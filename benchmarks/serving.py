@@ -47,8 +47,8 @@ from lightfm import LightFM
 from machine import machine_description  # benchmarks/machine.py
 
 from shelfrank.client import Client
-from shelfrank.client._proto import recommender_pb2 as pb
-from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.events import EventType
 from shelfrank.core.ids import IdMap
 from shelfrank.core.model_format import load_serving_model, save_model_directory

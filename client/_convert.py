@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Final, Protocol, TypeVar
 
 from shelfrank.client import _validation as check
-from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.client.types import (
     DeleteResult,
     Event,

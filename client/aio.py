@@ -12,8 +12,8 @@ import grpc.aio
 
 from shelfrank.client import _convert
 from shelfrank.client._channel import ChannelOption, channel_settings
-from shelfrank.client._proto import recommender_pb2 as pb
-from shelfrank.client._proto.recommender_pb2_grpc import RecommenderStub
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
 from shelfrank.client.errors import ClientClosedError, from_rpc_error
 from shelfrank.client.types import (
     DeleteResult,
@@ -29,7 +29,7 @@ from shelfrank.client.types import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from shelfrank.client._proto.recommender_pb2_grpc import RecommenderAsyncStub
+    from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderAsyncStub
 
 __all__ = ["AsyncClient"]
 

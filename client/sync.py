@@ -12,10 +12,10 @@ import grpc
 from shelfrank.client import _convert
 from shelfrank.client import _validation as check
 from shelfrank.client._channel import ChannelOption, channel_settings
-from shelfrank.client._proto import edge_sync_pb2
-from shelfrank.client._proto import recommender_pb2 as pb
-from shelfrank.client._proto.edge_sync_pb2_grpc import EdgeSyncStub
-from shelfrank.client._proto.recommender_pb2_grpc import RecommenderStub
+from shelfrank.proto._generated import edge_sync_pb2
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated.edge_sync_pb2_grpc import EdgeSyncStub
+from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
 from shelfrank.client.errors import ClientClosedError, DataLossError, from_rpc_error
 from shelfrank.client.types import (
     DeleteResult,

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from threadpoolctl import threadpool_limits
 
-from shelfrank.client._proto import (
+from shelfrank.proto._generated import (
     edge_sync_pb2,
     edge_sync_pb2_grpc,
     recommender_pb2,

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def every_rpc() -> list[tuple[Any, Any, Any]]:
     """(pb2 module, service, method) descriptors for every RPC of the public contract."""
-    from shelfrank.client._proto import edge_sync_pb2, recommender_pb2
+    from shelfrank.proto._generated import edge_sync_pb2, recommender_pb2
 
     return [
         (module, service, method)

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "datasets", "server", "client", "edge")
+PACKAGES = ("core", "datasets", "server", "client", "edge", "proto")
 # Third-party modules each folder may import (standard library always allowed).
 ALLOWED = {
     "core": {"numpy"},
     "datasets": {"numpy"},
     "client": {"grpc", "google"},
+    "proto": {"grpc", "google"},
     "edge": {"numpy", "grpc", "google", "cachetools"},
     "server": None,  # anything
 }
@@ -24,7 +25,8 @@ ALLOWED = {
 ALLOWED_INTERNAL = {
     "core": {"core"},
     "datasets": {"core", "datasets"},
-    "client": {"client", "core.errors", "core.events"},
+    "client": {"client", "proto._generated", "core.errors", "core.events"},
+    "proto": {"proto"},
     "edge": {"core", "client", "edge"},
     "server": None,
 }

@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 
-from shelfrank.client._proto import recommender_pb2 as pb
-from shelfrank.client._proto import recommender_pb2_grpc
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2_grpc
 
 Context = Any  # grpc.ServicerContext; the generated stubs type it as a sync/aio union
 

@@ -35,7 +35,7 @@ from shelfrank.client import (
     User,
 )
 from shelfrank.client._convert import MAX_BATCH_BYTES
-from shelfrank.client._proto import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2 as pb
 from tests.test_client_servicer import RecordingServicer, serving
 
 

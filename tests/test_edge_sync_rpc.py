@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from shelfrank.client._proto import edge_sync_pb2 as edge_pb
-from shelfrank.client._proto import edge_sync_pb2_grpc as edge_grpc
+from shelfrank.proto._generated import edge_sync_pb2 as edge_pb
+from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_grpc
 from shelfrank.server.app import ServerOptions, start
 from tests.conftest import SERVER_CONFIG
 

@@ -20,8 +20,8 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shelfrank.client._proto import edge_sync_pb2_grpc as edge_grpc
-from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_grpc
+from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.app import RunningServer, ServerOptions, start
 from shelfrank.server.requests import EventLimits
 from tests.conftest import every_rpc

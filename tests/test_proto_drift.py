@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CHECKED_IN = REPO / "client" / "_proto"
+CHECKED_IN = REPO / "proto" / "_generated"
 
 
 def test_generated_code_matches_the_proto_files(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_generated_code_matches_the_proto_files(tmp_path: Path) -> None:
 
 
 def test_generated_descriptor_keeps_the_public_names() -> None:
-    from shelfrank.client._proto import recommender_pb2
+    from shelfrank.proto._generated import recommender_pb2
 
     service = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"]
     assert service.full_name == "shelfrank.v1.Recommender"

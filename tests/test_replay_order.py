@@ -13,8 +13,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shelfrank.client._proto import recommender_pb2 as pb
-from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.model_format import read_model_directory
 from shelfrank.server.app import RunningServer, ServerOptions, start
 from shelfrank.server.config import TrainConfig

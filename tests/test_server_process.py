@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shelfrank.client._proto import recommender_pb2 as pb
-from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.store import EventStore
 from tests.conftest import serve_process, stop_process
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shelfrank.client._proto import recommender_pb2 as pb
-from shelfrank.client._proto import recommender_pb2_grpc as pb_grpc
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.app import ServerOptions, start
 from shelfrank.server.rate_limit import RateLimiter
 from shelfrank.server.requests import EventLimits

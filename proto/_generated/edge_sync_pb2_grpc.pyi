@@ -6,7 +6,7 @@ shelfrank edge contract, version 1: devices keep a compact copy of the model."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from shelfrank.client._proto import edge_sync_pb2 as _edge_sync_pb2
+from shelfrank.proto._generated import edge_sync_pb2 as _edge_sync_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

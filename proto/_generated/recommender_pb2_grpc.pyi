@@ -13,7 +13,7 @@ most 16 MiB. Feature tokens are at most 512 bytes, lists at most 10,000 entries.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from shelfrank.client._proto import recommender_pb2 as _recommender_pb2
+from shelfrank.proto._generated import recommender_pb2 as _recommender_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from shelfrank.client._proto import edge_sync_pb2 as shelfrank_dot_v1_dot_edge__sync__pb2
+from shelfrank.proto._generated import edge_sync_pb2 as shelfrank_dot_v1_dot_edge__sync__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
