@@ -36,7 +36,7 @@ format: $(VENV)/.dev
 # that lays the top-level folders out as the shelfrank package.
 typecheck: $(VENV)/.dev
 	rm -rf .typecheck && mkdir -p .typecheck/shelfrank
-	for d in core datasets server client edge; do ln -s ../../$$d .typecheck/shelfrank/$$d; done
+	for d in core datasets server client edge proto; do ln -s ../../$$d .typecheck/shelfrank/$$d; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p shelfrank
 
 pytest: $(VENV)/.dev interop

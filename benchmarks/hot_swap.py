@@ -28,9 +28,9 @@ from catalogues import shape_for, trained_model
 from machine import machine_description
 from serving import CHANNEL_OPTIONS, K, child_server, prepare_state
 
+from shelfrank.core.model_format import load_serving_model, save_model_directory
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.core.model_format import load_serving_model, save_model_directory
 
 
 def serve_and_swap(

@@ -51,9 +51,9 @@ from serving import (
     write_model,
 )
 
+from shelfrank.core.events import EventType, new_event_id
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.core.events import EventType, new_event_id
 from shelfrank.server.store import (
     WAL_CHECKPOINT_PAGES,
     WAL_SIZE_LIMIT_BYTES,

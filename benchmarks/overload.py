@@ -34,9 +34,9 @@ from concurrency_model import serve_aio
 from machine import machine_description
 from serving import CHANNEL_OPTIONS, K, child_server, prepare_state, serve
 
+from shelfrank.core.model_format import load_serving_model
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.core.model_format import load_serving_model
 
 # Load processes for the closed-loop points (each with its own GIL).
 LOAD_PROCESSES = 4

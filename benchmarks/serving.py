@@ -47,14 +47,14 @@ from lightfm import LightFM
 from machine import machine_description  # benchmarks/machine.py
 
 from shelfrank.client import Client
-from shelfrank.proto._generated import recommender_pb2 as pb
-from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.core.events import EventType
 from shelfrank.core.ids import IdMap
 from shelfrank.core.model_format import load_serving_model, save_model_directory
 from shelfrank.core.scoring import ScoringTable
 from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.datasets.synth import SynthConfig, SynthData, generate
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel

@@ -13,7 +13,6 @@ from types import MappingProxyType
 from typing import Final, Protocol, TypeVar
 
 from shelfrank.client import _validation as check
-from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.client.types import (
     DeleteResult,
     Event,
@@ -29,6 +28,7 @@ from shelfrank.client.types import (
 )
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType
+from shelfrank.proto._generated import recommender_pb2 as pb
 
 MAX_BATCH_BYTES: Final = 3 * 1024 * 1024
 """Serialized size one Track/Upsert request may reach: below gRPC's common 4 MiB default

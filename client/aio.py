@@ -12,8 +12,6 @@ import grpc.aio
 
 from shelfrank.client import _convert
 from shelfrank.client._channel import ChannelOption, channel_settings
-from shelfrank.proto._generated import recommender_pb2 as pb
-from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
 from shelfrank.client.errors import ClientClosedError, from_rpc_error
 from shelfrank.client.types import (
     DeleteResult,
@@ -25,6 +23,8 @@ from shelfrank.client.types import (
     TrackResult,
     User,
 )
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
 
 if TYPE_CHECKING:
     from collections.abc import Callable

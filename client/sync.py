@@ -12,10 +12,6 @@ import grpc
 from shelfrank.client import _convert
 from shelfrank.client import _validation as check
 from shelfrank.client._channel import ChannelOption, channel_settings
-from shelfrank.proto._generated import edge_sync_pb2
-from shelfrank.proto._generated import recommender_pb2 as pb
-from shelfrank.proto._generated.edge_sync_pb2_grpc import EdgeSyncStub
-from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
 from shelfrank.client.errors import ClientClosedError, DataLossError, from_rpc_error
 from shelfrank.client.types import (
     DeleteResult,
@@ -28,6 +24,10 @@ from shelfrank.client.types import (
     TrackResult,
     User,
 )
+from shelfrank.proto._generated import edge_sync_pb2
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated.edge_sync_pb2_grpc import EdgeSyncStub
+from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
 
 __all__ = ["Client"]
 

@@ -27,13 +27,13 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from threadpoolctl import threadpool_limits
 
+from shelfrank.core.events import EventType
 from shelfrank.proto._generated import (
     edge_sync_pb2,
     edge_sync_pb2_grpc,
     recommender_pb2,
     recommender_pb2_grpc,
 )
-from shelfrank.core.events import EventType
 from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer

@@ -12,11 +12,11 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.proto._generated import edge_sync_pb2 as edge_pb
 from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.server.requests import (
     NotFoundError,
     RankQuery,

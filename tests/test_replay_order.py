@@ -13,9 +13,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shelfrank.core.model_format import read_model_directory
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.core.model_format import read_model_directory
 from shelfrank.server.app import RunningServer, ServerOptions, start
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel

@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.app import RunningServer, ServerOptions, start
 from tests.conftest import SERVER_CONFIG
 

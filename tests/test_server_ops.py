@@ -12,9 +12,9 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.app import ServerOptions, start
 from tests.conftest import SERVER_CONFIG
 
