@@ -51,7 +51,7 @@ from serving import (
     write_model,
 )
 
-from shelfrank.core.events import EventType, new_event_id
+from shelfrank.core.events import EventType, StoredEvent, new_event_id
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.store import (
@@ -59,7 +59,6 @@ from shelfrank.server.store import (
     WAL_SIZE_LIMIT_BYTES,
     WRITER_CACHE_KIB,
     EventStore,
-    StoredEvent,
 )
 from shelfrank.server.user_events import MERGE_EVERY, merge, merged_upto
 

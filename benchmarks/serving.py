@@ -47,7 +47,7 @@ from lightfm import LightFM
 from machine import machine_description  # benchmarks/machine.py
 
 from shelfrank.client import Client
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.core.ids import IdMap
 from shelfrank.core.model_format import load_serving_model, save_model_directory
 from shelfrank.core.scoring import ScoringTable
@@ -59,7 +59,7 @@ from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
 from shelfrank.server.registry import WATERMARK_KEY, load_state
-from shelfrank.server.store import EventStore, StoredEvent
+from shelfrank.server.store import EventStore
 
 K = 10
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]

@@ -6,7 +6,9 @@ import enum
 import os
 import time
 from collections.abc import Mapping
+from operator import attrgetter
 from types import MappingProxyType
+from typing import NamedTuple
 
 from shelfrank.core.errors import InvalidInputError
 
@@ -67,3 +69,20 @@ def new_event_id() -> str:
     random_bits = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 of them used
     rand_a, rand_b = random_bits >> 68, random_bits & (2**62 - 1)
     return f"{millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b:032x}"
+
+
+class StoredEvent(NamedTuple):
+    """An event as every layer passes it on (validated requests, the store, live records):
+    a named tuple, because ingest creates one per event and it must be cheap."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: EventType
+    timestamp_ms: int
+    session_id: str = ""
+    query: str = ""
+
+
+# A StoredEvent's user, in C (ingest maps it over every event of a batch).
+user_id_of = attrgetter("user_id")

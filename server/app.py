@@ -245,9 +245,9 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
     state = registry.load_current()
     if state is not None:
         return state
+    from shelfrank.core.events import StoredEvent
     from shelfrank.datasets.synth import SynthConfig, generate
     from shelfrank.server.retrainer import store_features, store_interactions
-    from shelfrank.server.store import StoredEvent
 
     log.info("no model yet: training a first one on synthetic demo data")
     demo = generate(SynthConfig(items=2_000, users=1_500, events=60_000, seed=7))

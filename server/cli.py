@@ -522,35 +522,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Load history (and catalogue, profiles) into a server state directory's store."""
-    import hashlib
-    import math
-
-    from shelfrank.core.events import EventType
-    from shelfrank.server.store import EventStore, StoredEvent
+    from shelfrank.server.ingest import ingest
+    from shelfrank.server.store import EventStore
 
     interactions = _read_interactions([args.interactions], args.strict, args.quiet)
     items = _read_features(args.items, "item_id", args.strict, args.quiet)
     users = _read_features(args.users, "user_id", args.strict, args.quiet)
     store = EventStore(Path(args.state) / "events.sqlite3")
     try:
-        if items is not None:
-            store.upsert_items(list(items.as_dict().items()))
-        if users is not None:
-            store.upsert_users(list(users.as_dict().items()))
-        events = []
-        for user, item, kind, stamp, _weight, event_id in interactions.rows():
-            if not event_id:  # stable ids: ingesting the same file twice stores it once
-                key = f"{user}\x1f{item}\x1f{int(kind)}\x1f{stamp}".encode()
-                event_id = "ingest-" + hashlib.sha256(key).hexdigest()[:32]
-            millis = 0 if math.isnan(stamp) else int(stamp * 1000)
-            events.append(StoredEvent(event_id, user, item, EventType(int(kind)), millis))
-        accepted = duplicates = 0
-        for start in range(0, len(events), 10_000):
-            result = store.append_events(events[start : start + 10_000])
-            accepted += len(result.accepted)
-            duplicates += len(result.duplicates)
+        outcome = ingest(store, interactions, items=items, users=users)
     finally:
         store.close()
+    accepted, duplicates = outcome.stored, outcome.duplicates
     print(f"{accepted} events stored, {duplicates} already there, in {args.state}")
     return EXIT_OK
 

@@ -25,8 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from shelfrank.core.events import EventType
-from shelfrank.server.store import StoredEvent, user_id_of
+from shelfrank.core.events import EventType, StoredEvent, user_id_of
 
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
 _MAX_WRITE_COUNTERS = 100_000

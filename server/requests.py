@@ -14,9 +14,8 @@ from functools import partial
 from typing import NamedTuple
 
 from shelfrank.core.errors import InvalidInputError, ShelfrankError
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.core.ids import MAX_ID_BYTES
-from shelfrank.server.store import StoredEvent
 
 MAX_K = 1000
 MAX_BATCH = 10_000

@@ -30,7 +30,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from shelfrank.core.errors import InvalidInputError
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.core.scoring import top_k
 from shelfrank.core.serving import UserVector
 from shelfrank.server.live import LiveUsers, UserLive
@@ -50,7 +50,7 @@ from shelfrank.server.requests import (
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.store import EventStore, StoredEvent, user_id_of
+from shelfrank.server.store import EventStore
 
 # What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
 VectorStamp = tuple[str, int, tuple[str, ...]]

@@ -28,12 +28,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
-from operator import attrgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from shelfrank.core.errors import StorageError
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.server.user_events import (
     MERGE_EVERY,
     UPTO_KEY,
@@ -92,22 +91,6 @@ sqlite3.register_adapter(EventType, int)
 WRITER_CACHE_KIB = 65536
 WAL_CHECKPOINT_PAGES = 10000
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
-# A StoredEvent's user, in C (ingest maps it over every event of a batch).
-user_id_of = attrgetter("user_id")
-
-
-class StoredEvent(NamedTuple):
-    """An event as stored (a named tuple: ingest creates one per event, so it must be cheap)."""
-
-    event_id: str
-    user_id: str
-    item_id: str
-    event_type: EventType
-    timestamp_ms: int
-    session_id: str = ""
-    query: str = ""
-
-
 _COLUMNS = len(StoredEvent._fields)  # of the events table, as inserted
 
 

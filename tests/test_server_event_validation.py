@@ -6,13 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.events import StoredEvent
 from shelfrank.server.requests import (
     MAX_FUTURE_MS,
     IncomingEvent,
     validate_event,
     validate_events,
 )
-from shelfrank.server.store import StoredEvent
 
 NOW = 1_800_000_000_000
 ids = st.one_of(

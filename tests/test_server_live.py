@@ -6,9 +6,8 @@ import threading
 
 import pytest
 
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.live import LiveUsers
-from shelfrank.server.store import StoredEvent
 
 
 def event(event_id: str, item: str, kind: EventType = EventType.PURCHASE) -> StoredEvent:

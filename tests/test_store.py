@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shelfrank.core.errors import StorageError
-from shelfrank.core.events import EventType
-from shelfrank.server.store import AppendResult, EventStore, StoredEvent
+from shelfrank.core.events import EventType, StoredEvent
+from shelfrank.server.store import AppendResult, EventStore
 
 
 def ev(
@@ -54,7 +54,8 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     """A child process appends, reports the ack, then is killed without closing the store."""
     code = f"""
 import os, signal, sys
-from shelfrank.server.store import AppendResult, EventStore, StoredEvent
+from shelfrank.core.events import StoredEvent
+from shelfrank.server.store import AppendResult, EventStore
 from shelfrank.core.events import EventType
 store = EventStore({str(tmp_path / "s.db")!r})
 for batch in range(20):
@@ -80,7 +81,8 @@ def test_kill_9s_amid_appends_and_merges_leave_every_history_whole(tmp_path: Pat
     path = tmp_path / "s.db"
     code = f"""
 import itertools, sys
-from shelfrank.server.store import EventStore, StoredEvent
+from shelfrank.core.events import StoredEvent
+from shelfrank.server.store import EventStore
 from shelfrank.core.events import EventType
 store = EventStore({str(path)!r}, merge_every=120)
 for batch in itertools.count():
