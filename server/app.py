@@ -84,6 +84,13 @@ class ServerOptions:
     freeze_startup_objects: bool = True
     retrain_interval_seconds: float | None = None
     train_config: TrainConfig = field(default_factory=TrainConfig)
+    # With no model yet, store a synthetic demo shop and train on it (``serve --demo``);
+    # otherwise the server starts empty and serves popularity over what is tracked.
+    demo: bool = False
+    # With no model yet, the first one is trained once the store holds this many events
+    # from this many users (before that: popularity over the tracked events).
+    first_model_events: int = 1_000
+    first_model_users: int = 50
 
 
 class Metrics:
