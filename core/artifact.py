@@ -15,7 +15,8 @@ import shutil
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.errors import ModelFileError, UnsupportedFormatError
+from shelfrank.core.errors import (
+    InvalidInputError,
+    ModelFileError,
+    StorageError,
+    UnsupportedFormatError,
+)
 
 MANIFEST_NAME = "manifest.json"
 Arrays = dict[str, npt.NDArray[Any]]
@@ -35,6 +41,16 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write (disk full, no permission, a file where a folder should be) becomes a
+    StorageError naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot write: {exc}") from exc
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -54,29 +70,31 @@ def publish_directory(parent: Path, name: str, write: Callable[[Path], object]) 
     """Fill a staging folder under ``parent`` with ``write(folder)``, then move it to
     ``parent/name`` (replacing an older one): nobody ever sees a half-written directory."""
     if not name or name.startswith(".") or Path(name).name != name:
-        raise ValueError(f"directory name {name!r} must be a plain, non-hidden name")
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
+        raise InvalidInputError(f"directory name {name!r} must be a plain, non-hidden name")
     target = parent / name
-    retired = parent / f".{name}.old-{uuid.uuid4().hex[:8]}"
-    try:
-        write(staging)
-        # Move the old one aside first: at every instant one complete directory exists.
-        if target.exists():
-            os.replace(target, retired)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if retired.exists() and not target.exists():
-            os.replace(retired, target)
-        raise
+    with _writing(target):
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
+        retired = parent / f".{name}.old-{uuid.uuid4().hex[:8]}"
+        try:
+            write(staging)
+            # Move the old one aside first: at every instant one complete directory exists.
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if retired.exists() and not target.exists():
+                os.replace(retired, target)
+            raise
     shutil.rmtree(retired, ignore_errors=True)
     return target
 
 
 def write_pointer(path: Path, value: str) -> None:
     """Atomically (and durably) replace a one-line pointer file such as ``CURRENT``."""
-    _atomic_write_bytes(path, (value + "\n").encode("utf-8"))
+    with _writing(path):
+        _atomic_write_bytes(path, (value + "\n").encode("utf-8"))
 
 
 def write_artifact(
@@ -94,27 +112,33 @@ def write_artifact(
     mistaken for a model.
     """
     root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict[str, Any]] = {}
     for group, arrays in groups.items():
         if not group.isidentifier():
-            raise ValueError(f"artifact group name {group!r} must be an identifier")
+            raise InvalidInputError(f"artifact group name {group!r} must be an identifier")
         for name, array in arrays.items():
             if array.dtype.hasobject:
-                raise ValueError(f"{group}.{name}: object arrays would need pickle")
-        path = root / f"{group}.npz"
-        tmp = root / f".{group}.npz.tmp"
-        with tmp.open("wb") as handle:
-            save = np.savez_compressed if compress else np.savez
-            save(handle, **arrays)  # type: ignore[arg-type]
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        files[path.name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
-    manifest = {"format": kind, "format_version": format_version, **metadata, "files": files}
-    _atomic_write_bytes(
-        root / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    )
+                raise InvalidInputError(f"{group}.{name}: object arrays would need pickle")
+    try:
+        json.dumps(metadata, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata: not representable in JSON: {exc}") from None
+    files: dict[str, dict[str, Any]] = {}
+    with _writing(root):
+        root.mkdir(parents=True, exist_ok=True)
+        for group, arrays in groups.items():
+            path = root / f"{group}.npz"
+            tmp = root / f".{group}.npz.tmp"
+            with tmp.open("wb") as handle:
+                save = np.savez_compressed if compress else np.savez
+                save(handle, **arrays)  # type: ignore[arg-type]
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            files[path.name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+        manifest = {"format": kind, "format_version": format_version, **metadata, "files": files}
+        _atomic_write_bytes(
+            root / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        )
     return manifest
 
 
@@ -197,11 +221,14 @@ def verify_artifact(directory: str | Path, *, kind: str, max_version: int) -> di
         path = root / name
         try:
             size = path.stat().st_size
+            digest = sha256_of(path) if size == entry["bytes"] else ""
         except FileNotFoundError:
             raise ModelFileError(path, "file listed in the manifest is missing") from None
+        except OSError as exc:
+            raise ModelFileError(path, f"cannot read: {exc}") from None
         if size != entry["bytes"]:
             raise ModelFileError(path, f"size is {size} bytes, manifest says {entry['bytes']}")
-        if sha256_of(path) != entry["sha256"]:
+        if digest != entry["sha256"]:
             raise ModelFileError(path, "sha256 does not match the manifest (tampered or corrupt)")
     return manifest
 

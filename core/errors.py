@@ -1,7 +1,11 @@
 """The one exception hierarchy of shelfrank.
 
 Every error the public API raises derives from :class:`ShelfrankError`. Errors about
-bad input also derive from :class:`ValueError` so generic callers can catch them.
+bad input also derive from :class:`ValueError` so generic callers can catch them (and an
+unknown id from :class:`KeyError`, as a dict lookup would). Failures of the layers below
+(numpy, sqlite3, the file system, json) are translated into these at the boundary that
+knows what was being done, so the message says which field, file or id was at fault.
+Python's own calling errors (a missing argument, an unknown keyword) are not translated.
 This module must stay dependency-free: the client imports it.
 """
 
@@ -16,6 +20,12 @@ class ShelfrankError(Exception):
 
 class InvalidInputError(ShelfrankError, ValueError):
     """A value given to shelfrank is not acceptable; the message names the field."""
+
+
+class UnknownIdError(InvalidInputError, KeyError):
+    """An id (or row) that the mapping it was looked up in does not hold."""
+
+    __str__ = Exception.__str__  # KeyError's would quote the whole message
 
 
 class DataFormatError(InvalidInputError):
@@ -43,8 +53,14 @@ class UnsupportedFormatError(ModelFileError):
 
 
 class StorageError(ShelfrankError):
-    """The event store cannot be used (unreadable, newer schema, ...)."""
+    """Local storage cannot be used: the event store, a device's outbox or snapshot folder,
+    a file being written (unreadable, unwritable, disk full, newer schema, closed, ...)."""
 
 
 class NotFittedError(ShelfrankError):
     """An operation needs a trained model and there is none."""
+
+
+class InvariantError(ShelfrankError, RuntimeError):
+    """Something shelfrank guarantees itself did not hold: a bug in shelfrank, not in the
+    caller's input (please report it with the message)."""

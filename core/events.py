@@ -30,6 +30,8 @@ class EventType(enum.IntEnum):
     @classmethod
     def parse(cls, text: str) -> EventType:
         """Parse a CSV label (``view``) or enum name (``VIEW``); raises InvalidInputError."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"event_type: expected a str, got {type(text).__name__}")
         key = text.strip().upper()
         try:
             return cls[key]

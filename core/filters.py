@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.ids import IdMap
 
 BoolArray = npt.NDArray[np.bool_]
@@ -23,7 +24,7 @@ class FeatureIndex:
 
     def __init__(self, vocabulary: IdMap, indptr: IndexArray, indices: IndexArray, n_items: int):
         if indptr.size != n_items + 1:
-            raise ValueError(f"indptr has {indptr.size} entries, expected {n_items + 1}")
+            raise InvalidInputError(f"indptr has {indptr.size} entries, expected {n_items + 1}")
         self.vocabulary = vocabulary
         self.n_items = n_items
         rows = np.repeat(np.arange(n_items, dtype=np.int64), np.diff(indptr))

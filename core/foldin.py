@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
+
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -35,11 +37,13 @@ class FoldInConfig:
 
     def __post_init__(self) -> None:
         if self.l2 <= 0:
-            raise ValueError(f"l2: must be positive, got {self.l2}")
+            raise InvalidInputError(f"l2: must be positive, got {self.l2}")
         if self.max_iterations < 1:
-            raise ValueError(f"max_iterations: must be >= 1, got {self.max_iterations}")
+            raise InvalidInputError(f"max_iterations: must be >= 1, got {self.max_iterations}")
         if self.max_softmax_items < 2:
-            raise ValueError(f"max_softmax_items: must be >= 2, got {self.max_softmax_items}")
+            raise InvalidInputError(
+                f"max_softmax_items: must be >= 2, got {self.max_softmax_items}"
+            )
 
 
 def _logsumexp(values: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:
@@ -95,7 +99,7 @@ def fold_in_user(
     rows = np.asarray(history_rows, dtype=np.int64)
     weights = np.asarray(history_weights, dtype=np.float64)
     if rows.shape != weights.shape:
-        raise ValueError("history_rows and history_weights must have the same length")
+        raise InvalidInputError("history_rows and history_weights must have the same length")
     if rows.size == 0:
         return u0.astype(np.float32)
     rows, inverse = np.unique(rows, return_inverse=True)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+from shelfrank.core.errors import InvalidInputError, UnknownIdError
+
 MAX_ID_BYTES = 256
 
 
 def validate_id(value: str, field: str) -> str:
-    """Return ``value`` if it is a usable id, else raise ValueError naming ``field``."""
+    """Return ``value`` if it is a usable id, else raise InvalidInputError naming ``field``."""
     if not isinstance(value, str):
-        raise TypeError(f"{field}: expected str, got {type(value).__name__}")
+        raise InvalidInputError(f"{field}: expected str, got {type(value).__name__}")
     if not value:
-        raise ValueError(f"{field}: must not be empty")
+        raise InvalidInputError(f"{field}: must not be empty")
     if len(value.encode("utf-8")) > MAX_ID_BYTES:
-        raise ValueError(f"{field}: longer than {MAX_ID_BYTES} bytes")
+        raise InvalidInputError(f"{field}: longer than {MAX_ID_BYTES} bytes")
     return value
 
 
@@ -28,7 +30,7 @@ class IdMap:
         self._index: dict[str, int] = {}
         for value in ids:
             if value in self._index:
-                raise ValueError(f"duplicate id {value!r}")
+                raise InvalidInputError(f"duplicate id {value!r}")
             self.add(value)
 
     def add(self, value: str) -> int:
@@ -44,8 +46,11 @@ class IdMap:
         return self._index.get(value)
 
     def index(self, value: str) -> int:
-        """Index of a known id; KeyError for an unknown one."""
-        return self._index[value]
+        """Index of a known id; UnknownIdError (a KeyError too) for an unknown one."""
+        try:
+            return self._index[value]
+        except (KeyError, TypeError):  # TypeError: an unhashable value is no id either
+            raise UnknownIdError(f"id {value!r} is not known") from None
 
     def indices(self, values: Iterable[str]) -> list[int]:
         """Indices of the known ids among ``values`` (unknown ones are skipped)."""
@@ -53,7 +58,13 @@ class IdMap:
         return [lookup[v] for v in values if v in lookup]
 
     def id_of(self, index: int) -> str:
-        return self._ids[index]
+        """The id at ``index``; UnknownIdError for an index outside ``[0, len)``."""
+        if index < 0:  # a list would count from the end
+            raise UnknownIdError(f"index {index} is outside [0, {len(self._ids)})")
+        try:
+            return self._ids[index]
+        except IndexError:
+            raise UnknownIdError(f"index {index} is outside [0, {len(self._ids)})") from None
 
     @property
     def ids(self) -> Sequence[str]:

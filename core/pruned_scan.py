@@ -27,6 +27,8 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
+
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -75,9 +77,9 @@ class PrunedScan:
         """The smallest basis keeping ``energy`` of the table; None when that needs more than
         half the dimensions (bounds would then prune too little to pay for themselves)."""
         if not 0.0 < energy <= 1.0:
-            raise ValueError(f"energy: must be in (0, 1], got {energy}")
+            raise InvalidInputError(f"energy: must be in (0, 1], got {energy}")
         if leaf_size < 1:
-            raise ValueError(f"leaf_size: must be positive, got {leaf_size}")
+            raise InvalidInputError(f"leaf_size: must be positive, got {leaf_size}")
         dim = vectors.shape[1] + 1
         eigenvalues, eigenvectors = np.linalg.eigh(_gram(vectors, biases))
         order = np.argsort(eigenvalues)[::-1]

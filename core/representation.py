@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.ids import IdMap
 
 FloatArray = npt.NDArray[np.float32]
@@ -39,14 +40,16 @@ class TokenEmbeddings:
         weighting: TokenWeighting = "training",
     ) -> None:
         if embeddings.shape[0] != len(vocabulary) or biases.shape[0] != len(vocabulary):
-            raise ValueError(
+            raise InvalidInputError(
                 f"token table rows disagree: {len(vocabulary)} tokens, "
                 f"{embeddings.shape[0]} embeddings, {biases.shape[0]} biases"
             )
         if identity_weight < 0:
-            raise ValueError(f"identity_weight: must be >= 0, got {identity_weight}")
+            raise InvalidInputError(f"identity_weight: must be >= 0, got {identity_weight}")
         if weighting not in TOKEN_WEIGHTINGS:
-            raise ValueError(f"weighting: must be one of {TOKEN_WEIGHTINGS}, got {weighting!r}")
+            raise InvalidInputError(
+                f"weighting: must be one of {TOKEN_WEIGHTINGS}, got {weighting!r}"
+            )
         self.weighting: TokenWeighting = weighting
         self.vocabulary = vocabulary
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)

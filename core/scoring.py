@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.ids import IdMap
 from shelfrank.core.pruned_scan import PrunedScan
 
@@ -50,8 +51,8 @@ def top_k(
     With ``candidates`` only those rows compete, ``scores`` still being indexed by row.
     ``scores`` is not modified.
     """
-    if k <= 0:
-        raise ValueError(f"k: must be positive, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+        raise InvalidInputError(f"k: must be positive (an integer), got {k!r}")
     if candidates is not None:
         pool = np.unique(candidates)
         if exclude is not None and exclude.size:
@@ -148,9 +149,9 @@ class ScoringTable:
         kernel: PrunedKernel | None = None,
     ) -> None:
         if item_vectors.ndim != 2 or item_biases.ndim != 1:
-            raise ValueError("item_vectors must be 2-d and item_biases 1-d")
+            raise InvalidInputError("item_vectors must be 2-d and item_biases 1-d")
         if item_vectors.shape[0] != len(item_ids) or item_biases.shape[0] != len(item_ids):
-            raise ValueError(
+            raise InvalidInputError(
                 f"item table rows disagree: {len(item_ids)} ids, {item_vectors.shape[0]} vectors, "
                 f"{item_biases.shape[0]} biases"
             )
@@ -166,10 +167,12 @@ class ScoringTable:
         elif pruned is False:
             pruned = None
         elif pruned is not None and pruned.items != len(item_ids):
-            raise ValueError(f"pruned scan covers {pruned.items} rows, table has {len(item_ids)}")
+            raise InvalidInputError(
+                f"pruned scan covers {pruned.items} rows, table has {len(item_ids)}"
+            )
         self.pruned: PrunedScan | None = pruned
         if approximate is not None and approximate.items > len(item_ids):
-            raise ValueError(
+            raise InvalidInputError(
                 f"approximate index covers {approximate.items} rows, table has {len(item_ids)}"
             )
         self._norms: FloatArray | None = None
@@ -186,7 +189,9 @@ class ScoringTable:
         (``item_ids`` names all rows). The pruned scan is extended, not rebuilt."""
         n = len(self)
         if len(item_ids) != n + item_vectors.shape[0]:
-            raise ValueError("item_ids must name the existing rows and then the appended ones")
+            raise InvalidInputError(
+                "item_ids must name the existing rows and then the appended ones"
+            )
         vectors = np.vstack([self.item_vectors, item_vectors])
         biases = np.concatenate([self.item_biases, item_biases])
         extended: PrunedScan | bool = (
@@ -286,7 +291,7 @@ class ScoringTable:
         the rows where ``allowed`` (a mask, cheaper when the caller has one) is true compete."""
         n = len(self)
         if candidates is not None and allowed is not None:
-            raise ValueError("candidates and allowed: give at most one")
+            raise InvalidInputError("candidates and allowed: give at most one")
         if candidates is not None:
             competing = int(candidates.size)
         elif allowed is not None:

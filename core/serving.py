@@ -57,13 +57,13 @@ class SparseRows:
 
     def __post_init__(self) -> None:
         if self.indptr.ndim != 1 or self.indices.ndim != 1 or self.indptr.size == 0:
-            raise ValueError("SparseRows needs 1-d indptr (non-empty) and indices")
+            raise InvalidInputError("SparseRows needs 1-d indptr (non-empty) and indices")
         if (
             self.indptr[0] != 0
             or self.indptr[-1] != self.indices.size
             or np.any(np.diff(self.indptr) < 0)
         ):
-            raise ValueError("SparseRows indptr is not a valid monotonic offset array")
+            raise InvalidInputError("SparseRows indptr is not a valid monotonic offset array")
 
     @classmethod
     def empty(cls, rows: int) -> SparseRows:
@@ -103,24 +103,26 @@ class ServingModel:
     def __post_init__(self) -> None:
         n_users, n_items = len(self.user_ids), len(self.items)
         if self.user_vectors.shape != (n_users, self.items.dim):
-            raise ValueError(
+            raise InvalidInputError(
                 f"user_vectors has shape {self.user_vectors.shape}, "
                 f"expected ({n_users}, {self.items.dim})"
             )
         if self.user_biases.shape != (n_users,):
-            raise ValueError(f"user_biases has shape {self.user_biases.shape}, expected {n_users}")
+            raise InvalidInputError(
+                f"user_biases has shape {self.user_biases.shape}, expected {n_users}"
+            )
         if self.item_popularity.shape != (n_items,):
-            raise ValueError("item_popularity must have one value per item")
+            raise InvalidInputError("item_popularity must have one value per item")
         if self.item_tokens.n_rows != n_items:
-            raise ValueError("item_tokens must have one row per item")
+            raise InvalidInputError("item_tokens must have one row per item")
         if self.seen.n_rows != n_users:
-            raise ValueError("seen must have one row per user")
+            raise InvalidInputError("seen must have one row per user")
         for name, rows, bound in (
             ("item_tokens", self.item_tokens, len(self.item_token_embeddings.vocabulary)),
             ("seen", self.seen, n_items),
         ):
             if rows.indices.size and (rows.indices.min() < 0 or rows.indices.max() >= bound):
-                raise ValueError(f"{name} refers to rows outside [0, {bound})")
+                raise InvalidInputError(f"{name} refers to rows outside [0, {bound})")
         if self.signals is not None:
             if self.signals.items != n_items:
                 raise InvalidInputError(
@@ -139,7 +141,7 @@ class ServingModel:
             ("user", self.user_token_embeddings),
         ):
             if emb.dim != self.items.dim:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{name} token embeddings have dim {emb.dim}, expected {self.items.dim}"
                 )
 
@@ -174,7 +176,7 @@ class ServingModel:
         if history_rows is None or history_rows.size == 0:
             return UserVector(prior, bias, source, history)
         if history_weights is None:
-            raise ValueError("history_weights: required when history_rows are given")
+            raise InvalidInputError("history_weights: required when history_rows are given")
         pool = self._fold_in_pool
         if pool is None:  # racing requests may both build it: same result, no harm
             pool = self._fold_in_pool = fold_in_pool(

@@ -47,6 +47,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType
 
 FloatArray = npt.NDArray[np.float32]
@@ -59,8 +60,15 @@ DIVERSITY_POOL_FACTOR = 5
 def _number(config: object, name: str) -> float:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name}: must be a number, got {value!r}")
+        raise InvalidInputError(f"{name}: must be a number, got {value!r}")
     return float(value)
+
+
+def _is_finite_number(value: object) -> bool:
+    """A real number (numpy's too, not bool) that is neither NaN nor infinite."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return False
+    return math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -94,24 +102,28 @@ class SessionConfig:
         for name in ("half_life_seconds", "half_life_events"):
             value = _number(self, name)
             if not value > 0:  # NaN fails too
-                raise ValueError(f"{name}: must be > 0 (inf turns the decay off), got {value!r}")
+                raise InvalidInputError(
+                    f"{name}: must be > 0 (inf turns the decay off), got {value!r}"
+                )
         for name in ("strength", "diversity"):
             value = _number(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
+                raise InvalidInputError(f"{name}: must be finite and >= 0, got {value!r}")
         for name in ("diversity_depth", "max_events"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+                raise InvalidInputError(f"{name}: must be an integer >= 1, got {value!r}")
         for kind in EventType:
             name = f"{kind.label}_weight"
             value = _number(self, name)
             if not math.isfinite(value):
-                raise ValueError(f"{name}: must be finite, got {value!r}")
+                raise InvalidInputError(f"{name}: must be finite, got {value!r}")
             if kind is EventType.DISMISS and value > 0:
-                raise ValueError(f"{name}: must be <= 0 (a dismissal pushes down), got {value}")
+                raise InvalidInputError(
+                    f"{name}: must be <= 0 (a dismissal pushes down), got {value}"
+                )
             if kind is not EventType.DISMISS and value < 0:
-                raise ValueError(f"{name}: must be >= 0, got {value}")
+                raise InvalidInputError(f"{name}: must be >= 0, got {value}")
 
     @property
     def event_weights(self) -> dict[EventType, float]:
@@ -138,13 +150,13 @@ class SessionEvent:
 
     def __post_init__(self) -> None:
         if isinstance(self.row, bool) or not isinstance(self.row, int | np.integer):
-            raise ValueError(f"row: must be an integer, got {self.row!r}")
+            raise InvalidInputError(f"row: must be an integer, got {self.row!r}")
         if self.row < 0:
-            raise ValueError(f"row: must be >= 0, got {self.row}")
+            raise InvalidInputError(f"row: must be >= 0, got {self.row}")
         if not isinstance(self.event_type, EventType):
-            raise ValueError(f"event_type: must be an EventType, got {self.event_type!r}")
-        if not math.isfinite(self.timestamp):
-            raise ValueError(f"timestamp: must be finite, got {self.timestamp!r}")
+            raise InvalidInputError(f"event_type: must be an EventType, got {self.event_type!r}")
+        if not _is_finite_number(self.timestamp):
+            raise InvalidInputError(f"timestamp: must be a finite number, got {self.timestamp!r}")
 
 
 @dataclass(frozen=True)
@@ -178,8 +190,8 @@ def session_vector(
     cheaper than numpy's per-call overhead at this size."""
     cfg = config or SessionConfig()
     dim = int(item_vectors.shape[1])
-    if not math.isfinite(now):
-        raise ValueError(f"now: must be finite, got {now!r}")
+    if not _is_finite_number(now):
+        raise InvalidInputError(f"now: must be a finite number, got {now!r}")
     recent = events[-cfg.max_events :]
     moments = sorted({event.timestamp for event in recent}, reverse=True)
     rank = {stamp: index for index, stamp in enumerate(moments)}
@@ -202,7 +214,7 @@ def session_vector(
         return np.zeros(dim, dtype=np.float32)
     index = np.array(rows, dtype=np.int64)
     if int(index.max()) >= item_vectors.shape[0]:
-        raise ValueError(
+        raise InvalidInputError(
             f"events: row {int(index.max())} outside the item table ({item_vectors.shape[0]} rows)"
         )
     vectors, norms = _rows_and_norms(item_vectors, index)
@@ -227,15 +239,17 @@ def rerank(
     rows = np.asarray(candidate_rows, dtype=np.int64).reshape(-1)
     base = np.asarray(base_scores, dtype=np.float32).reshape(-1)
     if base.shape != rows.shape:
-        raise ValueError(
+        raise InvalidInputError(
             f"base_scores: {base.size} scores for {rows.size} candidate_rows; need one each"
         )
     if rows.size == 0:
         return Reranked(rows, base.copy())
     if rows.min() < 0 or rows.max() >= item_vectors.shape[0]:
-        raise ValueError(f"candidate_rows: outside the item table ({item_vectors.shape[0]} rows)")
+        raise InvalidInputError(
+            f"candidate_rows: outside the item table ({item_vectors.shape[0]} rows)"
+        )
     if not np.isfinite(base).all():
-        raise ValueError("base_scores: must be finite (filter candidates instead of -inf)")
+        raise InvalidInputError("base_scores: must be finite (filter candidates instead of -inf)")
     centred = base - base.mean()
     spread = float(np.sqrt(centred @ centred / base.size))
     scores = base / np.float32(spread) if spread > 0 else base.copy()

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shelfrank.core.artifact import Artifact, read_artifact, write_artifact
-from shelfrank.core.errors import ModelFileError
+from shelfrank.core.errors import InvalidInputError, ModelFileError
 from shelfrank.core.ids import IdMap
 from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.core.strings import decode_strings, encode_strings
@@ -66,14 +66,14 @@ class Snapshot:
     def __post_init__(self) -> None:
         n = len(self.item_ids)
         if self.vectors.ndim != 2 or self.vectors.shape[0] != n:
-            raise ValueError(f"vectors: expected {n} rows, got shape {self.vectors.shape}")
+            raise InvalidInputError(f"vectors: expected {n} rows, got shape {self.vectors.shape}")
         for name in ("scales", "biases", "popularity"):
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"{name}: expected {n} values")
+                raise InvalidInputError(f"{name}: expected {n} values")
         if self.item_tokens.n_rows != n:
-            raise ValueError("item_tokens: one row per item expected")
+            raise InvalidInputError("item_tokens: one row per item expected")
         if self.user_vector is not None and self.user_vector.shape != (self.dim,):
-            raise ValueError(f"user_vector: expected {self.dim} values")
+            raise InvalidInputError(f"user_vector: expected {self.dim} values")
 
     @property
     def dim(self) -> int:
@@ -213,7 +213,9 @@ def diff(old: Snapshot, new: Snapshot) -> SnapshotDelta:
 def apply_delta(base: Snapshot, delta: SnapshotDelta) -> Snapshot:
     """The snapshot ``delta.version`` from ``base`` (which must be ``delta.base_version``)."""
     if base.version != delta.base_version:
-        raise ValueError(f"delta is from {delta.base_version!r}, the device has {base.version!r}")
+        raise InvalidInputError(
+            f"delta is from {delta.base_version!r}, the device has {base.version!r}"
+        )
     removed = set(delta.deleted)
     keep = np.array(
         [r for r, item in enumerate(base.item_ids) if item not in removed], dtype=np.int64
@@ -348,7 +350,7 @@ def _snapshot_from(artifact: Artifact) -> tuple[Snapshot, str, tuple[str, ...]]:
         if snapshot.item_tokens.indices.size and (
             snapshot.item_tokens.indices.max() >= len(snapshot.token_vocabulary)
         ):
-            raise ValueError("item_tokens refer to tokens outside the vocabulary")
+            raise InvalidInputError("item_tokens refer to tokens outside the vocabulary")
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:

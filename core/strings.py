@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
+
 
 def encode_strings(values: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """Return ``(blob, offsets)`` with ``offsets[i]:offsets[i+1]`` the bytes of value i."""
@@ -24,11 +26,11 @@ def encode_strings(values: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.ND
 
 
 def decode_strings(blob: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64]) -> list[str]:
-    """Inverse of :func:`encode_strings`; raises ValueError on inconsistent arrays."""
+    """Inverse of :func:`encode_strings`; raises InvalidInputError on inconsistent arrays."""
     if blob.ndim != 1 or offsets.ndim != 1 or offsets.size == 0:
-        raise ValueError("string table must be a 1-d blob and a non-empty 1-d offsets array")
+        raise InvalidInputError("string table must be a 1-d blob and a non-empty 1-d offsets array")
     if offsets[0] != 0 or offsets[-1] != blob.size or np.any(np.diff(offsets) < 0):
-        raise ValueError("string table offsets are not monotonic within the blob")
+        raise InvalidInputError("string table offsets are not monotonic within the blob")
     raw = blob.tobytes()
     bounds = offsets.tolist()
     return [raw[start:end].decode("utf-8") for start, end in itertools.pairwise(bounds)]

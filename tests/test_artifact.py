@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from shelfrank.core.artifact import read_artifact, write_artifact
-from shelfrank.core.errors import ModelFileError, UnsupportedFormatError
+from shelfrank.core.errors import ModelFileError, StorageError, UnsupportedFormatError
 
 
 def _write(tmp_path: Path) -> Path:
@@ -154,8 +154,9 @@ def test_publish_directory_never_leaves_nothing_behind(tmp_path: Path) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "replace", failing_second_move)
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(StorageError, match="disk full") as failed:
             publish_directory(tmp_path, "v1", write("two"))
+    assert isinstance(failed.value.__cause__, OSError)
     assert (tmp_path / "v1" / "f").read_text() == "one"
     publish_directory(tmp_path, "v1", write("three"))
     assert (tmp_path / "v1" / "f").read_text() == "three"
