@@ -46,6 +46,8 @@ def _lines(path: Path) -> list[str]:
         raise DataFormatError(
             path, None, "file not found (is this a MovieLens-100k folder?)"
         ) from None
+    except OSError as exc:
+        raise DataFormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
 
 
 def read_ratings(path: str | Path, *, strict: bool = False) -> tuple[Interactions, ReadReport]:

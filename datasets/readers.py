@@ -26,7 +26,7 @@ from typing import TextIO
 
 import numpy as np
 
-from shelfrank.core.errors import DataFormatError
+from shelfrank.core.errors import DataFormatError, InvalidInputError
 from shelfrank.core.events import EventType
 from shelfrank.core.ids import MAX_ID_BYTES
 from shelfrank.datasets.records import FeatureTable, Interactions, ReadReport
@@ -40,7 +40,7 @@ _MILLISECONDS_THRESHOLD = 1e11
 Row = dict[str, str]
 
 
-class RowRejectedError(ValueError):
+class RowRejectedError(InvalidInputError):
     """Internal: a row is invalid for the given reason."""
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType
 
 MAX_REPORTED_ERRORS = 1000
@@ -73,7 +74,7 @@ class Interactions:
             len(self.event_ids),
         }
         if sizes != {n}:
-            raise ValueError("Interactions columns must all have the same length")
+            raise InvalidInputError("Interactions columns must all have the same length")
 
     @classmethod
     def empty(cls) -> Interactions:
@@ -146,7 +147,7 @@ class FeatureTable:
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.tokens):
-            raise ValueError("FeatureTable ids and tokens must have the same length")
+            raise InvalidInputError("FeatureTable ids and tokens must have the same length")
 
     @classmethod
     def empty(cls, id_column: str) -> FeatureTable:

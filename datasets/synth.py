@@ -76,6 +76,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.datasets.writers import write_features, write_interactions
@@ -150,19 +151,19 @@ test on the last 30 days after training on the rest."""
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, got {value!r}")
+        raise InvalidInputError(f"{name} must be an int, got {value!r}")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        raise InvalidInputError(f"{name} must be {bound}, got {value}")
 
 
 def _check_float(name: str, value: object, low: float, high: float | None = None) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise InvalidInputError(f"{name} must be a number, got {value!r}")
     number = float(value)
     if not math.isfinite(number) or number < low or (high is not None and number > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be finite and {bound}, got {value}")
+        raise InvalidInputError(f"{name} must be finite and {bound}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class SynthConfig:
         _check_float("segment_focus", self.segment_focus, 0.0, 1.0)
         _check_float("personal_focus", self.personal_focus, 0.0, 1.0)
         if self.segment_focus + self.personal_focus > 1.0:
-            raise ValueError(
+            raise InvalidInputError(
                 "segment_focus + personal_focus must be <= 1, got "
                 f"{self.segment_focus} + {self.personal_focus}"
             )
@@ -250,7 +251,7 @@ class SynthConfig:
         _check_float("trending_item_share", self.trending_item_share, 0.0, 1.0)
         _check_float("launch_item_share", self.launch_item_share, 0.0, 1.0)
         if self.trending_item_share + self.launch_item_share > 1.0:
-            raise ValueError(
+            raise InvalidInputError(
                 "trending_item_share + launch_item_share must be <= 1, got "
                 f"{self.trending_item_share} + {self.launch_item_share}"
             )
