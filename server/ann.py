@@ -26,6 +26,7 @@ import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.scoring import ScoringTable
 from shelfrank.server.compiled_search import COMPILED_SEARCH
 
@@ -46,7 +47,7 @@ class AnnConfig:
     def __post_init__(self) -> None:
         for name in ("connectivity", "ef_construction", "ef_search", "build_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name}: must be positive, got {getattr(self, name)}")
 
 
 faiss: Any = _faiss  # its SWIG bindings are only partly typed
@@ -122,9 +123,11 @@ class SearchPolicy:
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
-            raise ValueError(f"search: must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}")
+            raise InvalidInputError(
+                f"search: must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}"
+            )
         if self.ann_min_items < 1:
-            raise ValueError(f"ann_min_items: must be positive, got {self.ann_min_items}")
+            raise InvalidInputError(f"ann_min_items: must be positive, got {self.ann_min_items}")
 
     def wants_index(self, items: int, prunable: bool) -> bool:
         if self.mode == "exact":

@@ -39,6 +39,7 @@ from shelfrank.core.blend import (
     RankingSignals,
     UserHistory,
 )
+from shelfrank.core.errors import InvariantError
 from shelfrank.core.events import EventType
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
@@ -439,7 +440,7 @@ def fit_blend(
     ) -> tuple[ServingModel, RankingSignals, dict[str, list[Case]]]:
         serving = prefix_serving(data, neighbours, BlendTable())
         if serving.signals is None:
-            raise RuntimeError("prefix model without ranking signals")
+            raise InvariantError("prefix model without ranking signals")
         by_segment: dict[str, list[Case]] = {}
         for case in _cases(data, serving, later, config, users, config.seed or 0, vectors):
             by_segment.setdefault(case.segment, []).append(case)

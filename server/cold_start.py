@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from shelfrank.core.errors import InvalidInputError
+
 DEFAULT_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 FALLBACK_L2 = 30.0
 # Above this many tokens the normal equations are solved by conjugate gradients instead
@@ -57,7 +59,7 @@ def solve_ridge(
 ) -> Matrix:
     """``(F^T F + l2 I)^-1 F^T Y`` for a sparse ``F`` and dense ``Y`` (all columns at once)."""
     if l2 <= 0:
-        raise ValueError(f"l2: must be positive, got {l2}")
+        raise InvalidInputError(f"l2: must be positive, got {l2}")
     rhs = np.asarray(features.T @ targets, dtype=np.float64)
     n_tokens = features.shape[1]
     if n_tokens <= dense_limit:

@@ -23,6 +23,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.pruned_scan import SEED_LEAVES, SLACK, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
 
@@ -245,16 +246,20 @@ class CompiledPrunedSearch:
     ) -> TopK:
         # The kernel does not check bounds: every shape it indexes by is checked here.
         if k <= 0:
-            raise ValueError(f"k: must be positive, got {k}")
+            raise InvalidInputError(f"k: must be positive, got {k}")
         items, dim = vectors.shape
         if scan.items != items or biases.shape != (items,):
-            raise ValueError(
+            raise InvalidInputError(
                 f"scan covers {scan.items} rows; vectors {vectors.shape}, biases {biases.shape}"
             )
         if user_vector.shape != (dim,) or scan.basis.shape[0] != dim + 1:
-            raise ValueError(f"user_vector: expected shape ({dim},), got {user_vector.shape}")
+            raise InvalidInputError(
+                f"user_vector: expected shape ({dim},), got {user_vector.shape}"
+            )
         if allowed is not None and allowed.shape != (items,):
-            raise ValueError(f"allowed: expected a mask of {items} rows, got {allowed.shape}")
+            raise InvalidInputError(
+                f"allowed: expected a mask of {items} rows, got {allowed.shape}"
+            )
         rows, scores = _kernel(
             scan.basis,
             scan.bound_matrix.T,  # (2 rank + 2, leaves), C-contiguous

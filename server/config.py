@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import DEFAULT_EVENT_WEIGHTS, EventType
 from shelfrank.core.foldin import FoldInConfig
 
@@ -130,17 +131,17 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise InvalidInputError(message)
         for kind, weight in self.event_weights.items():
             if not isinstance(kind, EventType):
-                raise ValueError(f"event_weights: key {kind!r} is not an EventType")
+                raise InvalidInputError(f"event_weights: key {kind!r} is not an EventType")
             if kind is EventType.DISMISS:
                 continue
             if not weight >= 0:
-                raise ValueError(f"event_weights[{kind.label}]: must be >= 0, got {weight}")
+                raise InvalidInputError(f"event_weights[{kind.label}]: must be >= 0, got {weight}")
         missing = [k.label for k in EventType if k not in self.event_weights]
         if missing:
-            raise ValueError(f"event_weights: missing {', '.join(missing)}")
+            raise InvalidInputError(f"event_weights: missing {', '.join(missing)}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -155,7 +156,7 @@ class TrainConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"params: unknown field(s) {', '.join(unknown)}")
+            raise InvalidInputError(f"params: unknown field(s) {', '.join(unknown)}")
         config = cls(**values)
         if weights is not None:
             parsed = {EventType.parse(k): float(v) for k, v in dict(weights).items()}

@@ -23,6 +23,7 @@ from lightfm import LightFM
 from tqdm import tqdm
 
 from shelfrank.core.blend import BlendTable, ItemNeighbours, RankingSignals
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.model_format import (
     read_model_directory,
     save_model_directory,
@@ -129,7 +130,7 @@ class HybridModel:
         else:
             data = build_training_data(interactions, cfg, items=items, users=users)
             if data.weights.nnz == 0:
-                raise ValueError("interactions: no positive interaction to train on")
+                raise InvalidInputError("interactions: no positive interaction to train on")
             model = cls(cfg, data, new_lightfm(cfg))
             fit_seconds = model.fit(cfg.epochs, progress=progress, on_epoch=on_epoch)
         model.item_cold_start()
@@ -342,7 +343,7 @@ class HybridModel:
         current data, neighbours and blend."""
         data = self.data
         if data.trend is None or data.repeat_rate is None:
-            raise ValueError("training data without time signals")
+            raise InvalidInputError("training data without time signals")
         signals = RankingSignals(
             trend=data.trend,
             repeat_rate=data.repeat_rate,

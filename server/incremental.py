@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from lightfm import LightFM
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.hybrid import HybridModel, new_lightfm
 from shelfrank.server.training_data import build_training_data
@@ -22,7 +23,9 @@ def _grow(model: LightFM, side: str, rows: int, schedule: str, rng: np.random.Ra
     embeddings = getattr(model, f"{side}_embeddings")
     extra = rows - embeddings.shape[0]
     if extra < 0:
-        raise ValueError(f"{side} features: cannot shrink from {embeddings.shape[0]} to {rows}")
+        raise InvalidInputError(
+            f"{side} features: cannot shrink from {embeddings.shape[0]} to {rows}"
+        )
     if extra == 0:
         return
     components = embeddings.shape[1]
@@ -52,13 +55,13 @@ def continue_training(
     """A new model: ``previous`` continued for ``epochs`` on ``interactions`` (all events
     to learn from, old and new). ``previous`` itself is left untouched."""
     if epochs < 1:
-        raise ValueError(f"epochs: must be >= 1, got {epochs}")
+        raise InvalidInputError(f"epochs: must be >= 1, got {epochs}")
     config = previous.config
     data = build_training_data(
         interactions, config, items=items, users=users, previous=previous.data
     )
     if data.weights.nnz == 0:
-        raise ValueError("interactions: no positive interaction to train on")
+        raise InvalidInputError("interactions: no positive interaction to train on")
     lightfm = new_lightfm(config)
     for name, value in vars(previous.lightfm).items():
         if isinstance(value, np.ndarray):

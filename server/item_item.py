@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from shelfrank.core.blend import ItemNeighbours
+from shelfrank.core.errors import InvalidInputError
 
 EASE_MAX_ITEMS = 5_000
 _BLOCK = 1_024
@@ -64,7 +65,7 @@ def _top_rows_dense(matrix: npt.NDArray[np.float64], top_n: int) -> ItemNeighbou
 def ease_weights(matrix: Any, l2: float) -> npt.NDArray[np.float64]:
     """The dense EASE weight matrix B (items x items, zero diagonal)."""
     if l2 <= 0:
-        raise ValueError(f"l2: must be > 0, got {l2}")
+        raise InvalidInputError(f"l2: must be > 0, got {l2}")
     x = sp.csr_matrix(matrix).astype(np.float64)
     gram = np.asarray((x.T @ x).todense(), dtype=np.float64)
     gram[np.diag_indices_from(gram)] += l2
@@ -72,10 +73,10 @@ def ease_weights(matrix: Any, l2: float) -> npt.NDArray[np.float64]:
     # as a general one (LAPACK potrf + potri fill the upper triangle).
     factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True)
     if info != 0:
-        raise ValueError(f"l2: XᵀX + {l2}·I is not positive definite (LAPACK info {info})")
+        raise InvalidInputError(f"l2: XᵀX + {l2}·I is not positive definite (LAPACK info {info})")
     inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
     if info != 0:
-        raise ValueError(f"l2: cannot invert XᵀX + {l2}·I (LAPACK info {info})")
+        raise InvalidInputError(f"l2: cannot invert XᵀX + {l2}·I (LAPACK info {info})")
     inverse = np.triu(inverse) + np.triu(inverse, 1).T
     weights: npt.NDArray[np.float64] = inverse / (-np.diag(inverse))[None, :]
     np.fill_diagonal(weights, 0.0)
@@ -89,7 +90,7 @@ def ease_neighbours(matrix: sp.spmatrix, l2: float, top_n: int) -> ItemNeighbour
 def knn_neighbours(matrix: sp.spmatrix, shrink: float, top_n: int) -> ItemNeighbours:
     """Shrunk cosine between item columns, the ``top_n`` best per item."""
     if shrink < 0:
-        raise ValueError(f"shrink: must be >= 0, got {shrink}")
+        raise InvalidInputError(f"shrink: must be >= 0, got {shrink}")
     x = sp.csc_matrix(matrix).astype(np.float32)
     x.data[:] = 1.0
     counts = np.asarray(x.sum(axis=0)).ravel().astype(np.float64)

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
@@ -61,7 +62,7 @@ Loader = Callable[[str], tuple[int, list[tuple[int, StoredEvent]]]]
 class LiveUsers:
     def __init__(self, load_all: Loader, *, max_users: int = MAX_USERS) -> None:
         if max_users < 1:
-            raise ValueError(f"max_users: must be at least 1, got {max_users}")
+            raise InvalidInputError(f"max_users: must be at least 1, got {max_users}")
         self._load_all = load_all
         self._lock = threading.Lock()
         self._max_users = max_users

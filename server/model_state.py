@@ -9,7 +9,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from shelfrank.core.artifact import Artifact
-from shelfrank.core.errors import ModelFileError
+from shelfrank.core.errors import InvalidInputError, ModelFileError
 from shelfrank.core.ids import IdMap
 from shelfrank.core.serving import SparseRows
 from shelfrank.core.strings import decode_strings, encode_strings
@@ -65,7 +65,7 @@ def _restore_space(
     space.features = IdMap(decode_strings(arr("features_blob", "u"), arr("features_offsets", "i")))
     rows = SparseRows(arr("token_columns_indptr", "i"), arr("token_columns", "i"))
     if rows.n_rows != len(space.entities):
-        raise ValueError(f"{prefix}: token rows do not match the entities")
+        raise InvalidInputError(f"{prefix}: token rows do not match the entities")
     space._token_columns = [rows.row(i).tolist() for i in range(rows.n_rows)]
     return space
 
@@ -100,7 +100,7 @@ def restore_model(artifact: Artifact) -> HybridModel:
         if lightfm.item_embeddings.shape[0] != len(items.features) or (
             lightfm.user_embeddings.shape[0] != len(users.features)
         ):
-            raise ValueError("embedding rows do not match the feature vocabularies")
+            raise InvalidInputError("embedding rows do not match the feature vocabularies")
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shelfrank.core.blend import Mode
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.serving import ServingModel
 
 
@@ -43,7 +44,7 @@ def recommend_users(
     composed from ``user_tokens``; with neither they get the popularity list. History
     items count as seen."""
     if k <= 0:
-        raise ValueError(f"k: must be positive, got {k}")
+        raise InvalidInputError(f"k: must be positive, got {k}")
     candidates = None
     if candidate_item_ids is not None:
         candidates = model.item_rows(candidate_item_ids)

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from shelfrank.core.errors import InvalidInputError
+
 # 1/rate is inexact in floating point, so a bucket emptied in many steps can end a hair
 # past its window: up to a microsecond's refill is let through (0.00005 events at 50/s).
 SLACK_SECONDS = 1e-6
@@ -29,7 +31,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0 or burst <= 0:
-            raise ValueError(f"rate and burst must be positive, got {rate} and {burst}")
+            raise InvalidInputError(f"rate and burst must be positive, got {rate} and {burst}")
         self.rate = rate
         self.burst = burst
         self._seconds_per_token = 1.0 / rate

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from shelfrank.core.blend import blended_scores
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
@@ -97,7 +98,7 @@ class UserKnnRecommender(Recommender):
 
     def __init__(self, data: TrainingData, neighbours: int = 50) -> None:
         if neighbours < 1:
-            raise ValueError(f"neighbours: must be >= 1, got {neighbours}")
+            raise InvalidInputError(f"neighbours: must be >= 1, got {neighbours}")
         matrix = sp.csr_matrix(data.weights, dtype=np.float32)
         matrix.data[:] = 1.0  # cosine over who interacted with what
         norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())

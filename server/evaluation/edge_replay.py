@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import POSITIVE_EVENT_TYPES, EventType
 from shelfrank.core.scoring import top_k
 from shelfrank.core.serving import ServingModel
@@ -83,12 +84,12 @@ def replay_split(
 ) -> ReplaySplit:
     """Per user, the events after the ``session_length + 1``-th last timestamp replay."""
     if session_length < 1:
-        raise ValueError(f"session_length: must be >= 1, got {session_length}")
+        raise InvalidInputError(f"session_length: must be >= 1, got {session_length}")
     if min_history < 1:
-        raise ValueError(f"min_history: must be >= 1, got {min_history}")
+        raise InvalidInputError(f"min_history: must be >= 1, got {min_history}")
     stamps = interactions.timestamps
     if np.isnan(stamps).any():
-        raise ValueError("timestamp: the edge replay needs a timestamp on every event")
+        raise InvalidInputError("timestamp: the edge replay needs a timestamp on every event")
     by_user: dict[str, list[int]] = {}
     for index, user in enumerate(interactions.user_ids):
         by_user.setdefault(user, []).append(index)
@@ -212,7 +213,7 @@ def replay(
 ) -> dict[str, dict[str, float]]:
     """Metrics of the stale ranking and of the edge rerank over ``steps``."""
     if k <= 0:
-        raise ValueError(f"k: must be positive, got {k}")
+        raise InvalidInputError(f"k: must be positive, got {k}")
     n_items = len(serving.items)
     percentiles = popularity_percentiles(serving.item_popularity)
     scores = {name: _Scores(MetricAccumulator(k, n_items, percentiles)) for name in (STALE, EDGE)}
@@ -260,7 +261,7 @@ def evaluate_edge_replay(
     session_cfg = session_config or SessionConfig()
     split = replay_split(interactions, session_length, min_history)
     if len(split.sessions) == 0:
-        raise ValueError(
+        raise InvalidInputError(
             f"interactions: no user has more than {session_length + min_history} events "
             "with distinct enough timestamps to replay"
         )
@@ -268,7 +269,7 @@ def evaluate_edge_replay(
     serving = model.to_serving()
     steps, dropped = replay_steps(split.sessions, serving, relevant)
     if not steps:
-        raise ValueError("sessions: no replayed moment has a target the model can rank")
+        raise InvalidInputError("sessions: no replayed moment has a target the model can rank")
     results = replay(serving, steps, session_cfg, k, progress=progress)
     fit_seconds = model.summary.total_seconds if model.summary else 0.0
     users_scored = len({step.user for step in steps})
@@ -327,14 +328,14 @@ def tune_session_config(
     """Rank ``candidates`` by NDCG@k on the validation replay, carved from the training
     side of :func:`replay_split` so that the test sessions play no part in the choice."""
     if not candidates:
-        raise ValueError("candidates: need at least one SessionConfig")
+        raise InvalidInputError("candidates: need at least one SessionConfig")
     outer = replay_split(interactions, session_length, min_history)
     inner = replay_split(outer.train, session_length, min_history)
     model = HybridModel.train(inner.train, config, items=items, users=users, progress=progress)
     serving = model.to_serving()
     steps, _ = replay_steps(inner.sessions, serving, relevant)
     if not steps:
-        raise ValueError("sessions: the validation replay has no scorable moment")
+        raise InvalidInputError("sessions: the validation replay has no scorable moment")
     stale: dict[str, float] = {}
     ranked: list[tuple[SessionConfig, dict[str, float]]] = []
     for candidate in tqdm(candidates, desc="tuning", disable=not progress, leave=False):

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shelfrank.core.blend import blended_scores
+from shelfrank.core.errors import InvalidInputError, InvariantError
 from shelfrank.core.events import POSITIVE_EVENT_TYPES, EventType
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
@@ -121,12 +122,14 @@ def evaluate_fold_in(
     progress: bool = False,
 ) -> EvaluationReport:
     if fold_users < 1:
-        raise ValueError(f"fold_users: must be >= 1, got {fold_users}")
+        raise InvalidInputError(f"fold_users: must be >= 1, got {fold_users}")
     full = HybridModel.train(train, config, items=items, users=users, progress=progress)
     truth, dropped = relevance(test, full.data, relevant)
     candidates = sorted(truth)
     if len(candidates) < fold_users:
-        raise ValueError(f"fold_users: only {len(candidates)} users have relevant test items")
+        raise InvalidInputError(
+            f"fold_users: only {len(candidates)} users have relevant test items"
+        )
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(np.array(candidates), size=fold_users, replace=False))
     chosen_ids = {full.data.users.entities.id_of(int(r)) for r in chosen}
@@ -138,7 +141,7 @@ def evaluate_fold_in(
     )
     reduced_serving = reduced.to_serving()
     if list(reduced.data.items.entities) != list(full.data.items.entities):
-        raise RuntimeError("the reduced model indexed items differently")
+        raise InvariantError("the reduced model indexed items differently")
     by_user = histories_for(train.take(~keep), config, reduced_serving)
     histories = {full.data.users.entities.index(u): h for u, h in by_user.items()}
     tokens = users.as_dict() if users is not None else {}

@@ -8,6 +8,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
+from shelfrank.core.errors import InvalidInputError
+
 METRIC_NAMES = ("precision", "recall", "ndcg", "map", "auc", "coverage", "popularity_bias")
 
 
@@ -31,7 +33,7 @@ class MetricAccumulator:
 
     def add(self, top: npt.NDArray[np.int64], relevant: npt.NDArray[np.int64], auc: float) -> None:
         if relevant.size == 0:
-            raise ValueError("relevant: a user without relevant items cannot be evaluated")
+            raise InvalidInputError("relevant: a user without relevant items cannot be evaluated")
         hits = np.isin(top, relevant).astype(np.float64)
         k = self.k
         n_rel = relevant.size

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from shelfrank.core.errors import InvalidInputError, InvariantError, UnknownIdError
 from shelfrank.core.events import POSITIVE_EVENT_TYPES, EventType
 from shelfrank.core.scoring import top_k
 from shelfrank.datasets.records import FeatureTable, Interactions
@@ -56,7 +57,7 @@ class EvaluationReport:
         for result in self.results:
             if result.name == name:
                 return result
-        raise KeyError(name)
+        raise UnknownIdError(f"name: no result for model {name!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,7 +113,7 @@ def parse_relevant(text: str) -> frozenset[EventType]:
         return POSITIVE_EVENT_TYPES
     kinds = frozenset(EventType.parse(part) for part in text.split(",") if part.strip())
     if not kinds or EventType.DISMISS in kinds:
-        raise ValueError("relevant: name positive event types, e.g. 'purchase,add_to_cart'")
+        raise InvalidInputError("relevant: name positive event types, e.g. 'purchase,add_to_cart'")
     return kinds
 
 
@@ -203,16 +204,16 @@ def evaluate_split(
 ) -> EvaluationReport:
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"models: unknown {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}"
         )
     if k <= 0:
-        raise ValueError(f"k: must be positive, got {k}")
+        raise InvalidInputError(f"k: must be positive, got {k}")
     hybrid = HybridModel.train(split.train, config, items=items, users=users, progress=progress)
     data = hybrid.data
     truth, dropped = relevance(split.test, data, relevant)
     if not truth:
-        raise ValueError("test: no user has a relevant test item the model can rank")
+        raise InvalidInputError("test: no user has a relevant test item the model can rank")
     candidates = None
     if split.candidate_item_ids is not None:
         candidates = np.array(data.items.entities.indices(split.candidate_item_ids), np.int64)
@@ -243,7 +244,7 @@ def evaluate_split(
                 split.train, pure_cf_config(config), items=items, users=users, progress=progress
             )
             if list(cf.data.items.entities) != list(data.items.entities):
-                raise RuntimeError("pure-CF model indexed items differently")
+                raise InvariantError("pure-CF model indexed items differently")
             recommender = ServingRecommender(name, cf.to_serving())
             fit_seconds = time.perf_counter() - tick
         elif name == "popularity":

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from shelfrank.core.blend import Mode
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType
 from shelfrank.core.scoring import top_k
 from shelfrank.core.serving import ServingModel
@@ -62,14 +63,14 @@ def time_split(
 ) -> tuple[Interactions, Interactions, float]:
     stamps = interactions.timestamps
     if len(interactions) == 0 or not np.isfinite(stamps).all():
-        raise ValueError("timestamp: the temporal protocol needs a timestamp on every event")
+        raise InvalidInputError("timestamp: the temporal protocol needs a timestamp on every event")
     if test_days is not None:
         cutoff = float(stamps.max()) - test_days * DAY_SECONDS
     else:
         cutoff = float(np.quantile(stamps, 1 - test_fraction))
     later = stamps > cutoff
     if not later.any() or later.all():
-        raise ValueError("test: the cut-off leaves no training or no test event")
+        raise InvalidInputError("test: the cut-off leaves no training or no test event")
     return interactions.take(~later), interactions.take(later), cutoff
 
 
@@ -131,7 +132,7 @@ def choose_ease_l2(
         train, config.validation_fraction, config.validation_split, config.seed or 0
     )
     if split is None:
-        raise ValueError("validation: no split to choose EASE's lambda on")
+        raise InvalidInputError("validation: no split to choose EASE's lambda on")
     early, late = split
     data = build_training_data(early, replace(config, half_life_days=None))
     truth = _truth(late, data, relevant)
@@ -170,7 +171,7 @@ def evaluate_shop(
 ) -> EvaluationReport:
     unknown = [m for m in models if m not in SHOP_MODELS]
     if unknown:
-        raise ValueError(f"models: unknown {', '.join(unknown)}; choose from {SHOP_MODELS}")
+        raise InvalidInputError(f"models: unknown {', '.join(unknown)}; choose from {SHOP_MODELS}")
     train, test, cutoff = time_split(interactions, test_days=test_days, test_fraction=test_fraction)
     tick = time.perf_counter()
     hybrid = HybridModel.train(train, config, items=items, users=users, progress=progress)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.datasets.records import Interactions
 
 
@@ -41,7 +42,7 @@ def random_split(
     Users with a single pair stay entirely in training.
     """
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: must be in (0, 1), got {test_fraction}")
+        raise InvalidInputError(f"test_fraction: must be in (0, 1), got {test_fraction}")
     user_codes, _, pair_codes = _pair_codes(interactions)
     pairs, pair_index = np.unique(pair_codes, return_inverse=True)
     pair_users = np.zeros(pairs.size, dtype=np.int64)
@@ -69,10 +70,10 @@ def random_split(
 def temporal_split(interactions: Interactions, test_fraction: float = 0.2) -> EvaluationSplit:
     """Everything after the ``1 - test_fraction`` quantile of timestamps is test."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: must be in (0, 1), got {test_fraction}")
+        raise InvalidInputError(f"test_fraction: must be in (0, 1), got {test_fraction}")
     stamps = interactions.timestamps
     if len(interactions) == 0 or np.isnan(stamps).any():
-        raise ValueError("timestamp: the temporal split needs a timestamp on every event")
+        raise InvalidInputError("timestamp: the temporal split needs a timestamp on every event")
     cutoff = float(np.quantile(stamps, 1 - test_fraction))
     mask = stamps > cutoff
     return EvaluationSplit(
@@ -89,7 +90,7 @@ def cold_items_split(
     """A seeded ``item_fraction`` of items loses all its interactions to the test set;
     rankings are then made among those held-out items only, from their features."""
     if not 0 < item_fraction < 1:
-        raise ValueError(f"item_fraction: must be in (0, 1), got {item_fraction}")
+        raise InvalidInputError(f"item_fraction: must be in (0, 1), got {item_fraction}")
     items = sorted(set(interactions.item_ids), key=lambda v: (len(v), v))
     rng = np.random.default_rng(seed)
     held = {
