@@ -2,13 +2,15 @@
 
 ``shelfrank serve`` runs :func:`run`. Embedded default: events and catalogue in SQLite
 under ``--state``; models under ``<state>/models``. Without ``--model`` and without a
-model in the state directory it trains a first model from synthetic demo data, so a
-fresh machine serves at once.
+model in the state directory it serves popularity over what is tracked and trains its
+first model once the store holds enough events (``server/bootstrap.py``); ``--demo``
+instead stores a synthetic demo shop and trains on it, so a fresh machine serves at once.
 """
 
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import os
 import signal
@@ -27,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from threadpoolctl import threadpool_limits
 
-from shelfrank.core.events import EventType
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.proto._generated import (
     edge_sync_pb2,
     edge_sync_pb2_grpc,
@@ -35,6 +37,7 @@ from shelfrank.proto._generated import (
     recommender_pb2_grpc,
 )
 from shelfrank.server.ann import SearchPolicy
+from shelfrank.server.bootstrap import FirstModelPolicy, read_state_without_model
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer
 from shelfrank.server.registry import ModelRegistry
@@ -71,6 +74,7 @@ class ServerOptions:
     # Threads per BLAS call. One: each request's product runs on the thread that serves
     # it, so concurrent requests use the cores instead of fighting over them (measured in
     # benchmarks/RESULTS.md: 2 BLAS threads per call cut throughput at 32 clients to 1%).
+    # Process-wide: only run() sets it.
     blas_threads: int = 1
     # Top-k searches running at once (the rest wait their turn; see RecommenderService).
     scoring_threads: int = 1
@@ -80,7 +84,7 @@ class ServerOptions:
     # Move every object alive once the server is built (modules, model, catalogue) out of
     # the cyclic collector's scans (gc.freeze): a full collection then walks only what
     # requests create, 75 ms -> ~2 ms here, a pause every few hundred Track batches
-    # (benchmarks/RESULTS.md, "Ingest"). It affects the whole process.
+    # (benchmarks/RESULTS.md, "Ingest"). It affects the whole process: only run() does it.
     freeze_startup_objects: bool = True
     retrain_interval_seconds: float | None = None
     train_config: TrainConfig = field(default_factory=TrainConfig)
@@ -155,7 +159,11 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         method = details.method.rsplit("/", 1)[-1]
         if self.expected is not None:
             metadata = dict(details.invocation_metadata or ())
-            if metadata.get("authorization") != self.expected:
+            given = metadata.get("authorization")
+            # Constant time: how long a refusal takes tells nothing about the token.
+            if not isinstance(given, str) or not hmac.compare_digest(
+                given.encode(), self.expected.encode()
+            ):
                 return self._denied(handler, method)
         if handler.unary_unary is None:
             return handler
@@ -242,9 +250,9 @@ class RunningServer:
 
 
 def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegistry) -> Any:
-    """The model to serve: ``--model`` if given, else the state directory's current one,
-    else (first start) one trained on synthetic demo data that is stored like any other
-    data, so later retraining builds on it."""
+    """The state to serve: ``--model`` if given, else the state directory's current model,
+    else (no model yet) popularity over the store's events; with ``--demo``, a first model
+    trained on a synthetic demo shop stored like any other data."""
     if options.model_dir is not None:
         # Imported once: later starts with the same --model keep serving the versions
         # retrained since (a restart serves what was serving).
@@ -252,30 +260,18 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
     state = registry.load_current()
     if state is not None:
         return state
-    from shelfrank.core.events import StoredEvent
+    if not options.demo:
+        log.info("no model yet: serving popularity until the store holds enough events")
+        return read_state_without_model(store, options.train_config)
     from shelfrank.datasets.synth import SynthConfig, generate
+    from shelfrank.server.hybrid import HybridModel
+    from shelfrank.server.ingest import ingest
     from shelfrank.server.retrainer import store_features, store_interactions
 
-    log.info("no model yet: training a first one on synthetic demo data")
+    log.info("--demo: storing a synthetic demo shop and training a first model on it")
     demo = generate(SynthConfig(items=2_000, users=1_500, events=60_000, seed=7))
-    store.upsert_items(list(demo.items.as_dict().items()))
-    store.upsert_users(list(demo.users.as_dict().items()))
-    store.append_events(
-        [
-            StoredEvent(event_id, user, item, EventType(int(kind)), int(stamp * 1000))
-            for user, item, kind, stamp, event_id in zip(
-                demo.interactions.user_ids,
-                demo.interactions.item_ids,
-                demo.interactions.event_types,
-                demo.interactions.timestamps,
-                demo.interactions.event_ids,
-                strict=True,
-            )
-        ]
-    )
+    ingest(store, demo.interactions, items=demo.items, users=demo.users)
     watermark = store.last_seq()
-    from shelfrank.server.hybrid import HybridModel
-
     model = HybridModel.train(
         store_interactions(store, watermark),
         options.train_config,
@@ -287,14 +283,12 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
 
 
 def start(options: ServerOptions) -> RunningServer:
-    if options.blas_threads < 1:
-        raise ValueError(f"blas_threads: must be at least 1, got {options.blas_threads}")
+    """Builds and starts the server in this process, changing nothing process-wide (no
+    thread limits, no GC settings, no signal handlers: :func:`run` does those)."""
     if options.max_concurrent_rpcs < 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"max_concurrent_rpcs: must be at least 1, got {options.max_concurrent_rpcs}"
         )
-    # Process-wide and lasting; LightFM's OpenMP threads are set per fit, not by this.
-    threadpool_limits(limits=options.blas_threads, user_api="blas")
     store = EventStore(options.state_dir / "events.sqlite3")
     registry = ModelRegistry(options.state_dir, search=options.search)
     state = initial_state(options, store, registry)
@@ -336,11 +330,13 @@ def start(options: ServerOptions) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot bind {address}")
     retrainer = Retrainer(
-        service, registry, options.train_config, interval_seconds=options.retrain_interval_seconds
+        service,
+        registry,
+        options.train_config,
+        interval_seconds=options.retrain_interval_seconds,
+        first_model=FirstModelPolicy(options.first_model_events, options.first_model_users),
     )
-    if options.freeze_startup_objects:
-        gc.collect()  # garbage from start-up is freed, not frozen
-        gc.freeze()
+    service.observers.append(retrainer)
     server.start()
     for name in ("", SERVICE_NAME, EDGE_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -352,6 +348,7 @@ def start(options: ServerOptions) -> RunningServer:
         )
     metrics.on_state(service.state)
     service.observers.append(metrics)
+    retrainer.train_first_when_ready()  # data may have been ingested before this start
     log.info("serving model %s on %s:%d", service.state.model_version, options.host, port)
     return RunningServer(
         server,
@@ -366,8 +363,18 @@ def start(options: ServerOptions) -> RunningServer:
 
 
 def run(options: ServerOptions) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    """The ``shelfrank serve`` process: its process-wide settings, then serve until SIGTERM
+    or SIGINT and shut down gracefully."""
+    if options.blas_threads < 1:
+        raise InvalidInputError(f"blas_threads: must be at least 1, got {options.blas_threads}")
     running = start(options)
+    # Lasting, and only for the BLAS libraries loaded by now (start() imported what
+    # serving uses; one loaded later for training keeps its default). LightFM's OpenMP
+    # threads are set per fit, not by this.
+    threadpool_limits(limits=options.blas_threads, user_api="blas")
+    if options.freeze_startup_objects:
+        gc.collect()  # garbage from start-up is freed, not frozen
+        gc.freeze()
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

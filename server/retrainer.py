@@ -17,11 +17,13 @@ from pathlib import Path
 from shelfrank.core.errors import ModelFileError
 from shelfrank.core.events import EventType
 from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.bootstrap import FirstModelPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
 from shelfrank.server.incremental import continue_training
 from shelfrank.server.registry import ModelRegistry, load_state
-from shelfrank.server.service import RecommenderService
+from shelfrank.server.service import RecommenderService, TrackOutcome
+from shelfrank.server.serving_state import ServingState
 from shelfrank.server.store import EventStore
 
 log = logging.getLogger("shelfrank.retrainer")
@@ -59,7 +61,10 @@ class Retrainer:
     users, items and tokens) every ``interval_seconds``, a full retrain every
     ``full_every`` rounds, on demand (:meth:`retrain_now` with ``full=True``; SIGUSR1 on
     ``shelfrank serve``), and whenever a user was erased since the serving model was
-    trained (continuing would keep the erased user's learned parameters)."""
+    trained (continuing would keep the erased user's learned parameters).
+
+    Before the first model, it watches Track (it is a service observer) and trains the
+    first model in the background once the store is ready by ``first_model``."""
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class Retrainer:
         interval_seconds: float | None = None,
         incremental_epochs: int = 5,
         full_every: int = 12,
+        first_model: FirstModelPolicy | None = None,
     ) -> None:
         if incremental_epochs < 1 or full_every < 1:
             raise ValueError("incremental_epochs and full_every must be >= 1")
@@ -79,8 +85,12 @@ class Retrainer:
         self.interval_seconds = interval_seconds
         self.incremental_epochs = incremental_epochs
         self.full_every = full_every
+        self.first_model = first_model or FirstModelPolicy()
         self.rounds = 0
         self.last_kind = ""
+        self._first_training: threading.Thread | None = None
+        # Events stored when a first training failed: the next try waits for 10% more.
+        self._first_failed_at = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,6 +107,8 @@ class Retrainer:
             nothing_new = watermark <= state.watermark_seq and not state.erased_users
             if not force and not full and nothing_new:
                 return None
+            if not state.trained and not force and not self.first_model.ready(store.counts()):
+                return None  # too little data for a first model: popularity serves on
             interactions = store_interactions(store, watermark)
             if len(interactions) == 0:
                 return None
@@ -128,6 +140,48 @@ class Retrainer:
             )
             return version
 
+    # -- the first model ----------------------------------------------------------------------
+    def on_track(self, outcome: TrackOutcome) -> None:
+        if outcome.accepted and not self.service.state.trained:
+            self.train_first_when_ready()
+
+    def on_state(self, state: ServingState) -> None:
+        pass
+
+    def train_first_when_ready(self) -> bool:
+        """Starts training the first model in the background when there is none, none is
+        training and the store holds enough data; whether it started one."""
+        if self.service.state.trained or self._stop.is_set():
+            return False
+        running = self._first_training
+        if running is not None and running.is_alive():
+            return False
+        counts = self.service.store.counts()
+        if not self.first_model.ready(counts) or counts.events < self._first_failed_at * 1.1:
+            return False
+        thread = threading.Thread(
+            target=self._train_first, args=(counts.events,), name="shelfrank-first-model"
+        )
+        thread.daemon = True
+        self._first_training = thread
+        thread.start()
+        return True
+
+    def _train_first(self, events: int) -> None:
+        log.info("the store holds %d events: training the first model", events)
+        try:
+            self.retrain_now(full=True)
+        except Exception:
+            self._first_failed_at = events
+            log.exception("training the first model failed; popularity keeps serving")
+
+    def wait_for_first_model(self, timeout: float | None = None) -> bool:
+        """Waits for a first training in progress; whether a model now serves."""
+        running = self._first_training
+        if running is not None:
+            running.join(timeout)
+        return self.service.state.trained
+
     def _previous_model(self) -> HybridModel | None:
         version = self.registry.current_version()
         if version is None:
@@ -154,5 +208,6 @@ class Retrainer:
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in (self._thread, self._first_training):
+            if thread is not None:
+                thread.join(timeout)

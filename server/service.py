@@ -33,6 +33,7 @@ from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.core.scoring import top_k
 from shelfrank.core.serving import UserVector
+from shelfrank.server.bootstrap import read_state_without_model, with_new_events
 from shelfrank.server.live import LiveUsers, UserLive
 from shelfrank.server.rate_limit import RateLimiter
 from shelfrank.server.requests import (
@@ -160,6 +161,20 @@ class RecommenderService:
     def store(self) -> EventStore:
         return self._store
 
+    def _current(self) -> ServingState:
+        """The state a read uses: the published one, and before the first model, brought
+        up to date with the events stored since (by this process or any other)."""
+        state = self._state
+        if state.trained:
+            return state
+        with self._publish_lock:
+            state = self._state
+            if not state.trained:
+                updated = with_new_events(state, self._store)
+                if updated is not state:
+                    self._state = state = updated
+        return state
+
     def swap(self, state: ServingState) -> None:
         """Publish a new model snapshot (atomic for readers). Erasures and catalogue changes
         made while the new model was trained are carried over to it: the catalogue is
@@ -182,6 +197,8 @@ class RecommenderService:
         self, state: ServingState, user_id: str, features: Sequence[str]
     ) -> tuple[UserVector, UserLive]:
         live = self._live.get(user_id, state.watermark_seq)
+        if not state.trained:  # no model yet: everyone sees what is popular
+            return UserVector(None, 0.0, "popularity"), live
         with self._profiles_lock:
             tokens = tuple(features) or self._profiles.get(user_id, ())
         # Everything the vector depends on is in the stamp, so a cached one is never stale.
@@ -224,7 +241,7 @@ class RecommenderService:
         return vector
 
     def recommend(self, query: RecommendQuery) -> Scored:
-        state = self._state
+        state = self._current()
         model = state.model
         user, live = self._user(state, query.user_id, query.user_features)
         excluded = set(query.exclude_item_ids)
@@ -243,11 +260,13 @@ class RecommenderService:
         return self._scored(state, top.indices, top.scores, user.source)
 
     def similar_items(self, query: SimilarQuery) -> Scored:
-        state = self._state
+        state = self._current()
         model = state.model
         row = model.item_ids.get(query.item_id)
         if row is None:
             raise NotFoundError(f"item_id: unknown item {query.item_id!r}")
+        if not state.trained:
+            return self._popular_besides(state, row, query)
         vectors, norms = model.items.item_vectors, model.items.norms
         scores = (vectors @ vectors[row]) / (norms * norms[row])
         exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
@@ -256,8 +275,18 @@ class RecommenderService:
         top = top_k(scores, query.k, exclude=exclude, candidates=candidates)
         return self._scored(state, top.indices, top.scores, "item")
 
+    def _popular_besides(self, state: ServingState, row: int, query: SimilarQuery) -> Scored:
+        """Before the first model nothing is known about similarity: the popular items,
+        said so by the strategy."""
+        model = state.model
+        exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
+        mask = state.features.allowed(query.filters, query.exclude_features)
+        candidates = np.flatnonzero(mask) if mask is not None else None
+        top = top_k(model.item_popularity, query.k, exclude=exclude, candidates=candidates)
+        return self._scored(state, top.indices, top.scores, "popularity")
+
     def rank(self, query: RankQuery) -> Scored:
-        state = self._state
+        state = self._current()
         model = state.model
         user, _ = self._user(state, query.user_id, query.user_features)
         known = [(i, model.item_ids.get(i)) for i in dict.fromkeys(query.item_ids)]
@@ -278,7 +307,7 @@ class RecommenderService:
         return Scored(items, state.model_version, uuid.uuid4().hex, strategy)
 
     def info(self) -> Info:
-        state = self._state
+        state = self._current()
         known_users = sum(1 for u in state.erased_users if u in state.model.user_ids)
         return Info(
             model_version=state.model_version,
@@ -385,6 +414,9 @@ class RecommenderService:
             in_model = user_id in state.model.user_ids and user_id not in state.erased_users
             if in_model:
                 self._state = state.with_erased_user(user_id)
+            elif not state.trained and deleted:
+                # The user's events no longer count: popularity is counted afresh.
+                self._state = read_state_without_model(self._store, state.config)
         self._live.forget(user_id)  # after publishing: no reload can see the old state
         with self._vectors_lock:
             self._vectors.pop(user_id, None)

@@ -35,6 +35,9 @@ class ServingState:
     # names one item table (a restart starts a new nonce: revisions are not reused).
     catalogue_revision: int = 0
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # False before the first model (server/bootstrap.py): items are ranked by popularity
+    # over the store's events, counted through ``watermark_seq``.
+    trained: bool = True
 
     @property
     def snapshot_version(self) -> str:

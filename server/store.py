@@ -536,6 +536,19 @@ class EventStore:
                 yield int(row[0]), _event(row[1:])
             last = int(rows[-1][0])
 
+    def item_event_counts(self, after_seq: int = 0) -> tuple[int, list[tuple[str, EventType, int]]]:
+        """How many events of each type every item received after ``after_seq``, and the
+        store's last seq they run to (one snapshot: adding the counts after that seq later
+        counts every event once)."""
+        with self._snapshot() as connection:
+            last = int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+            rows = connection.execute(
+                "SELECT item_id, event_type, COUNT(*) FROM events WHERE seq > ? AND seq <= ?"
+                " GROUP BY item_id, event_type",
+                (after_seq, last),
+            ).fetchall()
+        return last, [(str(item), EventType(int(kind)), int(count)) for item, kind, count in rows]
+
     def item_features(self) -> dict[str, tuple[str, ...]]:
         return self._features("items", "item_id")
 

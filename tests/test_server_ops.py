@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from threadpoolctl import threadpool_info
 
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.proto._generated import recommender_pb2 as pb
@@ -108,29 +111,59 @@ def test_reflection_can_be_switched_off(model_dir: Path, tmp_path: Path) -> None
         running.stop()
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_start_up_objects_are_frozen_out_of_the_collector_unless_asked_not_to(
-    model_dir: Path, tmp_path: Path, freeze: bool
-) -> None:
-    gc.unfreeze()  # other servers in this process may have frozen theirs
+def test_start_changes_nothing_process_wide(model_dir: Path, tmp_path: Path) -> None:
+    """A library or test that starts a server keeps its GC and BLAS settings."""
+    gc.unfreeze()  # servers started by run() elsewhere in this process froze theirs
+    limits_before = threadpool_info()
     running = start(
-        ServerOptions(
-            state_dir=tmp_path,
-            port=0,
-            model_dir=model_dir,
-            train_config=CONFIG,
-            freeze_startup_objects=freeze,
-        )
+        ServerOptions(state_dir=tmp_path, port=0, model_dir=model_dir, train_config=CONFIG)
     )
     try:
-        frozen = gc.get_freeze_count()
+        assert gc.get_freeze_count() == 0
+        assert threadpool_info() == limits_before
     finally:
         running.stop()
-        gc.unfreeze()
-    if freeze:
-        assert frozen > 10_000  # modules, the model and the catalogue at least
-    else:
-        assert frozen == 0
+
+
+# Runs the serve process's entry point; a watcher thread reports its process settings
+# once the server has started, then asks it to stop as an operator would (SIGTERM).
+_RUN_AND_REPORT = """
+import gc, json, os, signal, sys, threading, time
+from pathlib import Path
+from threadpoolctl import threadpool_info
+from shelfrank.server.app import ServerOptions, run
+from tests.conftest import SERVER_CONFIG
+
+def report():
+    while gc.get_freeze_count() == 0:
+        time.sleep(0.05)
+    # BLAS threaded by OpenMP (faiss's) counts threads per calling thread: not comparable.
+    blas = sorted({p["num_threads"] for p in threadpool_info()
+                   if p["user_api"] == "blas" and p.get("threading_layer") != "openmp"})
+    print(json.dumps({"frozen": gc.get_freeze_count(), "blas": blas}), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=report, daemon=True).start()
+run(ServerOptions(state_dir=Path(sys.argv[1]), port=0, model_dir=Path(sys.argv[2]),
+                  train_config=SERVER_CONFIG))
+"""
+
+
+def test_the_serve_process_freezes_start_up_objects_and_limits_blas(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_REPORT, str(tmp_path), str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    report = json.loads(lines[-1])
+    assert report["frozen"] > 10_000  # modules, the model and the catalogue at least
+    assert report["blas"] == [1]  # numpy's (and scipy's) BLAS: one thread per call
 
 
 @pytest.mark.skipif(

@@ -1,4 +1,5 @@
-"""``shelfrank serve`` as a real process: first start on demo data, SIGTERM under load."""
+"""``shelfrank serve`` as a real process: first start on demo data (``--demo``), SIGTERM
+under load."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from tests.conftest import serve_process, stop_process
 GRACE_SECONDS = 3.0
 
 
-def _serve(state: Path) -> tuple[subprocess.Popen[str], int]:
+def _serve(state: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
     process, address = serve_process(
-        "--state", str(state), "--grace", str(GRACE_SECONDS), "--threads", "1"
+        "--state", str(state), "--grace", str(GRACE_SECONDS), "--threads", "1", *args
     )
     return process, int(address.rsplit(":", 1)[1])
 
@@ -108,7 +109,7 @@ def test_sigterm_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
 
 
 def test_restarted_process_serves_the_same_model(tmp_path: Path) -> None:
-    process, port = _serve(tmp_path / "state")
+    process, port = _serve(tmp_path / "state", "--demo")
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         first = pb_grpc.RecommenderStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
     assert _stop(process, signal.SIGINT) == 0
