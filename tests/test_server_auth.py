@@ -56,3 +56,34 @@ def test_every_method_refuses_a_missing_or_wrong_token(
         with pytest.raises(grpc.RpcError) as refused:
             call()
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("given", "accepted"),
+    [("Bearer tok", True), ("Bearer to", False), ("Bearer tok2", False), ("Bearer tOk", False)],
+)
+def test_the_token_is_compared_in_constant_time(
+    secured: str, monkeypatch: pytest.MonkeyPatch, given: str, accepted: bool
+) -> None:
+    """Every check goes through hmac.compare_digest (whose time does not depend on where
+    the strings differ), whatever the given token's length or prefix."""
+    import shelfrank.server.app as app
+
+    compared: list[tuple[bytes, bytes]] = []
+    real = app.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(app.hmac, "compare_digest", spy)
+    request = b""  # GetModelInfoRequest has no fields
+    with grpc.insecure_channel(secured) as channel:
+        call = channel.unary_unary("/shelfrank.v1.Recommender/GetModelInfo")
+        if accepted:
+            call(request, metadata=(("authorization", given),), timeout=10)
+        else:
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request, metadata=(("authorization", given),), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert compared == [(given.encode(), b"Bearer tok")]
