@@ -1,0 +1,131 @@
+"""``shelfrank evaluate``: an offline protocol, the hybrid model against baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shelfrank.server.cli._errors import EXIT_OK, CommandError
+from shelfrank.server.cli._options import (
+    add_training_options,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    train_config,
+)
+from shelfrank.server.cli._readers import read_features, read_interactions
+from shelfrank.server.evaluation.protocols import NEEDS_TEST, PROTOCOLS
+
+if TYPE_CHECKING:
+    from shelfrank.server.evaluation.runner import EvaluationReport
+
+NAME = "evaluate"
+HELP = "offline evaluation against baselines"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    parser.add_argument(
+        "--interactions",
+        required=True,
+        action="append",
+        help="training (or whole) interactions; repeat to concatenate files",
+    )
+    parser.add_argument("--test", action="append", help="test interactions (given, fold-in)")
+    parser.add_argument("--items")
+    parser.add_argument("--users")
+    parser.add_argument("--k", type=positive_int, default=10)
+    parser.add_argument(
+        "--relevant",
+        default="positive",
+        help="test event types that count as relevant: 'positive' or a list "
+        "like 'purchase,add_to_cart'",
+    )
+    parser.add_argument(
+        "--models",
+        help="comma list (default: hybrid,lightfm-cf,popularity,user-knn; with temporal: "
+        "shelfrank,hybrid-lightfm,lightfm-cf,popularity-recent,bought-most,ease,user-knn)",
+    )
+    parser.add_argument(
+        "--test-days", type=positive_float, help="temporal: the last N days are the test"
+    )
+    parser.add_argument(
+        "--recent-days",
+        type=positive_float,
+        default=30.0,
+        help="temporal: window of the recent-popularity baseline",
+    )
+    parser.add_argument("--test-fraction", type=fraction, default=0.2)
+    parser.add_argument("--item-fraction", type=fraction, default=0.2)
+    parser.add_argument("--fold-users", type=positive_int, default=100)
+    parser.add_argument("--split-seed", type=non_negative_int, default=0)
+    parser.add_argument("--json", help="also write the report as JSON to this file ('-': stdout)")
+    parser.add_argument("--plot", help="write a PNG bar chart of the metrics")
+    parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    add_training_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shelfrank.server.evaluation.protocols import ProtocolSettings, run_protocol
+    from shelfrank.server.evaluation.runner import parse_relevant
+
+    needs_test = args.protocol in NEEDS_TEST
+    if needs_test and not args.test:
+        raise CommandError(f"--test is required with --protocol {args.protocol}")
+    if not needs_test and args.test:
+        raise CommandError(f"--test is not used by --protocol {args.protocol}")
+    config = train_config(args)
+    settings = ProtocolSettings(
+        args.protocol,
+        k=args.k,
+        relevant=parse_relevant(args.relevant),
+        models=_model_list(args.models),
+        test_days=args.test_days,
+        test_fraction=args.test_fraction,
+        recent_days=args.recent_days,
+        item_fraction=args.item_fraction,
+        fold_users=args.fold_users,
+        split_seed=args.split_seed,
+    )
+    data = read_interactions(args.interactions, args.strict, args.quiet)
+    items = read_features(args.items, "item_id", args.strict, args.quiet)
+    users = read_features(args.users, "user_id", args.strict, args.quiet)
+    test = read_interactions(args.test, args.strict, args.quiet) if needs_test else None
+    report = run_protocol(
+        settings, data, config, test=test, items=items, users=users, progress=not args.quiet
+    )
+    if args.json:
+        payload = json.dumps(report.to_json(), indent=2)
+        if args.json == "-":
+            print(payload)
+        else:
+            Path(args.json).write_text(payload + "\n", encoding="utf-8")
+    if args.json != "-":
+        print(report.table())
+    if args.plot:
+        _write_plots(report, args.plot, announce=args.json != "-")
+    return EXIT_OK
+
+
+def _model_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _write_plots(report: EvaluationReport, path: str, announce: bool) -> None:
+    """The metrics chart at ``path`` and, when the blend was fitted, its chart beside it."""
+    from shelfrank.server.evaluation.report import save_blend_plot, save_plot
+
+    save_plot(report, path)
+    if report.notes.get("blend_fit"):
+        blend_path = Path(path).with_name(Path(path).stem + "-blend.png")
+        save_blend_plot(report.notes["blend_fit"], blend_path)
+        if announce:
+            print(f"blend plot written to {blend_path}")
+    if announce:
+        print(f"plot written to {path}")
