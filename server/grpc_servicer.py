@@ -4,7 +4,6 @@ logic lives here. Service exceptions map to status codes through one table."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
 from functools import wraps
 from operator import attrgetter
@@ -38,7 +37,6 @@ STATUS_FOR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
-    (sqlite3.OperationalError, grpc.StatusCode.UNAVAILABLE),
 )
 
 

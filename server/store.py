@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
@@ -130,6 +131,43 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_T = TypeVar("_T")
+
+
+def _storage_error(method: str, exc: sqlite3.Error) -> StorageError:
+    return StorageError(f"event store: {method}: {exc}")
+
+
+def _errors_mapped(cls: type[_T]) -> type[_T]:
+    """Every public method of ``cls`` raises StorageError where SQLite raised: callers
+    (the gRPC layer above all) know no database module."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.isfunction(member):
+            continue
+        if inspect.isgeneratorfunction(member):
+
+            def wrapped_generator(
+                *args: Any, __f: Any = member, __n: str = name, **kwargs: Any
+            ) -> Any:
+                try:
+                    yield from __f(*args, **kwargs)
+                except sqlite3.Error as exc:
+                    raise _storage_error(__n, exc) from exc
+
+            setattr(cls, name, functools.wraps(member)(wrapped_generator))
+        else:
+
+            def wrapped(*args: Any, __f: Any = member, __n: str = name, **kwargs: Any) -> Any:
+                try:
+                    return __f(*args, **kwargs)
+                except sqlite3.Error as exc:
+                    raise _storage_error(__n, exc) from exc
+
+            setattr(cls, name, functools.wraps(member)(wrapped))
+    return cls
+
+
+@_errors_mapped
 class EventStore:
     def __init__(self, path: str | Path, *, merge_every: int = MERGE_EVERY) -> None:
         """``merge_every``: events after the user index's watermark that trigger a bulk

@@ -520,14 +520,16 @@ def test_storage_failures_are_unavailable_and_bugs_internal_without_details(live
 
     service = live.running.service
 
-    def locked(events: object, **options: object) -> object:
+    def locked(group: object) -> object:
         raise sqlite3.OperationalError("database is locked: /secret/path/events.sqlite3")
 
     def bug(query: object) -> object:
         raise ZeroDivisionError("internal detail")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(service.store, "append_events", locked)
+        # Inside the store: its public methods map SQLite's errors to StorageError, the
+        # only storage error the gRPC layer knows.
+        patch.setattr(service.store, "_append_group", locked)
         patch.setattr(service, "recommend", bug)
         with pytest.raises(grpc.RpcError) as unavailable:
             live.stub.Track(pb.TrackRequest(events=[event("x", "u", "i")]))

@@ -302,8 +302,9 @@ def test_a_failed_group_commit_fails_every_batch_in_it(tmp_path: Path) -> None:
         "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.item_id = 'bad' "
         "BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
     )
-    with pytest.raises(sqlite3.IntegrityError, match="refused by test"):
+    with pytest.raises(StorageError, match="refused by test") as refused:
         store.append_events([ev("x1"), ev("x2", item="bad")])
+    assert isinstance(refused.value.__cause__, sqlite3.IntegrityError)
     assert [e.event_id for _, e in store.iter_events()] == ["kept"]
     store.append_events([ev("after")])  # the store keeps working
     assert [e.event_id for _, e in store.iter_events()] == ["kept", "after"]
@@ -494,3 +495,20 @@ def test_a_large_batch_is_stored_in_order_across_insert_statements(tmp_path: Pat
         (seq, batch[i].event_id) for i, seq in zip(result.accepted, result.seqs, strict=True)
     ]
     assert [seq for seq, _ in stored] == sorted(seq for seq, _ in stored)
+
+
+def test_sqlite_errors_leave_the_store_as_storage_errors(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.sqlite3")
+    try:
+
+        def broken(*args: object) -> object:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        store._read = broken  # type: ignore[method-assign]
+        with pytest.raises(StorageError, match="last_seq: disk I/O error"):
+            store.last_seq()
+        with pytest.raises(StorageError, match="iter_events"):
+            list(store.iter_events())
+    finally:
+        del store._read
+        store.close()
