@@ -135,14 +135,15 @@ _T = TypeVar("_T")
 
 
 def _storage_error(method: str, exc: sqlite3.Error) -> StorageError:
-    return StorageError(f"event store: {method}: {exc}")
+    return StorageError(f"event store: {'open' if method == '__init__' else method}: {exc}")
 
 
 def _errors_mapped(cls: type[_T]) -> type[_T]:
     """Every public method of ``cls`` raises StorageError where SQLite raised: callers
     (the gRPC layer above all) know no database module."""
     for name, member in list(vars(cls).items()):
-        if name.startswith("_") or not inspect.isfunction(member):
+        public = not name.startswith("_") or name == "__init__"  # opening fails too
+        if not public or not inspect.isfunction(member):
             continue
         if inspect.isgeneratorfunction(member):
 

@@ -512,3 +512,10 @@ def test_sqlite_errors_leave_the_store_as_storage_errors(tmp_path: Path) -> None
     finally:
         del store._read
         store.close()
+
+
+def test_opening_a_file_that_is_no_database_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match="open: file is not a database"):
+        EventStore(path)
