@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from shelfrank.server.cli import build_parser, main
+
+if TYPE_CHECKING:
+    from shelfrank.server.app import ServerOptions
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -201,6 +207,7 @@ def test_bad_rows_are_reported_and_strict_makes_them_fatal(toy_csvs: Path, tmp_p
             "invalid choice: 'bogus'",
         ),
         (["frobnicate"], 2, "invalid choice"),
+        (["serve", "--state", "s", "--first-model-users", "0"], 2, "must be positive"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(
@@ -265,3 +272,38 @@ def test_serve_runs_the_compiled_search_unless_told_not_to() -> None:
         parser.parse_args(["serve", "--state", "s", "--no-compiled-search"]).compiled_search
         is False
     )
+
+
+@pytest.fixture
+def served_options(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ServerOptions]]:
+    """``serve`` stops short of starting the server and keeps the options it was given;
+    the log handlers it installs are taken off again."""
+    from shelfrank.server import app
+
+    started: list[ServerOptions] = []
+    monkeypatch.setattr(app, "run", started.append)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield started
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_serve_first_model_flags_reach_the_server_options(
+    tmp_path: Path, served_options: list[ServerOptions]
+) -> None:
+    from shelfrank.server.app import ServerOptions
+
+    assert main(["serve", "--state", str(tmp_path)]) == 0
+    flags = ["--demo", "--first-model-events", "20", "--first-model-users", "3"]
+    assert main(["serve", "--state", str(tmp_path), *flags]) == 0
+    default, chosen = served_options
+    expected = ServerOptions(state_dir=tmp_path)
+    assert (default.demo, default.first_model_events, default.first_model_users) == (
+        expected.demo,
+        expected.first_model_events,
+        expected.first_model_users,
+    )
+    assert (chosen.demo, chosen.first_model_events, chosen.first_model_users) == (True, 20, 3)

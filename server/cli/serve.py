@@ -63,7 +63,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retrain-interval", type=positive_float, help="retrain in the background every N seconds"
     )
+    _add_first_model_options(parser)
     add_training_options(parser)
+
+
+def _add_first_model_options(parser: argparse.ArgumentParser) -> None:
+    # The defaults are ServerOptions' (tests/test_cli.py compares them).
+    group = parser.add_argument_group("first model (with no --model and none in --state yet)")
+    group.add_argument(
+        "--demo",
+        action="store_true",
+        help="store a synthetic demo shop and train on it at once (without it the server "
+        "starts empty and serves popularity over what is tracked)",
+    )
+    group.add_argument(
+        "--first-model-events",
+        type=positive_int,
+        default=1_000,
+        metavar="N",
+        help="events the store must hold before the first model trains (default 1000)",
+    )
+    group.add_argument(
+        "--first-model-users",
+        type=positive_int,
+        default=50,
+        metavar="N",
+        help="users those events must come from (default 50)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
             ),
             retrain_interval_seconds=args.retrain_interval,
             train_config=train_config(args),
+            demo=args.demo,
+            first_model_events=args.first_model_events,
+            first_model_users=args.first_model_users,
         )
     )
     return EXIT_OK
