@@ -1,10 +1,13 @@
 """Channel set-up shared by the sync and asyncio clients (private): options, retry
-policy, credentials and per-call metadata, all derived once from the constructor."""
+policy, credentials and per-call metadata, all derived once from the constructor.
+
+The retry policy here is the only one in shelfrank's client side (see the package
+docstring): nothing above the channel retries a call, the edge's ``sync()`` included."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,6 +20,7 @@ ChannelOption = tuple[str, str | int]
 """A gRPC channel argument, e.g. ``("grpc.max_receive_message_length", 8 << 20)``."""
 
 SERVICE_NAME: Final = "shelfrank.v1.Recommender"
+EDGE_SERVICE_NAME: Final = "shelfrank.v1.EdgeSync"
 MAX_ATTEMPTS_LIMIT: Final = 5
 """gRPC silently caps retryPolicy.maxAttempts at 5; refusing more avoids a false promise."""
 INITIAL_BACKOFF_SECONDS: Final = 0.1
@@ -28,17 +32,21 @@ default); a full Track batch is a few MiB, so the buffer is raised above the bat
 
 
 def service_config(max_attempts: int) -> str:
-    """The service config JSON: retry UNAVAILABLE only, for every Recommender method.
+    """The service config JSON: retry UNAVAILABLE only, for every method of both services
+    (Recommender and EdgeSync), at most ``max_attempts`` attempts per call in all.
 
     UNAVAILABLE usually means the server never saw the request (down, refusing, starting
     up), but a connection lost after it acted looks the same, so every method retried
-    must be idempotent. They are: reads change nothing, upserts replace, DeleteUser of an
-    erased user is a no-op (a repeat reports existed=False), and Track is safe to retry
-    because every event carries a client-made event_id that the server de-duplicates on,
-    so a resent batch stores nothing twice. Other codes are not retried: INVALID_ARGUMENT
-    or RESOURCE_EXHAUSTED would fail again, DEADLINE_EXCEEDED has no time left.
+    must be idempotent. They are: reads change nothing (GetSnapshot too: a stream is only
+    retried before its first message arrives), upserts replace, DeleteUser of an erased
+    user is a no-op (a repeat reports existed=False), and Track is safe to retry because
+    every event carries a client-made event_id that the server de-duplicates on, so a
+    resent batch stores nothing twice. Other codes are not retried: INVALID_ARGUMENT or
+    RESOURCE_EXHAUSTED would fail again, DEADLINE_EXCEEDED has no time left.
     """
-    method_config: dict[str, object] = {"name": [{"service": SERVICE_NAME}]}
+    method_config: dict[str, object] = {
+        "name": [{"service": SERVICE_NAME}, {"service": EDGE_SERVICE_NAME}]
+    }
     if max_attempts > 1:  # gRPC rejects a retryPolicy with maxAttempts < 2
         method_config["retryPolicy"] = {
             "maxAttempts": max_attempts,
@@ -111,9 +119,17 @@ def channel_settings(
         "grpc.per_rpc_retry_buffer_size": RETRY_BUFFER_BYTES,
         "grpc.primary_user_agent": "shelfrank-python",
     }
-    for index, option in enumerate(options):
-        if not (isinstance(option, tuple) and len(option) == 2 and isinstance(option[0], str)):
-            raise InvalidInputError(f"options[{index}]: expected a (name, value) tuple")
+    given: object = options  # checked at run time: callers are not all type-checked
+    if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+        raise InvalidInputError("options: expected a sequence of (name, value) tuples")
+    for index, option in enumerate(given):
+        if not (
+            isinstance(option, tuple)
+            and len(option) == 2
+            and isinstance(option[0], str)
+            and isinstance(option[1], str | int)
+        ):
+            raise InvalidInputError(f"options[{index}]: expected a (name, str or int value) tuple")
         merged[option[0]] = option[1]
 
     credentials: grpc.ChannelCredentials | None = None

@@ -28,6 +28,7 @@ from shelfrank.client.types import (
 )
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType
+from shelfrank.proto._generated import edge_sync_pb2
 from shelfrank.proto._generated import recommender_pb2 as pb
 
 MAX_BATCH_BYTES: Final = 3 * 1024 * 1024
@@ -127,6 +128,13 @@ def delete_user_request(user_id: str) -> pb.DeleteUserRequest:
     return pb.DeleteUserRequest(user_id=check.identifier("user_id", user_id))
 
 
+def snapshot_request(user_id: str, have_version: str) -> edge_sync_pb2.GetSnapshotRequest:
+    return edge_sync_pb2.GetSnapshotRequest(
+        user_id=check.identifier("user_id", user_id),
+        have_version=check.utf8_text("have_version", have_version),
+    )
+
+
 def recommendations_from(response: pb.RecommendResponse) -> Recommendations:
     return Recommendations(
         items=tuple(ScoredItem(item.item_id, item.score) for item in response.items),
@@ -189,8 +197,8 @@ def track_requests(
 ) -> Iterator[tuple[int, pb.TrackRequest]]:
     """Validated eagerly (before any RPC); requests are then built one batch at a time."""
     checked = _instances_of("events", events, Event)
-    if erasure_seen is not None and (isinstance(erasure_seen, bool) or erasure_seen < 0):
-        raise ValueError(f"erasure_seen: must be a non-negative int, got {erasure_seen!r}")
+    if erasure_seen is not None:
+        check.uint64("erasure_seen", erasure_seen)
     protos = (event_to_proto(event) for event in checked)
     return (
         (offset, pb.TrackRequest(events=batch, erasure_seen=erasure_seen))

@@ -21,6 +21,7 @@ MAX_CANDIDATES = 10_000
 MAX_BATCH = 10_000
 """Events per Track request, items/users per Upsert request."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT64_MAX = 2**64 - 1
 
 
 def _type_name(value: object) -> str:
@@ -104,6 +105,13 @@ def int64(field: str, value: object) -> int:
     number = integer(field, value)
     if not _INT64_MIN <= number <= _INT64_MAX:
         raise InvalidInputError(f"{field}: {number} does not fit in 64 bits")
+    return number
+
+
+def uint64(field: str, value: object) -> int:
+    number = integer(field, value)
+    if not 0 <= number <= _UINT64_MAX:
+        raise InvalidInputError(f"{field}: must be a non-negative int of 64 bits, got {number}")
     return number
 
 

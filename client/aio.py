@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
@@ -12,7 +13,9 @@ import grpc.aio
 
 from shelfrank.client import _convert
 from shelfrank.client._channel import ChannelOption, channel_settings
-from shelfrank.client.errors import ClientClosedError, from_rpc_error
+from shelfrank.client._snapshot import METHOD as SNAPSHOT_METHOD
+from shelfrank.client._snapshot import SnapshotDownload, destination_folder
+from shelfrank.client.errors import ClientClosedError, WrongEventLoopError, from_rpc_error
 from shelfrank.client.types import (
     DeleteResult,
     Event,
@@ -20,15 +23,18 @@ from shelfrank.client.types import (
     Item,
     ModelInfo,
     Recommendations,
+    SnapshotInfo,
     TrackResult,
     User,
 )
 from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated.edge_sync_pb2_grpc import EdgeSyncStub
 from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from shelfrank.proto._generated.edge_sync_pb2_grpc import EdgeSyncAsyncStub
     from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderAsyncStub
 
 __all__ = ["AsyncClient"]
@@ -67,6 +73,7 @@ class AsyncClient:
         )
         self._channel: grpc.aio.Channel | None = None
         self._stub: RecommenderAsyncStub | None = None
+        self._edge_stub: EdgeSyncAsyncStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -85,12 +92,20 @@ class AsyncClient:
                 )
             self._loop = loop
             self._stub = RecommenderStub(self._channel)
+            self._edge_stub = EdgeSyncStub(self._channel)
         elif loop is not self._loop:
-            raise RuntimeError(
+            raise WrongEventLoopError(
                 f"{method}: this AsyncClient was first used on another event loop; "
                 "create one client per loop"
             )
         return self._stub
+
+    def _open_edge_stub(self, method: str) -> EdgeSyncAsyncStub:
+        """The EdgeSync stub on this loop's channel (opened with the Recommender one)."""
+        self._open_stub(method)
+        if self._edge_stub is None:  # never: _open_stub opens both
+            raise ClientClosedError(f"{method}: the client is closed")
+        return self._edge_stub
 
     async def _call(
         self,
@@ -108,6 +123,8 @@ class AsyncClient:
             return await rpc(request, timeout=deadline, metadata=self._settings.metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error, method=method) from error
+        except grpc.aio.UsageError:  # the channel was closed under the call
+            raise ClientClosedError(f"{method}: the client is closed") from None
 
     async def recommend(
         self,
@@ -219,10 +236,37 @@ class AsyncClient:
         )
         return _convert.model_info_from(response)
 
+    async def fetch_snapshot(
+        self,
+        user_id: str,
+        destination: str | Path,
+        *,
+        have_version: str = "",
+        timeout: float | None = None,
+    ) -> SnapshotInfo:
+        """See ``Client.fetch_snapshot`` (the files are written in a worker thread, so the
+        event loop is not blocked by the disk)."""
+        request = _convert.snapshot_request(user_id, have_version)
+        download = SnapshotDownload(destination_folder(destination))
+        deadline = self._settings.timeout_for(timeout)
+        stub = self._open_edge_stub(SNAPSHOT_METHOD)
+        try:
+            stream = stub.GetSnapshot(request, timeout=deadline, metadata=self._settings.metadata)
+            async for chunk in stream:
+                await asyncio.to_thread(download.add, chunk)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, method=SNAPSHOT_METHOD) from error
+        except grpc.aio.UsageError:  # the channel was closed under the call
+            raise ClientClosedError(f"{SNAPSHOT_METHOD}: the client is closed") from None
+        finally:
+            await asyncio.to_thread(download.close)
+        return await asyncio.to_thread(download.result)
+
     async def close(self) -> None:
         """Close the channel (if a call ever opened it). Closing twice is harmless."""
         self._closed = True
         self._stub = None
+        self._edge_stub = None
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()

@@ -15,7 +15,7 @@ from typing import Final
 import grpc
 import grpc.aio
 
-from shelfrank.core.errors import InvalidInputError, ShelfrankError
+from shelfrank.core.errors import ClosedError, InvalidInputError, ShelfrankError
 
 __all__ = [
     "AbortedError",
@@ -36,6 +36,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "WrongEventLoopError",
     "error_class_for",
     "from_rpc_error",
 ]
@@ -124,8 +125,13 @@ class UnauthenticatedError(ServiceError):
     """The token is missing or was not accepted."""
 
 
-class ClientClosedError(ShelfrankError, RuntimeError):
+class ClientClosedError(ClosedError):
     """A call was made on a client after ``close()`` (a programming error, no RPC)."""
+
+
+class WrongEventLoopError(ShelfrankError, RuntimeError):
+    """An ``AsyncClient`` was used on another event loop than its first one (a programming
+    error, no RPC): its ``grpc.aio`` channel belongs to that first loop."""
 
 
 _ERROR_CLASS_BY_STATUS: Final[Mapping[grpc.StatusCode, type[ServiceError]]] = MappingProxyType(

@@ -10,9 +10,10 @@ from typing import Self, TypeVar
 import grpc
 
 from shelfrank.client import _convert
-from shelfrank.client import _validation as check
 from shelfrank.client._channel import ChannelOption, channel_settings
-from shelfrank.client.errors import ClientClosedError, DataLossError, from_rpc_error
+from shelfrank.client._snapshot import METHOD as SNAPSHOT_METHOD
+from shelfrank.client._snapshot import SnapshotDownload, destination_folder
+from shelfrank.client.errors import ClientClosedError, from_rpc_error
 from shelfrank.client.types import (
     DeleteResult,
     Event,
@@ -24,7 +25,6 @@ from shelfrank.client.types import (
     TrackResult,
     User,
 )
-from shelfrank.proto._generated import edge_sync_pb2
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated.edge_sync_pb2_grpc import EdgeSyncStub
 from shelfrank.proto._generated.recommender_pb2_grpc import RecommenderStub
@@ -39,9 +39,10 @@ class Client:
     """Blocking client for a shelfrank server; thread-safe, reuse one per process.
 
     ``target`` is ``host:port``. Every call has a deadline: its ``timeout`` argument or
-    the client's ``timeout`` (seconds), covering retries too. Calls failing with
-    UNAVAILABLE are retried by gRPC up to ``max_attempts`` times in all (1..5) with
-    exponential backoff; no other status is retried. ``token`` is sent as
+    the client's ``timeout`` (seconds), covering retries too. An RPC failing with
+    UNAVAILABLE is retried by the channel, at most ``max_attempts`` attempts in all (1..5)
+    with exponential backoff; no other status is retried, and nothing above the channel
+    retries (the one retry policy, see the package docstring). ``token`` is sent as
     ``authorization: Bearer <token>`` on every call (in clear text unless ``tls=True``;
     ``root_certificates`` are PEM roots, else the system's). ``options`` are extra gRPC channel
     arguments; one named like ours (e.g. ``grpc.service_config``) replaces ours.
@@ -96,6 +97,10 @@ class Client:
             return rpc(request, timeout=deadline, metadata=self._settings.metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error, method=method) from error
+        except ValueError:  # grpc's "Cannot invoke RPC on closed channel!"
+            if not self._closed:
+                raise
+            raise ClientClosedError(f"{method}: the client is closed") from None
 
     def recommend(
         self,
@@ -221,46 +226,29 @@ class Client:
         """Download the device snapshot for ``user_id`` into ``destination`` (its
         ``manifest.json`` and ``snapshot.npz``): a delta from ``have_version`` when the
         server still knows that version, else a full snapshot. The files are not verified
-        here (no numpy in the client): ``shelfrank.core.snapshot`` checks their sha256."""
-        check.identifier("user_id", user_id)
+        here (no numpy in the client): ``shelfrank.core.snapshot`` checks their sha256.
+        ``StorageError`` if the files cannot be written, ``DataLossError`` if the stream
+        ends early."""
+        request = _convert.snapshot_request(user_id, have_version)
+        download = SnapshotDownload(destination_folder(destination))
         deadline = self._settings.timeout_for(timeout)
         if self._closed:
-            raise ClientClosedError("GetSnapshot: the client is closed")
-        request = edge_sync_pb2.GetSnapshotRequest(user_id=user_id, have_version=have_version)
-        folder = Path(destination)
+            raise ClientClosedError(f"{SNAPSHOT_METHOD}: the client is closed")
         try:
             stream = self._edge_stub.GetSnapshot(
                 request, timeout=deadline, metadata=self._settings.metadata
             )
-            header = next(stream).header
-            received = 0
-            if not header.user_erased:
-                folder.mkdir(parents=True, exist_ok=True)
-                with (folder / "snapshot.npz").open("wb") as handle:
-                    for chunk in stream:
-                        handle.write(chunk.data)
-                        received += len(chunk.data)
-                (folder / "manifest.json").write_text(header.manifest_json, encoding="utf-8")
+            for chunk in stream:
+                download.add(chunk)
         except grpc.RpcError as error:
-            raise from_rpc_error(error, method="GetSnapshot") from error
-        except StopIteration:
-            raise DataLossError(
-                "the stream ended before its header", "GetSnapshot", "DATA_LOSS"
-            ) from None
-        if received != header.payload_bytes:
-            raise DataLossError(
-                f"received {received} of {header.payload_bytes} payload bytes",
-                "GetSnapshot",
-                "DATA_LOSS",
-            )
-        return SnapshotInfo(
-            header.version,
-            header.base_version,
-            header.model_version,
-            header.user_erased,
-            received,
-            header.erasure_id,
-        )
+            raise from_rpc_error(error, method=SNAPSHOT_METHOD) from error
+        except ValueError:  # grpc's "Cannot invoke RPC on closed channel!"
+            if not self._closed:
+                raise
+            raise ClientClosedError(f"{SNAPSHOT_METHOD}: the client is closed") from None
+        finally:
+            download.close()
+        return download.result()
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled. Closing twice is harmless."""

@@ -61,6 +61,10 @@ class NotFittedError(ShelfrankError):
     """An operation needs a trained model and there is none."""
 
 
+class ClosedError(ShelfrankError, RuntimeError):
+    """An object was used after its ``close()`` (a programming error)."""
+
+
 class InvariantError(ShelfrankError, RuntimeError):
     """Something shelfrank guarantees itself did not hold: a bug in shelfrank, not in the
     caller's input (please report it with the message)."""
