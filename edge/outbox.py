@@ -4,6 +4,9 @@ SQLite in WAL mode with ``synchronous=FULL``: ``track`` returns after the event 
 disk, so it survives an app crash. Events keep their client-generated ``event_id`` for
 ever, so re-sending after a crash or a cut connection is harmless (the server counts a
 duplicate). The outbox doubles as the session history the device reranks with.
+
+Errors: SQLite's (unreadable file, disk full, locked for too long) become
+``StorageError`` naming the file; any use after ``close()`` is a ``ClosedError``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from shelfrank.core.errors import ClosedError, StorageError
 from shelfrank.core.events import EventType
 
 _SCHEMA = """
@@ -49,18 +53,42 @@ class OutboxEvent:
 class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA secure_delete=ON")  # wiped rows are overwritten on disk
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        self._closed = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"{path}: cannot open the outbox: {exc}") from exc
+        try:
+            with self._storage():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA secure_delete=ON")  # wiped rows are overwritten
+                self._db.executescript(_SCHEMA)
+                self._db.commit()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @contextmanager
+    def _storage(self) -> Iterator[None]:
+        """SQLite's errors as StorageError naming the file (callers hold the lock)."""
+        if self._closed:
+            raise ClosedError(f"{self.path}: the outbox is closed")
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._storage():
+            yield self._db
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._storage():
             try:
                 yield self._db
                 self._db.commit()
@@ -85,7 +113,7 @@ class Outbox:
             )
 
     def pending(self, limit: int) -> list[OutboxEvent]:
-        with self._lock:
+        with self._read():
             rows = self._db.execute(
                 "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
                 " FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
@@ -101,13 +129,13 @@ class Outbox:
             )
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
+        with self._read():
             rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
             return {state: int(count) for state, count in rows}
 
     def recent(self, since_ms: int, limit: int) -> list[OutboxEvent]:
         """Events since ``since_ms``, oldest first, at most the last ``limit``."""
-        with self._lock:
+        with self._read():
             rows = self._db.execute(
                 "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
                 " FROM outbox WHERE timestamp_ms >= ? ORDER BY seq DESC LIMIT ?",
@@ -117,7 +145,7 @@ class Outbox:
 
     def consumed_items(self) -> set[str]:
         """Items this device's user purchased or dismissed."""
-        with self._lock:
+        with self._read():
             rows = self._db.execute(
                 "SELECT DISTINCT item_id FROM outbox WHERE event_type IN (?, ?)",
                 (int(EventType.PURCHASE), int(EventType.DISMISS)),
@@ -126,7 +154,7 @@ class Outbox:
 
     def purged_erasure(self) -> int:
         """The server erasure this device last purged for (0: none)."""
-        with self._lock:
+        with self._read():
             row = self._db.execute(
                 "SELECT value FROM device_state WHERE key = 'purged_erasure'"
             ).fetchone()
@@ -145,13 +173,17 @@ class Outbox:
                     " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
                     (erasure_id,),
                 )
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.execute("VACUUM")
+        with self._read() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("VACUUM")
 
     def close(self) -> None:
+        """Close the database; closing twice is harmless, any other use afterwards a
+        ClosedError."""
         with self._lock:
-            self._db.close()
+            if not self._closed:
+                self._closed = True
+                self._db.close()
 
 
 def _event(row: Sequence[object]) -> OutboxEvent:

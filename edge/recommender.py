@@ -10,21 +10,33 @@ Recommending needs no network: it scores the local snapshot with the user's vect
 reranks with this session's events. ``sync()`` pushes the outbox (idempotent: event ids
 are made on the device) and pulls a snapshot delta; it can be interrupted at any point
 and simply resumes next time.
+
+Retries: the edge adds no retry loop of its own. Each RPC of a sync goes through the
+client's channel, which retries UNAVAILABLE at most ``max_attempts`` attempts in all (the
+one retry policy, documented in ``shelfrank.client``); if the server stays unreachable
+the round stops at the first RPC that fails, ``sync()`` reports ``offline`` and
+everything stays queued: calling ``sync()`` again later is the retry, of the whole round.
+
+Errors: everything raised derives from ``ShelfrankError``: ``InvalidInputError`` naming
+the argument, ``NoSnapshotError``, ``ModelFileError`` (a snapshot or model directory that
+cannot be read), ``StorageError`` (the device folder or outbox cannot be used),
+``ClosedError`` (used after ``close()``) and the client's ``ServiceError`` subclasses for
+answers of the server other than "unreachable".
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 import shutil
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -37,8 +49,15 @@ from shelfrank.client import (
     Strategy,
     UnavailableError,
 )
+from shelfrank.client import _validation as check
 from shelfrank.core.artifact import publish_directory, write_pointer
-from shelfrank.core.errors import ModelFileError, ShelfrankError
+from shelfrank.core.errors import (
+    ClosedError,
+    InvalidInputError,
+    ModelFileError,
+    ShelfrankError,
+    StorageError,
+)
 from shelfrank.core.events import EventType, new_event_id
 from shelfrank.core.scoring import top_k
 from shelfrank.core.session import SessionConfig, SessionEvent, rerank
@@ -55,7 +74,6 @@ from shelfrank.edge.outbox import Outbox, OutboxEvent
 from shelfrank.edge.table import EdgeTable
 
 PUSH_BATCH = 500
-_T = TypeVar("_T")
 
 
 class NoSnapshotError(ShelfrankError):
@@ -76,6 +94,13 @@ class SyncResult:
 
 
 class EdgeRecommender:
+    """One device, one user, one local directory (see the module docstring).
+
+    ``target``/``token``/``timeout``/``max_attempts`` are the client's (``shelfrank.client.
+    Client``) and checked by its rules at construction; ``max_attempts`` (1..5) bounds the
+    attempts of each RPC of a sync. Thread-safe; ``close()`` when done.
+    """
+
     def __init__(
         self,
         path: str | Path,
@@ -90,37 +115,64 @@ class EdgeRecommender:
         rerank_depth: int = 2000,
         timeout: float = 5.0,
         max_attempts: int = 4,
-        backoff_seconds: float = 0.2,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not user_id:
-            raise ValueError("user_id: must not be empty")
-        self.path = Path(path)
-        self.user_id = user_id
+        self.path = _folder("path", path)
+        self.user_id = check.identifier("user_id", user_id)
+        # The client's own checks (target, token, timeout, max_attempts), so a bad argument
+        # fails here rather than at the first sync. Opening a channel connects nothing.
+        Client(
+            "localhost" if target is None else target,
+            token=token,
+            timeout=timeout,
+            max_attempts=max_attempts,
+        ).close()
         self.target = target
         self.token = token
-        self.memory_budget_bytes = memory_budget_bytes
+        if session is not None and not isinstance(session, SessionConfig):
+            raise InvalidInputError(
+                f"session: expected a SessionConfig, got {type(session).__name__}"
+            )
         self.session_config = session or SessionConfig()
-        self.session_window_seconds = session_window_seconds
-        if rerank_depth < 1:
-            raise ValueError(f"rerank_depth: must be >= 1, got {rerank_depth}")
-        self.rerank_depth = rerank_depth
+        self.memory_budget_bytes = _count("memory_budget_bytes", memory_budget_bytes, 0)
+        self.session_window_seconds = _finite("session_window_seconds", session_window_seconds)
+        self.rerank_depth = _count("rerank_depth", rerank_depth, 1)
         self.timeout = timeout
         self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
+        if not callable(clock):
+            raise InvalidInputError(f"clock: expected a callable, got {type(clock).__name__}")
         self.clock = clock
+        source = None if snapshot is None else _folder("snapshot", snapshot)
         self._lock = threading.RLock()
         # One sync (or forget) at a time: a push must not upload what a concurrent purge
         # wiped, nor a pull reinstall a snapshot a forget removed.
         self._sync_lock = threading.Lock()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._closed = False
+        with self._storage("cannot create the device folder"):
+            self.path.mkdir(parents=True, exist_ok=True)
         self._outbox = Outbox(self.path / "outbox.sqlite3")
         self._table: EdgeTable | None = None
-        current = self._current_dir()
-        if current is not None and current.is_dir():
-            self._install(read_snapshot(current))
-        elif snapshot is not None:
-            self._install_file(Path(snapshot))
+        try:
+            current = self._current_dir()
+            if current is not None and current.is_dir():
+                self._install(read_snapshot(current))
+            elif source is not None:
+                self._install_file(source)
+        except BaseException:
+            self._outbox.close()
+            raise
+
+    @contextmanager
+    def _storage(self, action: str) -> Iterator[None]:
+        """The file system's errors on the device folder as a StorageError naming it."""
+        try:
+            yield
+        except OSError as exc:
+            raise StorageError(f"{self.path}: {action}: {exc}") from exc
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self.path}: this EdgeRecommender is closed")
 
     # -- snapshots ----------------------------------------------------------------------------
     @property
@@ -128,10 +180,13 @@ class EdgeRecommender:
         return self.path / "snapshots"
 
     def _current_dir(self) -> Path | None:
+        pointer = self._snapshots / "CURRENT"
         try:
-            version = (self._snapshots / "CURRENT").read_text(encoding="utf-8").strip()
+            version = pointer.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StorageError(f"{pointer}: cannot read: {exc}") from exc
         return self._snapshots / version if version else None
 
     def _install(self, snapshot: Snapshot) -> None:
@@ -140,7 +195,12 @@ class EdgeRecommender:
 
     def _install_file(self, source: Path) -> None:
         """Adopt a model directory (server format) or an exported snapshot."""
-        manifest = (source / "manifest.json").read_text(encoding="utf-8")
+        try:
+            manifest = (source / "manifest.json").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelFileError(
+                source, f"snapshot: not a model or snapshot directory ({exc})"
+            ) from None
         if '"shelfrank-model"' in manifest:
             snapshot = snapshot_from_model_directory(source, self.user_id)
         else:
@@ -155,9 +215,10 @@ class EdgeRecommender:
             lambda folder: write_snapshot(folder, snapshot),
         )
         write_pointer(self._snapshots / "CURRENT", target.name)
-        for old in self._snapshots.iterdir():
-            if old.is_dir() and old.name != target.name:
-                shutil.rmtree(old, ignore_errors=True)
+        with self._storage("cannot list the snapshots"):
+            for old in self._snapshots.iterdir():
+                if old.is_dir() and old.name != target.name:
+                    shutil.rmtree(old, ignore_errors=True)
         self._install(snapshot)
 
     @property
@@ -174,10 +235,17 @@ class EdgeRecommender:
         query: str = "",
         timestamp_ms: int | None = None,
     ) -> str:
-        """Record an event on the device at once (durable); returns its event id."""
+        """Record an event on the device at once (durable); returns its event id.
+
+        ``event_type`` is an ``EventType`` or its label (``"view"``); ``timestamp_ms`` unix
+        milliseconds, default now. Ids and texts follow the client's rules (``Event``)."""
+        self._require_open()
         kind = event_type if isinstance(event_type, EventType) else EventType.parse(event_type)
-        if not item_id:
-            raise ValueError("item_id: must not be empty")
+        item_id = check.identifier("item_id", item_id)
+        session_id = check.optional_identifier("session_id", session_id)
+        query = check.utf8_text("query", query)
+        if timestamp_ms is not None:
+            timestamp_ms = check.int64("timestamp_ms", timestamp_ms)
         event_id = new_event_id()
         stamp = int(self.clock() * 1000) if timestamp_ms is None else timestamp_ms
         self._outbox.add(
@@ -209,9 +277,17 @@ class EdgeRecommender:
         """Top-``k`` on the device: the user's vector (or popularity) reranked with this
         session's events; same result type as ``shelfrank.client.Client.recommend``.
         ``diversity`` (MMR penalty per unit of cosine, e.g. 0.5) overrides the session
-        config's for this call, and applies with or without session events."""
-        if not 1 <= k <= 1000:
-            raise ValueError(f"k: must be between 1 and 1000, got {k}")
+        config's for this call, and applies with or without session events.
+
+        ``filters`` are lists of feature tokens (``[["category=shoes", "category=boots"]]``):
+        an item passes a filter with one of its tokens, and must pass every filter."""
+        self._require_open()
+        k = check.top_k(k)
+        check.boolean("exclude_seen", exclude_seen)
+        check.boolean("use_session", use_session)
+        exclude_item_ids = check.identifiers("exclude_item_ids", exclude_item_ids)
+        filters = _filters(filters)
+        exclude_features = check.tokens("exclude_features", exclude_features)
         config = self.session_config
         if diversity is not None:
             config = dataclasses.replace(config, diversity=diversity)
@@ -274,6 +350,11 @@ class EdgeRecommender:
 
     def rank(self, item_ids: Sequence[str], *, use_session: bool = True) -> Recommendations:
         """The given items in ranked order (unknown items last, score -inf)."""
+        self._require_open()
+        item_ids = check.identifiers(
+            "item_ids", item_ids, min_count=1, max_count=check.MAX_CANDIDATES
+        )
+        check.boolean("use_session", use_session)
         table = self._require_table()
         snapshot = table.snapshot
         known = [snapshot.item_ids.get(i) for i in item_ids]
@@ -326,16 +407,20 @@ class EdgeRecommender:
     def sync(self) -> SyncResult:
         """Pull the snapshot delta (or learn that the server erased the user, and purge),
         then push queued events. Never raises for a missing network: the result says
-        ``offline`` and everything stays queued."""
+        ``offline`` and everything stays queued (each RPC is tried at most
+        ``max_attempts`` times by the channel; the edge itself does not retry)."""
+        self._require_open()
         if self.target is None:
-            raise ValueError("target: this EdgeRecommender was created without a server")
+            raise InvalidInputError("target: this EdgeRecommender was created without a server")
         with self._sync_lock:
             return self._sync(self.target)
 
     def _sync(self, target: str) -> SyncResult:
         pushed = rejected = 0
         try:
-            with Client(target, token=self.token, timeout=self.timeout) as client:
+            with Client(
+                target, token=self.token, timeout=self.timeout, max_attempts=self.max_attempts
+            ) as client:
                 # Pull first: if the user was erased on the server since this device last
                 # purged, everything recorded here until now is purged, not uploaded (it
                 # would bring erased data back).
@@ -369,18 +454,6 @@ class EdgeRecommender:
                 str(exc),
             )
 
-    def _with_backoff(self, call: Callable[[], _T]) -> _T:
-        delay = self.backoff_seconds
-        for attempt in range(self.max_attempts):
-            try:
-                return call()
-            except (UnavailableError, DeadlineExceededError):
-                if attempt == self.max_attempts - 1:
-                    raise
-                time.sleep(delay)
-                delay *= 2
-        raise RuntimeError("max_attempts must be >= 1")
-
     def _push(self, client: Client) -> tuple[int, int]:
         pushed = rejected = 0
         # If the user is erased after our pull, the server refuses what we send (recorded
@@ -403,8 +476,7 @@ class EdgeRecommender:
                 )
                 for e in batch
             ]
-            track = functools.partial(client.track, events, erasure_seen=erasure_seen)
-            result = self._with_backoff(track)
+            result = client.track(events, erasure_seen=erasure_seen)
             failed = {error.index: error.message for error in result.errors}
             # Acknowledged (new or duplicate) and refused events leave the queue; a crash
             # before this line only means they are sent again: the server dedups.
@@ -423,10 +495,12 @@ class EdgeRecommender:
         user since the last purge. Returns the result and whether the server holds the
         user as erased (no events since the erasure, so no snapshot to download)."""
         have = self._version()
-        with tempfile.TemporaryDirectory(dir=self.path, prefix=".download-") as scratch:
-            info = self._with_backoff(
-                lambda: client.fetch_snapshot(self.user_id, scratch, have_version=have)
+        with self._storage("cannot make a download folder"):
+            download = tempfile.TemporaryDirectory(
+                dir=self.path, prefix=".download-", ignore_cleanup_errors=True
             )
+        with download as scratch:
+            info = client.fetch_snapshot(self.user_id, scratch, have_version=have)
             # A server from before numbered erasures sends 0: purge at every erased answer.
             unnumbered = info.user_erased and info.erasure_id == 0
             if unnumbered or info.erasure_id > self._outbox.purged_erasure():
@@ -455,6 +529,7 @@ class EdgeRecommender:
     # -- privacy ------------------------------------------------------------------------------
     def forget(self) -> None:
         """Wipe everything this device holds for the user: outbox, session, snapshots."""
+        self._require_open()
         with self._sync_lock:
             self._wipe(None)
 
@@ -467,14 +542,63 @@ class EdgeRecommender:
             self._outbox.wipe(erasure_id)
 
     def pending_events(self) -> int:
+        """Events tracked on the device and not yet acknowledged by the server."""
+        self._require_open()
         return self._outbox.counts().get("pending", 0)
 
     def cached_bytes(self) -> int:
+        """Bytes of dequantised item vectors cached (bounded by ``memory_budget_bytes``)."""
         table = self._table
         return table.cached_bytes() if table is not None else 0
 
     def close(self) -> None:
-        self._outbox.close()
+        """Close the outbox; closing twice is harmless, any other use afterwards raises
+        ``ClosedError``. Waits for a sync in progress."""
+        with self._sync_lock:
+            self._closed = True
+            self._outbox.close()
+
+
+def _folder(field: str, value: object) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise InvalidInputError(
+            f"{field}: expected a non-empty str or Path, got {type(value).__name__}"
+        )
+    return Path(value)
+
+
+def _count(field: str, value: object, minimum: int) -> int:
+    number = check.integer(field, value)
+    if number < minimum:
+        raise InvalidInputError(f"{field}: must be >= {minimum}, got {number}")
+    return number
+
+
+def _finite(field: str, value: object) -> float:
+    """Seconds that may be 0 (no session) but must be finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(
+            f"{field}: expected seconds as a number, got {type(value).__name__}"
+        )
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidInputError(f"{field}: must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def _filters(filters: object) -> list[tuple[str, ...]]:
+    """Lists of tokens, each non-empty; a bare list of tokens is refused (it would be read
+    as one filter per character)."""
+    if isinstance(filters, str | bytes) or not isinstance(filters, Iterable):
+        raise InvalidInputError(
+            f"filters: expected an iterable of token lists, got {type(filters).__name__}"
+        )
+    checked = []
+    for index, tokens in enumerate(filters):
+        any_of = check.tokens(f"filters[{index}]", tokens)
+        if not any_of:
+            raise InvalidInputError(f"filters[{index}]: a filter needs at least one feature token")
+        checked.append(any_of)
+    return checked
 
 
 def _safe(version: str) -> str:

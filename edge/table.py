@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from cachetools import LRUCache
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.snapshot import Snapshot
 
 BLOCK_ROWS = 4096
@@ -22,8 +23,14 @@ IndexArray = npt.NDArray[np.int64]
 
 class EdgeTable:
     def __init__(self, snapshot: Snapshot, memory_budget_bytes: int) -> None:
-        if memory_budget_bytes < 0:
-            raise ValueError(f"memory_budget_bytes: must be >= 0, got {memory_budget_bytes}")
+        if (
+            isinstance(memory_budget_bytes, bool)
+            or not isinstance(memory_budget_bytes, int)
+            or memory_budget_bytes < 0
+        ):
+            raise InvalidInputError(
+                f"memory_budget_bytes: must be an int >= 0, got {memory_budget_bytes!r}"
+            )
         self.snapshot = snapshot
         self._cache: LRUCache[int, FloatArray] = LRUCache(
             maxsize=max(1, memory_budget_bytes), getsizeof=lambda block: block.nbytes

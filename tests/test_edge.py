@@ -76,7 +76,6 @@ def device(path: Path, server: Server | None = None, **kwargs: object) -> EdgeRe
         server.target if server else None,
         timeout=2.0,
         max_attempts=2,
-        backoff_seconds=0.05,
         **kwargs,
     )  # type: ignore[arg-type]
 

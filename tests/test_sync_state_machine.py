@@ -60,9 +60,7 @@ class OfflineSync(RuleBasedStateMachine):
         self.purged_for: dict[str, int] = dict.fromkeys(USERS, 0)  # on the device
 
     def open(self, user: str) -> EdgeRecommender:
-        return EdgeRecommender(
-            self.paths[user], user, self.target, timeout=5.0, max_attempts=2, backoff_seconds=0.01
-        )
+        return EdgeRecommender(self.paths[user], user, self.target, timeout=5.0, max_attempts=2)
 
     def stored(self, user: str) -> set[str]:
         return {e.event_id for _, e in self.server.service.store.events_for_user(user)}
