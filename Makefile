@@ -52,7 +52,7 @@ interop/node/node_modules/.installed: interop/node/package-lock.json
 	else echo "npm not found: the Node.js interop test will be skipped"; fi
 
 test-slow: $(VENV)/.dev
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow -rA
 
 # The issue-2 acceptance figures on MovieLens-100k (reports and plots in $(OUT)/).
 eval-ml100k: $(VENV)/.server

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -115,10 +114,9 @@ def test_errors_retries_and_deadlines(target: str, servicer: RecordingServicer) 
 
             assert (await client.recommend("user-1", 1)).item_ids == ("user-1-pick0",)
 
-            started = time.monotonic()
+            # The call stalls for 2 s: an error (not an answer) means the deadline held.
             with pytest.raises(DeadlineExceededError):
                 await client.rank("user-1", ["a"], timeout=0.5)
-            assert time.monotonic() - started < 1.5
 
     asyncio.run(scenario())
     assert servicer.attempts["SimilarItems"] == 1
