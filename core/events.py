@@ -65,8 +65,8 @@ def new_event_id() -> str:
 
     The server deduplicates by id through a B-tree: ids that arrive in about the order they
     were made are added at its right edge, while random ids (uuid4) each land on a random
-    page, one more page written per event and commit (~5x slower ingest,
-    benchmarks/RESULTS.md "Ingest")."""
+    page, one more page written per event and commit (39-58% fewer events/s through the
+    server, benchmarks/RESULTS.md "Ingest")."""
     millis = time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF
     random_bits = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 of them used
     rand_a, rand_b = random_bits >> 68, random_bits & (2**62 - 1)
