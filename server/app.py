@@ -222,7 +222,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):
 SIGNAL_POLL_SECONDS = 0.2
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunningServer:
     server: grpc.Server
     port: int
@@ -351,13 +351,13 @@ def start(options: ServerOptions) -> RunningServer:
     retrainer.train_first_when_ready()  # data may have been ingested before this start
     log.info("serving model %s on %s:%d", service.state.model_version, options.host, port)
     return RunningServer(
-        server,
-        port,
-        service,
-        health_servicer,
-        retrainer,
-        metrics,
-        options.grace_seconds,
+        server=server,
+        port=port,
+        service=service,
+        health=health_servicer,
+        retrainer=retrainer,
+        metrics=metrics,
+        grace_seconds=options.grace_seconds,
         metrics_http=metrics_http,
     )
 

@@ -57,7 +57,7 @@ from shelfrank.server.store import EventStore
 VectorStamp = tuple[str, int, tuple[str, ...]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scored:
     items: tuple[tuple[str, float], ...]
     model_version: str
@@ -72,7 +72,7 @@ class TrackOutcome:
     errors: tuple[tuple[int, str], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Info:
     model_version: str
     trained_at_ms: int
@@ -296,7 +296,12 @@ class RecommenderService:
         order = np.lexsort((rows, -scores))
         ranked = [(model.item_ids.id_of(int(rows[i])), float(scores[i])) for i in order]
         ranked += [(item, float("-inf")) for item, r in known if r is None]  # unknown: last
-        return Scored(tuple(ranked), state.model_version, uuid.uuid4().hex, user.source)
+        return Scored(
+            items=tuple(ranked),
+            model_version=state.model_version,
+            recommendation_id=uuid.uuid4().hex,
+            strategy=user.source,
+        )
 
     def _scored(
         self, state: ServingState, rows: np.ndarray, scores: np.ndarray, strategy: str
@@ -304,7 +309,12 @@ class RecommenderService:
         names = state.model.item_ids.ids
         # tolist() makes Python ints and floats in C; a loop over numpy scalars is slower.
         items = tuple(zip([names[r] for r in rows.tolist()], scores.tolist(), strict=True))
-        return Scored(items, state.model_version, uuid.uuid4().hex, strategy)
+        return Scored(
+            items=items,
+            model_version=state.model_version,
+            recommendation_id=uuid.uuid4().hex,
+            strategy=strategy,
+        )
 
     def info(self) -> Info:
         state = self._current()

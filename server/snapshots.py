@@ -23,7 +23,7 @@ from shelfrank.server.serving_state import ServingState
 CHUNK_BYTES = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SnapshotPayload:
     version: str
     base_version: str
@@ -59,7 +59,15 @@ class SnapshotService:
         store = self.service.store
         erasure_id, erased = store.erasure_state(user_id)
         if erased:
-            return SnapshotPayload("", "", "", True, "", b"", erasure_id)
+            return SnapshotPayload(
+                version="",
+                base_version="",
+                model_version="",
+                user_erased=True,
+                manifest_json="",
+                payload=b"",
+                erasure_id=erasure_id,
+            )
         state = self.service.state
         items = self._item_snapshot(state)
         user = self.service.user_vector(state, user_id)
@@ -78,13 +86,13 @@ class SnapshotService:
             payload = (folder / "snapshot.npz").read_bytes()
             manifest_json = (folder / "manifest.json").read_text(encoding="utf-8")
         return SnapshotPayload(
-            personal.version,
-            base_version,
-            state.model_version,
-            False,
-            manifest_json,
-            payload,
-            erasure_id,
+            version=personal.version,
+            base_version=base_version,
+            model_version=state.model_version,
+            user_erased=False,
+            manifest_json=manifest_json,
+            payload=payload,
+            erasure_id=erasure_id,
         )
 
 

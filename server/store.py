@@ -95,7 +95,7 @@ WAL_SIZE_LIMIT_BYTES = 64 * 2**20
 _COLUMNS = len(StoredEvent._fields)  # of the events table, as inserted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AppendResult:
     """Positions (in the given batch) of newly stored events, of duplicates and of events
     refused because their user was erased after the sender's ``erasure_seen``."""
@@ -106,7 +106,7 @@ class AppendResult:
     erased: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StoreCounts:
     events: int
     users_with_events: int
@@ -334,7 +334,11 @@ class EventStore:
                 count = len(events)
                 seqs = tuple(range(next_seq, next_seq + count))
                 next_seq += count
-                results.append(AppendResult(tuple(positions), (), seqs, refused))
+                results.append(
+                    AppendResult(
+                        accepted=tuple(positions), duplicates=(), seqs=seqs, erased=refused
+                    )
+                )
                 continue
             accepted: list[int] = []
             duplicates: list[int] = []
@@ -347,7 +351,12 @@ class EventStore:
                     accepted.append(index)
                     accepted_seqs.append(seq)
             results.append(
-                AppendResult(tuple(accepted), tuple(duplicates), tuple(accepted_seqs), refused)
+                AppendResult(
+                    accepted=tuple(accepted),
+                    duplicates=tuple(duplicates),
+                    seqs=tuple(accepted_seqs),
+                    erased=refused,
+                )
             )
         return results
 
@@ -618,7 +627,12 @@ class EventStore:
             ).fetchone()
             items = connection.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             users = connection.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-        return StoreCounts(int(events), int(users_with_events), int(items), int(users))
+        return StoreCounts(
+            events=int(events),
+            users_with_events=int(users_with_events),
+            items=int(items),
+            users=int(users),
+        )
 
     def integrity_check(self) -> str:
         with self._read() as connection:
