@@ -40,7 +40,7 @@ from shelfrank.server.cli._errors import EXIT_FAILURE, CommandError
 from shelfrank.server.cli._options import Parser
 
 # The modules of the server extra; without them a command says what to install.
-SERVER_EXTRA_MODULES = ("lightfm", "scipy", "tqdm", "matplotlib")
+SERVER_EXTRA_MODULES = ("lightfm", "scipy", "tqdm", "matplotlib", "pythonjsonlogger")
 
 
 class Command(Protocol):

@@ -1,4 +1,4 @@
-"""``shelfrank serve``: the gRPC recommendation server."""
+"""``shelfrank serve``: the gRPC recommendation server, logging JSON lines to stderr."""
 
 from __future__ import annotations
 
@@ -93,17 +93,12 @@ def _add_first_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from shelfrank.server.ann import AnnConfig, SearchPolicy
     from shelfrank.server.app import ServerOptions
     from shelfrank.server.app import run as run_server
+    from shelfrank.server.cli.logging_setup import configure_json_logging
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
-        '"message": "%(message)s"}',
-    )
+    configure_json_logging()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CommandError("--tls-cert and --tls-key go together")
     run_server(
