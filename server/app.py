@@ -349,7 +349,12 @@ def start(options: ServerOptions) -> RunningServer:
     metrics.on_state(service.state)
     service.observers.append(metrics)
     retrainer.train_first_when_ready()  # data may have been ingested before this start
-    log.info("serving model %s on %s:%d", service.state.model_version, options.host, port)
+    serving = (
+        f"model {service.state.model_version}"
+        if service.state.trained
+        else "popularity (no model yet)"
+    )
+    log.info("serving %s on %s:%d", serving, options.host, port)
     return RunningServer(
         server=server,
         port=port,

@@ -8,8 +8,10 @@ and a crash mid-save leaves the previous version active.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from shelfrank.core.artifact import publish_directory, write_pointer
 from shelfrank.core.errors import ModelFileError
@@ -103,12 +105,20 @@ class ModelRegistry:
         return load_state(self.root / version, self.search)
 
 
+def manifest_config(directory: str | Path, manifest: Mapping[str, Any]) -> TrainConfig:
+    """The training configuration a model directory's manifest records."""
+    try:
+        return TrainConfig.from_json(manifest["params"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(Path(directory) / "manifest.json", f"bad params: {exc}") from None
+
+
 def load_state(directory: str | Path, search: SearchPolicy | None = None) -> ServingState:
     """A servable state from a model directory; ``search`` may attach an approximate index."""
     model, manifest = load_serving_model(directory)
     (search or SearchPolicy()).prepare(model.items)
+    config = manifest_config(directory, manifest)
     try:
-        config = TrainConfig.from_json(manifest["params"])
         trained_at = manifest.get("trained_at")
         trained_at_ms = (
             int(datetime.fromisoformat(trained_at).timestamp() * 1000) if trained_at else 0

@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     model, manifest = load_serving_model(args.model)
     histories: dict[str, History] = {}
     if args.history:
-        from shelfrank.server.config import TrainConfig
+        from shelfrank.server.registry import manifest_config
 
         history = read_interactions([args.history], args.strict, args.quiet)
-        config = TrainConfig.from_json(manifest["params"])
+        config = manifest_config(args.model, manifest)
         histories = histories_for(history, config, model)
     tokens = {}
     user_table = read_features(args.user_features, "user_id", args.strict, args.quiet)
