@@ -17,7 +17,7 @@ Usage::
 ``AsyncClient`` has the same methods as coroutines (``async with AsyncClient(...)``);
 ``tests/test_error_root.py`` keeps the two surfaces equal, parameter for parameter.
 
-Errors: every one derives from ``shelfrank.core.errors.ShelfrankError``:
+Errors: all derive from ``shelfrank.core.errors.ShelfrankError``:
 ``InvalidInputError`` (input refused before any RPC, the message names the field), a
 ``ServiceError`` subclass per gRPC status, ``ClientClosedError`` / ``WrongEventLoopError``
 (misuse, no RPC) and ``StorageError`` (``fetch_snapshot`` cannot write its files); raw
@@ -25,14 +25,17 @@ grpc errors, OS errors and protobuf types never reach the caller.
 
 Retries, one policy in one place: the channel. An RPC failing with UNAVAILABLE (server
 down, restarting, refusing connections) is retried by gRPC with exponential backoff
-(0.1 s, doubling, at most 2 s apart), at most ``max_attempts`` attempts in all (default
-5, at most 5), for every method of both services (``Recommender`` and
-``EdgeSync.GetSnapshot``), all within the call's one deadline. Every method is safe to
-repeat (see ``_channel.service_config``). No other status is retried and nothing above
-the channel retries: ``Client``/``AsyncClient`` methods send each request once, and
-``shelfrank.edge``'s ``sync()`` makes each RPC once too, reporting ``offline`` when the
-server stays unreachable; calling ``sync()`` again later retries the round. So one call
-makes at most ``max_attempts`` attempts (``tests/test_error_root.py`` counts them).
+(a random wait of up to 0.1 s, the bound doubling per attempt up to 2 s), at most
+``max_attempts`` attempts in all (default 5, at most 5), for every method of both
+services (``Recommender`` and ``EdgeSync.GetSnapshot``), all within the call's one
+deadline. Every method is safe to repeat (see ``_channel.service_config``). No other
+status is retried and nothing above the channel retries: ``Client``/``AsyncClient``
+methods send each request once, and ``shelfrank.edge``'s ``sync()`` makes each RPC once
+too, reporting ``offline`` when the server stays unreachable; calling ``sync()`` again
+later retries the round. So one RPC makes at most ``max_attempts`` attempts (a
+``track`` of more than one batch sends one RPC per batch), and a sync against a server
+that is down makes ``max_attempts`` in all (``tests/test_retry_policy.py`` counts them
+against a server that answers UNAVAILABLE).
 
 Depends on grpcio/protobuf only (plus the dependency-free ``shelfrank.core.errors`` and
 ``shelfrank.core.events``): importing it does not load numpy.

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
+from shelfrank.client import _validation as check
 from shelfrank.client.errors import DataLossError
 from shelfrank.client.types import SnapshotInfo
-from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.errors import StorageError
 from shelfrank.proto._generated import edge_sync_pb2
 
 METHOD = "GetSnapshot"
@@ -24,11 +25,7 @@ MANIFEST_NAME = "manifest.json"
 
 def destination_folder(destination: object) -> Path:
     """The caller's ``destination`` as a Path (checked before any RPC)."""
-    if not isinstance(destination, str | Path) or not str(destination):
-        raise InvalidInputError(
-            f"destination: expected a non-empty str or Path, got {type(destination).__name__}"
-        )
-    return Path(destination)
+    return check.local_path("destination", destination)
 
 
 class SnapshotDownload:

@@ -9,7 +9,9 @@ No grpc or protobuf import: ``types.py`` uses this module and must stay transpor
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from shelfrank.core.errors import InvalidInputError
 
@@ -22,6 +24,8 @@ MAX_BATCH = 10_000
 """Events per Track request, items/users per Upsert request."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64_MAX = 2**64 - 1
+MAX_SECONDS = 365 * 24 * 3600
+"""The longest timeout: gRPC wraps deadlines a few centuries away into the past."""
 
 
 def _type_name(value: object) -> str:
@@ -133,6 +137,25 @@ def positive_seconds(field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"{field}: expected seconds as a number, got {_type_name(value)}")
     seconds = float(value)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise InvalidInputError(f"{field}: must be a positive, finite number of seconds")
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
+        raise InvalidInputError(
+            f"{field}: must be a positive number of seconds, at most {MAX_SECONDS:,}"
+        )
     return seconds
+
+
+def local_path(field: str, value: object) -> Path:
+    """A file system path given as a non-empty str or Path the OS can take (no NUL
+    character, encodable in the file system's encoding)."""
+    if not isinstance(value, str | Path):
+        raise InvalidInputError(f"{field}: expected a str or Path, got {_type_name(value)}")
+    text = str(value)
+    if not text:
+        raise InvalidInputError(f"{field}: must not be empty")
+    if "\0" in text:
+        raise InvalidInputError(f"{field}: must not contain a NUL character")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{field}: not encodable as a file name") from None
+    return Path(value)

@@ -22,6 +22,12 @@ class EventType(enum.IntEnum):
     SEARCH = 4
     DISMISS = 5
 
+    @classmethod
+    def _missing_(cls, value: object) -> EventType:
+        """``EventType(99)`` raises InvalidInputError (a ValueError, as Enum's own)."""
+        allowed = ", ".join(f"{int(member)} ({member.label})" for member in cls)
+        raise InvalidInputError(f"event_type: unknown value {value!r} (expected one of {allowed})")
+
     @property
     def label(self) -> str:
         """The lower-case name used in CSV files (``add_to_cart``)."""

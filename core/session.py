@@ -55,6 +55,9 @@ IndexArray = npt.NDArray[np.int64]
 
 # The MMR pass looks at this many times ``diversity_depth`` of the best candidates.
 DIVERSITY_POOL_FACTOR = 5
+# Largest strength, diversity or event weight (in size): far beyond any useful value (the
+# scores are standardised), and small enough that float32 scores cannot overflow.
+MAX_PULL = 1e6
 
 
 def _number(config: object, name: str) -> float:
@@ -107,8 +110,8 @@ class SessionConfig:
                 )
         for name in ("strength", "diversity"):
             value = _number(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InvalidInputError(f"{name}: must be finite and >= 0, got {value!r}")
+            if not 0 <= value <= MAX_PULL:  # NaN fails too
+                raise InvalidInputError(f"{name}: must be in [0, {MAX_PULL:g}], got {value!r}")
         for name in ("diversity_depth", "max_events"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -116,8 +119,10 @@ class SessionConfig:
         for kind in EventType:
             name = f"{kind.label}_weight"
             value = _number(self, name)
-            if not math.isfinite(value):
-                raise InvalidInputError(f"{name}: must be finite, got {value!r}")
+            if not abs(value) <= MAX_PULL:  # NaN fails too
+                raise InvalidInputError(
+                    f"{name}: must be finite, at most {MAX_PULL:g} in size, got {value!r}"
+                )
             if kind is EventType.DISMISS and value > 0:
                 raise InvalidInputError(
                     f"{name}: must be <= 0 (a dismissal pushes down), got {value}"

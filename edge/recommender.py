@@ -117,7 +117,7 @@ class EdgeRecommender:
         max_attempts: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = _folder("path", path)
+        self.path = check.local_path("path", path)
         self.user_id = check.identifier("user_id", user_id)
         # The client's own checks (target, token, timeout, max_attempts), so a bad argument
         # fails here rather than at the first sync. Opening a channel connects nothing.
@@ -142,7 +142,7 @@ class EdgeRecommender:
         if not callable(clock):
             raise InvalidInputError(f"clock: expected a callable, got {type(clock).__name__}")
         self.clock = clock
-        source = None if snapshot is None else _folder("snapshot", snapshot)
+        source = None if snapshot is None else check.local_path("snapshot", snapshot)
         self._lock = threading.RLock()
         # One sync (or forget) at a time: a push must not upload what a concurrent purge
         # wiped, nor a pull reinstall a snapshot a forget removed.
@@ -254,7 +254,9 @@ class EdgeRecommender:
         return event_id
 
     def _session(self, snapshot: Snapshot) -> list[SessionEvent]:
-        since = int((self.clock() - self.session_window_seconds) * 1000)
+        # Clamped before int(): SQLite integers are 64-bit, and a window may reach back
+        # further (a float that even overflows to -inf).
+        since = int(max((self.clock() - self.session_window_seconds) * 1000, -(2.0**63)))
         events = []
         for event in self._outbox.recent(since, limit=200):
             row = snapshot.item_ids.get(event.item_id)
@@ -557,14 +559,6 @@ class EdgeRecommender:
         with self._sync_lock:
             self._closed = True
             self._outbox.close()
-
-
-def _folder(field: str, value: object) -> Path:
-    if not isinstance(value, str | Path) or not str(value):
-        raise InvalidInputError(
-            f"{field}: expected a non-empty str or Path, got {type(value).__name__}"
-        )
-    return Path(value)
 
 
 def _count(field: str, value: object, minimum: int) -> int:
