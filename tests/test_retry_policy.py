@@ -136,12 +136,15 @@ def test_a_sync_against_a_server_that_is_down_makes_max_attempts_in_all(
     down: tuple[Counting, str], tmp_path: Path, max_attempts: int | None
 ) -> None:
     handler, target = down
-    options = {} if max_attempts is None else {"max_attempts": max_attempts}
-    device = EdgeRecommender(tmp_path / "device", "u0", target, timeout=TIMEOUT, **options)  # type: ignore[arg-type]
+    path = tmp_path / "device"
+    if max_attempts is None:  # the edge's default
+        device, expected = EdgeRecommender(path, "u0", target, timeout=TIMEOUT), 4
+    else:
+        device = EdgeRecommender(path, "u0", target, timeout=TIMEOUT, max_attempts=max_attempts)
+        expected = max_attempts
     try:
         device.track("view", "book1")
         result = device.sync()
-        expected = max_attempts or 4  # the edge's default
         assert result.offline
         assert result.pending == 1
         assert "UNAVAILABLE" in result.error
