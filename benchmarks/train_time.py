@@ -19,7 +19,8 @@ from machine import machine_description  # benchmarks/machine.py
 from shelfrank.datasets import movielens
 from shelfrank.datasets.synth import SynthConfig, generate
 from shelfrank.server.config import TrainConfig
-from shelfrank.server.hybrid import HybridModel, new_lightfm
+from shelfrank.server.hybrid import HybridModel
+from shelfrank.server.lightfm_params import new_lightfm
 from shelfrank.server.training_data import build_training_data
 
 

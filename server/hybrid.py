@@ -36,23 +36,11 @@ from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.cold_start import ColdStartMap, fit_cold_start_map
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.item_item import item_neighbours
+from shelfrank.server.lightfm_params import grown_copy, new_lightfm
+from shelfrank.server.model_state import restore_training, training_state_arrays
 from shelfrank.server.training_data import TrainingData, build_training_data
 
 EpochCallback = Callable[[int, "HybridModel"], None]
-_STATE_ARRAYS = (
-    "item_embeddings",
-    "item_embedding_gradients",
-    "item_embedding_momentum",
-    "item_biases",
-    "item_bias_gradients",
-    "item_bias_momentum",
-    "user_embeddings",
-    "user_embedding_gradients",
-    "user_embedding_momentum",
-    "user_biases",
-    "user_bias_gradients",
-    "user_bias_momentum",
-)
 
 
 @dataclass(frozen=True)
@@ -70,21 +58,6 @@ class TrainSummary:
             f"items), {self.epochs} epochs in {self.fit_seconds:.2f}s "
             f"({self.total_seconds:.2f}s with data preparation and export)"
         )
-
-
-def new_lightfm(config: TrainConfig) -> LightFM:
-    return LightFM(
-        no_components=config.components,
-        loss=config.loss,
-        learning_schedule=config.learning_schedule,
-        learning_rate=config.learning_rate,
-        rho=config.rho,
-        epsilon=config.epsilon,
-        item_alpha=config.item_alpha,
-        user_alpha=config.user_alpha,
-        max_sampled=config.max_sampled,
-        random_state=np.random.RandomState(config.seed),
-    )
 
 
 class HybridModel:
@@ -160,7 +133,6 @@ class HybridModel:
         prefix model on every event for a quarter of the epochs (server/blend_fit.py).
         None when there is no usable validation split."""
         from shelfrank.server.blend_fit import fit_blend, validation_split
-        from shelfrank.server.incremental import continue_training
 
         split = validation_split(
             interactions, config.validation_fraction, config.validation_split, config.seed or 0
@@ -199,8 +171,7 @@ class HybridModel:
         )
         prefix.data, prefix.config = data, final_config
         tick = time.perf_counter()
-        model = continue_training(
-            prefix,
+        model = prefix.continued(
             interactions,
             items=items,
             users=users,
@@ -211,6 +182,36 @@ class HybridModel:
         model.blend = fit.blend
         model.blend_report = fit.to_json()
         return model, fit_seconds
+
+    def continued(
+        self,
+        interactions: Interactions,
+        *,
+        items: FeatureTable | None = None,
+        users: FeatureTable | None = None,
+        epochs: int = 5,
+        progress: bool = False,
+    ) -> HybridModel:
+        """A new model: this one continued for ``epochs`` on ``interactions`` (all events
+        to learn from, old and new), grown for new users, items and tokens; this model is
+        left untouched."""
+        if epochs < 1:
+            raise InvalidInputError(f"epochs: must be >= 1, got {epochs}")
+        config = self.config
+        data = build_training_data(
+            interactions, config, items=items, users=users, previous=self.data
+        )
+        if data.weights.nnz == 0:
+            raise InvalidInputError("interactions: no positive interaction to train on")
+        lightfm = grown_copy(
+            self.lightfm, config, len(data.users.features), len(data.items.features)
+        )
+        model = HybridModel(config, data, lightfm)
+        model.blend, model.blend_report = self.blend, self.blend_report
+        model.fit(epochs, progress=progress)
+        model.item_cold_start()
+        model.model_version = model.content_version()
+        return model
 
     def item_neighbours(self) -> ItemNeighbours:
         """The item-to-item neighbours of the current data (computed once)."""
@@ -403,8 +404,6 @@ class HybridModel:
     def save(
         self, directory: str | Path, extra_metadata: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        from shelfrank.server.model_state import training_state_arrays
-
         metadata = {
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "params": self.config.to_json(),
@@ -417,7 +416,7 @@ class HybridModel:
             directory,
             self.to_serving(),
             metadata=metadata,
-            extra_groups={"training": training_state_arrays(self)},
+            extra_groups={"training": training_state_arrays(self.lightfm, self.data)},
         )
 
     def _cold_start_metadata(self) -> dict[str, Any]:
@@ -440,11 +439,12 @@ class HybridModel:
 
     @classmethod
     def load(cls, directory: str | Path) -> HybridModel:
-        from shelfrank.server.model_state import restore_model
-
         artifact = read_model_directory(directory)
         serving = serving_model_from(artifact)  # validates the serving half too
-        model = restore_model(artifact)
+        config, data, lightfm = restore_training(artifact)
+        model = cls(
+            config, data, lightfm, model_version=str(artifact.manifest.get("model_version", ""))
+        )
         if model.config.item_cold_start == "ridge":
             model._item_cold = serving.item_token_embeddings
             model._restored_cold_start = dict(artifact.manifest.get("cold_start", {}))
@@ -458,10 +458,6 @@ class HybridModel:
             model.data.repeat_rate = serving.signals.repeat_rate
             model.data.segment_trend = serving.signals.segment_trend
         return model
-
-
-def lightfm_state(model: LightFM) -> dict[str, npt.NDArray[Any]]:
-    return {name: getattr(model, name) for name in _STATE_ARRAYS}
 
 
 def predict_matrix(
@@ -478,4 +474,4 @@ def predict_matrix(
     return np.asarray(scores, dtype=np.float32)
 
 
-__all__ = ["HybridModel", "TrainSummary", "lightfm_state", "new_lightfm", "predict_matrix"]
+__all__ = ["HybridModel", "TrainSummary", "predict_matrix"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from lightfm import LightFM
 
 from shelfrank.core.artifact import Artifact
 from shelfrank.core.errors import InvalidInputError, ModelFileError
@@ -15,10 +16,8 @@ from shelfrank.core.serving import SparseRows
 from shelfrank.core.strings import decode_strings, encode_strings
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.feature_space import FeatureSpace
+from shelfrank.server.lightfm_params import STATE_ARRAYS, lightfm_state, new_lightfm
 from shelfrank.server.training_data import TrainingData
-
-if TYPE_CHECKING:
-    from shelfrank.server.hybrid import HybridModel
 
 GROUP = "training"
 
@@ -40,14 +39,12 @@ def _space_arrays(prefix: str, space: FeatureSpace) -> dict[str, npt.NDArray[Any
     }
 
 
-def training_state_arrays(model: HybridModel) -> dict[str, npt.NDArray[Any]]:
-    from shelfrank.server.hybrid import lightfm_state
-
-    weights = model.data.weights
+def training_state_arrays(lightfm: LightFM, data: TrainingData) -> dict[str, npt.NDArray[Any]]:
+    weights = data.weights
     return {
-        **{f"lightfm_{k}": v for k, v in lightfm_state(model.lightfm).items()},
-        **_space_arrays("users", model.data.users),
-        **_space_arrays("items", model.data.items),
+        **{f"lightfm_{k}": v for k, v in lightfm_state(lightfm).items()},
+        **_space_arrays("users", data.users),
+        **_space_arrays("items", data.items),
         "weights_rows": weights.row.astype(np.int64),
         "weights_cols": weights.col.astype(np.int64),
         "weights_data": weights.data.astype(np.float32),
@@ -70,9 +67,9 @@ def _restore_space(
     return space
 
 
-def restore_model(artifact: Artifact) -> HybridModel:
-    from shelfrank.server.hybrid import _STATE_ARRAYS, HybridModel, new_lightfm
-
+def restore_training(artifact: Artifact) -> tuple[TrainConfig, TrainingData, LightFM]:
+    """What continuing a saved model's training needs: its configuration, training data
+    and LightFM state."""
     path = artifact.directory / f"{GROUP}.npz"
     try:
         config = TrainConfig.from_json(artifact.manifest["params"])
@@ -93,7 +90,7 @@ def restore_model(artifact: Artifact) -> HybridModel:
             popularity=serving["item_popularity"].astype(np.float32),
         )
         lightfm = new_lightfm(config)
-        for name in _STATE_ARRAYS:
+        for name in STATE_ARRAYS:
             ndim = 2 if "embedding" in name else 1
             value = artifact.array(GROUP, f"lightfm_{name}", ndim=ndim, kind="f")
             setattr(lightfm, name, np.ascontiguousarray(value, dtype=np.float32))
@@ -105,6 +102,4 @@ def restore_model(artifact: Artifact) -> HybridModel:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(path, f"inconsistent training state: {exc}") from None
-    return HybridModel(
-        config, training, lightfm, model_version=str(artifact.manifest.get("model_version", ""))
-    )
+    return config, training, lightfm

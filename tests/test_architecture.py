@@ -32,15 +32,50 @@ ALLOWED_INTERNAL = {
 }
 
 
-def _imports(folder: str) -> list[tuple[Path, int, str]]:
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return "shelfrank." + ".".join(parts)
+
+
+def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute module an ``from ... import`` names (relative imports resolved)."""
+    if node.level == 0:
+        return node.module or ""
+    parts = module.split(".")
+    if not is_package:
+        parts = parts[:-1]
+    parts = parts[: len(parts) - (node.level - 1)]
+    return ".".join(parts + ([node.module] if node.module else []))
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """Nodes under ``if TYPE_CHECKING:``: imported for the type checker, never at run time."""
+    return {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+
+
+def _imports(folder: str) -> list[tuple[Path, int, str, list[str]]]:
+    """Every run-time import in the folder's modules (at any depth, relative ones resolved):
+    (file, line, module, names imported from it)."""
     found = []
     for path in sorted((REPO / folder).rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = _type_checking_only(tree)
+        module, is_package = _module_name(path), path.name == "__init__.py"
         for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
-                found += [(path, node.lineno, alias.name) for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.append((path, node.lineno, node.module))
+                found += [(path, node.lineno, alias.name, []) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [alias.name for alias in node.names]
+                found.append((path, node.lineno, _absolute(module, is_package, node), names))
     return found
 
 
@@ -48,7 +83,7 @@ def _imports(folder: str) -> list[tuple[Path, int, str]]:
 def test_dependency_direction(folder: str) -> None:
     stdlib = set(sys.stdlib_module_names)
     problems = []
-    for path, line, module in _imports(folder):
+    for path, line, module, _ in _imports(folder):
         top = module.split(".")[0]
         where = f"{path.relative_to(REPO)}:{line}"
         if top == "shelfrank":
@@ -61,6 +96,70 @@ def test_dependency_direction(folder: str) -> None:
         elif top not in stdlib and ALLOWED[folder] is not None and top not in ALLOWED[folder]:  # type: ignore[operator]
             problems.append(f"{where} imports {module}")
     assert problems == []
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """shelfrank module -> the shelfrank modules it imports at run time."""
+    modules = {_module_name(p) for f in PACKAGES for p in (REPO / f).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for folder in PACKAGES:
+        for path, _, module, names in _imports(folder):
+            source = _module_name(path)
+            # ``from package import module`` imports the module; ``from module import name``
+            # the module itself.
+            targets = {f"{module}.{n}" for n in names if f"{module}.{n}" in modules}
+            if not targets or len(targets) < len(names):
+                targets.add(module)
+            graph.setdefault(source, set()).update(t for t in targets if t in modules)
+    for source, targets in graph.items():
+        targets.discard(source)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """No module imports, at any depth or lazily inside a function, a module that imports
+    it back (type-checking-only imports aside): layers stay layers."""
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
 
 
 def _modules_after(statement: str) -> set[str]:

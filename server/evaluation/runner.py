@@ -24,6 +24,7 @@ from shelfrank.server.evaluation.baselines import (
     UserKnnRecommender,
     pure_cf_config,
 )
+from shelfrank.server.evaluation.ease_choice import choose_ease_l2
 from shelfrank.server.evaluation.metrics import (
     METRIC_NAMES,
     MetricAccumulator,
@@ -233,8 +234,6 @@ def evaluate_split(
             recommender = ServingRecommender(name, plain)
             fit_seconds = hybrid.summary.total_seconds if hybrid.summary else 0.0
         elif name == "ease":
-            from shelfrank.server.evaluation.shop import choose_ease_l2
-
             l2 = choose_ease_l2(split.train, config, relevant)
             report.notes["ease_l2"] = l2
             recommender = EaseRecommender(data, l2)

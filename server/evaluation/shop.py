@@ -35,6 +35,7 @@ from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.evaluation.baselines import UserKnnRecommender, pure_cf_config
+from shelfrank.server.evaluation.ease_choice import choose_ease_l2, relevant_rows
 from shelfrank.server.evaluation.metrics import MetricAccumulator, popularity_percentiles
 from shelfrank.server.evaluation.runner import EvaluationReport, ModelResult
 from shelfrank.server.hybrid import HybridModel
@@ -51,7 +52,6 @@ SHOP_MODELS = (
     "ease",
     "user-knn",
 )
-EASE_L2 = (100.0, 200.0, 400.0)
 
 IntArray = npt.NDArray[np.int64]
 # (user id, user row or None, mode) -> top item rows
@@ -72,18 +72,6 @@ def time_split(
     if not later.any() or later.all():
         raise InvalidInputError("test: the cut-off leaves no training or no test event")
     return interactions.take(~later), interactions.take(later), cutoff
-
-
-def _truth(
-    test: Interactions, data: TrainingData, relevant: Collection[EventType]
-) -> dict[str, IntArray]:
-    wanted = np.isin(test.event_types, [int(k) for k in relevant])
-    out: dict[str, set[int]] = {}
-    for index in np.flatnonzero(wanted).tolist():
-        item = data.items.entities.get(test.item_ids[index])
-        if item is not None:
-            out.setdefault(test.user_ids[index], set()).add(item)
-    return {u: np.array(sorted(v), np.int64) for u, v in out.items()}
 
 
 def recent_popularity(train: Interactions, data: TrainingData, days: float) -> IntArray:
@@ -120,41 +108,6 @@ def purchase_counts(train: Interactions, data: TrainingData) -> sp.csr_matrix:
     return sp.csr_matrix(counts + recency.multiply(1e-6 / max(1.0, recency.max())))
 
 
-def choose_ease_l2(
-    train: Interactions, config: TrainConfig, relevant: Collection[EventType]
-) -> float:
-    """EASE's lambda with the best P@10 for items new to known shoppers on the same
-    validation split the blend is fitted on (``config.validation_split``)."""
-    from shelfrank.server.blend_fit import validation_split
-    from shelfrank.server.training_data import build_training_data
-
-    split = validation_split(
-        train, config.validation_fraction, config.validation_split, config.seed or 0
-    )
-    if split is None:
-        raise InvalidInputError("validation: no split to choose EASE's lambda on")
-    early, late = split
-    data = build_training_data(early, replace(config, half_life_days=None))
-    truth = _truth(late, data, relevant)
-    x = sp.csr_matrix(data.weights, dtype=np.float64)
-    scores_by: dict[float, float] = {}
-    users = [(data.users.entities.get(u), rows) for u, rows in truth.items()]
-    cases = [(row, rows) for row, rows in users if row is not None]
-    for l2 in EASE_L2:
-        weights = ease_weights(x, l2)
-        hits = []
-        for row, rows in cases:
-            scores = np.asarray(x[row] @ weights).ravel()
-            seen = data.seen.row(row)
-            fresh = rows[~np.isin(rows, seen)]
-            if fresh.size == 0:
-                continue
-            top = top_k(scores, 10, exclude=seen).indices
-            hits.append(np.isin(top, fresh).sum() / 10)
-        scores_by[l2] = float(np.mean(hits)) if hits else 0.0
-    return max(EASE_L2, key=lambda value: (scores_by[value], -value))
-
-
 def evaluate_shop(
     interactions: Interactions,
     config: TrainConfig,
@@ -178,7 +131,7 @@ def evaluate_shop(
     hybrid_seconds = time.perf_counter() - tick
     data = hybrid.data
     serving = hybrid.to_serving()
-    truth = _truth(test, data, relevant)
+    truth = relevant_rows(test, data, relevant)
     tokens = users.as_dict() if users is not None else {}
     report = EvaluationReport(
         "temporal",
