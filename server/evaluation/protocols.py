@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import POSITIVE_EVENT_TYPES, EventType
 
 if TYPE_CHECKING:
@@ -53,11 +54,13 @@ def run_protocol(
     metrics; ``test`` is the test file of the protocols in :data:`NEEDS_TEST`."""
     protocol = settings.protocol
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol: unknown {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        raise InvalidInputError(
+            f"protocol: unknown {protocol!r}; choose from {', '.join(PROTOCOLS)}"
+        )
     if protocol in NEEDS_TEST and test is None:
-        raise ValueError(f"protocol {protocol} needs test interactions")
+        raise InvalidInputError(f"test: protocol {protocol} needs test interactions")
     if protocol not in NEEDS_TEST and test is not None:
-        raise ValueError(f"protocol {protocol} takes no test interactions")
+        raise InvalidInputError(f"test: protocol {protocol} takes no test interactions")
     if protocol == "temporal":
         from shelfrank.server.evaluation.shop import SHOP_MODELS, evaluate_shop
 
