@@ -27,8 +27,6 @@ import numpy as np
 from machine import machine_description  # benchmarks/machine.py
 from serving import child_server, prepare_state, recommend_call, run_point, serve, write_model
 
-import shelfrank.server.blend_fit
-import shelfrank.server.incremental  # noqa: F401
 from shelfrank.core.model_format import load_serving_model
 from shelfrank.datasets.synth import SynthConfig, generate
 from shelfrank.server.config import TrainConfig

@@ -20,7 +20,6 @@ from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.bootstrap import FirstModelPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
-from shelfrank.server.incremental import continue_training
 from shelfrank.server.registry import ModelRegistry, load_state
 from shelfrank.server.service import RecommenderService, TrackOutcome
 from shelfrank.server.serving_state import ServingState
@@ -121,8 +120,8 @@ class Retrainer:
                 model = HybridModel.train(interactions, self.config, items=items, users=users)
                 self.last_kind = "full"
             else:
-                model = continue_training(
-                    previous, interactions, items=items, users=users, epochs=self.incremental_epochs
+                model = previous.continued(
+                    interactions, items=items, users=users, epochs=self.incremental_epochs
                 )
                 self.last_kind = "incremental"
             version = self.registry.save(model, watermark, activate=False)

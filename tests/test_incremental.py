@@ -6,7 +6,6 @@ import pytest
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel, predict_matrix
-from shelfrank.server.incremental import continue_training
 from tests.conftest import make_interactions
 
 Shop = tuple[Interactions, FeatureTable, FeatureTable]
@@ -26,8 +25,8 @@ def test_continue_training_grows_for_new_users_items_and_tokens(toy_shop: Shop) 
         + [("u0", "hat1", "purchase"), ("u1", "hat1", "view")]
     )
     more_items = FeatureTable("item_id", ("category",), ["hat1"], [("category=hats",)])
-    model = continue_training(
-        base, Interactions.concat([interactions, new_rows]), items=more_items, epochs=5
+    model = base.continued(
+        Interactions.concat([interactions, new_rows]), items=more_items, epochs=5
     )
 
     assert np.array_equal(base.lightfm.item_embeddings, before)  # the previous model is untouched
@@ -66,4 +65,4 @@ def test_continue_training_validates_epochs(toy_shop: Shop) -> None:
         interactions, TrainConfig(components=4, epochs=1, seed=1, num_threads=1)
     )
     with pytest.raises(ValueError, match="epochs"):
-        continue_training(base, interactions, epochs=0)
+        base.continued(interactions, epochs=0)
