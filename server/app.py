@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from threadpoolctl import threadpool_limits
 
-from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.errors import InvalidInputError, ShelfrankError
 from shelfrank.proto._generated import (
     edge_sync_pb2,
     edge_sync_pb2_grpc,
@@ -52,6 +52,10 @@ log = logging.getLogger("shelfrank.server")
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
 EDGE_SERVICE_NAME = edge_sync_pb2.DESCRIPTOR.services_by_name["EdgeSync"].full_name
 TOKEN_ENV = "SHELFRANK_TOKEN"
+
+
+class BindError(ShelfrankError, OSError):
+    """The server's address cannot be bound (in use, not local, not permitted)."""
 
 
 @dataclass
@@ -290,6 +294,14 @@ def start(options: ServerOptions) -> RunningServer:
             f"max_concurrent_rpcs: must be at least 1, got {options.max_concurrent_rpcs}"
         )
     store = EventStore(options.state_dir / "events.sqlite3")
+    try:
+        return _started(options, store)
+    except BaseException:
+        store.close()  # a start that fails leaves nothing open
+        raise
+
+
+def _started(options: ServerOptions, store: EventStore) -> RunningServer:
     registry = ModelRegistry(options.state_dir, search=options.search)
     state = initial_state(options, store, registry)
     # The store is the source of truth for what the model files cannot know: catalogue
@@ -320,15 +332,18 @@ def start(options: ServerOptions) -> RunningServer:
             server,
         )
     address = f"{options.host}:{options.port}"
-    if options.tls_cert and options.tls_key:
-        credentials = grpc.ssl_server_credentials(
-            [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())]
-        )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if options.tls_cert and options.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(options.tls_key.read_bytes(), options.tls_cert.read_bytes())]
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio's way of saying the address cannot be bound
+        raise BindError(f"cannot bind {address}: {exc}") from None
     if port == 0:
-        raise OSError(f"cannot bind {address}")
+        raise BindError(f"cannot bind {address}")
     retrainer = Retrainer(
         service,
         registry,

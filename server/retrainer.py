@@ -14,7 +14,7 @@ import math
 import threading
 from pathlib import Path
 
-from shelfrank.core.errors import ModelFileError
+from shelfrank.core.errors import InvalidInputError, ModelFileError
 from shelfrank.core.events import EventType
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.bootstrap import FirstModelPolicy
@@ -77,7 +77,7 @@ class Retrainer:
         first_model: FirstModelPolicy | None = None,
     ) -> None:
         if incremental_epochs < 1 or full_every < 1:
-            raise ValueError("incremental_epochs and full_every must be >= 1")
+            raise InvalidInputError("incremental_epochs and full_every: must be >= 1")
         self.service = service
         self.registry = registry
         self.config = config

@@ -133,7 +133,7 @@ class RecommenderService:
         )
         self._vectors_lock = threading.Lock()
         if scoring_threads < 1:
-            raise ValueError(f"scoring_threads: must be at least 1, got {scoring_threads}")
+            raise InvalidInputError(f"scoring_threads: must be at least 1, got {scoring_threads}")
         # Searches run at most this many at a time. The numpy search is dozens of numpy
         # calls, each handing the GIL around; many at once on few cores convoy
         # (benchmarks/RESULTS.md: 1 at a time served 1.6x the calls/s of 16 at 32 clients).

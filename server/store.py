@@ -32,7 +32,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shelfrank.core.errors import StorageError
+from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.server.user_events import (
     MERGE_EVERY,
@@ -174,7 +174,7 @@ class EventStore:
         """``merge_every``: events after the user index's watermark that trigger a bulk
         merge into it (see user_events.py)."""
         if merge_every < 1:
-            raise ValueError(f"merge_every: must be at least 1, got {merge_every}")
+            raise InvalidInputError(f"merge_every: must be at least 1, got {merge_every}")
         self._merge_every = merge_every
         self._recent = RecentByUser()
         self.path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -255,3 +256,16 @@ def test_calls_beyond_the_admission_limit_are_shed_at_once(model_dir: Path, tmp_
     finally:
         release.set()
         running.stop()
+
+
+def test_an_address_that_cannot_be_bound_is_a_bind_error(model_dir: Path, tmp_path: Path) -> None:
+    from shelfrank.core.errors import ShelfrankError
+    from shelfrank.server.app import BindError
+
+    # TEST-NET-3 (RFC 5737): no interface of this machine has it, nothing is sent.
+    options = ServerOptions(
+        state_dir=tmp_path, host="203.0.113.1", port=0, model_dir=model_dir, train_config=CONFIG
+    )
+    with pytest.raises(BindError, match=re.escape("cannot bind 203.0.113.1:0")) as refused:
+        start(options)
+    assert isinstance(refused.value, ShelfrankError)
