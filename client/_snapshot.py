@@ -89,10 +89,10 @@ class SnapshotDownload:
             except OSError as exc:
                 raise self._storage_error(path, exc) from exc
         return SnapshotInfo(
-            header.version,
-            header.base_version,
-            header.model_version,
-            header.user_erased,
-            self._received,
-            header.erasure_id,
+            version=header.version,
+            base_version=header.base_version,
+            model_version=header.model_version,
+            user_erased=header.user_erased,
+            payload_bytes=self._received,
+            erasure_id=header.erasure_id,
         )

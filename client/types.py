@@ -57,7 +57,7 @@ class ScoredItem:
     """Higher is better; comparable only within one response."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Recommendations:
     """Ranked items plus what is needed to attribute feedback to this response."""
 
@@ -195,7 +195,7 @@ class DeleteResult:
     events_deleted: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelInfo:
     """The serving model's version and the event store's counts."""
 
@@ -208,7 +208,7 @@ class ModelInfo:
     stored_events: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SnapshotInfo:
     """What :meth:`Client.fetch_snapshot` downloaded (edge devices).
 

@@ -89,7 +89,7 @@ class Snapshot:
         return int(sum(a.nbytes for a in (self.vectors, self.scales, self.biases, self.popularity)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SnapshotDelta:
     """Rows new or changed between ``base_version`` and ``version``, and deleted ids."""
 
@@ -207,7 +207,13 @@ def diff(old: Snapshot, new: Snapshot) -> SnapshotDelta:
     changed = np.flatnonzero(~same)
     deleted = tuple(item for item in old.item_ids if item not in new.item_ids)
     upserts = _take(new, changed.astype(np.int64), version=new.version)
-    return SnapshotDelta(old.version, new.version, new.model_version, upserts, deleted)
+    return SnapshotDelta(
+        base_version=old.version,
+        version=new.version,
+        model_version=new.model_version,
+        upserts=upserts,
+        deleted=deleted,
+    )
 
 
 def apply_delta(base: Snapshot, delta: SnapshotDelta) -> Snapshot:
@@ -373,4 +379,10 @@ def read_snapshot_or_delta(directory: str | Path) -> Snapshot | SnapshotDelta:
     )
     if not base:
         return snapshot
-    return SnapshotDelta(base, snapshot.version, snapshot.model_version, snapshot, deleted)
+    return SnapshotDelta(
+        base_version=base,
+        version=snapshot.version,
+        model_version=snapshot.model_version,
+        upserts=snapshot,
+        deleted=deleted,
+    )

@@ -26,7 +26,7 @@ class RowError:
         return f"{self.path}:{self.line}: {self.reason}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReadReport:
     """What a reader did with a file. Every rejected row is counted; the first
     ``MAX_REPORTED_ERRORS`` are kept with their location."""

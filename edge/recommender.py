@@ -80,7 +80,7 @@ class NoSnapshotError(ShelfrankError):
     """The device has no snapshot yet: call ``sync()`` online, or pass ``snapshot=``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyncResult:
     pushed: int  # events the server acknowledged in this sync (new or duplicate)
     rejected: int  # events the server refused (kept locally with the reason)
@@ -382,10 +382,10 @@ class EdgeRecommender:
             ScoredItem(i, float("-inf")) for i, r in zip(item_ids, known, strict=True) if r is None
         ]
         return Recommendations(
-            tuple(items),
-            snapshot.model_version,
-            uuid.uuid4().hex,
-            Strategy.FOLD_IN if events else Strategy.TRAINED,
+            items=tuple(items),
+            model_version=snapshot.model_version,
+            recommendation_id=uuid.uuid4().hex,
+            strategy=Strategy.FOLD_IN if events else Strategy.TRAINED,
         )
 
     @staticmethod
@@ -445,15 +445,15 @@ class EdgeRecommender:
                 )
         except (UnavailableError, DeadlineExceededError) as exc:
             return SyncResult(
-                pushed,
-                rejected,
-                self._outbox.counts().get("pending", 0),
-                self._version(),
-                0,
-                False,
-                False,
-                True,
-                str(exc),
+                pushed=pushed,
+                rejected=rejected,
+                pending=self._outbox.counts().get("pending", 0),
+                snapshot_version=self._version(),
+                snapshot_bytes=0,
+                full_snapshot=False,
+                purged=False,
+                offline=True,
+                error=str(exc),
             )
 
     def _push(self, client: Client) -> tuple[int, int]:
@@ -507,10 +507,28 @@ class EdgeRecommender:
             unnumbered = info.user_erased and info.erasure_id == 0
             if unnumbered or info.erasure_id > self._outbox.purged_erasure():
                 self._wipe(info.erasure_id)
-                return SyncResult(0, 0, 0, "", 0, False, True, False), info.user_erased
+                return SyncResult(
+                    pushed=0,
+                    rejected=0,
+                    pending=0,
+                    snapshot_version="",
+                    snapshot_bytes=0,
+                    full_snapshot=False,
+                    purged=True,
+                    offline=False,
+                ), info.user_erased
             pending = self._outbox.counts().get("pending", 0)
             if info.user_erased:  # purged for already: what was recorded since is new
-                return SyncResult(0, 0, pending, self._version(), 0, False, False, False), True
+                return SyncResult(
+                    pushed=0,
+                    rejected=0,
+                    pending=pending,
+                    snapshot_version=self._version(),
+                    snapshot_bytes=0,
+                    full_snapshot=False,
+                    purged=False,
+                    offline=False,
+                ), True
             try:
                 loaded = read_snapshot_or_delta(scratch)
                 if isinstance(loaded, SnapshotDelta):
@@ -519,13 +537,28 @@ class EdgeRecommender:
                     snapshot = loaded
             except (ModelFileError, ValueError) as exc:  # corrupted download: keep ours
                 failed = SyncResult(
-                    0, 0, pending, have, info.payload_bytes, False, False, False, str(exc)
+                    pushed=0,
+                    rejected=0,
+                    pending=pending,
+                    snapshot_version=have,
+                    snapshot_bytes=info.payload_bytes,
+                    full_snapshot=False,
+                    purged=False,
+                    offline=False,
+                    error=str(exc),
                 )
                 return failed, False
             self._persist(snapshot)
         full = isinstance(loaded, Snapshot)
         return SyncResult(
-            0, 0, pending, snapshot.version, info.payload_bytes, full, False, False
+            pushed=0,
+            rejected=0,
+            pending=pending,
+            snapshot_version=snapshot.version,
+            snapshot_bytes=info.payload_bytes,
+            full_snapshot=full,
+            purged=False,
+            offline=False,
         ), False
 
     # -- privacy ------------------------------------------------------------------------------
@@ -608,4 +641,9 @@ def _result(
         ScoredItem(snapshot.item_ids.id_of(int(r)), float(s))
         for r, s in zip(rows, scores, strict=True)
     )
-    return Recommendations(items, snapshot.model_version, uuid.uuid4().hex, strategy)
+    return Recommendations(
+        items=items,
+        model_version=snapshot.model_version,
+        recommendation_id=uuid.uuid4().hex,
+        strategy=strategy,
+    )

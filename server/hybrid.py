@@ -43,7 +43,7 @@ from shelfrank.server.training_data import TrainingData, build_training_data
 EpochCallback = Callable[[int, "HybridModel"], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainSummary:
     users: int
     items: int

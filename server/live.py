@@ -33,7 +33,7 @@ _MAX_WRITE_COUNTERS = 100_000
 MAX_USERS = 100_000  # records kept (a few hundred bytes each plus 16 per fresh event)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UserLive:
     watermark_seq: int
     loaded_seq: int  # the store's last seq when loaded: every event up to it is counted
@@ -47,11 +47,11 @@ class UserLive:
         if not new:
             return self
         return UserLive(
-            self.watermark_seq,
-            self.loaded_seq,
-            self.fresh_items + tuple(sys.intern(e.item_id) for e in new),
-            self.fresh_types + tuple(e.event_type for e in new),
-            self.consumed | {e.item_id for e in new if e.event_type in CONSUMED},
+            watermark_seq=self.watermark_seq,
+            loaded_seq=self.loaded_seq,
+            fresh_items=self.fresh_items + tuple(sys.intern(e.item_id) for e in new),
+            fresh_types=self.fresh_types + tuple(e.event_type for e in new),
+            consumed=self.consumed | {e.item_id for e in new if e.event_type in CONSUMED},
         )
 
 
@@ -100,11 +100,11 @@ class LiveUsers:
         last_seq, events = self._load_all(user_id)
         fresh = [e for seq, e in events if seq > watermark_seq]
         return UserLive(
-            watermark_seq,
-            last_seq,
-            tuple(sys.intern(e.item_id) for e in fresh),
-            tuple(e.event_type for e in fresh),
-            frozenset(e.item_id for _, e in events if e.event_type in CONSUMED),
+            watermark_seq=watermark_seq,
+            loaded_seq=last_seq,
+            fresh_items=tuple(sys.intern(e.item_id) for e in fresh),
+            fresh_types=tuple(e.event_type for e in fresh),
+            consumed=frozenset(e.item_id for _, e in events if e.event_type in CONSUMED),
         )
 
     def record(

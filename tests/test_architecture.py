@@ -217,3 +217,24 @@ def test_every_package_folder_is_declared_in_pyproject() -> None:
             relative = init.parent.relative_to(REPO)
             name = "shelfrank." + ".".join(relative.parts)
             assert name in declared, f"{relative} is a package but {name} is not in pyproject"
+
+
+RESULT_SUFFIXES = ("Result", "Info", "Summary", "Report", "Outcome", "Payload", "Delta", "Step")
+
+
+def test_result_types_of_more_than_three_fields_are_built_by_keyword() -> None:
+    """``SyncResult(0, 0, 0, "", 0, False, True, False)`` says nothing to its reader: a
+    result dataclass with more than three fields is keyword-only."""
+    problems = []
+    for folder in PACKAGES:
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.ClassDef) or not node.name.endswith(RESULT_SUFFIXES):
+                    continue
+                decorators = [ast.unparse(d) for d in node.decorator_list]
+                if not any(d.startswith("dataclass") for d in decorators):
+                    continue
+                fields = [n for n in node.body if isinstance(n, ast.AnnAssign)]
+                if len(fields) > 3 and not any("kw_only=True" in d for d in decorators):
+                    problems.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert problems == []

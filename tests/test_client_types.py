@@ -92,7 +92,12 @@ def test_iterables_are_stored_as_tuples() -> None:
 
 
 def test_recommendations_item_ids() -> None:
-    recs = Recommendations((ScoredItem("a", 2.0), ScoredItem("b", 1.0)), "v1", "r1", Strategy.ITEM)
+    recs = Recommendations(
+        items=(ScoredItem("a", 2.0), ScoredItem("b", 1.0)),
+        model_version="v1",
+        recommendation_id="r1",
+        strategy=Strategy.ITEM,
+    )
     assert recs.item_ids == ("a", "b")
 
 

@@ -116,7 +116,7 @@ def replay_split(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReplayStep:
     """One moment of one user's session: what the device knows and what happened next."""
 
@@ -166,11 +166,11 @@ def replay_steps(
             if targets:
                 steps.append(
                     ReplayStep(
-                        user,
-                        tuple(history),
-                        np.array(sorted(touched), dtype=np.int64),
-                        np.array(targets, dtype=np.int64),
-                        now,
+                        user=user,
+                        events=tuple(history),
+                        exclude=np.array(sorted(touched), dtype=np.int64),
+                        targets=np.array(targets, dtype=np.int64),
+                        now=now,
                     )
                 )
             for row, index in known:
@@ -274,9 +274,14 @@ def evaluate_edge_replay(
     fit_seconds = model.summary.total_seconds if model.summary else 0.0
     users_scored = len({step.user for step in steps})
     report = EvaluationReport(
-        "edge-replay",
-        k,
-        results=[ModelResult(name, results[name], users_scored, fit_seconds) for name in results],
+        protocol="edge-replay",
+        k=k,
+        results=[
+            ModelResult(
+                name=name, metrics=results[name], users=users_scored, fit_seconds=fit_seconds
+            )
+            for name in results
+        ],
         notes={
             **split.notes,
             **dropped,

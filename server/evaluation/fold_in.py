@@ -147,7 +147,7 @@ def evaluate_fold_in(
     tokens = users.as_dict() if users is not None else {}
 
     report = EvaluationReport(
-        "fold-in", k, notes={"fold_users": fold_users, "seed": seed, **dropped}
+        protocol="fold-in", k=k, notes={"fold_users": fold_users, "seed": seed, **dropped}
     )
     recommenders: list[Recommender] = [
         ServingRecommender("hybrid-trained", full.to_serving()),
@@ -159,7 +159,12 @@ def evaluate_fold_in(
             recommender, full.data, truth, k, None, progress=progress, histories=histories
         )
         report.results.append(
-            ModelResult(recommender.name, accumulator.result(), accumulator.users, 0.0)
+            ModelResult(
+                name=recommender.name,
+                metrics=accumulator.result(),
+                users=accumulator.users,
+                fit_seconds=0.0,
+            )
         )
     trained = report.result("hybrid-trained").metrics["precision"]
     folded = report.result("hybrid-fold-in").metrics["precision"]

@@ -39,7 +39,7 @@ MODEL_NAMES = ("hybrid", "hybrid-lightfm", "lightfm-cf", "popularity", "user-knn
 BATCH_USERS = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelResult:
     name: str
     metrics: dict[str, float]
@@ -47,7 +47,7 @@ class ModelResult:
     fit_seconds: float
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvaluationReport:
     protocol: str
     k: int
@@ -220,7 +220,7 @@ def evaluate_split(
         candidates = np.array(data.items.entities.indices(split.candidate_item_ids), np.int64)
         truth = {u: rows[np.isin(rows, candidates)] for u, rows in truth.items()}
         truth = {u: rows for u, rows in truth.items() if rows.size}
-    report = EvaluationReport(split.protocol, k, notes={**split.notes, **dropped})
+    report = EvaluationReport(protocol=split.protocol, k=k, notes={**split.notes, **dropped})
     report.notes["train_events"] = len(split.train)
     report.notes["test_events"] = len(split.test)
     for name in models:
@@ -254,6 +254,11 @@ def evaluate_split(
             fit_seconds = time.perf_counter() - tick
         accumulator = score_users(recommender, data, truth, k, candidates, progress=progress)
         report.results.append(
-            ModelResult(name, accumulator.result(), accumulator.users, fit_seconds)
+            ModelResult(
+                name=name,
+                metrics=accumulator.result(),
+                users=accumulator.users,
+                fit_seconds=fit_seconds,
+            )
         )
     return report

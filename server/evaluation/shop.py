@@ -134,8 +134,8 @@ def evaluate_shop(
     truth = relevant_rows(test, data, relevant)
     tokens = users.as_dict() if users is not None else {}
     report = EvaluationReport(
-        "temporal",
-        k,
+        protocol="temporal",
+        k=k,
         notes={
             "cutoff_unix_seconds": cutoff,
             "train_events": len(train),
@@ -214,7 +214,12 @@ def evaluate_shop(
             if accumulator.users:
                 result = accumulator.result()
                 report.results.append(
-                    ModelResult(f"{setting}/{name}", result, accumulator.users, seconds)
+                    ModelResult(
+                        name=f"{setting}/{name}",
+                        metrics=result,
+                        users=accumulator.users,
+                        fit_seconds=seconds,
+                    )
                 )
     return report
 
