@@ -80,8 +80,9 @@ def new_event_id() -> str:
 
 
 class StoredEvent(NamedTuple):
-    """An event as every layer passes it on (validated requests, the store, live records):
-    a named tuple, because ingest creates one per event and it must be cheap."""
+    """An event as every layer passes it on (validated requests, the server's store, live
+    records, a device's outbox): a named tuple, because ingest creates one per event and
+    it must be cheap."""
 
     event_id: str
     user_id: str

@@ -15,11 +15,10 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from shelfrank.core.errors import ClosedError, StorageError
-from shelfrank.core.events import EventType
+from shelfrank.core.events import EventType, StoredEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -37,17 +36,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
 CREATE TABLE IF NOT EXISTS device_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-
-
-@dataclass(frozen=True)
-class OutboxEvent:
-    event_id: str
-    user_id: str
-    item_id: str
-    event_type: EventType
-    timestamp_ms: int
-    session_id: str = ""
-    query: str = ""
 
 
 class Outbox:
@@ -96,7 +84,7 @@ class Outbox:
                 self._db.rollback()
                 raise
 
-    def add(self, event: OutboxEvent) -> None:
+    def add(self, event: StoredEvent) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox (event_id, user_id, item_id, event_type,"
@@ -112,7 +100,7 @@ class Outbox:
                 ),
             )
 
-    def pending(self, limit: int) -> list[OutboxEvent]:
+    def pending(self, limit: int) -> list[StoredEvent]:
         with self._read():
             rows = self._db.execute(
                 "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
@@ -133,7 +121,7 @@ class Outbox:
             rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
             return {state: int(count) for state, count in rows}
 
-    def recent(self, since_ms: int, limit: int) -> list[OutboxEvent]:
+    def recent(self, since_ms: int, limit: int) -> list[StoredEvent]:
         """Events since ``since_ms``, oldest first, at most the last ``limit``."""
         with self._read():
             rows = self._db.execute(
@@ -186,8 +174,8 @@ class Outbox:
                 self._db.close()
 
 
-def _event(row: Sequence[object]) -> OutboxEvent:
-    return OutboxEvent(
+def _event(row: Sequence[object]) -> StoredEvent:
+    return StoredEvent(
         event_id=str(row[0]),
         user_id=str(row[1]),
         item_id=str(row[2]),

@@ -58,7 +58,7 @@ from shelfrank.core.errors import (
     ShelfrankError,
     StorageError,
 )
-from shelfrank.core.events import EventType, new_event_id
+from shelfrank.core.events import EventType, StoredEvent, new_event_id
 from shelfrank.core.scoring import top_k
 from shelfrank.core.session import SessionConfig, SessionEvent, rerank
 from shelfrank.core.snapshot import (
@@ -70,7 +70,7 @@ from shelfrank.core.snapshot import (
     write_snapshot,
 )
 from shelfrank.edge.convert import snapshot_from_model_directory
-from shelfrank.edge.outbox import Outbox, OutboxEvent
+from shelfrank.edge.outbox import Outbox
 from shelfrank.edge.table import EdgeTable
 
 PUSH_BATCH = 500
@@ -249,7 +249,7 @@ class EdgeRecommender:
         event_id = new_event_id()
         stamp = int(self.clock() * 1000) if timestamp_ms is None else timestamp_ms
         self._outbox.add(
-            OutboxEvent(event_id, self.user_id, item_id, kind, stamp, session_id, query)
+            StoredEvent(event_id, self.user_id, item_id, kind, stamp, session_id, query)
         )
         return event_id
 
