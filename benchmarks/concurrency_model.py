@@ -90,12 +90,12 @@ def serve_aio(
     from shelfrank.server.grpc_servicer import RecommenderServicer
     from shelfrank.server.registry import load_state
     from shelfrank.server.service import RecommenderService
-    from shelfrank.server.store import EventStore
+    from shelfrank.server.store import SQLiteStore
 
     threadpool_limits(limits=1, user_api="blas")
     to_thread = bool(options.get("to_thread", False))
     sync = RecommenderServicer(
-        RecommenderService(EventStore(Path(state_dir) / "events.sqlite3"), load_state(model_dir))
+        RecommenderService(SQLiteStore(Path(state_dir) / "events.sqlite3"), load_state(model_dir))
     )
 
     class Adapter(pb_grpc.RecommenderServicer):

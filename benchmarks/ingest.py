@@ -10,7 +10,7 @@ grow (about 2.5x between 0 and 400k stored events with default settings):
   plain SQL at the same interval (the SQL the store cannot avoid); measured before and
   after the server on fresh copies, the mean is the floor. The same without the merge is
   reported beside it (``insert_only_floor``);
-- store: ``EventStore.append_events`` in-process (duplicate check, one transaction);
+- store: ``SQLiteStore.append_events`` in-process (duplicate check, one transaction);
 - server: ``Track`` over gRPC to a server in a child process, first 1 client thread, then 4
   (raw stubs with prebuilt requests, so the figure is the server's, not the client's).
   The floor and store figures run the same two phases in the same order.
@@ -58,7 +58,7 @@ from shelfrank.server.store import (
     WAL_CHECKPOINT_PAGES,
     WAL_SIZE_LIMIT_BYTES,
     WRITER_CACHE_KIB,
-    EventStore,
+    SQLiteStore,
 )
 from shelfrank.server.user_events import MERGE_EVERY, merge, merged_upto
 
@@ -131,7 +131,7 @@ def raw_floor(
 
 
 def store_rate(path: Path, phases: list[list[StoredEvent]]) -> list[float]:
-    store = EventStore(path)
+    store = SQLiteStore(path)
     rates = []
     for events in phases:
         tick = time.perf_counter()

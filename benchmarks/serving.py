@@ -59,7 +59,7 @@ from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
 from shelfrank.server.registry import WATERMARK_KEY, load_state
-from shelfrank.server.store import EventStore
+from shelfrank.server.store import SQLiteStore
 
 K = 10
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
@@ -107,7 +107,7 @@ def tiled(base: ServingModel, size: int, seed: int = 0) -> ServingModel:
 
 def prepare_state(state_dir: Path, shop: SynthData) -> int:
     """Store the shop's catalogue, profiles and events; returns the watermark."""
-    store = EventStore(state_dir / "events.sqlite3")
+    store = SQLiteStore(state_dir / "events.sqlite3")
     try:
         store.upsert_items(list(shop.items.as_dict().items()))
         store.upsert_users(list(shop.users.as_dict().items()))
@@ -400,7 +400,7 @@ def profile_handler(state_dir: Path, model_dir: Path, users: list[str], calls: i
     from shelfrank.server.grpc_servicer import RecommenderServicer
     from shelfrank.server.service import RecommenderService
 
-    store = EventStore(state_dir / "events.sqlite3")
+    store = SQLiteStore(state_dir / "events.sqlite3")
     try:
         servicer = RecommenderServicer(RecommenderService(store, load_state(model_dir)))
         requests = [pb.RecommendRequest(user_id=u, k=K) for u in users]

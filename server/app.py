@@ -46,7 +46,7 @@ from shelfrank.server.retrainer import Retrainer
 from shelfrank.server.service import RecommenderService, TrackOutcome
 from shelfrank.server.serving_state import ServingState
 from shelfrank.server.snapshots import SnapshotService
-from shelfrank.server.store import EventStore
+from shelfrank.server.storage import EventStore, open_store
 
 log = logging.getLogger("shelfrank.server")
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -293,7 +293,7 @@ def start(options: ServerOptions) -> RunningServer:
         raise InvalidInputError(
             f"max_concurrent_rpcs: must be at least 1, got {options.max_concurrent_rpcs}"
         )
-    store = EventStore(options.state_dir / "events.sqlite3")
+    store = open_store(options.state_dir)
     try:
         return _started(options, store)
     except BaseException:

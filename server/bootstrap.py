@@ -25,7 +25,7 @@ from shelfrank.core.scoring import ScoringTable
 from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.store import EventStore, StoreCounts
+from shelfrank.server.storage import EventStore, StoreCounts
 
 # The vectors of a state without a model are never used for ranking; one column keeps
 # every table well formed.

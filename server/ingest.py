@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.datasets.records import FeatureTable, Interactions
-from shelfrank.server.store import EventStore
+from shelfrank.server.storage import EventStore
 
 # Events appended per store transaction (each one fsyncs).
 INGEST_BATCH = 10_000

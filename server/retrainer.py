@@ -23,7 +23,7 @@ from shelfrank.server.hybrid import HybridModel
 from shelfrank.server.registry import ModelRegistry, load_state
 from shelfrank.server.service import RecommenderService, TrackOutcome
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.store import EventStore
+from shelfrank.server.storage import EventStore
 
 log = logging.getLogger("shelfrank.retrainer")
 

@@ -51,7 +51,7 @@ from shelfrank.server.requests import (
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.store import EventStore
+from shelfrank.server.storage import EventStore
 
 # What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
 VectorStamp = tuple[str, int, tuple[str, ...]]

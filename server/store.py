@@ -1,10 +1,12 @@
-"""Durable, idempotent storage of behaviour events, catalogue items and user profiles.
+"""The embedded store (``shelfrank.server.storage.EventStore`` on SQLite), the default.
 
-Embedded default: one SQLite file in WAL mode with ``synchronous=FULL``, so a batch is on
-disk when :meth:`EventStore.append_events` returns (an acknowledged event survives a crash
-of the process or the machine). ``event_id`` is the primary key: the same id again is a
+Durable, idempotent storage of behaviour events, catalogue items and user profiles: one
+SQLite file in WAL mode with ``synchronous=FULL``, so a batch is on disk when
+:meth:`SQLiteStore.append_events` returns (an acknowledged event survives a crash of the
+process or the machine). ``event_id`` is the primary key: the same id again is a
 duplicate and changes nothing, also after a restart. Events of an erased user are
-remembered by id only (``erased_events``), so replaying them cannot resurrect the profile.
+remembered by id only (``erased_events``), so replaying them cannot resurrect the
+profile.
 
 Events are found by user through ``user_events``, merged in bulk, plus this process's map
 of the newest events (user_events.py). Schema 2 (that form) is made from a schema 1 store
@@ -27,13 +29,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
+from shelfrank.server.storage import AppendResult, StoreCounts
 from shelfrank.server.user_events import (
     MERGE_EVERY,
     UPTO_KEY,
@@ -88,30 +90,11 @@ _INSERT_TAIL = ") WHERE column1 IS NOT NULL"
 _MAX_ROWS_PER_INSERT = 1024  # 7,168 variables: well under SQLite's 32,766
 # Bound as its number: the default path for an int subclass looks for __conform__ first.
 sqlite3.register_adapter(EventType, int)
-# Writer tuning (see EventStore.__init__); also used by benchmarks/ingest.py's raw floor.
+# Writer tuning (see SQLiteStore.__init__); also used by benchmarks/ingest.py's raw floor.
 WRITER_CACHE_KIB = 65536
 WAL_CHECKPOINT_PAGES = 10000
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
 _COLUMNS = len(StoredEvent._fields)  # of the events table, as inserted
-
-
-@dataclass(frozen=True, kw_only=True)
-class AppendResult:
-    """Positions (in the given batch) of newly stored events, of duplicates and of events
-    refused because their user was erased after the sender's ``erasure_seen``."""
-
-    accepted: tuple[int, ...]
-    duplicates: tuple[int, ...]
-    seqs: tuple[int, ...] = ()  # the store's seq of each accepted event, in the same order
-    erased: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoreCounts:
-    events: int
-    users_with_events: int
-    items: int
-    users: int
 
 
 class _Pending:
@@ -169,7 +152,7 @@ def _errors_mapped(cls: type[_T]) -> type[_T]:
 
 
 @_errors_mapped
-class EventStore:
+class SQLiteStore:
     def __init__(self, path: str | Path, *, merge_every: int = MERGE_EVERY) -> None:
         """``merge_every``: events after the user index's watermark that trigger a bulk
         merge into it (see user_events.py)."""

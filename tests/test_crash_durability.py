@@ -19,7 +19,7 @@ import pytest
 
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.server.store import EventStore
+from shelfrank.server.store import SQLiteStore
 from tests.conftest import serve_process, stop_process
 
 CLIENTS = 4
@@ -65,7 +65,7 @@ def start_and_wait(state: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 def check_store(path: Path, acknowledged: set[str]) -> None:
-    store = EventStore(path)  # opening recovers the WAL, as a restart does
+    store = SQLiteStore(path)  # opening recovers the WAL, as a restart does
     try:
         assert store.integrity_check() == "ok"
         stored = [e.event_id for _, e in store.iter_events() if e.event_id.startswith("crash-")]

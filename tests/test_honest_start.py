@@ -13,7 +13,7 @@ import pytest
 from shelfrank.client import Client, Event, FeatureFilter, Item, Strategy
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.app import RunningServer, ServerOptions, start
-from shelfrank.server.store import EventStore
+from shelfrank.server.store import SQLiteStore
 from tests.conftest import SERVER_CONFIG, serve_process, stop_process
 
 
@@ -92,7 +92,7 @@ def test_another_process_on_the_same_store_counts_the_same_events(
 ) -> None:
     """Counts come from the store, not from this process's memory."""
     running, client = empty_server
-    other = EventStore(tmp_path / "events.sqlite3")
+    other = SQLiteStore(tmp_path / "events.sqlite3")
     try:
         other.append_events(
             [StoredEvent(f"e{n}", f"w{n}", "elsewhere", EventType.PURCHASE, 1) for n in range(4)]
@@ -153,7 +153,7 @@ def test_the_first_model_trains_itself_once_the_store_is_ready(tmp_path: Path) -
             assert answer.model_version == info.model_version
     finally:
         assert stop_process(process) == 0
-    store = EventStore(state / "events.sqlite3")
+    store = SQLiteStore(state / "events.sqlite3")
     try:
         stored = [event for _, event in store.iter_events()]
         assert {e.event_id for e in stored} == {e.event_id for e in events}

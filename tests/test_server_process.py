@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-from shelfrank.server.store import EventStore
+from shelfrank.server.store import SQLiteStore
 from tests.conftest import serve_process, stop_process
 
 GRACE_SECONDS = 3.0
@@ -99,7 +99,7 @@ def test_sigterm_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
         worker.join(timeout=15)
     assert code == 0
     assert len(acknowledged) >= 2_000
-    store = EventStore(tmp_path / "state" / "events.sqlite3")
+    store = SQLiteStore(tmp_path / "state" / "events.sqlite3")
     stored = {e.event_id for _, e in store.iter_events() if e.event_id.startswith("w")}
     assert set(acknowledged) <= stored
     assert store.integrity_check() == "ok"

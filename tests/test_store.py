@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.store import AppendResult, EventStore
+from shelfrank.server.storage import AppendResult
+from shelfrank.server.store import SQLiteStore
 
 
 def ev(
@@ -24,7 +25,7 @@ def ev(
 
 
 def test_append_is_idempotent_within_and_across_batches(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     first = store.append_events([ev("a"), ev("b"), ev("a")])
     assert first.accepted == (0, 1)
     assert first.duplicates == (2,)
@@ -36,11 +37,11 @@ def test_append_is_idempotent_within_and_across_batches(tmp_path: Path) -> None:
 
 
 def test_acknowledged_events_and_dedup_survive_a_restart(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.append_events([ev("a"), ev("b", kind=EventType.PURCHASE)])
     store.upsert_items([("i1", ["category=shoes", "brand=acme"])])
     store.close()
-    again = EventStore(tmp_path / "s.db")
+    again = SQLiteStore(tmp_path / "s.db")
     assert again.append_events([ev("a")]).duplicates == (0,)
     assert [e.event_type for _, e in again.events_for_user("u1")] == [
         EventType.VIEW,
@@ -55,9 +56,10 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     code = f"""
 import os, signal, sys
 from shelfrank.core.events import StoredEvent
-from shelfrank.server.store import AppendResult, EventStore
+from shelfrank.server.storage import AppendResult
+from shelfrank.server.store import SQLiteStore
 from shelfrank.core.events import EventType
-store = EventStore({str(tmp_path / "s.db")!r})
+store = SQLiteStore({str(tmp_path / "s.db")!r})
 for batch in range(20):
     rows = [StoredEvent(f"e{{batch}}-{{i}}", "u", "i", EventType.VIEW, 1) for i in range(50)]
     store.append_events(rows)
@@ -69,7 +71,7 @@ os.kill(os.getpid(), signal.SIGKILL)
     )
     assert done.returncode == -9
     acknowledged = len(done.stdout.split())
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     assert store.counts().events == acknowledged * 50 == 1000
     assert store.integrity_check() == "ok"
 
@@ -82,9 +84,9 @@ def test_kill_9s_amid_appends_and_merges_leave_every_history_whole(tmp_path: Pat
     code = f"""
 import itertools, sys
 from shelfrank.core.events import StoredEvent
-from shelfrank.server.store import EventStore
+from shelfrank.server.store import SQLiteStore
 from shelfrank.core.events import EventType
-store = EventStore({str(path)!r}, merge_every=120)
+store = SQLiteStore({str(path)!r}, merge_every=120)
 for batch in itertools.count():
     tag = f"{{sys.argv[1]}}-{{batch}}"
     store.append_events(
@@ -103,7 +105,7 @@ for batch in itertools.count():
             child.send_signal(signal.SIGKILL)
             acknowledged += child.stdout.read().split()  # acks printed before it died
             assert child.wait(timeout=60) == -signal.SIGKILL
-    store = EventStore(path, merge_every=120)
+    store = SQLiteStore(path, merge_every=120)
     stored = list(store.iter_events())
     ids = {event.event_id for _, event in stored}
     assert {f"{tag}-{i}" for tag in acknowledged for i in range(50)} <= ids
@@ -122,14 +124,14 @@ for batch in itertools.count():
 
 
 def test_upsert_replaces_features(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     assert store.upsert_users([("u1", ["segment=a"]), ("u2", [])]) == 2
     store.upsert_users([("u1", ["segment=b"])])
     assert store.user_features() == {"u1": ("segment=b",), "u2": ()}
 
 
 def test_delete_user_erases_rows_and_replays_do_not_resurrect(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.append_events([ev("a"), ev("b"), ev("c", user="u2")])
     store.upsert_users([("u1", ["segment=a"])])
     assert store.delete_user("u1") == (True, 2)
@@ -145,7 +147,7 @@ def test_delete_user_erases_rows_and_replays_do_not_resurrect(tmp_path: Path) ->
 
 
 def test_erasures_are_numbered_per_user_and_survive_a_reopen(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     assert store.latest_erasure("u1") == 0
     store.delete_user("u1")
     first = store.latest_erasure("u1")
@@ -156,13 +158,13 @@ def test_erasures_are_numbered_per_user_and_survive_a_reopen(tmp_path: Path) -> 
     assert store.latest_erasure("u1") > store.latest_erasure("u2") > first
     latest = store.latest_erasure("u1")
     store.close()
-    assert EventStore(tmp_path / "s.db").latest_erasure("u1") == latest
+    assert SQLiteStore(tmp_path / "s.db").latest_erasure("u1") == latest
 
 
 def test_events_of_a_user_erased_after_the_senders_erasure_seen_are_refused(
     tmp_path: Path,
 ) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.delete_user("u1")
     seen = store.latest_erasure("u1")
     # The device purged for `seen`: its new events are fine, the other user's too.
@@ -182,16 +184,16 @@ def test_events_of_a_user_erased_after_the_senders_erasure_seen_are_refused(
 
 
 def test_a_store_from_before_numbered_erasures_numbers_its_erased_users(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.delete_user("u1")
     store.close()
     with sqlite3.connect(tmp_path / "s.db") as raw:  # as an older shelfrank left it
         raw.execute("DROP TABLE erasures")
-    assert EventStore(tmp_path / "s.db").latest_erasure("u1") > 0
+    assert SQLiteStore(tmp_path / "s.db").latest_erasure("u1") > 0
 
 
 def test_seqs_after_an_erasure_and_the_history_snapshot(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.append_events([ev("a"), ev("b", user="u2"), ev("c")])
     store.delete_user("u1")  # the highest seqs are gone: new ones do not reuse them
     result = store.append_events([ev("d", user="u2"), ev("a"), ev("e", user="u2")])
@@ -207,11 +209,11 @@ def test_seqs_after_an_erasure_and_the_history_snapshot(tmp_path: Path) -> None:
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    EventStore(tmp_path / "s.db").close()
+    SQLiteStore(tmp_path / "s.db").close()
     with sqlite3.connect(tmp_path / "s.db") as connection:
         connection.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(StorageError, match="schema 99 is newer"):
-        EventStore(tmp_path / "s.db")
+        SQLiteStore(tmp_path / "s.db")
 
 
 events = st.lists(
@@ -236,7 +238,7 @@ def test_any_order_and_batching_stores_each_event_id_once(
     canonical = {e.event_id: e for e in reversed(batch)}
     shuffled = [canonical[e.event_id] for e in batch]
     rng.shuffle(shuffled)
-    store = EventStore(tmp_path_factory.mktemp("h") / "s.db")
+    store = SQLiteStore(tmp_path_factory.mktemp("h") / "s.db")
     accepted = 0
     reported: dict[str, int] = {}
     for start in range(0, len(shuffled), size):
@@ -259,7 +261,7 @@ def test_concurrent_batches_commit_together_and_each_id_is_accepted_once(tmp_pat
     accepted by exactly one caller, and positions refer to each caller's own batch."""
     import threading
 
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     writers, batches_each, size = 6, 20, 50
     results: dict[int, list[tuple[list[StoredEvent], AppendResult]]] = {
         w: [] for w in range(writers)
@@ -296,7 +298,7 @@ def test_concurrent_batches_commit_together_and_each_id_is_accepted_once(tmp_pat
 
 
 def test_a_failed_group_commit_fails_every_batch_in_it(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.append_events([ev("kept")])
     store._writer.execute(
         "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.item_id = 'bad' "
@@ -339,7 +341,7 @@ def test_every_user_history_is_complete_across_merges_erasures_and_two_writers(
     """Two EventStores on one file (two processes): each sees every user's full history,
     whichever of them appended, merged or erased, including tail events it never wrote."""
     path = tmp_path_factory.mktemp("u") / "s.db"
-    stores = [EventStore(path, merge_every=every), EventStore(path, merge_every=every)]
+    stores = [SQLiteStore(path, merge_every=every), SQLiteStore(path, merge_every=every)]
     stored: dict[str, str] = {}  # event id -> user, in the order stored
     erased: set[str] = set()
     for op, index, arg in ops:
@@ -357,7 +359,7 @@ def test_every_user_history_is_complete_across_merges_erasures_and_two_writers(
                 del stored[event_id]
         else:
             stores[index].close()
-            stores[index] = EventStore(path, merge_every=every)
+            stores[index] = SQLiteStore(path, merge_every=every)
         for store in stores:
             for user in ("u1", "u2", "u3"):
                 expected = [event_id for event_id, owner in stored.items() if owner == user]
@@ -370,7 +372,7 @@ def test_every_user_history_is_complete_across_merges_erasures_and_two_writers(
 
 
 def test_a_merge_indexes_the_tail_by_user_in_one_step(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db", merge_every=4)
+    store = SQLiteStore(tmp_path / "s.db", merge_every=4)
     store.append_events([ev("a"), ev("b", user="u2"), ev("c")])
     with sqlite3.connect(tmp_path / "s.db") as raw:
         assert raw.execute("SELECT COUNT(*) FROM user_events").fetchone() == (0,)
@@ -390,7 +392,7 @@ def test_a_merge_indexes_the_tail_by_user_in_one_step(tmp_path: Path) -> None:
 
 
 def test_a_reader_whose_snapshot_predates_a_merge_still_sees_the_tail(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db", merge_every=3)
+    store = SQLiteStore(tmp_path / "s.db", merge_every=3)
     store.append_events([ev("a"), ev("b", user="u2")])
     assert len(store.user_history("u1")[1]) == 1  # the map now holds seqs 1 and 2
     reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
@@ -419,7 +421,7 @@ def snapshot_of(path: Path) -> tuple[sqlite3.Connection, int, int]:
 
 
 def test_a_reader_whose_snapshot_predates_an_erasure_still_sees_the_tail(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.append_events([ev("a"), ev("b", user="u2"), ev("c")])
     assert len(store.user_history("u1")[1]) == 2  # the map holds the tail
     reader, last, erasure = snapshot_of(tmp_path / "s.db")
@@ -436,7 +438,7 @@ def test_an_erasure_in_one_process_keeps_the_users_later_events_in_anothers_map(
     """Process A erases u1 while process B stores u1's next event and a reader in A sees
     it before A drops u1's erased entries: only the erased seqs leave A's map."""
     path = tmp_path / "s.db"
-    a, b = EventStore(path), EventStore(path)
+    a, b = SQLiteStore(path), SQLiteStore(path)
     a.append_events([ev("a"), ev("b", user="u2")])
     assert len(a.user_history("u1")[1]) == 1
     erased_seqs = [seq for seq, _ in a.events_for_user("u1")]
@@ -464,7 +466,7 @@ def test_a_schema_1_store_moves_its_user_index_into_bulk_merged_form(tmp_path: P
                 VALUES ('a', 'u1', 'i1', 1, 5), ('b', 'u2', 'i1', 3, 6), ('c', 'u1', 'i2', 1, 7);
             """
         )
-    store = EventStore(path)
+    store = SQLiteStore(path)
     assert [e.event_id for _, e in store.events_for_user("u1")] == ["a", "c"]
     assert store.append_events([ev("c"), ev("d", user="u2")]).accepted == (1,)
     assert [e.event_id for _, e in store.events_for_user("u2")] == ["b", "d"]
@@ -475,16 +477,16 @@ def test_a_schema_1_store_moves_its_user_index_into_bulk_merged_form(tmp_path: P
         assert raw.execute("SELECT user_id, seq FROM user_events").fetchall() == [("u2", 2)]
         names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
     assert "events_by_user" not in names
-    assert EventStore(path).integrity_check() == "ok"
+    assert SQLiteStore(path).integrity_check() == "ok"
 
 
 def test_merge_every_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="merge_every: must be at least 1, got 0"):
-        EventStore(tmp_path / "s.db", merge_every=0)
+        SQLiteStore(tmp_path / "s.db", merge_every=0)
 
 
 def test_a_large_batch_is_stored_in_order_across_insert_statements(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db")
     store.append_events([ev("e5"), ev("e300")])
     batch = [ev(f"e{i}", user=f"u{i % 7}") for i in range(1100)]  # two statements
     result = store.append_events(batch)
@@ -498,7 +500,7 @@ def test_a_large_batch_is_stored_in_order_across_insert_statements(tmp_path: Pat
 
 
 def test_sqlite_errors_leave_the_store_as_storage_errors(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "events.sqlite3")
+    store = SQLiteStore(tmp_path / "events.sqlite3")
     try:
 
         def broken(*args: object) -> object:
@@ -518,4 +520,4 @@ def test_opening_a_file_that_is_no_database_is_a_storage_error(tmp_path: Path) -
     path = tmp_path / "events.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError, match="open: file is not a database"):
-        EventStore(path)
+        SQLiteStore(path)

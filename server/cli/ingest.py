@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from shelfrank.server.cli._errors import EXIT_OK
 from shelfrank.server.cli._readers import read_features, read_interactions
@@ -23,12 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shelfrank.server.ingest import ingest
-    from shelfrank.server.store import EventStore
+    from shelfrank.server.storage import open_store
 
     interactions = read_interactions([args.interactions], args.strict, args.quiet)
     items = read_features(args.items, "item_id", args.strict, args.quiet)
     users = read_features(args.users, "user_id", args.strict, args.quiet)
-    store = EventStore(Path(args.state) / "events.sqlite3")
+    store = open_store(args.state)
     try:
         outcome = ingest(store, interactions, items=items, users=users)
     finally:

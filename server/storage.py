@@ -1,0 +1,133 @@
+"""What the server asks of its store: one contract, several backends.
+
+Every process serving or training reads the state that correctness depends on through
+this interface (events, catalogue, profiles, erasures), so processes that share a store
+agree. Backends: :class:`shelfrank.server.store.SQLiteStore` (embedded, the default: one
+file under ``--state``). ``tests/test_store.py`` is the contract every backend passes.
+
+Ordering: every stored event gets a ``seq``, a cursor in commit order. A reader that saw
+the store's last seq ``s`` has seen every event with a seq up to ``s``, now and later:
+an event committed afterwards always gets a larger seq. Watermarks (what a model was
+trained on) and fold-in (what came after) rely on it: no event falls between them.
+
+Errors: every method raises :class:`~shelfrank.core.errors.StorageError` where its
+database fails; callers (the gRPC layer above all) know no database module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from shelfrank.core.events import EventType, StoredEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendResult:
+    """Positions (in the given batch) of newly stored events, of duplicates and of events
+    refused because their user was erased after the sender's ``erasure_seen``."""
+
+    accepted: tuple[int, ...]
+    duplicates: tuple[int, ...]
+    seqs: tuple[int, ...] = ()  # the store's seq of each accepted event, in the same order
+    erased: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreCounts:
+    events: int
+    users_with_events: int
+    items: int
+    users: int
+
+
+# (seq, event) pairs, oldest first.
+SeqEvents = list[tuple[int, StoredEvent]]
+
+
+class EventStore(Protocol):
+    """Durable, idempotent storage of behaviour events, catalogue items and profiles."""
+
+    def append_events(
+        self, events: Sequence[StoredEvent], *, erasure_seen: int | None = None
+    ) -> AppendResult:
+        """Store new events durably (committed when this returns); report duplicates by
+        position. An id seen earlier in the batch, already stored, or belonging to an
+        erased user's history is a duplicate. With ``erasure_seen`` (a device's last purged
+        erasure, see :meth:`latest_erasure`), events of a user erased after it are refused,
+        atomically with the insert."""
+        ...
+
+    def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int: ...
+
+    def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int: ...
+
+    def delete_user(self, user_id: str) -> tuple[bool, int]:
+        """Erase a user's events and profile; returns (existed, events deleted). The
+        erased events' ids are remembered (replaying them stores nothing) and the erasure
+        is numbered (see :meth:`latest_erasure`)."""
+        ...
+
+    def erased_among(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` were erased and have no events since."""
+        ...
+
+    def erasure_state(self, user_id: str) -> tuple[int, bool]:
+        """(latest_erasure, was_erased) for the user, from one snapshot."""
+        ...
+
+    def latest_erasure(self, user_id: str) -> int:
+        """The id of the user's latest erasure (growing; 0: never erased)."""
+        ...
+
+    def was_erased(self, user_id: str) -> bool: ...
+
+    def events_for_user(self, user_id: str, after_seq: int = 0) -> SeqEvents: ...
+
+    def user_history(self, user_id: str) -> tuple[int, SeqEvents]:
+        """The user's events and the store's last seq, from one snapshot: every event with
+        a seq up to that one is either in the list or not the user's."""
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def iter_events(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[tuple[int, StoredEvent]]:
+        """Every stored event after ``after_seq`` in seq order."""
+        ...
+
+    def item_event_counts(self, after_seq: int = 0) -> tuple[int, list[tuple[str, EventType, int]]]:
+        """Events per item and type stored after ``after_seq``, and the last seq they run
+        to (one snapshot)."""
+        ...
+
+    def item_features(self) -> dict[str, tuple[str, ...]]: ...
+
+    def user_features(self) -> dict[str, tuple[str, ...]]: ...
+
+    def iter_item_features(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """Every catalogue item and its tokens, streamed."""
+        ...
+
+    def counts(self) -> StoreCounts: ...
+
+    def integrity_check(self) -> str:
+        """``"ok"``, or what the backend found wrong."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(location: str | Path) -> EventStore:
+    """The store at ``location``: a state directory (or a ``.sqlite3`` file in one) opens
+    the embedded SQLite store."""
+    from shelfrank.server.store import SQLiteStore
+
+    path = Path(location)
+    return SQLiteStore(path if path.suffix == ".sqlite3" else path / "events.sqlite3")
+
+
+__all__ = ["AppendResult", "EventStore", "SeqEvents", "StoreCounts", "open_store"]
