@@ -46,7 +46,8 @@ from shelfrank.server.retrainer import Retrainer
 from shelfrank.server.service import RecommenderService, TrackOutcome
 from shelfrank.server.serving_state import ServingState
 from shelfrank.server.snapshots import SnapshotService
-from shelfrank.server.storage import EventStore, open_store
+from shelfrank.server.storage import EventStore
+from shelfrank.server.stores import open_store
 
 log = logging.getLogger("shelfrank.server")
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name

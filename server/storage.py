@@ -3,7 +3,8 @@
 Every process serving or training reads the state that correctness depends on through
 this interface (events, catalogue, profiles, erasures), so processes that share a store
 agree. Backends: :class:`shelfrank.server.store.SQLiteStore` (embedded, the default: one
-file under ``--state``). ``tests/test_store.py`` is the contract every backend passes.
+file under ``--state``); :func:`shelfrank.server.stores.open_store` opens the one a location
+names. ``tests/test_store.py`` is the contract every backend passes.
 
 Ordering: every stored event gets a ``seq``, a cursor in commit order. A reader that saw
 the store's last seq ``s`` has seen every event with a seq up to ``s``, now and later:
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from shelfrank.core.events import EventType, StoredEvent
@@ -121,13 +121,4 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(location: str | Path) -> EventStore:
-    """The store at ``location``: a state directory (or a ``.sqlite3`` file in one) opens
-    the embedded SQLite store."""
-    from shelfrank.server.store import SQLiteStore
-
-    path = Path(location)
-    return SQLiteStore(path if path.suffix == ".sqlite3" else path / "events.sqlite3")
-
-
-__all__ = ["AppendResult", "EventStore", "SeqEvents", "StoreCounts", "open_store"]
+__all__ = ["AppendResult", "EventStore", "SeqEvents", "StoreCounts"]

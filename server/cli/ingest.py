@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shelfrank.server.ingest import ingest
-    from shelfrank.server.storage import open_store
+    from shelfrank.server.stores import open_store
 
     interactions = read_interactions([args.interactions], args.strict, args.quiet)
     items = read_features(args.items, "item_id", args.strict, args.quiet)
