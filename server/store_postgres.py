@@ -1,0 +1,697 @@
+"""The event store on PostgreSQL (``shelfrank.server.storage.EventStore``), for several
+server processes, on several machines, sharing one store.
+
+Same contract as the embedded :class:`~shelfrank.server.store.SQLiteStore`: ``event_id``
+is unique (the same id again is a duplicate and changes nothing), ids of erased events
+stay duplicates forever (``erased_events``), erased users are remembered by hash only
+(``erased_users``) and every erasure is numbered (``erasures``). Durable at commit with
+the server's default ``synchronous_commit=on``.
+
+The commit-ordered cursor
+-------------------------
+Every event gets a ``seq``; a reader that saw the store's last seq ``s`` must have seen
+every event with a seq up to ``s``, now and later (watermarks and fold-in rely on it,
+see storage.py). A PostgreSQL sequence does not give that: ``nextval`` hands out numbers
+when rows are inserted, not when they commit, so a transaction holding seq 5 can commit
+after another's seq 6 was read as "the last". Here seqs come from one counter row,
+``seq_counter.last_seq``, and every transaction that writes events takes it first::
+
+    BEGIN ISOLATION LEVEL READ COMMITTED
+    SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE   -- base; writers queue here
+    ... which events are new (stored ids, erased ids, refused users) ...
+    INSERT INTO events SELECT base + ordinal, ... FROM unnest(<arrays>) WITH ORDINALITY
+    UPDATE seq_counter SET last_seq = base + n
+    COMMIT                                                      -- releases the row lock
+
+Writers hold the row lock until they commit, so they run one after another and every
+writer numbers its events above the last committed one: seqs follow commit order, with
+no gaps but those erasures leave (a rolled-back writer also rolls back its counter). The
+store's last seq is the counter; a reader reads it in the same snapshot as the events
+(REPEATABLE READ where it reads more than one statement), and sees either a writer's
+events and its counter or neither. Erasures (``delete_user``) take the same lock, so
+the ``erasure_seen`` refusal, the erased-ids check and the insert are atomic with respect
+to them, and erasures are numbered in commit order too.
+
+The lock is a statement of its own on purpose: under READ COMMITTED each statement reads
+a fresh snapshot, so the statements after it see everything the previous lock holder
+committed (a lookup inside the locking statement would use the snapshot from before the
+wait). Writers are serialised, but a 1,000-event batch is three statements and one
+array insert, and batches arriving in this process while a commit runs are stored
+together in the next transaction (group commit, as SQLiteStore does).
+
+Concurrency: a psycopg_pool connection pool shared by threads; several processes (or
+machines) may open the same database (the counter lock orders their writers). The schema
+is created on open if missing, under an advisory lock (two processes opening a new
+database at once), and carries its version in ``meta``; a newer one is refused.
+
+Erased rows leave the tables at once but, as with any PostgreSQL ``DELETE``, their bytes
+stay in the heap until (auto)vacuum reuses the space, and in WAL archives and backups.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool
+
+from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.events import EventType, StoredEvent
+from shelfrank.server.storage import AppendResult, StoreCounts
+
+SCHEMA_VERSION = 1
+# Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
+# in the same order on both stores), and cheaper comparisons in every index.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seq_counter (
+    id SMALLINT PRIMARY KEY CHECK (id = 1),
+    last_seq BIGINT NOT NULL CHECK (last_seq >= 0)
+);
+INSERT INTO seq_counter (id, last_seq) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS events (
+    seq BIGINT PRIMARY KEY,
+    event_id TEXT COLLATE "C" NOT NULL UNIQUE,
+    user_id TEXT COLLATE "C" NOT NULL,
+    item_id TEXT COLLATE "C" NOT NULL,
+    event_type SMALLINT NOT NULL,
+    timestamp_ms BIGINT NOT NULL,
+    session_id TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
+CREATE TABLE IF NOT EXISTS erased_events (event_id TEXT COLLATE "C" PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS erased_users (user_hash TEXT COLLATE "C" PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS erasures (
+    erasure_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_hash TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX IF NOT EXISTS erasures_by_user ON erasures (user_hash, erasure_id);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT COLLATE "C" PRIMARY KEY, features TEXT NOT NULL, updated_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT COLLATE "C" PRIMARY KEY, features TEXT NOT NULL, updated_ms BIGINT NOT NULL
+);
+"""
+# Serialises schema creation between processes opening the same new database.
+_SCHEMA_LOCK = 0x5EF_4A4B_0001
+# Feature tokens are stored joined by the separator SQLiteStore uses.
+_TOKEN_SEPARATOR = "\x1f"
+_LOCK_COUNTER = "SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE"
+# The batch's new events inserted, numbered base+1.. in batch order, and the counter
+# moved past them, in one statement (one snapshot, taken after the counter lock: every
+# event committed before is seen). Within-batch copies are gone before (in Python); a
+# stored id or an erased event's id is not new. Answers the ordinals (1-based batch
+# positions) of the new events, in seq order. Arrays are sent in binary (``%b``): text
+# arrays cost psycopg about ten times as much to write.
+_INSERT = """
+WITH batch AS (
+    SELECT * FROM unnest(%(event_id)b::text[], %(user_id)b::text[], %(item_id)b::text[],
+                         %(event_type)b::smallint[], %(timestamp_ms)b::bigint[],
+                         %(session_id)b::text[], %(query)b::text[]) WITH ORDINALITY
+        AS t(event_id, user_id, item_id, event_type, timestamp_ms, session_id, query, ordinal)
+), fresh AS (
+    SELECT b.*, row_number() OVER (ORDER BY b.ordinal) AS k FROM batch b
+    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = b.event_id)
+      AND NOT EXISTS (SELECT 1 FROM erased_events x WHERE x.event_id = b.event_id)
+), stored AS (
+    INSERT INTO events (seq, event_id, user_id, item_id, event_type, timestamp_ms,
+                        session_id, query)
+    SELECT %(base)s::bigint + k, event_id, user_id, item_id, event_type, timestamp_ms,
+           session_id, query FROM fresh
+), counted AS (
+    UPDATE seq_counter SET last_seq = %(base)s::bigint + (SELECT COUNT(*) FROM fresh)
+    WHERE id = 1
+)
+SELECT ordinal FROM fresh ORDER BY k
+"""
+_EVENT_COLUMNS = "seq, event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
+_LAST_SEQ = "SELECT last_seq FROM seq_counter WHERE id = 1"
+_CONNECT_TIMEOUT_S = 10
+_FEATURE_PAGE = 10_000
+
+
+class _Pending:
+    """One caller's batch waiting for the group commit that stores it."""
+
+    __slots__ = ("done", "erasure_seen", "error", "events", "result")
+
+    def __init__(self, events: Sequence[StoredEvent], erasure_seen: int | None) -> None:
+        self.events = events
+        self.erasure_seen = erasure_seen
+        self.done = False
+        self.result: AppendResult | None = None
+        self.error: BaseException | None = None
+
+
+_T = TypeVar("_T")
+
+
+def _storage_error(store: Any, method: str, exc: psycopg.Error) -> StorageError:
+    where = getattr(store, "where", "PostgreSQL")
+    message = f"event store ({where}): {'open' if method == '__init__' else method}: {exc}"
+    return StorageError(_redacted(message, getattr(store, "_secret", None)))
+
+
+def _errors_mapped(cls: type[_T]) -> type[_T]:
+    """Every public method of ``cls`` raises StorageError where psycopg (or its pool)
+    raised: callers know no database module. The message names the method and the
+    server (host, port, database), never the password."""
+    for name, member in list(vars(cls).items()):
+        public = not name.startswith("_") or name == "__init__"  # opening fails too
+        if not public or not inspect.isfunction(member):
+            continue
+        if inspect.isgeneratorfunction(member):
+
+            def wrapped_generator(
+                self: Any, *args: Any, __f: Any = member, __n: str = name, **kwargs: Any
+            ) -> Any:
+                try:
+                    yield from __f(self, *args, **kwargs)
+                except psycopg.Error as exc:
+                    raise _storage_error(self, __n, exc) from exc
+
+            setattr(cls, name, functools.wraps(member)(wrapped_generator))
+        else:
+
+            def wrapped(
+                self: Any, *args: Any, __f: Any = member, __n: str = name, **kwargs: Any
+            ) -> Any:
+                try:
+                    return __f(self, *args, **kwargs)
+                except psycopg.Error as exc:
+                    raise _storage_error(self, __n, exc) from exc
+
+            setattr(cls, name, functools.wraps(member)(wrapped))
+    return cls
+
+
+def _redacted(text: str, secret: str | None) -> str:
+    """``text`` without the password (from the URL's parameters or its user:password@)."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return text.replace(secret, "***") if secret else text
+
+
+def _where(url: str) -> tuple[str, str | None]:
+    """``host:port/dbname`` of the server ``url`` names (for messages), and its password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "PostgreSQL (unparsable URL)", None
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or 5432)
+    dbname = str(params.get("dbname") or params.get("user") or "")
+    password = params.get("password")
+    return f"PostgreSQL at {host}:{port}/{dbname}", str(password) if password else None
+
+
+def _configure(connection: psycopg.Connection[TupleRow]) -> None:
+    """Transactions begin READ COMMITTED whatever the server's default (the writers'
+    design needs a fresh snapshot per statement); snapshot reads ask for more."""
+    connection.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _user_hash(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+
+
+def _event(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(
+        event_id=row[0],
+        user_id=row[1],
+        item_id=row[2],
+        event_type=EventType(row[3]),
+        timestamp_ms=int(row[4]),
+        session_id=row[5],
+        query=row[6],
+    )
+
+
+def _seq_events(rows: Iterable[Sequence[Any]]) -> list[tuple[int, StoredEvent]]:
+    return [(int(row[0]), _event(row[1:])) for row in rows]
+
+
+def _one(cursor: psycopg.Cursor[TupleRow], what: str) -> TupleRow:
+    row = cursor.fetchone()
+    if row is None:
+        raise StorageError(f"event store: {what}: no row (is the schema intact?)")
+    return row
+
+
+@_errors_mapped
+class PostgresStore:
+    """The store in the PostgreSQL database ``url`` names (``postgresql://user@host/db``;
+    libpq's parameters, e.g. ``?options=-csearch_path%3Dshop``, pass through).
+    ``pool_size``: most connections this process opens."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.where, self._secret = _where(url)
+        if pool_size < 1:
+            raise InvalidInputError(f"pool_size: must be at least 1, got {pool_size}")
+        params = conninfo_to_dict(url)
+        connect: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            connect["connect_timeout"] = _CONNECT_TIMEOUT_S
+        self._lock = threading.Lock()  # one group commit at a time in this process
+        self._queue_lock = threading.Lock()  # batches waiting for the next commit
+        self._queue: list[_Pending] = []
+        # Tests only: called inside the append transaction, after the insert and before
+        # the commit (the counter lock is held).
+        self._before_commit: Callable[[], None] | None = None
+        # A connection of its own first: an unreachable server fails at once, with
+        # libpq's reason, instead of after the pool's retries.
+        with psycopg.connect(url, **connect) as connection:
+            _configure(connection)
+            self._create_schema(connection)
+        self._pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
+            url,
+            kwargs=connect,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name=self.where,
+            configure=_configure,
+        )
+        try:
+            self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _create_schema(self, connection: psycopg.Connection[TupleRow]) -> None:
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = connection.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise StorageError(
+                    f"event store ({self.where}): store schema {row[0]} is newer than this "
+                    f"shelfrank ({SCHEMA_VERSION})"
+                )
+            connection.execute(_SCHEMA)
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- transactions -------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[psycopg.Connection[TupleRow]]:
+        """A READ COMMITTED transaction holding the seq counter's row lock (taken by a
+        statement of its own, so later statements see what earlier holders committed)."""
+        with self._pool.connection() as connection, connection.transaction():
+            yield connection  # BEGIN ISOLATION LEVEL READ COMMITTED (see _configure)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[psycopg.Connection[TupleRow]]:
+        """A read-only transaction in which every statement sees the same commit."""
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield connection
+
+    # -- writes -------------------------------------------------------------------------------
+    def append_events(
+        self, events: Sequence[StoredEvent], *, erasure_seen: int | None = None
+    ) -> AppendResult:
+        """Store new events durably; report duplicates by position.
+
+        An id seen earlier in the batch, already stored, or of an erased user's event is a
+        duplicate. With ``erasure_seen``, events of a user erased after it are refused, in
+        the transaction of the insert (erasures take the same lock).
+
+        Group commit: batches that arrive while a commit is in progress are written
+        together in the next transaction, in arrival order; if it fails, every batch in it
+        fails and none is stored."""
+        if not events:
+            return AppendResult(accepted=(), duplicates=())
+        pending = _Pending(events, erasure_seen)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while True:
+            with self._lock:
+                if pending.done:
+                    break
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                try:
+                    results = self._append_group(group)
+                except BaseException as exc:
+                    for member in group:
+                        member.error, member.done = exc, True
+                else:
+                    for member, result in zip(group, results, strict=True):
+                        member.result, member.done = result, True
+        if pending.error is not None:
+            raise pending.error
+        if pending.result is None:  # unreachable: done is set with a result or an error
+            raise StorageError("append_events: batch finished without a result")
+        return pending.result
+
+    def _append_group(self, group: Sequence[_Pending]) -> list[AppendResult]:
+        """One transaction for every batch of ``group`` (see the module docstring)."""
+        with self._writing() as connection:
+            base = int(_one(connection.execute(_LOCK_COUNTER), "seq counter")[0])
+            refused = self._refused(connection, group)
+            # The first copy of each id in the group, by (batch, position).
+            candidates: dict[str, tuple[int, int, StoredEvent]] = {}
+            for number, (pending, gone) in enumerate(zip(group, refused, strict=True)):
+                for position, event in enumerate(pending.events):
+                    if position not in gone and event.event_id not in candidates:
+                        candidates[event.event_id] = (number, position, event)
+            fresh = list(candidates.values())
+            if fresh:
+                stored = self._insert(connection, base, [event for _, _, event in fresh])
+                fresh = [fresh[ordinal - 1] for ordinal in stored]
+            if self._before_commit is not None:
+                self._before_commit()
+        seq_of = {(number, position): base + 1 + k for k, (number, position, _) in enumerate(fresh)}
+        results: list[AppendResult] = []
+        for number, (pending, gone) in enumerate(zip(group, refused, strict=True)):
+            accepted: list[int] = []
+            duplicates: list[int] = []
+            seqs: list[int] = []
+            for position in range(len(pending.events)):
+                if position in gone:
+                    continue
+                seq = seq_of.get((number, position))
+                if seq is None:
+                    duplicates.append(position)
+                else:
+                    accepted.append(position)
+                    seqs.append(seq)
+            results.append(
+                AppendResult(
+                    accepted=tuple(accepted),
+                    duplicates=tuple(duplicates),
+                    seqs=tuple(seqs),
+                    erased=tuple(sorted(gone)),
+                )
+            )
+        return results
+
+    @staticmethod
+    def _insert(
+        connection: psycopg.Connection[TupleRow], base: int, rows: Sequence[StoredEvent]
+    ) -> list[int]:
+        """Insert the new ones of ``rows`` (distinct ids) as base+1.. and move the counter;
+        returns their 1-based positions in ``rows``, in seq order."""
+        cursor = connection.execute(
+            _INSERT,
+            {
+                "base": base,
+                "event_id": [e.event_id for e in rows],
+                "user_id": [e.user_id for e in rows],
+                "item_id": [e.item_id for e in rows],
+                "event_type": [int(e.event_type) for e in rows],
+                "timestamp_ms": [e.timestamp_ms for e in rows],
+                "session_id": [e.session_id for e in rows],
+                "query": [e.query for e in rows],
+            },
+        )
+        return [int(row[0]) for row in cursor.fetchall()]
+
+    @staticmethod
+    def _refused(
+        connection: psycopg.Connection[TupleRow], group: Sequence[_Pending]
+    ) -> list[set[int]]:
+        """For each batch, the positions of events whose user was erased after the batch's
+        ``erasure_seen`` (read under the counter lock, so no erasure commits meanwhile)."""
+        users = {
+            event.user_id
+            for pending in group
+            if pending.erasure_seen is not None
+            for event in pending.events
+        }
+        latest: dict[str, int] = {}
+        if users:
+            by_hash = {_user_hash(user): user for user in users}
+            rows = connection.execute(
+                "SELECT user_hash, MAX(erasure_id) FROM erasures"
+                " WHERE user_hash = ANY(%s::text[]) GROUP BY user_hash",
+                (list(by_hash),),
+            ).fetchall()
+            latest = {by_hash[user_hash]: int(erasure) for user_hash, erasure in rows}
+        refused: list[set[int]] = []
+        for pending in group:
+            seen = pending.erasure_seen
+            refused.append(
+                set()
+                if seen is None
+                else {
+                    position
+                    for position, event in enumerate(pending.events)
+                    if latest.get(event.user_id, 0) > seen
+                }
+            )
+        return refused
+
+    def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
+        return self._upsert("items", "item_id", items)
+
+    def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int:
+        return self._upsert("users", "user_id", users)
+
+    def _upsert(self, table: str, key: str, rows: Iterable[tuple[str, Sequence[str]]]) -> int:
+        values = [(entity, _TOKEN_SEPARATOR.join(tokens)) for entity, tokens in rows]
+        # One statement cannot update a row twice: the last entry of an id wins, as it
+        # does when the rows are written one after another.
+        latest = dict(values)
+        if latest:
+            statement = sql.SQL(
+                "INSERT INTO {table} ({key}, features, updated_ms)"
+                " SELECT k, f, %(now)s FROM unnest(%(keys)s::text[], %(features)s::text[])"
+                " AS t(k, f) ON CONFLICT ({key}) DO UPDATE"
+                " SET features = excluded.features, updated_ms = excluded.updated_ms"
+            ).format(table=sql.Identifier(table), key=sql.Identifier(key))
+            with self._pool.connection() as connection:
+                connection.execute(
+                    statement,
+                    {"now": _now_ms(), "keys": list(latest), "features": list(latest.values())},
+                )
+        return len(values)
+
+    def delete_user(self, user_id: str) -> tuple[bool, int]:
+        """Erase a user's events and profile; returns (existed, events deleted). Under the
+        counter lock: no append of the user's events interleaves with it."""
+        user_hash = _user_hash(user_id)
+        with self._writing() as connection:
+            _one(connection.execute(_LOCK_COUNTER), "seq counter")
+            deleted = connection.execute(
+                "WITH gone AS (DELETE FROM events WHERE user_id = %s RETURNING event_id)"
+                " INSERT INTO erased_events (event_id) SELECT event_id FROM gone",
+                (user_id,),
+            ).rowcount
+            profile = connection.execute(
+                "DELETE FROM users WHERE user_id = %s", (user_id,)
+            ).rowcount
+            # Only a hash is kept: enough to tell the user's devices to purge, once per
+            # (numbered) erasure.
+            connection.execute(
+                "INSERT INTO erased_users (user_hash) VALUES (%s) ON CONFLICT DO NOTHING",
+                (user_hash,),
+            )
+            connection.execute("INSERT INTO erasures (user_hash) VALUES (%s)", (user_hash,))
+        return bool(deleted or profile), int(deleted)
+
+    # -- reads --------------------------------------------------------------------------------
+    def erased_among(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` were erased and have no events since."""
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return set()
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                "SELECT u FROM unnest(%s::text[], %s::text[]) AS t(u, h)"
+                " WHERE EXISTS (SELECT 1 FROM erased_users WHERE user_hash = t.h)"
+                " AND NOT EXISTS (SELECT 1 FROM events WHERE user_id = t.u)",
+                (users, [_user_hash(user) for user in users]),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def erasure_state(self, user_id: str) -> tuple[int, bool]:
+        """(latest_erasure, was_erased) for the user, from one snapshot."""
+        with self._snapshot() as connection:
+            latest, erased = _one(
+                connection.execute(
+                    "SELECT (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures"
+                    " WHERE user_hash = %(hash)s),"
+                    " EXISTS (SELECT 1 FROM erased_users WHERE user_hash = %(hash)s)"
+                    " AND NOT EXISTS (SELECT 1 FROM events WHERE user_id = %(user)s)",
+                    {"hash": _user_hash(user_id), "user": user_id},
+                ),
+                "erasure_state",
+            )
+        return int(latest), bool(erased)
+
+    def latest_erasure(self, user_id: str) -> int:
+        """The id of the user's latest erasure (growing; 0: never erased)."""
+        with self._pool.connection() as connection:
+            row = _one(
+                connection.execute(
+                    "SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = %s",
+                    (_user_hash(user_id),),
+                ),
+                "latest_erasure",
+            )
+        return int(row[0])
+
+    def was_erased(self, user_id: str) -> bool:
+        """Whether the user was erased (and has not come back with new events since)."""
+        return self.erasure_state(user_id)[1]
+
+    def events_for_user(self, user_id: str, after_seq: int = 0) -> list[tuple[int, StoredEvent]]:
+        """The user's events stored after ``after_seq``, oldest first, with their seq."""
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id = %s AND seq > %s ORDER BY seq",
+                (user_id, after_seq),
+            ).fetchall()
+        return _seq_events(rows)
+
+    def user_history(self, user_id: str) -> tuple[int, list[tuple[int, StoredEvent]]]:
+        """The user's events with their seqs, and the store's last seq, from one snapshot."""
+        with self._snapshot() as connection:
+            last = int(_one(connection.execute(_LAST_SEQ), "seq counter")[0])
+            rows = connection.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id = %s ORDER BY seq",
+                (user_id,),
+            ).fetchall()
+        return last, _seq_events(rows)
+
+    def last_seq(self) -> int:
+        """The counter: the highest seq ever given (it never goes back, not even when an
+        erasure deletes the newest events)."""
+        with self._pool.connection() as connection:
+            return int(_one(connection.execute(_LAST_SEQ), "seq counter")[0])
+
+    def iter_events(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[tuple[int, StoredEvent]]:
+        """Every stored event after ``after_seq`` in seq order, read ``batch`` at a time
+        (no connection is held between batches)."""
+        last = after_seq
+        while True:
+            with self._pool.connection() as connection:
+                rows = connection.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            yield from _seq_events(rows)
+            last = int(rows[-1][0])
+
+    def item_event_counts(self, after_seq: int = 0) -> tuple[int, list[tuple[str, EventType, int]]]:
+        """Events per item and type stored after ``after_seq``, and the last seq they run
+        to (one snapshot)."""
+        with self._snapshot() as connection:
+            last = int(_one(connection.execute(_LAST_SEQ), "seq counter")[0])
+            rows = connection.execute(
+                "SELECT item_id, event_type, COUNT(*) FROM events WHERE seq > %s AND seq <= %s"
+                " GROUP BY item_id, event_type",
+                (after_seq, last),
+            ).fetchall()
+        return last, [(str(item), EventType(kind), int(count)) for item, kind, count in rows]
+
+    def item_features(self) -> dict[str, tuple[str, ...]]:
+        return dict(self._iter_features("items", "item_id"))
+
+    def user_features(self) -> dict[str, tuple[str, ...]]:
+        return dict(self._iter_features("users", "user_id"))
+
+    def iter_item_features(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """Every catalogue item and its tokens, streamed in pages (no connection is held
+        between them)."""
+        yield from self._iter_features("items", "item_id")
+
+    def _iter_features(self, table: str, key: str) -> Iterator[tuple[str, tuple[str, ...]]]:
+        names = {"table": sql.Identifier(table), "key": sql.Identifier(key)}
+        first = sql.SQL("SELECT {key}, features FROM {table} ORDER BY {key} LIMIT %s")
+        after = sql.SQL(
+            "SELECT {key}, features FROM {table} WHERE {key} > %s ORDER BY {key} LIMIT %s"
+        )
+        last: str | None = None
+        while True:
+            with self._pool.connection() as connection:
+                if last is None:
+                    cursor = connection.execute(first.format(**names), (_FEATURE_PAGE,))
+                else:
+                    cursor = connection.execute(after.format(**names), (last, _FEATURE_PAGE))
+                rows = cursor.fetchall()
+            for entity, features in rows:
+                yield entity, tuple(t for t in features.split(_TOKEN_SEPARATOR) if t)
+            if len(rows) < _FEATURE_PAGE:
+                return
+            last = rows[-1][0]
+
+    def counts(self) -> StoreCounts:
+        with self._pool.connection() as connection:
+            events, users_with_events, items, users = _one(
+                connection.execute(
+                    "SELECT (SELECT COUNT(*) FROM events),"
+                    " (SELECT COUNT(DISTINCT user_id) FROM events),"
+                    " (SELECT COUNT(*) FROM items), (SELECT COUNT(*) FROM users)"
+                ),
+                "counts",
+            )
+        return StoreCounts(
+            events=int(events),
+            users_with_events=int(users_with_events),
+            items=int(items),
+            users=int(users),
+        )
+
+    def integrity_check(self) -> str:
+        """``"ok"``, or what is wrong: the seq counter (one row, at or above every stored
+        seq), erased ids stored again, erased users without a numbered erasure, the
+        schema version."""
+        problems: list[str] = []
+        with self._snapshot() as connection:
+            counters, counter, highest, resurrected, unnumbered, version = _one(
+                connection.execute(
+                    "SELECT (SELECT COUNT(*) FROM seq_counter), (SELECT MAX(last_seq) FROM"
+                    " seq_counter), (SELECT COALESCE(MAX(seq), 0) FROM events),"
+                    " (SELECT COUNT(*) FROM events e JOIN erased_events x USING (event_id)),"
+                    " (SELECT COUNT(*) FROM erased_users u WHERE NOT EXISTS"
+                    "  (SELECT 1 FROM erasures r WHERE r.user_hash = u.user_hash)),"
+                    " (SELECT value FROM meta WHERE key = 'schema_version')"
+                ),
+                "integrity_check",
+            )
+        if counters != 1:
+            problems.append(f"seq_counter has {counters} rows (expected 1)")
+        elif counter < highest:
+            problems.append(f"seq counter {counter} is below the highest stored seq {highest}")
+        if resurrected:
+            problems.append(f"{resurrected} stored events have erased ids")
+        if unnumbered:
+            problems.append(f"{unnumbered} erased users have no numbered erasure")
+        if version != str(SCHEMA_VERSION):
+            problems.append(f"schema_version is {version!r} (expected {SCHEMA_VERSION})")
+        return "; ".join(problems) if problems else "ok"
+
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
