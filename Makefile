@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ML100K ?= ../shared/data/ml-100k
 OUT ?= out
 
-.PHONY: demo test lint format typecheck pytest test-slow eval-ml100k eval-shop bench bench-smoke interop clean
+.PHONY: demo test lint format typecheck pytest postgresql test-slow eval-ml100k eval-shop bench bench-smoke interop clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ typecheck: $(VENV)/.dev
 	for d in core datasets server client edge proto; do ln -s ../../$$d .typecheck/shelfrank/$$d; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p shelfrank
 
-pytest: $(VENV)/.dev interop
+pytest: $(VENV)/.dev interop postgresql
 	$(PY) -m pytest -q
+
+# PostgreSQL for the PostgreSQL store's tests (tests/postgres.py starts a throwaway cluster).
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql \
+	  || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql); fi
 
 # The Node.js client built from proto/ only (tests/test_interop_node.py); skipped where
 # there is no npm.
