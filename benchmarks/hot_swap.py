@@ -37,18 +37,18 @@ def serve_and_swap(
     state_dir: str, model_dirs: list[str], swaps: Any, windows: Any, ports: Any, stop: Any
 ) -> None:
     """Serve ``model_dirs[0]``; on each request from ``swaps`` load and publish the next."""
-    from shelfrank.server.app import ServerOptions, start
+    from shelfrank.server.app import ServerOptions, settle_serving_process, start
     from shelfrank.server.config import TrainConfig
     from shelfrank.server.registry import load_state
 
-    running = start(
-        ServerOptions(
-            state_dir=Path(state_dir),
-            port=0,
-            model_dir=Path(model_dirs[0]),
-            train_config=TrainConfig(num_threads=1),
-        )
+    options = ServerOptions(
+        state_dir=Path(state_dir),
+        port=0,
+        model_dir=Path(model_dirs[0]),
+        train_config=TrainConfig(num_threads=1),
     )
+    running = start(options)
+    settle_serving_process(options)  # as `shelfrank serve` does
     ports.put(running.port)
     index = 0
     while True:

@@ -52,21 +52,31 @@ LOAD_NICENESS = 10
 
 
 def closed_loop_part(
-    target: str, users: list[str], clients: int, first: int, start_at: float, seconds: float
-) -> tuple[list[float], dict[str, int]]:
-    """One load process: ``clients`` threads calling back to back from ``start_at`` (wall
-    clock) for ``seconds``; latencies of admitted calls, counts of shed ones by code."""
+    target: str,
+    users: list[str],
+    clients: int,
+    first: int,
+    seconds: float,
+    ready: Any,
+    results: Any,
+) -> None:
+    """One load process: ``clients`` threads calling back to back for ``seconds`` from the
+    moment every load process is connected (``ready``, a barrier shared with the parent);
+    puts the latencies of admitted calls and the counts of shed ones by code on
+    ``results``."""
     os.nice(LOAD_NICENESS)
     channels = [grpc.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(clients)]
+    for channel in channels:
+        grpc.channel_ready_future(channel).result(timeout=60)
     ok: list[float] = []
     codes: dict[str, int] = {}
     lock = threading.Lock()
-    end = start_at + seconds
+    ready.wait(timeout=120)  # a slow-starting process cannot shorten the others' window
+    end = time.time() + seconds
 
     def client(index: int) -> None:
         stub = pb_grpc.RecommenderStub(channels[index])
         i = (first + index) * 7919
-        time.sleep(max(0.0, start_at - time.time()))
         while time.time() < end:
             tick = time.perf_counter()
             try:
@@ -86,7 +96,7 @@ def closed_loop_part(
         thread.join()
     for channel in channels:
         channel.close()
-    return ok, codes
+    results.put((ok, codes))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -103,20 +113,23 @@ def closed_loop(
     processes = min(LOAD_PROCESSES, clients)
     shares = [clients // processes + (p < clients % processes) for p in range(processes)]
     firsts = [sum(shares[:p]) for p in range(processes)]
-    start_at = time.time() + 3.0  # every process connected and waiting
-    with mp.get_context("spawn").Pool(processes) as pool:
-        result = pool.starmap_async(
-            closed_loop_part,
-            [
-                (target, users, n, first, start_at, seconds)
-                for n, first in zip(shares, firsts, strict=True)
-            ],
+    ctx = mp.get_context("spawn")
+    ready, results = ctx.Barrier(processes + 1), ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=closed_loop_part, args=(target, users, n, first, seconds, ready, results)
         )
-        time.sleep(max(0.0, start_at - time.time()))
-        cpu_before = cpu_seconds(pid)
-        time.sleep(seconds)
-        server_cores = (cpu_seconds(pid) - cpu_before) / seconds
-        parts = result.get()
+        for n, first in zip(shares, firsts, strict=True)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait(timeout=120)  # every load process connected: the window starts now
+    cpu_before = cpu_seconds(pid)
+    time.sleep(seconds)
+    server_cores = (cpu_seconds(pid) - cpu_before) / seconds
+    parts = [results.get(timeout=seconds + 120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
     ok = [latency for latencies, _ in parts for latency in latencies]
     codes: dict[str, int] = {}
     for _, part_codes in parts:

@@ -150,22 +150,22 @@ def serve(state_dir: str, model_dir: str, overrides: dict[str, Any], ports: Any,
     import logging
 
     from shelfrank.server.ann import SearchPolicy
-    from shelfrank.server.app import ServerOptions, start
+    from shelfrank.server.app import ServerOptions, settle_serving_process, start
 
     logging.basicConfig(level=logging.WARNING)
     options = dict(overrides)
     if "search" in options:
         options["search"] = SearchPolicy(mode=options["search"])
-    running = start(
-        ServerOptions(
-            state_dir=Path(state_dir),
-            port=0,
-            model_dir=Path(model_dir),
-            grace_seconds=1.0,
-            train_config=TrainConfig(num_threads=1),
-            **options,
-        )
+    server_options = ServerOptions(
+        state_dir=Path(state_dir),
+        port=0,
+        model_dir=Path(model_dir),
+        grace_seconds=1.0,
+        train_config=TrainConfig(num_threads=1),
+        **options,
     )
+    running = start(server_options)
+    settle_serving_process(server_options)  # as `shelfrank serve` does
     ports.put(running.port)
     stop.wait()
     running.stop()

@@ -383,12 +383,12 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
     )
 
 
-def run(options: ServerOptions) -> None:
-    """The ``shelfrank serve`` process: its process-wide settings, then serve until SIGTERM
-    or SIGINT and shut down gracefully."""
+def settle_serving_process(options: ServerOptions) -> None:
+    """The process-wide settings of a process that exists to serve, made once its server
+    is started (``shelfrank serve``; benchmarks' server processes too): BLAS threads per
+    call, and the start-up objects frozen out of the GC's scans."""
     if options.blas_threads < 1:
         raise InvalidInputError(f"blas_threads: must be at least 1, got {options.blas_threads}")
-    running = start(options)
     # Lasting, and only for the BLAS libraries loaded by now (start() imported what
     # serving uses; one loaded later for training keeps its default). LightFM's OpenMP
     # threads are set per fit, not by this.
@@ -396,6 +396,15 @@ def run(options: ServerOptions) -> None:
     if options.freeze_startup_objects:
         gc.collect()  # garbage from start-up is freed, not frozen
         gc.freeze()
+
+
+def run(options: ServerOptions) -> None:
+    """The ``shelfrank serve`` process: start, settle the process-wide settings, then serve
+    until SIGTERM or SIGINT and shut down gracefully."""
+    if options.blas_threads < 1:
+        raise InvalidInputError(f"blas_threads: must be at least 1, got {options.blas_threads}")
+    running = start(options)
+    settle_serving_process(options)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
