@@ -15,7 +15,7 @@ import pytest
 from shelfrank.core.events import EventType
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
-from tests.postgres import postgres_server, postgres_url  # noqa: F401
+from tests.postgres import postgres_database, postgres_server, postgres_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,9 +3,10 @@
 ``postgres_server`` (one per session) is ``$SHELFRANK_TEST_PG`` when set (a URL of a
 database whose user may create and drop databases), else a cluster of its own: ``initdb``
 into a temporary folder, ``pg_ctl start`` on a free loopback port, trust authentication
-for 127.0.0.1 only, stopped (``pg_ctl stop -m fast``) and removed at the end of the session.
-PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` system
-user (``runuser``). ``postgres_url`` is a fresh database per test, dropped after it.
+for 127.0.0.1 only, no fsync (a throwaway); stopped (``pg_ctl stop -m fast``) and removed
+at the end of the session. PostgreSQL refuses to run as root, so as root the cluster runs
+as the ``postgres`` system user (``runuser``). ``postgres_url`` is a fresh database per
+test, dropped after it; ``postgres_database`` one per test module.
 
 If PostgreSQL cannot be found or started, the fixtures fail with the reason: the tests
 of the PostgreSQL store never skip silently (``make pytest`` installs PostgreSQL).
@@ -21,6 +22,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,7 +81,11 @@ def _fail(what: str, done: subprocess.CompletedProcess[str], log: Path | None = 
 class _Cluster:
     """A cluster in a temporary folder, owned by whoever runs it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: fsync as a production server does. Off by default: the tests check
+        the store's semantics, not PostgreSQL's durability, and without fsync creating
+        databases and schemas and committing cost next to nothing."""
+        self.durable = durable
         self.bindir = _bindir()
         self.user: str | None = None
         if os.geteuid() == 0:  # PostgreSQL refuses root: run it as the postgres user
@@ -122,6 +128,8 @@ class _Cluster:
                 f"-c listen_addresses=127.0.0.1 -c port={self.port}"
                 f" -c unix_socket_directories={self.root} -c max_connections=100"
             )
+            if not self.durable:
+                options += " -c fsync=off -c full_page_writes=off"
             done = _run(
                 [
                     str(self.bindir / "pg_ctl"),
@@ -168,22 +176,39 @@ def postgres_server() -> Iterator[str]:
         cluster.stop()
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty database on :func:`postgres_server` for one test, dropped after it."""
+@contextmanager
+def _fresh_database(server: str) -> Iterator[str]:
+    """A new, empty database on ``server`` (its URL), dropped on leaving."""
     name = f"shelfrank_test_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg.connect(postgres_server, autocommit=True, connect_timeout=10)
+        admin = psycopg.connect(server, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         pytest.fail(f"cannot connect to the test PostgreSQL: {exc}", pytrace=False)
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _with_database(postgres_server, name)
-    with psycopg.connect(postgres_server, autocommit=True, connect_timeout=10) as admin:
-        # FORCE: a connection the test leaked (a pool not closed) must not keep it alive.
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    try:
+        yield _with_database(server, name)
+    finally:
+        with psycopg.connect(server, autocommit=True, connect_timeout=10) as admin:
+            # FORCE: a connection the test leaked (a pool not closed) must not keep it alive.
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on :func:`postgres_server` for one test, dropped after it."""
+    with _fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_database(postgres_server: str) -> Iterator[str]:
+    """A fresh database for one test module (creating one takes a few tenths of a second;
+    tests that each open their stores in a new schema of it need no more isolation)."""
+    with _fresh_database(postgres_server) as url:
+        yield url
 
 
 def _with_database(url: str, name: str) -> str:

@@ -1,0 +1,941 @@
+"""The EventStore contract (server/storage.py), the same tests on every backend.
+
+Each test runs on SQLite (the embedded default) and on PostgreSQL (a throwaway cluster
+or ``$SHELFRANK_TEST_PG``, see tests/postgres.py). Stores are opened through
+``open_store`` from a location: a file for SQLite, a URL for PostgreSQL (a fresh schema of
+the test's own database per store, so one test can hold many fresh stores). Tests of one
+backend's machinery (SQLite's WAL and user index; PostgreSQL's counter lock, pool and
+errors) are at the end, or in tests/test_store.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.events import EventType, StoredEvent
+from shelfrank.server.storage import AppendResult, EventStore
+from shelfrank.server.store import SQLiteStore
+from shelfrank.server.store_postgres import PostgresStore
+from shelfrank.server.stores import open_store
+
+BACKENDS = ["sqlite", "postgresql"]
+HYPOTHESIS = settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], database=None
+)
+
+
+def ev(
+    event_id: str,
+    user: str = "u1",
+    item: str = "i1",
+    kind: EventType = EventType.VIEW,
+    timestamp_ms: int = 1_700_000_000_000,
+) -> StoredEvent:
+    return StoredEvent(event_id, user, item, kind, timestamp_ms)
+
+
+class Backend:
+    """Fresh store locations of one backend for one test, and the stores opened on them
+    (closed when the test ends)."""
+
+    def __init__(self, name: str, new_location: Callable[[], str]) -> None:
+        self.name = name
+        self._new_location = new_location
+        self._open: list[EventStore] = []
+
+    def location(self) -> str:
+        """Where a new, empty store can be opened."""
+        return self._new_location()
+
+    def open(self, location: str | None = None) -> EventStore:
+        store = open_store(location if location is not None else self.location())
+        self._open.append(store)
+        return store
+
+    @contextmanager
+    def fresh(self) -> Iterator[EventStore]:
+        """A new store, closed on leaving (hypothesis examples make many)."""
+        store = open_store(self.location())
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def close_all(self) -> None:
+        for store in self._open:
+            with suppress(StorageError):  # closed by the test already
+                store.close()
+
+    def execute(self, location: str, statement: str) -> None:
+        """Run raw SQL on the store at ``location``, as an operator (or a bug) would."""
+        if self.name == "sqlite":
+            with sqlite3.connect(location) as raw:
+                raw.executescript(statement)
+            raw.close()
+        else:
+            with psycopg.connect(location, autocommit=True) as connection:
+                connection.execute(statement)  # the tests' own SQL
+
+
+def _in_schema(url: str, schema: str) -> str:
+    """``url`` with ``schema`` first on the search path (libpq's ``options``)."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"
+
+
+def new_schema(database: str) -> str:
+    """The URL of a new, empty schema of ``database`` (a store's tables go there)."""
+    schema = f"store_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    return _in_schema(database, schema)
+
+
+@pytest.fixture
+def pg_url(postgres_database: str) -> str:
+    """A PostgreSQL store location of the test's own (a new schema)."""
+    return new_schema(postgres_database)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    if request.param == "sqlite":
+
+        def new_location() -> str:
+            return str(tmp_path_factory.mktemp("store") / "events.sqlite3")
+
+    else:
+        database = request.getfixturevalue("postgres_database")
+
+        def new_location() -> str:
+            return new_schema(database)
+
+    opened = Backend(request.param, new_location)
+    yield opened
+    opened.close_all()
+
+
+@pytest.fixture
+def store(backend: Backend) -> EventStore:
+    return backend.open()
+
+
+def ids(pairs: list[tuple[int, StoredEvent]]) -> list[str]:
+    return [event.event_id for _, event in pairs]
+
+
+# -- idempotency ------------------------------------------------------------------------------
+def test_append_is_idempotent_within_and_across_batches(store: EventStore) -> None:
+    first = store.append_events([ev("a"), ev("b"), ev("a")])
+    assert first.accepted == (0, 1)
+    assert first.duplicates == (2,)
+    second = store.append_events([ev("b"), ev("c")])
+    assert second.accepted == (1,)
+    assert second.duplicates == (0,)
+    assert ids(store.events_for_user("u1")) == ["a", "b", "c"]
+    assert store.counts().events == 3
+
+
+def test_the_same_batch_twice_stores_it_once(store: EventStore) -> None:
+    batch = [ev(f"e{i}", user=f"u{i % 3}") for i in range(10)]
+    first = store.append_events(batch)
+    assert first.accepted == tuple(range(10))
+    assert first.seqs == tuple(sorted(first.seqs))
+    again = store.append_events(batch)
+    assert (again.accepted, again.duplicates, again.seqs) == ((), tuple(range(10)), ())
+    assert [(seq, e) for seq, e in store.iter_events()] == list(zip(first.seqs, batch, strict=True))
+
+
+def test_an_empty_batch_stores_nothing(store: EventStore) -> None:
+    assert store.append_events([]) == AppendResult(accepted=(), duplicates=())
+    assert store.last_seq() == 0
+    assert store.counts().events == 0
+
+
+def test_acknowledged_events_and_dedup_survive_a_restart(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    store.append_events([ev("a"), ev("b", kind=EventType.PURCHASE)])
+    store.upsert_items([("i1", ["category=shoes", "brand=acme"])])
+    store.close()
+    again = backend.open(location)
+    assert again.append_events([ev("a")]).duplicates == (0,)
+    assert [e.event_type for _, e in again.events_for_user("u1")] == [
+        EventType.VIEW,
+        EventType.PURCHASE,
+    ]
+    assert again.item_features() == {"i1": ("category=shoes", "brand=acme")}
+    assert again.integrity_check() == "ok"
+
+
+def test_every_field_of_an_event_is_kept(store: EventStore) -> None:
+    event = StoredEvent("id-1", "user é", "item ü", EventType.SEARCH, 2**53, "s-1", "red shoes")
+    result = store.append_events([event])
+    assert store.events_for_user("user é") == [(result.seqs[0], event)]
+    assert list(store.iter_events()) == [(result.seqs[0], event)]
+
+
+def test_a_large_batch_is_stored_in_order(store: EventStore) -> None:
+    store.append_events([ev("e5"), ev("e300")])
+    batch = [ev(f"e{i}", user=f"u{i % 7}") for i in range(1100)]
+    result = store.append_events(batch)
+    assert result.duplicates == (5, 300)
+    assert len(result.accepted) == 1098
+    stored = [(seq, e.event_id) for seq, e in store.iter_events()][2:]
+    assert stored == [
+        (seq, batch[i].event_id) for i, seq in zip(result.accepted, result.seqs, strict=True)
+    ]
+    assert [seq for seq, _ in stored] == sorted(seq for seq, _ in stored)
+
+
+# -- features ---------------------------------------------------------------------------------
+def test_upsert_replaces_features(store: EventStore) -> None:
+    assert store.upsert_users([("u1", ["segment=a"]), ("u2", [])]) == 2
+    store.upsert_users([("u1", ["segment=b"])])
+    assert store.user_features() == {"u1": ("segment=b",), "u2": ()}
+
+
+def test_the_last_copy_of_an_id_in_one_upsert_wins(store: EventStore) -> None:
+    assert store.upsert_items([("i1", ["a"]), ("i2", ["x", "y"]), ("i1", ["b", "c"])]) == 3
+    assert store.item_features() == {"i1": ("b", "c"), "i2": ("x", "y")}
+    assert store.counts().items == 2
+    assert store.upsert_items([]) == 0
+
+
+def test_item_features_stream_in_byte_order(store: EventStore) -> None:
+    names = ["b", "B", "a", "é", "a1", "Z", "", "aa"]
+    store.upsert_items([(name, [f"t={name}"]) for name in names])
+    streamed = list(store.iter_item_features())
+    assert [name for name, _ in streamed] == sorted(names, key=lambda n: n.encode())
+    assert dict(streamed) == store.item_features() == {n: (f"t={n}",) for n in names}
+    assert store.user_features() == {}
+
+
+# -- erasure ----------------------------------------------------------------------------------
+def test_delete_user_erases_rows_and_replays_do_not_resurrect(store: EventStore) -> None:
+    store.append_events([ev("a"), ev("b"), ev("c", user="u2")])
+    store.upsert_users([("u1", ["segment=a"])])
+    assert store.delete_user("u1") == (True, 2)
+    assert store.delete_user("u1") == (False, 0)
+    assert store.events_for_user("u1") == []
+    assert "u1" not in store.user_features()
+    replay = store.append_events([ev("a"), ev("b"), ev("d")])
+    assert replay.duplicates == (0, 1)
+    assert ids(store.events_for_user("u1")) == ["d"]
+    assert ids(store.events_for_user("u2")) == ["c"]
+
+
+def test_deleting_a_profile_without_events_counts_as_existing(store: EventStore) -> None:
+    store.upsert_users([("u1", ["segment=a"])])
+    assert store.delete_user("u1") == (True, 0)
+    assert store.delete_user("nobody") == (False, 0)
+    assert store.latest_erasure("nobody") > store.latest_erasure("u1") > 0
+
+
+def test_erasures_are_numbered_per_user_and_survive_a_reopen(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    assert store.latest_erasure("u1") == 0
+    store.delete_user("u1")
+    first = store.latest_erasure("u1")
+    store.append_events([ev("a")])  # the user comes back: the erasure stays known
+    assert store.latest_erasure("u1") == first > 0
+    store.delete_user("u2")
+    store.delete_user("u1")
+    assert store.latest_erasure("u1") > store.latest_erasure("u2") > first
+    latest = store.latest_erasure("u1")
+    store.close()
+    assert backend.open(location).latest_erasure("u1") == latest
+
+
+def test_a_user_who_comes_back_is_no_longer_erased(store: EventStore) -> None:
+    store.append_events([ev("a"), ev("b", user="u2")])
+    assert store.erasure_state("u1") == (0, False)
+    assert not store.was_erased("u1")
+    store.delete_user("u1")
+    erasure = store.latest_erasure("u1")
+    assert store.erasure_state("u1") == (erasure, True)
+    assert store.was_erased("u1")
+    assert store.erased_among(["u1", "u2", "u3", "u1"]) == {"u1"}
+    store.append_events([ev("c")])  # back, with a new event
+    assert store.erasure_state("u1") == (erasure, False)
+    assert not store.was_erased("u1")
+    assert store.erased_among(["u1", "u2"]) == set()
+    assert store.erased_among([]) == set()
+    assert ids(store.events_for_user("u1")) == ["c"]
+
+
+def test_events_of_a_user_erased_after_the_senders_erasure_seen_are_refused(
+    store: EventStore,
+) -> None:
+    store.delete_user("u1")
+    seen = store.latest_erasure("u1")
+    # The device purged for `seen`: its new events are fine, the other user's too.
+    assert store.append_events([ev("a"), ev("b", user="u2")], erasure_seen=seen).erased == ()
+    store.delete_user("u1")  # erased again before the device heard of it
+    result = store.append_events(
+        [ev("c"), ev("d", user="u2"), ev("e"), ev("a", user="u2")], erasure_seen=seen
+    )
+    assert result.erased == (0, 2)
+    assert result.accepted == (1,)
+    assert result.duplicates == (3,)
+    assert len(result.seqs) == 1
+    assert store.events_for_user("u1") == []
+    assert ids(store.events_for_user("u2")) == ["b", "d"]
+    # A device that purged for the latest erasure sends again: accepted.
+    latest = store.latest_erasure("u1")
+    assert store.append_events([ev("c")], erasure_seen=latest).accepted == (0,)
+    # Without erasure_seen (a microservice), no such check.
+    assert store.append_events([ev("f")]).accepted == (0,)
+
+
+def test_a_refused_copy_does_not_hide_a_later_copy_of_the_same_id(store: EventStore) -> None:
+    store.delete_user("u1")
+    result = store.append_events([ev("x", user="u1"), ev("x", user="u2")], erasure_seen=0)
+    assert (result.erased, result.accepted, result.duplicates) == ((0,), (1,), ())
+    assert ids(store.events_for_user("u2")) == ["x"]
+
+
+# -- ordering ---------------------------------------------------------------------------------
+def test_seqs_after_an_erasure_and_the_history_snapshot(store: EventStore) -> None:
+    store.append_events([ev("a"), ev("b", user="u2"), ev("c")])
+    store.delete_user("u1")  # the highest seqs are gone: new ones do not reuse them
+    result = store.append_events([ev("d", user="u2"), ev("a"), ev("e", user="u2")])
+    assert result.accepted == (0, 2)  # "a" was erased: its replay is a duplicate
+    assert result.duplicates == (1,)
+    assert result.seqs == tuple(seq for seq, e in store.iter_events() if e.event_id in "de")
+    assert min(result.seqs) > 3
+    last, history = store.user_history("u2")
+    assert last == store.last_seq() == result.seqs[-1]
+    assert [(seq, e.event_id) for seq, e in history] == [
+        (2, "b"),
+        *zip(result.seqs, "de", strict=True),
+    ]
+
+
+def test_iter_events_runs_in_seq_order_across_pages_and_after_a_seq(store: EventStore) -> None:
+    seqs: list[int] = []
+    for start in range(0, 9, 3):
+        batch = [ev(f"e{i}", user=f"u{i % 2}") for i in range(start, start + 3)]
+        seqs += store.append_events(batch).seqs
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 9
+    everything = list(store.iter_events())
+    assert [seq for seq, _ in everything] == seqs
+    assert ids(everything) == [f"e{i}" for i in range(9)]
+    assert list(store.iter_events(batch=2)) == everything
+    assert list(store.iter_events(after_seq=seqs[4], batch=3)) == everything[5:]
+    assert list(store.iter_events(after_seq=seqs[-1])) == []
+    assert ids(store.events_for_user("u1", after_seq=seqs[3])) == ["e5", "e7"]
+    assert store.last_seq() == seqs[-1]
+
+
+def test_item_event_counts_are_incremental(store: EventStore) -> None:
+    assert store.item_event_counts() == (0, [])
+    store.append_events(
+        [ev("a"), ev("b", item="i2"), ev("c", kind=EventType.PURCHASE), ev("d", user="u2")]
+    )
+    last, counts = store.item_event_counts()
+    assert last == store.last_seq()
+    assert sorted(counts) == [
+        ("i1", EventType.VIEW, 2),
+        ("i1", EventType.PURCHASE, 1),
+        ("i2", EventType.VIEW, 1),
+    ]
+    store.append_events([ev("e", item="i2"), ev("a"), ev("f", item="i3", kind=EventType.DISMISS)])
+    later, more = store.item_event_counts(after_seq=last)
+    assert later == store.last_seq() > last
+    assert sorted(more) == [("i2", EventType.VIEW, 1), ("i3", EventType.DISMISS, 1)]
+    assert store.item_event_counts(after_seq=later) == (later, [])
+
+
+def test_counts(store: EventStore) -> None:
+    assert store.counts().events == store.counts().users_with_events == 0
+    store.append_events([ev("a"), ev("b"), ev("c", user="u2"), ev("d", user="u3")])
+    store.upsert_items([("i1", []), ("i2", ["x"])])
+    store.upsert_users([("u1", ["s"])])
+    counts = store.counts()
+    assert (counts.events, counts.users_with_events, counts.items, counts.users) == (4, 3, 2, 1)
+    store.delete_user("u3")
+    store.delete_user("u1")
+    counts = store.counts()
+    assert (counts.events, counts.users_with_events, counts.items, counts.users) == (1, 1, 2, 0)
+
+
+def test_a_newer_schema_is_refused(backend: Backend) -> None:
+    location = backend.location()
+    backend.open(location).close()
+    backend.execute(location, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StorageError, match="schema 99 is newer"):
+        open_store(location)
+
+
+# -- failures ---------------------------------------------------------------------------------
+REFUSAL = {
+    "sqlite": (
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.item_id = 'bad' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+    ),
+    "postgresql": (
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.item_id = 'bad' THEN RAISE EXCEPTION 'refused by test'; END IF;"
+        " RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()"
+    ),
+}
+
+
+def test_a_failed_append_stores_nothing_and_the_store_keeps_working(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    store.append_events([ev("kept")])
+    backend.execute(location, REFUSAL[backend.name])
+    with pytest.raises(StorageError, match=r"append_events: .*refused by test") as refused:
+        store.append_events([ev("x1"), ev("x2", item="bad")])
+    assert isinstance(refused.value.__cause__, sqlite3.Error | psycopg.Error)
+    assert ids(list(store.iter_events())) == ["kept"]
+    after = store.append_events([ev("after"), ev("x1")])  # nothing of the failed batch
+    assert after.accepted == (0, 1)
+    assert ids(list(store.iter_events())) == ["kept", "after", "x1"]
+    assert after.seqs[0] == store.last_seq() - 1
+    assert store.integrity_check() == "ok"
+
+
+# -- concurrency ------------------------------------------------------------------------------
+def test_concurrent_batches_commit_together_and_each_id_is_accepted_once(
+    store: EventStore,
+) -> None:
+    """Many writer threads with overlapping ids; every id is stored once and accepted by
+    exactly one caller, and positions refer to each caller's own batch."""
+    writers, batches_each, size = 6, 20, 50
+    results: dict[int, list[tuple[list[StoredEvent], AppendResult]]] = {
+        w: [] for w in range(writers)
+    }
+
+    def write(writer: int) -> None:
+        for b in range(batches_each):
+            # Ids overlap between writers (same b) and repeat within a writer (b and b+1).
+            batch = [
+                ev(f"e{(b + j // 25) * 100 + j % 25}-{j % 3}", user=f"u{writer}")
+                for j in range(size)
+            ]
+            results[writer].append((batch, store.append_events(batch)))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    accepted_ids: list[str] = []
+    reported: dict[str, int] = {}
+    for runs in results.values():
+        for batch, result in runs:
+            assert sorted(result.accepted + result.duplicates) == list(range(len(batch)))
+            accepted_ids += [batch[i].event_id for i in result.accepted]
+            reported |= {
+                batch[i].event_id: seq for i, seq in zip(result.accepted, result.seqs, strict=True)
+            }
+    stored = ids(list(store.iter_events()))
+    assert reported == {e.event_id: seq for seq, e in store.iter_events()}
+    assert sorted(accepted_ids) == sorted(stored)
+    assert len(stored) == len(set(stored))
+    assert store.integrity_check() == "ok"
+
+
+def test_a_reader_never_sees_an_event_appear_below_the_last_seq_it_saw(backend: Backend) -> None:
+    """Writers in three stores on one location (three processes) append while a reader
+    notes (last seq, the events up to it) over and over: at the end, the events up to each
+    noted seq are exactly those it saw (an event committed later has a larger seq)."""
+    location = backend.location()
+    writers = [backend.open(location) for _ in range(3)]
+    reader = backend.open(location)
+    done = threading.Event()
+    seen: list[tuple[int, list[tuple[int, str]]]] = []
+
+    def write(number: int, store: EventStore) -> None:
+        for b in range(25):
+            store.append_events([ev(f"w{number}-{b}-{i}", user=f"u{i % 4}") for i in range(20)])
+
+    def read() -> None:
+        while not done.is_set():
+            last = reader.last_seq()
+            seen.append((last, [(s, e.event_id) for s, e in reader.iter_events() if s <= last]))
+
+    threads = [threading.Thread(target=write, args=(n, s)) for n, s in enumerate(writers)]
+    watcher = threading.Thread(target=read)
+    watcher.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    watcher.join()
+    final = [(s, e.event_id) for s, e in reader.iter_events()]
+    assert len(final) == 3 * 25 * 20
+    assert len(seen) > 1
+    for last, visible in seen:
+        assert [(s, i) for s, i in final if s <= last] == visible
+
+
+CHILD = """
+import sys
+from shelfrank.core.events import EventType, StoredEvent
+from shelfrank.server.stores import open_store
+store = open_store(sys.argv[1])
+tag = sys.argv[2]
+for b in range(15):
+    batch = [StoredEvent(f"e{b}-{i}", f"u{i % 5}", "i", EventType.VIEW, 1) for i in range(40)]
+    result = store.append_events(batch)
+    for position, seq in zip(result.accepted, result.seqs, strict=True):
+        print(batch[position].event_id, seq)
+store.close()
+"""
+
+
+def test_processes_appending_the_same_ids_store_each_once(backend: Backend) -> None:
+    """Three processes append the same 600 ids at once: each id is accepted by exactly one
+    of them, under the seq it is stored with, and seqs are distinct."""
+    location = backend.location()
+    backend.open(location).close()  # the schema exists before the children race
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, location, str(n)], stdout=subprocess.PIPE, text=True
+        )
+        for n in range(3)
+    ]
+    accepted: list[tuple[str, int]] = []
+    for child in children:
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        accepted += [(line.split()[0], int(line.split()[1])) for line in out.splitlines()]
+    stored = [(e.event_id, seq) for seq, e in backend.open(location).iter_events()]
+    assert len(stored) == 600
+    assert sorted(accepted) == sorted(stored)
+    assert len({seq for _, seq in stored}) == 600
+
+
+# -- properties -------------------------------------------------------------------------------
+events_strategy = st.lists(
+    st.builds(
+        ev,
+        st.sampled_from([f"e{i}" for i in range(12)]),
+        st.sampled_from(["u1", "u2"]),
+        st.sampled_from(["i1", "i2", "i3"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(HYPOTHESIS, max_examples=25)
+@given(events_strategy, st.randoms(use_true_random=False), st.integers(1, 7))
+def test_any_order_and_batching_stores_each_event_id_once(
+    backend: Backend, batch: list[StoredEvent], rng: Any, size: int
+) -> None:
+    # Same event id always carries the same content in a real client; keep the first.
+    canonical = {e.event_id: e for e in reversed(batch)}
+    shuffled = [canonical[e.event_id] for e in batch]
+    rng.shuffle(shuffled)
+    with backend.fresh() as store:
+        accepted = 0
+        reported: dict[str, int] = {}
+        for start in range(0, len(shuffled), size):
+            chunk = shuffled[start : start + size]
+            result = store.append_events(chunk)
+            accepted += len(result.accepted)
+            reported |= {
+                chunk[i].event_id: seq for i, seq in zip(result.accepted, result.seqs, strict=True)
+            }
+        stored = {e.event_id for _, e in store.iter_events()}
+        assert stored == set(canonical)
+        assert accepted == len(canonical)
+        # Each accepted event's reported seq is the one it is stored under.
+        assert reported == {e.event_id: seq for seq, e in store.iter_events()}
+        assert store.counts().events == len(canonical)
+
+
+USERS = ("u1", "u2", "u3")
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("append"),
+            st.integers(0, 1),  # which store (two processes on one location)
+            st.lists(st.tuples(st.integers(0, 15), st.sampled_from(USERS)), max_size=6),
+            st.none() | st.integers(0, 3),  # erasure_seen: the n-th latest erasure known
+        ),
+        st.tuples(st.just("delete"), st.integers(0, 1), st.sampled_from(USERS), st.none()),
+        st.tuples(st.just("reopen"), st.integers(0, 1), st.just(""), st.none()),
+    ),
+    max_size=20,
+)
+
+
+class Model:
+    """What a store holds, in plain Python: the contract's semantics, slowly."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, StoredEvent] = {}  # in seq order
+        self.erased_ids: set[str] = set()
+        self.marked: set[str] = set()  # users ever erased
+        self.latest: dict[str, int] = {}  # user -> latest erasure id, as the store said
+
+    def append(
+        self, batch: list[StoredEvent], erasure_seen: int | None
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        accepted: list[int] = []
+        duplicates: list[int] = []
+        erased: list[int] = []
+        for position, event in enumerate(batch):
+            if erasure_seen is not None and self.latest.get(event.user_id, 0) > erasure_seen:
+                erased.append(position)
+            elif event.event_id in self.stored or event.event_id in self.erased_ids:
+                duplicates.append(position)
+            else:
+                self.stored[event.event_id] = event
+                accepted.append(position)
+        return tuple(accepted), tuple(duplicates), tuple(erased)
+
+    def delete(self, user: str, erasure: int) -> tuple[bool, int]:
+        gone = [event_id for event_id, e in self.stored.items() if e.user_id == user]
+        for event_id in gone:
+            del self.stored[event_id]
+        self.erased_ids.update(gone)
+        self.marked.add(user)
+        assert erasure > max(self.latest.values(), default=0)  # numbered in order
+        self.latest[user] = erasure
+        return bool(gone), len(gone)
+
+    def history(self, user: str) -> list[StoredEvent]:
+        return [e for e in self.stored.values() if e.user_id == user]
+
+
+@settings(HYPOTHESIS, max_examples=25)
+@given(operations)
+def test_random_appends_erasures_and_reopens_match_a_model(
+    backend: Backend, ops: list[tuple[str, int, Any, int | None]]
+) -> None:
+    """Two stores on one location (two processes) take turns appending (with and without
+    erasure_seen), erasing and reopening; after every step both agree with the model."""
+    location = backend.location()
+    stores = [open_store(location), open_store(location)]
+    model = Model()
+    erasures_seen = [0]  # every latest_erasure value the store has answered
+    try:
+        for op, index, arg, seen_index in ops:
+            store = stores[index]
+            if op == "append":
+                batch = [ev(f"e{n}-{user}", user=user, item=f"i{n % 3}") for n, user in arg]
+                seen = None if seen_index is None else erasures_seen[-1 - seen_index % 3 :][0]
+                result = store.append_events(batch, erasure_seen=seen)
+                assert (result.accepted, result.duplicates, result.erased) == model.append(
+                    batch, seen
+                )
+                assert list(result.seqs) == sorted(result.seqs)
+            elif op == "delete":
+                before = model.stored.copy()
+                existed, deleted = store.delete_user(arg)
+                erasure = store.latest_erasure(arg)
+                erasures_seen.append(erasure)
+                expected = model.delete(arg, erasure)
+                assert (existed, deleted) == expected, before
+            else:
+                store.close()
+                stores[index] = open_store(location)
+            # What the other process sees (the one that acted sees the same, checked below).
+            check_against_model(stores[1 - index], model)
+        for store in stores:
+            check_against_model(store, model)
+    finally:
+        for store in stores:
+            store.close()
+
+
+def check_against_model(store: EventStore, model: Model) -> None:
+    everything = list(store.iter_events())
+    assert [e for _, e in everything] == list(model.stored.values())
+    seqs = [seq for seq, _ in everything]
+    assert seqs == sorted(set(seqs))
+    last = store.last_seq()
+    assert last >= max(seqs, default=0)
+    for user in USERS:
+        expected = model.history(user)
+        history_last, history = store.user_history(user)
+        assert history_last == last
+        assert [e for _, e in history] == expected
+        assert store.events_for_user(user) == history
+        erased = user in model.marked and not expected
+        assert store.erasure_state(user) == (model.latest.get(user, 0), erased)
+    assert store.erased_among(USERS) == {
+        u for u in USERS if u in model.marked and not model.history(u)
+    }
+    counts = store.counts()
+    assert counts.events == len(model.stored)
+    assert counts.users_with_events == len({e.user_id for e in model.stored.values()})
+    _, per_item = store.item_event_counts()
+    assert sum(count for _, _, count in per_item) == len(model.stored)
+
+
+# -- SQLite only ------------------------------------------------------------------------------
+def test_open_store_opens_sqlite_for_a_folder_or_a_file(tmp_path: Path) -> None:
+    folder = open_store(tmp_path / "state")
+    assert isinstance(folder, SQLiteStore)
+    assert folder.path == tmp_path / "state" / "events.sqlite3"
+    folder.close()
+    file = open_store(str(tmp_path / "other.sqlite3"))
+    assert isinstance(file, SQLiteStore)
+    file.close()
+
+
+def test_a_postgresql_url_as_a_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="pass a PostgreSQL URL as a str"):
+        open_store(Path("postgresql://user@db.example/shop"))
+    assert not Path("postgresql:").exists()
+
+
+# -- PostgreSQL only --------------------------------------------------------------------------
+def test_open_store_opens_postgresql_for_both_url_schemes(postgres_url: str) -> None:
+    for url in (postgres_url, postgres_url.replace("postgresql://", "postgres://", 1)):
+        store = open_store(url)
+        try:
+            assert isinstance(store, PostgresStore)
+            assert store.integrity_check() == "ok"
+        finally:
+            store.close()
+
+
+def _wait_for_lock_waiters(url: str, count: int) -> None:
+    """Until ``count`` sessions of the database wait for a lock (the counter row's)."""
+    with psycopg.connect(url, autocommit=True) as watcher:
+        deadline = time.monotonic() + 30
+        while True:
+            row = watcher.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            assert time.monotonic() < deadline, "no session waits for the counter lock"
+            time.sleep(0.005)
+
+
+def test_no_event_commits_at_or_below_a_last_seq_already_seen(pg_url: str) -> None:
+    """Transaction A appends and holds before commit; B (another process's store) tries to
+    append and waits for the counter lock; a reader notes the last seq and the events up
+    to it; A commits; B appends and holds; the reader notes again; B commits. Every event
+    with a seq up to a noted last seq was seen when it was noted: nothing committed later
+    fell between a watermark and what came after it."""
+    a, b, reader = (PostgresStore(pg_url) for _ in range(3))
+    try:
+        a.append_events([ev("old")])
+        inserted = {"a": threading.Event(), "b": threading.Event()}
+        release = {"a": threading.Event(), "b": threading.Event()}
+
+        def holder(name: str) -> Callable[[], None]:
+            def hold() -> None:
+                inserted[name].set()
+                if not release[name].wait(30):
+                    raise TimeoutError(f"{name} was never released")
+
+            return hold
+
+        a._before_commit, b._before_commit = holder("a"), holder("b")
+        results: dict[str, AppendResult] = {}
+        threads = {
+            "a": threading.Thread(
+                target=lambda: results.update(a=a.append_events([ev("a1"), ev("a2", user="u2")]))
+            ),
+            "b": threading.Thread(target=lambda: results.update(b=b.append_events([ev("b1")]))),
+        }
+
+        def note() -> tuple[int, list[tuple[int, str]]]:
+            last = reader.last_seq()
+            return last, [(s, e.event_id) for s, e in reader.iter_events() if s <= last]
+
+        threads["a"].start()
+        assert inserted["a"].wait(30)  # A inserted, holds the lock, not committed
+        threads["b"].start()
+        _wait_for_lock_waiters(pg_url, 1)  # B waits for the counter row
+        assert not inserted["b"].is_set()
+        first = note()
+        release["a"].set()  # A commits; B takes the lock, inserts, holds
+        assert inserted["b"].wait(30)
+        second = note()
+        release["b"].set()
+        for thread in threads.values():
+            thread.join(timeout=30)
+        final = [(s, e.event_id) for s, e in reader.iter_events()]
+        for last, visible in (first, second):
+            assert [(s, i) for s, i in final if s <= last] == visible
+        assert first == (1, [(1, "old")])
+        assert second == (3, [(1, "old"), (2, "a1"), (3, "a2")])
+        assert (results["a"].seqs, results["b"].seqs) == ((2, 3), (4,))
+        assert reader.user_history("u1") == (
+            4,
+            [(1, ev("old")), (2, ev("a1")), (4, ev("b1"))],
+        )
+    finally:
+        for store in (a, b, reader):
+            store.close()
+
+
+def test_an_erasure_waits_for_an_append_holding_the_counter(pg_url: str) -> None:
+    """An append of u1 holds before commit; an erasure of u1 (another process) waits for it
+    and then erases the appended event too; an append with the old erasure_seen after
+    it is refused."""
+    writer, eraser = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        inserted, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            inserted.set()
+            if not release.wait(30):
+                raise TimeoutError("never released")
+
+        writer._before_commit = hold
+        appending = threading.Thread(target=lambda: writer.append_events([ev("a"), ev("b")]))
+        appending.start()
+        assert inserted.wait(30)
+        outcome: list[tuple[bool, int]] = []
+        erasing = threading.Thread(target=lambda: outcome.append(eraser.delete_user("u1")))
+        erasing.start()
+        _wait_for_lock_waiters(pg_url, 1)
+        release.set()
+        appending.join(timeout=30)
+        erasing.join(timeout=30)
+        writer._before_commit = None
+        assert outcome == [(True, 2)]
+        assert eraser.events_for_user("u1") == []
+        assert writer.append_events([ev("a"), ev("c")], erasure_seen=0).erased == (0, 1)
+        assert writer.integrity_check() == "ok"
+    finally:
+        writer.close()
+        eraser.close()
+
+
+def test_a_plain_sequence_would_not_be_commit_ordered(pg_url: str) -> None:
+    """Why the counter row: with ``nextval``, a transaction can commit seq 1 after a reader
+    saw seq 2 as the last one (the hazard the store's design rules out)."""
+    with (
+        psycopg.connect(pg_url, autocommit=True) as first,
+        psycopg.connect(pg_url, autocommit=True) as second,
+    ):
+        first.execute("CREATE TABLE naive (seq BIGSERIAL PRIMARY KEY, name TEXT)")
+        with first.transaction():
+            first.execute("INSERT INTO naive (name) VALUES ('slow')")  # takes seq 1
+            second.execute("INSERT INTO naive (name) VALUES ('fast')")  # seq 2, committed
+            seen = second.execute("SELECT MAX(seq), COUNT(*) FROM naive").fetchone()
+        assert seen == (2, 1)  # "the last seq is 2", yet seq 1 was not there...
+        assert second.execute("SELECT seq FROM naive WHERE name = 'slow'").fetchone() == (1,)
+
+
+def test_many_threads_share_a_small_pool(pg_url: str) -> None:
+    store = PostgresStore(pg_url, pool_size=2)
+    try:
+        store.append_events([ev(f"e{i}", user=f"u{i % 4}") for i in range(40)])
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for _ in range(20):
+                    assert len(store.user_history("u1")[1]) == 10
+                    assert store.counts().events == 40
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+    finally:
+        store.close()
+
+
+def test_stores_opened_at_once_on_a_new_database_create_the_schema_once(
+    postgres_url: str,
+) -> None:
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(PostgresStore(postgres_url, pool_size=1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert len(opened) == 4
+        opened[0].append_events([ev("a")])
+        assert [s.last_seq() for s in opened] == [1, 1, 1, 1]
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_postgres_errors_are_storage_errors_naming_the_host_not_the_password() -> None:
+    with socket_free_port() as port:
+        url = f"postgresql://shop:s3cret-pw@127.0.0.1:{port}/shop?connect_timeout=5"
+        with pytest.raises(StorageError) as refused:
+            PostgresStore(url)
+    message = str(refused.value)
+    assert message.startswith(f"event store (PostgreSQL at 127.0.0.1:{port}/shop): open: ")
+    assert "s3cret-pw" not in message
+    assert isinstance(refused.value.__cause__, psycopg.OperationalError)
+
+
+@contextmanager
+def socket_free_port() -> Iterator[int]:
+    """A loopback port nothing listens on (held bound, not listening, meanwhile)."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
+
+
+def test_a_broken_schema_is_a_storage_error_naming_the_method(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        store.append_events([ev("a"), ev("b")])
+        with psycopg.connect(pg_url, autocommit=True) as raw:
+            raw.execute("UPDATE seq_counter SET last_seq = 1")
+        assert store.integrity_check() == "seq counter 1 is below the highest stored seq 2"
+        with psycopg.connect(pg_url, autocommit=True) as raw:
+            raw.execute("DROP TABLE events")
+        with pytest.raises(StorageError, match=r"iter_events: .*events.* does not exist"):
+            list(store.iter_events())
+        with pytest.raises(StorageError, match="append_events: "):
+            store.append_events([ev("c")])
+    finally:
+        store.close()
+    with pytest.raises(StorageError, match=r"last_seq: .*closed"):
+        store.last_seq()
+
+
+def test_pool_size_must_be_positive() -> None:
+    with pytest.raises(InvalidInputError, match="pool_size: must be at least 1, got 0"):
+        PostgresStore("postgresql://shop@127.0.0.1/shop", pool_size=0)
