@@ -18,9 +18,12 @@ after another's seq 6 was read as "the last". Here seqs come from one counter ro
 
     BEGIN ISOLATION LEVEL READ COMMITTED
     SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE   -- base; writers queue here
-    ... which events are new (stored ids, erased ids, refused users) ...
-    INSERT INTO events SELECT base + ordinal, ... FROM unnest(<arrays>) WITH ORDINALITY
-    UPDATE seq_counter SET last_seq = base + n
+    [with erasure_seen: the latest erasure of each of the batch's users]
+    WITH batch AS (unnest(<one array per column>) WITH ORDINALITY),
+         fresh AS (batch rows whose id is neither stored nor erased, numbered k = 1..n),
+         INSERT INTO events SELECT base + k, ... FROM fresh,
+         UPDATE seq_counter SET last_seq = base + n
+    SELECT ordinal FROM fresh                                   -- which were new
     COMMIT                                                      -- releases the row lock
 
 Writers hold the row lock until they commit, so they run one after another and every
@@ -35,8 +38,10 @@ to them, and erasures are numbered in commit order too.
 The lock is a statement of its own on purpose: under READ COMMITTED each statement reads
 a fresh snapshot, so the statements after it see everything the previous lock holder
 committed (a lookup inside the locking statement would use the snapshot from before the
-wait). Writers are serialised, but a 1,000-event batch is three statements and one
-array insert, and batches arriving in this process while a commit runs are stored
+wait). Within-batch copies of an id are dropped in Python first (the first copy is
+kept). Writers are serialised, so the lock is held briefly: a batch of any size is two
+statements between BEGIN and COMMIT (three with ``erasure_seen``), its columns sent as
+binary arrays; and batches arriving in this process while a commit runs are stored
 together in the next transaction (group commit, as SQLiteStore does).
 
 Concurrency: a psycopg_pool connection pool shared by threads; several processes (or
@@ -286,6 +291,9 @@ class PostgresStore:
             open=False,
             name=self.where,
             configure=_configure,
+            # A connection is checked (an empty query) as it leaves the pool: one the
+            # server dropped (a restart, a failover) is replaced instead of failing a call.
+            check=ConnectionPool.check_connection,
         )
         try:
             self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
@@ -319,11 +327,14 @@ class PostgresStore:
 
     # -- transactions -------------------------------------------------------------------------
     @contextmanager
-    def _writing(self) -> Iterator[psycopg.Connection[TupleRow]]:
-        """A READ COMMITTED transaction holding the seq counter's row lock (taken by a
-        statement of its own, so later statements see what earlier holders committed)."""
+    def _writing(self) -> Iterator[tuple[psycopg.Connection[TupleRow], int]]:
+        """A READ COMMITTED transaction holding the seq counter's row lock until it ends,
+        and the counter's value. The lock is a statement of its own: the statements after
+        it see everything earlier holders committed."""
         with self._pool.connection() as connection, connection.transaction():
-            yield connection  # BEGIN ISOLATION LEVEL READ COMMITTED (see _configure)
+            # BEGIN ISOLATION LEVEL READ COMMITTED (see _configure)
+            base = int(_one(connection.execute(_LOCK_COUNTER), "seq counter")[0])
+            yield connection, base
 
     @contextmanager
     def _snapshot(self) -> Iterator[psycopg.Connection[TupleRow]]:
@@ -372,8 +383,7 @@ class PostgresStore:
 
     def _append_group(self, group: Sequence[_Pending]) -> list[AppendResult]:
         """One transaction for every batch of ``group`` (see the module docstring)."""
-        with self._writing() as connection:
-            base = int(_one(connection.execute(_LOCK_COUNTER), "seq counter")[0])
+        with self._writing() as (connection, base):
             refused = self._refused(connection, group)
             # The first copy of each id in the group, by (batch, position).
             candidates: dict[str, tuple[int, int, StoredEvent]] = {}
@@ -497,8 +507,7 @@ class PostgresStore:
         """Erase a user's events and profile; returns (existed, events deleted). Under the
         counter lock: no append of the user's events interleaves with it."""
         user_hash = _user_hash(user_id)
-        with self._writing() as connection:
-            _one(connection.execute(_LOCK_COUNTER), "seq counter")
+        with self._writing() as (connection, _):
             deleted = connection.execute(
                 "WITH gone AS (DELETE FROM events WHERE user_id = %s RETURNING event_id)"
                 " INSERT INTO erased_events (event_id) SELECT event_id FROM gone",

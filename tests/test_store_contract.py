@@ -896,6 +896,27 @@ def test_stores_opened_at_once_on_a_new_database_create_the_schema_once(
             store.close()
 
 
+def test_connections_the_server_dropped_are_replaced(pg_url: str) -> None:
+    store = PostgresStore(pg_url, pool_size=3)
+    try:
+        store.append_events([ev("a")])
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            others = (
+                "FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+            killed = admin.execute(f"SELECT COUNT(pg_terminate_backend(pid)) {others}")
+            assert (killed.fetchone() or (0,))[0] >= 1
+            deadline = time.monotonic() + 30
+            while admin.execute(f"SELECT COUNT(*) {others}").fetchone() != (0,):
+                assert time.monotonic() < deadline, "terminated sessions linger"
+                time.sleep(0.005)
+        assert store.last_seq() == 1  # no call fails for it
+        assert store.append_events([ev("b")]).seqs == (2,)
+    finally:
+        store.close()
+
+
 def test_postgres_errors_are_storage_errors_naming_the_host_not_the_password() -> None:
     with socket_free_port() as port:
         url = f"postgresql://shop:s3cret-pw@127.0.0.1:{port}/shop?connect_timeout=5"
