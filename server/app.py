@@ -100,6 +100,9 @@ class ServerOptions:
     # from this many users (before that: popularity over the tracked events).
     first_model_events: int = 1_000
     first_model_users: int = 50
+    # The event store: a PostgreSQL URL shared by every process, or None for the embedded
+    # SQLite store under ``state_dir`` (models stay under ``state_dir`` either way).
+    store: str | None = None
 
 
 class Metrics:
@@ -294,7 +297,7 @@ def start(options: ServerOptions) -> RunningServer:
         raise InvalidInputError(
             f"max_concurrent_rpcs: must be at least 1, got {options.max_concurrent_rpcs}"
         )
-    store = open_store(options.state_dir)
+    store = open_store(options.store or options.state_dir)
     try:
         return _started(options, store)
     except BaseException:

@@ -2,14 +2,17 @@
 
 Every process serving or training reads the state that correctness depends on through
 this interface (events, catalogue, profiles, erasures), so processes that share a store
-agree. Backends: :class:`shelfrank.server.store.SQLiteStore` (embedded, the default: one
-file under ``--state``); :func:`shelfrank.server.stores.open_store` opens the one a location
-names. ``tests/test_store.py`` is the contract every backend passes.
+agree. Backends: ``SQLiteStore`` (``server/store.py``; embedded, the default: one file
+under ``--state``) and ``PostgresStore`` (``server/store_postgres.py``; one database
+shared by every process); :func:`shelfrank.server.stores.open_store` opens the one a
+location names. ``tests/test_store_contract.py`` is the contract both pass.
 
 Ordering: every stored event gets a ``seq``, a cursor in commit order. A reader that saw
 the store's last seq ``s`` has seen every event with a seq up to ``s``, now and later:
-an event committed afterwards always gets a larger seq. Watermarks (what a model was
-trained on) and fold-in (what came after) rely on it: no event falls between them.
+an event committed afterwards always gets a larger seq. (Seqs are never reused; the last
+seq may go down when the newest events are erased on SQLite, never on PostgreSQL.)
+Watermarks (what a model was trained on) and fold-in (what came after) rely on it: no
+event falls between them.
 
 Errors: every method raises :class:`~shelfrank.core.errors.StorageError` where its
 database fails; callers (the gRPC layer above all) know no database module.

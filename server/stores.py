@@ -1,14 +1,32 @@
-"""Opening the store a location names (``--state DIR`` today)."""
+"""Opening the store a location names: a state directory (SQLite, the default) or a
+PostgreSQL URL (``--store``, ``$SHELFRANK_STORE``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.server.storage import EventStore
 from shelfrank.server.store import SQLiteStore
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Where `shelfrank serve` and `shelfrank ingest` find the store when --store is not given.
+STORE_ENV = "SHELFRANK_STORE"
+
+
+def describe_location(location: str | Path) -> str:
+    """The location for messages and logs: a URL's password replaced by ``***``."""
+    text = str(location)
+    if not text.startswith(POSTGRES_SCHEMES):
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    host = parts.hostname or ""
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
 
 
 def open_store(location: str | Path) -> EventStore:
@@ -30,4 +48,4 @@ def open_store(location: str | Path) -> EventStore:
     return SQLiteStore(path if path.suffix == ".sqlite3" else path / "events.sqlite3")
 
 
-__all__ = ["open_store"]
+__all__ = ["POSTGRES_SCHEMES", "STORE_ENV", "describe_location", "open_store"]

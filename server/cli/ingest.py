@@ -12,7 +12,11 @@ HELP = "load history into a server's event store"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", required=True)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--state", help="a server's state directory (the SQLite store in it)")
+    where.add_argument(
+        "--store", help="a PostgreSQL URL (default: $SHELFRANK_STORE when --state is not given)"
+    )
     parser.add_argument("--interactions", required=True)
     parser.add_argument("--items")
     parser.add_argument("--users")
@@ -21,16 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from shelfrank.server.cli._errors import CommandError
     from shelfrank.server.ingest import ingest
-    from shelfrank.server.stores import open_store
+    from shelfrank.server.stores import STORE_ENV, describe_location, open_store
+
+    location = args.state or args.store or os.environ.get(STORE_ENV)
+    if not location:
+        raise CommandError(f"ingest: give --state DIR or --store URL (or set ${STORE_ENV})")
 
     interactions = read_interactions([args.interactions], args.strict, args.quiet)
     items = read_features(args.items, "item_id", args.strict, args.quiet)
     users = read_features(args.users, "user_id", args.strict, args.quiet)
-    store = open_store(args.state)
+    store = open_store(location)
     try:
         outcome = ingest(store, interactions, items=items, users=users)
     finally:
         store.close()
-    print(f"{outcome.stored} events stored, {outcome.duplicates} already there, in {args.state}")
+    where = describe_location(location)
+    print(f"{outcome.stored} events stored, {outcome.duplicates} already there, in {where}")
     return EXIT_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from shelfrank.server.cli._errors import EXIT_OK, CommandError
@@ -21,6 +22,11 @@ HELP = "run the gRPC recommendation server"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", required=True, help="directory for the event store and models")
     parser.add_argument("--model", help="model directory to serve (imported into --state)")
+    parser.add_argument(
+        "--store",
+        help="PostgreSQL URL of the event store shared by every process (default: "
+        "$SHELFRANK_STORE, else the SQLite store under --state)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=non_negative_int, default=50051)
     parser.add_argument("--token", help="bearer token required from clients (or SHELFRANK_TOKEN)")
@@ -97,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from shelfrank.server.app import ServerOptions
     from shelfrank.server.app import run as run_server
     from shelfrank.server.cli.logging_setup import configure_json_logging
+    from shelfrank.server.stores import STORE_ENV
 
     configure_json_logging()
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -104,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     run_server(
         ServerOptions(
             state_dir=Path(args.state),
+            store=args.store or os.environ.get(STORE_ENV) or None,
             host=args.host,
             port=args.port,
             model_dir=Path(args.model) if args.model else None,
