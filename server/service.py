@@ -161,7 +161,7 @@ class RecommenderService:
     def store(self) -> EventStore:
         return self._store
 
-    def _current(self) -> ServingState:
+    def current_state(self) -> ServingState:
         """The state a read uses: the published one, and before the first model, brought
         up to date with the events stored since (by this process or any other)."""
         state = self._state
@@ -241,7 +241,7 @@ class RecommenderService:
         return vector
 
     def recommend(self, query: RecommendQuery) -> Scored:
-        state = self._current()
+        state = self.current_state()
         model = state.model
         user, live = self._user(state, query.user_id, query.user_features)
         excluded = set(query.exclude_item_ids)
@@ -260,7 +260,7 @@ class RecommenderService:
         return self._scored(state, top.indices, top.scores, user.source)
 
     def similar_items(self, query: SimilarQuery) -> Scored:
-        state = self._current()
+        state = self.current_state()
         model = state.model
         row = model.item_ids.get(query.item_id)
         if row is None:
@@ -286,7 +286,7 @@ class RecommenderService:
         return self._scored(state, top.indices, top.scores, "popularity")
 
     def rank(self, query: RankQuery) -> Scored:
-        state = self._current()
+        state = self.current_state()
         model = state.model
         user, _ = self._user(state, query.user_id, query.user_features)
         known = [(i, model.item_ids.get(i)) for i in dict.fromkeys(query.item_ids)]
@@ -317,7 +317,7 @@ class RecommenderService:
         )
 
     def info(self) -> Info:
-        state = self._current()
+        state = self.current_state()
         known_users = sum(1 for u in state.erased_users if u in state.model.user_ids)
         return Info(
             model_version=state.model_version,

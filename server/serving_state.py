@@ -41,7 +41,9 @@ class ServingState:
 
     @property
     def snapshot_version(self) -> str:
-        return f"{self.model_version}.{self.instance}.r{self.catalogue_revision}"
+        version = f"{self.model_version}.{self.instance}.r{self.catalogue_revision}"
+        # Before the first model the popularity moves with every event counted.
+        return version if self.trained else f"{version}.w{self.watermark_seq}"
 
     def with_catalogue(
         self, catalogue: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]]

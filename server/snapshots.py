@@ -68,7 +68,7 @@ class SnapshotService:
                 payload=b"",
                 erasure_id=erasure_id,
             )
-        state = self.service.state
+        state = self.service.current_state()
         items = self._item_snapshot(state)
         user = self.service.user_vector(state, user_id)
         personal = replace(items, user_id=user_id, user_vector=user.vector, user_bias=user.bias)

@@ -161,3 +161,24 @@ def test_the_first_model_trains_itself_once_the_store_is_ready(tmp_path: Path) -
         assert store.user_features() == {}
     finally:
         store.close()
+
+
+def test_a_device_syncing_before_the_first_model_follows_the_popularity(
+    empty_server: tuple[RunningServer, Client], tmp_path: Path
+) -> None:
+    from shelfrank.edge import EdgeRecommender
+
+    running, client = empty_server
+    client.upsert_items([Item("a", ["c=x"]), Item("b", ["c=y"])])
+    client.track([Event("u1", "a", "view")])
+    phone = EdgeRecommender(tmp_path / "device", "u2", f"127.0.0.1:{running.port}")
+    try:
+        first = phone.sync()
+        assert phone.recommend(k=2).item_ids == ("a", "b")
+        client.track([Event(f"v{n}", "b", "purchase") for n in range(3)])
+        second = phone.sync()
+        assert second.snapshot_version != first.snapshot_version
+        assert phone.recommend(k=2).item_ids == ("b", "a")
+        assert phone.recommend(k=2).strategy is Strategy.POPULARITY
+    finally:
+        phone.close()
