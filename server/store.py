@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import sqlite3
 import threading
@@ -31,11 +30,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.server.storage import AppendResult, StoreCounts
+from shelfrank.server.store_common import GroupCommit, PendingBatch, errors_mapped
 from shelfrank.server.user_events import (
     MERGE_EVERY,
     UPTO_KEY,
@@ -97,61 +97,15 @@ WAL_SIZE_LIMIT_BYTES = 64 * 2**20
 _COLUMNS = len(StoredEvent._fields)  # of the events table, as inserted
 
 
-class _Pending:
-    """One caller's batch waiting for the group commit that stores it."""
-
-    __slots__ = ("done", "erasure_seen", "error", "events", "result")
-
-    def __init__(self, events: Sequence[StoredEvent], erasure_seen: int | None) -> None:
-        self.events = events
-        self.erasure_seen = erasure_seen
-        self.done = False
-        self.result: AppendResult | None = None
-        self.error: BaseException | None = None
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-_T = TypeVar("_T")
+def _describe(store: Any, method: str, exc: BaseException) -> str:
+    return f"event store: {method}: {exc}"
 
 
-def _storage_error(method: str, exc: sqlite3.Error) -> StorageError:
-    return StorageError(f"event store: {'open' if method == '__init__' else method}: {exc}")
-
-
-def _errors_mapped(cls: type[_T]) -> type[_T]:
-    """Every public method of ``cls`` raises StorageError where SQLite raised: callers
-    (the gRPC layer above all) know no database module."""
-    for name, member in list(vars(cls).items()):
-        public = not name.startswith("_") or name == "__init__"  # opening fails too
-        if not public or not inspect.isfunction(member):
-            continue
-        if inspect.isgeneratorfunction(member):
-
-            def wrapped_generator(
-                *args: Any, __f: Any = member, __n: str = name, **kwargs: Any
-            ) -> Any:
-                try:
-                    yield from __f(*args, **kwargs)
-                except sqlite3.Error as exc:
-                    raise _storage_error(__n, exc) from exc
-
-            setattr(cls, name, functools.wraps(member)(wrapped_generator))
-        else:
-
-            def wrapped(*args: Any, __f: Any = member, __n: str = name, **kwargs: Any) -> Any:
-                try:
-                    return __f(*args, **kwargs)
-                except sqlite3.Error as exc:
-                    raise _storage_error(__n, exc) from exc
-
-            setattr(cls, name, functools.wraps(member)(wrapped))
-    return cls
-
-
-@_errors_mapped
+@errors_mapped(sqlite3.Error, _describe)
 class SQLiteStore:
     def __init__(self, path: str | Path, *, merge_every: int = MERGE_EVERY) -> None:
         """``merge_every``: events after the user index's watermark that trigger a bulk
@@ -163,8 +117,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # the writer connection and the commit
-        self._queue_lock = threading.Lock()  # batches waiting for the next commit
-        self._queue: list[_Pending] = []
+        self._group_commit = GroupCommit(self._lock)
         self._writer = self._connect()
         with self._lock:
             self._writer.execute("PRAGMA journal_mode=WAL")
@@ -242,30 +195,9 @@ class SQLiteStore:
         caller returns only after the transaction holding its batch is committed; if that
         transaction fails, every batch in it fails and none is stored.
         """
-        pending = _Pending(events, erasure_seen)
-        with self._queue_lock:
-            self._queue.append(pending)
-        while True:
-            with self._lock:
-                if pending.done:
-                    break
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                try:
-                    results = self._append_group(group)
-                except BaseException as exc:
-                    for member in group:
-                        member.error, member.done = exc, True
-                else:
-                    for member, result in zip(group, results, strict=True):
-                        member.result, member.done = result, True
-        if pending.error is not None:
-            raise pending.error
-        if pending.result is None:  # unreachable: done is set with a result or an error
-            raise StorageError("append_events: batch finished without a result")
-        return pending.result
+        return self._group_commit.append(events, erasure_seen, self._append_group)
 
-    def _append_group(self, group: Sequence[_Pending]) -> list[AppendResult]:
+    def _append_group(self, group: Sequence[PendingBatch]) -> list[AppendResult]:
         """One transaction for all batches in ``group``; the caller holds the writer lock.
 
         The insert itself skips duplicates (ids stored before or earlier in the group, ids

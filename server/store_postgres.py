@@ -55,15 +55,13 @@ stay in the heap until (auto)vacuum reuses the space, and in WAL archives and ba
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -74,6 +72,7 @@ from psycopg_pool import ConnectionPool
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.storage import AppendResult, StoreCounts
+from shelfrank.server.store_common import GroupCommit, PendingBatch, errors_mapped
 
 SCHEMA_VERSION = 1
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
@@ -147,59 +146,9 @@ _CONNECT_TIMEOUT_S = 10
 _FEATURE_PAGE = 10_000
 
 
-class _Pending:
-    """One caller's batch waiting for the group commit that stores it."""
-
-    __slots__ = ("done", "erasure_seen", "error", "events", "result")
-
-    def __init__(self, events: Sequence[StoredEvent], erasure_seen: int | None) -> None:
-        self.events = events
-        self.erasure_seen = erasure_seen
-        self.done = False
-        self.result: AppendResult | None = None
-        self.error: BaseException | None = None
-
-
-_T = TypeVar("_T")
-
-
-def _storage_error(store: Any, method: str, exc: psycopg.Error) -> StorageError:
+def _describe(store: Any, method: str, exc: BaseException) -> str:
     where = getattr(store, "where", "PostgreSQL")
-    message = f"event store ({where}): {'open' if method == '__init__' else method}: {exc}"
-    return StorageError(_redacted(message, getattr(store, "_secret", None)))
-
-
-def _errors_mapped(cls: type[_T]) -> type[_T]:
-    """Every public method of ``cls`` raises StorageError where psycopg (or its pool)
-    raised: callers know no database module. The message names the method and the
-    server (host, port, database), never the password."""
-    for name, member in list(vars(cls).items()):
-        public = not name.startswith("_") or name == "__init__"  # opening fails too
-        if not public or not inspect.isfunction(member):
-            continue
-        if inspect.isgeneratorfunction(member):
-
-            def wrapped_generator(
-                self: Any, *args: Any, __f: Any = member, __n: str = name, **kwargs: Any
-            ) -> Any:
-                try:
-                    yield from __f(self, *args, **kwargs)
-                except psycopg.Error as exc:
-                    raise _storage_error(self, __n, exc) from exc
-
-            setattr(cls, name, functools.wraps(member)(wrapped_generator))
-        else:
-
-            def wrapped(
-                self: Any, *args: Any, __f: Any = member, __n: str = name, **kwargs: Any
-            ) -> Any:
-                try:
-                    return __f(self, *args, **kwargs)
-                except psycopg.Error as exc:
-                    raise _storage_error(self, __n, exc) from exc
-
-            setattr(cls, name, functools.wraps(member)(wrapped))
-    return cls
+    return _redacted(f"event store ({where}): {method}: {exc}", getattr(store, "_secret", None))
 
 
 def _redacted(text: str, secret: str | None) -> str:
@@ -258,7 +207,7 @@ def _one(cursor: psycopg.Cursor[TupleRow], what: str) -> TupleRow:
     return row
 
 
-@_errors_mapped
+@errors_mapped(psycopg.Error, _describe)
 class PostgresStore:
     """The store in the PostgreSQL database ``url`` names (``postgresql://user@host/db``;
     libpq's parameters, e.g. ``?options=-csearch_path%3Dshop``, pass through).
@@ -273,8 +222,7 @@ class PostgresStore:
         if "connect_timeout" not in params:
             connect["connect_timeout"] = _CONNECT_TIMEOUT_S
         self._lock = threading.Lock()  # one group commit at a time in this process
-        self._queue_lock = threading.Lock()  # batches waiting for the next commit
-        self._queue: list[_Pending] = []
+        self._group_commit = GroupCommit(self._lock)
         # Tests only: called inside the append transaction, after the insert and before
         # the commit (the counter lock is held).
         self._before_commit: Callable[[], None] | None = None
@@ -358,30 +306,9 @@ class PostgresStore:
         fails and none is stored."""
         if not events:
             return AppendResult(accepted=(), duplicates=())
-        pending = _Pending(events, erasure_seen)
-        with self._queue_lock:
-            self._queue.append(pending)
-        while True:
-            with self._lock:
-                if pending.done:
-                    break
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                try:
-                    results = self._append_group(group)
-                except BaseException as exc:
-                    for member in group:
-                        member.error, member.done = exc, True
-                else:
-                    for member, result in zip(group, results, strict=True):
-                        member.result, member.done = result, True
-        if pending.error is not None:
-            raise pending.error
-        if pending.result is None:  # unreachable: done is set with a result or an error
-            raise StorageError("append_events: batch finished without a result")
-        return pending.result
+        return self._group_commit.append(events, erasure_seen, self._append_group)
 
-    def _append_group(self, group: Sequence[_Pending]) -> list[AppendResult]:
+    def _append_group(self, group: Sequence[PendingBatch]) -> list[AppendResult]:
         """One transaction for every batch of ``group`` (see the module docstring)."""
         with self._writing() as (connection, base):
             refused = self._refused(connection, group)
@@ -445,7 +372,7 @@ class PostgresStore:
 
     @staticmethod
     def _refused(
-        connection: psycopg.Connection[TupleRow], group: Sequence[_Pending]
+        connection: psycopg.Connection[TupleRow], group: Sequence[PendingBatch]
     ) -> list[set[int]]:
         """For each batch, the positions of events whose user was erased after the batch's
         ``erasure_seen`` (read under the counter lock, so no erasure commits meanwhile)."""

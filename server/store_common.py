@@ -1,0 +1,120 @@
+"""What every store backend does the same way: group commit of appended batches, and
+database errors leaving the store as StorageError."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from shelfrank.core.errors import StorageError
+from shelfrank.core.events import StoredEvent
+from shelfrank.server.storage import AppendResult
+
+_T = TypeVar("_T")
+
+
+class PendingBatch:
+    """One caller's batch waiting for the group commit that stores it."""
+
+    __slots__ = ("done", "erasure_seen", "error", "events", "result")
+
+    def __init__(self, events: Sequence[StoredEvent], erasure_seen: int | None) -> None:
+        self.events = events
+        self.erasure_seen = erasure_seen
+        self.done = False
+        self.result: AppendResult | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Batches that arrive while a commit is in progress are written together in the next
+    transaction (one commit for all), in arrival order. Every caller returns only after
+    the transaction holding its batch is committed; if that transaction fails, every
+    batch in it fails and none is stored. ``lock`` is held while a group commits (a
+    backend may use it for its other writes too)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._queue_lock = threading.Lock()
+        self._queue: list[PendingBatch] = []
+
+    def append(
+        self,
+        events: Sequence[StoredEvent],
+        erasure_seen: int | None,
+        commit: Callable[[Sequence[PendingBatch]], list[AppendResult]],
+    ) -> AppendResult:
+        """``events`` stored by ``commit`` (one transaction for a group of batches,
+        returning one result per batch), alone or with batches of other callers."""
+        pending = PendingBatch(events, erasure_seen)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while True:
+            with self._lock:
+                if pending.done:
+                    break
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                try:
+                    results = commit(group)
+                except BaseException as exc:
+                    for member in group:
+                        member.error, member.done = exc, True
+                else:
+                    for member, result in zip(group, results, strict=True):
+                        member.result, member.done = result, True
+        if pending.error is not None:
+            raise pending.error
+        if pending.result is None:  # unreachable: done is set with a result or an error
+            raise StorageError("append_events: batch finished without a result")
+        return pending.result
+
+
+def errors_mapped(
+    database_error: type[BaseException], describe: Callable[[Any, str, BaseException], str]
+) -> Callable[[type[_T]], type[_T]]:
+    """A class decorator: every public method (and ``__init__``: opening fails too) raises
+    StorageError where the database raised ``database_error``, with the message
+    ``describe(store, method, error)``. Callers, the gRPC layer above all, know no
+    database module."""
+
+    def mapped(cls: type[_T]) -> type[_T]:
+        for name, member in list(vars(cls).items()):
+            public = not name.startswith("_") or name == "__init__"
+            if public and inspect.isfunction(member):
+                setattr(cls, name, _wrapped(member, name, database_error, describe))
+        return cls
+
+    return mapped
+
+
+def _wrapped(
+    method: Any,
+    name: str,
+    database_error: type[BaseException],
+    describe: Callable[[Any, str, BaseException], str],
+) -> Any:
+    shown = "open" if name == "__init__" else name
+    if inspect.isgeneratorfunction(method):
+
+        def generator(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from method(self, *args, **kwargs)
+            except database_error as exc:
+                raise StorageError(describe(self, shown, exc)) from exc
+
+        return functools.wraps(method)(generator)
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except database_error as exc:
+            raise StorageError(describe(self, shown, exc)) from exc
+
+    return functools.wraps(method)(call)
+
+
+__all__ = ["GroupCommit", "PendingBatch", "errors_mapped"]
