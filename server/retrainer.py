@@ -155,7 +155,12 @@ class Retrainer:
         running = self._first_training
         if running is not None and running.is_alive():
             return False
-        counts = self.service.store.counts()
+        store = self.service.store
+        # Seqs are never reused, so the last one bounds the number of events: below the
+        # threshold, the full count (a scan on every Track) is not needed.
+        if store.last_seq() < self.first_model.events:
+            return False
+        counts = store.counts()
         if not self.first_model.ready(counts) or counts.events < self._first_failed_at * 1.1:
             return False
         thread = threading.Thread(
