@@ -50,6 +50,20 @@ class StoreCounts:
 SeqEvents = list[tuple[int, StoredEvent]]
 
 
+@dataclass(frozen=True, kw_only=True)
+class UserView:
+    """What one request needs of the store about one user, read from one snapshot: a
+    serving process caches nothing about users that this read does not re-validate, so
+    every process sharing the store serves the same thing (see ``server/live.py``)."""
+
+    # The store's last seq: every event up to it is either in ``events`` or not the user's.
+    last_seq: int
+    events: SeqEvents  # the user's events with a seq after the ``after_seq`` asked for
+    latest_erasure: int  # the user's latest erasure id (0: never erased)
+    profile: tuple[str, ...]  # the user's stored profile tokens (empty: none)
+    catalogue_revision: int  # the store's catalogue revision (see catalogue_changes)
+
+
 class EventStore(Protocol):
     """Durable, idempotent storage of behaviour events, catalogue items and profiles."""
 
@@ -63,7 +77,10 @@ class EventStore(Protocol):
         atomically with the insert."""
         ...
 
-    def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int: ...
+    def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
+        """Store items (the last entry of an id wins) under a new catalogue revision (see
+        :meth:`catalogue_changes`); returns how many entries were given."""
+        ...
 
     def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int: ...
 
@@ -92,6 +109,24 @@ class EventStore(Protocol):
     def user_history(self, user_id: str) -> tuple[int, SeqEvents]:
         """The user's events and the store's last seq, from one snapshot: every event with
         a seq up to that one is either in the list or not the user's."""
+        ...
+
+    def user_view(self, user_id: str, after_seq: int = 0) -> UserView:
+        """The user's events after ``after_seq``, latest erasure and profile, and the
+        store's last seq and catalogue revision, from one snapshot."""
+        ...
+
+    def catalogue_changes(
+        self, after_revision: int = 0
+    ) -> tuple[int, list[tuple[str, tuple[str, ...]]]]:
+        """The catalogue revision and every item upserted after ``after_revision`` with
+        its tokens now, ordered by (revision, item id), from one snapshot. Revisions are
+        in commit order: a reader that saw revision ``r`` has seen every upsert up to it."""
+        ...
+
+    def last_erasure(self) -> int:
+        """The latest erasure id of any user (0: none yet); erasure ids are in commit
+        order, so a reader that saw ``e`` has seen every erasure up to it."""
         ...
 
     def last_seq(self) -> int: ...
@@ -124,4 +159,4 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["AppendResult", "EventStore", "SeqEvents", "StoreCounts"]
+__all__ = ["AppendResult", "EventStore", "SeqEvents", "StoreCounts", "UserView"]

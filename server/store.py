@@ -34,7 +34,7 @@ from typing import Any
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
-from shelfrank.server.storage import AppendResult, StoreCounts
+from shelfrank.server.storage import AppendResult, StoreCounts, UserView
 from shelfrank.server.store_common import GroupCommit, PendingBatch, errors_mapped
 from shelfrank.server.user_events import (
     MERGE_EVERY,
@@ -49,7 +49,8 @@ from shelfrank.server.user_events import (
 )
 
 # 2: events are indexed by user in bulk (user_events, see user_events.py), not per insert.
-SCHEMA_VERSION = 2
+# 3: catalogue items carry the revision that last wrote them (meta.catalogue_revision).
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -69,10 +70,13 @@ CREATE TABLE IF NOT EXISTS erased_users (user_hash TEXT PRIMARY KEY) WITHOUT ROW
 CREATE TABLE IF NOT EXISTS erasures (erasure_id INTEGER PRIMARY KEY, user_hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS erasures_by_user ON erasures (user_hash, erasure_id);
 CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, features TEXT NOT NULL,
-                                  updated_ms INTEGER NOT NULL) WITHOUT ROWID;
+                                  updated_ms INTEGER NOT NULL,
+                                  revision INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL,
                                   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 """
+_CATALOGUE_KEY = "catalogue_revision"
+_CATALOGUE_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_CATALOGUE_KEY}')"
 # Feature tokens are stored joined by a character that cannot appear in a valid token.
 _TOKEN_SEPARATOR = "\x1f"
 # Inserts events unless their id is stored already (OR IGNORE on the UNIQUE index), in
@@ -145,6 +149,7 @@ class SQLiteStore:
                 " WHERE user_hash NOT IN (SELECT user_hash FROM erasures)"
             )
             self._index_users_in_bulk()
+            self._number_catalogue_revisions()
             self._writer.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -163,6 +168,21 @@ class SQLiteStore:
             last = self._writer.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
             merge(self._writer, merged_upto(self._writer), int(last))
             self._writer.execute("DROP INDEX events_by_user")
+
+    def _number_catalogue_revisions(self) -> None:
+        """Schema 2 items had no revision: they all become revision 1 (0 is "before any
+        upsert")."""
+        columns = {row[1] for row in self._writer.execute("PRAGMA table_info(items)")}
+        if "revision" not in columns:
+            self._writer.execute("ALTER TABLE items ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
+            self._writer.execute("UPDATE items SET revision = 1")
+        self._writer.execute(
+            f"INSERT OR IGNORE INTO meta(key, value) VALUES ('{_CATALOGUE_KEY}',"
+            " (SELECT CAST(COALESCE(MAX(revision), 0) AS TEXT) FROM items))"
+        )
+        self._writer.execute(
+            "CREATE INDEX IF NOT EXISTS items_by_revision ON items (revision, item_id)"
+        )
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -325,19 +345,40 @@ class SQLiteStore:
         return dict(rows.fetchall())
 
     def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
-        return self._upsert("items", "item_id", items)
+        values = [(item, _TOKEN_SEPARATOR.join(tokens)) for item, tokens in items]
+        if not values:
+            return 0
+        now = _now_ms()
+        with self._lock:
+            try:
+                # Write-locked from the revision's read: the revisions of the processes
+                # sharing the file follow their commits.
+                self._writer.execute("BEGIN IMMEDIATE")
+                self._writer.execute(
+                    f"UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+                    f" WHERE key = '{_CATALOGUE_KEY}'"
+                )
+                self._writer.executemany(
+                    "INSERT INTO items (item_id, features, updated_ms, revision)"
+                    f" VALUES (?, ?, ?, {_CATALOGUE_SQL}) ON CONFLICT(item_id) DO UPDATE"
+                    " SET features=excluded.features, updated_ms=excluded.updated_ms,"
+                    " revision=excluded.revision",
+                    [(item, features, now) for item, features in values],
+                )
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+        return len(values)
 
     def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int:
-        return self._upsert("users", "user_id", users)
-
-    def _upsert(self, table: str, key: str, rows: Iterable[tuple[str, Sequence[str]]]) -> int:
         now = _now_ms()
-        values = [(entity, _TOKEN_SEPARATOR.join(tokens), now) for entity, tokens in rows]
+        values = [(user, _TOKEN_SEPARATOR.join(tokens), now) for user, tokens in users]
         with self._lock:
             try:
                 self._writer.executemany(
-                    f"INSERT INTO {table} ({key}, features, updated_ms) VALUES (?, ?, ?) "
-                    f"ON CONFLICT({key}) DO UPDATE SET features=excluded.features, "
+                    "INSERT INTO users (user_id, features, updated_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT(user_id) DO UPDATE SET features=excluded.features, "
                     "updated_ms=excluded.updated_ms",
                     values,
                 )
@@ -463,6 +504,46 @@ class SQLiteStore:
         ).fetchone()
         return indexed is not None or bool(self._user_rows(connection, user_id)[1])
 
+    def user_view(self, user_id: str, after_seq: int = 0) -> UserView:
+        """The user's events after ``after_seq``, latest erasure and profile, and the
+        store's last seq and catalogue revision, from one snapshot."""
+        with self._snapshot() as connection:
+            last, upto, erasure, user_erasure, profile, revision = connection.execute(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),"
+                f" {UPTO_SQL},"
+                " (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures),"
+                " (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?),"
+                " (SELECT features FROM users WHERE user_id = ?),"
+                f" {_CATALOGUE_SQL}",
+                (_user_hash(user_id), user_id),
+            ).fetchone()
+            rows = indexed_rows(connection, user_id, after_seq) if after_seq < upto else []
+            tail = self._recent.rows(connection, user_id, upto, last, erasure)
+        rows += [row for row in tail if row[0] > after_seq]
+        return UserView(
+            last_seq=int(last),
+            events=[(int(row[0]), _event(row[1:])) for row in rows],
+            latest_erasure=int(user_erasure),
+            profile=_tokens(profile),
+            catalogue_revision=int(revision or 0),
+        )
+
+    def catalogue_changes(
+        self, after_revision: int = 0
+    ) -> tuple[int, list[tuple[str, tuple[str, ...]]]]:
+        with self._snapshot() as connection:
+            revision = connection.execute(f"SELECT {_CATALOGUE_SQL}").fetchone()[0]
+            rows = connection.execute(
+                "SELECT item_id, features FROM items WHERE revision > ? ORDER BY revision, item_id",
+                (after_revision,),
+            ).fetchall()
+        return int(revision or 0), [(str(item), _tokens(features)) for item, features in rows]
+
+    def last_erasure(self) -> int:
+        with self._read() as connection:
+            row = connection.execute("SELECT COALESCE(MAX(erasure_id), 0) FROM erasures")
+            return int(row.fetchone()[0])
+
     def events_for_user(self, user_id: str, after_seq: int = 0) -> list[tuple[int, StoredEvent]]:
         """The user's events stored after ``after_seq``, oldest first, with their seq."""
         with self._snapshot() as connection:
@@ -530,7 +611,7 @@ class SQLiteStore:
             cursor = connection.execute(f"SELECT {key}, features FROM {table} ORDER BY {key}")
             while rows := cursor.fetchmany(10_000):
                 for entity, features in rows:
-                    yield entity, tuple(t for t in features.split(_TOKEN_SEPARATOR) if t)
+                    yield entity, _tokens(features)
 
     def counts(self) -> StoreCounts:
         with self._read() as connection:
@@ -558,6 +639,10 @@ class SQLiteStore:
 def _insert_statement(rows: int) -> str:
     row = "(" + ", ".join(["?"] * _COLUMNS) + ")"
     return _INSERT_HEAD + ", ".join([row] * rows) + _INSERT_TAIL
+
+
+def _tokens(features: str | None) -> tuple[str, ...]:
+    return tuple(t for t in features.split(_TOKEN_SEPARATOR) if t) if features else ()
 
 
 def _user_hash(user_id: str) -> str:

@@ -71,10 +71,11 @@ from psycopg_pool import ConnectionPool
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.storage import AppendResult, StoreCounts
+from shelfrank.server.storage import AppendResult, StoreCounts, UserView
 from shelfrank.server.store_common import GroupCommit, PendingBatch, errors_mapped
 
-SCHEMA_VERSION = 1
+# 2: catalogue revisions (catalogue_counter, items.revision).
+SCHEMA_VERSION = 2
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
 # in the same order on both stores), and cheaper comparisons in every index.
 _SCHEMA = """
@@ -107,6 +108,18 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS users (
     user_id TEXT COLLATE "C" PRIMARY KEY, features TEXT NOT NULL, updated_ms BIGINT NOT NULL
 );
+-- Schema 2. Every upsert of items takes the next revision, under this row's lock until it
+-- commits: revisions follow commit order. Items from schema 1 become revision 1.
+ALTER TABLE items ADD COLUMN IF NOT EXISTS revision BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS catalogue_counter (
+    id SMALLINT PRIMARY KEY CHECK (id = 1),
+    revision BIGINT NOT NULL CHECK (revision >= 0)
+);
+INSERT INTO catalogue_counter (id, revision)
+    SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM items) THEN 1 ELSE 0 END
+    ON CONFLICT (id) DO NOTHING;
+UPDATE items SET revision = 1 WHERE revision = 0;
+CREATE INDEX IF NOT EXISTS items_by_revision ON items (revision, item_id);
 """
 # Serialises schema creation between processes opening the same new database.
 _SCHEMA_LOCK = 0x5EF_4A4B_0001
@@ -142,6 +155,20 @@ SELECT ordinal FROM fresh ORDER BY k
 """
 _EVENT_COLUMNS = "seq, event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
 _LAST_SEQ = "SELECT last_seq FROM seq_counter WHERE id = 1"
+_CATALOGUE_REVISION = "SELECT revision FROM catalogue_counter WHERE id = 1"
+# One statement, so one snapshot: the counter and the user's rows agree.
+_USER_VIEW = f"""
+SELECT c.last_seq,
+       (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = %(hash)s),
+       (SELECT features FROM users WHERE user_id = %(user)s),
+       ({_CATALOGUE_REVISION}),
+       e.seq, e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp_ms, e.session_id,
+       e.query
+FROM seq_counter c LEFT JOIN LATERAL (
+    SELECT * FROM events WHERE user_id = %(user)s AND seq > %(after)s AND seq <= c.last_seq
+) e ON true
+WHERE c.id = 1 ORDER BY e.seq
+"""
 _CONNECT_TIMEOUT_S = 10
 _FEATURE_PAGE = 10_000
 
@@ -178,6 +205,10 @@ def _configure(connection: psycopg.Connection[TupleRow]) -> None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _tokens(features: str | None) -> tuple[str, ...]:
+    return tuple(t for t in features.split(_TOKEN_SEPARATOR) if t) if features else ()
 
 
 def _user_hash(user_id: str) -> str:
@@ -416,18 +447,38 @@ class PostgresStore:
         # One statement cannot update a row twice: the last entry of an id wins, as it
         # does when the rows are written one after another.
         latest = dict(values)
-        if latest:
-            statement = sql.SQL(
-                "INSERT INTO {table} ({key}, features, updated_ms)"
-                " SELECT k, f, %(now)s FROM unnest(%(keys)s::text[], %(features)s::text[])"
-                " AS t(k, f) ON CONFLICT ({key}) DO UPDATE"
-                " SET features = excluded.features, updated_ms = excluded.updated_ms"
-            ).format(table=sql.Identifier(table), key=sql.Identifier(key))
-            with self._pool.connection() as connection:
-                connection.execute(
-                    statement,
-                    {"now": _now_ms(), "keys": list(latest), "features": list(latest.values())},
+        if not latest:
+            return 0
+        names = {"table": sql.Identifier(table), "key": sql.Identifier(key)}
+        params: dict[str, Any] = {
+            "now": _now_ms(),
+            "keys": list(latest),
+            "features": list(latest.values()),
+        }
+        with self._pool.connection() as connection, connection.transaction():
+            if table == "items":
+                params["revision"] = _one(
+                    connection.execute(
+                        "UPDATE catalogue_counter SET revision = revision + 1 WHERE id = 1"
+                        " RETURNING revision"
+                    ),
+                    "catalogue counter",
+                )[0]
+                statement = sql.SQL(
+                    "INSERT INTO {table} ({key}, features, updated_ms, revision)"
+                    " SELECT k, f, %(now)s, %(revision)s"
+                    " FROM unnest(%(keys)s::text[], %(features)s::text[]) AS t(k, f)"
+                    " ON CONFLICT ({key}) DO UPDATE SET features = excluded.features,"
+                    " updated_ms = excluded.updated_ms, revision = excluded.revision"
                 )
+            else:
+                statement = sql.SQL(
+                    "INSERT INTO {table} ({key}, features, updated_ms)"
+                    " SELECT k, f, %(now)s FROM unnest(%(keys)s::text[], %(features)s::text[])"
+                    " AS t(k, f) ON CONFLICT ({key}) DO UPDATE"
+                    " SET features = excluded.features, updated_ms = excluded.updated_ms"
+                )
+            connection.execute(statement.format(**names), params)
         return len(values)
 
     def delete_user(self, user_id: str) -> tuple[bool, int]:
@@ -517,6 +568,41 @@ class PostgresStore:
             ).fetchall()
         return last, _seq_events(rows)
 
+    def user_view(self, user_id: str, after_seq: int = 0) -> UserView:
+        """The user's events after ``after_seq``, latest erasure and profile, and the
+        store's last seq and catalogue revision: one statement, one snapshot."""
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                _USER_VIEW, {"hash": _user_hash(user_id), "user": user_id, "after": after_seq}
+            ).fetchall()
+        if not rows:
+            raise StorageError(f"event store ({self.where}): user_view: no seq counter row")
+        last, erasure, profile, revision = rows[0][:4]
+        return UserView(
+            last_seq=int(last),
+            events=_seq_events(row[4:] for row in rows if row[4] is not None),
+            latest_erasure=int(erasure),
+            profile=_tokens(profile),
+            catalogue_revision=int(revision),
+        )
+
+    def catalogue_changes(
+        self, after_revision: int = 0
+    ) -> tuple[int, list[tuple[str, tuple[str, ...]]]]:
+        with self._snapshot() as connection:
+            revision = int(_one(connection.execute(_CATALOGUE_REVISION), "catalogue")[0])
+            rows = connection.execute(
+                "SELECT item_id, features FROM items WHERE revision > %s"
+                " ORDER BY revision, item_id",
+                (after_revision,),
+            ).fetchall()
+        return revision, [(str(item), _tokens(features)) for item, features in rows]
+
+    def last_erasure(self) -> int:
+        with self._pool.connection() as connection:
+            row = connection.execute("SELECT COALESCE(MAX(erasure_id), 0) FROM erasures")
+            return int(_one(row, "last_erasure")[0])
+
     def last_seq(self) -> int:
         """The counter: the highest seq ever given (it never goes back, not even when an
         erasure deletes the newest events)."""
@@ -578,7 +664,7 @@ class PostgresStore:
                     cursor = connection.execute(after.format(**names), (last, _FEATURE_PAGE))
                 rows = cursor.fetchall()
             for entity, features in rows:
-                yield entity, tuple(t for t in features.split(_TOKEN_SEPARATOR) if t)
+                yield entity, _tokens(features)
             if len(rows) < _FEATURE_PAGE:
                 return
             last = rows[-1][0]

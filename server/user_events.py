@@ -69,11 +69,13 @@ def seqs_of(connection: sqlite3.Connection, user_id: str, upto: int) -> list[int
     return [int(row[0]) for row in indexed] + tail_seqs_of(connection, user_id, upto)
 
 
-def indexed_rows(connection: sqlite3.Connection, user_id: str) -> list[EventRow]:
+def indexed_rows(
+    connection: sqlite3.Connection, user_id: str, after_seq: int = 0
+) -> list[EventRow]:
     return connection.execute(
         f"SELECT {EVENT_COLUMNS} FROM user_events u JOIN events e ON e.seq = u.seq"
-        " WHERE u.user_id = ? ORDER BY u.seq",
-        (user_id,),
+        " WHERE u.user_id = ? AND u.seq > ? ORDER BY u.seq",
+        (user_id, after_seq),
     ).fetchall()
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.store import SQLiteStore
+from shelfrank.server.store import SCHEMA_VERSION, SQLiteStore
 
 
 def ev(
@@ -279,11 +279,55 @@ def test_a_schema_1_store_moves_its_user_index_into_bulk_merged_form(tmp_path: P
     assert store.delete_user("u1") == (True, 2)
     store.close()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
         assert raw.execute("SELECT user_id, seq FROM user_events").fetchall() == [("u2", 2)]
         names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
     assert "events_by_user" not in names
     assert SQLiteStore(path).integrity_check() == "ok"
+
+
+def test_a_schema_2_catalogue_becomes_revision_1(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as raw:  # the items table as schema 2 left it
+        raw.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '2'), ('user_events_upto', '0');
+            CREATE TABLE items (item_id TEXT PRIMARY KEY, features TEXT NOT NULL,
+                                updated_ms INTEGER NOT NULL) WITHOUT ROWID;
+            INSERT INTO items VALUES ('b', 'x=1', 5), ('a', '', 6);
+            """
+        )
+    raw.close()
+    store = SQLiteStore(path)
+    assert store.catalogue_changes() == (1, [("a", ()), ("b", ("x=1",))])
+    assert store.catalogue_changes(1) == (1, [])
+    store.upsert_items([("c", ["y=2"])])
+    assert store.catalogue_changes(1) == (2, [("c", ("y=2",))])
+    store.close()
+    assert SQLiteStore(path).catalogue_changes(1) == (2, [("c", ("y=2",))])
+
+
+def test_the_user_view_spans_the_merged_index_and_the_tail(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", merge_every=3)
+    other = SQLiteStore(tmp_path / "s.db", merge_every=3)  # another process, its own tail map
+    seqs: list[int] = []
+    for i in range(8):  # merges after every third event: some indexed, some in the tail
+        seqs += store.append_events([ev(f"e{i}", user="u1" if i % 2 == 0 else "u2")]).seqs
+    for reader in (store, other):
+        for after in [0, *seqs]:
+            view = reader.user_view("u1", after_seq=after)
+            assert view.events == [
+                (seq, e) for seq, e in reader.events_for_user("u1") if seq > after
+            ]
+            assert view.last_seq == seqs[-1]
+    assert [e.event_id for _, e in other.user_view("u1", after_seq=seqs[1]).events] == [
+        "e2",
+        "e4",
+        "e6",
+    ]
 
 
 def test_merge_every_must_be_positive(tmp_path: Path) -> None:

@@ -331,6 +331,63 @@ def test_seqs_after_an_erasure_and_the_history_snapshot(store: EventStore) -> No
     ]
 
 
+def test_the_user_view_reads_what_a_request_needs_from_one_snapshot(store: EventStore) -> None:
+    empty = store.user_view("u1")
+    assert (empty.last_seq, empty.events, empty.latest_erasure, empty.profile) == (0, [], 0, ())
+    assert empty.catalogue_revision == 0
+    first = store.append_events([ev("a"), ev("b", user="u2"), ev("c", kind=EventType.PURCHASE)])
+    store.upsert_users([("u1", ["segment=new", "country=de"])])
+    view = store.user_view("u1")
+    assert view.last_seq == store.last_seq() == first.seqs[-1]
+    assert view.events == store.events_for_user("u1")
+    assert view.profile == ("segment=new", "country=de")
+    later = store.append_events([ev("d"), ev("e", user="u2")])
+    # Only what came after the seq the caller already has.
+    after = store.user_view("u1", after_seq=view.last_seq)
+    assert [(seq, e.event_id) for seq, e in after.events] == [(later.seqs[0], "d")]
+    assert after.last_seq == later.seqs[-1]
+    assert store.user_view("u1", after_seq=after.last_seq).events == []
+    store.delete_user("u1")
+    erased = store.user_view("u1")
+    assert (erased.events, erased.profile) == ([], ())
+    assert erased.latest_erasure == store.latest_erasure("u1") == store.last_erasure() > 0
+    assert store.user_view("u2").latest_erasure == 0
+
+
+def test_catalogue_revisions_name_every_change_in_commit_order(backend: Backend) -> None:
+    location = backend.location()
+    writer, reader = backend.open(location), backend.open(location)  # two processes' view
+    assert writer.catalogue_changes() == (0, [])
+    assert writer.upsert_items([]) == 0
+    assert writer.catalogue_changes() == (0, [])  # nothing given: no new revision
+    writer.upsert_items([("b", ["colour=red"]), ("a", ["colour=blue"])])
+    first, items = reader.catalogue_changes()
+    assert first == 1
+    assert items == [("a", ("colour=blue",)), ("b", ("colour=red",))]
+    assert reader.user_view("anyone").catalogue_revision == first
+    writer.upsert_items([("c", []), ("a", ["colour=green"])])
+    second, changed = reader.catalogue_changes(first)
+    assert second == 2
+    assert changed == [("a", ("colour=green",)), ("c", ())]
+    assert reader.catalogue_changes(second) == (second, [])
+    everything = reader.catalogue_changes()[1]
+    assert everything == [("b", ("colour=red",)), ("a", ("colour=green",)), ("c", ())]
+    assert sorted(everything) == sorted(reader.item_features().items())
+
+
+def test_erasures_are_counted_across_processes(backend: Backend) -> None:
+    location = backend.location()
+    writer, reader = backend.open(location), backend.open(location)
+    assert reader.last_erasure() == 0
+    writer.append_events([ev("a"), ev("b", user="u2")])
+    reader.user_view("u1")  # a view cached before the erasure does not hide it
+    writer.delete_user("u1")
+    assert reader.last_erasure() == writer.latest_erasure("u1") > 0
+    assert reader.user_view("u1").events == []
+    writer.delete_user("u2")
+    assert reader.last_erasure() == writer.latest_erasure("u2") > writer.latest_erasure("u1")
+
+
 def test_iter_events_runs_in_seq_order_across_pages_and_after_a_seq(store: EventStore) -> None:
     seqs: list[int] = []
     for start in range(0, 9, 3):
@@ -718,6 +775,25 @@ def test_open_store_opens_postgresql_for_both_url_schemes(postgres_url: str) -> 
             assert store.integrity_check() == "ok"
         finally:
             store.close()
+
+
+def test_a_schema_1_catalogue_becomes_revision_1(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.upsert_items([("b", ["x=1"]), ("a", [])])
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 1 left it
+        connection.execute("DROP TABLE catalogue_counter")
+        connection.execute("DROP INDEX items_by_revision")
+        connection.execute("ALTER TABLE items DROP COLUMN revision")
+        connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    store = PostgresStore(pg_url)
+    try:
+        assert store.catalogue_changes() == (1, [("a", ()), ("b", ("x=1",))])
+        store.upsert_items([("c", ["y=2"])])
+        assert store.catalogue_changes(1) == (2, [("c", ("y=2",))])
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
 
 
 def _wait_for_lock_waiters(url: str, count: int) -> None:
