@@ -6,6 +6,7 @@ docstring): nothing above the channel retries a call, the edge's ``sync()`` incl
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,44 @@ def service_config(max_attempts: int) -> str:
             "backoffMultiplier": BACKOFF_MULTIPLIER,
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
-    return json.dumps({"methodConfig": [method_config]})
+    # Round robin over every address the target names (a list of replicas, or a DNS name
+    # resolving to several): each call, and each retry of one, goes to the next replica.
+    return json.dumps(
+        {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method_config]}
+    )
+
+
+def _target(target: object) -> str:
+    """The gRPC target of ``host:port`` (a DNS name may name several replicas) or of a
+    list of replicas' ``ip:port`` addresses (gRPC resolves no list of names)."""
+    if isinstance(target, str):
+        checked = check.utf8_text("target", target)
+        if not checked:
+            raise InvalidInputError("target: must not be empty (e.g. 'localhost:50051')")
+        return checked
+    if isinstance(target, bytes) or not isinstance(target, Iterable):
+        raise InvalidInputError("target: expected 'host:port' or a list of 'ip:port'")
+    families: set[str] = set()
+    addresses: list[str] = []
+    for index, entry in enumerate(target):
+        text = check.utf8_text(f"target[{index}]", entry)
+        host, _, port = text.rpartition(":")
+        try:
+            address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise InvalidInputError(
+                f"target[{index}]: {text!r} is not 'ip:port' (in a list, give IP addresses;"
+                " for names, one DNS name that resolves to every replica)"
+            ) from None
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidInputError(f"target[{index}]: {text!r} has no valid port")
+        families.add(f"ipv{address.version}")
+        addresses.append(text)
+    if not addresses:
+        raise InvalidInputError("target: the list of replicas is empty")
+    if len(families) > 1:
+        raise InvalidInputError("target: IPv4 and IPv6 addresses cannot be mixed in one list")
+    return f"{families.pop()}:{','.join(addresses)}"
 
 
 def _checked_token(token: object) -> str:
@@ -86,7 +124,7 @@ class ChannelSettings:
 
 
 def channel_settings(
-    target: str,
+    target: str | Sequence[str],
     *,
     token: str | None,
     timeout: float,
@@ -96,9 +134,7 @@ def channel_settings(
     options: Sequence[ChannelOption],
 ) -> ChannelSettings:
     """Validate the constructor's arguments and derive the channel's configuration."""
-    checked_target = check.utf8_text("target", target)
-    if not checked_target:
-        raise InvalidInputError("target: must not be empty (e.g. 'localhost:50051')")
+    checked_target = _target(target)
     default_timeout = check.positive_seconds("timeout", timeout)
     attempts = check.integer("max_attempts", max_attempts)
     if not 1 <= attempts <= MAX_ATTEMPTS_LIMIT:

@@ -38,8 +38,10 @@ _Response = TypeVar("_Response")
 class Client:
     """Blocking client for a shelfrank server; thread-safe, reuse one per process.
 
-    ``target`` is ``host:port``. Every call has a deadline: its ``timeout`` argument or
-    the client's ``timeout`` (seconds), covering retries too. An RPC failing with
+    ``target`` is ``host:port`` (a DNS name may resolve to several replicas) or a list of
+    replicas' ``ip:port``; calls go round robin over the replicas. Every call has a
+    deadline: its ``timeout`` argument or the client's ``timeout`` (seconds), covering
+    retries too. An RPC failing with
     UNAVAILABLE is retried by the channel, at most ``max_attempts`` attempts in all (1..5)
     with exponential backoff; no other status is retried, and nothing above the channel
     retries (the one retry policy, see the package docstring). ``token`` is sent as
@@ -53,7 +55,7 @@ class Client:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         token: str | None = None,
         timeout: float = 5.0,

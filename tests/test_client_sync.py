@@ -535,3 +535,31 @@ def test_tls_refuses_an_untrusted_server(self_signed: tuple[bytes, bytes]) -> No
     ):
         client.model_info()
     assert not servicer.attempts
+
+
+def test_a_list_of_replicas_is_balanced_round_robin() -> None:
+    first, second = RecordingServicer(), RecordingServicer()
+    with serving(first) as one, serving(second) as two, Client([one, two]) as client:
+        for _ in range(10):
+            client.recommend("u1", k=3)
+    # Round robin: both replicas answered (pick_first would send every call to one).
+    calls = (len(first.requests["Recommend"]), len(second.requests["Recommend"]))
+    assert min(calls) > 0
+    assert sum(calls) == 10
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ([], "the list of replicas is empty"),
+        (["shop.example:50051"], r"target\[0\]: 'shop.example:50051' is not 'ip:port'"),
+        (["127.0.0.1"], r"target\[0\]: '127.0.0.1' is not 'ip:port'"),
+        (["127.0.0.1:0"], r"target\[0\]: '127.0.0.1:0' has no valid port"),
+        (["127.0.0.1:1", "[::1]:2"], "IPv4 and IPv6 addresses cannot be mixed"),
+        ("", "target: must not be empty"),
+        (b"127.0.0.1:1", "target: expected"),
+    ],
+)
+def test_a_bad_target_is_refused_naming_the_entry(target: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        Client(target)  # type: ignore[arg-type]
