@@ -104,8 +104,13 @@ def state_without_model(
 
 
 def read_state_without_model(store: EventStore, config: TrainConfig) -> ServingState:
+    # Erasures first: one committed while counting moves the store past ``erasures_through``
+    # and the next read counts afresh.
+    erasures = store.last_erasure()
     counted_to, counts = store.item_event_counts()
-    return state_without_model(store.iter_item_features(), counts, counted_to, config)
+    revision, catalogue = store.catalogue_changes()
+    state = state_without_model(catalogue, counts, counted_to, config)
+    return replace(state, erasures_through=erasures, catalogue_through=revision)
 
 
 def with_new_events(state: ServingState, store: EventStore) -> ServingState:

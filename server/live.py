@@ -1,20 +1,20 @@
-"""What each user did since the serving model was trained, for read-your-writes.
+"""What each user did since the serving model was trained, re-validated against the store
+at every request, so every process sharing the store serves the same thing.
 
-For every user touched since start-up the service keeps an immutable :class:`UserLive`
-record: the items and types of the events newer than the model's watermark (folded into
-the user's vector at request time) and every item the user purchased or dismissed
-(excluded from results). Records are loaded lazily from the store, replaced (never
-mutated) under a lock when events arrive, and dropped when the user is erased or a new
-model moves the watermark.
+For every user touched recently the service keeps an immutable :class:`UserLive` record:
+the items and types of the events newer than the model's watermark (folded into the
+user's vector at request time), every item the user purchased or dismissed (excluded
+from results), the user's profile and latest erasure. A record is never trusted as it
+stands: each request reads the store's :class:`~shelfrank.server.storage.UserView` of the
+events after the record's ``loaded_seq`` (one indexed read; the store's seqs are in
+commit order, so nothing committed by any process can be missed) and extends it. A Track
+accepted by another process is therefore seen at the next request, without messages
+between processes; an erasure anywhere changes the user's latest erasure, and the record
+is rebuilt from scratch.
 
 At most ``max_users`` records are kept (least recently used go first): an evicted user is
-simply loaded from the store again on the next read, so the bound costs a read, never an
-event.
-
-A record holds no event ids: it knows the store's last seq when it was loaded, so an
-event recorded after the load is new exactly when its seq is higher. That keeps a fresh
-event to two references (about 16 bytes), which matters for a server that runs long
-between retrains.
+simply read in full again, so the bound costs a read, never an event. A record holds no
+event ids (two references per fresh event, about 16 bytes).
 """
 
 from __future__ import annotations
@@ -22,123 +22,111 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shelfrank.core.errors import InvalidInputError
-from shelfrank.core.events import EventType, StoredEvent, user_id_of
+from shelfrank.core.events import EventType
+from shelfrank.server.storage import SeqEvents, UserView
 
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
-_MAX_WRITE_COUNTERS = 100_000
 MAX_USERS = 100_000  # records kept (a few hundred bytes each plus 16 per fresh event)
 
 
 @dataclass(frozen=True, kw_only=True)
 class UserLive:
     watermark_seq: int
-    loaded_seq: int  # the store's last seq when loaded: every event up to it is counted
+    loaded_seq: int  # every event of the user with a seq up to this one is counted
+    latest_erasure: int  # the user's latest erasure when read (0: never erased)
+    profile: tuple[str, ...]  # the stored profile tokens, as of the last read
     fresh_items: tuple[str, ...]  # events newer than the watermark, in the order recorded
     fresh_types: tuple[EventType, ...]
     consumed: frozenset[str]  # items purchased or dismissed, at any time
 
-    def merged(self, events: Sequence[tuple[int, StoredEvent]]) -> UserLive:
-        """This record plus ``(seq, event)`` pairs (those the load already counted skipped)."""
-        new = [event for seq, event in events if seq > self.loaded_seq]
-        if not new:
+    @classmethod
+    def read(cls, view: UserView, watermark_seq: int) -> UserLive:
+        """The record of a user's whole history (``view`` read after seq 0)."""
+        empty = cls(
+            watermark_seq=watermark_seq,
+            loaded_seq=0,
+            latest_erasure=view.latest_erasure,
+            profile=view.profile,
+            fresh_items=(),
+            fresh_types=(),
+            consumed=frozenset(),
+        )
+        return empty.extended(view)
+
+    def extended(self, view: UserView) -> UserLive:
+        """This record plus a view of the events after its ``loaded_seq`` (same erasure)."""
+        new = _after(view.events, self.loaded_seq)
+        fresh = _after(new, self.watermark_seq)
+        # SQLite's last seq goes back when the newest events are erased; never this record.
+        loaded = max(self.loaded_seq, view.last_seq)
+        if not new and loaded == self.loaded_seq and view.profile == self.profile:
             return self
         return UserLive(
             watermark_seq=self.watermark_seq,
-            loaded_seq=self.loaded_seq,
-            fresh_items=self.fresh_items + tuple(sys.intern(e.item_id) for e in new),
-            fresh_types=self.fresh_types + tuple(e.event_type for e in new),
-            consumed=self.consumed | {e.item_id for e in new if e.event_type in CONSUMED},
+            loaded_seq=loaded,
+            latest_erasure=self.latest_erasure,
+            profile=view.profile,
+            fresh_items=self.fresh_items + tuple(sys.intern(e.item_id) for _, e in fresh),
+            fresh_types=self.fresh_types + tuple(e.event_type for _, e in fresh),
+            consumed=self.consumed | {e.item_id for _, e in new if e.event_type in CONSUMED},
         )
 
 
-# The store's last seq and the user's (seq, event) pairs, read from one snapshot.
-Loader = Callable[[str], tuple[int, list[tuple[int, StoredEvent]]]]
+def _after(events: SeqEvents, seq: int) -> SeqEvents:
+    return events if not events or events[0][0] > seq else [p for p in events if p[0] > seq]
+
+
+# The store's view of a user's events after a seq (EventStore.user_view).
+ViewReader = Callable[[str, int], UserView]
 
 
 class LiveUsers:
-    def __init__(self, load_all: Loader, *, max_users: int = MAX_USERS) -> None:
+    def __init__(self, read_view: ViewReader, *, max_users: int = MAX_USERS) -> None:
         if max_users < 1:
             raise InvalidInputError(f"max_users: must be at least 1, got {max_users}")
-        self._load_all = load_all
+        self._read_view = read_view
         self._lock = threading.Lock()
         self._max_users = max_users
-        # Least recently used first (an OrderedDict: its get and move_to_end are C, and a
-        # Track batch touches hundreds of users).
+        # Least recently used first (an OrderedDict: its get and move_to_end are C).
         self._users: OrderedDict[str, UserLive] = OrderedDict()
-        # Bumped by forget/clear: a load that started before must not be stored after.
+        # Bumped by forget/clear: a read that started before must not be cached after.
         self._generation = 0
-        # Per user, writes that found no cached record (see ``record``).
-        self._writes: dict[str, int] = {}
 
-    def get(self, user_id: str, watermark_seq: int) -> UserLive:
+    def get(self, user_id: str, watermark_seq: int) -> tuple[UserLive, UserView]:
+        """The user's record, up to date with the store, and the view it was read with
+        (its catalogue revision tells the caller whether the catalogue moved)."""
         with self._lock:  # an LRU read reorders: not safe without the lock
             record = self._users.get(user_id)
-            if record is not None and record.watermark_seq == watermark_seq:
-                self._users.move_to_end(user_id)
-                return record
-            stamp = (self._generation, self._writes.get(user_id, 0))
-        loaded = self._load(user_id, watermark_seq)
+            if record is not None:
+                if record.watermark_seq == watermark_seq:
+                    self._users.move_to_end(user_id)
+                else:
+                    record = None
+            generation = self._generation
+        view = self._read_view(user_id, record.loaded_seq if record is not None else 0)
+        if record is not None and view.latest_erasure != record.latest_erasure:
+            # Erased (by any process) since the record was read: nothing of it stands.
+            record = None
+            view = self._read_view(user_id, 0)
+        live = record.extended(view) if record is not None else UserLive.read(view, watermark_seq)
         with self._lock:
             current = self._users.get(user_id)
-            if current is not None and current.watermark_seq == watermark_seq:
-                return current  # a concurrent get got there first
-            # Cache only if nothing was written for this user (and nothing forgotten)
-            # while loading: the load may have missed those events.
-            if stamp == (self._generation, self._writes.get(user_id, 0)):
-                self._users[user_id] = loaded
+            # Concurrent reads: the newest wins (an older one never replaces it).
+            if generation == self._generation and (
+                current is None
+                or current.watermark_seq != watermark_seq
+                or (current.latest_erasure, current.loaded_seq)
+                <= (live.latest_erasure, live.loaded_seq)
+            ):
+                self._users[user_id] = live
+                self._users.move_to_end(user_id)
                 if len(self._users) > self._max_users:
                     self._users.popitem(last=False)
-                # Later loads find this record first, so its counter has done its job.
-                self._writes.pop(user_id, None)
-        return loaded
-
-    def _load(self, user_id: str, watermark_seq: int) -> UserLive:
-        last_seq, events = self._load_all(user_id)
-        fresh = [e for seq, e in events if seq > watermark_seq]
-        return UserLive(
-            watermark_seq=watermark_seq,
-            loaded_seq=last_seq,
-            fresh_items=tuple(sys.intern(e.item_id) for e in fresh),
-            fresh_types=tuple(e.event_type for e in fresh),
-            consumed=frozenset(e.item_id for _, e in events if e.event_type in CONSUMED),
-        )
-
-    def record(
-        self, events: Sequence[StoredEvent], seqs: Sequence[int], watermark_seq: int
-    ) -> None:
-        """Add newly stored (already durable) events, numbered ``seqs`` by the store, to
-        their users' records.
-
-        Without a cached record nothing is loaded here (ingest stays one transaction per
-        batch, not one read per user): the next read loads from the store, which already
-        holds these events. The write counter keeps a load that raced with this write from
-        caching what it read before the events were stored."""
-        touched = set(map(user_id_of, events))
-        with self._lock:  # once per batch: a batch spans hundreds of users
-            users, writes = self._users, self._writes
-            cached: set[str] = set()
-            for user_id in touched:
-                current = users.get(user_id)
-                if current is not None and current.watermark_seq == watermark_seq:
-                    cached.add(user_id)
-                elif len(writes) >= _MAX_WRITE_COUNTERS:
-                    # Bounded memory for write-only users: invalidate all in-flight loads.
-                    self._generation += 1
-                    writes.clear()
-                else:
-                    writes[user_id] = writes.get(user_id, 0) + 1
-            if not cached:  # the common case for ingest: no per-event work at all
-                return
-            by_user: dict[str, list[tuple[int, StoredEvent]]] = {}
-            for seq, event in zip(seqs, events, strict=True):
-                if event.user_id in cached:
-                    by_user.setdefault(event.user_id, []).append((seq, event))
-            for user_id, user_events in by_user.items():
-                users[user_id] = users[user_id].merged(user_events)
+        return live, view
 
     def forget(self, user_id: str) -> None:
         with self._lock:
@@ -149,4 +137,3 @@ class LiveUsers:
         with self._lock:
             self._generation += 1
             self._users.clear()
-            self._writes.clear()  # the generation bump already invalidates in-flight loads

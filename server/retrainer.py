@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from pathlib import Path
 
 from shelfrank.core.errors import InvalidInputError, ModelFileError
 from shelfrank.core.events import EventType
@@ -20,10 +19,11 @@ from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.bootstrap import FirstModelPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
-from shelfrank.server.registry import ModelRegistry, load_state
+from shelfrank.server.registry import ModelRegistry
 from shelfrank.server.service import RecommenderService, TrackOutcome
 from shelfrank.server.serving_state import ServingState
 from shelfrank.server.storage import EventStore
+from shelfrank.server.trainer_lease import TrainerLease
 
 log = logging.getLogger("shelfrank.retrainer")
 
@@ -75,6 +75,8 @@ class Retrainer:
         incremental_epochs: int = 5,
         full_every: int = 12,
         first_model: FirstModelPolicy | None = None,
+        lease: TrainerLease | None = None,
+        enabled: bool = True,
     ) -> None:
         if incremental_epochs < 1 or full_every < 1:
             raise InvalidInputError("incremental_epochs and full_every: must be >= 1")
@@ -85,6 +87,10 @@ class Retrainer:
         self.incremental_epochs = incremental_epochs
         self.full_every = full_every
         self.first_model = first_model or FirstModelPolicy()
+        # With a lease, this process trains only while it holds it (one trainer per store).
+        self.lease = lease
+        # False in a process that never trains (``serve --role server``).
+        self.enabled = enabled
         self.rounds = 0
         self.last_kind = ""
         self._first_training: threading.Thread | None = None
@@ -97,13 +103,21 @@ class Retrainer:
     def retrain_now(self, *, full: bool | None = None, force: bool = False) -> str | None:
         """Train on everything stored so far and swap it in; returns the new version, or
         None when there was nothing new (unless ``force`` or ``full``)."""
+        if not self.enabled:
+            return None
         with self._lock:
+            if self.lease is not None and not self.lease.acquire():
+                return None  # another process is the trainer
             store = self.service.store
             state = self.service.state
+            # Erasures first: one committed while the events are read is after the mark,
+            # and its user is not served this model's trained vector.
+            erasures = store.last_erasure()
             watermark = store.last_seq()
             # An erasure since the serving model was trained is reason enough: the model
             # still holds the erased user's learned vector until it is retrained without it.
-            nothing_new = watermark <= state.watermark_seq and not state.erased_users
+            erased_since = erasures > state.erasures_through
+            nothing_new = watermark <= state.watermark_seq and not erased_since
             if not force and not full and nothing_new:
                 return None
             if not state.trained and not force and not self.first_model.ready(store.counts()):
@@ -111,12 +125,13 @@ class Retrainer:
             interactions = store_interactions(store, watermark)
             if len(interactions) == 0:
                 return None
+            log.info("training on %d events through seq %d", len(interactions), watermark)
             items = store_features(store.item_features(), "item_id")
             users = store_features(store.user_features(), "user_id")
             self.rounds += 1
             previous = self._previous_model() if full is not True else None
             scheduled_full = self.rounds % self.full_every == 0
-            if previous is None or state.erased_users or scheduled_full or full:
+            if previous is None or erased_since or scheduled_full or full:
                 model = HybridModel.train(interactions, self.config, items=items, users=users)
                 self.last_kind = "full"
             else:
@@ -124,12 +139,16 @@ class Retrainer:
                     interactions, items=items, users=users, epochs=self.incremental_epochs
                 )
                 self.last_kind = "incremental"
-            version = self.registry.save(model, watermark, activate=False)
-            # Loaded before it becomes CURRENT: a version that cannot load (a bad disk, a
+            version = self.registry.save(
+                model, watermark, erasures_through=erasures, activate=False
+            )
+            # Loaded before it becomes current: a version that cannot load (a bad disk, a
             # bug) is never served nor restarted into; the previous one keeps serving.
-            state = load_state(Path(self.registry.root) / version, self.registry.search)
-            self.registry.activate(version)
-            self.service.swap(state)
+            state = self.registry.load(version)
+            pointer = self.registry.activate(
+                version, lease=self.lease.key if self.lease is not None else None
+            )
+            self.service.swap(state, published=pointer.published)
             log.info(
                 "%s retrain: model %s on %d events (through seq %d) is now serving",
                 self.last_kind,
@@ -150,7 +169,7 @@ class Retrainer:
     def train_first_when_ready(self) -> bool:
         """Starts training the first model in the background when there is none, none is
         training and the store holds enough data; whether it started one."""
-        if self.service.state.trained or self._stop.is_set():
+        if not self.enabled or self.service.state.trained or self._stop.is_set():
             return False
         running = self._first_training
         if running is not None and running.is_alive():
@@ -191,7 +210,7 @@ class Retrainer:
         if version is None:
             return None
         try:
-            return HybridModel.load(self.registry.root / version)
+            return HybridModel.load(self.registry.local_copy(version))
         except ModelFileError:
             log.exception("cannot continue model %s; training from scratch", version)
             return None
@@ -215,3 +234,5 @@ class Retrainer:
         for thread in (self._thread, self._first_training):
             if thread is not None:
                 thread.join(timeout)
+        if self.lease is not None:
+            self.lease.release()

@@ -8,9 +8,11 @@ Concurrency model
   ``self._state`` once and use that snapshot throughout. Writers (item upserts, user
   erasure, model swaps) build a new snapshot and publish it with one reference
   assignment, serialised by ``_publish_lock``; nothing ever blocks a reader.
-- Events are made durable by the :class:`EventStore` (its own writer lock) *before* the
-  in-memory per-user record (:class:`LiveUsers`, copy-on-write records under a lock) is
-  updated, so Track returns only after both: the next Recommend reads its own writes.
+- The store is the only truth shared between processes. Track returns once the store has
+  committed; every read re-validates what it uses against the store in one indexed read
+  (the user's events after those already counted, latest erasure and profile, and the
+  catalogue revision: :class:`LiveUsers`), so the next Recommend served by any process
+  sharing the store reads the writes of every other (stateless serving).
 - Fold-in vectors are cached per user with what they were computed from (model snapshot,
   number of fresh events, profile); any change misses and replaces the entry, so a cached
   vector is never stale and the cache holds one vector per active user.
@@ -118,20 +120,24 @@ class RecommenderService:
         vector_cache: int = 100_000,
         limits: EventLimits | None = None,
         scoring_threads: int = 1,
+        published: int = 0,
     ):
         self._store = store
+        if state.trained:  # the catalogue as the store has it now, not as when trained
+            revision, catalogue = store.catalogue_changes(state.catalogue_through)
+            state = state.with_catalogue(catalogue, revision=revision)
         self._state = state
+        self._published = published
         self.observers: list[ServiceObserver] = []
         self._publish_lock = threading.Lock()
-        self._live = LiveUsers(store.user_history)
-        self._profiles = store.user_features()
-        self._profiles_lock = threading.Lock()
+        self._live = LiveUsers(store.user_view)
         # One entry per user (the newest vector and what it was computed from): memory
         # follows active users, not events.
         self._vectors: LRUCache[str, tuple[VectorStamp, UserVector]] = LRUCache(
             maxsize=vector_cache
         )
         self._vectors_lock = threading.Lock()
+        self._known_users: tuple[tuple[str, int, int], int] | None = None
         if scoring_threads < 1:
             raise InvalidInputError(f"scoring_threads: must be at least 1, got {scoring_threads}")
         # Searches run at most this many at a time. The numpy search is dozens of numpy
@@ -161,32 +167,62 @@ class RecommenderService:
     def store(self) -> EventStore:
         return self._store
 
-    def current_state(self) -> ServingState:
-        """The state a read uses: the published one, and before the first model, brought
-        up to date with the events stored since (by this process or any other)."""
+    def current_state(self, catalogue_revision: int | None = None) -> ServingState:
+        """The state a read uses: the published one, brought up to date with the store's
+        catalogue (when ``catalogue_revision``, read by the caller, or the store's own is
+        newer) and, before the first model, with the events and erasures stored since
+        (by this process or any other)."""
         state = self._state
-        if state.trained:
+        if state.trained and (
+            catalogue_revision is None or catalogue_revision <= state.catalogue_through
+        ):
             return state
         with self._publish_lock:
             state = self._state
             if not state.trained:
-                updated = with_new_events(state, self._store)
-                if updated is not state:
-                    self._state = state = updated
+                updated = (
+                    read_state_without_model(self._store, state.config)
+                    if self._store.last_erasure() > state.erasures_through
+                    else with_new_events(state, self._store)
+                )
+                if catalogue_revision is None:
+                    catalogue_revision = self._store.catalogue_changes(updated.catalogue_through)[0]
+            else:
+                updated = state
+            if catalogue_revision is not None and catalogue_revision > updated.catalogue_through:
+                revision, changes = self._store.catalogue_changes(updated.catalogue_through)
+                updated = updated.with_catalogue(changes, revision=revision)
+            if updated is not state:
+                self._state = state = updated
+                changed = True
+            else:
+                changed = False
+        if changed:
+            self._notify_state()
         return state
 
-    def swap(self, state: ServingState) -> None:
-        """Publish a new model snapshot (atomic for readers). Erasures and catalogue changes
-        made while the new model was trained are carried over to it: the catalogue is
-        re-read from the store, the source of truth."""
+    @property
+    def published(self) -> int:
+        """The store's publication number of the model serving (0: none from the store)."""
+        return self._published
+
+    def swap(self, state: ServingState, *, published: int = 0) -> bool:
+        """Serve a new model (atomic for readers), with the store's catalogue (the source
+        of truth: items upserted while it was trained are carried over). ``published``:
+        its publication number in the store; an older one than serving is not swapped in
+        (two paths may deliver models out of order). Whether it was swapped in."""
+        if published and published < self._published:
+            return False
+        revision, catalogue = self._store.catalogue_changes()
+        caught_up = state.with_catalogue(catalogue, revision=revision)
         with self._publish_lock:
-            current = self._state
-            carried = state.with_erased_users(
-                u for u in current.erased_users if u in state.model.user_ids
-            ).with_catalogue(self._store.iter_item_features())
-            self._state = carried
+            if published and published < self._published:
+                return False
+            self._state = caught_up
+            self._published = max(self._published, published)
         self._live.clear()
         self._notify_state()
+        return True
 
     def _notify_state(self) -> None:
         for observer in self.observers:
@@ -194,23 +230,28 @@ class RecommenderService:
 
     # -- reads --------------------------------------------------------------------------------
     def _user(
-        self, state: ServingState, user_id: str, features: Sequence[str]
-    ) -> tuple[UserVector, UserLive]:
-        live = self._live.get(user_id, state.watermark_seq)
+        self, user_id: str, features: Sequence[str]
+    ) -> tuple[ServingState, UserVector, UserLive]:
+        """The state to serve from, the user's vector and record, up to date with the
+        store (the user's view read first: its catalogue revision may move the state)."""
+        live, view = self._live.get(user_id, self._state.watermark_seq)
+        state = self.current_state(view.catalogue_revision)
+        if live.watermark_seq != state.watermark_seq:  # a new model was published meanwhile
+            live, _ = self._live.get(user_id, state.watermark_seq)
         if not state.trained:  # no model yet: everyone sees what is popular
-            return UserVector(None, 0.0, "popularity"), live
-        with self._profiles_lock:
-            tokens = tuple(features) or self._profiles.get(user_id, ())
+            return state, UserVector(None, 0.0, "popularity"), live
+        tokens = tuple(features) or live.profile
+        use_trained = state.uses_trained_vector(live.latest_erasure)
         # Everything the vector depends on is in the stamp, so a cached one is never stale.
         stamp: VectorStamp = (
-            f"{state.snapshot_version}:{user_id in state.erased_users}",
+            f"{state.snapshot_version}:{use_trained}",
             len(live.fresh_items),
             tokens,
         )
         with self._vectors_lock:
             cached = self._vectors.get(user_id)
         if cached is not None and cached[0] == stamp:
-            return cached[1], live
+            return state, cached[1], live
         model = state.model
         weights_by_type = state.config.event_weights
         rows: list[int] = []
@@ -229,21 +270,21 @@ class RecommenderService:
             tokens=tokens,
             history_rows=np.array(rows, dtype=np.int64),
             history_weights=np.array(weights, dtype=np.float32),
-            use_trained=user_id not in state.erased_users,
+            use_trained=use_trained,
         )
         with self._vectors_lock:
             self._vectors[user_id] = (stamp, vector)
-        return vector, live
+        return state, vector, live
 
-    def user_vector(self, state: ServingState, user_id: str) -> UserVector:
-        """The user's current vector (what Recommend would use, without request features)."""
-        vector, _ = self._user(state, user_id, ())
-        return vector
+    def user_vector(self, user_id: str) -> tuple[ServingState, UserVector]:
+        """The state and the user's current vector in it (what Recommend would use,
+        without request features)."""
+        state, vector, _ = self._user(user_id, ())
+        return state, vector
 
     def recommend(self, query: RecommendQuery) -> Scored:
-        state = self.current_state()
+        state, user, live = self._user(query.user_id, query.user_features)
         model = state.model
-        user, live = self._user(state, query.user_id, query.user_features)
         excluded = set(query.exclude_item_ids)
         if query.exclude_seen:
             excluded |= live.consumed
@@ -260,7 +301,7 @@ class RecommenderService:
         return self._scored(state, top.indices, top.scores, user.source)
 
     def similar_items(self, query: SimilarQuery) -> Scored:
-        state = self.current_state()
+        state = self.current_state(self._store.catalogue_revision())
         model = state.model
         row = model.item_ids.get(query.item_id)
         if row is None:
@@ -286,9 +327,8 @@ class RecommenderService:
         return self._scored(state, top.indices, top.scores, "popularity")
 
     def rank(self, query: RankQuery) -> Scored:
-        state = self.current_state()
+        state, user, _ = self._user(query.user_id, query.user_features)
         model = state.model
-        user, _ = self._user(state, query.user_id, query.user_features)
         known = [(i, model.item_ids.get(i)) for i in dict.fromkeys(query.item_ids)]
         rows = np.array([r for _, r in known if r is not None], dtype=np.int64)
         # Nothing is excluded from a list to rank, so the blend's repeat mode orders it.
@@ -317,12 +357,11 @@ class RecommenderService:
         )
 
     def info(self) -> Info:
-        state = self.current_state()
-        known_users = sum(1 for u in state.erased_users if u in state.model.user_ids)
+        state = self.current_state(self._store.catalogue_revision())
         return Info(
             model_version=state.model_version,
             trained_at_ms=state.trained_at_ms,
-            users=len(state.model.user_ids) - known_users,
+            users=self.known_users(state),
             items=len(state.model.items),
             stored_events=self._store.counts().events,
         )
@@ -338,7 +377,8 @@ class RecommenderService:
         """Store events durably, then make them count at once (read-your-writes).
 
         ``events`` are IncomingEvents or plain rows of the same fields.
-        ``connection`` names the caller's connection for its rate limit. Over a user's or
+        ``connection`` names the caller for its rate limit (server/callers.py: the
+        token's caller name, else the connection's peer). Over a user's or
         the connection's event rate, nothing is stored and RateLimitedError is raised.
         ``erasure_seen``: see EventStore.append_events; refused events are errors."""
         if not events:
@@ -351,12 +391,6 @@ class RecommenderService:
         result = self._store.append_events(valid, erasure_seen=erasure_seen)
         if result.erased:
             errors = sorted(errors + _erased_errors(events, errors, valid, result.erased))
-        accepted = (
-            valid
-            if len(result.accepted) == len(valid)
-            else [valid[position] for position in result.accepted]
-        )
-        self._live.record(accepted, result.seqs, self._state.watermark_seq)
         outcome = TrackOutcome(len(result.accepted), len(result.duplicates), tuple(errors))
         for observer in self.observers:
             observer.on_track(outcome)
@@ -371,7 +405,8 @@ class RecommenderService:
             and per_connection.take_all({connection: len(events)}) is not None
         ):
             raise RateLimitedError(
-                f"events: more than {per_connection.rate:g}/s on this connection; retry later"
+                f"events: more than {per_connection.rate:g}/s from this caller (named by its"
+                " token, else its connection); retry later"
             )
         if self._per_user is not None:
             over = self._per_user.take_all(Counter(map(user_id_of, events)))
@@ -385,17 +420,13 @@ class RecommenderService:
     def upsert_items(self, items: Sequence[tuple[str, Sequence[str]]]) -> int:
         checked = self._checked_entities(items, "items", "item_id")
         self._store.upsert_items(checked)
-        with self._publish_lock:
-            self._state = self._state.with_items(dict(checked))
-        self._notify_state()
+        # Through the store's revisions, as every other process sees it: the same table.
+        self.current_state(self._store.catalogue_revision())
         return len(checked)
 
     def upsert_users(self, users: Sequence[tuple[str, Sequence[str]]]) -> int:
         checked = self._checked_entities(users, "users", "user_id")
-        self._store.upsert_users(checked)
-        with self._profiles_lock:
-            for user_id, tokens in checked:
-                self._profiles[user_id] = tokens
+        self._store.upsert_users(checked)  # read by the next request of each user
         return len(checked)
 
     @staticmethod
@@ -415,19 +446,32 @@ class RecommenderService:
         ]
 
     def delete_user(self, user_id: str) -> tuple[bool, int]:
+        """Erase the user in the store; every process stops serving the user's history,
+        trained vector and fold-in at its next read of the user (the latest erasure moved).
+        Returns (existed, events deleted): a model user erased before counts once."""
         check_id(user_id, "user_id")
+        state = self.current_state()
+        earlier = self._store.latest_erasure(user_id)
         existed, deleted = self._store.delete_user(user_id)
-        with self._profiles_lock:
-            self._profiles.pop(user_id, None)
-        with self._publish_lock:
-            state = self._state
-            in_model = user_id in state.model.user_ids and user_id not in state.erased_users
-            if in_model:
-                self._state = state.with_erased_user(user_id)
-            elif not state.trained and deleted:
-                # The user's events no longer count: popularity is counted afresh.
-                self._state = read_state_without_model(self._store, state.config)
-        self._live.forget(user_id)  # after publishing: no reload can see the old state
+        in_model = user_id in state.model.user_ids and state.uses_trained_vector(earlier)
+        self._live.forget(user_id)
         with self._vectors_lock:
             self._vectors.pop(user_id, None)
+        if not state.trained and deleted:
+            self.current_state()  # the user's events no longer count in the popularity
         return existed or in_model, deleted
+
+    def known_users(self, state: ServingState) -> int:
+        """Users of the model not erased since it was trained (counted once per model and
+        erasure: it hashes every model user)."""
+        last = self._store.last_erasure()
+        key = (state.model_version, state.erasures_through, last)
+        with self._vectors_lock:
+            if self._known_users is not None and self._known_users[0] == key:
+                return self._known_users[1]
+        users = state.model.user_ids
+        erased = len(self._store.erased_among(users.ids)) if last > state.erasures_through else 0
+        count = len(users) - erased
+        with self._vectors_lock:
+            self._known_users = (key, count)
+        return count

@@ -8,14 +8,14 @@ assignment (atomic in CPython).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from shelfrank.core.filters import FeatureIndex
 from shelfrank.core.representation import TokenEmbeddings
+from shelfrank.core.scoring import ScoringTable
 from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.server.config import TrainConfig
 
@@ -30,26 +30,45 @@ class ServingState:
     # Store sequence number up to which events are inside the model; newer ones are
     # folded in at request time.
     watermark_seq: int
-    erased_users: frozenset[str] = field(default_factory=frozenset)
-    # Bumped by every catalogue change; with the model version and this process's nonce it
-    # names one item table (a restart starts a new nonce: revisions are not reused).
-    catalogue_revision: int = 0
-    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # The store's latest erasure when the model's events were read: a user erased after
+    # it (EventStore.user_view's latest_erasure) is not served the trained vector.
+    erasures_through: int = 0
+    # The store's catalogue revision the item table reflects (EventStore.catalogue_changes).
+    catalogue_through: int = 0
+    # Item rows the model was trained with; rows after them are catalogue items added
+    # since (cold start: their vectors come from their tokens).
+    trained_items: int = -1
     # False before the first model (server/bootstrap.py): items are ranked by popularity
     # over the store's events, counted through ``watermark_seq``.
     trained: bool = True
 
+    def __post_init__(self) -> None:
+        if self.trained_items < 0:
+            object.__setattr__(self, "trained_items", len(self.model.item_ids))
+
     @property
     def snapshot_version(self) -> str:
-        version = f"{self.model_version}.{self.instance}.r{self.catalogue_revision}"
+        """Names the item table by what it is made of (the model and the catalogue
+        revision), so every process serving the same model and catalogue names it alike:
+        a device may sync against any replica."""
+        version = f"{self.model_version}.c{self.catalogue_through}"
         # Before the first model the popularity moves with every event counted.
         return version if self.trained else f"{version}.w{self.watermark_seq}"
 
+    def uses_trained_vector(self, latest_erasure: int) -> bool:
+        """Whether a user whose latest erasure is ``latest_erasure`` may be served the
+        model's trained vector (not when erased after the model's events were read)."""
+        return latest_erasure <= self.erasures_through
+
     def with_catalogue(
-        self, catalogue: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]]
+        self,
+        catalogue: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]],
+        *,
+        revision: int | None = None,
     ) -> ServingState:
         """This state with every catalogue item present with exactly the given tokens
-        (only the differences are applied; the catalogue may be streamed)."""
+        (only the differences are applied; the catalogue may be streamed), reflecting the
+        store's catalogue ``revision`` when given."""
         pairs = catalogue.items() if isinstance(catalogue, Mapping) else catalogue
         ids = self.model.item_ids
         changes = {
@@ -57,11 +76,8 @@ class ServingState:
             for item, tokens in pairs
             if item not in ids or self.item_tokens(item) != tuple(tokens)
         }
-        return self.with_items(changes) if changes else self
-
-    def with_erased_users(self, users: Iterable[str]) -> ServingState:
-        users = frozenset(users)
-        return replace(self, erased_users=self.erased_users | users) if users else self
+        state = self.with_items(changes) if changes else self
+        return state if revision is None else replace(state, catalogue_through=revision)
 
     @classmethod
     def build(
@@ -76,13 +92,12 @@ class ServingState:
         row = self.model.item_ids.index(item_id)
         return tuple(vocabulary.id_of(int(c)) for c in self.model.item_tokens.row(row))
 
-    def with_erased_user(self, user_id: str) -> ServingState:
-        return replace(self, erased_users=self.erased_users | {user_id})
-
     def with_items(self, items: Mapping[str, Sequence[str]]) -> ServingState:
-        """A new snapshot where ``items`` (id -> tokens) exist with these tokens. New items
-        get their vector from their tokens (cold start); known items keep their trained
-        vector and only change tokens (filters). Cost: one copy of the item table."""
+        """A new snapshot where ``items`` (id -> tokens) exist with these tokens. Items the
+        model was not trained with get their vector from their tokens (cold start), also
+        when their tokens change again; trained items keep their trained vector and only
+        change tokens (filters). So the table depends only on the model and the final
+        tokens, not on the order the changes came in. Cost: one copy of the item table."""
         model = self.model
         old_vocab = model.item_token_embeddings.vocabulary
         vocab = old_vocab.copy()
@@ -108,6 +123,7 @@ class ServingState:
         ]
         vectors = [model.items.item_vectors]
         biases = [model.items.item_biases]
+        recomposed: dict[int, tuple[np.ndarray, float]] = {}
         for item_id, tokens in items.items():
             columns = sorted({vocab.index(t) for t in tokens})
             row = item_ids.get(item_id)
@@ -119,16 +135,16 @@ class ServingState:
                 biases.append(np.array([bias], np.float32))
             else:
                 token_rows[row] = columns
+                if row >= self.trained_items:  # a cold item's vector follows its tokens
+                    recomposed[row] = model.item_token_embeddings.compose(tokens)
         added = len(item_ids) - len(model.item_ids)
+        items_table = _recomposed(model.items, recomposed) if recomposed else model.items
         # Appending keeps the table's search structures (pruned scan extended, not rebuilt;
         # approximate index and compiled kernel carried over).
-        items_table = (
-            model.items.with_rows_appended(
+        if added:
+            items_table = items_table.with_rows_appended(
                 item_ids, np.vstack(vectors[1:]), np.concatenate(biases[1:])
             )
-            if added
-            else model.items
-        )
         indptr = np.zeros(len(item_ids) + 1, dtype=np.int64)
         np.cumsum([len(r) for r in token_rows], out=indptr[1:])
         indices = np.array([c for r in token_rows for c in r], dtype=np.int64)
@@ -140,12 +156,18 @@ class ServingState:
             item_popularity=np.concatenate([model.item_popularity, np.zeros(added, np.float32)]),
             signals=None if model.signals is None else model.signals.with_items_appended(added),
         )
-        return replace(
-            self,
-            model=new_model,
-            features=_feature_index(new_model),
-            catalogue_revision=self.catalogue_revision + 1,
-        )
+        return replace(self, model=new_model, features=_feature_index(new_model))
+
+
+def _recomposed(table: ScoringTable, rows: Mapping[int, tuple[np.ndarray, float]]) -> ScoringTable:
+    """``table`` with new vectors and biases in ``rows`` (cold items only: an approximate
+    index covers trained rows, so it stays valid; the pruned scan is rebuilt)."""
+    vectors, biases = table.item_vectors.copy(), table.item_biases.copy()
+    for row, (vector, bias) in rows.items():
+        vectors[row], biases[row] = vector, bias
+    return ScoringTable(
+        table.item_ids, vectors, biases, approximate=table.approximate, kernel=table.kernel
+    )
 
 
 def _feature_index(model: ServingModel) -> FeatureIndex:

@@ -68,9 +68,8 @@ class SnapshotService:
                 payload=b"",
                 erasure_id=erasure_id,
             )
-        state = self.service.current_state()
+        state, user = self.service.user_vector(user_id)
         items = self._item_snapshot(state)
-        user = self.service.user_vector(state, user_id)
         personal = replace(items, user_id=user_id, user_vector=user.vector, user_bias=user.bias)
         with self._lock:
             base = self._items.get(have_version) if have_version else None

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
 
 
@@ -62,6 +63,24 @@ class UserView:
     latest_erasure: int  # the user's latest erasure id (0: never erased)
     profile: tuple[str, ...]  # the user's stored profile tokens (empty: none)
     catalogue_revision: int  # the store's catalogue revision (see catalogue_changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPointer:
+    """The model every process should serve: ``version``, moved for the ``published``-th
+    time (publication numbers only grow: a process never swaps back to an older one)."""
+
+    version: str
+    published: int
+
+
+class LeaseLostError(StorageError):
+    """A write that needs a lease (publishing a model as the trainer) found it held by
+    another process or expired: the write was not made."""
+
+
+# A model version's files: (path relative to its directory, bytes).
+ModelFiles = list[tuple[str, bytes]]
 
 
 class EventStore(Protocol):
@@ -124,6 +143,10 @@ class EventStore(Protocol):
         in commit order: a reader that saw revision ``r`` has seen every upsert up to it."""
         ...
 
+    def catalogue_revision(self) -> int:
+        """The catalogue's revision now (see :meth:`catalogue_changes`)."""
+        ...
+
     def last_erasure(self) -> int:
         """The latest erasure id of any user (0: none yet); erasure ids are in commit
         order, so a reader that saw ``e`` has seen every erasure up to it."""
@@ -152,6 +175,47 @@ class EventStore(Protocol):
 
     def counts(self) -> StoreCounts: ...
 
+    # -- model registry ----------------------------------------------------------------------
+    def save_model(self, version: str, files: ModelFiles) -> bool:
+        """Store a model version's files, all or nothing; False when the version was
+        stored before (its files are left as they are)."""
+        ...
+
+    def has_model(self, version: str) -> bool: ...
+
+    def model_files(self, version: str) -> ModelFiles:
+        """The version's files (StorageError naming it when it is not stored)."""
+        ...
+
+    def current_model(self) -> ModelPointer | None:
+        """The model to serve (None: no model published yet)."""
+        ...
+
+    def publish_model(self, version: str, *, lease: tuple[str, str] | None = None) -> ModelPointer:
+        """Point every process at ``version`` (stored before). With ``lease`` (name, holder),
+        only while that holder holds the lease, checked in the same transaction
+        (LeaseLostError otherwise): a trainer that lost its lease never publishes."""
+        ...
+
+    def prune_models(self, keep: int) -> list[str]:
+        """Delete the stored versions but the ``keep`` newest and the current one; returns
+        the versions deleted."""
+        ...
+
+    # -- leases ------------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl_seconds`` (by the
+        store's clock); False while another holder's lease has not expired."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up at once (if ``holder`` holds it)."""
+        ...
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the lease now (None: nobody, or expired)."""
+        ...
+
     def integrity_check(self) -> str:
         """``"ok"``, or what the backend found wrong."""
         ...
@@ -159,4 +223,13 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["AppendResult", "EventStore", "SeqEvents", "StoreCounts", "UserView"]
+__all__ = [
+    "AppendResult",
+    "EventStore",
+    "LeaseLostError",
+    "ModelFiles",
+    "ModelPointer",
+    "SeqEvents",
+    "StoreCounts",
+    "UserView",
+]

@@ -34,8 +34,21 @@ from typing import Any
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
-from shelfrank.server.storage import AppendResult, StoreCounts, UserView
-from shelfrank.server.store_common import GroupCommit, PendingBatch, errors_mapped
+from shelfrank.server.storage import (
+    AppendResult,
+    LeaseLostError,
+    ModelFiles,
+    ModelPointer,
+    StoreCounts,
+    UserView,
+)
+from shelfrank.server.store_common import (
+    GroupCommit,
+    PendingBatch,
+    errors_mapped,
+    joined_chunks,
+    model_chunks,
+)
 from shelfrank.server.user_events import (
     MERGE_EVERY,
     UPTO_KEY,
@@ -74,6 +87,15 @@ CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, features TEXT NOT NU
                                   revision INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL,
                                   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, saved INTEGER NOT NULL UNIQUE,
+                                   saved_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS model_files (version TEXT NOT NULL, path TEXT NOT NULL,
+                                        chunk INTEGER NOT NULL, data BLOB NOT NULL,
+                                        PRIMARY KEY (version, path, chunk)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model_pointer (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                          version TEXT NOT NULL, published INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,
+                                   expires_ms INTEGER NOT NULL) WITHOUT ROWID;
 """
 _CATALOGUE_KEY = "catalogue_revision"
 _CATALOGUE_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_CATALOGUE_KEY}')"
@@ -466,6 +488,120 @@ class SQLiteStore:
         with self._lock:
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    # -- model registry (see EventStore) -------------------------------------------------------
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+
+    def save_model(self, version: str, files: ModelFiles) -> bool:
+        with self._write_transaction() as writer:
+            if writer.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchone():
+                return False
+            writer.executemany(
+                "INSERT INTO model_files (version, path, chunk, data) VALUES (?, ?, ?, ?)",
+                [
+                    (version, path, number, chunk)
+                    for path, data in files
+                    for number, chunk in enumerate(model_chunks(data))
+                ],
+            )
+            writer.execute(
+                "INSERT INTO models (version, saved, saved_ms) VALUES"
+                " (?, (SELECT COALESCE(MAX(saved), 0) + 1 FROM models), ?)",
+                (version, _now_ms()),
+            )
+        return True
+
+    def has_model(self, version: str) -> bool:
+        with self._read() as connection:
+            row = connection.execute("SELECT 1 FROM models WHERE version = ?", (version,))
+            return row.fetchone() is not None
+
+    def model_files(self, version: str) -> ModelFiles:
+        with self._snapshot() as connection:
+            if not connection.execute(
+                "SELECT 1 FROM models WHERE version = ?", (version,)
+            ).fetchone():
+                raise StorageError(f"{self.path}: model {version!r} is not in the store")
+            rows = connection.execute(
+                "SELECT path, data FROM model_files WHERE version = ? ORDER BY path, chunk",
+                (version,),
+            ).fetchall()
+        return joined_chunks(rows)
+
+    def current_model(self) -> ModelPointer | None:
+        with self._read() as connection:
+            row = connection.execute(
+                "SELECT version, published FROM model_pointer WHERE id = 1"
+            ).fetchone()
+        return None if row is None else ModelPointer(version=row[0], published=int(row[1]))
+
+    def publish_model(self, version: str, *, lease: tuple[str, str] | None = None) -> ModelPointer:
+        with self._write_transaction() as writer:
+            if not writer.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchone():
+                raise StorageError(f"{self.path}: model {version!r} is not in the store")
+            if (
+                lease is not None
+                and not writer.execute(
+                    "SELECT 1 FROM leases WHERE name = ? AND holder = ? AND expires_ms > ?",
+                    (*lease, _now_ms()),
+                ).fetchone()
+            ):
+                raise LeaseLostError(
+                    f"{self.path}: lease {lease[0]!r} is not held by {lease[1]!r}:"
+                    f" model {version!r} not published"
+                )
+            published = writer.execute(
+                "INSERT INTO model_pointer (id, version, published) VALUES (1, ?, 1)"
+                " ON CONFLICT (id) DO UPDATE SET version = excluded.version,"
+                " published = model_pointer.published + 1 RETURNING published",
+                (version,),
+            ).fetchone()[0]
+        return ModelPointer(version=version, published=int(published))
+
+    def prune_models(self, keep: int) -> list[str]:
+        with self._write_transaction() as writer:
+            rows = writer.execute(
+                "SELECT version FROM models WHERE version NOT IN"
+                " (SELECT version FROM model_pointer) ORDER BY saved DESC"
+            ).fetchall()
+            gone = [str(row[0]) for row in rows[keep:]]
+            for version in gone:
+                writer.execute("DELETE FROM model_files WHERE version = ?", (version,))
+                writer.execute("DELETE FROM models WHERE version = ?", (version,))
+        return gone
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        now = _now_ms()
+        with self._write_transaction() as writer:
+            row = writer.execute(
+                "INSERT INTO leases (name, holder, expires_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+                " expires_ms = excluded.expires_ms"
+                " WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?"
+                " RETURNING holder",
+                (name, holder, now + int(ttl_seconds * 1000), now),
+            ).fetchone()
+        return row is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._write_transaction() as writer:
+            writer.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def lease_holder(self, name: str) -> str | None:
+        with self._read() as connection:
+            row = connection.execute(
+                "SELECT holder FROM leases WHERE name = ? AND expires_ms > ?", (name, _now_ms())
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     # -- reads --------------------------------------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -538,6 +674,10 @@ class SQLiteStore:
                 (after_revision,),
             ).fetchall()
         return int(revision or 0), [(str(item), _tokens(features)) for item, features in rows]
+
+    def catalogue_revision(self) -> int:
+        with self._read() as connection:
+            return int(connection.execute(f"SELECT {_CATALOGUE_SQL}").fetchone()[0] or 0)
 
     def last_erasure(self) -> int:
         with self._read() as connection:

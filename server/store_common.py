@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from shelfrank.core.errors import StorageError
@@ -118,3 +118,21 @@ def _wrapped(
 
 
 __all__ = ["GroupCommit", "PendingBatch", "errors_mapped"]
+
+
+MODEL_CHUNK_BYTES = 4 * 2**20  # model files are stored in pieces of at most this size
+
+
+def model_chunks(data: bytes) -> list[bytes]:
+    """``data`` in pieces of at most MODEL_CHUNK_BYTES (one, possibly empty, at least)."""
+    return [data[i : i + MODEL_CHUNK_BYTES] for i in range(0, len(data), MODEL_CHUNK_BYTES)] or [
+        b""
+    ]
+
+
+def joined_chunks(rows: Iterable[tuple[Any, Any]]) -> list[tuple[str, bytes]]:
+    """(path, chunk) rows in (path, chunk) order, joined into whole files."""
+    files: dict[str, list[bytes]] = {}
+    for path, data in rows:
+        files.setdefault(str(path), []).append(bytes(data))
+    return [(path, b"".join(parts)) for path, parts in files.items()]

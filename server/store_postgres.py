@@ -71,10 +71,23 @@ from psycopg_pool import ConnectionPool
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.storage import AppendResult, StoreCounts, UserView
-from shelfrank.server.store_common import GroupCommit, PendingBatch, errors_mapped
+from shelfrank.server.storage import (
+    AppendResult,
+    LeaseLostError,
+    ModelFiles,
+    ModelPointer,
+    StoreCounts,
+    UserView,
+)
+from shelfrank.server.store_common import (
+    GroupCommit,
+    PendingBatch,
+    errors_mapped,
+    joined_chunks,
+    model_chunks,
+)
 
-# 2: catalogue revisions (catalogue_counter, items.revision).
+# 2: catalogue revisions (catalogue_counter, items.revision); the model registry and leases.
 SCHEMA_VERSION = 2
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
 # in the same order on both stores), and cheaper comparisons in every index.
@@ -120,9 +133,26 @@ INSERT INTO catalogue_counter (id, revision)
     ON CONFLICT (id) DO NOTHING;
 UPDATE items SET revision = 1 WHERE revision = 0;
 CREATE INDEX IF NOT EXISTS items_by_revision ON items (revision, item_id);
+CREATE TABLE IF NOT EXISTS models (
+    version TEXT COLLATE "C" PRIMARY KEY,
+    saved BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    saved_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_files (
+    version TEXT COLLATE "C" NOT NULL, path TEXT COLLATE "C" NOT NULL, chunk INTEGER NOT NULL,
+    data BYTEA NOT NULL, PRIMARY KEY (version, path, chunk)
+);
+CREATE TABLE IF NOT EXISTS model_pointer (
+    id SMALLINT PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL, published BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT COLLATE "C" PRIMARY KEY, holder TEXT NOT NULL, expires_ms BIGINT NOT NULL
+);
 """
 # Serialises schema creation between processes opening the same new database.
 _SCHEMA_LOCK = 0x5EF_4A4B_0001
+# With a version's hash: serialises saves of the same model version.
+_MODEL_LOCK = 0x5EF_4A4B
 # Feature tokens are stored joined by the separator SQLiteStore uses.
 _TOKEN_SEPARATOR = "\x1f"
 _LOCK_COUNTER = "SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE"
@@ -170,6 +200,8 @@ FROM seq_counter c LEFT JOIN LATERAL (
 WHERE c.id = 1 ORDER BY e.seq
 """
 _CONNECT_TIMEOUT_S = 10
+# Leases expire by the database's clock: the processes' clocks may disagree.
+_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 _FEATURE_PAGE = 10_000
 
 
@@ -503,6 +535,123 @@ class PostgresStore:
             connection.execute("INSERT INTO erasures (user_hash) VALUES (%s)", (user_hash,))
         return bool(deleted or profile), int(deleted)
 
+    # -- model registry (see EventStore) -------------------------------------------------------
+    def save_model(self, version: str, files: ModelFiles) -> bool:
+        with self._pool.connection() as connection, connection.transaction():
+            # Two trainers saving one version at once: the second waits, then finds it.
+            connection.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MODEL_LOCK, version)
+            )
+            if connection.execute("SELECT 1 FROM models WHERE version = %s", (version,)).fetchone():
+                return False
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO model_files (version, path, chunk, data) VALUES (%s, %s, %s, %b)",
+                    [
+                        (version, path, number, chunk)
+                        for path, data in files
+                        for number, chunk in enumerate(model_chunks(data))
+                    ],
+                )
+            connection.execute(
+                "INSERT INTO models (version, saved_ms) VALUES (%s, %s)", (version, _now_ms())
+            )
+        return True
+
+    def has_model(self, version: str) -> bool:
+        with self._pool.connection() as connection:
+            row = connection.execute("SELECT 1 FROM models WHERE version = %s", (version,))
+            return row.fetchone() is not None
+
+    def model_files(self, version: str) -> ModelFiles:
+        with self._snapshot() as connection:
+            if not connection.execute(
+                "SELECT 1 FROM models WHERE version = %s", (version,)
+            ).fetchone():
+                raise StorageError(
+                    f"event store ({self.where}): model {version!r} is not in the store"
+                )
+            rows = connection.execute(
+                "SELECT path, data FROM model_files WHERE version = %s ORDER BY path, chunk",
+                (version,),
+            ).fetchall()
+        return joined_chunks(rows)
+
+    def current_model(self) -> ModelPointer | None:
+        with self._pool.connection() as connection:
+            row = connection.execute(
+                "SELECT version, published FROM model_pointer WHERE id = 1"
+            ).fetchone()
+        return None if row is None else ModelPointer(version=row[0], published=int(row[1]))
+
+    def publish_model(self, version: str, *, lease: tuple[str, str] | None = None) -> ModelPointer:
+        with self._pool.connection() as connection, connection.transaction():
+            if not connection.execute(
+                "SELECT 1 FROM models WHERE version = %s", (version,)
+            ).fetchone():
+                raise StorageError(
+                    f"event store ({self.where}): model {version!r} is not in the store"
+                )
+            if (
+                lease is not None
+                and not connection.execute(
+                    # FOR SHARE: the lease cannot be taken over until this publication commits.
+                    "SELECT 1 FROM leases WHERE name = %s AND holder = %s"
+                    f" AND expires_ms > {_NOW_MS} FOR SHARE",
+                    lease,
+                ).fetchone()
+            ):
+                raise LeaseLostError(
+                    f"event store ({self.where}): lease {lease[0]!r} is not held by"
+                    f" {lease[1]!r}: model {version!r} not published"
+                )
+            row = _one(
+                connection.execute(
+                    "INSERT INTO model_pointer (id, version, published) VALUES (1, %s, 1)"
+                    " ON CONFLICT (id) DO UPDATE SET version = excluded.version,"
+                    " published = model_pointer.published + 1 RETURNING published",
+                    (version,),
+                ),
+                "publish_model",
+            )
+        return ModelPointer(version=version, published=int(row[0]))
+
+    def prune_models(self, keep: int) -> list[str]:
+        with self._pool.connection() as connection, connection.transaction():
+            rows = connection.execute(
+                "SELECT version FROM models WHERE version NOT IN"
+                " (SELECT version FROM model_pointer) ORDER BY saved DESC OFFSET %s",
+                (keep,),
+            ).fetchall()
+            gone = [str(row[0]) for row in rows]
+            if gone:
+                connection.execute("DELETE FROM model_files WHERE version = ANY(%s)", (gone,))
+                connection.execute("DELETE FROM models WHERE version = ANY(%s)", (gone,))
+        return gone
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        with self._pool.connection() as connection:
+            row = connection.execute(
+                f"INSERT INTO leases (name, holder, expires_ms) VALUES (%s, %s, {_NOW_MS} + %s)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+                " expires_ms = excluded.expires_ms"
+                f" WHERE leases.holder = excluded.holder OR leases.expires_ms <= {_NOW_MS}"
+                " RETURNING holder",
+                (name, holder, int(ttl_seconds * 1000)),
+            ).fetchone()
+        return row is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._pool.connection() as connection:
+            connection.execute("DELETE FROM leases WHERE name = %s AND holder = %s", (name, holder))
+
+    def lease_holder(self, name: str) -> str | None:
+        with self._pool.connection() as connection:
+            row = connection.execute(
+                f"SELECT holder FROM leases WHERE name = %s AND expires_ms > {_NOW_MS}", (name,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     # -- reads --------------------------------------------------------------------------------
     def erased_among(self, user_ids: Iterable[str]) -> set[str]:
         """Which of ``user_ids`` were erased and have no events since."""
@@ -597,6 +746,10 @@ class PostgresStore:
                 (after_revision,),
             ).fetchall()
         return revision, [(str(item), _tokens(features)) for item, features in rows]
+
+    def catalogue_revision(self) -> int:
+        with self._pool.connection() as connection:
+            return int(_one(connection.execute(_CATALOGUE_REVISION), "catalogue")[0])
 
     def last_erasure(self) -> int:
         with self._pool.connection() as connection:

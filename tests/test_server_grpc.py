@@ -3,6 +3,7 @@ stubs (what a client in any language has)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -595,10 +596,15 @@ def test_a_corrupt_model_is_refused_before_it_is_imported(model_dir: Path, tmp_p
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    registry = ModelRegistry(tmp_path / "state")
+    from shelfrank.server.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "state" / "events.sqlite3")
+    registry = ModelRegistry(store, tmp_path / "state")
     with pytest.raises(ModelFileError, match="sha256 does not match"):
         registry.import_once(bad)
     assert registry.current_version() is None
+    assert not store.has_model(json.loads((bad / "manifest.json").read_text())["model_version"])
+    store.close()
 
 
 def test_an_erased_user_leaves_the_next_retrain_and_replays_do_not_resurrect(
@@ -662,23 +668,44 @@ def test_a_stalled_track_times_out_on_time_and_its_batch_is_stored_whole_or_not_
 
 
 def test_a_new_model_that_cannot_load_is_never_served_nor_made_current(
-    live: Live, toy_shop: tuple[Interactions, FeatureTable, FeatureTable]
+    live: Live,
+    toy_shop: tuple[Interactions, FeatureTable, FeatureTable],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from shelfrank.core.errors import ModelFileError
+    from shelfrank.server.hybrid import HybridModel
 
     registry = live.running.retrainer.registry
+    store = live.running.service.store
     before = (live.running.service.state.model_version, registry.current_version())
-    original_save = registry.save
+    written: list[str] = []
+    original_save = HybridModel.save
 
-    def save_then_damage(*args: object, **kwargs: object) -> str:
-        version = original_save(*args, **kwargs)  # type: ignore[arg-type]
-        victim = next((registry.root / version).glob("*.npz"))
+    def save_then_damage(self: HybridModel, folder: Path, **kwargs: object) -> object:
+        manifest = original_save(self, folder, **kwargs)  # type: ignore[arg-type]
+        victim = next(Path(folder).glob("*.npz"))
         victim.write_bytes(victim.read_bytes()[:100])  # a truncated write
-        return version
+        written.append(self.model_version)
+        return manifest
 
-    registry.save = save_then_damage  # type: ignore[method-assign]
+    monkeypatch.setattr(HybridModel, "save", save_then_damage)
     live.stub.Track(pb.TrackRequest(events=shop_history(toy_shop[0], "bad")), timeout=30)
     with pytest.raises(ModelFileError):
         live.running.retrainer.retrain_now(full=True)
+    assert written
+    assert not store.has_model(written[0])
     assert (live.running.service.state.model_version, registry.current_version()) == before
     assert live.stub.Recommend(pb.RecommendRequest(user_id="u1", k=3)).items
+
+
+def test_a_damaged_local_copy_is_fetched_again_from_the_store(live: Live) -> None:
+    registry = live.running.retrainer.registry
+    version = registry.current_version()
+    assert version is not None
+    victim = next((registry.root / version).glob("*.npz"))
+    victim.write_bytes(victim.read_bytes()[:100])
+    copy = registry.local_copy(version)
+    assert (copy / victim.name).read_bytes() == dict(registry.store.model_files(version))[
+        victim.name
+    ]
+    assert registry.load(version).model_version == version

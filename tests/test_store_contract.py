@@ -29,7 +29,7 @@ from psycopg import sql
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.storage import AppendResult, EventStore
+from shelfrank.server.storage import AppendResult, EventStore, LeaseLostError
 from shelfrank.server.store import SQLiteStore
 from shelfrank.server.store_postgres import PostgresStore
 from shelfrank.server.stores import open_store
@@ -364,7 +364,7 @@ def test_catalogue_revisions_name_every_change_in_commit_order(backend: Backend)
     first, items = reader.catalogue_changes()
     assert first == 1
     assert items == [("a", ("colour=blue",)), ("b", ("colour=red",))]
-    assert reader.user_view("anyone").catalogue_revision == first
+    assert reader.user_view("anyone").catalogue_revision == reader.catalogue_revision() == first
     writer.upsert_items([("c", []), ("a", ["colour=green"])])
     second, changed = reader.catalogue_changes(first)
     assert second == 2
@@ -386,6 +386,72 @@ def test_erasures_are_counted_across_processes(backend: Backend) -> None:
     assert reader.user_view("u1").events == []
     writer.delete_user("u2")
     assert reader.last_erasure() == writer.latest_erasure("u2") > writer.latest_erasure("u1")
+
+
+# -- model registry and leases ----------------------------------------------------------------
+def test_model_versions_are_stored_whole_and_the_pointer_moves(backend: Backend) -> None:
+    location = backend.location()
+    trainer, replica = backend.open(location), backend.open(location)
+    assert replica.current_model() is None
+    big = bytes(range(256)) * (5 * 2**20 // 256 + 7)  # more than one chunk
+    files = [("manifest.json", b'{"v": 1}'), ("arrays.npz", big), ("empty.bin", b"")]
+    assert trainer.save_model("m1", files)
+    assert not trainer.save_model("m1", [("other", b"x")])  # stored before: left as it is
+    assert replica.has_model("m1")
+    assert not replica.has_model("m2")
+    assert sorted(replica.model_files("m1")) == sorted(files)
+    with pytest.raises(StorageError, match="'m2' is not in the store"):
+        replica.model_files("m2")
+    with pytest.raises(StorageError, match="'m2' is not in the store"):
+        trainer.publish_model("m2")
+    first = trainer.publish_model("m1")
+    assert replica.current_model() == first
+    trainer.save_model("m2", [("manifest.json", b"{}")])
+    second = trainer.publish_model("m2")
+    assert second.published > first.published
+    assert replica.current_model() == second
+    for n in range(3, 6):
+        trainer.save_model(f"m{n}", [("manifest.json", b"{}")])
+    # The current one (m2) stays whatever its age; of the others the newest two.
+    assert sorted(trainer.prune_models(keep=2)) == ["m1", "m3"]
+    assert [v for v in ("m1", "m2", "m3", "m4", "m5") if replica.has_model(v)] == [
+        "m2",
+        "m4",
+        "m5",
+    ]
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_is_released(backend: Backend) -> None:
+    location = backend.location()
+    one, two = backend.open(location), backend.open(location)
+    assert one.lease_holder("trainer") is None
+    assert one.acquire_lease("trainer", "A", ttl_seconds=30)
+    assert not two.acquire_lease("trainer", "B", ttl_seconds=30)
+    assert two.lease_holder("trainer") == "A"
+    assert one.acquire_lease("trainer", "A", ttl_seconds=30)  # a renewal
+    assert two.acquire_lease("other", "B", ttl_seconds=30)  # leases are independent
+    two.release_lease("trainer", "B")  # not B's: nothing happens
+    assert two.lease_holder("trainer") == "A"
+    one.release_lease("trainer", "A")
+    assert two.acquire_lease("trainer", "B", ttl_seconds=0.2)
+    time.sleep(0.3)  # expired: anyone may take it
+    assert two.lease_holder("trainer") is None
+    assert one.acquire_lease("trainer", "A", ttl_seconds=30)
+
+
+def test_only_the_lease_holder_publishes(backend: Backend) -> None:
+    location = backend.location()
+    one, two = backend.open(location), backend.open(location)
+    one.save_model("m1", [("manifest.json", b"{}")])
+    assert one.acquire_lease("trainer", "A", ttl_seconds=0.2)
+    assert one.publish_model("m1", lease=("trainer", "A")).version == "m1"
+    time.sleep(0.3)
+    assert two.acquire_lease("trainer", "B", ttl_seconds=30)
+    one.save_model("m2", [("manifest.json", b"{}")])
+    with pytest.raises(LeaseLostError, match="not held by 'A'"):
+        one.publish_model("m2", lease=("trainer", "A"))
+    assert two.current_model() is not None
+    assert two.current_model().version == "m1"  # type: ignore[union-attr]
 
 
 def test_iter_events_runs_in_seq_order_across_pages_and_after_a_seq(store: EventStore) -> None:
