@@ -10,7 +10,6 @@ instead stores a synthetic demo shop and trains on it, so a fresh machine serves
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
 import os
 import signal
@@ -29,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from threadpoolctl import threadpool_limits
 
-from shelfrank.core.errors import InvalidInputError, ShelfrankError
+from shelfrank.core.errors import InvalidInputError, InvariantError, ShelfrankError
 from shelfrank.proto._generated import (
     edge_sync_pb2,
     edge_sync_pb2_grpc,
@@ -38,8 +37,10 @@ from shelfrank.proto._generated import (
 )
 from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.bootstrap import FirstModelPolicy, read_state_without_model
+from shelfrank.server.callers import DEFAULT_CALLER, Callers
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer
+from shelfrank.server.model_follower import ModelFollower
 from shelfrank.server.registry import ModelRegistry
 from shelfrank.server.requests import EventLimits
 from shelfrank.server.retrainer import Retrainer
@@ -48,6 +49,7 @@ from shelfrank.server.serving_state import ServingState
 from shelfrank.server.snapshots import SnapshotService
 from shelfrank.server.storage import EventStore
 from shelfrank.server.stores import open_store
+from shelfrank.server.trainer_lease import TTL_SECONDS, TrainerLease
 
 log = logging.getLogger("shelfrank.server")
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -59,13 +61,20 @@ class BindError(ShelfrankError, OSError):
     """The server's address cannot be bound (in use, not local, not permitted)."""
 
 
+ROLES = ("all", "server", "trainer")
+
+
 @dataclass
 class ServerOptions:
-    state_dir: Path
+    # The embedded store and the local model copies; optional with ``store`` (a replica
+    # over PostgreSQL needs no state: its model cache defaults to default_cache_dir()).
+    state_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 50051
     model_dir: Path | None = None
     token: str | None = None
+    # Named callers, each with its own token (name -> token); see server/callers.py.
+    callers: dict[str, str] = field(default_factory=dict)
     reflection: bool = True
     metrics_port: int | None = None
     tls_cert: Path | None = None
@@ -101,8 +110,26 @@ class ServerOptions:
     first_model_events: int = 1_000
     first_model_users: int = 50
     # The event store: a PostgreSQL URL shared by every process, or None for the embedded
-    # SQLite store under ``state_dir`` (models stay under ``state_dir`` either way).
+    # SQLite store under ``state_dir``. Models are in the store; each process keeps
+    # verified local copies under ``state_dir`` (or default_cache_dir()).
     store: str | None = None
+    # all: serve and be the trainer when elected; server: serve, never train; trainer:
+    # train when elected and serve only health and metrics (kept out of the balancer).
+    role: str = "all"
+    # How often a process looks for a newly published model (seconds).
+    follow_seconds: float = 1.0
+    # The trainer lease's time to live: how long a dead trainer blocks another (seconds).
+    trainer_lease_seconds: float = TTL_SECONDS
+
+
+def default_cache_dir() -> Path:
+    """Where a process without a state directory keeps its local model copies."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "shelfrank"
+
+
+def cache_dir(options: ServerOptions) -> Path:
+    return options.state_dir if options.state_dir is not None else default_cache_dir()
 
 
 class Metrics:
@@ -145,15 +172,15 @@ class Metrics:
     def on_state(self, state: ServingState) -> None:
         self.model_info.clear()
         self.model_info.labels(state.model_version).set(1)
-        self.users.set(len(state.model.user_ids) - len(state.erased_users))
+        self.users.set(len(state.model.user_ids))
         self.items.set(len(state.model.items))
 
 
 class ObservingInterceptor(grpc.ServerInterceptor):
     """Bearer-token check (when configured) and per-method metrics."""
 
-    def __init__(self, token: str | None, metrics: Metrics) -> None:
-        self.expected = f"Bearer {token}" if token else None
+    def __init__(self, callers: Callers, metrics: Metrics) -> None:
+        self.callers = callers
         self.metrics = metrics
         # One observed handler per method, built once: this runs on every call, and under
         # load the server's throughput is its Python time per call. (Racing first calls may
@@ -165,13 +192,9 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         if handler is None or details.method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler  # health and reflection stay open for probes and tools
         method = details.method.rsplit("/", 1)[-1]
-        if self.expected is not None:
+        if self.callers.required:
             metadata = dict(details.invocation_metadata or ())
-            given = metadata.get("authorization")
-            # Constant time: how long a refusal takes tells nothing about the token.
-            if not isinstance(given, str) or not hmac.compare_digest(
-                given.encode(), self.expected.encode()
-            ):
+            if self.callers.authenticate(metadata.get("authorization")) is None:
                 return self._denied(handler, method)
         if handler.unary_unary is None:
             return handler
@@ -237,6 +260,7 @@ class RunningServer:
     service: RecommenderService
     health: health.HealthServicer
     retrainer: Retrainer
+    follower: ModelFollower
     metrics: Metrics
     grace_seconds: float
     metrics_http: WSGIServer | None = None
@@ -249,6 +273,7 @@ class RunningServer:
         """Graceful: NOT_SERVING at once, refuse new calls, let in-flight ones finish
         within the grace period, then close the store."""
         self.health.enter_graceful_shutdown()
+        self.follower.stop(timeout=self.grace_seconds)
         self.retrainer.stop(timeout=self.grace_seconds)
         self.server.stop(self.grace_seconds).wait()
         self.service.store.close()
@@ -257,20 +282,23 @@ class RunningServer:
             self.metrics_http.server_close()
 
 
-def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegistry) -> Any:
-    """The state to serve: ``--model`` if given, else the state directory's current model,
-    else (no model yet) popularity over the store's events; with ``--demo``, a first model
-    trained on a synthetic demo shop stored like any other data."""
+def initial_state(
+    options: ServerOptions, store: EventStore, registry: ModelRegistry
+) -> tuple[ServingState, int]:
+    """The state to serve and its publication number in the store: ``--model`` if given
+    (imported once), else the store's current model, else (no model yet) popularity over
+    the store's events; with ``--demo``, a first model trained on a synthetic demo shop
+    stored like any other data."""
     if options.model_dir is not None:
         # Imported once: later starts with the same --model keep serving the versions
         # retrained since (a restart serves what was serving).
         registry.import_once(options.model_dir)
-    state = registry.load_current()
-    if state is not None:
-        return state
+    current = registry.load_current()
+    if current is not None:
+        return current[0], current[1].published
     if not options.demo:
         log.info("no model yet: serving popularity until the store holds enough events")
-        return read_state_without_model(store, options.train_config)
+        return read_state_without_model(store, options.train_config), 0
     from shelfrank.datasets.synth import SynthConfig, generate
     from shelfrank.server.hybrid import HybridModel
     from shelfrank.server.ingest import ingest
@@ -279,6 +307,7 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
     log.info("--demo: storing a synthetic demo shop and training a first model on it")
     demo = generate(SynthConfig(items=2_000, users=1_500, events=60_000, seed=7))
     ingest(store, demo.interactions, items=demo.items, users=demo.users)
+    erasures = store.last_erasure()
     watermark = store.last_seq()
     model = HybridModel.train(
         store_interactions(store, watermark),
@@ -286,8 +315,11 @@ def initial_state(options: ServerOptions, store: EventStore, registry: ModelRegi
         items=store_features(store.item_features(), "item_id"),
         users=store_features(store.user_features(), "user_id"),
     )
-    registry.save(model, watermark_seq=watermark)
-    return registry.load_current()
+    registry.save(model, watermark_seq=watermark, erasures_through=erasures)
+    loaded = registry.load_current()
+    if loaded is None:  # just published: only a concurrent writer could undo it
+        raise InvariantError("the demo model was saved but no model is current")
+    return loaded[0], loaded[1].published
 
 
 def start(options: ServerOptions) -> RunningServer:
@@ -297,7 +329,12 @@ def start(options: ServerOptions) -> RunningServer:
         raise InvalidInputError(
             f"max_concurrent_rpcs: must be at least 1, got {options.max_concurrent_rpcs}"
         )
-    store = open_store(options.store or options.state_dir)
+    if options.role not in ROLES:
+        raise InvalidInputError(f"role: must be one of {', '.join(ROLES)}, got {options.role!r}")
+    location = options.store or options.state_dir
+    if location is None:
+        raise InvalidInputError("state_dir: needed when no store URL is given")
+    store = open_store(location)
     try:
         return _started(options, store)
     except BaseException:
@@ -306,34 +343,38 @@ def start(options: ServerOptions) -> RunningServer:
 
 
 def _started(options: ServerOptions, store: EventStore) -> RunningServer:
-    registry = ModelRegistry(options.state_dir, search=options.search)
-    state = initial_state(options, store, registry)
-    # The store is the source of truth for what the model files cannot know: catalogue
-    # changes since training and users erased since (erasure outlives restarts).
-    state = state.with_catalogue(store.iter_item_features()).with_erased_users(
-        store.erased_among(state.model.user_ids)
-    )
+    registry = ModelRegistry(store, cache_dir(options), search=options.search)
+    state, published = initial_state(options, store, registry)
     service = RecommenderService(
-        store, state, limits=options.event_limits, scoring_threads=options.scoring_threads
+        store,
+        state,
+        limits=options.event_limits,
+        scoring_threads=options.scoring_threads,
+        published=published,
     )
     metrics = Metrics()
     token = options.token or os.environ.get(TOKEN_ENV) or None
+    callers = Callers({**({DEFAULT_CALLER: token} if token else {}), **options.callers})
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="rpc"),
-        interceptors=[ObservingInterceptor(token, metrics)],
+        interceptors=[ObservingInterceptor(callers, metrics)],
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
-    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(service), server)
-    edge_sync_pb2_grpc.add_EdgeSyncServicer_to_server(
-        EdgeSyncServicer(SnapshotService(service)), server
-    )
+    serves = options.role != "trainer"  # a dedicated trainer answers health and metrics only
+    if serves:
+        recommender_pb2_grpc.add_RecommenderServicer_to_server(
+            RecommenderServicer(service, callers), server
+        )
+        edge_sync_pb2_grpc.add_EdgeSyncServicer_to_server(
+            EdgeSyncServicer(SnapshotService(service)), server
+        )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if options.reflection:
+        served = (SERVICE_NAME, EDGE_SERVICE_NAME) if serves else ()
         reflection.enable_server_reflection(
-            (SERVICE_NAME, EDGE_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-            server,
+            (*served, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
     address = f"{options.host}:{options.port}"
     try:
@@ -348,18 +389,23 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
         raise BindError(f"cannot bind {address}: {exc}") from None
     if port == 0:
         raise BindError(f"cannot bind {address}")
+    trains = options.role != "server"
     retrainer = Retrainer(
         service,
         registry,
         options.train_config,
-        interval_seconds=options.retrain_interval_seconds,
+        interval_seconds=options.retrain_interval_seconds if trains else None,
         first_model=FirstModelPolicy(options.first_model_events, options.first_model_users),
+        lease=TrainerLease(store, ttl_seconds=options.trainer_lease_seconds),
+        enabled=trains,
     )
     service.observers.append(retrainer)
+    follower = ModelFollower(registry, service, poll_seconds=options.follow_seconds)
     server.start()
-    for name in ("", SERVICE_NAME, EDGE_SERVICE_NAME):
+    for name in ("", SERVICE_NAME, EDGE_SERVICE_NAME) if serves else ("",):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     retrainer.start()
+    follower.start()
     metrics_http = None
     if options.metrics_port is not None:
         metrics_http, _ = start_http_server(
@@ -380,6 +426,7 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
         service=service,
         health=health_servicer,
         retrainer=retrainer,
+        follower=follower,
         metrics=metrics,
         grace_seconds=options.grace_seconds,
         metrics_http=metrics_http,

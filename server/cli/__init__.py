@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
+    # The command's own arguments as given (``serve --workers`` passes them on).
+    args.command_argv = raw[raw.index(args.command) + 1 :]
     try:
         code: int = args.func(args)
     except ModuleNotFoundError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shelfrank.server.cli._errors import EXIT_OK, CommandError
 from shelfrank.server.cli._options import (
@@ -15,21 +16,59 @@ from shelfrank.server.cli._options import (
     train_config,
 )
 
+if TYPE_CHECKING:
+    from shelfrank.server.app import ServerOptions
+
 NAME = "serve"
 HELP = "run the gRPC recommendation server"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", required=True, help="directory for the event store and models")
-    parser.add_argument("--model", help="model directory to serve (imported into --state)")
+    parser.add_argument(
+        "--state",
+        help="directory for the embedded event store and local model copies (optional with"
+        " --store: the copies then go to $XDG_CACHE_HOME/shelfrank or ~/.cache/shelfrank)",
+    )
+    parser.add_argument("--model", help="model directory to serve (imported into the store)")
     parser.add_argument(
         "--store",
         help="PostgreSQL URL of the event store shared by every process (default: "
         "$SHELFRANK_STORE, else the SQLite store under --state)",
     )
+    parser.add_argument(
+        "--role",
+        choices=("all", "server", "trainer"),
+        default="all",
+        help="all: serve, and train when elected trainer (default); server: serve only;"
+        " trainer: train when elected, answer health and metrics only",
+    )
+    parser.add_argument(
+        "--trainer-lease",
+        type=positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long the trainer's lease lasts without renewal: a dead trainer is"
+        " replaced after at most this (default 15)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="server processes on the one port (SO_REUSEPORT), supervised: one per core"
+        " (default 1); worker i serves metrics on --metrics-port + i",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=non_negative_int, default=50051)
     parser.add_argument("--token", help="bearer token required from clients (or SHELFRANK_TOKEN)")
+    parser.add_argument(
+        "--caller",
+        action="append",
+        default=[],
+        metavar="NAME=TOKEN",
+        help="a named client and its bearer token (repeatable); event rate limits count"
+        " per caller name, not per connection (behind a balancer all come from it)",
+    )
     parser.add_argument("--no-reflection", action="store_true")
     parser.add_argument("--metrics-port", type=positive_int, help="Prometheus /metrics port")
     parser.add_argument("--tls-cert")
@@ -108,31 +147,73 @@ def run(args: argparse.Namespace) -> int:
     configure_json_logging()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CommandError("--tls-cert and --tls-key go together")
-    run_server(
-        ServerOptions(
-            state_dir=Path(args.state),
-            store=args.store or os.environ.get(STORE_ENV) or None,
-            host=args.host,
-            port=args.port,
-            model_dir=Path(args.model) if args.model else None,
-            token=args.token,
-            reflection=not args.no_reflection,
-            metrics_port=args.metrics_port,
-            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
-            tls_key=Path(args.tls_key) if args.tls_key else None,
-            grace_seconds=args.grace,
-            blas_threads=args.blas_threads,
-            max_concurrent_rpcs=args.max_concurrent_rpcs,
-            search=SearchPolicy(
-                mode=args.search,
-                ann=AnnConfig(ef_search=args.ef_search),
-                compiled=args.compiled_search,
-            ),
-            retrain_interval_seconds=args.retrain_interval,
-            train_config=train_config(args),
-            demo=args.demo,
-            first_model_events=args.first_model_events,
-            first_model_users=args.first_model_users,
-        )
+    store = args.store or os.environ.get(STORE_ENV) or None
+    if store is None and not args.state:
+        raise CommandError("--state is needed unless --store (or $SHELFRANK_STORE) is given")
+    options = ServerOptions(
+        state_dir=Path(args.state) if args.state else None,
+        store=store,
+        role=args.role,
+        trainer_lease_seconds=args.trainer_lease,
+        host=args.host,
+        port=args.port,
+        model_dir=Path(args.model) if args.model else None,
+        token=args.token,
+        reflection=not args.no_reflection,
+        metrics_port=args.metrics_port,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        grace_seconds=args.grace,
+        blas_threads=args.blas_threads,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        search=SearchPolicy(
+            mode=args.search,
+            ann=AnnConfig(ef_search=args.ef_search),
+            compiled=args.compiled_search,
+        ),
+        retrain_interval_seconds=args.retrain_interval,
+        train_config=train_config(args),
+        demo=args.demo,
+        first_model_events=args.first_model_events,
+        first_model_users=args.first_model_users,
     )
+    if args.workers > 1:
+        return _supervised(args, options)
+    run_server(options)
     return EXIT_OK
+
+
+def _supervised(args: argparse.Namespace, options: ServerOptions) -> int:
+    """``--workers N``: what must happen once (``--model`` imported, ``--demo``'s first
+    model) happens here, then N workers serve (server/workers.py)."""
+    from shelfrank.server.app import cache_dir, initial_state
+    from shelfrank.server.registry import ModelRegistry
+    from shelfrank.server.stores import open_store
+    from shelfrank.server.workers import supervise, without_options
+
+    if options.model_dir is not None or options.demo:
+        location = options.store or options.state_dir
+        if location is None:
+            raise CommandError("--state is needed unless --store (or $SHELFRANK_STORE) is given")
+        store = open_store(location)
+        try:
+            initial_state(options, store, ModelRegistry(store, cache_dir(options)))
+        finally:
+            store.close()
+    passed_on = without_options(
+        args.command_argv,
+        {
+            "--workers": True,
+            "--port": True,
+            "--metrics-port": True,
+            "--model": True,
+            "--demo": False,
+        },
+    )
+    return supervise(
+        passed_on,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        metrics_port=args.metrics_port,
+    )
