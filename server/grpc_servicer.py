@@ -16,6 +16,7 @@ from shelfrank.proto._generated import edge_sync_pb2 as edge_pb
 from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
+from shelfrank.server.callers import Callers
 from shelfrank.server.requests import (
     NotFoundError,
     RankQuery,
@@ -96,8 +97,9 @@ def _filters(filters: Any) -> tuple[tuple[str, ...], ...]:
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
-    def __init__(self, service: RecommenderService) -> None:
+    def __init__(self, service: RecommenderService, callers: Callers | None = None) -> None:
         self.service = service
+        self.callers = callers or Callers({})
 
     @translate_errors
     def Recommend(  # noqa: N802 - gRPC method names
@@ -145,7 +147,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         events = list(map(_EVENT_ROW, request.events))
         outcome = self.service.track(
             events,
-            connection=context.peer() if context else "",
+            connection=(
+                self.callers.rate_key(dict(context.invocation_metadata() or ()), context.peer())
+                if context
+                else ""
+            ),
             erasure_seen=request.erasure_seen if request.HasField("erasure_seen") else None,
         )
         return pb.TrackResponse(

@@ -184,3 +184,49 @@ def test_track_over_a_users_or_a_connections_rate_is_resource_exhausted(
             assert track(pb_grpc.RecommenderStub(other), "u5", 30, "f").accepted == 30
     finally:
         running.stop()
+
+
+def test_the_event_rate_counts_per_named_caller_not_per_connection(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    """Behind a balancer every connection comes from it: a caller's budget follows its
+    token over any number of connections, and another caller has its own."""
+    limits = EventLimits(
+        per_user_rate=0.1, per_user_burst=1000, per_connection_rate=0.1, per_connection_burst=50
+    )
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=toy_model_dir,
+            event_limits=limits,
+            callers={"shop-a": "token-a", "shop-b": "token-b"},
+        )
+    )
+    own = [("grpc.use_local_subchannel_pool", 1)]
+
+    def as_caller(token: str, user: str, count: int, prefix: str) -> pb.TrackResponse:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}", options=own) as channel:
+            events = [
+                pb.Event(event_id=f"{prefix}{i}", user_id=user, item_id="shoe1", type=pb.VIEW)
+                for i in range(count)
+            ]
+            return pb_grpc.RecommenderStub(channel).Track(  # type: ignore[no-any-return]
+                pb.TrackRequest(events=events),
+                timeout=10,
+                metadata=[("authorization", f"Bearer {token}")],
+            )
+
+    try:
+        assert as_caller("token-a", "u1", 30, "a").accepted == 30
+        assert as_caller("token-a", "u2", 20, "b").accepted == 20  # a new connection
+        with pytest.raises(grpc.RpcError) as refused:
+            as_caller("token-a", "u3", 5, "c")  # and another: the same caller's budget
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "from this caller" in (refused.value.details() or "")
+        assert as_caller("token-b", "u3", 50, "d").accepted == 50  # its own budget
+        with pytest.raises(grpc.RpcError) as unknown:
+            as_caller("token-c", "u4", 1, "e")
+        assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        running.stop()
