@@ -1,0 +1,411 @@
+"""Scale-out (issue 15): Recommend calls/s and p50/p99 for one server process, for
+``--workers N`` on one port, and for 1, 2, 4 ... replicas over one shared store, under
+the same load generator in one run; the database's share of each call.
+
+Every deployment is the real ``shelfrank serve`` command in child processes, serving the
+same model (a hybrid model trained on the ml-100k-sized synthetic shop of
+``benchmarks/catalogues.py``, its events stored) from the same store: the SQLite file of a
+state directory by default, or the PostgreSQL database ``--store`` names (replicas then
+share nothing but it). Load: ``LOAD_PROCESSES`` client processes (each its own GIL, at
+nice ``LOAD_NICENESS``), the clients split evenly over them, each client its own
+connection, started together at a barrier and calling back to back for ``--duration``
+seconds: Recommend(k=10) for known users, and gRPC's health Check on the same deployment
+(the floor: what a call costs with no work in it). Replicas are given the clients round
+robin. Deployments alternate ``--rounds`` times; medians are reported.
+
+Database share (PostgreSQL only; SQLite runs inside the server processes): the CPU seconds
+the database's processes used during a point per call, against the CPU seconds of the
+server processes per call; and the database transactions per call (``pg_stat_database``;
+each statement outside a transaction is one).
+
+    python benchmarks/replicas.py [--store postgresql://...] [--replicas 1,2] [--workers 2]
+                                  [--clients 32] [--duration 5] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from catalogues import shape_for, trained_model  # benchmarks/catalogues.py
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from machine import machine_description  # benchmarks/machine.py
+
+from shelfrank.core.events import EventType, StoredEvent
+from shelfrank.proto._generated import recommender_pb2 as pb
+from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
+from shelfrank.server.stores import open_store
+
+LOAD_PROCESSES = 4
+# The load processes share the machine's cores with the servers; at nice 10 they take
+# only what the servers leave (callers run on other machines in production). Every
+# deployment is measured alike (benchmarks/overload.py does the same).
+LOAD_NICENESS = 10
+K = 10
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- deployments ---------------------------------------------------------------------------------
+class Deployment:
+    """``shelfrank serve`` processes; ``addresses`` to spread clients over."""
+
+    def __init__(self, name: str, commands: list[list[str]], env: dict[str, str]) -> None:
+        self.name = name
+        self.processes: list[subprocess.Popen[str]] = []
+        self.addresses: list[str] = []
+        for command in commands:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "shelfrank.server", "serve", *command],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=env,
+            )
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if not line.startswith("shelfrank serving on"):
+                process.kill()
+                raise RuntimeError(f"{name}: server did not start: {line!r}")
+            self.processes.append(process)
+            self.addresses.append(line.split()[-1])
+
+    def pids(self) -> list[int]:
+        """Every server process (a supervisor's workers included)."""
+        found = []
+        for process in self.processes:
+            found.append(process.pid)
+            found += children_of(process.pid)
+        return found
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def postgres_pids() -> list[int]:
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                found.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+# -- load ----------------------------------------------------------------------------------------
+def load_part(
+    addresses: list[str],
+    method: str,
+    users: list[str],
+    clients: list[int],
+    seconds: float,
+    ready: Any,
+    results: Any,
+) -> None:
+    """One load process: a thread per client index in ``clients``, each on its own
+    connection to ``addresses[index % len]``, calling back to back for ``seconds`` once
+    every process is connected (``ready``)."""
+    os.nice(LOAD_NICENESS)
+    channels = {
+        index: grpc.insecure_channel(addresses[index % len(addresses)], options=CHANNEL_OPTIONS)
+        for index in clients
+    }
+    for channel in channels.values():
+        grpc.channel_ready_future(channel).result(timeout=60)
+    latencies: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+    ready.wait(timeout=120)
+    end = time.time() + seconds
+
+    def client(index: int) -> None:
+        nonlocal failures
+        channel = channels[index]
+        if method == "health":
+            health = health_pb2_grpc.HealthStub(channel)
+            request: Any = health_pb2.HealthCheckRequest()
+
+            def call(n: int) -> object:
+                return health.Check(request, timeout=30)
+        else:
+            stub = pb_grpc.RecommenderStub(channel)
+            requests = [pb.RecommendRequest(user_id=user, k=K) for user in users]
+
+            def call(n: int) -> object:
+                return stub.Recommend(requests[n % len(requests)], timeout=30)
+
+        mine: list[float] = []
+        n = index * 7919
+        lost = 0
+        while time.time() < end:
+            start = time.perf_counter()
+            try:
+                call(n)
+                mine.append(time.perf_counter() - start)
+            except grpc.RpcError:
+                lost += 1
+            n += 1
+        with lock:
+            latencies.extend(mine)
+            failures += lost
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.put((latencies, failures))
+    for channel in channels.values():
+        channel.close()
+
+
+def measure(
+    deployment: Deployment,
+    method: str,
+    users: list[str],
+    clients: int,
+    seconds: float,
+    store_url: str | None,
+) -> dict[str, Any]:
+    context = mp.get_context("spawn")
+    ready = context.Barrier(LOAD_PROCESSES + 1)
+    results = context.Queue()
+    parts = [list(range(p, clients, LOAD_PROCESSES)) for p in range(LOAD_PROCESSES)]
+    workers = [
+        context.Process(
+            target=load_part,
+            args=(deployment.addresses, method, users, part, seconds, ready, results),
+        )
+        for part in parts
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait(timeout=180)
+    pids = deployment.pids()
+    db_pids = postgres_pids() if store_url else []
+    server_before, db_before = cpu_seconds(pids), cpu_seconds(db_pids)
+    xacts_before = database_transactions(store_url)
+    started = time.perf_counter()
+    latencies: list[float] = []
+    failures = 0
+    for _ in workers:
+        part, lost = results.get(timeout=seconds + 180)
+        latencies += part
+        failures += lost
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    calls = len(latencies)
+    ms = np.array(latencies) * 1000
+    point: dict[str, Any] = {
+        "calls_per_s": calls / seconds,
+        "p50_ms": float(np.percentile(ms, 50)) if calls else None,
+        "p99_ms": float(np.percentile(ms, 99)) if calls else None,
+        "failures": failures,
+        "server_cpu_ms_per_call": (cpu_seconds(pids) - server_before) * 1000 / max(calls, 1),
+        "elapsed_s": elapsed,
+    }
+    if store_url:
+        point["db_cpu_ms_per_call"] = (cpu_seconds(db_pids) - db_before) * 1000 / max(calls, 1)
+        point["db_transactions_per_call"] = (database_transactions(store_url) - xacts_before) / max(
+            calls, 1
+        )
+    return point
+
+
+def database_transactions(store_url: str | None) -> int:
+    if not store_url:
+        return 0
+    import psycopg
+
+    with psycopg.connect(store_url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- set-up --------------------------------------------------------------------------------------
+def prepare_store(location: str, shop: Any) -> None:
+    store = open_store(location)
+    try:
+        store.upsert_items(list(shop.items.as_dict().items()))
+        store.upsert_users(list(shop.users.as_dict().items()))
+        it = shop.interactions
+        events = [
+            StoredEvent(event_id, user, item, EventType(int(kind)), int(stamp * 1000))
+            for user, item, kind, stamp, event_id in zip(
+                it.user_ids, it.item_ids, it.event_types, it.timestamps, it.event_ids, strict=True
+            )
+        ]
+        for start in range(0, len(events), 5000):
+            store.append_events(events[start : start + 5000])
+    finally:
+        store.close()
+
+
+def median_entry(name: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, the round with the median calls/s (its other figures with it)."""
+    median: dict[str, Any] = {"name": name, "rounds": len(entries)}
+    for method in ("recommend", "health"):
+        ordered = sorted(entries, key=lambda entry: entry[method]["calls_per_s"])
+        median[method] = ordered[len(ordered) // 2][method]
+        median[method]["calls_per_s_all_rounds"] = [e[method]["calls_per_s"] for e in entries]
+    return median
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Store: {result['store']}; {result['clients']} clients in {LOAD_PROCESSES} load"
+        f" processes (nice {LOAD_NICENESS}); {result['duration_s']} s per point; median of"
+        f" {result['deployments'][0]['rounds']} alternating rounds; machine: {result['machine']}",
+        "",
+        "| deployment | Recommend calls/s | vs one process | p50 ms | p99 ms"
+        " | floor (health) calls/s | share of floor | server CPU ms/call | DB CPU ms/call"
+        " | DB transactions/call |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = result["deployments"][0]["recommend"]["calls_per_s"]
+    for entry in result["deployments"]:
+        rec, floor = entry["recommend"], entry["health"]
+        db_cpu = rec.get("db_cpu_ms_per_call")
+        db_tx = rec.get("db_transactions_per_call")
+        lines.append(
+            f"| {entry['name']} | {rec['calls_per_s']:.0f} | {rec['calls_per_s'] / base:.2f}x"
+            f" | {rec['p50_ms']:.2f} | {rec['p99_ms']:.2f} | {floor['calls_per_s']:.0f}"
+            f" | {rec['calls_per_s'] / floor['calls_per_s']:.0%}"
+            f" | {rec['server_cpu_ms_per_call']:.3f}"
+            f" | {'' if db_cpu is None else f'{db_cpu:.3f}'}"
+            f" | {'' if db_tx is None else f'{db_tx:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", help="PostgreSQL URL (default: a SQLite state directory)")
+    parser.add_argument("--replicas", default="", help="replica counts, e.g. 1,2 (capped by cores)")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the one-port point")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations; medians reported")
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, to check it runs")
+    parser.add_argument("--out", default="benchmarks/results/replicas.json")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    replica_counts = [int(n) for n in args.replicas.split(",") if n] or [
+        n for n in (1, 2, 4, 8, 16) if n <= cores
+    ]
+    replica_counts = [n for n in replica_counts if n <= cores]
+    duration = 1.0 if args.smoke else args.duration
+    if args.smoke:
+        args.rounds = 1
+    clients = 8 if args.smoke else args.clients
+    shop, model_dir, _ = trained_model(shape_for(1682), quiet=True)
+    users = list(dict.fromkeys(shop.interactions.user_ids))[: args.users]
+    result: dict[str, Any] = {
+        "machine": machine_description(),
+        "store": "PostgreSQL" if args.store else "SQLite",
+        "clients": clients,
+        "duration_s": duration,
+        "deployments": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="shelfrank-replicas-") as scratch, ExitStack():
+        root = Path(scratch)
+        state = root / "state"
+        location = args.store or str(state)
+        prepare_store(location, shop)
+        env = {**os.environ, "XDG_CACHE_HOME": str(root / "cache")}
+        store_args = ["--store", args.store] if args.store else ["--state", str(state)]
+        common = [*store_args, "--role", "server"]
+        # The model enters the store once (this first process imports it), then every
+        # deployment serves it from the store.
+        first = Deployment("import", [[*store_args, "--model", str(model_dir), "--port", "0"]], env)
+        first.stop()
+        plans: list[tuple[str, list[list[str]]]] = [
+            ("1 process", [[*common, "--port", "0"]]),
+            (
+                f"--workers {args.workers} (one port)",
+                [[*common, "--port", "0", "--workers", str(args.workers)]],
+            ),
+        ]
+        for n in replica_counts:
+            if n > 1:
+                plans.append((f"{n} replicas", [[*common, "--port", "0"] for _ in range(n)]))
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in plans}
+        for round_number in range(args.rounds):  # deployments alternate: drift hits all
+            for name, commands in plans:
+                deployment = Deployment(name, commands, env)
+                try:
+                    for address in deployment.addresses:  # warm: compiled search, first reads
+                        with grpc.insecure_channel(address) as channel:
+                            stub = pb_grpc.RecommenderStub(channel)
+                            for user in users[:50]:
+                                stub.Recommend(pb.RecommendRequest(user_id=user, k=K), timeout=30)
+                    entry: dict[str, Any] = {"name": name, "round": round_number}
+                    for method in ("recommend", "health"):
+                        entry[method] = measure(
+                            deployment, method, users, clients, duration, args.store
+                        )
+                finally:
+                    deployment.stop()
+                print(json.dumps(entry), flush=True)
+                rounds[name].append(entry)
+        result["rounds"] = rounds
+        result["deployments"] = [median_entry(name, entries) for name, entries in rounds.items()]
+    result["markdown"] = markdown(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(result["markdown"])
+
+
+if __name__ == "__main__":
+    main()
