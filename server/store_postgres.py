@@ -208,7 +208,9 @@ _FEATURE_PAGE = 10_000
 
 def _describe(store: Any, method: str, exc: BaseException) -> str:
     where = getattr(store, "where", "PostgreSQL")
-    return _redacted(f"event store ({where}): {method}: {exc}", getattr(store, "_secret", None))
+    # libpq's messages span lines (a reason, then a hint): one line, as errors are printed.
+    reason = " ".join(str(exc).split())
+    return _redacted(f"event store ({where}): {method}: {reason}", getattr(store, "_secret", None))
 
 
 def _redacted(text: str, secret: str | None) -> str:

@@ -48,4 +48,15 @@ def open_store(location: str | Path) -> EventStore:
     return SQLiteStore(path if path.suffix == ".sqlite3" else path / "events.sqlite3")
 
 
-__all__ = ["POSTGRES_SCHEMES", "STORE_ENV", "describe_location", "open_store"]
+def schema_version(location: str | Path) -> int:
+    """The schema version this shelfrank writes for the store ``location`` names."""
+    if isinstance(location, str) and location.startswith(POSTGRES_SCHEMES):
+        from shelfrank.server.store_postgres import SCHEMA_VERSION as POSTGRES_VERSION
+
+        return POSTGRES_VERSION
+    from shelfrank.server.store import SCHEMA_VERSION as SQLITE_VERSION
+
+    return SQLITE_VERSION
+
+
+__all__ = ["POSTGRES_SCHEMES", "STORE_ENV", "describe_location", "open_store", "schema_version"]

@@ -57,3 +57,34 @@ def test_ingest_into_postgresql_and_a_password_never_printed(
     assert describe_location("postgresql://shop:s3cret@db.local:5432/events") == (
         "postgresql://shop:***@db.local:5432/events"
     )
+
+
+MIGRATE = [sys.executable, "-m", "shelfrank.server", "migrate"]
+
+
+def test_migrate_creates_and_checks_the_schema_on_both_backends(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from shelfrank.server.store import SCHEMA_VERSION as SQLITE_VERSION
+    from shelfrank.server.store_postgres import SCHEMA_VERSION as POSTGRES_VERSION
+
+    for where, version in (
+        (["--store", postgres_url], POSTGRES_VERSION),
+        (["--state", str(tmp_path / "state")], SQLITE_VERSION),
+    ):
+        done = subprocess.run(
+            [*MIGRATE, *where], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith(f": schema {version}, check: ok")
+    refused = subprocess.run(
+        [*MIGRATE, "--store", "postgresql://nobody:pw@127.0.0.1:1/none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1  # one line, no traceback
+    assert "127.0.0.1:1" in refused.stderr
+    assert "pw" not in refused.stderr.replace("postgresql", "")
