@@ -20,6 +20,7 @@ Concurrency model
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -31,7 +32,7 @@ from typing import Protocol
 import numpy as np
 from cachetools import LRUCache
 
-from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.core.scoring import top_k
 from shelfrank.core.serving import UserVector
@@ -53,7 +54,10 @@ from shelfrank.server.requests import (
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.storage import EventStore
+from shelfrank.server.storage import EventStore, UserView
+
+log = logging.getLogger("shelfrank.service")
+DEGRADED_LOG_SECONDS = 10.0  # at most one warning this often while the store is away
 
 # What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
 VectorStamp = tuple[str, int, tuple[str, ...]]
@@ -138,6 +142,7 @@ class RecommenderService:
         )
         self._vectors_lock = threading.Lock()
         self._known_users: tuple[tuple[str, int, int], int] | None = None
+        self._degraded_logged = -DEGRADED_LOG_SECONDS
         if scoring_threads < 1:
             raise InvalidInputError(f"scoring_threads: must be at least 1, got {scoring_threads}")
         # Searches run at most this many at a time. The numpy search is dozens of numpy
@@ -234,7 +239,10 @@ class RecommenderService:
     ) -> tuple[ServingState, UserVector, UserLive]:
         """The state to serve from, the user's vector and record, up to date with the
         store (the user's view read first: its catalogue revision may move the state)."""
-        live, view = self._live.get(user_id, self._state.watermark_seq)
+        try:
+            live, view = self._live.get(user_id, self._state.watermark_seq)
+        except StorageError:
+            return self._unpersonalised(user_id, features)
         state = self.current_state(view.catalogue_revision)
         if live.watermark_seq != state.watermark_seq:  # a new model was published meanwhile
             live, _ = self._live.get(user_id, state.watermark_seq)
@@ -276,6 +284,41 @@ class RecommenderService:
             self._vectors[user_id] = (stamp, vector)
         return state, vector, live
 
+    def _catalogue_revision(self) -> int | None:
+        """The store's catalogue revision, or None while the store cannot be read (the
+        last known catalogue serves meanwhile)."""
+        try:
+            return self._store.catalogue_revision()
+        except StorageError:
+            return None
+
+    def _unpersonalised(
+        self, user_id: str, features: Sequence[str]
+    ) -> tuple[ServingState, UserVector, UserLive]:
+        """While the store cannot be read: the serving model and catalogue as last known,
+        and nothing of the user that the store would have to confirm (no history, no
+        profile, no trained vector: the user may have been erased meanwhile), so only
+        request features or popularity. Served, not failed: reads recover by themselves."""
+        now = time.monotonic()
+        if now - self._degraded_logged > DEGRADED_LOG_SECONDS:
+            self._degraded_logged = now
+            log.warning("the store cannot be read: serving without personal data")
+        state = self._state
+        live = UserLive.read(
+            UserView(last_seq=0, events=[], latest_erasure=0, profile=(), catalogue_revision=0),
+            state.watermark_seq,
+        )
+        if not state.trained:
+            return state, UserVector(None, 0.0, "popularity"), live
+        vector = state.model.user_vector(
+            user_id,
+            tokens=tuple(features),
+            history_rows=np.zeros(0, dtype=np.int64),
+            history_weights=np.zeros(0, dtype=np.float32),
+            use_trained=False,
+        )
+        return state, vector, live
+
     def user_vector(self, user_id: str) -> tuple[ServingState, UserVector]:
         """The state and the user's current vector in it (what Recommend would use,
         without request features)."""
@@ -301,7 +344,7 @@ class RecommenderService:
         return self._scored(state, top.indices, top.scores, user.source)
 
     def similar_items(self, query: SimilarQuery) -> Scored:
-        state = self.current_state(self._store.catalogue_revision())
+        state = self.current_state(self._catalogue_revision())
         model = state.model
         row = model.item_ids.get(query.item_id)
         if row is None:

@@ -201,6 +201,7 @@ FROM seq_counter c LEFT JOIN LATERAL (
 WHERE c.id = 1 ORDER BY e.seq
 """
 _CONNECT_TIMEOUT_S = 10
+_CHECKOUT_TIMEOUT_S = 3.0  # longest wait for a pooled connection
 # Leases expire by the database's clock: the processes' clocks may disagree.
 _NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 _FEATURE_PAGE = 10_000
@@ -321,6 +322,9 @@ class PostgresStore:
             # A connection the server dropped (a restart, a failover) is replaced as it
             # leaves the pool instead of failing a call (see _check_idle).
             check=_check_idle,
+            # While the database is away a call fails after this instead of waiting out
+            # the client's deadline; the pool reconnects by itself when it is back.
+            timeout=_CHECKOUT_TIMEOUT_S,
         )
         try:
             self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)

@@ -15,7 +15,12 @@ import pytest
 from shelfrank.core.events import EventType
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
-from tests.postgres import postgres_database, postgres_server, postgres_url  # noqa: F401
+from tests.postgres import (  # noqa: F401 (fixtures)
+    crashable_postgres,
+    postgres_database,
+    postgres_server,
+    postgres_url,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

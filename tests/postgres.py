@@ -124,32 +124,50 @@ class _Cluster:
         (self.data / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
         for _attempt in range(3):  # a free port can be taken before the server binds it
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -c port={self.port}"
-                f" -c unix_socket_directories={self.root} -c max_connections=100"
-            )
-            if not self.durable:
-                options += " -c fsync=off -c full_page_writes=off"
-            done = _run(
-                [
-                    str(self.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.log),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-                self.user,
-            )
+            done = self._pg_ctl_start()
             if done.returncode == 0:
                 return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         _fail("pg_ctl start", done, self.log)
         raise AssertionError("unreachable")  # pytest.fail raised
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port}"
+            f" -c unix_socket_directories={self.root} -c max_connections=100"
+        )
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
+        return _run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            self.user,
+        )
+
+    def crash(self) -> None:
+        """Stop the server at once (``immediate``: as if it died), keeping its data."""
+        done = _run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+            self.user,
+        )
+        if done.returncode != 0:
+            _fail("pg_ctl stop", done, self.log)
+
+    def restart(self) -> None:
+        """Start the server again on the same port and data (after :meth:`crash`)."""
+        done = self._pg_ctl_start()
+        if done.returncode != 0:
+            _fail("pg_ctl start", done, self.log)
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
@@ -172,6 +190,17 @@ def postgres_server() -> Iterator[str]:
     cluster = _Cluster()
     try:
         yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def crashable_postgres() -> Iterator[tuple[_Cluster, str]]:
+    """A cluster of the test's own (it may crash and restart it) and its URL; always
+    local, also when $SHELFRANK_TEST_PG names a shared server."""
+    cluster = _Cluster()
+    try:
+        yield cluster, cluster.start()
     finally:
         cluster.stop()
 

@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shelfrank.client import Client, Event, FeatureFilter, Item, Strategy
+from shelfrank.client.errors import UnavailableError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.stores import open_store
 from shelfrank.server.trainer_lease import LEASE_NAME
@@ -270,3 +272,45 @@ def test_killing_one_of_three_replicas_loses_no_acknowledged_event(
     )
     assert len(acknowledged) == 4 * 120 * 50
     assert lost == set()
+
+
+def test_a_replica_rides_out_the_database_going_away(
+    crashable_postgres: tuple[Any, str], toy_model_dir: Path, tmp_path: Path
+) -> None:
+    """PostgreSQL dies under a serving replica: Track answers UNAVAILABLE (never an
+    acknowledgement without a commit), Recommend and SimilarItems keep answering from the
+    model and catalogue in memory (without personal data: the store would have to confirm
+    it), and when the database is back everything works again without a restart."""
+    cluster, url = crashable_postgres
+    replica = Replica("--store", url, "--model", str(toy_model_dir), cache=tmp_path / "cache")
+    try:
+        with Client(replica.address, max_attempts=1, timeout=10) as client:
+            assert client.recommend("u0", k=3).strategy is Strategy.TRAINED
+            cluster.crash()
+            with pytest.raises(UnavailableError):
+                client.track([Event("u0", "shoe1", "purchase", event_id="while-down")])
+            degraded = client.recommend("u0", k=3)
+            assert degraded.strategy is Strategy.POPULARITY
+            assert len(degraded.item_ids) == 3
+            assert client.similar_items("shoe1", k=3).item_ids
+            cluster.restart()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    stored = client.track([Event("u0", "shoe1", "purchase", event_id="back")])
+                    break
+                except UnavailableError:
+                    assert time.monotonic() < deadline, "the store never came back"
+                    time.sleep(0.2)
+            assert stored.accepted == 1
+            back = client.recommend("u0", k=32)
+            assert back.strategy is Strategy.TRAINED
+            assert "shoe1" not in back.item_ids  # the purchase made after the return counts
+        store = open_store(url)
+        try:
+            ids = {event.event_id for _, event in store.iter_events()}
+        finally:
+            store.close()
+        assert ids == {"back"}  # the refused Track stored nothing
+    finally:
+        replica.stop()
