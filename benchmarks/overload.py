@@ -21,9 +21,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +104,53 @@ def closed_loop_part(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of process ``pid`` and its children (``--workers``) so far."""
+    total = 0.0
+    for one in (pid, *children_of(pid)):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@contextmanager
+def cli_server(
+    state_dir: Path, model_dir: Path, limit: int, workers: int
+) -> Iterator[tuple[str, int]]:
+    """``shelfrank serve --workers N`` (each worker admitting ``limit`` calls); its address
+    and the supervisor's pid (the workers are its children)."""
+    command = [
+        sys.executable,
+        "-m",
+        "shelfrank.server",
+        "serve",
+        "--state",
+        str(state_dir),
+        "--model",
+        str(model_dir),
+        "--port",
+        "0",
+        "--workers",
+        str(workers),
+        "--max-concurrent-rpcs",
+        str(limit),
+        "--role",
+        "server",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("shelfrank serving on"):
+            raise RuntimeError(f"server did not start: {line!r}")
+        yield line.split()[-1], process.pid
+    finally:
+        process.terminate()
+        process.wait(60)
 
 
 def closed_loop(
@@ -145,6 +193,18 @@ def closed_loop(
         "p50_ms": round(float(np.percentile(ok, 50)) * 1000, 2),
         "p99_ms": round(float(np.percentile(ok, 99)) * 1000, 2),
     }
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def proc_sample(pid: int) -> tuple[int, int]:
@@ -283,6 +343,13 @@ def main() -> None:
     )
     parser.add_argument("--aio-to-thread", action="store_true", help="aio handlers in threads")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serve --workers N (sync server, overload points only, no soak): capacity is N"
+        " times --limit clients, overload N times --overload-clients",
+    )
+    parser.add_argument(
         "--pending",
         default="8,32",
         help="aio-pending: grpc.server.max_pending_requests and its hard limit, SOFT,HARD",
@@ -314,10 +381,14 @@ def main() -> None:
                 ("grpc.server.max_pending_requests", soft),
                 ("grpc.server.max_pending_requests_hard_limit", hard),
             ]
-        with child_server(server_fn, str(state_dir), str(model_dir), limit) as (
-            target,
-            pid,
-        ):
+        capacity_clients = args.limit * args.workers
+        overload_clients = args.overload_clients * args.workers
+        serving = (
+            cli_server(state_dir, model_dir, args.limit, args.workers)
+            if args.workers > 1
+            else child_server(server_fn, str(state_dir), str(model_dir), limit)
+        )
+        with serving as (target, pid):
             closed_loop(target, pid, users, 4, 1.0)  # warm-up
             with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
                 stub = pb_grpc.RecommenderStub(channel)
@@ -326,12 +397,10 @@ def main() -> None:
             # Capacity and overload alternate: one noisy stretch does not decide the ratio.
             capacities, overloads = [], []
             for _ in range(args.rounds):
-                capacities.append(closed_loop(target, pid, users, args.limit, args.seconds))
-                overloads.append(
-                    closed_loop(target, pid, users, args.overload_clients, args.seconds)
-                )
+                capacities.append(closed_loop(target, pid, users, capacity_clients, args.seconds))
+                overloads.append(closed_loop(target, pid, users, overload_clients, args.seconds))
             mix, soaked = 0.0, {}
-            if args.server == "sync":
+            if args.server == "sync" and args.workers == 1:
                 clients = max(1, int(args.limit * SOAK_CLIENT_SHARE))
                 mix = mixed_capacity(target, users, items, clients, args.seconds)
                 soaked = soak(
@@ -353,6 +422,7 @@ def main() -> None:
             "load_processes": LOAD_PROCESSES,
             "load_niceness": LOAD_NICENESS,
             "server": args.server,
+            "workers": args.workers,
             "aio_to_thread": args.aio_to_thread,
             "pending_limits": args.pending if args.server == "aio-pending" else None,
         },

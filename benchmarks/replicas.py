@@ -28,11 +28,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ LOAD_PROCESSES = 4
 # deployment is measured alike (benchmarks/overload.py does the same).
 LOAD_NICENESS = 10
 K = 10
+TRACK_BATCH = 500  # events per Track call in the ingest points
+TRACK_BATCHES = 120  # prebuilt per client: enough for 8 clients at 60k events/s for 8 s
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -157,10 +161,17 @@ def load_part(
     }
     for channel in channels.values():
         grpc.channel_ready_future(channel).result(timeout=60)
+    # Track batches are built before the start: the figure is the server's, not the client's.
+    track_batches = {
+        index: [new_batch(f"{os.getpid()}-{index}-{b}", users) for b in range(TRACK_BATCHES)]
+        if method == "track"
+        else []
+        for index in clients
+    }
     latencies: list[float] = []
     failures = 0
     lock = threading.Lock()
-    ready.wait(timeout=120)
+    ready.wait(timeout=300)
     end = time.time() + seconds
 
     def client(index: int) -> None:
@@ -172,6 +183,14 @@ def load_part(
 
             def call(n: int) -> object:
                 return health.Check(request, timeout=30)
+        elif method == "track":
+            tracker = pb_grpc.RecommenderStub(channel)
+            batches = track_batches[index]
+
+            def call(n: int) -> object:
+                if not batches:
+                    raise RuntimeError("out of prebuilt Track batches: raise TRACK_BATCHES")
+                return tracker.Track(batches.pop(), timeout=60)
         else:
             stub = pb_grpc.RecommenderStub(channel)
             requests = [pb.RecommendRequest(user_id=user, k=K) for user in users]
@@ -187,8 +206,10 @@ def load_part(
             try:
                 call(n)
                 mine.append(time.perf_counter() - start)
-            except grpc.RpcError:
+            except (grpc.RpcError, RuntimeError):
                 lost += 1
+                if method == "track" and not track_batches[index]:
+                    break
             n += 1
         with lock:
             latencies.extend(mine)
@@ -202,6 +223,22 @@ def load_part(
     results.put((latencies, failures))
     for channel in channels.values():
         channel.close()
+
+
+def new_batch(prefix: str, users: list[str]) -> pb.TrackRequest:
+    """TRACK_BATCH new events (ids never used before), users and items spread."""
+    return pb.TrackRequest(
+        events=[
+            pb.Event(
+                event_id=f"{prefix}-{k}",
+                user_id=users[(zlib.crc32(prefix.encode()) + k * 31) % len(users)],
+                item_id=f"sku{(k * 13) % 1682}",
+                type=pb.VIEW,
+                timestamp_ms=1_700_000_000_000 + k,
+            )
+            for k in range(TRACK_BATCH)
+        ]
+    )
 
 
 def measure(
@@ -225,7 +262,7 @@ def measure(
     ]
     for worker in workers:
         worker.start()
-    ready.wait(timeout=180)
+    ready.wait(timeout=300)
     pids = deployment.pids()
     db_pids = postgres_pids() if store_url else []
     server_before, db_before = cpu_seconds(pids), cpu_seconds(db_pids)
@@ -244,6 +281,7 @@ def measure(
     ms = np.array(latencies) * 1000
     point: dict[str, Any] = {
         "calls_per_s": calls / seconds,
+        "events_per_s": calls * TRACK_BATCH / seconds if method == "track" else None,
         "p50_ms": float(np.percentile(ms, 50)) if calls else None,
         "p99_ms": float(np.percentile(ms, 99)) if calls else None,
         "failures": failures,
@@ -271,6 +309,68 @@ def database_transactions(store_url: str | None) -> int:
     return int(row[0]) if row else 0
 
 
+# -- the raw floor of ingest --------------------------------------------------------------------
+RAW_TABLE_SQLITE = """
+CREATE TABLE IF NOT EXISTS raw_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, event_type INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL, session_id TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL DEFAULT '')
+"""
+
+
+def raw_rows(prefix: str, users: list[str]) -> list[tuple[Any, ...]]:
+    batch = new_batch(prefix, users)
+    return [(e.event_id, e.user_id, e.item_id, 1, e.timestamp_ms, "", "") for e in batch.events]
+
+
+def raw_floor(location: str, users: list[str], seconds: float) -> float:
+    """Events/s of a bare batched insert of TRACK_BATCH new rows and a durable commit per
+    batch, into a table shaped like ``events`` (its keys and unique id) in the same
+    database: the floor under the store (no duplicate check against erasures, no counter,
+    no user index)."""
+    done = 0
+    end = time.perf_counter() + seconds
+    start = time.perf_counter()
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as connection:
+            connection.execute("CREATE TABLE IF NOT EXISTS raw_events (LIKE events INCLUDING ALL)")
+            connection.commit()
+            seq = int(
+                connection.execute("SELECT COALESCE(MAX(seq), 0) FROM raw_events").fetchone()[0]
+            )  # type: ignore[index]
+            while time.perf_counter() < end:
+                rows = raw_rows(f"raw-{time.time_ns()}", users)
+                columns = list(zip(*rows, strict=True))
+                connection.execute(
+                    "INSERT INTO raw_events (seq, event_id, user_id, item_id, event_type,"
+                    " timestamp_ms, session_id, query) SELECT * FROM unnest(%s::bigint[],"
+                    " %s::text[], %s::text[], %s::text[], %s::smallint[], %s::bigint[],"
+                    " %s::text[], %s::text[])",
+                    [list(range(seq + 1, seq + 1 + len(rows))), *map(list, columns)],
+                )
+                connection.commit()
+                seq += len(rows)
+                done += len(rows)
+    else:
+        connection = sqlite3.connect(Path(location) / "events.sqlite3", isolation_level="DEFERRED")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(RAW_TABLE_SQLITE)
+        connection.commit()
+        while time.perf_counter() < end:
+            connection.executemany(
+                "INSERT INTO raw_events (event_id, user_id, item_id, event_type, timestamp_ms,"
+                " session_id, query) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                raw_rows(f"raw-{time.time_ns()}", users),
+            )
+            connection.commit()
+            done += TRACK_BATCH
+        connection.close()
+    return done / (time.perf_counter() - start)
+
+
 # -- set-up --------------------------------------------------------------------------------------
 def prepare_store(location: str, shop: Any) -> None:
     store = open_store(location)
@@ -288,6 +388,34 @@ def prepare_store(location: str, shop: Any) -> None:
             store.append_events(events[start : start + 5000])
     finally:
         store.close()
+
+
+def ingest_points(
+    location: str,
+    plans: list[tuple[str, list[list[str]]]],
+    env: dict[str, str],
+    users: list[str],
+    clients: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Track events/s of one process and of the workers, each against the raw floor of the
+    same database, measured before and after them (the mean is the floor)."""
+    floors = [raw_floor(location, users, seconds)]
+    points = []
+    for name, commands in plans:
+        deployment = Deployment(name, commands, env)
+        try:
+            point = measure(deployment, "track", users, clients, seconds, None)
+        finally:
+            deployment.stop()
+        point["name"] = name
+        print(json.dumps(point), flush=True)
+        points.append(point)
+    floors.append(raw_floor(location, users, seconds))
+    floor = sum(floors) / len(floors)
+    for point in points:
+        point["vs_raw_floor"] = point["events_per_s"] / floor
+    return {"raw_floor_events_per_s": floor, "raw_floor_runs": floors, "points": points}
 
 
 def median_entry(name: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -324,6 +452,22 @@ def markdown(result: dict[str, Any]) -> str:
             f" | {'' if db_cpu is None else f'{db_cpu:.3f}'}"
             f" | {'' if db_tx is None else f'{db_tx:.2f}'} |"
         )
+    ingest = result.get("ingest")
+    if ingest:
+        lines += [
+            "",
+            f"Track ({TRACK_BATCH} events a call): raw batched insert floor"
+            f" {ingest['raw_floor_events_per_s']:,.0f} events/s (runs:"
+            f" {', '.join(f'{r:,.0f}' for r in ingest['raw_floor_runs'])})",
+            "",
+            "| deployment | events/s | vs raw floor | batch p50 / p99 ms |",
+            "|---|---|---|---|",
+        ]
+        for point in ingest["points"]:
+            lines.append(
+                f"| {point['name']} | {point['events_per_s']:,.0f} | {point['vs_raw_floor']:.0%}"
+                f" | {point['p50_ms']:.1f} / {point['p99_ms']:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -336,6 +480,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="alternations; medians reported")
     parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--track-clients", type=int, default=8, help="clients of the ingest points")
+    parser.add_argument("--no-track", action="store_true", help="skip the ingest points")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to check it runs")
     parser.add_argument("--out", default="benchmarks/results/replicas.json")
     args = parser.parse_args()
@@ -400,6 +546,10 @@ def main() -> None:
                 rounds[name].append(entry)
         result["rounds"] = rounds
         result["deployments"] = [median_entry(name, entries) for name, entries in rounds.items()]
+        if not args.no_track:
+            result["ingest"] = ingest_points(
+                location, plans[:2], env, users, 4 if args.smoke else args.track_clients, duration
+            )
     result["markdown"] = markdown(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
