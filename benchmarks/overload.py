@@ -35,7 +35,7 @@ import grpc
 import numpy as np
 from catalogues import shape_for, trained_model
 from concurrency_model import serve_aio
-from machine import machine_description
+from machine import children_of, cpu_seconds, machine_description
 from serving import CHANNEL_OPTIONS, K, child_server, prepare_state, serve
 
 from shelfrank.core.model_format import load_serving_model
@@ -103,16 +103,9 @@ def closed_loop_part(
     results.put((ok, codes))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` and its children (``--workers``) so far."""
-    total = 0.0
-    for one in (pid, *children_of(pid)):
-        try:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time of the server process ``pid`` and its children (``--workers``) so far."""
+    return cpu_seconds([pid, *children_of(pid)])
 
 
 @contextmanager
@@ -172,9 +165,9 @@ def closed_loop(
     for worker in workers:
         worker.start()
     ready.wait(timeout=120)  # every load process connected: the window starts now
-    cpu_before = cpu_seconds(pid)
+    cpu_before = server_cpu_seconds(pid)
     time.sleep(seconds)
-    server_cores = (cpu_seconds(pid) - cpu_before) / seconds
+    server_cores = (server_cpu_seconds(pid) - cpu_before) / seconds
     parts = [results.get(timeout=seconds + 120) for _ in workers]
     for worker in workers:
         worker.join(timeout=60)
@@ -193,18 +186,6 @@ def closed_loop(
         "p50_ms": round(float(np.percentile(ok, 50)) * 1000, 2),
         "p99_ms": round(float(np.percentile(ok, 99)) * 1000, 2),
     }
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def proc_sample(pid: int) -> tuple[int, int]:

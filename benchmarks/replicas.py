@@ -43,7 +43,7 @@ import grpc
 import numpy as np
 from catalogues import shape_for, trained_model  # benchmarks/catalogues.py
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from machine import machine_description  # benchmarks/machine.py
+from machine import children_of, cpu_seconds, machine_description  # benchmarks/machine.py
 
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.proto._generated import recommender_pb2 as pb
@@ -57,9 +57,8 @@ LOAD_PROCESSES = 4
 LOAD_NICENESS = 10
 K = 10
 TRACK_BATCH = 500  # events per Track call in the ingest points
-TRACK_BATCHES = 120  # prebuilt per client: enough for 8 clients at 60k events/s for 8 s
+TRACK_BATCHES = 400  # prebuilt per client: enough for 8 clients at 200k events/s for 8 s
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- deployments ---------------------------------------------------------------------------------
@@ -105,29 +104,6 @@ class Deployment:
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
 
 
 def postgres_pids() -> list[int]:
@@ -429,6 +405,8 @@ def median_entry(name: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    if not result["deployments"]:
+        return markdown_ingest(result)
     lines = [
         f"Store: {result['store']}; {result['clients']} clients in {LOAD_PROCESSES} load"
         f" processes (nice {LOAD_NICENESS}); {result['duration_s']} s per point; median of"
@@ -452,6 +430,11 @@ def markdown(result: dict[str, Any]) -> str:
             f" | {'' if db_cpu is None else f'{db_cpu:.3f}'}"
             f" | {'' if db_tx is None else f'{db_tx:.2f}'} |"
         )
+    return "\n".join(lines) + "\n" + markdown_ingest(result)
+
+
+def markdown_ingest(result: dict[str, Any]) -> str:
+    lines: list[str] = []
     ingest = result.get("ingest")
     if ingest:
         lines += [
@@ -478,7 +461,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers of the one-port point")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3, help="alternations; medians reported")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternations; medians reported (0: Track only)"
+    )
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--track-clients", type=int, default=8, help="clients of the ingest points")
     parser.add_argument("--no-track", action="store_true", help="skip the ingest points")
@@ -545,7 +530,9 @@ def main() -> None:
                 print(json.dumps(entry), flush=True)
                 rounds[name].append(entry)
         result["rounds"] = rounds
-        result["deployments"] = [median_entry(name, entries) for name, entries in rounds.items()]
+        result["deployments"] = [
+            median_entry(name, entries) for name, entries in rounds.items() if entries
+        ]
         if not args.no_track:
             result["ingest"] = ingest_points(
                 location, plans[:2], env, users, 4 if args.smoke else args.track_clients, duration
