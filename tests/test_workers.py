@@ -1,6 +1,7 @@
 """``shelfrank serve --workers 2``: two real server processes on one port under one
-supervisor, over the embedded SQLite store. Connections are spread over both, a worker
-killed with kill -9 is restarted, and SIGTERM stops every worker gracefully."""
+supervisor, over the embedded SQLite store and over PostgreSQL. Connections are spread
+over both, a worker killed with kill -9 is restarted, and SIGTERM stops every worker
+gracefully."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from shelfrank.client import Client, Event
 from tests.conftest import serve_process, stop_process
+from tests.test_store_contract import new_schema
 
 
 def children_of(pid: int) -> set[int]:
@@ -51,13 +55,20 @@ def recommend_calls_served(metrics_port: int) -> float:
     return total
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    if request.param == "sqlite":
+        return ["--state", str(tmp_path / "state")]
+    url = new_schema(request.getfixturevalue("postgres_database"))
+    return ["--store", url, "--state", str(tmp_path / "cache")]
+
+
 def test_two_workers_share_the_port_restart_and_stop_together(
-    toy_model_dir: Path, tmp_path: Path
+    toy_model_dir: Path, store_args: list[str]
 ) -> None:
     metrics = free_port_pair()
     process, address = serve_process(
-        "--state",
-        str(tmp_path / "state"),
+        *store_args,
         "--model",
         str(toy_model_dir),
         "--workers",
