@@ -21,7 +21,6 @@ Several processes may share the file (SQLite's write lock; see user_events.py).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import sqlite3
 import threading
@@ -43,11 +42,14 @@ from shelfrank.server.storage import (
     UserView,
 )
 from shelfrank.server.store_common import (
+    TOKEN_SEPARATOR,
     GroupCommit,
     PendingBatch,
     errors_mapped,
     joined_chunks,
     model_chunks,
+    split_tokens,
+    user_hash,
 )
 from shelfrank.server.user_events import (
     MERGE_EVERY,
@@ -99,8 +101,6 @@ CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,
 """
 _CATALOGUE_KEY = "catalogue_revision"
 _CATALOGUE_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_CATALOGUE_KEY}')"
-# Feature tokens are stored joined by a character that cannot appear in a valid token.
-_TOKEN_SEPARATOR = "\x1f"
 # Inserts events unless their id is stored already (OR IGNORE on the UNIQUE index), in
 # the given order (seqs follow it). Each row's parameters are a StoredEvent's fields, in
 # order. One statement binds a whole batch: SQLite steps once instead of once per row
@@ -363,7 +363,7 @@ class SQLiteStore:
             for user in {event.user_id for event in events}
             if self._writer.execute(
                 "SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?",
-                (_user_hash(user),),
+                (user_hash(user),),
             ).fetchone()[0]
             > erasure_seen
         }
@@ -376,7 +376,7 @@ class SQLiteStore:
         return dict(rows.fetchall())
 
     def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
-        values = [(item, _TOKEN_SEPARATOR.join(tokens)) for item, tokens in items]
+        values = [(item, TOKEN_SEPARATOR.join(tokens)) for item, tokens in items]
         if not values:
             return 0
         now = _now_ms()
@@ -404,7 +404,7 @@ class SQLiteStore:
 
     def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int:
         now = _now_ms()
-        values = [(user, _TOKEN_SEPARATOR.join(tokens), now) for user, tokens in users]
+        values = [(user, TOKEN_SEPARATOR.join(tokens), now) for user, tokens in users]
         with self._lock:
             try:
                 self._writer.executemany(
@@ -445,10 +445,10 @@ class SQLiteStore:
                 # latest_erasure) and a user who comes back is not purged again.
                 self._writer.execute(
                     "INSERT OR IGNORE INTO erased_users (user_hash) VALUES (?)",
-                    (_user_hash(user_id),),
+                    (user_hash(user_id),),
                 )
                 erasure = self._writer.execute(
-                    "INSERT INTO erasures (user_hash) VALUES (?)", (_user_hash(user_id),)
+                    "INSERT INTO erasures (user_hash) VALUES (?)", (user_hash(user_id),)
                 ).lastrowid
                 self._writer.commit()
             except BaseException:
@@ -463,7 +463,7 @@ class SQLiteStore:
             hashes = {row[0] for row in connection.execute("SELECT user_hash FROM erased_users")}
         if not hashes:
             return set()
-        marked = [u for u in user_ids if _user_hash(u) in hashes]
+        marked = [u for u in user_ids if user_hash(u) in hashes]
         return {u for u in marked if self.was_erased(u)}
 
     def erasure_state(self, user_id: str) -> tuple[int, bool]:
@@ -473,7 +473,7 @@ class SQLiteStore:
             latest, marked = connection.execute(
                 "SELECT (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?1),"
                 " EXISTS (SELECT 1 FROM erased_users WHERE user_hash = ?1)",
-                (_user_hash(user_id),),
+                (user_hash(user_id),),
             ).fetchone()
             erased = bool(marked) and not self._has_events(connection, user_id)
         return int(latest), erased
@@ -484,7 +484,7 @@ class SQLiteStore:
         data from before that erasure must purge it."""
         with self._read() as connection:
             row = connection.execute(
-                "SELECT MAX(erasure_id) FROM erasures WHERE user_hash = ?", (_user_hash(user_id),)
+                "SELECT MAX(erasure_id) FROM erasures WHERE user_hash = ?", (user_hash(user_id),)
             ).fetchone()
         return int(row[0]) if row[0] is not None else 0
 
@@ -672,7 +672,7 @@ class SQLiteStore:
                 " (SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?),"
                 " (SELECT features FROM users WHERE user_id = ?),"
                 f" {_CATALOGUE_SQL}",
-                (_user_hash(user_id), user_id),
+                (user_hash(user_id), user_id),
             ).fetchone()
             rows = indexed_rows(connection, user_id, after_seq) if after_seq < upto else []
             tail = self._recent.rows(connection, user_id, upto, last, erasure)
@@ -681,7 +681,7 @@ class SQLiteStore:
             last_seq=int(last),
             events=[(int(row[0]), _event(row[1:])) for row in rows],
             latest_erasure=int(user_erasure),
-            profile=_tokens(profile),
+            profile=split_tokens(profile),
             catalogue_revision=int(revision or 0),
         )
 
@@ -694,7 +694,7 @@ class SQLiteStore:
                 "SELECT item_id, features FROM items WHERE revision > ? ORDER BY revision, item_id",
                 (after_revision,),
             ).fetchall()
-        return int(revision or 0), [(str(item), _tokens(features)) for item, features in rows]
+        return int(revision or 0), [(str(item), split_tokens(features)) for item, features in rows]
 
     def catalogue_revision(self) -> int:
         with self._read() as connection:
@@ -774,7 +774,7 @@ class SQLiteStore:
             cursor = connection.execute(f"SELECT {key}, features FROM {table} ORDER BY {key}")
             while rows := cursor.fetchmany(10_000):
                 for entity, features in rows:
-                    yield entity, _tokens(features)
+                    yield entity, split_tokens(features)
         finally:
             connection.close()
 
@@ -804,14 +804,6 @@ class SQLiteStore:
 def _insert_statement(rows: int) -> str:
     row = "(" + ", ".join(["?"] * _COLUMNS) + ")"
     return _INSERT_HEAD + ", ".join([row] * rows) + _INSERT_TAIL
-
-
-def _tokens(features: str | None) -> tuple[str, ...]:
-    return tuple(t for t in features.split(_TOKEN_SEPARATOR) if t) if features else ()
-
-
-def _user_hash(user_id: str) -> str:
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
 def _event(row: Sequence[Any]) -> StoredEvent:

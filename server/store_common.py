@@ -4,6 +4,7 @@ database errors leaving the store as StorageError."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -118,6 +119,21 @@ def _wrapped(
 
 
 __all__ = ["GroupCommit", "PendingBatch", "errors_mapped"]
+
+
+# Feature tokens are stored joined by a character that cannot appear in a valid token
+# (the same in every backend: a store can be exported from one into another).
+TOKEN_SEPARATOR = "\x1f"
+
+
+def split_tokens(features: str | None) -> tuple[str, ...]:
+    """The tokens of a stored ``features`` column (none for NULL or empty)."""
+    return tuple(t for t in features.split(TOKEN_SEPARATOR) if t) if features else ()
+
+
+def user_hash(user_id: str) -> str:
+    """What an erasure keeps of a user (the same in every backend: devices compare it)."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
 MODEL_CHUNK_BYTES = 4 * 2**20  # model files are stored in pieces of at most this size

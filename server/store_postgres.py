@@ -55,7 +55,6 @@ stay in the heap until (auto)vacuum reuses the space, and in WAL archives and ba
 
 from __future__ import annotations
 
-import hashlib
 import re
 import select
 import threading
@@ -81,11 +80,14 @@ from shelfrank.server.storage import (
     UserView,
 )
 from shelfrank.server.store_common import (
+    TOKEN_SEPARATOR,
     GroupCommit,
     PendingBatch,
     errors_mapped,
     joined_chunks,
     model_chunks,
+    split_tokens,
+    user_hash,
 )
 
 # 2: catalogue revisions (catalogue_counter, items.revision); the model registry and leases.
@@ -154,8 +156,6 @@ CREATE TABLE IF NOT EXISTS leases (
 _SCHEMA_LOCK = 0x5EF_4A4B_0001
 # With a version's hash: serialises saves of the same model version.
 _MODEL_LOCK = 0x5EF_4A4B
-# Feature tokens are stored joined by the separator SQLiteStore uses.
-_TOKEN_SEPARATOR = "\x1f"
 _LOCK_COUNTER = "SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE"
 # The batch's new events inserted, numbered base+1.. in batch order, and the counter
 # moved past them, in one statement (one snapshot, taken after the counter lock: every
@@ -254,14 +254,6 @@ def _check_idle(connection: psycopg.Connection[TupleRow]) -> None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _tokens(features: str | None) -> tuple[str, ...]:
-    return tuple(t for t in features.split(_TOKEN_SEPARATOR) if t) if features else ()
-
-
-def _user_hash(user_id: str) -> str:
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
 def _event(row: Sequence[Any]) -> StoredEvent:
@@ -467,13 +459,13 @@ class PostgresStore:
         }
         latest: dict[str, int] = {}
         if users:
-            by_hash = {_user_hash(user): user for user in users}
+            by_hash = {user_hash(user): user for user in users}
             rows = connection.execute(
                 "SELECT user_hash, MAX(erasure_id) FROM erasures"
                 " WHERE user_hash = ANY(%s::text[]) GROUP BY user_hash",
                 (list(by_hash),),
             ).fetchall()
-            latest = {by_hash[user_hash]: int(erasure) for user_hash, erasure in rows}
+            latest = {by_hash[hashed]: int(erasure) for hashed, erasure in rows}
         refused: list[set[int]] = []
         for pending in group:
             seen = pending.erasure_seen
@@ -495,7 +487,7 @@ class PostgresStore:
         return self._upsert("users", "user_id", users)
 
     def _upsert(self, table: str, key: str, rows: Iterable[tuple[str, Sequence[str]]]) -> int:
-        values = [(entity, _TOKEN_SEPARATOR.join(tokens)) for entity, tokens in rows]
+        values = [(entity, TOKEN_SEPARATOR.join(tokens)) for entity, tokens in rows]
         # One statement cannot update a row twice: the last entry of an id wins, as it
         # does when the rows are written one after another.
         latest = dict(values)
@@ -536,7 +528,7 @@ class PostgresStore:
     def delete_user(self, user_id: str) -> tuple[bool, int]:
         """Erase a user's events and profile; returns (existed, events deleted). Under the
         counter lock: no append of the user's events interleaves with it."""
-        user_hash = _user_hash(user_id)
+        hashed = user_hash(user_id)
         with self._writing() as (connection, _):
             deleted = connection.execute(
                 "WITH gone AS (DELETE FROM events WHERE user_id = %s RETURNING event_id)"
@@ -550,9 +542,9 @@ class PostgresStore:
             # (numbered) erasure.
             connection.execute(
                 "INSERT INTO erased_users (user_hash) VALUES (%s) ON CONFLICT DO NOTHING",
-                (user_hash,),
+                (hashed,),
             )
-            connection.execute("INSERT INTO erasures (user_hash) VALUES (%s)", (user_hash,))
+            connection.execute("INSERT INTO erasures (user_hash) VALUES (%s)", (hashed,))
         return bool(deleted or profile), int(deleted)
 
     # -- model registry (see EventStore) -------------------------------------------------------
@@ -683,7 +675,7 @@ class PostgresStore:
                 "SELECT u FROM unnest(%s::text[], %s::text[]) AS t(u, h)"
                 " WHERE EXISTS (SELECT 1 FROM erased_users WHERE user_hash = t.h)"
                 " AND NOT EXISTS (SELECT 1 FROM events WHERE user_id = t.u)",
-                (users, [_user_hash(user) for user in users]),
+                (users, [user_hash(user) for user in users]),
             ).fetchall()
         return {row[0] for row in rows}
 
@@ -696,7 +688,7 @@ class PostgresStore:
                     " WHERE user_hash = %(hash)s),"
                     " EXISTS (SELECT 1 FROM erased_users WHERE user_hash = %(hash)s)"
                     " AND NOT EXISTS (SELECT 1 FROM events WHERE user_id = %(user)s)",
-                    {"hash": _user_hash(user_id), "user": user_id},
+                    {"hash": user_hash(user_id), "user": user_id},
                 ),
                 "erasure_state",
             )
@@ -708,7 +700,7 @@ class PostgresStore:
             row = _one(
                 connection.execute(
                     "SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = %s",
-                    (_user_hash(user_id),),
+                    (user_hash(user_id),),
                 ),
                 "latest_erasure",
             )
@@ -742,7 +734,7 @@ class PostgresStore:
         store's last seq and catalogue revision: one statement, one snapshot."""
         with self._pool.connection() as connection:
             rows = connection.execute(
-                _USER_VIEW, {"hash": _user_hash(user_id), "user": user_id, "after": after_seq}
+                _USER_VIEW, {"hash": user_hash(user_id), "user": user_id, "after": after_seq}
             ).fetchall()
         if not rows:
             raise StorageError(f"event store ({self.where}): user_view: no seq counter row")
@@ -751,7 +743,7 @@ class PostgresStore:
             last_seq=int(last),
             events=_seq_events(row[4:] for row in rows if row[4] is not None),
             latest_erasure=int(erasure),
-            profile=_tokens(profile),
+            profile=split_tokens(profile),
             catalogue_revision=int(revision),
         )
 
@@ -765,7 +757,7 @@ class PostgresStore:
                 " ORDER BY revision, item_id",
                 (after_revision,),
             ).fetchall()
-        return revision, [(str(item), _tokens(features)) for item, features in rows]
+        return revision, [(str(item), split_tokens(features)) for item, features in rows]
 
     def catalogue_revision(self) -> int:
         with self._pool.connection() as connection:
@@ -837,7 +829,7 @@ class PostgresStore:
                     cursor = connection.execute(after.format(**names), (last, _FEATURE_PAGE))
                 rows = cursor.fetchall()
             for entity, features in rows:
-                yield entity, _tokens(features)
+                yield entity, split_tokens(features)
             if len(rows) < _FEATURE_PAGE:
                 return
             last = rows[-1][0]
