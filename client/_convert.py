@@ -7,19 +7,23 @@ which only differ in how they wait for the RPC.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Protocol, TypeVar
 
 from shelfrank.client import _validation as check
 from shelfrank.client.types import (
+    AvailabilityResult,
+    Contribution,
     DeleteResult,
     Event,
     EventError,
+    Explanation,
     FeatureFilter,
     Item,
     ModelInfo,
+    Reason,
     Recommendations,
     ScoredItem,
     Strategy,
@@ -80,8 +84,19 @@ def recommend_request(
     exclude_features: Iterable[str],
     exclude_seen: bool,
     user_features: Iterable[str],
+    diversity: float = 0.0,
+    max_per_feature: Mapping[str, int] | None = None,
+    exploration: float | None = None,
+    exploration_max_age_ms: int | None = None,
+    exclude_event_types: Iterable[EventType | str] = (),
+    exclude_within_ms: int = 0,
+    recommendation_id: str = "",
+    explain: bool = False,
 ) -> pb.RecommendRequest:
-    return pb.RecommendRequest(
+    within = check.int64("exclude_within_ms", exclude_within_ms)
+    if within < 0:
+        raise InvalidInputError(f"exclude_within_ms: must be >= 0, got {within}")
+    request = pb.RecommendRequest(
         user_id=check.identifier("user_id", user_id),
         k=check.top_k(k),
         exclude_item_ids=check.identifiers(
@@ -92,6 +107,39 @@ def recommend_request(
         # Always sent (the field is optional in proto3) so the server never guesses.
         exclude_seen=check.boolean("exclude_seen", exclude_seen),
         user_features=check.tokens("user_features", user_features),
+        max_per_feature=check.feature_caps("max_per_feature", max_per_feature or {}),
+        recommendation_id=check.recommendation_id(recommendation_id),
+        exclude_event_types=[
+            _PROTO_EVENT_TYPE[kind]
+            for kind in check.event_types("exclude_event_types", exclude_event_types)
+        ],
+        exclude_within_ms=within,
+    )
+    diversity = check.share("diversity", diversity)
+    if diversity:
+        request.diversity = diversity
+    if exploration is not None:
+        request.exploration = check.share("exploration", exploration)
+    if exploration_max_age_ms is not None:
+        age = check.int64("exploration_max_age_ms", exploration_max_age_ms)
+        if age < 0:
+            raise InvalidInputError(f"exploration_max_age_ms: must be >= 0, got {age}")
+        request.exploration_max_age_ms = age
+    if check.boolean("explain", explain):
+        request.explain = True
+    return request
+
+
+def set_availability_request(item_ids: Iterable[str], available: bool) -> pb.SetAvailabilityRequest:
+    return pb.SetAvailabilityRequest(
+        item_ids=check.identifiers("item_ids", item_ids, min_count=1, max_count=check.MAX_BATCH),
+        available=check.boolean("available", available),
+    )
+
+
+def availability_from(response: pb.SetAvailabilityResponse) -> AvailabilityResult:
+    return AvailabilityResult(
+        changed=response.changed, unknown_item_ids=tuple(response.unknown_item_ids)
     )
 
 
@@ -102,26 +150,33 @@ def similar_items_request(
     filters: Iterable[FeatureFilter],
     exclude_features: Iterable[str],
     exclude_item_ids: Iterable[str],
+    explain: bool = False,
 ) -> pb.SimilarItemsRequest:
-    return pb.SimilarItemsRequest(
+    request = pb.SimilarItemsRequest(
         item_id=check.identifier("item_id", item_id),
         k=check.top_k(k),
         filters=_filters("filters", filters),
         exclude_features=check.tokens("exclude_features", exclude_features),
         exclude_item_ids=check.identifiers("exclude_item_ids", exclude_item_ids),
     )
+    if check.boolean("explain", explain):
+        request.explain = True
+    return request
 
 
 def rank_request(
-    user_id: str, item_ids: Iterable[str], *, user_features: Iterable[str]
+    user_id: str, item_ids: Iterable[str], *, user_features: Iterable[str], explain: bool = False
 ) -> pb.RankRequest:
-    return pb.RankRequest(
+    request = pb.RankRequest(
         user_id=check.identifier("user_id", user_id),
         item_ids=check.identifiers(
             "item_ids", item_ids, min_count=1, max_count=check.MAX_CANDIDATES
         ),
         user_features=check.tokens("user_features", user_features),
     )
+    if check.boolean("explain", explain):
+        request.explain = True
+    return request
 
 
 def delete_user_request(user_id: str) -> pb.DeleteUserRequest:
@@ -135,9 +190,35 @@ def snapshot_request(user_id: str, have_version: str) -> edge_sync_pb2.GetSnapsh
     )
 
 
+_REASON_BY_PROTO: Final = MappingProxyType(
+    {
+        pb.PERSONALIZED: Reason.PERSONALIZED,
+        pb.BECAUSE_HISTORY: Reason.BECAUSE_HISTORY,
+        pb.SIMILAR_ITEM: Reason.SIMILAR_ITEM,
+        pb.POPULAR: Reason.POPULAR,
+        pb.EXPLORATION: Reason.EXPLORATION,
+        pb.NEW_ITEM: Reason.NEW_ITEM,
+    }
+)
+
+
+def _explanation(item: pb.ScoredItem) -> Explanation | None:
+    if not item.HasField("explanation"):
+        return None
+    found = item.explanation
+    return Explanation(
+        reason=_REASON_BY_PROTO.get(found.reason, Reason.UNKNOWN),
+        contributions=tuple(Contribution(c.source, c.value) for c in found.contributions),
+        rest=found.rest,
+        because_item_ids=tuple(found.because_item_ids),
+    )
+
+
 def recommendations_from(response: pb.RecommendResponse) -> Recommendations:
     return Recommendations(
-        items=tuple(ScoredItem(item.item_id, item.score) for item in response.items),
+        items=tuple(
+            ScoredItem(item.item_id, item.score, _explanation(item)) for item in response.items
+        ),
         model_version=response.model_version,
         recommendation_id=response.recommendation_id,
         strategy=_STRATEGY_BY_PROTO.get(response.strategy, Strategy.UNKNOWN),

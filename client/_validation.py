@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.events import EventType
 
 MAX_ID_BYTES = 256
 """Ids (users, items, events, sessions) are 1 to 256 UTF-8 bytes."""
@@ -159,3 +160,69 @@ def local_path(field: str, value: object) -> Path:
     except UnicodeEncodeError:
         raise InvalidInputError(f"{field}: not encodable as a file name") from None
     return Path(value)
+
+
+MAX_PER_FEATURE_COLUMNS = 20
+MAX_RECOMMENDATION_ID = 128
+
+
+def share(field: str, value: object) -> float:
+    """A number in [0, 1] (diversity, exploration)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{field}: expected a number in [0, 1], got {_type_name(value)}")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:  # NaN fails too
+        raise InvalidInputError(f"{field}: must be in [0, 1], got {value!r}")
+    return number
+
+
+def feature_caps(field: str, value: object) -> dict[str, int]:
+    """``{"brand=": 2}``: a column followed by '=' -> a positive count."""
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{field}: expected a mapping like {{'brand=': 2}}")
+    if len(value) > MAX_PER_FEATURE_COLUMNS:
+        raise InvalidInputError(f"{field}: at most {MAX_PER_FEATURE_COLUMNS} columns")
+    caps: dict[str, int] = {}
+    for key, count in value.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"{field}: keys must be str, got {_type_name(key)}")
+        column, sep, rest = key.partition("=")
+        if not column or not sep or rest:
+            raise InvalidInputError(
+                f"{field}[{key!r}]: must be a column followed by '=' (e.g. 'brand=')"
+            )
+        number = integer(f"{field}[{key!r}]", count)
+        if number < 1 or number > 2**31 - 1:
+            raise InvalidInputError(f"{field}[{key!r}]: must be a positive count, got {count!r}")
+        caps[key] = number
+    return caps
+
+
+def recommendation_id(value: object) -> str:
+    """Empty (the server makes one) or an id of at most 128 characters."""
+    text = utf8_text("recommendation_id", value)
+    if text:
+        identifier("recommendation_id", text)
+        if len(text) > MAX_RECOMMENDATION_ID:
+            raise InvalidInputError(
+                f"recommendation_id: at most {MAX_RECOMMENDATION_ID} characters"
+            )
+    return text
+
+
+def event_types(field: str, values: object) -> tuple[EventType, ...]:
+    """Event types given as ``EventType`` or their labels (``"view"``)."""
+    kinds = []
+    for index, value in enumerate(_iterable(field, values)):
+        if isinstance(value, EventType):
+            kinds.append(value)
+        elif isinstance(value, str):
+            try:
+                kinds.append(EventType.parse(value))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{field}[{index}]: {exc}") from None
+        else:
+            raise InvalidInputError(
+                f"{field}[{index}]: expected an EventType or its label, got {_type_name(value)}"
+            )
+    return tuple(dict.fromkeys(kinds))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
@@ -17,8 +17,10 @@ from shelfrank.client._snapshot import METHOD as SNAPSHOT_METHOD
 from shelfrank.client._snapshot import SnapshotDownload, destination_folder
 from shelfrank.client.errors import ClientClosedError, WrongEventLoopError, from_rpc_error
 from shelfrank.client.types import (
+    AvailabilityResult,
     DeleteResult,
     Event,
+    EventType,
     FeatureFilter,
     Item,
     ModelInfo,
@@ -136,6 +138,14 @@ class AsyncClient:
         exclude_features: Iterable[str] = (),
         exclude_seen: bool = True,
         user_features: Iterable[str] = (),
+        diversity: float = 0.0,
+        max_per_feature: Mapping[str, int] | None = None,
+        exploration: float | None = None,
+        exploration_max_age_ms: int | None = None,
+        exclude_event_types: Iterable[EventType | str] = (),
+        exclude_within_ms: int = 0,
+        recommendation_id: str = "",
+        explain: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
         """See ``Client.recommend``."""
@@ -147,6 +157,14 @@ class AsyncClient:
             exclude_features=exclude_features,
             exclude_seen=exclude_seen,
             user_features=user_features,
+            diversity=diversity,
+            max_per_feature=max_per_feature,
+            exploration=exploration,
+            exploration_max_age_ms=exploration_max_age_ms,
+            exclude_event_types=exclude_event_types,
+            exclude_within_ms=exclude_within_ms,
+            recommendation_id=recommendation_id,
+            explain=explain,
         )
         response = await self._call("Recommend", lambda stub: stub.Recommend, request, timeout)
         return _convert.recommendations_from(response)
@@ -159,6 +177,7 @@ class AsyncClient:
         filters: Iterable[FeatureFilter] = (),
         exclude_features: Iterable[str] = (),
         exclude_item_ids: Iterable[str] = (),
+        explain: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
         """See ``Client.similar_items``."""
@@ -168,6 +187,7 @@ class AsyncClient:
             filters=filters,
             exclude_features=exclude_features,
             exclude_item_ids=exclude_item_ids,
+            explain=explain,
         )
         response = await self._call(
             "SimilarItems", lambda stub: stub.SimilarItems, request, timeout
@@ -180,10 +200,13 @@ class AsyncClient:
         item_ids: Iterable[str],
         *,
         user_features: Iterable[str] = (),
+        explain: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
         """See ``Client.rank``."""
-        request = _convert.rank_request(user_id, item_ids, user_features=user_features)
+        request = _convert.rank_request(
+            user_id, item_ids, user_features=user_features, explain=explain
+        )
         response = await self._call("Rank", lambda stub: stub.Rank, request, timeout)
         return _convert.recommendations_from(response)
 
@@ -222,6 +245,16 @@ class AsyncClient:
             )
             upserted += response.upserted
         return upserted
+
+    async def set_availability(
+        self, item_ids: Iterable[str], available: bool, *, timeout: float | None = None
+    ) -> AvailabilityResult:
+        """See ``Client.set_availability``."""
+        request = _convert.set_availability_request(item_ids, available)
+        response = await self._call(
+            "SetAvailability", lambda stub: stub.SetAvailability, request, timeout
+        )
+        return _convert.availability_from(response)
 
     async def delete_user(self, user_id: str, *, timeout: float | None = None) -> DeleteResult:
         """See ``Client.delete_user``."""

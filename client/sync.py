@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -15,8 +15,10 @@ from shelfrank.client._snapshot import METHOD as SNAPSHOT_METHOD
 from shelfrank.client._snapshot import SnapshotDownload, destination_folder
 from shelfrank.client.errors import ClientClosedError, from_rpc_error
 from shelfrank.client.types import (
+    AvailabilityResult,
     DeleteResult,
     Event,
+    EventType,
     FeatureFilter,
     Item,
     ModelInfo,
@@ -114,6 +116,14 @@ class Client:
         exclude_features: Iterable[str] = (),
         exclude_seen: bool = True,
         user_features: Iterable[str] = (),
+        diversity: float = 0.0,
+        max_per_feature: Mapping[str, int] | None = None,
+        exploration: float | None = None,
+        exploration_max_age_ms: int | None = None,
+        exclude_event_types: Iterable[EventType | str] = (),
+        exclude_within_ms: int = 0,
+        recommendation_id: str = "",
+        explain: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
         """Top-``k`` items for a user; an unknown user gets cold-start results, not an error.
@@ -130,6 +140,14 @@ class Client:
             exclude_features=exclude_features,
             exclude_seen=exclude_seen,
             user_features=user_features,
+            diversity=diversity,
+            max_per_feature=max_per_feature,
+            exploration=exploration,
+            exploration_max_age_ms=exploration_max_age_ms,
+            exclude_event_types=exclude_event_types,
+            exclude_within_ms=exclude_within_ms,
+            recommendation_id=recommendation_id,
+            explain=explain,
         )
         response = self._call("Recommend", self._stub.Recommend, request, timeout)
         return _convert.recommendations_from(response)
@@ -142,6 +160,7 @@ class Client:
         filters: Iterable[FeatureFilter] = (),
         exclude_features: Iterable[str] = (),
         exclude_item_ids: Iterable[str] = (),
+        explain: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
         """Items most like ``item_id``; ``NotFoundError`` if the service does not know it."""
@@ -151,6 +170,7 @@ class Client:
             filters=filters,
             exclude_features=exclude_features,
             exclude_item_ids=exclude_item_ids,
+            explain=explain,
         )
         response = self._call("SimilarItems", self._stub.SimilarItems, request, timeout)
         return _convert.recommendations_from(response)
@@ -161,10 +181,13 @@ class Client:
         item_ids: Iterable[str],
         *,
         user_features: Iterable[str] = (),
+        explain: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
         """The 1..10,000 candidate ``item_ids`` in ranked order; unknown items rank last."""
-        request = _convert.rank_request(user_id, item_ids, user_features=user_features)
+        request = _convert.rank_request(
+            user_id, item_ids, user_features=user_features, explain=explain
+        )
         response = self._call("Rank", self._stub.Rank, request, timeout)
         return _convert.recommendations_from(response)
 
@@ -204,6 +227,16 @@ class Client:
         for request in _convert.upsert_users_requests(users):
             upserted += self._call("UpsertUsers", self._stub.UpsertUsers, request, timeout).upserted
         return upserted
+
+    def set_availability(
+        self, item_ids: Iterable[str], available: bool, *, timeout: float | None = None
+    ) -> AvailabilityResult:
+        """Make items unavailable (``available=False``: never recommended by any call,
+        nor by a device after its next sync; their history still trains the model) or
+        available again. Ids the catalogue does not hold are reported, not an error."""
+        request = _convert.set_availability_request(item_ids, available)
+        response = self._call("SetAvailability", self._stub.SetAvailability, request, timeout)
+        return _convert.availability_from(response)
 
     def delete_user(self, user_id: str, *, timeout: float | None = None) -> DeleteResult:
         """Erase a user's events, vector and mappings; afterwards the user is unknown."""

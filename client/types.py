@@ -18,13 +18,17 @@ from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType, new_event_id
 
 __all__ = [
+    "AvailabilityResult",
+    "Contribution",
     "DeleteResult",
     "Event",
     "EventError",
     "EventType",
+    "Explanation",
     "FeatureFilter",
     "Item",
     "ModelInfo",
+    "Reason",
     "Recommendations",
     "ScoredItem",
     "Strategy",
@@ -50,11 +54,66 @@ class Strategy(enum.StrEnum):
     """Unspecified, or a strategy added by a newer server: the items are still valid."""
 
 
+class Reason(enum.StrEnum):
+    """Why an item was recommended (``Explanation.reason``)."""
+
+    PERSONALIZED = "personalized"
+    """The user's own vector (trained, or composed from profile features)."""
+    BECAUSE_HISTORY = "because_history"
+    """Mostly what the user did: folded-in events, item-to-item votes, the session."""
+    SIMILAR_ITEM = "similar_item"
+    """``similar_items``: close to the given item."""
+    POPULAR = "popular"
+    """Nothing is known of the user: popularity."""
+    EXPLORATION = "exploration"
+    """An exploration slot (a new or little-shown item)."""
+    NEW_ITEM = "new_item"
+    """An item the model was not trained with, scored by its features."""
+    UNKNOWN = "unknown"
+    """Unspecified, or a reason added by a newer server."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One part of a score. ``source``: ``bias:user``, ``bias:item``, ``item:<token>``,
+    ``user:<token>``, ``history:<item_id>`` or ``signal:<name>``."""
+
+    source: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """Why an item is in a list: its ``contributions`` (largest in size first) plus
+    ``rest`` (those left out) sum to its score; ``because_item_ids`` are up to three items
+    of the user's history that support it most."""
+
+    reason: Reason
+    contributions: tuple[Contribution, ...] = ()
+    rest: float = 0.0
+    because_item_ids: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> float:
+        return float(sum(c.value for c in self.contributions) + self.rest)
+
+
 @dataclass(frozen=True, slots=True)
 class ScoredItem:
     item_id: str
     score: float
     """Higher is better; comparable only within one response."""
+    explanation: Explanation | None = None
+    """Set when the request asked to ``explain``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AvailabilityResult:
+    """What ``set_availability`` did: how many items changed, and the ids the catalogue
+    does not hold (nothing was done for them)."""
+
+    changed: int
+    unknown_item_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,12 +33,29 @@ class FeatureIndex:
         counts = np.bincount(indices, minlength=len(vocabulary))
         self._starts = np.zeros(len(vocabulary) + 1, dtype=np.int64)
         np.cumsum(counts, out=self._starts[1:])
+        # column prefix ("brand=") -> row -> its values' token columns; built on first use
+        self._columns: dict[str, dict[int, tuple[int, ...]]] = {}
 
     def rows_with(self, token: str) -> IndexArray:
         column = self.vocabulary.get(token)
         if column is None:
             return np.empty(0, np.int64)
         return self._rows[self._starts[column] : self._starts[column + 1]]
+
+    def column_values(self, prefix: str) -> dict[int, tuple[int, ...]]:
+        """Row -> the vocabulary columns of its tokens starting with ``prefix`` (a column
+        and '=', e.g. ``"brand="``); rows without any are absent. Built once per prefix."""
+        known = self._columns.get(prefix)
+        if known is not None:
+            return known
+        values: dict[int, list[int]] = {}
+        for column, token in enumerate(self.vocabulary.ids):
+            if token.startswith(prefix):
+                for row in self._rows[self._starts[column] : self._starts[column + 1]].tolist():
+                    values.setdefault(row, []).append(column)
+        built = {row: tuple(columns) for row, columns in values.items()}
+        self._columns[prefix] = built  # racing first users build the same; no harm
+        return built
 
     def allowed(
         self, filters: Sequence[Sequence[str]] = (), exclude_tokens: Sequence[str] = ()

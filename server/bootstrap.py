@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +69,7 @@ def _popularity(
 
 
 def state_without_model(
-    catalogue: Iterable[tuple[str, Sequence[str]]],
+    catalogue: Sequence[tuple[Any, ...]],
     counts: Sequence[tuple[str, EventType, int]],
     counted_to_seq: int,
     config: TrainConfig,
@@ -78,9 +79,9 @@ def state_without_model(
     vocabulary = IdMap()
     item_ids = IdMap()
     token_rows: list[list[int]] = []
-    for item, tokens in catalogue:
-        item_ids.add(item)
-        token_rows.append(sorted({vocabulary.add(token) for token in tokens}))
+    for entry in catalogue:  # (item, tokens) or a CatalogueEntry
+        item_ids.add(entry[0])
+        token_rows.append(sorted({vocabulary.add(token) for token in entry[1]}))
     for item, _, _ in counts:
         if item not in item_ids:
             item_ids.add(item)
@@ -100,7 +101,8 @@ def state_without_model(
         seen=SparseRows.empty(0),
     )
     state = ServingState.build(model, config, trained_at_ms=0, watermark_seq=counted_to_seq)
-    return replace(state, trained=False)
+    # Availability and when items were added (tokens are in place: nothing else changes).
+    return replace(state, trained=False).with_catalogue(catalogue)
 
 
 def read_state_without_model(store: EventStore, config: TrainConfig) -> ServingState:

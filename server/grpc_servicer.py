@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.events import EventType
 from shelfrank.proto._generated import edge_sync_pb2 as edge_pb
 from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.proto._generated import recommender_pb2 as pb
@@ -22,6 +23,7 @@ from shelfrank.server.requests import (
     RankQuery,
     RateLimitedError,
     RecommendQuery,
+    SeenFilter,
     SimilarQuery,
     TooLargeError,
 )
@@ -96,6 +98,18 @@ def _filters(filters: Any) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(f.any_of) for f in filters)
 
 
+def _seen_filter(types: Any, within_ms: int) -> SeenFilter:
+    kinds = []
+    for index, value in enumerate(types):
+        try:
+            kinds.append(EventType(value))
+        except ValueError:
+            raise InvalidInputError(
+                f"exclude_event_types[{index}]: unknown event type {value}"
+            ) from None
+    return SeenFilter(frozenset(kinds), within_ms)
+
+
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, service: RecommenderService, callers: Callers | None = None) -> None:
         self.service = service
@@ -113,6 +127,16 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             exclude_features=tuple(request.exclude_features),
             exclude_seen=request.exclude_seen if request.HasField("exclude_seen") else True,
             user_features=tuple(request.user_features),
+            diversity=request.diversity,
+            max_per_feature=tuple(request.max_per_feature.items()),
+            exploration=request.exploration if request.HasField("exploration") else None,
+            exploration_max_age_ms=(
+                request.exploration_max_age_ms
+                if request.HasField("exploration_max_age_ms")
+                else None
+            ),
+            recommendation_id=request.recommendation_id,
+            seen=_seen_filter(request.exclude_event_types, request.exclude_within_ms),
         )
         return _response(self.service.recommend(query))
 
@@ -180,6 +204,15 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     ) -> pb.DeleteUserResponse:
         existed, deleted = self.service.delete_user(request.user_id)
         return pb.DeleteUserResponse(existed=existed, events_deleted=deleted)
+
+    @translate_errors
+    def SetAvailability(  # noqa: N802
+        self, request: pb.SetAvailabilityRequest, context: grpc.ServicerContext
+    ) -> pb.SetAvailabilityResponse:
+        result = self.service.set_availability(tuple(request.item_ids), request.available)
+        return pb.SetAvailabilityResponse(
+            changed=result.changed, unknown_item_ids=list(result.unknown_item_ids)
+        )
 
     @translate_errors
     def GetModelInfo(  # noqa: N802

@@ -30,6 +30,9 @@ from shelfrank.core.events import EventType
 from shelfrank.server.storage import SeqEvents, UserView
 
 CONSUMED = frozenset({EventType.PURCHASE, EventType.DISMISS})
+# The latest events kept per record (item, type, timestamp): what a request's
+# ``exclude_event_types`` look-back can reach.
+MAX_RECENT = 200
 MAX_USERS = 100_000  # records kept (a few hundred bytes each plus 16 per fresh event)
 
 
@@ -42,6 +45,14 @@ class UserLive:
     fresh_items: tuple[str, ...]  # events newer than the watermark, in the order recorded
     fresh_types: tuple[EventType, ...]
     consumed: frozenset[str]  # items purchased or dismissed, at any time
+    # The user's latest MAX_RECENT events (item, type, timestamp ms), oldest first.
+    recent: tuple[tuple[str, EventType, int], ...] = ()
+
+    def touched(self, event_types: frozenset[EventType], since_ms: int) -> set[str]:
+        """Items of the recent events of these types at or after ``since_ms``."""
+        return {
+            item for item, kind, stamp in self.recent if kind in event_types and stamp >= since_ms
+        }
 
     @classmethod
     def read(cls, view: UserView, watermark_seq: int) -> UserLive:
@@ -73,6 +84,10 @@ class UserLive:
             fresh_items=self.fresh_items + tuple(sys.intern(e.item_id) for _, e in fresh),
             fresh_types=self.fresh_types + tuple(e.event_type for _, e in fresh),
             consumed=self.consumed | {e.item_id for _, e in new if e.event_type in CONSUMED},
+            recent=(
+                self.recent
+                + tuple((e.item_id, e.event_type, e.timestamp_ms) for _, e in new[-MAX_RECENT:])
+            )[-MAX_RECENT:],
         )
 
 

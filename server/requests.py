@@ -16,6 +16,7 @@ from typing import NamedTuple
 from shelfrank.core.errors import InvalidInputError, ShelfrankError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.core.ids import MAX_ID_BYTES
+from shelfrank.core.ranking import Steering
 
 MAX_K = 1000
 MAX_BATCH = 10_000
@@ -23,6 +24,7 @@ MAX_LIST = 10_000
 MAX_QUERY_CHARS = 1024
 MAX_FILTERS = 100
 MAX_TOKEN_BYTES = 512
+MAX_RECOMMENDATION_ID = 128
 MAX_FUTURE_MS = 24 * 3600 * 1000  # clocks drift; a day ahead is "far in the future"
 
 
@@ -112,6 +114,30 @@ def check_filters(filters: Sequence[Sequence[str]], exclude_features: Sequence[s
     check_tokens(exclude_features, "exclude_features")
 
 
+def check_recommendation_id(value: str) -> str:
+    """A caller's id for a list (empty: the server makes one)."""
+    if value:
+        check_id(value, "recommendation_id")
+        if len(value) > MAX_RECOMMENDATION_ID:
+            raise InvalidInputError(
+                f"recommendation_id: at most {MAX_RECOMMENDATION_ID} characters, got {len(value)}"
+            )
+    return value
+
+
+@dataclass(frozen=True)
+class SeenFilter:
+    """Items the user had one of ``event_types`` with (``within_ms`` ago at most; 0: any
+    time) are skipped, besides purchases and dismissals under ``exclude_seen``."""
+
+    event_types: frozenset[EventType] = frozenset()
+    within_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.within_ms < 0:
+            raise InvalidInputError(f"seen_within_ms: must be >= 0, got {self.within_ms}")
+
+
 @dataclass(frozen=True)
 class RecommendQuery:
     user_id: str
@@ -121,6 +147,13 @@ class RecommendQuery:
     exclude_features: tuple[str, ...] = ()
     exclude_seen: bool = True
     user_features: tuple[str, ...] = ()
+    # Steering (core/ranking.py); None: the server's default.
+    diversity: float = 0.0
+    max_per_feature: tuple[tuple[str, int], ...] = ()
+    exploration: float | None = None
+    exploration_max_age_ms: int | None = None
+    recommendation_id: str = ""
+    seen: SeenFilter = SeenFilter()
 
     def __post_init__(self) -> None:
         check_id(self.user_id, "user_id")
@@ -128,6 +161,21 @@ class RecommendQuery:
         check_list(self.exclude_item_ids, "exclude_item_ids")
         check_filters(self.filters, self.exclude_features)
         check_tokens(self.user_features, "user_features")
+        check_recommendation_id(self.recommendation_id)
+        self.steering(Steering())  # every steering field is checked here, named
+
+    def steering(self, default: Steering) -> Steering:
+        """The request's steering, the server's ``default`` where it leaves a field out."""
+        return Steering(
+            diversity=self.diversity,
+            max_per_feature=self.max_per_feature,
+            exploration=default.exploration if self.exploration is None else self.exploration,
+            exploration_max_age_ms=(
+                default.exploration_max_age_ms
+                if self.exploration_max_age_ms is None
+                else self.exploration_max_age_ms
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,18 @@ from typing import Protocol
 import numpy as np
 from cachetools import LRUCache
 
+from shelfrank.core.blend import Mode
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
-from shelfrank.core.scoring import top_k
+from shelfrank.core.ranking import (
+    PLAIN,
+    ItemFacts,
+    Steering,
+    candidate_mask,
+    exploration_rows,
+    rank,
+)
+from shelfrank.core.scoring import IndexArray, TopK, top_k
 from shelfrank.core.serving import UserVector
 from shelfrank.server.bootstrap import read_state_without_model, with_new_events
 from shelfrank.server.live import LiveUsers, UserLive
@@ -50,11 +59,12 @@ from shelfrank.server.requests import (
     SimilarQuery,
     TooLargeError,
     check_id,
+    check_list,
     check_tokens,
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.storage import EventStore, UserView
+from shelfrank.server.storage import AvailabilityResult, EventStore, UserView
 
 log = logging.getLogger("shelfrank.service")
 DEGRADED_LOG_SECONDS = 10.0  # at most one warning this often while the store is away
@@ -69,6 +79,8 @@ class Scored:
     model_version: str
     recommendation_id: str
     strategy: str  # trained | fold-in | features | popularity | item
+    # Per item: whether it fills an exploration slot (empty: none did).
+    explored: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,8 +137,11 @@ class RecommenderService:
         limits: EventLimits | None = None,
         scoring_threads: int = 1,
         published: int = 0,
+        steering: Steering = PLAIN,
     ):
         self._store = store
+        # What a Recommend that leaves a steering field out gets (e.g. an exploration share).
+        self.default_steering = steering
         if state.trained:  # the catalogue as the store has it now, not as when trained
             revision, catalogue = store.catalogue_changes(state.catalogue_through)
             state = state.with_catalogue(catalogue, revision=revision)
@@ -331,17 +346,57 @@ class RecommenderService:
         excluded = set(query.exclude_item_ids)
         if query.exclude_seen:
             excluded |= live.consumed
+        if query.seen.event_types:
+            since = int(time.time() * 1000) - query.seen.within_ms if query.seen.within_ms else 0
+            excluded |= live.touched(query.seen.event_types, since)
         exclude = model.item_rows(sorted(excluded))
-        mask = state.features.allowed(query.filters, query.exclude_features)
-        with self._scoring:
-            top = model.rank(
-                user,
-                query.k,
-                exclude=exclude,
-                allowed=mask,
-                mode="new" if query.exclude_seen else "repeat",
-            )
-        return self._scored(state, top.indices, top.scores, user.source)
+        mask = candidate_mask(
+            state.features,
+            filters=query.filters,
+            exclude_features=query.exclude_features,
+            available=state.available,
+        )
+        mode: Mode = "new" if query.exclude_seen else "repeat"
+        steering = query.steering(self.default_steering)
+        key = query.recommendation_id or uuid.uuid4().hex
+
+        def best_of(count: int) -> TopK:
+            with self._scoring:
+                return model.rank(user, count, exclude=exclude, allowed=mask, mode=mode)
+
+        if not steering.active:
+            top = best_of(query.k)
+            explores = None
+        else:
+            facts = self._item_facts(state, user, mode, steering, mask, exclude)
+            candidates = len(model.items) if mask is None else int(np.count_nonzero(mask))
+            top, explores = rank(best_of, query.k, steering, facts, key, candidates=candidates)
+        return self._scored(state, top.indices, top.scores, user.source, key=key, explores=explores)
+
+    @staticmethod
+    def _item_facts(
+        state: ServingState,
+        user: UserVector,
+        mode: Mode,
+        steering: Steering,
+        mask: np.ndarray | None,
+        exclude: IndexArray,
+    ) -> ItemFacts:
+        model = state.model
+        return ItemFacts(
+            vectors=lambda rows: model.items.item_vectors[rows],
+            features=state.features,
+            exploration=lambda: exploration_rows(
+                candidates=mask,
+                n_items=len(model.items),
+                excluded=exclude,
+                new=state.new_items,
+                added_ms=state.added_ms,
+                max_age_ms=steering.exploration_max_age_ms,
+                now_ms=int(time.time() * 1000),
+            ),
+            scores=lambda rows: model.scores_of(user, rows, mode),
+        )
 
     def similar_items(self, query: SimilarQuery) -> Scored:
         state = self.current_state(self._catalogue_revision())
@@ -354,7 +409,12 @@ class RecommenderService:
         vectors, norms = model.items.item_vectors, model.items.norms
         scores = (vectors @ vectors[row]) / (norms * norms[row])
         exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
-        mask = state.features.allowed(query.filters, query.exclude_features)
+        mask = candidate_mask(
+            state.features,
+            filters=query.filters,
+            exclude_features=query.exclude_features,
+            available=state.available,
+        )
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(scores, query.k, exclude=exclude, candidates=candidates)
         return self._scored(state, top.indices, top.scores, "item")
@@ -364,7 +424,12 @@ class RecommenderService:
         said so by the strategy."""
         model = state.model
         exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
-        mask = state.features.allowed(query.filters, query.exclude_features)
+        mask = candidate_mask(
+            state.features,
+            filters=query.filters,
+            exclude_features=query.exclude_features,
+            available=state.available,
+        )
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(model.item_popularity, query.k, exclude=exclude, candidates=candidates)
         return self._scored(state, top.indices, top.scores, "popularity")
@@ -372,13 +437,19 @@ class RecommenderService:
     def rank(self, query: RankQuery) -> Scored:
         state, user, _ = self._user(query.user_id, query.user_features)
         model = state.model
+        available = state.available
         known = [(i, model.item_ids.get(i)) for i in dict.fromkeys(query.item_ids)]
-        rows = np.array([r for _, r in known if r is not None], dtype=np.int64)
+        # Unknown and unavailable items come last, in the order given, with score -inf.
+        rankable = [
+            (i, r) for i, r in known if r is not None and (available is None or available[r])
+        ]
+        rows = np.array([r for _, r in rankable], dtype=np.int64)
         # Nothing is excluded from a list to rank, so the blend's repeat mode orders it.
         scores = model.scores_of(user, rows, mode="repeat")
         order = np.lexsort((rows, -scores))
         ranked = [(model.item_ids.id_of(int(rows[i])), float(scores[i])) for i in order]
-        ranked += [(item, float("-inf")) for item, r in known if r is None]  # unknown: last
+        placed = {item for item, _ in rankable}
+        ranked += [(item, float("-inf")) for item, _ in known if item not in placed]
         return Scored(
             items=tuple(ranked),
             model_version=state.model_version,
@@ -387,7 +458,14 @@ class RecommenderService:
         )
 
     def _scored(
-        self, state: ServingState, rows: np.ndarray, scores: np.ndarray, strategy: str
+        self,
+        state: ServingState,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        strategy: str,
+        *,
+        key: str = "",
+        explores: np.ndarray | None = None,
     ) -> Scored:
         names = state.model.item_ids.ids
         # tolist() makes Python ints and floats in C; a loop over numpy scalars is slower.
@@ -395,8 +473,9 @@ class RecommenderService:
         return Scored(
             items=items,
             model_version=state.model_version,
-            recommendation_id=uuid.uuid4().hex,
+            recommendation_id=key or uuid.uuid4().hex,
             strategy=strategy,
+            explored=() if explores is None else tuple(explores.tolist()),
         )
 
     def info(self) -> Info:
@@ -466,6 +545,29 @@ class RecommenderService:
         # Through the store's revisions, as every other process sees it: the same table.
         self.current_state(self._store.catalogue_revision())
         return len(checked)
+
+    def set_availability(self, item_ids: Sequence[str], available: bool) -> AvailabilityResult:
+        """Make items (un)available; served from the next call, by every process. Items
+        the serving model knows but the catalogue never stored (seen only in events) are
+        stored first, with the tokens they are served with."""
+        if not item_ids:
+            raise InvalidInputError("item_ids: must not be empty")
+        check_list(item_ids, "item_ids", limit=MAX_BATCH)
+        result = self._store.set_availability(item_ids, available)
+        if result.unknown_item_ids:
+            state = self.current_state()
+            adopt = [i for i in result.unknown_item_ids if i in state.model.item_ids]
+            if adopt:
+                self._store.upsert_items([(i, state.item_tokens(i)) for i in adopt])
+                again = self._store.set_availability(adopt, available)
+                result = AvailabilityResult(
+                    changed=result.changed + again.changed,
+                    unknown_item_ids=tuple(
+                        i for i in result.unknown_item_ids if i not in set(adopt)
+                    ),
+                )
+        self.current_state(self._store.catalogue_revision())
+        return result
 
     def upsert_users(self, users: Sequence[tuple[str, Sequence[str]]]) -> int:
         checked = self._checked_entities(users, "users", "user_id")

@@ -9,9 +9,12 @@ assignment (atomic in CPython).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from shelfrank.core.filters import FeatureIndex
 from shelfrank.core.representation import TokenEmbeddings
@@ -41,6 +44,11 @@ class ServingState:
     # False before the first model (server/bootstrap.py): items are ranked by popularity
     # over the store's events, counted through ``watermark_seq``.
     trained: bool = True
+    # Per item row: False when made unavailable (EventStore.set_availability); None: all
+    # available. Never recommended, still in the table (its history still trains).
+    available: npt.NDArray[np.bool_] | None = field(default=None, compare=False)
+    # Per item row: when the catalogue first stored it (unix ms; 0: unknown).
+    added_ms: npt.NDArray[np.int64] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.trained_items < 0:
@@ -60,24 +68,61 @@ class ServingState:
         model's trained vector (not when erased after the model's events were read)."""
         return latest_erasure <= self.erasures_through
 
+    @cached_property
+    def new_items(self) -> npt.NDArray[np.bool_]:
+        """Rows that may take exploration slots: items the model was not trained with
+        and items without any interaction in its training data."""
+        new = self.model.item_popularity <= 0
+        new[self.trained_items :] = True
+        return new
+
     def with_catalogue(
         self,
-        catalogue: Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]],
+        catalogue: Mapping[str, Sequence[str]] | Iterable[tuple[Any, ...]],
         *,
         revision: int | None = None,
     ) -> ServingState:
         """This state with every catalogue item present with exactly the given tokens
         (only the differences are applied; the catalogue may be streamed), reflecting the
-        store's catalogue ``revision`` when given."""
-        pairs = catalogue.items() if isinstance(catalogue, Mapping) else catalogue
+        store's catalogue ``revision`` when given. Entries may carry availability and
+        when the item was added (``CatalogueEntry``): a flip of availability alone copies
+        one flag per item, not the item table."""
+        entries = catalogue.items() if isinstance(catalogue, Mapping) else catalogue
         ids = self.model.item_ids
-        changes = {
-            item: tokens
-            for item, tokens in pairs
-            if item not in ids or self.item_tokens(item) != tuple(tokens)
-        }
+        changes: dict[str, Sequence[str]] = {}
+        flags: dict[str, tuple[bool, int]] = {}
+        for entry in entries:
+            item, tokens = entry[0], entry[1]
+            if item not in ids or self.item_tokens(item) != tuple(tokens):
+                changes[item] = tokens
+            if len(entry) > 2:
+                flags[item] = (bool(entry[2]), int(entry[3]) if len(entry) > 3 else 0)
         state = self.with_items(changes) if changes else self
+        if flags:
+            state = state._with_flags(flags)
         return state if revision is None else replace(state, catalogue_through=revision)
+
+    def _with_flags(self, flags: Mapping[str, tuple[bool, int]]) -> ServingState:
+        n = len(self.model.item_ids)
+        available = _grown(self.available, n, True)
+        added = _grown(self.added_ms, n, 0)
+        rows = np.array(self.model.item_ids.indices(list(flags)), np.int64)
+        values = list(flags.values())
+        new_available = np.array([a for a, _ in values], np.bool_)
+        new_added = np.array([t for _, t in values], np.int64)
+        if available is None and bool(new_available.all()):
+            pass  # every item stays available: no mask to copy or consult
+        else:
+            available = np.ones(n, np.bool_) if available is None else available.copy()
+            available[rows] = new_available
+        if added is None and not new_added.any():
+            pass
+        else:
+            added = np.zeros(n, np.int64) if added is None else added.copy()
+            added[rows] = new_added
+        if available is not None and available.all():
+            available = None
+        return replace(self, available=available, added_ms=added)
 
     @classmethod
     def build(
@@ -156,7 +201,22 @@ class ServingState:
             item_popularity=np.concatenate([model.item_popularity, np.zeros(added, np.float32)]),
             signals=None if model.signals is None else model.signals.with_items_appended(added),
         )
-        return replace(self, model=new_model, features=_feature_index(new_model))
+        n = len(item_ids)
+        return replace(
+            self,
+            model=new_model,
+            features=_feature_index(new_model),
+            available=_grown(self.available, n, True),
+            added_ms=_grown(self.added_ms, n, 0),
+        )
+
+
+def _grown(values: npt.NDArray[Any] | None, n: int, fill: bool | int) -> npt.NDArray[Any] | None:
+    """Per-row values extended to ``n`` rows with ``fill`` (items appended since)."""
+    if values is None or values.size == n:
+        return values
+    extra = np.full(n - values.size, fill, dtype=values.dtype)
+    return np.concatenate([values, extra])
 
 
 def _recomposed(table: ScoringTable, rows: Mapping[int, tuple[np.ndarray, float]]) -> ScoringTable:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
@@ -37,6 +37,21 @@ class AppendResult:
     duplicates: tuple[int, ...]
     seqs: tuple[int, ...] = ()  # the store's seq of each accepted event, in the same order
     erased: tuple[int, ...] = ()
+
+
+class CatalogueEntry(NamedTuple):
+    """One catalogue item as the store has it now."""
+
+    item_id: str
+    tokens: tuple[str, ...]
+    available: bool = True  # False: never recommended (out of stock, withdrawn)
+    added_ms: int = 0  # when first stored (unix ms; 0: unknown)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvailabilityResult:
+    changed: int  # items whose availability this call changed
+    unknown_item_ids: tuple[str, ...]  # ids the catalogue does not hold (nothing done)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +116,12 @@ class EventStore(Protocol):
         :meth:`catalogue_changes`); returns how many entries were given."""
         ...
 
+    def set_availability(self, item_ids: Sequence[str], available: bool) -> AvailabilityResult:
+        """Make catalogue items (un)available without touching their tokens: the items
+        that change get a new catalogue revision (one for the call; none when nothing
+        changes). New items upserted later are available."""
+        ...
+
     def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int: ...
 
     def delete_user(self, user_id: str) -> tuple[bool, int]:
@@ -135,12 +156,11 @@ class EventStore(Protocol):
         store's last seq and catalogue revision, from one snapshot."""
         ...
 
-    def catalogue_changes(
-        self, after_revision: int = 0
-    ) -> tuple[int, list[tuple[str, tuple[str, ...]]]]:
-        """The catalogue revision and every item upserted after ``after_revision`` with
-        its tokens now, ordered by (revision, item id), from one snapshot. Revisions are
-        in commit order: a reader that saw revision ``r`` has seen every upsert up to it."""
+    def catalogue_changes(self, after_revision: int = 0) -> tuple[int, list[CatalogueEntry]]:
+        """The catalogue revision and every item upserted or (un)made available after
+        ``after_revision`` as it is now, ordered by (revision, item id), from one
+        snapshot. Revisions are in commit order: a reader that saw revision ``r`` has
+        seen every change up to it."""
         ...
 
     def catalogue_revision(self) -> int:
@@ -225,6 +245,8 @@ class EventStore(Protocol):
 
 __all__ = [
     "AppendResult",
+    "AvailabilityResult",
+    "CatalogueEntry",
     "EventStore",
     "LeaseLostError",
     "ModelFiles",

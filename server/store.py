@@ -35,6 +35,8 @@ from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.server.storage import (
     AppendResult,
+    AvailabilityResult,
+    CatalogueEntry,
     LeaseLostError,
     ModelFiles,
     ModelPointer,
@@ -65,7 +67,8 @@ from shelfrank.server.user_events import (
 
 # 2: events are indexed by user in bulk (user_events, see user_events.py), not per insert.
 # 3: catalogue items carry the revision that last wrote them (meta.catalogue_revision).
-SCHEMA_VERSION = 3
+# 4: catalogue items carry their availability and when they were first stored.
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -86,7 +89,9 @@ CREATE TABLE IF NOT EXISTS erasures (erasure_id INTEGER PRIMARY KEY, user_hash T
 CREATE INDEX IF NOT EXISTS erasures_by_user ON erasures (user_hash, erasure_id);
 CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, features TEXT NOT NULL,
                                   updated_ms INTEGER NOT NULL,
-                                  revision INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+                                  revision INTEGER NOT NULL DEFAULT 0,
+                                  available INTEGER NOT NULL DEFAULT 1,
+                                  added_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL,
                                   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, saved INTEGER NOT NULL UNIQUE,
@@ -209,6 +214,12 @@ class SQLiteStore:
         self._writer.execute(
             "CREATE INDEX IF NOT EXISTS items_by_revision ON items (revision, item_id)"
         )
+        if "available" not in columns:  # schema 3 and before: every item was available
+            self._writer.execute(
+                "ALTER TABLE items ADD COLUMN available INTEGER NOT NULL DEFAULT 1"
+            )
+            self._writer.execute("ALTER TABLE items ADD COLUMN added_ms INTEGER NOT NULL DEFAULT 0")
+            self._writer.execute("UPDATE items SET added_ms = updated_ms")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -390,17 +401,52 @@ class SQLiteStore:
                     f" WHERE key = '{_CATALOGUE_KEY}'"
                 )
                 self._writer.executemany(
-                    "INSERT INTO items (item_id, features, updated_ms, revision)"
-                    f" VALUES (?, ?, ?, {_CATALOGUE_SQL}) ON CONFLICT(item_id) DO UPDATE"
+                    "INSERT INTO items (item_id, features, updated_ms, revision, added_ms)"
+                    f" VALUES (?, ?, ?, {_CATALOGUE_SQL}, ?) ON CONFLICT(item_id) DO UPDATE"
                     " SET features=excluded.features, updated_ms=excluded.updated_ms,"
                     " revision=excluded.revision",
-                    [(item, features, now) for item, features in values],
+                    [(item, features, now, now) for item, features in values],
                 )
                 self._writer.commit()
             except BaseException:
                 self._writer.rollback()
                 raise
         return len(values)
+
+    def set_availability(self, item_ids: Sequence[str], available: bool) -> AvailabilityResult:
+        wanted = list(dict.fromkeys(item_ids))
+        flag = 1 if available else 0
+        with self._lock:
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                stored: dict[str, int] = {}
+                for start in range(0, len(wanted), _MAX_ROWS_PER_INSERT):
+                    chunk = wanted[start : start + _MAX_ROWS_PER_INSERT]
+                    marks = ",".join("?" * len(chunk))
+                    stored.update(
+                        self._writer.execute(
+                            f"SELECT item_id, available FROM items WHERE item_id IN ({marks})",
+                            chunk,
+                        ).fetchall()
+                    )
+                changing = [item for item in wanted if item in stored and stored[item] != flag]
+                if changing:
+                    self._writer.execute(
+                        f"UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+                        f" WHERE key = '{_CATALOGUE_KEY}'"
+                    )
+                    now = _now_ms()
+                    self._writer.executemany(
+                        "UPDATE items SET available = ?, updated_ms = ?,"
+                        f" revision = {_CATALOGUE_SQL} WHERE item_id = ?",
+                        [(flag, now, item) for item in changing],
+                    )
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+        unknown = tuple(item for item in wanted if item not in stored)
+        return AvailabilityResult(changed=len(changing), unknown_item_ids=unknown)
 
     def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int:
         now = _now_ms()
@@ -685,16 +731,18 @@ class SQLiteStore:
             catalogue_revision=int(revision or 0),
         )
 
-    def catalogue_changes(
-        self, after_revision: int = 0
-    ) -> tuple[int, list[tuple[str, tuple[str, ...]]]]:
+    def catalogue_changes(self, after_revision: int = 0) -> tuple[int, list[CatalogueEntry]]:
         with self._snapshot() as connection:
             revision = connection.execute(f"SELECT {_CATALOGUE_SQL}").fetchone()[0]
             rows = connection.execute(
-                "SELECT item_id, features FROM items WHERE revision > ? ORDER BY revision, item_id",
+                "SELECT item_id, features, available, added_ms FROM items WHERE revision > ?"
+                " ORDER BY revision, item_id",
                 (after_revision,),
             ).fetchall()
-        return int(revision or 0), [(str(item), split_tokens(features)) for item, features in rows]
+        return int(revision or 0), [
+            CatalogueEntry(str(item), split_tokens(features), bool(available), int(added))
+            for item, features, available, added in rows
+        ]
 
     def catalogue_revision(self) -> int:
         with self._read() as connection:

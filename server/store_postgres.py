@@ -73,6 +73,8 @@ from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.storage import (
     AppendResult,
+    AvailabilityResult,
+    CatalogueEntry,
     LeaseLostError,
     ModelFiles,
     ModelPointer,
@@ -91,7 +93,8 @@ from shelfrank.server.store_common import (
 )
 
 # 2: catalogue revisions (catalogue_counter, items.revision); the model registry and leases.
-SCHEMA_VERSION = 2
+# 3: catalogue items carry their availability and when they were first stored.
+SCHEMA_VERSION = 3
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
 # in the same order on both stores), and cheaper comparisons in every index.
 _SCHEMA = """
@@ -136,6 +139,10 @@ INSERT INTO catalogue_counter (id, revision)
     ON CONFLICT (id) DO NOTHING;
 UPDATE items SET revision = 1 WHERE revision = 0;
 CREATE INDEX IF NOT EXISTS items_by_revision ON items (revision, item_id);
+-- Schema 3. Items of schema 2 were all available; they were first stored when last updated.
+ALTER TABLE items ADD COLUMN IF NOT EXISTS available BOOLEAN NOT NULL DEFAULT TRUE;
+ALTER TABLE items ADD COLUMN IF NOT EXISTS added_ms BIGINT;
+UPDATE items SET added_ms = updated_ms WHERE added_ms IS NULL;
 CREATE TABLE IF NOT EXISTS models (
     version TEXT COLLATE "C" PRIMARY KEY,
     saved BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
@@ -486,6 +493,35 @@ class PostgresStore:
     def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int:
         return self._upsert("users", "user_id", users)
 
+    def set_availability(self, item_ids: Sequence[str], available: bool) -> AvailabilityResult:
+        wanted = list(dict.fromkeys(item_ids))
+        with self._pool.connection() as connection, connection.transaction():
+            # Under the counter's row lock: revisions follow commit order (as upserts).
+            revision = _one(
+                connection.execute(
+                    "SELECT revision FROM catalogue_counter WHERE id = 1 FOR UPDATE"
+                ),
+                "catalogue counter",
+            )[0]
+            stored: dict[str, bool] = dict(
+                connection.execute(
+                    "SELECT item_id, available FROM items WHERE item_id = ANY(%s::text[])",
+                    (wanted,),
+                ).fetchall()
+            )
+            changing = [item for item in wanted if item in stored and stored[item] != available]
+            if changing:
+                connection.execute(
+                    "UPDATE catalogue_counter SET revision = %s WHERE id = 1", (revision + 1,)
+                )
+                connection.execute(
+                    "UPDATE items SET available = %s, updated_ms = %s, revision = %s"
+                    " WHERE item_id = ANY(%s::text[])",
+                    (available, _now_ms(), revision + 1, changing),
+                )
+        unknown = tuple(item for item in wanted if item not in stored)
+        return AvailabilityResult(changed=len(changing), unknown_item_ids=unknown)
+
     def _upsert(self, table: str, key: str, rows: Iterable[tuple[str, Sequence[str]]]) -> int:
         values = [(entity, TOKEN_SEPARATOR.join(tokens)) for entity, tokens in rows]
         # One statement cannot update a row twice: the last entry of an id wins, as it
@@ -509,8 +545,8 @@ class PostgresStore:
                     "catalogue counter",
                 )[0]
                 statement = sql.SQL(
-                    "INSERT INTO {table} ({key}, features, updated_ms, revision)"
-                    " SELECT k, f, %(now)s, %(revision)s"
+                    "INSERT INTO {table} ({key}, features, updated_ms, revision, added_ms)"
+                    " SELECT k, f, %(now)s, %(revision)s, %(now)s"
                     " FROM unnest(%(keys)s::text[], %(features)s::text[]) AS t(k, f)"
                     " ON CONFLICT ({key}) DO UPDATE SET features = excluded.features,"
                     " updated_ms = excluded.updated_ms, revision = excluded.revision"
@@ -747,17 +783,18 @@ class PostgresStore:
             catalogue_revision=int(revision),
         )
 
-    def catalogue_changes(
-        self, after_revision: int = 0
-    ) -> tuple[int, list[tuple[str, tuple[str, ...]]]]:
+    def catalogue_changes(self, after_revision: int = 0) -> tuple[int, list[CatalogueEntry]]:
         with self._snapshot() as connection:
             revision = int(_one(connection.execute(_CATALOGUE_REVISION), "catalogue")[0])
             rows = connection.execute(
-                "SELECT item_id, features FROM items WHERE revision > %s"
+                "SELECT item_id, features, available, added_ms FROM items WHERE revision > %s"
                 " ORDER BY revision, item_id",
                 (after_revision,),
             ).fetchall()
-        return revision, [(str(item), split_tokens(features)) for item, features in rows]
+        return revision, [
+            CatalogueEntry(str(item), split_tokens(features), bool(available), int(added or 0))
+            for item, features, available, added in rows
+        ]
 
     def catalogue_revision(self) -> int:
         with self._pool.connection() as connection:

@@ -148,7 +148,34 @@ CLIENT_CASES: dict[str, Case] = {
             {"exclude_features": "brand=x"},
             {"exclude_seen": "no"},
             {"user_features": [None]},
+            {"diversity": -0.1},
+            {"diversity": 1.5},
+            {"diversity": "some"},
+            {"max_per_feature": {"brand": 2}},  # a column needs its '='
+            {"max_per_feature": {"brand=x": 2}},
+            {"max_per_feature": {"brand=": 0}},
+            {"max_per_feature": [("brand=", 2)]},
+            {"exploration": float("nan")},
+            {"exploration": 2},
+            {"exploration_max_age_ms": -1},
+            {"exclude_event_types": ["nope"]},
+            {"exclude_event_types": "view"},
+            {"exclude_within_ms": -5},
+            {"recommendation_id": "r" * 129},
+            {"recommendation_id": 5},
+            {"explain": "yes"},
             {"timeout": -1},
+        ),
+    ),
+    "set_availability": Case(
+        {"item_ids": ["shoe1", "not-in-catalogue"], "available": True},
+        (
+            {"item_ids": []},
+            {"item_ids": "shoe1"},
+            {"item_ids": [""]},
+            {"item_ids": ["x"] * 10_001},
+            {"available": "no"},
+            {"available": None},
         ),
     ),
     "similar_items": Case(
@@ -160,6 +187,7 @@ CLIENT_CASES: dict[str, Case] = {
             {"filters": "category=shoes"},
             {"exclude_features": [3]},
             {"exclude_item_ids": None},
+            {"explain": 1},
             {"timeout": "1"},
         ),
     ),
@@ -172,6 +200,7 @@ CLIENT_CASES: dict[str, Case] = {
             {"item_ids": ["x"] * 10_001},
             {"item_ids": ["shoe1", ""]},
             {"user_features": "segment=runner"},
+            {"explain": None},
         ),
     ),
     "track": Case(
@@ -346,6 +375,10 @@ MESSAGE_NAMES = {"text": "event_type", "value": "event_type"}
 
 # Exported names callers never call with input of their own: results the library builds.
 EXEMPT = {
+    "AvailabilityResult": "a result",
+    "Contribution": "a result's part",
+    "Explanation": "a result's part",
+    "Reason": "a result's enum",
     "DeleteResult": "a result",
     "EventError": "a result",
     "ModelInfo": "a result",

@@ -39,6 +39,7 @@ def test_generated_descriptor_keeps_the_public_names() -> None:
         "UpsertUsers",
         "DeleteUser",
         "GetModelInfo",
+        "SetAvailability",
     }
     assert recommender_pb2.DESCRIPTOR.name == "shelfrank/v1/recommender.proto"
     assert [v.name for v in recommender_pb2.EventType.DESCRIPTOR.values][1:] == [

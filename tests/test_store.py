@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.store import SCHEMA_VERSION, SQLiteStore
+from tests.test_store_contract import tokens_only
 
 
 def ev(
@@ -302,12 +303,17 @@ def test_a_schema_2_catalogue_becomes_revision_1(tmp_path: Path) -> None:
         )
     raw.close()
     store = SQLiteStore(path)
-    assert store.catalogue_changes() == (1, [("a", ()), ("b", ("x=1",))])
-    assert store.catalogue_changes(1) == (1, [])
+    assert tokens_only(store.catalogue_changes()) == (1, [("a", ()), ("b", ("x=1",))])
+    # Schema 4: every item was available; it was first stored when last updated.
+    assert [(e.available, e.added_ms) for e in store.catalogue_changes()[1]] == [
+        (True, 6),
+        (True, 5),
+    ]
+    assert tokens_only(store.catalogue_changes(1)) == (1, [])
     store.upsert_items([("c", ["y=2"])])
-    assert store.catalogue_changes(1) == (2, [("c", ("y=2",))])
+    assert tokens_only(store.catalogue_changes(1)) == (2, [("c", ("y=2",))])
     store.close()
-    assert SQLiteStore(path).catalogue_changes(1) == (2, [("c", ("y=2",))])
+    assert tokens_only(SQLiteStore(path).catalogue_changes(1)) == (2, [("c", ("y=2",))])
 
 
 def test_the_user_view_spans_the_merged_index_and_the_tail(tmp_path: Path) -> None:

@@ -29,10 +29,19 @@ from psycopg import sql
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.storage import AppendResult, EventStore, LeaseLostError
+from shelfrank.server.storage import AppendResult, CatalogueEntry, EventStore, LeaseLostError
 from shelfrank.server.store import SQLiteStore
 from shelfrank.server.store_postgres import PostgresStore
 from shelfrank.server.stores import open_store
+
+
+def tokens_only(
+    changes: tuple[int, list[CatalogueEntry]],
+) -> tuple[int, list[tuple[str, tuple[str, ...]]]]:
+    """A catalogue_changes answer without availability and add times."""
+    revision, entries = changes
+    return revision, [(entry.item_id, entry.tokens) for entry in entries]
+
 
 BACKENDS = ["sqlite", "postgresql"]
 HYPOTHESIS = settings(
@@ -357,22 +366,56 @@ def test_the_user_view_reads_what_a_request_needs_from_one_snapshot(store: Event
 def test_catalogue_revisions_name_every_change_in_commit_order(backend: Backend) -> None:
     location = backend.location()
     writer, reader = backend.open(location), backend.open(location)  # two processes' view
-    assert writer.catalogue_changes() == (0, [])
+    assert tokens_only(writer.catalogue_changes()) == (0, [])
     assert writer.upsert_items([]) == 0
-    assert writer.catalogue_changes() == (0, [])  # nothing given: no new revision
+    assert tokens_only(writer.catalogue_changes()) == (0, [])  # nothing given: no new revision
     writer.upsert_items([("b", ["colour=red"]), ("a", ["colour=blue"])])
-    first, items = reader.catalogue_changes()
+    first, items = tokens_only(reader.catalogue_changes())
     assert first == 1
     assert items == [("a", ("colour=blue",)), ("b", ("colour=red",))]
     assert reader.user_view("anyone").catalogue_revision == reader.catalogue_revision() == first
     writer.upsert_items([("c", []), ("a", ["colour=green"])])
-    second, changed = reader.catalogue_changes(first)
+    second, changed = tokens_only(reader.catalogue_changes(first))
     assert second == 2
     assert changed == [("a", ("colour=green",)), ("c", ())]
-    assert reader.catalogue_changes(second) == (second, [])
-    everything = reader.catalogue_changes()[1]
+    assert tokens_only(reader.catalogue_changes(second)) == (second, [])
+    everything = tokens_only(reader.catalogue_changes())[1]
     assert everything == [("b", ("colour=red",)), ("a", ("colour=green",)), ("c", ())]
     assert sorted(everything) == sorted(reader.item_features().items())
+
+
+def test_availability_flips_are_catalogue_changes_without_touching_tokens(
+    backend: Backend,
+) -> None:
+    location = backend.location()
+    writer, reader = backend.open(location), backend.open(location)
+    writer.upsert_items([("a", ["brand=x"]), ("b", ["brand=y"]), ("c", [])])
+    revision, entries = reader.catalogue_changes()
+    assert all(entry.available for entry in entries)
+    assert all(entry.added_ms > 0 for entry in entries)
+    added = {entry.item_id: entry.added_ms for entry in entries}
+    result = writer.set_availability(["b", "nope", "c", "b"], False)
+    assert (result.changed, result.unknown_item_ids) == (2, ("nope",))
+    flipped, changed = reader.catalogue_changes(revision)
+    assert flipped == revision + 1
+    assert [(e.item_id, e.tokens, e.available) for e in changed] == [
+        ("b", ("brand=y",), False),
+        ("c", (), False),
+    ]
+    again = writer.set_availability(["b"], False)  # nothing changes: no new revision
+    assert (again.changed, again.unknown_item_ids) == (0, ())
+    assert reader.catalogue_revision() == flipped
+    writer.upsert_items([("b", ["brand=z"])])  # re-tagging keeps it unavailable
+    _, latest = reader.catalogue_changes(flipped)
+    assert [(e.item_id, e.tokens, e.available, e.added_ms) for e in latest] == [
+        ("b", ("brand=z",), False, added["b"])
+    ]
+    assert writer.set_availability(["b"], True).changed == 1
+    assert {e.item_id: e.available for e in reader.catalogue_changes()[1]} == {
+        "a": True,
+        "b": True,
+        "c": False,
+    }
 
 
 def test_erasures_are_counted_across_processes(backend: Backend) -> None:
@@ -851,12 +894,15 @@ def test_a_schema_1_catalogue_becomes_revision_1(pg_url: str) -> None:
         connection.execute("DROP TABLE catalogue_counter")
         connection.execute("DROP INDEX items_by_revision")
         connection.execute("ALTER TABLE items DROP COLUMN revision")
+        connection.execute("ALTER TABLE items DROP COLUMN available")
+        connection.execute("ALTER TABLE items DROP COLUMN added_ms")
         connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store = PostgresStore(pg_url)
     try:
-        assert store.catalogue_changes() == (1, [("a", ()), ("b", ("x=1",))])
+        assert tokens_only(store.catalogue_changes()) == (1, [("a", ()), ("b", ("x=1",))])
+        assert all(e.available and e.added_ms > 0 for e in store.catalogue_changes()[1])
         store.upsert_items([("c", ["y=2"])])
-        assert store.catalogue_changes(1) == (2, [("c", ("y=2",))])
+        assert tokens_only(store.catalogue_changes(1)) == (2, [("c", ("y=2",))])
         assert store.integrity_check() == "ok"
     finally:
         store.close()

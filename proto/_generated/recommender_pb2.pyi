@@ -91,6 +91,44 @@ ITEM: Strategy.ValueType  # 5
 """SimilarItems: by the item's vector"""
 Global___Strategy: _TypeAlias = Strategy  # noqa: Y015
 
+class _Reason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASON_UNSPECIFIED: _Reason.ValueType  # 0
+    PERSONALIZED: _Reason.ValueType  # 1
+    """the user's own vector (trained, features)"""
+    BECAUSE_HISTORY: _Reason.ValueType  # 2
+    """mostly what the user did (fold-in, item-to-item, session)"""
+    SIMILAR_ITEM: _Reason.ValueType  # 3
+    """SimilarItems"""
+    POPULAR: _Reason.ValueType  # 4
+    """nothing known of the user: popularity"""
+    EXPLORATION: _Reason.ValueType  # 5
+    """an exploration slot"""
+    NEW_ITEM: _Reason.ValueType  # 6
+    """an item the model was not trained with, scored by its features"""
+
+class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
+    """Why an item was recommended."""
+
+REASON_UNSPECIFIED: Reason.ValueType  # 0
+PERSONALIZED: Reason.ValueType  # 1
+"""the user's own vector (trained, features)"""
+BECAUSE_HISTORY: Reason.ValueType  # 2
+"""mostly what the user did (fold-in, item-to-item, session)"""
+SIMILAR_ITEM: Reason.ValueType  # 3
+"""SimilarItems"""
+POPULAR: Reason.ValueType  # 4
+"""nothing known of the user: popularity"""
+EXPLORATION: Reason.ValueType  # 5
+"""an exploration slot"""
+NEW_ITEM: Reason.ValueType  # 6
+"""an item the model was not trained with, scored by its features"""
+Global___Reason: _TypeAlias = Reason  # noqa: Y015
+
 @_typing.final
 class FeatureFilter(_message.Message):
     """An item passes when it has at least one of these feature tokens. An empty list is
@@ -119,6 +157,26 @@ Global___FeatureFilter: _TypeAlias = FeatureFilter  # noqa: Y015
 class RecommendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MaxPerFeatureEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     USER_ID_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
@@ -126,11 +184,33 @@ class RecommendRequest(_message.Message):
     EXCLUDE_FEATURES_FIELD_NUMBER: _builtins.int
     EXCLUDE_SEEN_FIELD_NUMBER: _builtins.int
     USER_FEATURES_FIELD_NUMBER: _builtins.int
+    DIVERSITY_FIELD_NUMBER: _builtins.int
+    MAX_PER_FEATURE_FIELD_NUMBER: _builtins.int
+    EXPLORATION_FIELD_NUMBER: _builtins.int
+    EXPLORATION_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDE_EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    EXCLUDE_WITHIN_MS_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     k: _builtins.int
     """1..1000"""
     exclude_seen: _builtins.bool
     """default true: skip purchased and dismissed items"""
+    diversity: _builtins.float
+    """Steering (0..1). diversity: maximal marginal relevance on item vectors (0: off)."""
+    exploration: _builtins.float
+    """Share of the slots for new or little-shown items (default: the server's)."""
+    exploration_max_age_ms: _builtins.int
+    """Items added to the catalogue at most this long ago count as new (default: the server's)."""
+    recommendation_id: _builtins.str
+    """The caller's id for this list (1 to 128 characters; empty: the server makes one). One
+    id always places exploration alike; feedback is attributed to it.
+    """
+    exclude_within_ms: _builtins.int
+    """...at most this long ago (0: among the user's latest 200 events, whenever)."""
+    explain: _builtins.bool
+    """Explain every item (Explanation); costs nothing when not asked for."""
     @_builtins.property
     def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """at most 10,000"""
@@ -147,6 +227,14 @@ class RecommendRequest(_message.Message):
     def user_features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """profile tokens for a user unknown to the model"""
 
+    @_builtins.property
+    def max_per_feature(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """"column=" -> at most this many items per value of the column, e.g. {"brand=": 2}."""
+
+    @_builtins.property
+    def exclude_event_types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]:
+        """Also skip items the user had one of these events with (e.g. VIEW, ADD_TO_CART)..."""
+
     def __init__(
         self,
         *,
@@ -157,16 +245,102 @@ class RecommendRequest(_message.Message):
         exclude_features: _abc.Iterable[_builtins.str] | None = ...,
         exclude_seen: _builtins.bool | None = ...,
         user_features: _abc.Iterable[_builtins.str] | None = ...,
+        diversity: _builtins.float | None = ...,
+        max_per_feature: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        exploration: _builtins.float | None = ...,
+        exploration_max_age_ms: _builtins.int | None = ...,
+        recommendation_id: _builtins.str = ...,
+        exclude_event_types: _abc.Iterable[Global___EventType.ValueType] | None = ...,
+        exclude_within_ms: _builtins.int = ...,
+        explain: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exclude_seen", b"_exclude_seen", "exclude_seen", b"exclude_seen"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_diversity", b"_diversity", "_exclude_seen", b"_exclude_seen", "_explain", b"_explain", "_exploration", b"_exploration", "_exploration_max_age_ms", b"_exploration_max_age_ms", "diversity", b"diversity", "exclude_seen", b"exclude_seen", "explain", b"explain", "exploration", b"exploration", "exploration_max_age_ms", b"exploration_max_age_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exclude_seen", b"_exclude_seen", "exclude_features", b"exclude_features", "exclude_item_ids", b"exclude_item_ids", "exclude_seen", b"exclude_seen", "filters", b"filters", "k", b"k", "user_features", b"user_features", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_diversity", b"_diversity", "_exclude_seen", b"_exclude_seen", "_explain", b"_explain", "_exploration", b"_exploration", "_exploration_max_age_ms", b"_exploration_max_age_ms", "diversity", b"diversity", "exclude_event_types", b"exclude_event_types", "exclude_features", b"exclude_features", "exclude_item_ids", b"exclude_item_ids", "exclude_seen", b"exclude_seen", "exclude_within_ms", b"exclude_within_ms", "explain", b"explain", "exploration", b"exploration", "exploration_max_age_ms", b"exploration_max_age_ms", "filters", b"filters", "k", b"k", "max_per_feature", b"max_per_feature", "recommendation_id", b"recommendation_id", "user_features", b"user_features", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__diversity: _TypeAlias = _typing.Literal["diversity"]  # noqa: Y015
+    _WhichOneofArgType__diversity: _TypeAlias = _typing.Literal["_diversity", b"_diversity"]  # noqa: Y015
     _WhichOneofReturnType__exclude_seen: _TypeAlias = _typing.Literal["exclude_seen"]  # noqa: Y015
     _WhichOneofArgType__exclude_seen: _TypeAlias = _typing.Literal["_exclude_seen", b"_exclude_seen"]  # noqa: Y015
+    _WhichOneofReturnType__explain: _TypeAlias = _typing.Literal["explain"]  # noqa: Y015
+    _WhichOneofArgType__explain: _TypeAlias = _typing.Literal["_explain", b"_explain"]  # noqa: Y015
+    _WhichOneofReturnType__exploration: _TypeAlias = _typing.Literal["exploration"]  # noqa: Y015
+    _WhichOneofArgType__exploration: _TypeAlias = _typing.Literal["_exploration", b"_exploration"]  # noqa: Y015
+    _WhichOneofReturnType__exploration_max_age_ms: _TypeAlias = _typing.Literal["exploration_max_age_ms"]  # noqa: Y015
+    _WhichOneofArgType__exploration_max_age_ms: _TypeAlias = _typing.Literal["_exploration_max_age_ms", b"_exploration_max_age_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__diversity) -> _WhichOneofReturnType__diversity | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exclude_seen) -> _WhichOneofReturnType__exclude_seen | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__explain) -> _WhichOneofReturnType__explain | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exploration) -> _WhichOneofReturnType__exploration | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exploration_max_age_ms) -> _WhichOneofReturnType__exploration_max_age_ms | None: ...
 
 Global___RecommendRequest: _TypeAlias = RecommendRequest  # noqa: Y015
+
+@_typing.final
+class Contribution(_message.Message):
+    """One part of a score: source is "bias:user", "bias:item", "item:<token>",
+    "user:<token>", "history:<item_id>", or a ranking signal "signal:<name>".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    value: _builtins.float
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Contribution: _TypeAlias = Contribution  # noqa: Y015
+
+@_typing.final
+class Explanation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    REST_FIELD_NUMBER: _builtins.int
+    BECAUSE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    reason: Global___Reason.ValueType
+    rest: _builtins.float
+    """the contributions left out; values + rest = the item's score"""
+    @_builtins.property
+    def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contribution]:
+        """largest in size first"""
+
+    @_builtins.property
+    def because_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """0..3 items of the user's history"""
+
+    def __init__(
+        self,
+        *,
+        reason: Global___Reason.ValueType = ...,
+        contributions: _abc.Iterable[Global___Contribution] | None = ...,
+        rest: _builtins.float = ...,
+        because_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["because_item_ids", b"because_item_ids", "contributions", b"contributions", "reason", b"reason", "rest", b"rest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
 
 @_typing.final
 class ScoredItem(_message.Message):
@@ -174,17 +348,23 @@ class ScoredItem(_message.Message):
 
     ITEM_ID_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     score: _builtins.float
+    @_builtins.property
+    def explanation(self) -> Global___Explanation:
+        """set when the request asked to explain"""
+
     def __init__(
         self,
         *,
         item_id: _builtins.str = ...,
         score: _builtins.float = ...,
+        explanation: Global___Explanation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "item_id", b"item_id", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -229,9 +409,11 @@ class SimilarItemsRequest(_message.Message):
     FILTERS_FIELD_NUMBER: _builtins.int
     EXCLUDE_FEATURES_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     k: _builtins.int
     """1..1000"""
+    explain: _builtins.bool
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureFilter]: ...
     @_builtins.property
@@ -248,12 +430,15 @@ class SimilarItemsRequest(_message.Message):
         filters: _abc.Iterable[Global___FeatureFilter] | None = ...,
         exclude_features: _abc.Iterable[_builtins.str] | None = ...,
         exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        explain: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "explain", b"explain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_features", b"exclude_features", "exclude_item_ids", b"exclude_item_ids", "filters", b"filters", "item_id", b"item_id", "k", b"k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "exclude_features", b"exclude_features", "exclude_item_ids", b"exclude_item_ids", "explain", b"explain", "filters", b"filters", "item_id", b"item_id", "k", b"k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__explain: _TypeAlias = _typing.Literal["explain"]  # noqa: Y015
+    _WhichOneofArgType__explain: _TypeAlias = _typing.Literal["_explain", b"_explain"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__explain) -> _WhichOneofReturnType__explain | None: ...
 
 Global___SimilarItemsRequest: _TypeAlias = SimilarItemsRequest  # noqa: Y015
 
@@ -264,10 +449,12 @@ class RankRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     ITEM_IDS_FIELD_NUMBER: _builtins.int
     USER_FEATURES_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
+    explain: _builtins.bool
     @_builtins.property
     def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """1..10,000 candidates; unknown items rank last"""
+        """1..10,000 candidates; unknown and unavailable items rank last, score -inf"""
 
     @_builtins.property
     def user_features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -277,14 +464,68 @@ class RankRequest(_message.Message):
         user_id: _builtins.str = ...,
         item_ids: _abc.Iterable[_builtins.str] | None = ...,
         user_features: _abc.Iterable[_builtins.str] | None = ...,
+        explain: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "explain", b"explain"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "explain", b"explain", "item_ids", b"item_ids", "user_features", b"user_features", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__explain: _TypeAlias = _typing.Literal["explain"]  # noqa: Y015
+    _WhichOneofArgType__explain: _TypeAlias = _typing.Literal["_explain", b"_explain"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__explain) -> _WhichOneofReturnType__explain | None: ...
+
+Global___RankRequest: _TypeAlias = RankRequest  # noqa: Y015
+
+@_typing.final
+class SetAvailabilityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    available: _builtins.bool
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1..10,000"""
+
+    def __init__(
+        self,
+        *,
+        item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        available: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_ids", b"item_ids", "user_features", b"user_features", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "item_ids", b"item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RankRequest: _TypeAlias = RankRequest  # noqa: Y015
+Global___SetAvailabilityRequest: _TypeAlias = SetAvailabilityRequest  # noqa: Y015
+
+@_typing.final
+class SetAvailabilityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    UNKNOWN_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    changed: _builtins.int
+    """items whose availability changed"""
+    @_builtins.property
+    def unknown_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """not in the catalogue: nothing done"""
+
+    def __init__(
+        self,
+        *,
+        changed: _builtins.int = ...,
+        unknown_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "unknown_item_ids", b"unknown_item_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAvailabilityResponse: _TypeAlias = SetAvailabilityResponse  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):

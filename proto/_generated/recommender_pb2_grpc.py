@@ -76,6 +76,11 @@ class RecommenderStub:
                 request_serializer=shelfrank_dot_v1_dot_recommender__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=shelfrank_dot_v1_dot_recommender__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.SetAvailability = channel.unary_unary(
+                '/shelfrank.v1.Recommender/SetAvailability',
+                request_serializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityRequest.SerializeToString,
+                response_deserializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -141,6 +146,15 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAvailability(self, request, context):
+        """Make catalogue items unavailable (never recommended, by any call or device after its
+        next sync; their history still trains) or available again, without touching their
+        features. Ids the catalogue does not hold are reported, not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +197,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=shelfrank_dot_v1_dot_recommender__pb2.GetModelInfoRequest.FromString,
                     response_serializer=shelfrank_dot_v1_dot_recommender__pb2.ModelInfo.SerializeToString,
+            ),
+            'SetAvailability': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAvailability,
+                    request_deserializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityRequest.FromString,
+                    response_serializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +421,33 @@ class Recommender:
             '/shelfrank.v1.Recommender/GetModelInfo',
             shelfrank_dot_v1_dot_recommender__pb2.GetModelInfoRequest.SerializeToString,
             shelfrank_dot_v1_dot_recommender__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAvailability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfrank.v1.Recommender/SetAvailability',
+            shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityRequest.SerializeToString,
+            shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityResponse.FromString,
             options,
             channel_credentials,
             insecure,

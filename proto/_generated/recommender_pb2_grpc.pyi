@@ -63,6 +63,11 @@ class RecommenderStub:
     """
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.GetModelInfoRequest, _recommender_pb2.ModelInfo]
     """The serving model's version and the store's counts."""
+    SetAvailability: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.SetAvailabilityRequest, _recommender_pb2.SetAvailabilityResponse]
+    """Make catalogue items unavailable (never recommended, by any call or device after its
+    next sync; their history still trains) or available again, without touching their
+    features. Ids the catalogue does not hold are reported, not an error.
+    """
 
 @_typing.type_check_only
 class RecommenderAsyncStub(RecommenderStub):
@@ -91,6 +96,11 @@ class RecommenderAsyncStub(RecommenderStub):
     """
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_recommender_pb2.GetModelInfoRequest, _recommender_pb2.ModelInfo]  # type: ignore[assignment]
     """The serving model's version and the store's counts."""
+    SetAvailability: _aio.UnaryUnaryMultiCallable[_recommender_pb2.SetAvailabilityRequest, _recommender_pb2.SetAvailabilityResponse]  # type: ignore[assignment]
+    """Make catalogue items unavailable (never recommended, by any call or device after its
+    next sync; their history still trains) or available again, without touching their
+    features. Ids the catalogue does not hold are reported, not an error.
+    """
 
 class RecommenderServicer(metaclass=_abc_1.ABCMeta):
     """Real-time recommendations and behaviour ingestion."""
@@ -164,5 +174,16 @@ class RecommenderServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_pb2.ModelInfo, _abc.Awaitable[_recommender_pb2.ModelInfo]]:
         """The serving model's version and the store's counts."""
+
+    @_abc_1.abstractmethod
+    def SetAvailability(
+        self,
+        request: _recommender_pb2.SetAvailabilityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.SetAvailabilityResponse, _abc.Awaitable[_recommender_pb2.SetAvailabilityResponse]]:
+        """Make catalogue items unavailable (never recommended, by any call or device after its
+        next sync; their history still trains) or available again, without touching their
+        features. Ids the catalogue does not hold are reported, not an error.
+        """
 
 def add_RecommenderServicer_to_server(servicer: RecommenderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
