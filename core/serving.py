@@ -46,6 +46,13 @@ class UserVector:
     source: UserSource
     # What the user did (training history plus fresh events), for the blend's sparse terms.
     history: UserHistory = field(default_factory=UserHistory.empty)
+    # What the vector was made from, for explanations (core/explain.py): the vector before
+    # fold-in, the events folded in, the profile token rows and the trained history rows.
+    prior: FloatArray | None = None
+    folded_rows: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
+    folded_weights: FloatArray = field(default_factory=lambda: np.empty(0, np.float32))
+    tokens: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
+    seen: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -173,8 +180,12 @@ class ServingModel:
         else:
             prior, bias, source = None, 0.0, "popularity"
         history = self._history(row, history_rows, history_weights, tokens)
+        token_rows = np.array(self.user_token_embeddings.known_tokens(tokens), np.int64)
+        if token_rows.size == 0 and row is not None and self.user_token_rows is not None:
+            token_rows = self.user_token_rows.row(row).astype(np.int64)
+        seen = self.seen.row(row) if row is not None else np.empty(0, np.int64)
         if history_rows is None or history_rows.size == 0:
-            return UserVector(prior, bias, source, history)
+            return UserVector(prior, bias, source, history, prior, tokens=token_rows, seen=seen)
         if history_weights is None:
             raise InvalidInputError("history_weights: required when history_rows are given")
         pool = self._fold_in_pool
@@ -191,7 +202,17 @@ class ServingModel:
             self.fold_in,
             pool,
         )
-        return UserVector(vector, bias, "trained" if row is not None else "fold-in", history)
+        return UserVector(
+            vector,
+            bias,
+            "trained" if row is not None else "fold-in",
+            history,
+            prior,
+            np.asarray(history_rows, np.int64),
+            np.asarray(history_weights, np.float32),
+            token_rows,
+            seen,
+        )
 
     def _history(
         self,

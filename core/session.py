@@ -182,19 +182,19 @@ def _rows_and_norms(item_vectors: FloatArray, rows: IndexArray) -> tuple[FloatAr
     return vectors, norms
 
 
-def session_vector(
+def session_pulls(
     events: Sequence[SessionEvent],
     item_vectors: FloatArray,
     now: float,
     config: SessionConfig | None = None,
-) -> FloatArray:
-    """The session summary ``s`` (see the module docstring); zeros when nothing counts.
+) -> tuple[IndexArray, FloatArray]:
+    """The session's events that count (rows, repeated when an item recurs) and each one's
+    coefficient: ``s = sum_e coefficient_e * v_e`` (see the module docstring).
 
     ``events`` in the order they happened (the last ``max_events`` are used); events later
     than ``now`` (clock skew) count as happening now. Plain Python over the few events:
     cheaper than numpy's per-call overhead at this size."""
     cfg = config or SessionConfig()
-    dim = int(item_vectors.shape[1])
     if not _is_finite_number(now):
         raise InvalidInputError(f"now: must be a finite number, got {now!r}")
     recent = events[-cfg.max_events :]
@@ -216,15 +216,34 @@ def session_vector(
         rows.append(event.row)
         pulls.append(weight * position * 2.0 ** (-age * per_second))
     if not rows:
-        return np.zeros(dim, dtype=np.float32)
+        return np.empty(0, np.int64), np.empty(0, np.float32)
     index = np.array(rows, dtype=np.int64)
     if int(index.max()) >= item_vectors.shape[0]:
         raise InvalidInputError(
             f"events: row {int(index.max())} outside the item table ({item_vectors.shape[0]} rows)"
         )
-    vectors, norms = _rows_and_norms(item_vectors, index)
-    coefficients = np.array(pulls, dtype=np.float32) / (norms * np.float32(mass))
+    _, norms = _rows_and_norms(item_vectors, index)
+    return index, (np.array(pulls, dtype=np.float32) / (norms * np.float32(mass)))
+
+
+def session_vector(
+    events: Sequence[SessionEvent],
+    item_vectors: FloatArray,
+    now: float,
+    config: SessionConfig | None = None,
+) -> FloatArray:
+    """The session summary ``s`` (see the module docstring); zeros when nothing counts."""
+    rows, coefficients = session_pulls(events, item_vectors, now, config)
+    if rows.size == 0:
+        return np.zeros(int(item_vectors.shape[1]), dtype=np.float32)
+    vectors = np.take(item_vectors, rows, axis=0).astype(np.float32, copy=False)
     return (coefficients @ vectors).astype(np.float32, copy=False)
+
+
+def spread(base: FloatArray) -> float:
+    """The standard deviation the rerank divides base scores by (0: all equal)."""
+    centred = base - base.mean()
+    return float(np.sqrt(centred @ centred / base.size))
 
 
 def rerank(
@@ -255,9 +274,8 @@ def rerank(
         )
     if not np.isfinite(base).all():
         raise InvalidInputError("base_scores: must be finite (filter candidates instead of -inf)")
-    centred = base - base.mean()
-    spread = float(np.sqrt(centred @ centred / base.size))
-    scores = base / np.float32(spread) if spread > 0 else base.copy()
+    deviation = spread(base)
+    scores = base / np.float32(deviation) if deviation > 0 else base.copy()
     if cfg.strength > 0 and events:
         session = session_vector(events, item_vectors, now, cfg)
         if session.any():
@@ -301,5 +319,7 @@ __all__ = [
     "SessionConfig",
     "SessionEvent",
     "rerank",
+    "session_pulls",
     "session_vector",
+    "spread",
 ]

@@ -28,11 +28,14 @@ from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.core.strings import decode_strings, encode_strings
 
 SNAPSHOT_FORMAT = "shelfrank-edge-snapshot"
-SNAPSHOT_FORMAT_VERSION = 1
+# 2: per-item availability, "new" flag and add time; deltas carry availability flips.
+SNAPSHOT_FORMAT_VERSION = 2
 GROUP = "snapshot"
 
 FloatArray = npt.NDArray[np.float32]
 Int8Array = npt.NDArray[np.int8]
+BoolArray = npt.NDArray[np.bool_]
+Int64Array = npt.NDArray[np.int64]
 
 
 def quantize(vectors: FloatArray) -> tuple[Int8Array, FloatArray]:
@@ -62,9 +65,19 @@ class Snapshot:
     user_id: str = ""
     user_vector: FloatArray | None = None
     user_bias: float = 0.0
+    # Per item: recommendable (False: made unavailable on the server), new (may take
+    # exploration slots: not trained, or never interacted with) and when it was added to
+    # the catalogue (unix ms; 0 unknown). None: all available / none new / unknown.
+    available: BoolArray | None = None
+    new_items: BoolArray | None = None
+    added_ms: Int64Array | None = None
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
+        for name in ("available", "new_items", "added_ms"):
+            values = getattr(self, name)
+            if values is not None and values.shape != (n,):
+                raise InvalidInputError(f"{name}: expected {n} values")
         if self.vectors.ndim != 2 or self.vectors.shape[0] != n:
             raise InvalidInputError(f"vectors: expected {n} rows, got shape {self.vectors.shape}")
         for name in ("scales", "biases", "popularity"):
@@ -85,6 +98,15 @@ class Snapshot:
     def tokens_of(self, row: int) -> tuple[str, ...]:
         return tuple(self.token_vocabulary.id_of(int(c)) for c in self.item_tokens.row(row))
 
+    def available_mask(self) -> BoolArray:
+        return np.ones(len(self), bool) if self.available is None else self.available
+
+    def new_mask(self) -> BoolArray:
+        return np.zeros(len(self), bool) if self.new_items is None else self.new_items
+
+    def added(self) -> Int64Array:
+        return np.zeros(len(self), np.int64) if self.added_ms is None else self.added_ms
+
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in (self.vectors, self.scales, self.biases, self.popularity)))
 
@@ -98,6 +120,9 @@ class SnapshotDelta:
     model_version: str
     upserts: Snapshot  # a snapshot holding only the changed rows (and the user's vector)
     deleted: tuple[str, ...]
+    # Rows otherwise unchanged whose availability flipped: a few bytes each, not a row.
+    made_unavailable: tuple[str, ...] = ()
+    made_available: tuple[str, ...] = ()
 
 
 def build_snapshot(
@@ -113,6 +138,9 @@ def build_snapshot(
     user_id: str = "",
     user_vector: FloatArray | None = None,
     user_bias: float = 0.0,
+    available: BoolArray | None = None,
+    new_items: BoolArray | None = None,
+    added_ms: Int64Array | None = None,
 ) -> Snapshot:
     quantized, scales = quantize(np.ascontiguousarray(vectors, dtype=np.float32))
     return Snapshot(
@@ -128,6 +156,9 @@ def build_snapshot(
         user_id,
         user_vector,
         user_bias,
+        available,
+        new_items,
+        added_ms,
     )
 
 
@@ -138,6 +169,9 @@ def snapshot_of(
     user_id: str = "",
     user_vector: FloatArray | None = None,
     user_bias: float = 0.0,
+    available: BoolArray | None = None,
+    new_items: BoolArray | None = None,
+    added_ms: Int64Array | None = None,
 ) -> Snapshot:
     """The snapshot of a serving model's item table (and optionally one user's vector)."""
     return build_snapshot(
@@ -152,6 +186,9 @@ def snapshot_of(
         user_id=user_id,
         user_vector=user_vector,
         user_bias=user_bias,
+        available=available,
+        new_items=new_items,
+        added_ms=added_ms,
     )
 
 
@@ -182,6 +219,9 @@ def _take(snapshot: Snapshot, rows: npt.NDArray[np.int64], *, version: str) -> S
         snapshot.user_id,
         snapshot.user_vector,
         snapshot.user_bias,
+        None if snapshot.available is None else snapshot.available[rows],
+        None if snapshot.new_items is None else snapshot.new_items[rows],
+        None if snapshot.added_ms is None else snapshot.added_ms[rows],
     )
 
 
@@ -200,6 +240,8 @@ def diff(old: Snapshot, new: Snapshot) -> SnapshotDelta:
         & (old.scales[source] == new.scales[matched])
         & (old.biases[source] == new.biases[matched])
         & (old.popularity[source] == new.popularity[matched])
+        & (old.new_mask()[source] == new.new_mask()[matched])
+        & (old.added()[source] == new.added()[matched])
     )
     for row in np.flatnonzero(same).tolist():  # numbers equal: compare the tokens too
         if old.tokens_of(int(old_rows[row])) != new.tokens_of(row):
@@ -207,12 +249,18 @@ def diff(old: Snapshot, new: Snapshot) -> SnapshotDelta:
     changed = np.flatnonzero(~same)
     deleted = tuple(item for item in old.item_ids if item not in new.item_ids)
     upserts = _take(new, changed.astype(np.int64), version=new.version)
+    kept = np.flatnonzero(same)
+    flipped = kept[old.available_mask()[old_rows[kept]] != new.available_mask()[kept]]
+    now_available = new.available_mask()[flipped]
+    ids = new.item_ids
     return SnapshotDelta(
         base_version=old.version,
         version=new.version,
         model_version=new.model_version,
         upserts=upserts,
         deleted=deleted,
+        made_unavailable=tuple(ids.id_of(int(r)) for r in flipped[~now_available]),
+        made_available=tuple(ids.id_of(int(r)) for r in flipped[now_available]),
     )
 
 
@@ -233,6 +281,9 @@ def apply_delta(base: Snapshot, delta: SnapshotDelta) -> Snapshot:
     token_lists = [list(kept.item_tokens.row(r)) for r in range(len(kept))]
     vectors, scales = kept.vectors.copy(), kept.scales.copy()
     biases, popularity = kept.biases.copy(), kept.popularity.copy()
+    available, new_items = kept.available_mask().copy(), kept.new_mask().copy()
+    added = kept.added().copy()
+    up_available, up_new, up_added = up.available_mask(), up.new_mask(), up.added()
     extra: list[int] = []
     for row, item in enumerate(up.item_ids):
         tokens = [vocabulary.add(t) for t in up.tokens_of(row)]
@@ -244,7 +295,15 @@ def apply_delta(base: Snapshot, delta: SnapshotDelta) -> Snapshot:
         else:
             vectors[existing], scales[existing] = up.vectors[row], up.scales[row]
             biases[existing], popularity[existing] = up.biases[row], up.popularity[row]
+            available[existing], new_items[existing] = up_available[row], up_new[row]
+            added[existing] = up_added[row]
             token_lists[existing] = tokens
+    for flag, flipped in ((False, delta.made_unavailable), (True, delta.made_available)):
+        for item in flipped:
+            where = ids.get(item)
+            if where is None or where >= available.size:
+                raise InvalidInputError(f"delta: availability of {item!r}, not on the device")
+            available[where] = flag
     rows = np.array(extra, dtype=np.int64)
     indptr = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(t) for t in token_lists], out=indptr[1:])
@@ -261,7 +320,15 @@ def apply_delta(base: Snapshot, delta: SnapshotDelta) -> Snapshot:
         up.user_id,
         up.user_vector,
         up.user_bias,
+        _unless_default(np.concatenate([available, up_available[rows]]), True),
+        _unless_default(np.concatenate([new_items, up_new[rows]]), False),
+        _unless_default(np.concatenate([added, up_added[rows]]), 0),
     )
+
+
+def _unless_default(values: npt.NDArray[Any], default: bool | int) -> npt.NDArray[Any] | None:
+    """None when every value is the default (the snapshot then stores nothing)."""
+    return None if bool(np.all(values == default)) else values
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -282,6 +349,12 @@ def _arrays(snapshot: Snapshot) -> dict[str, npt.NDArray[Any]]:
     }
     if snapshot.user_vector is not None:
         arrays["user_vector"] = snapshot.user_vector.astype(np.float32)
+    if snapshot.available is not None:
+        arrays["available"] = snapshot.available.astype(np.uint8)
+    if snapshot.new_items is not None:
+        arrays["new_items"] = snapshot.new_items.astype(np.uint8)
+    if snapshot.added_ms is not None:
+        arrays["added_ms"] = snapshot.added_ms.astype(np.int64)
     return arrays
 
 
@@ -291,11 +364,17 @@ def write_snapshot(
     *,
     base_version: str = "",
     deleted: Sequence[str] = (),
+    made_unavailable: Sequence[str] = (),
+    made_available: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write a full snapshot, or (with ``base_version``) the upserts of a delta."""
-    deleted_blob, deleted_offsets = encode_strings(list(deleted))
     arrays = _arrays(snapshot)
-    arrays["deleted_blob"], arrays["deleted_offsets"] = deleted_blob, deleted_offsets
+    for name, ids in (
+        ("deleted", deleted),
+        ("made_unavailable", made_unavailable),
+        ("made_available", made_available),
+    ):
+        arrays[f"{name}_blob"], arrays[f"{name}_offsets"] = encode_strings(list(ids))
     metadata = {
         "version": snapshot.version,
         "model_version": snapshot.model_version,
@@ -317,11 +396,16 @@ def write_snapshot(
 
 def write_delta(directory: str | Path, delta: SnapshotDelta) -> dict[str, Any]:
     return write_snapshot(
-        directory, delta.upserts, base_version=delta.base_version, deleted=delta.deleted
+        directory,
+        delta.upserts,
+        base_version=delta.base_version,
+        deleted=delta.deleted,
+        made_unavailable=delta.made_unavailable,
+        made_available=delta.made_available,
     )
 
 
-def _snapshot_from(artifact: Artifact) -> tuple[Snapshot, str, tuple[str, ...]]:
+def _snapshot_from(artifact: Artifact) -> tuple[Snapshot, str, dict[str, tuple[str, ...]]]:
     manifest = artifact.manifest
     path = artifact.directory / f"{GROUP}.npz"
 
@@ -329,9 +413,15 @@ def _snapshot_from(artifact: Artifact) -> tuple[Snapshot, str, tuple[str, ...]]:
         return artifact.array(GROUP, name, ndim=ndim, kind=kind)
 
     try:
+        present = artifact.groups.get(GROUP, {})
         user_vector = None
-        if "user_vector" in artifact.groups.get(GROUP, {}):
+        if "user_vector" in present:
             user_vector = np.asarray(arr("user_vector", 1, "f"), dtype=np.float32)
+        flags = {
+            name: np.asarray(arr(name, 1, "u"), dtype=bool) if name in present else None
+            for name in ("available", "new_items")
+        }
+        added_ms = np.asarray(arr("added_ms", 1, "i"), np.int64) if "added_ms" in present else None
         snapshot = Snapshot(
             version=str(manifest["version"]),
             model_version=str(manifest["model_version"]),
@@ -351,8 +441,16 @@ def _snapshot_from(artifact: Artifact) -> tuple[Snapshot, str, tuple[str, ...]]:
             user_id=str(manifest.get("user_id", "")),
             user_vector=user_vector,
             user_bias=float(manifest.get("user_bias", 0.0)),
+            available=flags["available"],
+            new_items=flags["new_items"],
+            added_ms=added_ms,
         )
-        deleted = tuple(decode_strings(arr("deleted_blob", 1, "u"), arr("deleted_offsets", 1, "i")))
+        lists = {
+            name: tuple(decode_strings(arr(f"{name}_blob", 1, "u"), arr(f"{name}_offsets", 1, "i")))
+            if f"{name}_blob" in present
+            else ()
+            for name in ("deleted", "made_unavailable", "made_available")
+        }
         if snapshot.item_tokens.indices.size and (
             snapshot.item_tokens.indices.max() >= len(snapshot.token_vocabulary)
         ):
@@ -361,7 +459,7 @@ def _snapshot_from(artifact: Artifact) -> tuple[Snapshot, str, tuple[str, ...]]:
         raise
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(path, f"inconsistent snapshot: {exc}") from None
-    return snapshot, str(manifest.get("base_version", "")), deleted
+    return snapshot, str(manifest.get("base_version", "")), lists
 
 
 def read_snapshot(directory: str | Path) -> Snapshot:
@@ -374,7 +472,7 @@ def read_snapshot(directory: str | Path) -> Snapshot:
 
 
 def read_snapshot_or_delta(directory: str | Path) -> Snapshot | SnapshotDelta:
-    snapshot, base, deleted = _snapshot_from(
+    snapshot, base, lists = _snapshot_from(
         read_artifact(directory, kind=SNAPSHOT_FORMAT, max_version=SNAPSHOT_FORMAT_VERSION)
     )
     if not base:
@@ -384,5 +482,7 @@ def read_snapshot_or_delta(directory: str | Path) -> Snapshot | SnapshotDelta:
         version=snapshot.version,
         model_version=snapshot.model_version,
         upserts=snapshot,
-        deleted=deleted,
+        deleted=lists["deleted"],
+        made_unavailable=lists["made_unavailable"],
+        made_available=lists["made_available"],
     )

@@ -17,4 +17,6 @@ def snapshot_from_model_directory(directory: Path, user_id: str) -> Snapshot:
         user_id=user_id,
         user_vector=user.vector,
         user_bias=user.bias,
+        # Items without any interaction in the training data may take exploration slots.
+        new_items=model.item_popularity <= 0,
     )

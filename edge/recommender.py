@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +42,12 @@ import numpy as np
 
 from shelfrank.client import (
     Client,
+    Contribution,
     DeadlineExceededError,
     Event,
+    Explanation,
+    FeatureFilter,
+    Reason,
     Recommendations,
     ScoredItem,
     Strategy,
@@ -59,8 +63,17 @@ from shelfrank.core.errors import (
     StorageError,
 )
 from shelfrank.core.events import EventType, StoredEvent, new_event_id
-from shelfrank.core.scoring import top_k
-from shelfrank.core.session import SessionConfig, SessionEvent, rerank
+from shelfrank.core.explain import BECAUSE_MAX, DEFAULT_TOP, summarise
+from shelfrank.core.explain import Explanation as CoreExplanation
+from shelfrank.core.ranking import ItemFacts, Steering, candidate_mask, exploration_rows, rank
+from shelfrank.core.scoring import TopK, top_k
+from shelfrank.core.session import (
+    SessionConfig,
+    SessionEvent,
+    rerank,
+    session_pulls,
+    spread,
+)
 from shelfrank.core.snapshot import (
     Snapshot,
     SnapshotDelta,
@@ -74,6 +87,8 @@ from shelfrank.edge.outbox import Outbox
 from shelfrank.edge.table import EdgeTable
 
 PUSH_BATCH = 500
+# The latest events exclude_event_types looks at (as the server: server/live.py).
+MAX_RECENT_EVENTS = 200
 
 
 class NoSnapshotError(ShelfrankError):
@@ -265,34 +280,67 @@ class EdgeRecommender:
         return events
 
     # -- recommending -------------------------------------------------------------------------
+    def _device_user(self, user_id: str | None) -> None:
+        if user_id is not None and check.identifier("user_id", user_id) != self.user_id:
+            raise InvalidInputError(
+                f"user_id: this device recommends for {self.user_id!r}, not {user_id!r}"
+            )
+
     def recommend(
         self,
+        user_id: str | None = None,
         k: int = 10,
         *,
-        exclude_seen: bool = True,
         exclude_item_ids: Iterable[str] = (),
-        filters: Sequence[Sequence[str]] = (),
-        exclude_features: Sequence[str] = (),
+        filters: Iterable[FeatureFilter] = (),
+        exclude_features: Iterable[str] = (),
+        exclude_seen: bool = True,
+        user_features: Iterable[str] = (),
+        diversity: float = 0.0,
+        max_per_feature: Mapping[str, int] | None = None,
+        exploration: float | None = None,
+        exploration_max_age_ms: int | None = None,
+        exclude_event_types: Iterable[EventType | str] = (),
+        exclude_within_ms: int = 0,
+        recommendation_id: str = "",
+        explain: bool = False,
+        timeout: float | None = None,
         use_session: bool = True,
-        diversity: float | None = None,
     ) -> Recommendations:
-        """Top-``k`` on the device: the user's vector (or popularity) reranked with this
-        session's events; same result type as ``shelfrank.client.Client.recommend``.
-        ``diversity`` (MMR penalty per unit of cosine, e.g. 0.5) overrides the session
-        config's for this call, and applies with or without session events.
-
-        ``filters`` are lists of feature tokens (``[["category=shoes", "category=boots"]]``):
-        an item passes a filter with one of its tokens, and must pass every filter."""
+        """Top-``k`` on the device, with the arguments and result type of
+        ``shelfrank.client.Client.recommend`` (one ranking pipeline, ``core/ranking.py``):
+        the user's vector (or popularity) reranked with this session's events, then
+        steered. ``user_id`` (default: the device's user) must be the device's user;
+        ``user_features`` are accepted for the same calls and unused (the snapshot holds
+        the user's vector); ``timeout`` too (nothing waits). ``exploration`` defaults to
+        0 on the device. ``use_session=False`` ranks by the snapshot alone."""
         self._require_open()
+        self._device_user(user_id)
         k = check.top_k(k)
         check.boolean("exclude_seen", exclude_seen)
         check.boolean("use_session", use_session)
+        check.boolean("explain", explain)
+        check.tokens("user_features", user_features)
         exclude_item_ids = check.identifiers("exclude_item_ids", exclude_item_ids)
-        filters = _filters(filters)
+        any_of = [f.any_of for f in _feature_filters(filters)]
         exclude_features = check.tokens("exclude_features", exclude_features)
-        config = self.session_config
-        if diversity is not None:
-            config = dataclasses.replace(config, diversity=diversity)
+        kinds = frozenset(check.event_types("exclude_event_types", exclude_event_types))
+        within = check.int64("exclude_within_ms", exclude_within_ms)
+        if within < 0:
+            raise InvalidInputError(f"exclude_within_ms: must be >= 0, got {within}")
+        key = check.recommendation_id(recommendation_id) or uuid.uuid4().hex
+        steering = Steering(
+            diversity=check.share("diversity", diversity),
+            max_per_feature=tuple(
+                check.feature_caps("max_per_feature", max_per_feature or {}).items()
+            ),
+            exploration=0.0 if exploration is None else check.share("exploration", exploration),
+            exploration_max_age_ms=(
+                0
+                if exploration_max_age_ms is None
+                else _count("exploration_max_age_ms", exploration_max_age_ms, 0)
+            ),
+        )
         table = self._require_table()
         snapshot = table.snapshot  # one snapshot for the whole call, even if a sync swaps
         if snapshot.user_vector is not None:
@@ -301,19 +349,139 @@ class EdgeRecommender:
         else:
             base = snapshot.popularity.copy()
             strategy = Strategy.POPULARITY
-        allowed = self._allowed(snapshot, filters, exclude_features)
+        mask = candidate_mask(
+            table.features,
+            filters=any_of,
+            exclude_features=exclude_features,
+            available=snapshot.available,
+        )
+        allowed = None if mask is None else np.flatnonzero(mask).astype(np.int64)
         excluded = set(exclude_item_ids)
         if exclude_seen:
             excluded |= self._outbox.consumed_items()
+        now = self.clock()
+        now_ms = int(now * 1000)
+        if kinds:
+            since = now_ms - within if within else -(2**63)
+            excluded |= {
+                e.item_id
+                for e in self._outbox.recent(since, limit=MAX_RECENT_EVENTS)
+                if e.event_type in kinds
+            }
         exclude = np.array(snapshot.item_ids.indices(sorted(excluded)), dtype=np.int64)
         events = self._session(snapshot) if use_session else []
-        if not events and config.diversity == 0:
-            top = top_k(base, k, exclude=exclude, candidates=allowed)
-            return _result(snapshot, top.indices, top.scores, strategy)
-        # Rerank the best ``rerank_depth`` of the model's ranking with the session.
-        pool = top_k(base, max(k, self.rerank_depth), exclude=exclude, candidates=allowed)
-        rows, scores = self._rerank(table, pool.indices, base[pool.indices], events, config)
-        return _result(snapshot, rows[:k], scores[:k], Strategy.FOLD_IN if events else strategy)
+        config = self.session_config
+        reranks = bool(events) or config.diversity > 0
+        pools: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def best_of(count: int) -> TopK:
+            if not reranks:
+                return top_k(base, count, exclude=exclude, candidates=allowed)
+            # Rerank the best ``rerank_depth`` of the model's ranking with the session.
+            pool = top_k(base, max(count, self.rerank_depth), exclude=exclude, candidates=allowed)
+            pools.append((pool.indices, base[pool.indices]))
+            rows, scores = self._rerank(
+                table, pool.indices, base[pool.indices], events, config, now
+            )
+            return TopK(rows[:count], scores[:count])
+
+        facts = ItemFacts(
+            vectors=table.rows,
+            features=table.features,
+            exploration=lambda: exploration_rows(
+                candidates=mask,
+                n_items=len(snapshot),
+                excluded=exclude,
+                new=snapshot.new_mask(),
+                added_ms=snapshot.added_ms,
+                max_age_ms=steering.exploration_max_age_ms,
+                now_ms=now_ms,
+            ),
+            scores=lambda rows: base[rows],
+        )
+        candidates = len(snapshot) if mask is None else int(np.count_nonzero(mask))
+        top, explores = rank(best_of, k, steering, facts, key, candidates=candidates)
+        explanations = None
+        if explain:
+            explanations = self._explain(
+                table, top, explores, events if reranks else [], pools[-1] if pools else None, now
+            )
+        return _result(
+            snapshot,
+            top.indices,
+            top.scores,
+            Strategy.FOLD_IN if events else strategy,
+            key=key,
+            explanations=explanations,
+        )
+
+    def _explain(
+        self,
+        table: EdgeTable,
+        top: TopK,
+        explores: np.ndarray,
+        events: list[SessionEvent],
+        pool: tuple[np.ndarray, np.ndarray] | None,
+        now: float,
+    ) -> list[CoreExplanation]:
+        """Exact decompositions of the device's scores: the user's vector against the item
+        (``user:vector``; the device holds no token embeddings), the biases, and under a
+        session rerank each session event's pull (``history:<item_id>``), the base part
+        divided by the spread the rerank divides it by."""
+        snapshot = table.snapshot
+        deviation = 1.0
+        pulls: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, np.float32))
+        if pool is not None:
+            found = spread(pool[1].astype(np.float32))
+            deviation = found if found > 0 else 1.0
+            if self.session_config.strength > 0 and events:
+                needed = np.unique([e.row for e in events]).astype(np.int64)
+                local = [
+                    SessionEvent(int(np.searchsorted(needed, e.row)), e.event_type, e.timestamp)
+                    for e in events
+                ]
+                found_rows, coefficients = session_pulls(
+                    local, table.rows(needed), now, self.session_config
+                )
+                pulls = (needed[found_rows], coefficients)
+        out = []
+        vectors = table.rows(top.indices)
+        norms = np.linalg.norm(vectors, axis=1)
+        norms[norms == 0] = 1.0
+        event_vectors = table.rows(pulls[0]) if pulls[0].size else None
+        for position, row in enumerate(top.indices.tolist()):
+            parts: dict[str, float] = {}
+            if snapshot.user_vector is not None:
+                parts["user:vector"] = float(vectors[position] @ snapshot.user_vector) / deviation
+                parts["bias:item"] = float(snapshot.biases[row]) / deviation
+                parts["bias:user"] = float(snapshot.user_bias) / deviation
+            else:
+                parts["signal:popularity"] = float(snapshot.popularity[row]) / deviation
+            if event_vectors is not None:
+                cosines = (event_vectors @ vectors[position]) / norms[position]
+                strength = self.session_config.strength
+                for event_row, coefficient, cosine in zip(
+                    pulls[0].tolist(), pulls[1].tolist(), cosines.tolist(), strict=True
+                ):
+                    source = f"history:{snapshot.item_ids.id_of(event_row)}"
+                    parts[source] = parts.get(source, 0.0) + strength * coefficient * cosine
+            score = float(top.scores[position])
+            history = sorted(
+                ((v, s[len("history:") :]) for s, v in parts.items() if s.startswith("history:")),
+                key=lambda pair: (-pair[0], pair[1]),
+            )
+            because = [item for value, item in history if value > 0][:BECAUSE_MAX]
+            positive = sum(v for v in parts.values() if v > 0)
+            if bool(explores[position]):
+                reason = "exploration"
+            elif positive > 0 and sum(v for v, _ in history if v > 0) > positive / 2:
+                reason = "because_history"
+            elif snapshot.user_vector is None:
+                reason = "popular"
+            else:
+                reason = "personalized"
+            out.append(summarise(parts, score, reason, because, DEFAULT_TOP))
+        return out
 
     def _require_table(self) -> EdgeTable:
         table = self._table
@@ -331,6 +499,7 @@ class EdgeRecommender:
         base: np.ndarray,
         events: list[SessionEvent],
         config: SessionConfig,
+        now: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """core.session.rerank over a compact table of just the rows involved."""
         if rows.size == 0:
@@ -345,65 +514,81 @@ class EdgeRecommender:
             base,
             table.rows(needed),
             local,
-            self.clock(),
+            now,
             config,
         )
         return needed[result.rows], result.scores
 
-    def rank(self, item_ids: Sequence[str], *, use_session: bool = True) -> Recommendations:
-        """The given items in ranked order (unknown items last, score -inf)."""
+    def rank(
+        self,
+        user_id: str | None = None,
+        item_ids: Iterable[str] = (),
+        *,
+        user_features: Iterable[str] = (),
+        explain: bool = False,
+        timeout: float | None = None,
+        use_session: bool = True,
+    ) -> Recommendations:
+        """The given items in ranked order (unknown and unavailable items last, score
+        -inf), with the arguments of ``shelfrank.client.Client.rank``."""
         self._require_open()
+        self._device_user(user_id)
         item_ids = check.identifiers(
             "item_ids", item_ids, min_count=1, max_count=check.MAX_CANDIDATES
         )
         check.boolean("use_session", use_session)
+        check.boolean("explain", explain)
+        check.tokens("user_features", user_features)
         table = self._require_table()
         snapshot = table.snapshot
+        available = snapshot.available_mask()
         known = [snapshot.item_ids.get(i) for i in item_ids]
-        rows = np.array([r for r in known if r is not None], dtype=np.int64)
+        rankable = [r is not None and bool(available[r]) for r in known]
+        rows = np.array([r for r, ok in zip(known, rankable, strict=True) if ok], dtype=np.int64)
         if snapshot.user_vector is not None:
             base = table.rows(rows) @ snapshot.user_vector + snapshot.biases[rows]
             base = base + np.float32(snapshot.user_bias)
         else:
             base = snapshot.popularity[rows]
         events = self._session(snapshot) if use_session else []
-        if events:
+        now = self.clock()
+        if events and rows.size:
             ordered, scores = self._rerank(
-                table, rows, base.astype(np.float32), events, self.session_config
+                table, rows, base.astype(np.float32), events, self.session_config, now
             )
         else:
             order = np.lexsort((rows, -base))
             ordered, scores = rows[order], base[order]
+        top = TopK(ordered.astype(np.int64), np.asarray(scores, np.float32))
+        explanations = None
+        if explain:
+            pool = (rows, base.astype(np.float32)) if events and rows.size else None
+            explanations = self._explain(
+                table, top, np.zeros(len(top), bool), events if pool else [], pool, now
+            )
+            explanations += [
+                summarise({}, float("-inf"), "personalized", (), DEFAULT_TOP)
+                for ok in rankable
+                if not ok
+            ]
         items = [
             ScoredItem(snapshot.item_ids.id_of(int(r)), float(v))
             for r, v in zip(ordered, scores, strict=True)
         ]
         items += [
-            ScoredItem(i, float("-inf")) for i, r in zip(item_ids, known, strict=True) if r is None
+            ScoredItem(i, float("-inf")) for i, ok in zip(item_ids, rankable, strict=True) if not ok
         ]
+        if explanations is not None:
+            items = [
+                dataclasses.replace(item, explanation=_client_explanation(found))
+                for item, found in zip(items, explanations, strict=True)
+            ]
         return Recommendations(
             items=tuple(items),
             model_version=snapshot.model_version,
             recommendation_id=uuid.uuid4().hex,
             strategy=Strategy.FOLD_IN if events else Strategy.TRAINED,
         )
-
-    @staticmethod
-    def _allowed(
-        snapshot: Snapshot, filters: Sequence[Sequence[str]], exclude_features: Sequence[str]
-    ) -> np.ndarray | None:
-        if not filters and not exclude_features:
-            return None
-        from shelfrank.core.filters import FeatureIndex
-
-        index = FeatureIndex(
-            snapshot.token_vocabulary,
-            snapshot.item_tokens.indptr,
-            snapshot.item_tokens.indices,
-            len(snapshot),
-        )
-        mask = index.allowed(filters, exclude_features)
-        return None if mask is None else np.flatnonzero(mask).astype(np.int64)
 
     # -- syncing ------------------------------------------------------------------------------
     def sync(self) -> SyncResult:
@@ -612,20 +797,27 @@ def _finite(field: str, value: object) -> float:
     return float(value)
 
 
-def _filters(filters: object) -> list[tuple[str, ...]]:
-    """Lists of tokens, each non-empty; a bare list of tokens is refused (it would be read
-    as one filter per character)."""
-    if isinstance(filters, str | bytes) or not isinstance(filters, Iterable):
-        raise InvalidInputError(
-            f"filters: expected an iterable of token lists, got {type(filters).__name__}"
-        )
+def _feature_filters(filters: object) -> list[FeatureFilter]:
+    """FeatureFilter values, as the client takes them."""
+    if isinstance(filters, FeatureFilter) or not isinstance(filters, Iterable):
+        raise InvalidInputError("filters: expected an iterable of FeatureFilter")
     checked = []
-    for index, tokens in enumerate(filters):
-        any_of = check.tokens(f"filters[{index}]", tokens)
-        if not any_of:
-            raise InvalidInputError(f"filters[{index}]: a filter needs at least one feature token")
-        checked.append(any_of)
+    for index, value in enumerate(filters):
+        if not isinstance(value, FeatureFilter):
+            raise InvalidInputError(
+                f"filters[{index}]: expected a FeatureFilter, got {type(value).__name__}"
+            )
+        checked.append(value)
     return checked
+
+
+def _client_explanation(found: CoreExplanation) -> Explanation:
+    return Explanation(
+        reason=Reason(found.reason),
+        contributions=tuple(Contribution(s, v) for s, v in found.contributions),
+        rest=found.rest,
+        because_item_ids=found.because,
+    )
 
 
 def _safe(version: str) -> str:
@@ -635,15 +827,26 @@ def _safe(version: str) -> str:
 
 
 def _result(
-    snapshot: Snapshot, rows: np.ndarray, scores: np.ndarray, strategy: Strategy
+    snapshot: Snapshot,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    strategy: Strategy,
+    *,
+    key: str = "",
+    explanations: list[CoreExplanation] | None = None,
 ) -> Recommendations:
+    found: list[Explanation | None] = (
+        [_client_explanation(e) for e in explanations]
+        if explanations is not None
+        else [None] * len(rows)
+    )
     items = tuple(
-        ScoredItem(snapshot.item_ids.id_of(int(r)), float(s))
-        for r, s in zip(rows, scores, strict=True)
+        ScoredItem(snapshot.item_ids.id_of(int(r)), float(s), e)
+        for r, s, e in zip(rows, scores, found, strict=True)
     )
     return Recommendations(
         items=items,
         model_version=snapshot.model_version,
-        recommendation_id=uuid.uuid4().hex,
+        recommendation_id=key or uuid.uuid4().hex,
         strategy=strategy,
     )

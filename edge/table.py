@@ -8,12 +8,14 @@ bytes, so the device's memory budget bounds it (blocks evicted are rebuilt on de
 from __future__ import annotations
 
 import threading
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 from cachetools import LRUCache
 
 from shelfrank.core.errors import InvalidInputError
+from shelfrank.core.filters import FeatureIndex
 from shelfrank.core.snapshot import Snapshot
 
 BLOCK_ROWS = 4096
@@ -50,6 +52,14 @@ class EdgeTable:
                 with self._lock:
                     self._cache[index] = block
         return block
+
+    @cached_property
+    def features(self) -> FeatureIndex:
+        """The snapshot's item tokens as an inverted index (filters, per-feature caps)."""
+        snap = self.snapshot
+        return FeatureIndex(
+            snap.token_vocabulary, snap.item_tokens.indptr, snap.item_tokens.indices, len(snap)
+        )
 
     def cached_bytes(self) -> int:
         with self._lock:

@@ -13,6 +13,7 @@ import grpc
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType
+from shelfrank.core.explain import Explanation
 from shelfrank.proto._generated import edge_sync_pb2 as edge_pb
 from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.proto._generated import recommender_pb2 as pb
@@ -85,9 +86,37 @@ def translate_errors(
     return wrapper
 
 
+REASON = {
+    "personalized": pb.PERSONALIZED,
+    "because_history": pb.BECAUSE_HISTORY,
+    "similar_item": pb.SIMILAR_ITEM,
+    "popular": pb.POPULAR,
+    "exploration": pb.EXPLORATION,
+    "new_item": pb.NEW_ITEM,
+}
+
+
+def _explanation(explained: Explanation) -> pb.Explanation:
+    return pb.Explanation(
+        reason=REASON[explained.reason],
+        contributions=[
+            pb.Contribution(source=source, value=value) for source, value in explained.contributions
+        ],
+        rest=explained.rest,
+        because_item_ids=list(explained.because),
+    )
+
+
 def _response(scored: Scored) -> pb.RecommendResponse:
+    if scored.explanations:
+        items = [
+            pb.ScoredItem(item_id=item, score=score, explanation=_explanation(explained))
+            for (item, score), explained in zip(scored.items, scored.explanations, strict=True)
+        ]
+    else:
+        items = [pb.ScoredItem(item_id=item, score=score) for item, score in scored.items]
     return pb.RecommendResponse(
-        items=[pb.ScoredItem(item_id=item, score=score) for item, score in scored.items],
+        items=items,
         model_version=scored.model_version,
         recommendation_id=scored.recommendation_id,
         strategy=STRATEGY[scored.strategy],
@@ -137,6 +166,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             ),
             recommendation_id=request.recommendation_id,
             seen=_seen_filter(request.exclude_event_types, request.exclude_within_ms),
+            explain=request.explain,
         )
         return _response(self.service.recommend(query))
 
@@ -150,6 +180,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             filters=_filters(request.filters),
             exclude_features=tuple(request.exclude_features),
             exclude_item_ids=tuple(request.exclude_item_ids),
+            explain=request.explain,
         )
         return _response(self.service.similar_items(query))
 
@@ -161,6 +192,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             user_id=request.user_id,
             item_ids=tuple(request.item_ids),
             user_features=tuple(request.user_features),
+            explain=request.explain,
         )
         return _response(self.service.rank(query))
 

@@ -154,6 +154,7 @@ class RecommendQuery:
     exploration_max_age_ms: int | None = None
     recommendation_id: str = ""
     seen: SeenFilter = SeenFilter()
+    explain: bool = False
 
     def __post_init__(self) -> None:
         check_id(self.user_id, "user_id")
@@ -185,6 +186,7 @@ class SimilarQuery:
     filters: tuple[tuple[str, ...], ...] = ()
     exclude_features: tuple[str, ...] = ()
     exclude_item_ids: tuple[str, ...] = ()
+    explain: bool = False
 
     def __post_init__(self) -> None:
         check_id(self.item_id, "item_id")
@@ -198,6 +200,7 @@ class RankQuery:
     user_id: str
     item_ids: tuple[str, ...]
     user_features: tuple[str, ...] = ()
+    explain: bool = False
 
     def __post_init__(self) -> None:
         check_id(self.user_id, "user_id")

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -35,6 +35,13 @@ from cachetools import LRUCache
 from shelfrank.core.blend import Mode
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
+from shelfrank.core.explain import (
+    DEFAULT_TOP,
+    Explanation,
+    explain_scores,
+    explain_similar,
+    summarise,
+)
 from shelfrank.core.ranking import (
     PLAIN,
     ItemFacts,
@@ -81,6 +88,8 @@ class Scored:
     strategy: str  # trained | fold-in | features | popularity | item
     # Per item: whether it fills an exploration slot (empty: none did).
     explored: tuple[bool, ...] = ()
+    # Per item, when the request asked to explain (core/explain.py).
+    explanations: tuple[Explanation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,8 @@ class RecommenderService:
         self._store = store
         # What a Recommend that leaves a steering field out gets (e.g. an exploration share).
         self.default_steering = steering
+        # Contributions kept per explanation (the rest is summed up in one number).
+        self.explain_top = DEFAULT_TOP
         if state.trained:  # the catalogue as the store has it now, not as when trained
             revision, catalogue = store.catalogue_changes(state.catalogue_through)
             state = state.with_catalogue(catalogue, revision=revision)
@@ -371,7 +382,23 @@ class RecommenderService:
             facts = self._item_facts(state, user, mode, steering, mask, exclude)
             candidates = len(model.items) if mask is None else int(np.count_nonzero(mask))
             top, explores = rank(best_of, query.k, steering, facts, key, candidates=candidates)
-        return self._scored(state, top.indices, top.scores, user.source, key=key, explores=explores)
+        scored = self._scored(
+            state, top.indices, top.scores, user.source, key=key, explores=explores
+        )
+        if not query.explain:
+            return scored
+        explained = explain_scores(
+            model,
+            query.user_id,
+            user,
+            top.indices,
+            top.scores,
+            mode=mode,
+            explored=() if explores is None else explores.tolist(),
+            trained_items=state.trained_items if state.trained else None,
+            top=self.explain_top,
+        )
+        return replace(scored, explanations=tuple(explained))
 
     @staticmethod
     def _item_facts(
@@ -417,7 +444,11 @@ class RecommenderService:
         )
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(scores, query.k, exclude=exclude, candidates=candidates)
-        return self._scored(state, top.indices, top.scores, "item")
+        scored = self._scored(state, top.indices, top.scores, "item")
+        if not query.explain:
+            return scored
+        explained = explain_similar(model, row, top.indices, top.scores, top=self.explain_top)
+        return replace(scored, explanations=tuple(explained))
 
     def _popular_besides(self, state: ServingState, row: int, query: SimilarQuery) -> Scored:
         """Before the first model nothing is known about similarity: the popular items,
@@ -432,7 +463,14 @@ class RecommenderService:
         )
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(model.item_popularity, query.k, exclude=exclude, candidates=candidates)
-        return self._scored(state, top.indices, top.scores, "popularity")
+        scored = self._scored(state, top.indices, top.scores, "popularity")
+        if not query.explain:
+            return scored
+        explained = [
+            summarise({"signal:popularity": value}, value, "popular", (), self.explain_top)
+            for value in top.scores.tolist()
+        ]
+        return replace(scored, explanations=tuple(explained))
 
     def rank(self, query: RankQuery) -> Scored:
         state, user, _ = self._user(query.user_id, query.user_features)
@@ -450,11 +488,30 @@ class RecommenderService:
         ranked = [(model.item_ids.id_of(int(rows[i])), float(scores[i])) for i in order]
         placed = {item for item, _ in rankable}
         ranked += [(item, float("-inf")) for item, _ in known if item not in placed]
+        explanations: tuple[Explanation, ...] = ()
+        if query.explain:
+            ordered = rows[order]
+            explanations = tuple(
+                explain_scores(
+                    model,
+                    query.user_id,
+                    user,
+                    ordered,
+                    scores[order],
+                    mode="repeat",
+                    trained_items=state.trained_items if state.trained else None,
+                    top=self.explain_top,
+                )
+            ) + tuple(
+                Explanation("personalized", (), float("-inf"))  # unknown or unavailable
+                for _ in range(len(ranked) - ordered.size)
+            )
         return Scored(
             items=tuple(ranked),
             model_version=state.model_version,
             recommendation_id=uuid.uuid4().hex,
             strategy=user.source,
+            explanations=explanations,
         )
 
     def _scored(

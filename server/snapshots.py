@@ -47,7 +47,13 @@ class SnapshotService:
             cached = self._items.get(version)
             if cached is not None:
                 return cached
-        snapshot = snapshot_of(state.model, version)
+        snapshot = snapshot_of(
+            state.model,
+            version,
+            available=state.available,
+            new_items=state.new_items,
+            added_ms=state.added_ms,
+        )
         with self._lock:
             self._items[version] = snapshot
             while len(self._items) > self.keep_versions:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shelfrank.client import Client, Event, Item, SnapshotInfo, Strategy
+from shelfrank.client import Client, Event, FeatureFilter, Item, SnapshotInfo, Strategy
 from shelfrank.core.errors import ModelFileError
 from shelfrank.edge import EdgeRecommender, NoSnapshotError
 from shelfrank.edge.outbox import Outbox
@@ -217,7 +217,7 @@ def test_delta_sync_moves_only_changed_rows(server: Server, tmp_path: Path) -> N
     assert not delta.full_snapshot
     assert delta.snapshot_bytes < full.snapshot_bytes
     assert "hat1" in phone.snapshot.item_ids
-    assert phone.recommend(k=1, filters=[["category=hats"]]).item_ids == ("hat1",)
+    assert phone.recommend(k=1, filters=[FeatureFilter(["category=hats"])]).item_ids == ("hat1",)
     # a restarted app keeps the snapshot it had
     again = device(tmp_path / "phone", server)
     assert again.snapshot.version == phone.snapshot.version
@@ -366,7 +366,7 @@ def test_diversity_option_changes_the_order_only_when_asked(
     phone = device(tmp_path / "phone", snapshot=toy_model_dir)
     plain = phone.recommend(k=8)
     assert phone.recommend(k=8, diversity=0.0).item_ids == plain.item_ids
-    diverse = phone.recommend(k=8, diversity=5.0)
+    diverse = phone.recommend(k=8, diversity=0.9)
     assert sum(i.startswith("book") for i in diverse.item_ids) > sum(
         i.startswith("book") for i in plain.item_ids
     )

@@ -325,28 +325,42 @@ EDGE_CASES: dict[tuple[str, str], Case] = {
         ),
     ),
     ("EdgeRecommender", "recommend"): Case(
-        {"k": 3, "filters": [["category=books"]]},
+        {"k": 3, "filters": [FeatureFilter(["category=books"])]},
         (
+            {"user_id": "someone-else"},
+            {"user_id": 3},
             {"k": 0},
             {"k": 1001},
             {"k": 2.5},
             {"exclude_seen": None},
             {"exclude_item_ids": "book1"},
-            {"filters": ["category=books"]},  # tokens, not a list of filters
-            {"filters": [[]]},
+            {"filters": [["category=books"]]},  # lists, not FeatureFilter (as the client)
+            {"filters": FeatureFilter(["category=books"])},
             {"exclude_features": "category=books"},
+            {"user_features": "segment=runner"},
             {"use_session": "yes"},
             {"diversity": -1},
+            {"diversity": 1.5},
             {"diversity": "a lot"},
+            {"max_per_feature": {"category": 1}},
+            {"max_per_feature": {"category=": -1}},
+            {"exploration": 1.01},
+            {"exploration_max_age_ms": -1},
+            {"exclude_event_types": ["nope"]},
+            {"exclude_within_ms": -1},
+            {"recommendation_id": "r" * 129},
+            {"explain": "yes"},
         ),
     ),
     ("EdgeRecommender", "rank"): Case(
         {"item_ids": ["book1", "shoe1", "unknown-item"]},
         (
+            {"user_id": "someone-else"},
             {"item_ids": "book1"},
             {"item_ids": []},
             {"item_ids": [1]},
             {"use_session": 1},
+            {"explain": 0},
         ),
     ),
     ("EdgeRecommender", "sync"): Case(),
@@ -568,7 +582,7 @@ def edge_call(world: World, member: str, args: Args) -> object:
         try:
             phone.track("view", "book1")
             phone.recommend(k=3)
-            phone.rank(["book1", "shoe1"])
+            phone.rank(item_ids=["book1", "shoe1"])
         finally:
             phone.close()
         return None
@@ -705,7 +719,7 @@ def test_extreme_but_valid_settings_work(world: World) -> None:
         phone.track("view", "book1", timestamp_ms=-(2**63))
         phone.track("view", "book2", timestamp_ms=2**63 - 1)
         assert len(phone.recommend(k=1000).items) == 32  # every item: views exclude none
-        assert len(phone.rank(["book1", "nothing"]).items) == 2
+        assert len(phone.rank(item_ids=["book1", "nothing"]).items) == 2
     finally:
         phone.close()
 
