@@ -17,9 +17,10 @@ from shelfrank.server.cli._options import (
     train_config,
 )
 from shelfrank.server.cli._readers import read_features, read_interactions
-from shelfrank.server.evaluation.protocols import NEEDS_TEST, PROTOCOLS
+from shelfrank.server.evaluation.protocols import FAIRNESS_PROTOCOLS, NEEDS_TEST, PROTOCOLS
 
 if TYPE_CHECKING:
+    from shelfrank.server.evaluation.fairness import FairnessSettings
     from shelfrank.server.evaluation.runner import EvaluationReport
 
 NAME = "evaluate"
@@ -66,7 +67,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", help="write a PNG bar chart of the metrics")
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--quiet", action="store_true")
+    _add_fairness_options(parser)
     add_training_options(parser)
+
+
+def _add_fairness_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "fairness and beyond accuracy",
+        "per user group P@k and NDCG@k with their gaps, exposure Gini, coverage, novelty and "
+        "intra-list diversity per model (server/evaluation/fairness.py); any of these "
+        "options turns them on (not with edge-replay)",
+    )
+    group.add_argument(
+        "--fairness",
+        action="store_true",
+        help="group by every column of --users; item metrics on every column of --items",
+    )
+    group.add_argument(
+        "--group-by",
+        action="append",
+        metavar="COLUMN",
+        help="a user column to group users by, e.g. gender (repeatable; default: every "
+        "column of --users)",
+    )
+    group.add_argument(
+        "--exposure-by",
+        action="append",
+        metavar="COLUMN",
+        help="an item column, e.g. genre, whose values' share of recommended slots is set "
+        "against their share of the catalogue and of training interactions (repeatable)",
+    )
+    group.add_argument(
+        "--diversity-by",
+        action="append",
+        metavar="COLUMN",
+        help="an item column whose tokens intra-list diversity compares (repeatable; "
+        "default: every column of --items)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         item_fraction=args.item_fraction,
         fold_users=args.fold_users,
         split_seed=args.split_seed,
+        fairness=_fairness_settings(args),
     )
     data = read_interactions(args.interactions, args.strict, args.quiet)
     items = read_features(args.items, "item_id", args.strict, args.quiet)
@@ -111,6 +149,29 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fairness_settings(args: argparse.Namespace) -> FairnessSettings | None:
+    """The fairness figures asked for on the command line, or None."""
+    if not (args.fairness or args.group_by or args.exposure_by or args.diversity_by):
+        return None
+    if args.protocol not in FAIRNESS_PROTOCOLS:
+        raise CommandError(
+            f"--fairness, --group-by, --exposure-by and --diversity-by are not available "
+            f"with --protocol {args.protocol}"
+        )
+    from shelfrank.server.evaluation.fairness import FairnessSettings
+
+    def columns(values: list[str] | None) -> tuple[str, ...] | None:
+        if values is None:
+            return None
+        return tuple(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
+
+    return FairnessSettings(
+        group_by=columns(args.group_by),
+        exposure_by=columns(args.exposure_by) or (),
+        diversity_by=columns(args.diversity_by),
+    )
+
+
 def _model_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -118,10 +179,16 @@ def _model_list(text: str | None) -> list[str] | None:
 
 
 def _write_plots(report: EvaluationReport, path: str, announce: bool) -> None:
-    """The metrics chart at ``path`` and, when the blend was fitted, its chart beside it."""
-    from shelfrank.server.evaluation.report import save_blend_plot, save_plot
+    """The metrics chart at ``path`` and, beside it, the blend's chart when the blend was
+    fitted and the per-group P@k chart when users were grouped."""
+    from shelfrank.server.evaluation.report import save_blend_plot, save_group_plot, save_plot
 
     save_plot(report, path)
+    if report.fairness is not None and report.fairness.group_by and report.fairness.models:
+        groups_path = Path(path).with_name(Path(path).stem + "-groups.png")
+        save_group_plot(report.fairness, groups_path)
+        if announce:
+            print(f"per-group plot written to {groups_path}")
     if report.notes.get("blend_fit"):
         blend_path = Path(path).with_name(Path(path).stem + "-blend.png")
         save_blend_plot(report.notes["blend_fit"], blend_path)

@@ -22,6 +22,11 @@ from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.evaluation.baselines import Recommender, ServingRecommender
+from shelfrank.server.evaluation.fairness import (
+    FairnessContext,
+    FairnessSettings,
+    check_settings,
+)
 from shelfrank.server.evaluation.runner import (
     EvaluationReport,
     ModelResult,
@@ -120,9 +125,12 @@ def evaluate_fold_in(
     k: int = 10,
     relevant: Collection[EventType] = POSITIVE_EVENT_TYPES,
     progress: bool = False,
+    fairness: FairnessSettings | None = None,
 ) -> EvaluationReport:
     if fold_users < 1:
         raise InvalidInputError(f"fold_users: must be >= 1, got {fold_users}")
+    if fairness is not None:
+        check_settings(fairness, users, items)
     full = HybridModel.train(train, config, items=items, users=users, progress=progress)
     truth, dropped = relevance(test, full.data, relevant)
     candidates = sorted(truth)
@@ -149,6 +157,10 @@ def evaluate_fold_in(
     report = EvaluationReport(
         protocol="fold-in", k=k, notes={"fold_users": fold_users, "seed": seed, **dropped}
     )
+    context = None
+    if fairness is not None:
+        context = FairnessContext(fairness, full.data, k, users=users, items=items)
+        report.fairness = context.report
     recommenders: list[Recommender] = [
         ServingRecommender("hybrid-trained", full.to_serving()),
         FoldInRecommender(reduced_serving, full.data, histories, tokens),
@@ -158,6 +170,8 @@ def evaluate_fold_in(
         accumulator = score_users(
             recommender, full.data, truth, k, None, progress=progress, histories=histories
         )
+        if context is not None:
+            context.measure(recommender.name, accumulator)
         report.results.append(
             ModelResult(
                 name=recommender.name,

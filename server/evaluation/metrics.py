@@ -20,6 +20,10 @@ class MetricAccumulator:
     ``popularity_percentile`` maps each item row to its training popularity percentile
     in [0, 1]; popularity bias is the mean percentile of recommended items (0.5 would be
     a popularity-neutral recommender, 1.0 recommends only the most popular items).
+
+    Every top-k list added is kept (``top_lists``, in order), with its user's id when
+    :meth:`add` is given one (``user_ids``): what the per-group and item-side metrics of
+    :mod:`shelfrank.server.evaluation.fairness` are computed from.
     """
 
     k: int
@@ -30,10 +34,21 @@ class MetricAccumulator:
     )
     recommended: set[int] = field(default_factory=set)
     popularity: list[float] = field(default_factory=list)
+    top_lists: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    user_ids: list[str] = field(default_factory=list)
 
-    def add(self, top: npt.NDArray[np.int64], relevant: npt.NDArray[np.int64], auc: float) -> None:
+    def add(
+        self,
+        top: npt.NDArray[np.int64],
+        relevant: npt.NDArray[np.int64],
+        auc: float,
+        user: str | None = None,
+    ) -> None:
         if relevant.size == 0:
             raise InvalidInputError("relevant: a user without relevant items cannot be evaluated")
+        self.top_lists.append(np.array(top, dtype=np.int64))
+        if user is not None:
+            self.user_ids.append(user)
         hits = np.isin(top, relevant).astype(np.float64)
         k = self.k
         n_rel = relevant.size

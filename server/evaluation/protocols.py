@@ -16,11 +16,14 @@ from shelfrank.core.events import POSITIVE_EVENT_TYPES, EventType
 if TYPE_CHECKING:
     from shelfrank.datasets.records import FeatureTable, Interactions
     from shelfrank.server.config import TrainConfig
+    from shelfrank.server.evaluation.fairness import FairnessSettings
     from shelfrank.server.evaluation.runner import EvaluationReport
 
 PROTOCOLS = ("given", "random", "temporal", "cold-items", "fold-in", "edge-replay")
 # Protocols that score a separate test file (the others split the data themselves).
 NEEDS_TEST = ("given", "fold-in")
+# Protocols that can add per-group and item-side figures (server/evaluation/fairness.py).
+FAIRNESS_PROTOCOLS = ("given", "random", "temporal", "cold-items", "fold-in")
 SPLIT_MODELS = ("hybrid", "lightfm-cf", "popularity", "user-knn")
 
 
@@ -38,6 +41,8 @@ class ProtocolSettings:
     item_fraction: float = 0.2  # cold-items
     fold_users: int = 100  # fold-in
     split_seed: int = 0  # random, cold-items, fold-in
+    # Per-group and item-side figures (None: none); every protocol but edge-replay.
+    fairness: FairnessSettings | None = None
 
 
 def run_protocol(
@@ -61,6 +66,11 @@ def run_protocol(
         raise InvalidInputError(f"test: protocol {protocol} needs test interactions")
     if protocol not in NEEDS_TEST and test is not None:
         raise InvalidInputError(f"test: protocol {protocol} takes no test interactions")
+    if settings.fairness is not None and protocol not in FAIRNESS_PROTOCOLS:
+        raise InvalidInputError(
+            f"fairness: not measured by protocol {protocol}; use one of "
+            f"{', '.join(FAIRNESS_PROTOCOLS)}"
+        )
     if protocol == "temporal":
         from shelfrank.server.evaluation.shop import SHOP_MODELS, evaluate_shop
 
@@ -76,6 +86,7 @@ def run_protocol(
             models=SHOP_MODELS if settings.models is None else settings.models,
             relevant=settings.relevant,
             progress=progress,
+            fairness=settings.fairness,
         )
     if protocol == "edge-replay":
         from shelfrank.server.evaluation.edge_replay import evaluate_edge_replay
@@ -103,6 +114,7 @@ def run_protocol(
             k=settings.k,
             relevant=settings.relevant,
             progress=progress,
+            fairness=settings.fairness,
         )
     from shelfrank.server.evaluation import splits
     from shelfrank.server.evaluation.runner import evaluate_split
@@ -122,4 +134,5 @@ def run_protocol(
         models=SPLIT_MODELS if settings.models is None else settings.models,
         relevant=settings.relevant,
         progress=progress,
+        fairness=settings.fairness,
     )

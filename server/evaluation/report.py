@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from shelfrank.core.blend import COMPONENTS
+from shelfrank.server.evaluation.fairness import NONE, FairnessReport
 from shelfrank.server.evaluation.metrics import METRIC_NAMES
 from shelfrank.server.evaluation.runner import EvaluationReport
 
@@ -35,6 +36,45 @@ def save_plot(report: EvaluationReport, path: str | Path) -> None:
     axes.set_title(f"shelfrank evaluation: protocol {report.protocol}")
     axes.legend(loc="upper left")
     axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def save_group_plot(fairness: FairnessReport, path: str | Path) -> None:
+    """P@k per user group: one panel per grouped column, one bar per model in each group
+    (the groups' users are in the report's JSON)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = list(fairness.group_by)
+    names = list(fairness.models)
+    figure, panels = plt.subplots(len(columns), 1, figsize=(10, 3.2 * len(columns)), squeeze=False)
+    width = 0.8 / max(1, len(names))
+    for axes, column in zip(panels[:, 0], columns, strict=True):
+        by_model = {
+            name: {g.value: g.precision for g in fairness.models[name].group(column).groups}
+            for name in names
+        }
+        values = sorted(
+            {v for groups in by_model.values() for v in groups}, key=lambda v: (v == NONE, v)
+        )
+        positions = np.arange(len(values))
+        for index, name in enumerate(names):
+            axes.bar(
+                positions + index * width,
+                [by_model[name].get(v, np.nan) for v in values],
+                width,
+                label=name,
+            )
+        axes.set_xticks(positions + width * (len(names) - 1) / 2)
+        axes.set_xticklabels(values, rotation=20 if len(values) > 8 else 0, fontsize=8)
+        axes.set_ylabel(f"P@{fairness.k}")
+        axes.set_title(f"P@{fairness.k} by user {column}")
+        axes.grid(axis="y", alpha=0.3)
+        axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

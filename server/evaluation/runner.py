@@ -25,6 +25,12 @@ from shelfrank.server.evaluation.baselines import (
     pure_cf_config,
 )
 from shelfrank.server.evaluation.ease_choice import choose_ease_l2
+from shelfrank.server.evaluation.fairness import (
+    FairnessContext,
+    FairnessReport,
+    FairnessSettings,
+    check_settings,
+)
 from shelfrank.server.evaluation.metrics import (
     METRIC_NAMES,
     MetricAccumulator,
@@ -53,6 +59,8 @@ class EvaluationReport:
     k: int
     results: list[ModelResult] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    # Per-group and item-side figures (server/evaluation/fairness.py), when asked for.
+    fairness: FairnessReport | None = None
 
     def result(self, name: str) -> ModelResult:
         for result in self.results:
@@ -61,7 +69,7 @@ class EvaluationReport:
         raise UnknownIdError(f"name: no result for model {name!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "protocol": self.protocol,
             "k": self.k,
             "notes": self.notes,
@@ -74,6 +82,9 @@ class EvaluationReport:
                 for r in self.results
             },
         }
+        if self.fairness is not None:
+            out["fairness"] = self.fairness.to_json()
+        return out
 
     def table(self) -> str:
         k = self.k
@@ -105,7 +116,10 @@ class EvaluationReport:
         notes = ", ".join(
             f"{key}={value}" for key, value in self.notes.items() if not isinstance(value, dict)
         )
-        return f"protocol: {self.protocol}  ({notes})\n" + "\n".join(lines)
+        text = f"protocol: {self.protocol}  ({notes})\n" + "\n".join(lines)
+        if self.fairness is not None and self.fairness.models:
+            text += "\n\n" + self.fairness.table()
+        return text
 
 
 def parse_relevant(text: str) -> frozenset[EventType]:
@@ -185,7 +199,10 @@ def score_users(
             rows = np.flatnonzero(allowed)
             relevant_mask = np.isin(rows, truth[user])
             accumulator.add(
-                top.indices, truth[user], auc_score(scores[position][rows], relevant_mask)
+                top.indices,
+                truth[user],
+                auc_score(scores[position][rows], relevant_mask),
+                user=data.users.entities.id_of(user),
             )
         bar.update(batch.size)
     bar.close()
@@ -202,7 +219,11 @@ def evaluate_split(
     models: Sequence[str] = MODEL_NAMES,
     relevant: Collection[EventType] = POSITIVE_EVENT_TYPES,
     progress: bool = False,
+    fairness: FairnessSettings | None = None,
 ) -> EvaluationReport:
+    """Train the hybrid model on the split, then score it and each of ``models`` on the
+    split's test users; ``fairness`` adds per-group and item-side figures
+    (:mod:`shelfrank.server.evaluation.fairness`)."""
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
         raise InvalidInputError(
@@ -210,6 +231,8 @@ def evaluate_split(
         )
     if k <= 0:
         raise InvalidInputError(f"k: must be positive, got {k}")
+    if fairness is not None:
+        check_settings(fairness, users, items)
     hybrid = HybridModel.train(split.train, config, items=items, users=users, progress=progress)
     data = hybrid.data
     truth, dropped = relevance(split.test, data, relevant)
@@ -223,6 +246,10 @@ def evaluate_split(
     report = EvaluationReport(protocol=split.protocol, k=k, notes={**split.notes, **dropped})
     report.notes["train_events"] = len(split.train)
     report.notes["test_events"] = len(split.test)
+    context = None
+    if fairness is not None:
+        context = FairnessContext(fairness, data, k, catalogue=candidates, users=users, items=items)
+        report.fairness = context.report
     for name in models:
         tick = time.perf_counter()
         recommender: Recommender
@@ -253,6 +280,8 @@ def evaluate_split(
             recommender = UserKnnRecommender(data)
             fit_seconds = time.perf_counter() - tick
         accumulator = score_users(recommender, data, truth, k, candidates, progress=progress)
+        if context is not None:
+            context.measure(name, accumulator)
         report.results.append(
             ModelResult(
                 name=name,

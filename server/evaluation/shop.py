@@ -36,6 +36,11 @@ from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.evaluation.baselines import UserKnnRecommender, pure_cf_config
 from shelfrank.server.evaluation.ease_choice import choose_ease_l2, relevant_rows
+from shelfrank.server.evaluation.fairness import (
+    FairnessContext,
+    FairnessSettings,
+    check_settings,
+)
 from shelfrank.server.evaluation.metrics import MetricAccumulator, popularity_percentiles
 from shelfrank.server.evaluation.runner import EvaluationReport, ModelResult
 from shelfrank.server.hybrid import HybridModel
@@ -121,10 +126,13 @@ def evaluate_shop(
     models: Sequence[str] = SHOP_MODELS,
     relevant: Collection[EventType] = (EventType.PURCHASE,),
     progress: bool = False,
+    fairness: FairnessSettings | None = None,
 ) -> EvaluationReport:
     unknown = [m for m in models if m not in SHOP_MODELS]
     if unknown:
         raise InvalidInputError(f"models: unknown {', '.join(unknown)}; choose from {SHOP_MODELS}")
+    if fairness is not None:
+        check_settings(fairness, users, items)
     train, test, cutoff = time_split(interactions, test_days=test_days, test_fraction=test_fraction)
     tick = time.perf_counter()
     hybrid = HybridModel.train(train, config, items=items, users=users, progress=progress)
@@ -186,6 +194,10 @@ def evaluate_shop(
     known = {u: r for u, r in truth.items() if trained(u)}
     cold = {u: r for u, r in truth.items() if not trained(u)}
     n_items = len(data.items.entities)
+    context = None
+    if fairness is not None:
+        context = FairnessContext(fairness, data, k, users=users, items=items)
+        report.fairness = context.report
     for setting in SETTINGS:
         for name, (ranker, seconds) in rankers.items():
             accumulator = MetricAccumulator(k, n_items, percentiles)
@@ -209,10 +221,12 @@ def evaluate_shop(
                     continue
                 mode = "repeat" if setting == "repeat" else "new"
                 top = ranker(user_id, row, mode, exclude, k)
-                accumulator.add(top, target, float("nan"))
+                accumulator.add(top, target, float("nan"), user=user_id)
             bar.close()
             if accumulator.users:
                 result = accumulator.result()
+                if context is not None:
+                    context.measure(f"{setting}/{name}", accumulator)
                 report.results.append(
                     ModelResult(
                         name=f"{setting}/{name}",
