@@ -140,6 +140,7 @@ class ItemFacts:
     """What stage 3 needs of the item side: vectors for diversity, tokens for caps,
     exploration candidates."""
 
+    # Item vectors of rows, as a device holds them (core/quantize.py: as_on_device).
     vectors: Callable[[IndexArray], FloatArray]
     features: FeatureIndex
     # Rows that may fill exploration slots (new or little shown), for this request.

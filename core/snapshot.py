@@ -24,6 +24,8 @@ import numpy.typing as npt
 from shelfrank.core.artifact import Artifact, read_artifact, write_artifact
 from shelfrank.core.errors import InvalidInputError, ModelFileError
 from shelfrank.core.ids import IdMap
+from shelfrank.core.quantize import dequantize as dequantize  # re-exported
+from shelfrank.core.quantize import quantize
 from shelfrank.core.serving import ServingModel, SparseRows
 from shelfrank.core.strings import decode_strings, encode_strings
 
@@ -36,19 +38,6 @@ FloatArray = npt.NDArray[np.float32]
 Int8Array = npt.NDArray[np.int8]
 BoolArray = npt.NDArray[np.bool_]
 Int64Array = npt.NDArray[np.int64]
-
-
-def quantize(vectors: FloatArray) -> tuple[Int8Array, FloatArray]:
-    """Symmetric per-row int8 quantisation: ``q = round(v / scale)``, ``scale = max|v|/127``."""
-    peak = np.abs(vectors).max(axis=1) if vectors.size else np.zeros(vectors.shape[0])
-    scales = (peak / 127.0).astype(np.float32)
-    safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
-    quantized = np.clip(np.rint(vectors / safe[:, None]), -127, 127).astype(np.int8)
-    return quantized, scales
-
-
-def dequantize(quantized: Int8Array, scales: FloatArray) -> FloatArray:
-    return (quantized.astype(np.float32) * scales[:, None]).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +10,19 @@ import numpy.typing as npt
 
 from shelfrank.core.blend import Mode
 from shelfrank.core.errors import InvalidInputError
-from shelfrank.core.serving import ServingModel
+from shelfrank.core.explain import Explanation, explain_scores
+from shelfrank.core.filters import FeatureIndex
+from shelfrank.core.quantize import as_on_device
+from shelfrank.core.ranking import (
+    PLAIN,
+    ItemFacts,
+    Steering,
+    candidate_mask,
+    exploration_rows,
+    rank,
+)
+from shelfrank.core.scoring import IndexArray, TopK
+from shelfrank.core.serving import ServingModel, UserVector
 
 
 @dataclass(frozen=True)
@@ -18,12 +30,42 @@ class Recommendation:
     user_id: str
     items: tuple[tuple[str, float], ...]
     source: str  # trained | fold-in | features | popularity
+    recommendation_id: str = ""
+    explanations: tuple[Explanation, ...] = ()
 
     def to_json(self) -> dict[str, object]:
+        items: list[dict[str, object]] = [
+            {"item_id": item, "score": round(score, 6)} for item, score in self.items
+        ]
+        for entry, explained in zip(items, self.explanations, strict=False):
+            entry["explanation"] = {
+                "reason": explained.reason,
+                "contributions": [
+                    {"source": source, "value": round(value, 6)}
+                    for source, value in explained.contributions
+                ],
+                "rest": round(explained.rest, 6),
+                "because_item_ids": list(explained.because),
+            }
         return {
             "user_id": self.user_id,
-            "items": [{"item_id": item, "score": round(score, 6)} for item, score in self.items],
+            "recommendation_id": self.recommendation_id,
+            "items": items,
         }
+
+
+@dataclass(frozen=True)
+class OfflineRequest:
+    """What every user's list is asked for (the server's Recommend options, offline)."""
+
+    filters: tuple[tuple[str, ...], ...] = ()
+    exclude_features: tuple[str, ...] = ()
+    unavailable_item_ids: frozenset[str] = frozenset()
+    steering: Steering = PLAIN
+    # The list of user ``u`` gets the recommendation id ``prefix + u`` (exploration is
+    # placed by it, as the server places it by the request's recommendation_id).
+    recommendation_id_prefix: str = ""
+    explain: bool = False
 
 
 History = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
@@ -39,15 +81,40 @@ def recommend_users(
     candidate_item_ids: Sequence[str] | None = None,
     histories: Mapping[str, History] | None = None,
     user_tokens: Mapping[str, Sequence[str]] | None = None,
+    request: OfflineRequest | None = None,
 ) -> Iterator[Recommendation]:
-    """Top-k per user. Users unknown to the model are folded in from ``histories`` or
-    composed from ``user_tokens``; with neither they get the popularity list. History
-    items count as seen."""
+    """Top-k per user, through the one ranking pipeline (core/ranking.py) as the server
+    ranks. Users unknown to the model are folded in from ``histories`` or composed from
+    ``user_tokens``; with neither they get the popularity list. History items count as
+    seen."""
     if k <= 0:
         raise InvalidInputError(f"k: must be positive, got {k}")
-    candidates = None
+    request = request or OfflineRequest()
+    n = len(model.items)
+    features = FeatureIndex(
+        model.item_token_embeddings.vocabulary,
+        model.item_tokens.indptr,
+        model.item_tokens.indices,
+        n,
+    )
+    available = None
+    if request.unavailable_item_ids:
+        available = np.ones(n, np.bool_)
+        available[
+            model.item_rows(sorted(request.unavailable_item_ids & set(model.item_ids.ids)))
+        ] = False
+    mask = candidate_mask(
+        features,
+        filters=request.filters,
+        exclude_features=request.exclude_features,
+        available=available,
+    )
     if candidate_item_ids is not None:
-        candidates = model.item_rows(candidate_item_ids)
+        chosen = np.zeros(n, np.bool_)
+        chosen[model.item_rows(candidate_item_ids)] = True
+        mask = chosen if mask is None else mask & chosen
+    count = n if mask is None else int(np.count_nonzero(mask))
+    new_items = model.item_popularity <= 0  # a model directory: every row was trained
     histories = histories or {}
     user_tokens = user_tokens or {}
     for user_id in user_ids:
@@ -58,15 +125,61 @@ def recommend_users(
             history_rows=rows,
             history_weights=weights,
         )
-        exclude = None
+        exclude = np.empty(0, np.int64)
         if exclude_seen:
-            exclude = np.union1d(model.seen_rows(user_id), rows)
-        top = model.rank(user, k, exclude=exclude, candidates=candidates, mode=mode)
+            exclude = np.union1d(model.seen_rows(user_id), rows).astype(np.int64)
+        key = request.recommendation_id_prefix + user_id
+
+        best_of, facts = _ranking_inputs(model, features, user, mode, mask, exclude, new_items)
+        top, explores = rank(best_of, k, request.steering, facts, key, candidates=count)
         ids = model.item_ids
+        explained: tuple[Explanation, ...] = ()
+        if request.explain:
+            explained = tuple(
+                explain_scores(
+                    model,
+                    user_id,
+                    user,
+                    top.indices,
+                    top.scores,
+                    mode=mode,
+                    explored=explores.tolist(),
+                )
+            )
         yield Recommendation(
             user_id,
             tuple(
                 (ids.id_of(int(r)), float(s)) for r, s in zip(top.indices, top.scores, strict=True)
             ),
             user.source,
+            key,
+            explained,
         )
+
+
+def _ranking_inputs(
+    model: ServingModel,
+    features: FeatureIndex,
+    user: UserVector,
+    mode: Mode,
+    mask: npt.NDArray[np.bool_] | None,
+    exclude: IndexArray,
+    new_items: npt.NDArray[np.bool_],
+) -> tuple[Callable[[int], TopK], ItemFacts]:
+    """The exact scorer and the item facts of one user's request (as the server's)."""
+
+    def best_of(size: int) -> TopK:
+        return model.rank(user, size, exclude=exclude, allowed=mask, mode=mode)
+
+    def vectors(rows: IndexArray) -> npt.NDArray[np.float32]:
+        return as_on_device(model.items.item_vectors[rows])
+
+    def exploration() -> IndexArray:
+        return exploration_rows(
+            candidates=mask, n_items=len(model.items), excluded=exclude, new=new_items
+        )
+
+    def scores(rows: IndexArray) -> npt.NDArray[np.float32]:
+        return model.scores_of(user, rows, mode)
+
+    return best_of, ItemFacts(vectors, features, exploration, scores)

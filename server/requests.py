@@ -135,7 +135,7 @@ class SeenFilter:
 
     def __post_init__(self) -> None:
         if self.within_ms < 0:
-            raise InvalidInputError(f"seen_within_ms: must be >= 0, got {self.within_ms}")
+            raise InvalidInputError(f"exclude_within_ms: must be >= 0, got {self.within_ms}")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from shelfrank.core.explain import (
     explain_similar,
     summarise,
 )
+from shelfrank.core.quantize import as_on_device
 from shelfrank.core.ranking import (
     PLAIN,
     ItemFacts,
@@ -411,7 +412,7 @@ class RecommenderService:
     ) -> ItemFacts:
         model = state.model
         return ItemFacts(
-            vectors=lambda rows: model.items.item_vectors[rows],
+            vectors=lambda rows: as_on_device(model.items.item_vectors[rows]),
             features=state.features,
             exploration=lambda: exploration_rows(
                 candidates=mask,
