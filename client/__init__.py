@@ -63,6 +63,7 @@ from shelfrank.client.errors import (
     UnknownError,
     WrongEventLoopError,
 )
+from shelfrank.client.protocol import AsyncRecommender, Recommender
 from shelfrank.client.sync import Client
 from shelfrank.client.types import (
     AvailabilityResult,
@@ -89,6 +90,7 @@ __all__ = [
     "AbortedError",
     "AlreadyExistsError",
     "AsyncClient",
+    "AsyncRecommender",
     "AvailabilityResult",
     "CancelledError",
     "Client",
@@ -113,6 +115,7 @@ __all__ = [
     "PermissionDeniedError",
     "Reason",
     "Recommendations",
+    "Recommender",
     "ResourceExhaustedError",
     "ScoredItem",
     "ServiceError",

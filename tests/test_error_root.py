@@ -389,6 +389,8 @@ MESSAGE_NAMES = {"text": "event_type", "value": "event_type"}
 
 # Exported names callers never call with input of their own: results the library builds.
 EXEMPT = {
+    "AsyncRecommender": "an interface (its implementations have cases)",
+    "Recommender": "an interface (its implementations have cases)",
     "AvailabilityResult": "a result",
     "Contribution": "a result's part",
     "Explanation": "a result's part",
