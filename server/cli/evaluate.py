@@ -14,6 +14,7 @@ from shelfrank.server.cli._options import (
     non_negative_int,
     positive_float,
     positive_int,
+    share,
     train_config,
 )
 from shelfrank.server.cli._readers import read_features, read_interactions
@@ -35,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="training (or whole) interactions; repeat to concatenate files",
     )
-    parser.add_argument("--test", action="append", help="test interactions (given, fold-in)")
+    parser.add_argument(
+        "--test", action="append", help="test interactions (given, fold-in, tradeoffs)"
+    )
     parser.add_argument("--items")
     parser.add_argument("--users")
     parser.add_argument("--k", type=positive_int, default=10)
@@ -60,14 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="temporal: window of the recent-popularity baseline",
     )
     parser.add_argument("--test-fraction", type=fraction, default=0.2)
-    parser.add_argument("--item-fraction", type=fraction, default=0.2)
+    parser.add_argument(
+        "--item-fraction",
+        type=fraction,
+        default=0.2,
+        help="cold-items, tradeoffs: share of items held out",
+    )
     parser.add_argument("--fold-users", type=positive_int, default=100)
     parser.add_argument("--split-seed", type=non_negative_int, default=0)
     parser.add_argument("--json", help="also write the report as JSON to this file ('-': stdout)")
-    parser.add_argument("--plot", help="write a PNG bar chart of the metrics")
+    parser.add_argument(
+        "--plot",
+        help="write a PNG bar chart of the metrics (tradeoffs: the two curves)",
+    )
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     _add_fairness_options(parser)
+    _add_tradeoff_options(parser)
     add_training_options(parser)
 
 
@@ -102,8 +114,37 @@ def _add_fairness_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="COLUMN",
         help="an item column whose tokens intra-list diversity compares (repeatable; "
-        "default: every column of --items)",
+        "default: every column of --items; also the tradeoffs protocol's Jaccard ILD)",
     )
+
+
+def _add_tradeoff_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "tradeoffs",
+        "--protocol tradeoffs: P@k and intra-list diversity against the diversity setting, "
+        "P@k and cold items' share of the slots against the exploration share "
+        "(server/evaluation/tradeoffs.py); needs --test and --items",
+    )
+    group.add_argument(
+        "--diversity-sweep",
+        type=share_list,
+        metavar="D,D,...",
+        help="diversity settings (default 0,0.1,...,0.8; 0 is always included)",
+    )
+    group.add_argument(
+        "--exploration-sweep",
+        type=share_list,
+        metavar="E,E,...",
+        help="exploration shares (default 0,0.05,0.1,0.2,0.3; 0 is always included)",
+    )
+
+
+def share_list(text: str) -> tuple[float, ...]:
+    """A comma list of numbers in [0, 1]."""
+    values = tuple(share(part.strip()) for part in text.split(",") if part.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected numbers in [0, 1], got {text!r}")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +156,20 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--test is required with --protocol {args.protocol}")
     if not needs_test and args.test:
         raise CommandError(f"--test is not used by --protocol {args.protocol}")
+    tradeoffs = args.protocol == "tradeoffs"
+    if not tradeoffs and (args.diversity_sweep or args.exploration_sweep):
+        raise CommandError(
+            "--diversity-sweep and --exploration-sweep are only used by --protocol tradeoffs"
+        )
+    if tradeoffs and args.models:
+        raise CommandError("--models is not used by --protocol tradeoffs (hybrid only)")
+    if tradeoffs and not args.items:
+        raise CommandError("--items is required with --protocol tradeoffs")
+    if tradeoffs and (args.fairness or args.group_by or args.exposure_by):
+        raise CommandError(
+            "--fairness, --group-by and --exposure-by are not available with --protocol "
+            "tradeoffs (--diversity-by is: the columns of its Jaccard ILD)"
+        )
     config = train_config(args)
     settings = ProtocolSettings(
         args.protocol,
@@ -127,7 +182,10 @@ def run(args: argparse.Namespace) -> int:
         item_fraction=args.item_fraction,
         fold_users=args.fold_users,
         split_seed=args.split_seed,
-        fairness=_fairness_settings(args),
+        diversity_sweep=args.diversity_sweep,
+        exploration_sweep=args.exploration_sweep,
+        diversity_by=_columns(args.diversity_by) if tradeoffs else None,
+        fairness=None if tradeoffs else _fairness_settings(args),
     )
     data = read_interactions(args.interactions, args.strict, args.quiet)
     items = read_features(args.items, "item_id", args.strict, args.quiet)
@@ -160,16 +218,18 @@ def _fairness_settings(args: argparse.Namespace) -> FairnessSettings | None:
         )
     from shelfrank.server.evaluation.fairness import FairnessSettings
 
-    def columns(values: list[str] | None) -> tuple[str, ...] | None:
-        if values is None:
-            return None
-        return tuple(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
-
     return FairnessSettings(
-        group_by=columns(args.group_by),
-        exposure_by=columns(args.exposure_by) or (),
-        diversity_by=columns(args.diversity_by),
+        group_by=_columns(args.group_by),
+        exposure_by=_columns(args.exposure_by) or (),
+        diversity_by=_columns(args.diversity_by),
     )
+
+
+def _columns(values: list[str] | None) -> tuple[str, ...] | None:
+    """Repeated and comma-separated column options, in order, without repeats."""
+    if values is None:
+        return None
+    return tuple(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
 
 
 def _model_list(text: str | None) -> list[str] | None:
@@ -180,9 +240,21 @@ def _model_list(text: str | None) -> list[str] | None:
 
 def _write_plots(report: EvaluationReport, path: str, announce: bool) -> None:
     """The metrics chart at ``path`` and, beside it, the blend's chart when the blend was
-    fitted and the per-group P@k chart when users were grouped."""
-    from shelfrank.server.evaluation.report import save_blend_plot, save_group_plot, save_plot
+    fitted and the per-group P@k chart when users were grouped; for the tradeoffs protocol
+    its two curves alone."""
+    from shelfrank.server.evaluation.report import (
+        save_blend_plot,
+        save_group_plot,
+        save_plot,
+        save_tradeoff_plot,
+    )
+    from shelfrank.server.evaluation.tradeoffs import TradeoffReport
 
+    if isinstance(report, TradeoffReport):
+        save_tradeoff_plot(report, path)
+        if announce:
+            print(f"plot written to {path}")
+        return
     save_plot(report, path)
     if report.fairness is not None and report.fairness.group_by and report.fairness.models:
         groups_path = Path(path).with_name(Path(path).stem + "-groups.png")

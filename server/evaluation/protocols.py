@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from shelfrank.server.evaluation.fairness import FairnessSettings
     from shelfrank.server.evaluation.runner import EvaluationReport
 
-PROTOCOLS = ("given", "random", "temporal", "cold-items", "fold-in", "edge-replay")
+PROTOCOLS = ("given", "random", "temporal", "cold-items", "fold-in", "edge-replay", "tradeoffs")
 # Protocols that score a separate test file (the others split the data themselves).
-NEEDS_TEST = ("given", "fold-in")
+NEEDS_TEST = ("given", "fold-in", "tradeoffs")
 # Protocols that can add per-group and item-side figures (server/evaluation/fairness.py).
 FAIRNESS_PROTOCOLS = ("given", "random", "temporal", "cold-items", "fold-in")
 SPLIT_MODELS = ("hybrid", "lightfm-cf", "popularity", "user-knn")
@@ -33,15 +33,23 @@ class ProtocolSettings:
     k: int = 10
     relevant: Collection[EventType] = POSITIVE_EVENT_TYPES
     # None: the protocol's own list (temporal: every shop model; split protocols:
-    # SPLIT_MODELS); edge-replay compares fixed rankers and ignores it.
+    # SPLIT_MODELS); edge-replay compares fixed rankers and ignores it, tradeoffs
+    # steers the hybrid model alone and refuses it.
     models: Sequence[str] | None = None
     test_days: float | None = None  # temporal
     test_fraction: float = 0.2  # temporal (without test_days), random
     recent_days: float = 30.0  # temporal
-    item_fraction: float = 0.2  # cold-items
+    item_fraction: float = 0.2  # cold-items, tradeoffs
     fold_users: int = 100  # fold-in
-    split_seed: int = 0  # random, cold-items, fold-in
-    # Per-group and item-side figures (None: none); every protocol but edge-replay.
+    split_seed: int = 0  # random, cold-items, fold-in, tradeoffs
+    # tradeoffs: the diversity and exploration shares swept (None: the protocol's
+    # defaults; 0 is always added) and the item columns of the Jaccard intra-list
+    # diversity (None: every column of the items file).
+    diversity_sweep: Sequence[float] | None = None
+    exploration_sweep: Sequence[float] | None = None
+    diversity_by: tuple[str, ...] | None = None
+    # Per-group and item-side figures (None: none); every protocol but edge-replay and
+    # tradeoffs.
     fairness: FairnessSettings | None = None
 
 
@@ -56,7 +64,10 @@ def run_protocol(
     progress: bool = False,
 ) -> EvaluationReport:
     """Train on ``data`` (less what the protocol holds out) and report every model's
-    metrics; ``test`` is the test file of the protocols in :data:`NEEDS_TEST`."""
+    metrics; ``test`` is the test file of the protocols in :data:`NEEDS_TEST`. The
+    ``tradeoffs`` protocol returns a
+    :class:`~shelfrank.server.evaluation.tradeoffs.TradeoffReport` (its curves instead of
+    per-model results)."""
     protocol = settings.protocol
     if protocol not in PROTOCOLS:
         raise InvalidInputError(
@@ -71,6 +82,18 @@ def run_protocol(
             f"fairness: not measured by protocol {protocol}; use one of "
             f"{', '.join(FAIRNESS_PROTOCOLS)}"
         )
+    tradeoff_options = (
+        settings.diversity_sweep is not None
+        or settings.exploration_sweep is not None
+        or settings.diversity_by is not None
+    )
+    if protocol != "tradeoffs" and tradeoff_options:
+        raise InvalidInputError(
+            f"diversity_sweep, exploration_sweep and diversity_by: only for protocol "
+            f"tradeoffs, not {protocol} (the fairness report has its own diversity_by)"
+        )
+    if protocol == "tradeoffs" and settings.models is not None:
+        raise InvalidInputError("models: protocol tradeoffs steers the hybrid model alone")
     if protocol == "temporal":
         from shelfrank.server.evaluation.shop import SHOP_MODELS, evaluate_shop
 
@@ -98,6 +121,32 @@ def run_protocol(
             users=users,
             k=settings.k,
             relevant=settings.relevant,
+            progress=progress,
+        )
+    if protocol == "tradeoffs" and test is not None:
+        from shelfrank.server.evaluation import tradeoffs
+
+        return tradeoffs.evaluate_tradeoffs(
+            data,
+            test,
+            config,
+            items=items,
+            users=users,
+            k=settings.k,
+            relevant=settings.relevant,
+            diversities=(
+                tradeoffs.DEFAULT_DIVERSITY_SWEEP
+                if settings.diversity_sweep is None
+                else settings.diversity_sweep
+            ),
+            explorations=(
+                tradeoffs.DEFAULT_EXPLORATION_SWEEP
+                if settings.exploration_sweep is None
+                else settings.exploration_sweep
+            ),
+            diversity_by=settings.diversity_by,
+            item_fraction=settings.item_fraction,
+            split_seed=settings.split_seed,
             progress=progress,
         )
     if protocol == "fold-in" and test is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,6 +11,9 @@ from shelfrank.core.blend import COMPONENTS
 from shelfrank.server.evaluation.fairness import NONE, FairnessReport
 from shelfrank.server.evaluation.metrics import METRIC_NAMES
 from shelfrank.server.evaluation.runner import EvaluationReport
+
+if TYPE_CHECKING:
+    from shelfrank.server.evaluation.tradeoffs import TradeoffReport
 
 
 def save_plot(report: EvaluationReport, path: str | Path) -> None:
@@ -120,6 +123,101 @@ def save_blend_plot(blend_fit: dict[str, Any], path: str | Path) -> None:
     right.set_title("blend weights per segment/mode")
     right.legend(fontsize=8)
     right.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def save_tradeoff_plot(report: TradeoffReport, path: str | Path) -> None:
+    """The tradeoffs protocol's curves: P@k and intra-list diversity against the diversity
+    setting (left), warm-test P@k and the cold items' share of the slots against the
+    exploration share (right); accuracy on the left axes, the other figures on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = report.k
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
+    curve = report.diversity
+    xs = [p.diversity for p in curve.points]
+    left.plot(xs, [p.precision for p in curve.points], marker="o", color="C0", label=f"P@{k}")
+    left.set_xlabel("diversity")
+    left.set_ylabel(f"P@{k}", color="C0")
+    left.set_ylim(bottom=0)
+    left.grid(alpha=0.3)
+    ild = left.twinx()
+    ild.plot(
+        xs,
+        [np.nan if p.ild_cosine is None else p.ild_cosine for p in curve.points],
+        marker="s",
+        color="C1",
+        label="ILD (cosine of item vectors)",
+    )
+    if any(p.ild_jaccard is not None for p in curve.points):
+        columns = ", ".join(curve.diversity_by or ())
+        ild.plot(
+            xs,
+            [np.nan if p.ild_jaccard is None else p.ild_jaccard for p in curve.points],
+            marker="^",
+            color="C2",
+            label=f"ILD (Jaccard of {columns})" if columns else "ILD (Jaccard)",
+        )
+    ild.set_ylabel("intra-list diversity")
+    best = curve.best
+    left.axvline(best.diversity, color="grey", linestyle="--", linewidth=1)
+    left.set_title(
+        f"diversity: best {best.diversity:g} (max ILD with P@{k} loss "
+        f"<= {100 * curve.max_precision_loss:g}%)"
+    )
+    lines = left.get_lines()[:1] + ild.get_lines()
+    left.legend(
+        lines,
+        [line.get_label() for line in lines],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=2,
+        fontsize=8,
+    )
+
+    explore = report.exploration
+    es = [p.exploration for p in explore.points]
+    right.plot(
+        es, [p.precision for p in explore.points], marker="o", color="C0", label=f"P@{k} (warm)"
+    )
+    right.set_xlabel("exploration share")
+    right.set_ylabel(f"P@{k} on the warm test", color="C0")
+    right.set_ylim(bottom=0)
+    right.grid(alpha=0.3)
+    share = right.twinx()
+    share.plot(
+        es,
+        [p.cold_slot_share for p in explore.points],
+        marker="s",
+        color="C3",
+        label="cold items' share of slots",
+    )
+    share.plot(
+        es,
+        [p.cold_coverage for p in explore.points],
+        marker="^",
+        color="C4",
+        label="share of cold items shown",
+    )
+    share.plot(es, es, color="grey", linestyle=":", linewidth=1, label="exploration share")
+    share.set_ylabel("share")
+    share.set_ylim(bottom=0)
+    right.set_title(f"exploration ({explore.held_out_items} held-out items)")
+    lines = right.get_lines()[:1] + share.get_lines()
+    right.legend(
+        lines,
+        [line.get_label() for line in lines],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=2,
+        fontsize=8,
+    )
+    figure.suptitle("shelfrank evaluation: protocol tradeoffs")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
