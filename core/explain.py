@@ -22,12 +22,12 @@ Every explanation is exact: the contributions kept (the largest ``top`` in size)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.blend import MF_ONLY, BlendWeights, ItemNeighbours, Mode, UserHistory, _unit
+from shelfrank.core.blend import MF_ONLY, BlendWeights, Mode, RankingSignals, UserHistory, _unit
 from shelfrank.core.serving import ServingModel, UserVector
 
 FloatArray = npt.NDArray[np.float32]
@@ -56,36 +56,34 @@ class Explanation:
 def summarise(
     parts: dict[str, float], score: float, reason: str, because: Sequence[str], top: int
 ) -> Explanation:
-    """The ``top`` largest parts and the rest: ``score`` minus them, so the explanation
-    sums to the score exactly (the parts sum to it up to float error)."""
-    ordered = sorted(parts.items(), key=lambda item: (-abs(item[1]), item[0]))[:top]
-    kept = tuple((source, float(value)) for source, value in ordered)
-    return Explanation(reason, kept, float(score - sum(v for _, v in kept)), tuple(because))
+    """The ``top`` largest parts and the sum of the others (``rest``). The parts are the
+    score's exact decomposition, so kept + rest equals ``score`` up to float error (the
+    tests check 1e-4); ``score`` only stands in for a score without parts (an unknown
+    item's -inf, all rest)."""
+    ordered = sorted(parts.items(), key=lambda item: (-abs(item[1]), item[0]))
+    kept = tuple((source, float(value)) for source, value in ordered[:top])
+    rest = float(sum(value for _, value in ordered[top:])) if parts else float(score)
+    return Explanation(reason, kept, rest, tuple(because))
 
 
 def _user_parts(
     model: ServingModel, user_id: str, user: UserVector, vector: Vector
-) -> dict[str, Vector]:
-    """Parts summing to the user's vector ``vector`` (float64), named by source."""
-    parts: dict[str, Vector] = {}
+) -> tuple[dict[str, Vector], IndexArray, Vector]:
+    """Parts summing to the user's vector ``vector`` (float64): named ones, and one per
+    history item folded in (its rows, ascending, and their parts)."""
     prior = user.prior.astype(np.float64) if user.prior is not None else None
     if user.folded_rows.size:
-        l2 = model.fold_in.l2
-        ids = model.item_ids
-        weights = np.bincount(
-            np.searchsorted(np.unique(user.folded_rows), user.folded_rows),
-            weights=user.folded_weights.astype(np.float64),
+        rows, inverse = np.unique(user.folded_rows, return_inverse=True)
+        weights = np.bincount(inverse, weights=user.folded_weights.astype(np.float64))
+        folded = (weights / model.fold_in.l2)[:, None] * model.items.item_vectors[rows].astype(
+            np.float64
         )
-        for row, weight in zip(np.unique(user.folded_rows).tolist(), weights, strict=True):
-            key = f"history:{ids.id_of(row)}"
-            part = (weight / l2) * model.items.item_vectors[row].astype(np.float64)
-            parts[key] = parts.get(key, 0.0) + part
-        if prior is not None:
-            parts.update(_prior_parts(model, user_id, user, prior))
-        known = sum(parts.values(), np.zeros_like(vector))
-        parts["user:baseline"] = vector - known
-        return parts
-    return _prior_parts(model, user_id, user, vector)
+        named = _prior_parts(model, user_id, user, prior) if prior is not None else {}
+        known = sum(named.values(), np.zeros_like(vector)) + folded.sum(axis=0)
+        named["user:baseline"] = vector - known
+        return named, rows.astype(np.int64), folded
+    empty = np.zeros((0, vector.size))
+    return _prior_parts(model, user_id, user, vector), np.empty(0, np.int64), empty
 
 
 def _prior_parts(
@@ -140,6 +138,79 @@ def _weights(model: ServingModel, user: UserVector, mode: Mode) -> BlendWeights:
     return model.signals.blend.get(segment, mode)
 
 
+class _Parts:
+    """The parts of a list's scores as one matrix: a row per item, a column per named part
+    (blocks added in turn) and one per history item (votes are many; numpy sums them)."""
+
+    def __init__(self, items: int, history: IndexArray) -> None:
+        self.items = items
+        self.history = history  # ascending item rows
+        self.history_values = np.zeros((items, history.size))
+        self.names: list[str] = []
+        self._blocks: list[Vector] = []
+
+    def block(self, names: Sequence[str], values: Vector) -> None:
+        """Named parts: ``values`` has a row per item and a column per name."""
+        self.names.extend(names)
+        self._blocks.append(values.reshape(self.items, len(names)))
+
+    def columns(self, rows: IndexArray) -> IndexArray:
+        return np.searchsorted(self.history, rows).astype(np.int64)
+
+    def named(self) -> Vector:
+        if not self._blocks:
+            return np.zeros((self.items, 0))
+        return np.hstack(self._blocks)
+
+
+def _summaries(
+    parts: _Parts, model: ServingModel, reasons: list[str], top: int
+) -> list[Explanation]:
+    """Every item's explanation: its ``top`` largest parts, the sum of the others, and the
+    (up to three) history items of the largest positive parts, ranked for the whole list
+    at once."""
+    named = parts.named()
+    history_values = parts.history_values
+    values = np.hstack([named, history_values])
+    ids = model.item_ids
+    count = min(top, values.shape[1])
+    largest = np.argpartition(-np.abs(values), count - 1, axis=1)[:, :count] if count else None
+    supporters = min(BECAUSE_MAX, history_values.shape[1])
+    strongest = (
+        np.argpartition(-history_values, supporters - 1, axis=1)[:, :supporters]
+        if supporters
+        else None
+    )
+    totals = values.sum(axis=1).tolist()
+    names, offset, history = parts.names, named.shape[1], parts.history
+    out = []
+    for position in range(parts.items):
+        row_values = values[position]
+        kept: list[tuple[str, float]] = []
+        if largest is not None:
+            for column in largest[position].tolist():
+                value = float(row_values[column])
+                if value:
+                    name = (
+                        names[column]
+                        if column < offset
+                        else "history:" + ids.id_of(int(history[column - offset]))
+                    )
+                    kept.append((name, value))
+        kept.sort(key=lambda item: (-abs(item[1]), item[0]))
+        rest = totals[position] - sum(value for _, value in kept)
+        because: tuple[str, ...] = ()
+        if strongest is not None:
+            support = sorted(
+                (-float(history_values[position, column]), int(history[column]))
+                for column in strongest[position].tolist()
+                if history_values[position, column] > 0
+            )
+            because = tuple(ids.id_of(row) for _, row in support)
+        out.append(Explanation(reasons[position], tuple(kept), float(rest), because))
+    return out
+
+
 def explain_scores(
     model: ServingModel,
     user_id: str,
@@ -154,88 +225,179 @@ def explain_scores(
 ) -> list[Explanation]:
     """Explanations of the given items' scores for a user (see the module docstring).
     ``explored``: which items fill exploration slots; ``trained_items``: rows from it on
-    were not trained (new items)."""
+    were not trained (new items). A few matrix products for the whole list."""
     weights = _weights(model, user, mode)
     signals = model.signals if weights != MF_ONLY else None
+    rows = np.asarray(rows, np.int64)
+    folded = np.unique(user.folded_rows)
+    parts = _Parts(rows.size, np.union1d(user.history.rows, folded).astype(np.int64))
     vector = None if user.vector is None else user.vector.astype(np.float64)
-    user_parts = {} if vector is None else _user_parts(model, user_id, user, vector)
-    mf_factor = 1.0 if signals is None else weights.mf / signals.mf_scale
-    vote_peak = repeat_peak = segment_peak = 0.0
-    history = user.history
-    if signals is not None and history.rows.size:
-        strength = np.maximum(history.strength, 0)
-        if weights.item > 0:
-            _, voted = signals.neighbours.scores(history.rows, strength)
-            vote_peak = float(np.abs(voted).max()) if voted.size else 0.0
-        if weights.repeat > 0:
-            repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
-            repeat_peak = float(repeat.max()) if repeat.size else 0.0
-    segment_votes: dict[int, float] = {}
-    if signals is not None and weights.segment > 0 and signals.segment_trend is not None:
-        segment = signals.segment_trend
-        known = history.tokens[history.tokens < segment.rows]
-        seg_rows, seg_values = segment.scores(known, np.ones(known.size, np.float32))
-        unit = _unit(seg_values)
-        segment_peak = 1.0
-        segment_votes = dict(zip(seg_rows.tolist(), unit.tolist(), strict=True))
-    ids = model.item_ids
-    out: list[Explanation] = []
-    for position, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
-        parts: dict[str, float] = {}
-        if vector is None and signals is None:
-            parts["signal:popularity"] = float(model.item_popularity[row])
-        if vector is not None and (signals is None or weights.mf > 0):
-            item_vector = model.items.item_vectors[row].astype(np.float64)
-            for source, part in user_parts.items():
-                parts[source] = parts.get(source, 0.0) + mf_factor * 0.5 * float(part @ item_vector)
-            for source, part in _item_parts(model, row).items():
-                parts[source] = parts.get(source, 0.0) + mf_factor * 0.5 * float(vector @ part)
-            parts["bias:item"] = mf_factor * float(model.items.item_biases[row])
-            parts["bias:user"] = mf_factor * float(user.bias)
-        if signals is not None:
-            if weights.trend > 0:
-                parts["signal:trend"] = weights.trend * float(signals.trend_unit[row])
-            if vote_peak > 0:
-                _add_votes(parts, model, signals.neighbours, history, row, weights.item / vote_peak)
-            if repeat_peak > 0:
-                found = np.searchsorted(history.rows, row)
-                if found < history.rows.size and history.rows[found] == row:
-                    value = max(float(history.repeat[found]), 0.0) * float(signals.repeat_rate[row])
-                    key = f"history:{ids.id_of(row)}"
-                    parts[key] = parts.get(key, 0.0) + weights.repeat * value / repeat_peak
-            if segment_peak > 0 and row in segment_votes:
-                parts["signal:segment"] = weights.segment * segment_votes[row]
-        because = _because(parts, model, user, row)
-        reason = _reason(
-            parts,
-            user,
-            explored=bool(explored[position]) if explored else False,
-            new=trained_items is not None and row >= trained_items,
-        )
-        out.append(summarise(parts, float(score), reason, because, top))
+    if vector is None and signals is None:
+        parts.block(["signal:popularity"], model.item_popularity[rows].astype(np.float64))
+    if vector is not None and (signals is None or weights.mf > 0):
+        factor = 1.0 if signals is None else weights.mf / signals.mf_scale
+        _add_model_parts(parts, model, user_id, user, vector, rows, factor)
+    if signals is not None:
+        _add_signal_parts(parts, model, signals, user.history, weights, rows)
+    named = parts.named()
+    history_positive = np.where(parts.history_values > 0, parts.history_values, 0.0).sum(axis=1)
+    positive = (history_positive + np.where(named > 0, named, 0.0).sum(axis=1)).tolist()
+    any_history = (parts.history_values != 0).any(axis=1).tolist()
+    reasons = []
+    for position, row in enumerate(rows.tolist()):
+        if len(explored) and explored[position]:
+            reason = "exploration"
+        elif trained_items is not None and row >= trained_items:
+            reason = "new_item"
+        elif user.source == "popularity" and not any_history[position]:
+            reason = "popular"
+        elif positive[position] > 0 and history_positive[position] > positive[position] / 2:
+            reason = "because_history"
+        else:
+            reason = "personalized"
+        reasons.append(reason)
+    out = _summaries(parts, model, reasons, top)
+    if not all(explained.because for explained in out):
+        # Nothing of the history is in some scores: name the closest history items.
+        closest = _closest_in_history(model, rows, _history_of(user))
+        out = [e if e.because else replace(e, because=tuple(closest[p])) for p, e in enumerate(out)]
     return out
 
 
-def _add_votes(
-    parts: dict[str, float],
+def _history_of(user: UserVector) -> IndexArray:
+    return np.union1d(
+        np.union1d(user.history.rows, user.seen), user.folded_rows[user.folded_weights > 0]
+    ).astype(np.int64)
+
+
+def _add_model_parts(
+    parts: _Parts,
     model: ServingModel,
-    neighbours: ItemNeighbours,
-    history: UserHistory,
-    row: int,
-    scale: float,
+    user_id: str,
+    user: UserVector,
+    vector: Vector,
+    rows: IndexArray,
+    factor: float,
 ) -> None:
-    """Each history item's item-to-item vote for ``row``."""
-    rows = history.rows
-    strength = np.maximum(history.strength, 0)
+    """The model's score ``u · v + b_i + b_u`` split into its user and item parts."""
+    items = model.items.item_vectors[rows].astype(np.float64)
+    named, folded_rows, folded = _user_parts(model, user_id, user, vector)
+    if named:
+        names = list(named)
+        parts.block(names, 0.5 * factor * (items @ np.stack([named[n] for n in names]).T))
+    if folded_rows.size:
+        parts.history_values[:, parts.columns(folded_rows)] += 0.5 * factor * (items @ folded.T)
+    embeddings = model.item_token_embeddings
+    indptr, indices = model.item_tokens.indptr, model.item_tokens.indices
+    lengths = indptr[rows + 1] - indptr[rows]
+    total = int(lengths.sum())
+    offsets = np.repeat(indptr[rows] - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+    owners = np.repeat(np.arange(rows.size), lengths)
+    weight: Vector = (
+        np.ones(total)
+        if embeddings.weighting == "unit"
+        else (1.0 / (embeddings.identity_weight + lengths[owners])).astype(np.float64)
+    )
+    columns = indices[offsets]
+    token_vectors = weight[:, None] * embeddings.embeddings[columns].astype(np.float64)
+    tokens, token_column = np.unique(columns, return_inverse=True)
+    credit = np.zeros((rows.size, tokens.size))
+    np.add.at(credit, (owners, token_column), (0.5 * factor) * (token_vectors @ vector))
+    vocabulary = embeddings.vocabulary
+    parts.block(["item:" + vocabulary.id_of(t) for t in tokens.tolist()], credit)
+    membership = np.zeros((rows.size, total))
+    membership[owners, np.arange(total)] = 1.0
+    own = items - membership @ token_vectors
+    parts.block(
+        ["item:own", "bias:item", "bias:user"],
+        np.column_stack(
+            [
+                (0.5 * factor) * (own @ vector),
+                factor * model.items.item_biases[rows].astype(np.float64),
+                np.full(rows.size, factor * float(user.bias)),
+            ]
+        ),
+    )
+
+
+def _add_signal_parts(
+    parts: _Parts,
+    model: ServingModel,
+    signals: RankingSignals,
+    history: UserHistory,
+    weights: BlendWeights,
+    rows: IndexArray,
+) -> None:
+    """The blend's other terms: trend, each history item's item-to-item vote and
+    buy-again term, the segment trend (scaled as core/blend.py scales them)."""
+    member = np.zeros(signals.items, np.bool_)
+    member[rows] = True
+    order = np.argsort(rows)
+    if weights.trend > 0:
+        parts.block(["signal:trend"], weights.trend * signals.trend_unit[rows].astype(np.float64))
+    if history.rows.size and weights.item > 0:
+        strength = np.maximum(history.strength, 0).astype(np.float32)
+        neighbours = signals.neighbours
+        starts = neighbours.indptr[history.rows]
+        lengths = neighbours.indptr[history.rows + 1] - starts
+        total = int(lengths.sum())
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        voters = np.repeat(np.arange(history.rows.size), lengths)
+        targets = neighbours.indices[offsets]
+        # The largest summed vote (in size) over every item, as _unit scales the term.
+        summed = np.bincount(
+            targets,
+            weights=neighbours.weights[offsets] * np.repeat(strength, lengths),
+            minlength=neighbours.items,
+        )
+        peak = float(np.abs(summed).max()) if total else 0.0
+        if peak > 0:
+            hit = member[targets]
+            at_position = order[np.searchsorted(rows[order], targets[hit])].astype(np.int64)
+            value = (
+                weights.item
+                * neighbours.weights[offsets[hit]].astype(np.float64)
+                * strength[voters[hit]]
+                / peak
+            )
+            at_column = parts.columns(history.rows[voters[hit]])
+            np.add.at(parts.history_values, (at_position, at_column), value)
+    if history.rows.size and weights.repeat > 0:
+        repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
+        peak = float(repeat.max()) if repeat.size else 0.0
+        chosen = member[history.rows] & (repeat > 0)
+        if peak > 0 and chosen.any():
+            bought = history.rows[chosen]
+            at_position = order[np.searchsorted(rows[order], bought)].astype(np.int64)
+            np.add.at(
+                parts.history_values,
+                (at_position, parts.columns(bought)),
+                weights.repeat * repeat[chosen].astype(np.float64) / peak,
+            )
+    segment = signals.segment_trend
+    if weights.segment > 0 and segment is not None and history.tokens.size:
+        known = history.tokens[history.tokens < segment.rows]
+        voted_rows, votes = segment.scores(known, np.ones(known.size, np.float32))
+        values = np.zeros(signals.items)
+        values[voted_rows] = _unit(votes)
+        parts.block(["signal:segment"], weights.segment * values[rows])
+
+
+def _closest_in_history(
+    model: ServingModel, rows: IndexArray, history: IndexArray
+) -> list[list[str]]:
+    """Per row, the (up to three) history items of the highest positive cosine."""
+    if history.size == 0:
+        return [[] for _ in range(rows.size)]
+    vectors, norms = model.items.item_vectors, model.items.norms
+    cosine = (vectors[rows] @ vectors[history].T) / np.outer(norms[rows], norms[history])
+    cosine[rows[:, None] == history[None, :]] = -np.inf
     ids = model.item_ids
-    for h, s in zip(rows.tolist(), strength.tolist(), strict=True):
-        start, end = int(neighbours.indptr[h]), int(neighbours.indptr[h + 1])
-        targets = neighbours.indices[start:end]
-        hit = np.flatnonzero(targets == row)
-        if hit.size and s > 0:
-            vote = float(neighbours.weights[start + int(hit[0])]) * s * scale
-            key = f"history:{ids.id_of(h)}"
-            parts[key] = parts.get(key, 0.0) + vote
+    out = []
+    for values in cosine:
+        order = np.lexsort((history, -values))[:BECAUSE_MAX]
+        out.append([ids.id_of(int(history[i])) for i in order if values[i] > 0])
+    return out
 
 
 def explain_similar(
@@ -263,36 +425,22 @@ def explain_similar(
     return out
 
 
-def _because(parts: dict[str, float], model: ServingModel, user: UserVector, row: int) -> list[str]:
-    """Up to three history items supporting the item most: by their share of the score,
-    else (nothing of the history is in the score) by the cosine of their vectors."""
-    credited = sorted(
-        ((v, k[len("history:") :]) for k, v in parts.items() if k.startswith("history:") and v > 0),
-        key=lambda pair: (-pair[0], pair[1]),
-    )
-    if credited:
-        return [item for _, item in credited[:BECAUSE_MAX]]
-    rows = np.union1d(
-        np.union1d(user.history.rows, user.seen), user.folded_rows[user.folded_weights > 0]
-    )
-    rows = rows[rows != row].astype(np.int64)
-    if rows.size == 0:
-        return []
-    vectors, norms = model.items.item_vectors, model.items.norms
-    cosine = (vectors[rows] @ vectors[row]) / (norms[rows] * norms[row])
-    order = np.lexsort((rows, -cosine))[:BECAUSE_MAX]
-    return [model.item_ids.id_of(int(rows[i])) for i in order if cosine[i] > 0]
-
-
 def _reason(parts: dict[str, float], user: UserVector, *, explored: bool, new: bool) -> str:
     if explored:
         return "exploration"
     if new:
         return "new_item"
-    if user.source == "popularity" and not any(k.startswith("history:") for k in parts):
+    history = positive = 0.0
+    any_history = False
+    for name, value in parts.items():
+        if name.startswith("history:"):
+            any_history = True
+            if value > 0:
+                history += value
+        if value > 0:
+            positive += value
+    if user.source == "popularity" and not any_history:
         return "popular"
-    history = sum(v for k, v in parts.items() if k.startswith("history:") and v > 0)
-    positive = sum(v for v in parts.values() if v > 0)
     if positive > 0 and history > positive / 2:
         return "because_history"
     return "personalized"

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from threadpoolctl import threadpool_limits
 
 from shelfrank.core.errors import InvalidInputError, InvariantError, ShelfrankError
+from shelfrank.core.ranking import PLAIN, Steering
 from shelfrank.proto._generated import (
     edge_sync_pb2,
     edge_sync_pb2_grpc,
@@ -92,6 +93,8 @@ class ServerOptions:
     blas_threads: int = 1
     # Top-k searches running at once (the rest wait their turn; see RecommenderService).
     scoring_threads: int = 1
+    # What a Recommend gets for the steering options it leaves out (core/ranking.py).
+    steering: Steering = PLAIN
     # exact | ann | auto: see shelfrank.server.ann.SearchPolicy.
     search: SearchPolicy = field(default_factory=SearchPolicy)
     grace_seconds: float = 10.0
@@ -351,6 +354,7 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
         limits=options.event_limits,
         scoring_threads=options.scoring_threads,
         published=published,
+        steering=options.steering,
     )
     metrics = Metrics()
     token = options.token or os.environ.get(TOKEN_ENV) or None

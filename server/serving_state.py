@@ -91,9 +91,12 @@ class ServingState:
         ids = self.model.item_ids
         changes: dict[str, Sequence[str]] = {}
         flags: dict[str, tuple[bool, int]] = {}
+        applied = self.catalogue_through  # tokens written up to it are in this table
         for entry in entries:
             item, tokens = entry[0], entry[1]
-            if item not in ids or self.item_tokens(item) != tuple(tokens):
+            if len(entry) > 4 and 0 < entry[4] <= applied and item in ids:
+                pass  # only its availability moved: no token comparison (a flip is cheap)
+            elif item not in ids or self.item_tokens(item) != tuple(tokens):
                 changes[item] = tokens
             if len(entry) > 2:
                 flags[item] = (bool(entry[2]), int(entry[3]) if len(entry) > 3 else 0)

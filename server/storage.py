@@ -46,6 +46,9 @@ class CatalogueEntry(NamedTuple):
     tokens: tuple[str, ...]
     available: bool = True  # False: never recommended (out of stock, withdrawn)
     added_ms: int = 0  # when first stored (unix ms; 0: unknown)
+    # The revision that last wrote its tokens (an availability flip does not): a reader at
+    # a revision at or after it has these tokens already and need not compare them.
+    tokens_revision: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -91,7 +91,8 @@ CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, features TEXT NOT NU
                                   updated_ms INTEGER NOT NULL,
                                   revision INTEGER NOT NULL DEFAULT 0,
                                   available INTEGER NOT NULL DEFAULT 1,
-                                  added_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+                                  added_ms INTEGER NOT NULL DEFAULT 0,
+                                  tokens_revision INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL,
                                   updated_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, saved INTEGER NOT NULL UNIQUE,
@@ -202,7 +203,8 @@ class SQLiteStore:
 
     def _number_catalogue_revisions(self) -> None:
         """Schema 2 items had no revision: they all become revision 1 (0 is "before any
-        upsert")."""
+        upsert"). Schema 3 items had no availability, add time or tokens' revision: they
+        are available, added when last updated, their tokens of their revision."""
         columns = {row[1] for row in self._writer.execute("PRAGMA table_info(items)")}
         if "revision" not in columns:
             self._writer.execute("ALTER TABLE items ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
@@ -220,6 +222,11 @@ class SQLiteStore:
             )
             self._writer.execute("ALTER TABLE items ADD COLUMN added_ms INTEGER NOT NULL DEFAULT 0")
             self._writer.execute("UPDATE items SET added_ms = updated_ms")
+        if "tokens_revision" not in columns:  # tokens last written with the last revision
+            self._writer.execute(
+                "ALTER TABLE items ADD COLUMN tokens_revision INTEGER NOT NULL DEFAULT 0"
+            )
+            self._writer.execute("UPDATE items SET tokens_revision = revision")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -401,10 +408,11 @@ class SQLiteStore:
                     f" WHERE key = '{_CATALOGUE_KEY}'"
                 )
                 self._writer.executemany(
-                    "INSERT INTO items (item_id, features, updated_ms, revision, added_ms)"
-                    f" VALUES (?, ?, ?, {_CATALOGUE_SQL}, ?) ON CONFLICT(item_id) DO UPDATE"
-                    " SET features=excluded.features, updated_ms=excluded.updated_ms,"
-                    " revision=excluded.revision",
+                    "INSERT INTO items (item_id, features, updated_ms, revision, added_ms,"
+                    f" tokens_revision) VALUES (?, ?, ?, {_CATALOGUE_SQL}, ?, {_CATALOGUE_SQL})"
+                    " ON CONFLICT(item_id) DO UPDATE SET features=excluded.features,"
+                    " updated_ms=excluded.updated_ms, revision=excluded.revision,"
+                    " tokens_revision=excluded.tokens_revision",
                     [(item, features, now, now) for item, features in values],
                 )
                 self._writer.commit()
@@ -735,13 +743,13 @@ class SQLiteStore:
         with self._snapshot() as connection:
             revision = connection.execute(f"SELECT {_CATALOGUE_SQL}").fetchone()[0]
             rows = connection.execute(
-                "SELECT item_id, features, available, added_ms FROM items WHERE revision > ?"
-                " ORDER BY revision, item_id",
+                "SELECT item_id, features, available, added_ms, tokens_revision FROM items"
+                " WHERE revision > ? ORDER BY revision, item_id",
                 (after_revision,),
             ).fetchall()
         return int(revision or 0), [
-            CatalogueEntry(str(item), split_tokens(features), bool(available), int(added))
-            for item, features, available, added in rows
+            CatalogueEntry(str(item), split_tokens(features), bool(available), int(added), int(tr))
+            for item, features, available, added, tr in rows
         ]
 
     def catalogue_revision(self) -> int:

@@ -143,6 +143,8 @@ CREATE INDEX IF NOT EXISTS items_by_revision ON items (revision, item_id);
 ALTER TABLE items ADD COLUMN IF NOT EXISTS available BOOLEAN NOT NULL DEFAULT TRUE;
 ALTER TABLE items ADD COLUMN IF NOT EXISTS added_ms BIGINT;
 UPDATE items SET added_ms = updated_ms WHERE added_ms IS NULL;
+ALTER TABLE items ADD COLUMN IF NOT EXISTS tokens_revision BIGINT;
+UPDATE items SET tokens_revision = revision WHERE tokens_revision IS NULL;
 CREATE TABLE IF NOT EXISTS models (
     version TEXT COLLATE "C" PRIMARY KEY,
     saved BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
@@ -545,11 +547,12 @@ class PostgresStore:
                     "catalogue counter",
                 )[0]
                 statement = sql.SQL(
-                    "INSERT INTO {table} ({key}, features, updated_ms, revision, added_ms)"
-                    " SELECT k, f, %(now)s, %(revision)s, %(now)s"
+                    "INSERT INTO {table} ({key}, features, updated_ms, revision, added_ms,"
+                    " tokens_revision) SELECT k, f, %(now)s, %(revision)s, %(now)s, %(revision)s"
                     " FROM unnest(%(keys)s::text[], %(features)s::text[]) AS t(k, f)"
                     " ON CONFLICT ({key}) DO UPDATE SET features = excluded.features,"
-                    " updated_ms = excluded.updated_ms, revision = excluded.revision"
+                    " updated_ms = excluded.updated_ms, revision = excluded.revision,"
+                    " tokens_revision = excluded.tokens_revision"
                 )
             else:
                 statement = sql.SQL(
@@ -787,13 +790,15 @@ class PostgresStore:
         with self._snapshot() as connection:
             revision = int(_one(connection.execute(_CATALOGUE_REVISION), "catalogue")[0])
             rows = connection.execute(
-                "SELECT item_id, features, available, added_ms FROM items WHERE revision > %s"
-                " ORDER BY revision, item_id",
+                "SELECT item_id, features, available, added_ms, tokens_revision FROM items"
+                " WHERE revision > %s ORDER BY revision, item_id",
                 (after_revision,),
             ).fetchall()
         return revision, [
-            CatalogueEntry(str(item), split_tokens(features), bool(available), int(added or 0))
-            for item, features, available, added in rows
+            CatalogueEntry(
+                str(item), split_tokens(features), bool(available), int(added or 0), int(tr or 0)
+            )
+            for item, features, available, added, tr in rows
         ]
 
     def catalogue_revision(self) -> int:

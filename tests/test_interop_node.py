@@ -52,6 +52,13 @@ def test_node_client_uses_every_method(toy_shop: Shop, tmp_path: Path) -> None:
         i["item_id"].startswith("book") or i["item_id"] == "node-item" for i in recommended["items"]
     )
     assert [i["item_id"] for i in out["filtered"]["response"]["items"]] == ["node-item"]
+    for item in out["explained"]["response"]["items"]:
+        explained = item["explanation"]
+        total = sum(c["value"] for c in explained["contributions"]) + explained["rest"]
+        assert abs(total - item["score"]) < 1e-4
+    assert out["unavailable"]["response"]["changed"] == 1
+    assert out["unavailable"]["response"]["unknown_item_ids"] == ["nope"]
+    assert out["after_unavailable"]["response"]["items"] == []
     assert len(out["similar"]["response"]["items"]) == 3
     assert out["similar_unknown"]["error"]["code"] == 5  # NOT_FOUND
     assert [i["item_id"] for i in out["rank"]["response"]["items"]][-1] == "ghost"

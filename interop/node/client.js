@@ -45,6 +45,11 @@ async function main() {
   out.filtered = await call("Recommend", {
     user_id: user, k: 5, filters: [{ any_of: ["brand=from-node"] }],
   });
+  out.explained = await call("Recommend", { user_id: user, k: 3, explain: true, diversity: 0.3 });
+  out.unavailable = await call("SetAvailability", { item_ids: ["node-item", "nope"], available: false });
+  out.after_unavailable = await call("Recommend", {
+    user_id: user, k: 5, filters: [{ any_of: ["brand=from-node"] }],
+  });
   out.similar = await call("SimilarItems", { item_id: scenario.similar_to, k: 3 });
   out.similar_unknown = await call("SimilarItems", { item_id: "no-such-item", k: 3 });
   out.rank = await call("Rank", { user_id: user, item_ids: scenario.rank });

@@ -32,6 +32,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
     "edge": ("edge_bench.py", lambda out: ["--out", str(out / "edge.json")]),
     "blend-cost": ("blend_cost.py", lambda out: ["--out", str(out / "blend_cost.json")]),
     "replicas": ("replicas.py", lambda out: ["--out", str(out / "replicas.json")]),
+    "ranking-pipeline": (
+        "ranking_pipeline.py",
+        lambda out: ["--out", str(out / "ranking_pipeline.json")],
+    ),
 }
 # benchmarks/ beside the source folders (server/cli/ is two levels below the checkout)
 BENCHMARK_FOLDER = Path(__file__).resolve().parents[2] / "benchmarks"

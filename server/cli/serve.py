@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shelfrank.core.ranking import Steering
 from shelfrank.server.cli._errors import EXIT_OK, CommandError
 from shelfrank.server.cli._options import (
     add_training_options,
     non_negative_int,
     positive_float,
     positive_int,
+    share,
     train_config,
 )
 
@@ -81,6 +83,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=1,
         help="threads per numpy/BLAS product (1 serves concurrent requests best)",
+    )
+    parser.add_argument(
+        "--exploration",
+        type=share,
+        default=0.0,
+        help="share of Recommend's slots for new or little-shown items when a request does "
+        "not say (0..1; core/ranking.py)",
+    )
+    parser.add_argument(
+        "--exploration-max-age-days",
+        type=float,
+        default=0.0,
+        help="items added to the catalogue this recently count as new for exploration",
     )
     parser.add_argument(
         "--max-concurrent-rpcs",
@@ -166,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
         grace_seconds=args.grace,
         blas_threads=args.blas_threads,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        steering=Steering(
+            exploration=args.exploration,
+            exploration_max_age_ms=int(args.exploration_max_age_days * 86_400_000),
+        ),
         search=SearchPolicy(
             mode=args.search,
             ann=AnnConfig(ef_search=args.ef_search),

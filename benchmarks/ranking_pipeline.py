@@ -1,0 +1,600 @@
+"""One ranking pipeline (issue 16): what explanations and availability cost, measured in
+one run.
+
+1. **Recommend p50 in process** on MovieLens-100k's ua model (or, with ``--smoke``, a
+   small synthetic shop): the code of ``--baseline`` (a git worktree, "today") against
+   this code with ``explain`` off and on. Each configuration runs in its own child
+   process, in alternating rounds (machines are shared and noisy: the ratio of medians
+   is the figure), each timing ``RecommenderService.recommend`` over a real SQLite store.
+2. **Explanations**: for 1,000 recommended items (100 users x 10), the contributions
+   plus ``rest`` equal the score within 1e-4, and every "because you" item is in the
+   user's history.
+3. **Availability** on the 100k-item catalogue (``benchmarks/catalogues.py``):
+   - the cost of flipping 10,000 items in the serving state against rebuilding it;
+   - a real server under load from two client processes (Recommend, SimilarItems,
+     Rank) while 10,000 items are made unavailable: every call started after the flip
+     was acknowledged returns none of them;
+   - a device synced before the flip: none of them after its next sync; the delta after
+     1% of the items flipped against a full snapshot.
+
+    python benchmarks/ranking_pipeline.py [--ml100k ../shared/data/ml-100k] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from catalogues import Shape, shape_for, trained_model  # benchmarks/catalogues.py
+from machine import machine_description  # benchmarks/machine.py
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+PACKAGES = ("core", "datasets", "server", "client", "edge", "proto")
+
+
+# -- 1. latency, in child processes -------------------------------------------------------------
+def _use_code(root: str) -> None:
+    """Import shelfrank from ``root`` (a folder holding ``shelfrank/`` links to another
+    checkout) instead of this checkout's editable install."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
+    sys.path.insert(0, root)
+    for name in [m for m in sys.modules if m == "shelfrank" or m.startswith("shelfrank.")]:
+        del sys.modules[name]
+
+
+def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: int) -> None:
+    """Prints the p50 and p90 (ms) of in-process Recommend calls, as JSON."""
+    if root:
+        _use_code(root)
+    from shelfrank.core.model_format import load_serving_model
+    from shelfrank.server.registry import manifest_config
+    from shelfrank.server.requests import RecommendQuery
+    from shelfrank.server.service import RecommenderService
+    from shelfrank.server.serving_state import ServingState
+    from shelfrank.server.store import SQLiteStore
+
+    model, manifest = load_serving_model(model_dir)
+    config = manifest_config(model_dir, manifest)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = SQLiteStore(Path(scratch) / "store.sqlite3")
+        state = ServingState.build(model, config, trained_at_ms=0, watermark_seq=0)
+        service = RecommenderService(store, state)
+        users = list(model.user_ids.ids)
+        rng = random.Random(seed)
+        kwargs: dict[str, Any] = {"explain": True} if explain else {}
+        queries = [RecommendQuery(user_id=rng.choice(users), k=10, **kwargs) for _ in range(calls)]
+        for query in queries[: calls // 5]:  # warm-up: caches, first fold-in pools
+            service.recommend(query)
+        took = []
+        for query in queries:
+            tick = time.perf_counter()
+            service.recommend(query)
+            took.append(time.perf_counter() - tick)
+        store.close()
+    print(
+        json.dumps(
+            {
+                "p50_ms": 1000 * float(np.percentile(took, 50)),
+                "p90_ms": 1000 * float(np.percentile(took, 90)),
+            }
+        )
+    )
+
+
+def baseline_tree(revision: str, scratch: Path) -> Path:
+    """A folder whose ``shelfrank/`` links to a worktree of ``revision``."""
+    worktree = scratch / "baseline-worktree"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), revision],
+        check=True,
+        capture_output=True,
+    )
+    root = scratch / "baseline-root" / "shelfrank"
+    root.mkdir(parents=True)
+    for package in PACKAGES:
+        (root / package).symlink_to(worktree / package)
+    (root / "__init__.py").write_text("")
+    return root.parent
+
+
+def measure_latency(model_dir: Path, baseline: str, rounds: int, calls: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        old_root = baseline_tree(baseline, scratch)
+        configurations = {
+            "today": (str(old_root), False),
+            "explain_off": ("", False),
+            "explain_on": ("", True),
+        }
+        p50: dict[str, list[float]] = {name: [] for name in configurations}
+        try:
+            for round_index in range(rounds):
+                names = list(configurations)
+                names = names[round_index % 3 :] + names[: round_index % 3]  # rotate order
+                for name in names:
+                    root, explain = configurations[name]
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--latency-child",
+                            json.dumps([root, str(model_dir), explain, calls, round_index]),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
+                    p50[name].append(json.loads(out.stdout.strip().splitlines()[-1])["p50_ms"])
+        finally:
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(REPO),
+                    "worktree",
+                    "remove",
+                    "--force",
+                    str(scratch / "baseline-worktree"),
+                ],
+                check=False,
+                capture_output=True,
+            )
+    median = {name: statistics.median(values) for name, values in p50.items()}
+    return {
+        "baseline": baseline,
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "p50_ms_by_round": p50,
+        "p50_ms": median,
+        "explain_off_vs_today": median["explain_off"] / median["today"],
+        "explain_on_vs_off": median["explain_on"] / median["explain_off"],
+    }
+
+
+def _serve(root: str, model_dir: Path, state: Path) -> tuple[subprocess.Popen[str], str]:
+    """``shelfrank serve`` of the code at ``root`` ("": this checkout) in a child process."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve-child", json.dumps([root, str(model_dir), str(state)])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("shelfrank serving on"):
+        process.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return process, line.split()[-1]
+
+
+def serve_child(root: str, model_dir: str, state: str) -> None:
+    if root:
+        _use_code(root)
+    from shelfrank.server.cli import main as cli_main
+
+    cli_main(["serve", "--state", state, "--model", model_dir, "--port", "0"])
+
+
+def measure_grpc_latency(model_dir: Path, baseline: str, rounds: int, calls: int) -> dict[str, Any]:
+    """Recommend p50 through real servers (today's code and this code) on loopback, one
+    caller making one call at a time, in alternating rounds."""
+    import grpc
+
+    from shelfrank.proto._generated import recommender_pb2 as pb
+    from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
+
+    users = _model_users(model_dir)
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        old_root = baseline_tree(baseline, scratch)
+        old, old_address = _serve(str(old_root), model_dir, scratch / "old")
+        new, new_address = _serve("", model_dir, scratch / "new")
+        p50: dict[str, list[float]] = {"today": [], "explain_off": [], "explain_on": []}
+        try:
+            channels = {
+                "today": grpc.insecure_channel(old_address),
+                "explain_off": grpc.insecure_channel(new_address),
+                "explain_on": grpc.insecure_channel(new_address),
+            }
+            rng = random.Random(7)
+            for round_index in range(rounds):
+                names = list(channels)
+                names = names[round_index % 3 :] + names[: round_index % 3]
+                for name in names:
+                    stub = pb_grpc.RecommenderStub(channels[name])
+                    took = []
+                    for call in range(calls + calls // 5):
+                        request = pb.RecommendRequest(user_id=rng.choice(users), k=10)
+                        if name == "explain_on":
+                            request.explain = True
+                        tick = time.perf_counter()
+                        stub.Recommend(request, timeout=30)
+                        if call >= calls // 5:  # the first fifth warms up
+                            took.append(time.perf_counter() - tick)
+                    p50[name].append(1000 * float(np.percentile(took, 50)))
+            for channel in channels.values():
+                channel.close()
+        finally:
+            for process in (old, new):
+                process.terminate()
+                process.wait(60)
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(REPO),
+                    "worktree",
+                    "remove",
+                    "--force",
+                    str(scratch / "baseline-worktree"),
+                ],
+                check=False,
+                capture_output=True,
+            )
+    median = {name: statistics.median(values) for name, values in p50.items()}
+    return {
+        "p50_ms_by_round": p50,
+        "p50_ms": median,
+        "explain_off_vs_today": median["explain_off"] / median["today"],
+        "explain_on_vs_off": median["explain_on"] / median["explain_off"],
+    }
+
+
+def _model_users(model_dir: Path) -> list[str]:
+    from shelfrank.core.model_format import load_serving_model
+
+    model, _ = load_serving_model(model_dir)
+    return list(model.user_ids.ids)
+
+
+# -- 2. explanations are exact -------------------------------------------------------------------
+def check_explanations(model_dir: Path, users: int) -> dict[str, Any]:
+    from shelfrank.core.model_format import load_serving_model
+    from shelfrank.server.registry import manifest_config
+    from shelfrank.server.requests import RecommendQuery
+    from shelfrank.server.service import RecommenderService
+    from shelfrank.server.serving_state import ServingState
+    from shelfrank.server.store import SQLiteStore
+
+    model, manifest = load_serving_model(model_dir)
+    config = manifest_config(model_dir, manifest)
+    worst = 0.0
+    items = because_total = because_outside = 0
+    reasons: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        store = SQLiteStore(Path(scratch) / "store.sqlite3")
+        state = ServingState.build(model, config, trained_at_ms=0, watermark_seq=0)
+        service = RecommenderService(store, state)
+        for user in list(model.user_ids.ids)[:users]:
+            history = {model.item_ids.id_of(int(r)) for r in model.seen_rows(user)}
+            scored = service.recommend(RecommendQuery(user_id=user, k=10, explain=True))
+            for (_, score), explained in zip(scored.items, scored.explanations, strict=True):
+                total = sum(v for _, v in explained.contributions) + explained.rest
+                worst = max(worst, abs(total - score))
+                items += 1
+                because_total += len(explained.because)
+                because_outside += len(set(explained.because) - history)
+                reasons[explained.reason] = reasons.get(explained.reason, 0) + 1
+        store.close()
+    return {
+        "items": items,
+        "largest_sum_error": worst,
+        "because_items": because_total,
+        "because_items_outside_history": because_outside,
+        "reasons": reasons,
+    }
+
+
+# -- 3. availability -----------------------------------------------------------------------------
+def flip_cost(model_dir: Path, flips: int, repeats: int) -> dict[str, Any]:
+    """Applying ``flips`` availability changes to a serving state, against rebuilding the
+    state from the model and the whole catalogue (what a model swap does)."""
+    from shelfrank.core.model_format import load_serving_model
+    from shelfrank.server.registry import manifest_config
+    from shelfrank.server.serving_state import ServingState
+    from shelfrank.server.storage import CatalogueEntry
+
+    model, manifest = load_serving_model(model_dir)
+    config = manifest_config(model_dir, manifest)
+    vocabulary = model.item_token_embeddings.vocabulary
+    catalogue = [
+        CatalogueEntry(
+            item, tuple(vocabulary.id_of(int(c)) for c in model.item_tokens.row(row)), True, 1, 1
+        )
+        for row, item in enumerate(model.item_ids.ids)
+    ]
+    rebuild, flip = [], []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        state = ServingState.build(model, config, trained_at_ms=0, watermark_seq=0)
+        state = state.with_catalogue(catalogue, revision=1)
+        rebuild.append(time.perf_counter() - tick)
+        chosen = catalogue[:: max(1, len(catalogue) // flips)][:flips]
+        changes = [entry._replace(available=False) for entry in chosen]
+        tick = time.perf_counter()
+        flipped = state.with_catalogue(changes, revision=2)
+        flip.append(time.perf_counter() - tick)
+        if flipped.available is None or int((~flipped.available).sum()) != len(changes):
+            raise RuntimeError("the flips did not land")
+    return {
+        "items": len(catalogue),
+        "flips": flips,
+        "rebuild_s": statistics.median(rebuild),
+        "flip_s": statistics.median(flip),
+        "flip_vs_rebuild": statistics.median(flip) / statistics.median(rebuild),
+    }
+
+
+def _load_client(
+    target: str, users: list[str], items: list[str], seconds: float, ready: Any, out: Any
+) -> None:
+    """Recommend, SimilarItems and Rank in turn; records (start, end, method, item ids)."""
+    from shelfrank.client import Client
+
+    rng = random.Random(os.getpid())
+    calls: list[tuple[float, float, str, list[str]]] = []
+    with Client(target, timeout=30.0) as client:
+        client.recommend(users[0], k=1)  # connected and warm
+        ready.put(os.getpid())
+        end = time.time() + seconds
+        n = 0
+        while time.time() < end:
+            start = time.time()
+            if n % 3 == 0:
+                got = client.recommend(rng.choice(users), k=50).item_ids
+                method = "recommend"
+            elif n % 3 == 1:
+                got = client.similar_items(rng.choice(items), k=50).item_ids
+                method = "similar_items"
+            else:
+                got = tuple(
+                    i.item_id
+                    for i in client.rank(rng.choice(users), rng.sample(items, 200)).items
+                    if i.score != float("-inf")
+                )
+                method = "rank"
+            calls.append((start, time.time(), method, list(got)))
+            n += 1
+    out.put(calls)
+
+
+def availability_under_load(
+    model_dir: Path, shop: Any, flips: int, clients: int, seconds: float
+) -> dict[str, Any]:
+    from shelfrank.client import Client, Item
+    from shelfrank.edge import EdgeRecommender
+
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shelfrank.server",
+                "serve",
+                "--state",
+                str(scratch / "s"),
+                "--model",
+                str(model_dir),
+                "--port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            if not line.startswith("shelfrank serving on"):
+                raise RuntimeError(f"server did not start: {line!r}")
+            target = line.split()[-1]
+            items = list(shop.items.ids)
+            users = list(dict.fromkeys(shop.interactions.user_ids))[:2000]
+            with Client(target, timeout=120.0) as client:
+                for start in range(0, len(items), 10_000):
+                    client.upsert_items(
+                        Item(i, t)
+                        for i, t in zip(
+                            items[start : start + 10_000],
+                            shop.items.tokens[start : start + 10_000],
+                            strict=True,
+                        )
+                    )
+                phone = EdgeRecommender(scratch / "phone", users[0], target, timeout=120.0)
+                full = phone.sync()
+                # Flip the items the load would see most: the head of every list.
+                popular = list(dict.fromkeys(shop.interactions.item_ids))
+                chosen = popular[:flips]
+                spawn = mp.get_context("spawn")
+                queue: Any = spawn.Queue()
+                ready: Any = spawn.Queue()
+                workers = [
+                    spawn.Process(
+                        target=_load_client, args=(target, users, items, seconds, ready, queue)
+                    )
+                    for _ in range(clients)
+                ]
+                for worker in workers:
+                    worker.start()
+                for _ in workers:
+                    ready.get(timeout=300)
+                time.sleep(seconds / 3)
+                tick = time.time()
+                result = client.set_availability(chosen, False)
+                acknowledged = time.time()
+                calls = [call for _ in workers for call in queue.get()]
+                for worker in workers:
+                    worker.join()
+                flipped = set(chosen)
+                after = [c for c in calls if c[0] > acknowledged]
+                before = [c for c in calls if c[1] < tick]
+                leaked = sum(1 for c in after if flipped & set(c[3]))
+                shown_before = sum(1 for c in before if flipped & set(c[3]))
+                synced = phone.sync()
+                device_leaks = sum(
+                    len(flipped & set(phone.recommend(k=100).item_ids)) for _ in range(3)
+                )
+                # A delta after 1% of the catalogue flipped, against a full snapshot.
+                client.set_availability(chosen, True)
+                phone.sync()
+                one_percent = popular[: len(items) // 100]
+                client.set_availability(one_percent, False)
+                delta = phone.sync()
+                phone.close()
+        finally:
+            server.terminate()
+            server.wait(60)
+    return {
+        "flips": flips,
+        "changed": result.changed,
+        "flip_call_s": acknowledged - tick,
+        "client_processes": clients,
+        "calls_before_flip": len(before),
+        "calls_before_flip_showing_flipped_items": shown_before,
+        "calls_after_ack": len(after),
+        "calls_after_ack_with_unavailable_items": leaked,
+        "calls_by_method_after_ack": {
+            m: sum(1 for c in after if c[2] == m) for m in ("recommend", "similar_items", "rank")
+        },
+        "device_delta_after_flip_bytes": synced.snapshot_bytes,
+        "device_unavailable_items_after_sync": device_leaks,
+        "full_snapshot_bytes": full.snapshot_bytes,
+        "delta_after_1pct_flipped_bytes": delta.snapshot_bytes,
+        "delta_share_of_full": delta.snapshot_bytes / full.snapshot_bytes,
+        "delta_was_full": delta.full_snapshot,
+    }
+
+
+# -- models --------------------------------------------------------------------------------------
+def ml100k_model(folder: Path, cache: Path) -> Path:
+    """The hybrid model on ml-100k's ua.base with the default settings (cached)."""
+    from dataclasses import replace
+
+    from shelfrank.datasets import movielens
+    from shelfrank.server.config import TrainConfig
+    from shelfrank.server.hybrid import HybridModel
+
+    directory = cache / "ml100k-ua-default"
+    if not (directory / "manifest.json").exists():
+        train, _ = movielens.read_ratings(folder / "ua.base")
+        config = replace(TrainConfig(), seed=1, num_threads=1, validation_split="random")
+        hybrid = HybridModel.train(
+            train, config, items=movielens.read_items(folder), users=movielens.read_users(folder)
+        )
+        staging = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        hybrid.save(staging)
+        staging.rename(directory)
+    return directory
+
+
+def markdown(result: dict[str, Any]) -> str:
+    latency, remote = result["latency"], result["grpc_latency"]
+    explained, cost, load = result["explanations"], result["flip_cost"], result["availability"]
+    p50, rpc = latency["p50_ms"], remote["p50_ms"]
+    flip_ms, rebuild_ms = 1000 * cost["flip_s"], 1000 * cost["rebuild_s"]
+    delta, full = load["delta_after_1pct_flipped_bytes"], load["full_snapshot_bytes"]
+    return "\n".join(
+        [
+            f"Machine: {result['machine']}.",
+            "",
+            f"- Recommend p50 in process ({result['latency_model']}): today {p50['today']:.3f}"
+            f" ms, explain off {p50['explain_off']:.3f} ms"
+            f" ({latency['explain_off_vs_today']:.3f}x),"
+            f" explain on {p50['explain_on']:.3f} ms ({latency['explain_on_vs_off']:.2f}x of off);"
+            f" median of {latency['rounds']} alternating rounds.",
+            f"- Recommend p50 through gRPC (one caller): today {rpc['today']:.3f} ms, explain off"
+            f" {rpc['explain_off']:.3f} ms ({remote['explain_off_vs_today']:.3f}x), explain on"
+            f" {rpc['explain_on']:.3f} ms ({remote['explain_on_vs_off']:.2f}x of off).",
+            f"- Explanations: {explained['items']} items, largest |contributions + rest - score|"
+            f" {explained['largest_sum_error']:.2e}; {explained['because_items']} because-you"
+            f" items, {explained['because_items_outside_history']} outside the user's history;"
+            f" reasons {explained['reasons']}.",
+            f"- Flip cost ({cost['items']:,} items): {cost['flips']:,} flips {flip_ms:.1f} ms"
+            f" against a rebuild of {rebuild_ms:.0f} ms = {100 * cost['flip_vs_rebuild']:.2f}%.",
+            f"- Under load ({load['client_processes']} client processes): {load['flips']:,} items"
+            f" made unavailable in one call ({load['flip_call_s']:.2f} s);"
+            f" {load['calls_before_flip_showing_flipped_items']} of {load['calls_before_flip']}"
+            f" calls before showed some; {load['calls_after_ack_with_unavailable_items']} of"
+            f" {load['calls_after_ack']} calls started after the acknowledgement did"
+            f" ({load['calls_by_method_after_ack']}); the device after its next sync:"
+            f" {load['device_unavailable_items_after_sync']}.",
+            f"- Device delta after 1% of the items flipped: {delta:,} bytes against a full"
+            f" snapshot of {full:,} = {100 * load['delta_share_of_full']:.3f}%.",
+        ]
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--latency-child":
+        root, model_dir, explain, calls, seed = json.loads(sys.argv[2])
+        latency_child(root, model_dir, explain, calls, seed)
+        return
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve-child":
+        serve_child(*json.loads(sys.argv[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ml100k", default=str(REPO.parent / "shared" / "data" / "ml-100k"))
+    parser.add_argument("--baseline", default="9af77f5", help="git revision of 'today'")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to prove it runs")
+    parser.add_argument("--out", default=str(RESULTS / "ranking_pipeline.json"))
+    args = parser.parse_args()
+    cache = Path(os.environ.get("SHELFRANK_BENCH_CACHE", REPO / "benchmarks" / ".cache"))
+    cache.mkdir(parents=True, exist_ok=True)
+    ml100k = Path(args.ml100k)
+    if args.smoke or not (ml100k / "ua.base").is_file():
+        _, latency_model, _ = trained_model(Shape(600, 300, 6_000, 2), quiet=True)
+        latency_name = "synthetic shop, 600 items"
+    else:
+        latency_model = ml100k_model(ml100k, cache)
+        latency_name = "MovieLens-100k ua, default settings"
+    rounds, calls = (1, 100) if args.smoke else (args.rounds, args.calls)
+    size = 4_000 if args.smoke else 100_000
+    flips = 400 if args.smoke else 10_000
+    shop, catalogue_model, _ = trained_model(shape_for(size), quiet=args.smoke)
+    result = {
+        "machine": machine_description(),
+        "latency_model": latency_name,
+        "latency": measure_latency(latency_model, args.baseline, rounds, calls),
+        "grpc_latency": measure_grpc_latency(latency_model, args.baseline, rounds, calls // 2),
+        "explanations": check_explanations(latency_model, 20 if args.smoke else 100),
+        "flip_cost": flip_cost(catalogue_model, flips, 1 if args.smoke else 3),
+        "availability": availability_under_load(
+            catalogue_model, shop, flips, 2, 3.0 if args.smoke else 12.0
+        ),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    problems = []
+    if result["explanations"]["largest_sum_error"] > 1e-4:
+        problems.append("an explanation does not sum to its score")
+    if result["explanations"]["because_items_outside_history"]:
+        problems.append("a because-you item is outside the user's history")
+    if result["availability"]["calls_after_ack_with_unavailable_items"]:
+        problems.append("an unavailable item was returned after the flip")
+    if result["availability"]["device_unavailable_items_after_sync"]:
+        problems.append("the device returned an unavailable item after its sync")
+    if problems:
+        raise SystemExit("; ".join(problems))
+
+
+if __name__ == "__main__":
+    main()
