@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,64 +96,61 @@ def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: in
     )
 
 
-def baseline_tree(revision: str, scratch: Path) -> Path:
-    """A folder whose ``shelfrank/`` links to a worktree of ``revision``."""
-    worktree = scratch / "baseline-worktree"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), revision],
-        check=True,
-        capture_output=True,
-    )
-    root = scratch / "baseline-root" / "shelfrank"
-    root.mkdir(parents=True)
-    for package in PACKAGES:
-        (root / package).symlink_to(worktree / package)
-    (root / "__init__.py").write_text("")
-    return root.parent
+@contextmanager
+def baseline_tree(revision: str) -> Iterator[Path]:
+    """A folder whose ``shelfrank/`` links to a worktree of ``revision`` (removed after)."""
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        worktree = scratch / "baseline-worktree"
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), revision],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            root = scratch / "baseline-root" / "shelfrank"
+            root.mkdir(parents=True)
+            for package in PACKAGES:
+                (root / package).symlink_to(worktree / package)
+            (root / "__init__.py").write_text("")
+            yield root.parent
+        finally:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
+                check=False,
+                capture_output=True,
+            )
+
+
+def _rotated(names: list[str], round_index: int) -> list[str]:
+    """The configurations in the order of one round (each goes first in turn)."""
+    shift = round_index % len(names)
+    return names[shift:] + names[:shift]
 
 
 def measure_latency(model_dir: Path, baseline: str, rounds: int, calls: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as scratch_name:
-        scratch = Path(scratch_name)
-        old_root = baseline_tree(baseline, scratch)
+    with baseline_tree(baseline) as old_root:
         configurations = {
             "today": (str(old_root), False),
             "explain_off": ("", False),
             "explain_on": ("", True),
         }
         p50: dict[str, list[float]] = {name: [] for name in configurations}
-        try:
-            for round_index in range(rounds):
-                names = list(configurations)
-                names = names[round_index % 3 :] + names[: round_index % 3]  # rotate order
-                for name in names:
-                    root, explain = configurations[name]
-                    out = subprocess.run(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--latency-child",
-                            json.dumps([root, str(model_dir), explain, calls, round_index]),
-                        ],
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                    )
-                    p50[name].append(json.loads(out.stdout.strip().splitlines()[-1])["p50_ms"])
-        finally:
-            subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(REPO),
-                    "worktree",
-                    "remove",
-                    "--force",
-                    str(scratch / "baseline-worktree"),
-                ],
-                check=False,
-                capture_output=True,
-            )
+        for round_index in range(rounds):
+            for name in _rotated(list(configurations), round_index):
+                root, explain = configurations[name]
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--latency-child",
+                        json.dumps([root, str(model_dir), explain, calls, round_index]),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                p50[name].append(json.loads(out.stdout.strip().splitlines()[-1])["p50_ms"])
     median = {name: statistics.median(values) for name, values in p50.items()}
     return {
         "baseline": baseline,
@@ -197,53 +196,31 @@ def measure_grpc_latency(model_dir: Path, baseline: str, rounds: int, calls: int
     from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 
     users = _model_users(model_dir)
-    with tempfile.TemporaryDirectory() as scratch_name:
-        scratch = Path(scratch_name)
-        old_root = baseline_tree(baseline, scratch)
-        old, old_address = _serve(str(old_root), model_dir, scratch / "old")
-        new, new_address = _serve("", model_dir, scratch / "new")
-        p50: dict[str, list[float]] = {"today": [], "explain_off": [], "explain_on": []}
+    p50: dict[str, list[float]] = {"today": [], "explain_off": [], "explain_on": []}
+    with baseline_tree(baseline) as old_root, tempfile.TemporaryDirectory() as scratch:
+        old, old_address = _serve(str(old_root), model_dir, Path(scratch) / "old")
+        new, new_address = _serve("", model_dir, Path(scratch) / "new")
+        address = {"today": old_address, "explain_off": new_address, "explain_on": new_address}
+        rng = random.Random(7)
         try:
-            channels = {
-                "today": grpc.insecure_channel(old_address),
-                "explain_off": grpc.insecure_channel(new_address),
-                "explain_on": grpc.insecure_channel(new_address),
-            }
-            rng = random.Random(7)
             for round_index in range(rounds):
-                names = list(channels)
-                names = names[round_index % 3 :] + names[: round_index % 3]
-                for name in names:
-                    stub = pb_grpc.RecommenderStub(channels[name])
+                for name in _rotated(list(p50), round_index):
                     took = []
-                    for call in range(calls + calls // 5):
-                        request = pb.RecommendRequest(user_id=rng.choice(users), k=10)
-                        if name == "explain_on":
-                            request.explain = True
-                        tick = time.perf_counter()
-                        stub.Recommend(request, timeout=30)
-                        if call >= calls // 5:  # the first fifth warms up
-                            took.append(time.perf_counter() - tick)
+                    with grpc.insecure_channel(address[name]) as channel:
+                        stub = pb_grpc.RecommenderStub(channel)
+                        for call in range(calls + calls // 5):
+                            request = pb.RecommendRequest(user_id=rng.choice(users), k=10)
+                            if name == "explain_on":
+                                request.explain = True
+                            tick = time.perf_counter()
+                            stub.Recommend(request, timeout=30)
+                            if call >= calls // 5:  # the first fifth warms up
+                                took.append(time.perf_counter() - tick)
                     p50[name].append(1000 * float(np.percentile(took, 50)))
-            for channel in channels.values():
-                channel.close()
         finally:
             for process in (old, new):
                 process.terminate()
                 process.wait(60)
-            subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(REPO),
-                    "worktree",
-                    "remove",
-                    "--force",
-                    str(scratch / "baseline-worktree"),
-                ],
-                check=False,
-                capture_output=True,
-            )
     median = {name: statistics.median(values) for name, values in p50.items()}
     return {
         "p50_ms_by_round": p50,

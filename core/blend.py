@@ -110,6 +110,16 @@ class BlendTable:
         return cls(table)
 
 
+def row_offsets(indptr: IndexArray, rows: IndexArray) -> tuple[IndexArray, IndexArray]:
+    """Positions in a CSR array of every entry of ``rows`` (row after row), and each row's
+    length: a gather of many rows without a Python loop."""
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+    return offsets.astype(np.int64), lengths.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class ItemNeighbours:
     """Item-to-item weights, row ``h`` holding the items that history item ``h`` votes for
@@ -146,12 +156,10 @@ class ItemNeighbours:
         receive any vote, ascending, and their scores."""
         if rows.size == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        starts, ends = self.indptr[rows], self.indptr[rows + 1]
-        lengths = ends - starts
-        total = int(lengths.sum())
+        offsets, lengths = row_offsets(self.indptr, rows)
+        total = int(offsets.size)
         if total == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
         targets = self.indices[offsets]
         votes = self.weights[offsets] * np.repeat(strengths.astype(np.float32), lengths)
         if total * 8 < self.items:
@@ -457,5 +465,6 @@ __all__ = [
     "blended_scores",
     "blended_scores_at",
     "blended_top_k",
+    "row_offsets",
     "sparse_scores",
 ]

@@ -27,7 +27,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.blend import MF_ONLY, BlendWeights, Mode, RankingSignals, UserHistory, _unit
+from shelfrank.core.blend import (
+    MF_ONLY,
+    BlendWeights,
+    Mode,
+    RankingSignals,
+    UserHistory,
+    _unit,
+    row_offsets,
+)
 from shelfrank.core.serving import ServingModel, UserVector
 
 FloatArray = npt.NDArray[np.float32]
@@ -243,19 +251,16 @@ def explain_scores(
     history_positive = np.where(parts.history_values > 0, parts.history_values, 0.0).sum(axis=1)
     positive = (history_positive + np.where(named > 0, named, 0.0).sum(axis=1)).tolist()
     any_history = (parts.history_values != 0).any(axis=1).tolist()
-    reasons = []
-    for position, row in enumerate(rows.tolist()):
-        if len(explored) and explored[position]:
-            reason = "exploration"
-        elif trained_items is not None and row >= trained_items:
-            reason = "new_item"
-        elif user.source == "popularity" and not any_history[position]:
-            reason = "popular"
-        elif positive[position] > 0 and history_positive[position] > positive[position] / 2:
-            reason = "because_history"
-        else:
-            reason = "personalized"
-        reasons.append(reason)
+    reasons = [
+        reason_of(
+            explored=bool(len(explored) and explored[position]),
+            new=trained_items is not None and row >= trained_items,
+            popular=user.source == "popularity" and not any_history[position],
+            history_positive=float(history_positive[position]),
+            positive=positive[position],
+        )
+        for position, row in enumerate(rows.tolist())
+    ]
     out = _summaries(parts, model, reasons, top)
     if not all(explained.because for explained in out):
         # Nothing of the history is in some scores: name the closest history items.
@@ -288,10 +293,9 @@ def _add_model_parts(
     if folded_rows.size:
         parts.history_values[:, parts.columns(folded_rows)] += 0.5 * factor * (items @ folded.T)
     embeddings = model.item_token_embeddings
-    indptr, indices = model.item_tokens.indptr, model.item_tokens.indices
-    lengths = indptr[rows + 1] - indptr[rows]
-    total = int(lengths.sum())
-    offsets = np.repeat(indptr[rows] - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+    offsets, lengths = row_offsets(model.item_tokens.indptr, rows)
+    indices = model.item_tokens.indices
+    total = int(offsets.size)
     owners = np.repeat(np.arange(rows.size), lengths)
     weight: Vector = (
         np.ones(total)
@@ -338,10 +342,8 @@ def _add_signal_parts(
     if history.rows.size and weights.item > 0:
         strength = np.maximum(history.strength, 0).astype(np.float32)
         neighbours = signals.neighbours
-        starts = neighbours.indptr[history.rows]
-        lengths = neighbours.indptr[history.rows + 1] - starts
-        total = int(lengths.sum())
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        offsets, lengths = row_offsets(neighbours.indptr, history.rows)
+        total = int(offsets.size)
         voters = np.repeat(np.arange(history.rows.size), lengths)
         targets = neighbours.indices[offsets]
         # The largest summed vote (in size) over every item, as _unit scales the term.
@@ -425,23 +427,19 @@ def explain_similar(
     return out
 
 
-def _reason(parts: dict[str, float], user: UserVector, *, explored: bool, new: bool) -> str:
+def reason_of(
+    *, explored: bool, new: bool, popular: bool, history_positive: float, positive: float
+) -> str:
+    """The reason kind of an item (every path decides it here): an exploration slot, an
+    item the model was not trained with, popularity for a user known for nothing, mostly
+    the user's history (more than half of the positive parts), else the user's vector."""
     if explored:
         return "exploration"
     if new:
         return "new_item"
-    history = positive = 0.0
-    any_history = False
-    for name, value in parts.items():
-        if name.startswith("history:"):
-            any_history = True
-            if value > 0:
-                history += value
-        if value > 0:
-            positive += value
-    if user.source == "popularity" and not any_history:
+    if popular:
         return "popular"
-    if positive > 0 and history > positive / 2:
+    if positive > 0 and history_positive > positive / 2:
         return "because_history"
     return "personalized"
 
@@ -453,5 +451,6 @@ __all__ = [
     "Explanation",
     "explain_scores",
     "explain_similar",
+    "reason_of",
     "summarise",
 ]

@@ -63,7 +63,7 @@ from shelfrank.core.errors import (
     StorageError,
 )
 from shelfrank.core.events import EventType, StoredEvent, new_event_id
-from shelfrank.core.explain import BECAUSE_MAX, DEFAULT_TOP, summarise
+from shelfrank.core.explain import BECAUSE_MAX, DEFAULT_TOP, reason_of, summarise
 from shelfrank.core.explain import Explanation as CoreExplanation
 from shelfrank.core.ranking import ItemFacts, Steering, candidate_mask, exploration_rows, rank
 from shelfrank.core.scoring import TopK, top_k
@@ -471,15 +471,13 @@ class EdgeRecommender:
                 key=lambda pair: (-pair[0], pair[1]),
             )
             because = [item for value, item in history if value > 0][:BECAUSE_MAX]
-            positive = sum(v for v in parts.values() if v > 0)
-            if bool(explores[position]):
-                reason = "exploration"
-            elif positive > 0 and sum(v for v, _ in history if v > 0) > positive / 2:
-                reason = "because_history"
-            elif snapshot.user_vector is None:
-                reason = "popular"
-            else:
-                reason = "personalized"
+            reason = reason_of(
+                explored=bool(explores[position]),
+                new=False,  # the device does not know what the model was trained with
+                popular=snapshot.user_vector is None and not history,
+                history_positive=sum(v for v, _ in history if v > 0),
+                positive=sum(v for v in parts.values() if v > 0),
+            )
             out.append(summarise(parts, score, reason, because, DEFAULT_TOP))
         return out
 

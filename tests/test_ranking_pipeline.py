@@ -428,3 +428,27 @@ def test_exploration_slots_average_the_share() -> None:
 def test_steering_refuses_bad_values(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidInputError, match=field):
         Steering(**kwargs)
+
+
+def test_the_device_explains_its_own_scores_with_the_session(
+    shop_model: Path, tmp_path: Path
+) -> None:
+    phone = EdgeRecommender(tmp_path / "phone", "u0", snapshot=shop_model)
+    try:
+        plain = phone.recommend(k=10, explain=True, exploration=0.2, recommendation_id="x")
+        for item in plain.items:
+            assert item.explanation is not None
+            assert abs(item.explanation.total - item.score) <= 1e-4
+        assert any(i.explanation.reason is Reason.EXPLORATION for i in plain.items)  # type: ignore[union-attr]
+        for item_id in ("i1", "i4"):
+            phone.track("view", item_id)
+        reranked = phone.recommend(k=10, explain=True)
+        for item in reranked.items:
+            assert item.explanation is not None
+            assert abs(item.explanation.total - item.score) <= 1e-4
+            assert set(item.explanation.because_item_ids) <= {"i1", "i4"}
+        assert any(i.explanation.because_item_ids for i in reranked.items)  # type: ignore[union-attr]
+        ranked = phone.rank(item_ids=["i2", "i5", "nope"], explain=True)
+        assert [abs(i.explanation.total - i.score) <= 1e-4 for i in ranked.items[:2]] == [True] * 2  # type: ignore[union-attr]
+    finally:
+        phone.close()
