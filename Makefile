@@ -83,6 +83,17 @@ eval-ml100k: $(VENV)/.server
 	$(VENV)/bin/shelfrank evaluate --protocol edge-replay --interactions $(OUT)/ml100k/u.data.csv \
 	  --items $(OUT)/ml100k/items.csv --users $(OUT)/ml100k/users.csv --seed 1 --threads 1 \
 	  --json $(OUT)/edge-replay.json --plot $(OUT)/edge-replay.png
+	$(VENV)/bin/shelfrank evaluate --protocol given --interactions $(OUT)/ml100k/ua.base.csv \
+	  --test $(OUT)/ml100k/ua.test.csv --items $(OUT)/ml100k/items.csv \
+	  --users $(OUT)/ml100k/users.csv --relevant purchase --seed 1 --threads 1 \
+	  --validation-split random --models hybrid,lightfm-cf,popularity --group-by gender \
+	  --group-by age --exposure-by genre --diversity-by genre \
+	  --json $(OUT)/fairness.json --plot $(OUT)/fairness.png
+	$(VENV)/bin/shelfrank evaluate --protocol tradeoffs --interactions $(OUT)/ml100k/ua.base.csv \
+	  --test $(OUT)/ml100k/ua.test.csv --items $(OUT)/ml100k/items.csv \
+	  --users $(OUT)/ml100k/users.csv --relevant purchase --seed 1 --threads 1 \
+	  --validation-split random --diversity-by genre \
+	  --json $(OUT)/tradeoffs.json --plot $(OUT)/tradeoffs.png
 
 # The temporal protocol on a synthetic shop with repeat purchases, trends and arrivals.
 eval-shop: $(VENV)/.server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
 from shelfrank.core.errors import InvalidInputError, UnknownIdError
@@ -44,6 +45,10 @@ class IdMap:
 
     def get(self, value: str) -> int | None:
         return self._index.get(value)
+
+    def rows_of(self, values: Sequence[str]) -> list[int]:
+        """The index of each of ``values`` (-1 for an unknown one), in C."""
+        return list(map(self._index.get, values, itertools.repeat(-1, len(values))))
 
     def index(self, value: str) -> int:
         """Index of a known id; UnknownIdError (a KeyError too) for an unknown one."""
