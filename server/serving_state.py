@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -92,33 +93,37 @@ class ServingState:
             return self if revision is None else replace(self, catalogue_through=revision)
         # Column by column, in C where it can be: a flip of 10,000 items must cost a small
         # share of a rebuild.
-        columns = list(zip(*entries, strict=True))
-        items, token_lists = columns[0], columns[1]
+        # itemgetter over the entries allocates nothing per entry (zip(*entries) makes an
+        # iterator per entry, and enough allocations start a full GC over the heap).
+        width = len(entries[0])
+
+        def column(i: int) -> list[Any]:
+            return list(map(itemgetter(i), entries))
+
+        items = column(0)
         rows = np.array(self.model.item_ids.rows_of(items), np.int64)
         known = rows >= 0
         # Entries whose tokens were written at or before the revision this table reflects
         # are unchanged: only their availability moved, no tokens to compare.
         unchanged = known.copy()
-        if len(columns) > 4:
-            written = np.array(columns[4], np.int64)
+        if width > 4:
+            written = np.array(column(4), np.int64)
             unchanged &= (written > 0) & (written <= self.catalogue_through)
         else:
             unchanged[:] = False
         changes = {
-            items[i]: token_lists[i]
+            items[i]: entries[i][1]
             for i in np.flatnonzero(~unchanged).tolist()
-            if not known[i] or self.item_tokens(items[i]) != tuple(token_lists[i])
+            if not known[i] or self.item_tokens(items[i]) != tuple(entries[i][1])
         }
         state = self.with_items(changes) if changes else self
-        if len(columns) > 2:  # CatalogueEntry: availability and add times too
+        if width > 2:  # CatalogueEntry: availability and add times too
             if not known.all():  # items added since: their rows exist now
                 rows = np.array(state.model.item_ids.rows_of(items), np.int64)
             state = state._with_flags(
                 rows,
-                np.array(columns[2], np.bool_),
-                np.array(columns[3], np.int64)
-                if len(columns) > 3
-                else np.zeros(len(rows), np.int64),
+                np.array(column(2), np.bool_),
+                np.array(column(3), np.int64) if width > 3 else np.zeros(len(rows), np.int64),
             )
         return state if revision is None else replace(state, catalogue_through=revision)
 
