@@ -20,6 +20,7 @@ from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.callers import Callers
 from shelfrank.server.requests import (
+    NO_SEEN_FILTER,
     NotFoundError,
     RankQuery,
     RateLimitedError,
@@ -128,6 +129,8 @@ def _filters(filters: Any) -> tuple[tuple[str, ...], ...]:
 
 
 def _seen_filter(types: Any, within_ms: int) -> SeenFilter:
+    if not types and not within_ms:
+        return NO_SEEN_FILTER
     kinds = []
     for index, value in enumerate(types):
         try:
@@ -157,7 +160,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             exclude_seen=request.exclude_seen if request.HasField("exclude_seen") else True,
             user_features=tuple(request.user_features),
             diversity=request.diversity,
-            max_per_feature=tuple(request.max_per_feature.items()),
+            max_per_feature=(
+                tuple(request.max_per_feature.items()) if request.max_per_feature else ()
+            ),
             exploration=request.exploration if request.HasField("exploration") else None,
             exploration_max_age_ms=(
                 request.exploration_max_age_ms

@@ -138,6 +138,9 @@ class SeenFilter:
             raise InvalidInputError(f"exclude_within_ms: must be >= 0, got {self.within_ms}")
 
 
+NO_SEEN_FILTER = SeenFilter()
+
+
 @dataclass(frozen=True)
 class RecommendQuery:
     user_id: str
@@ -153,7 +156,7 @@ class RecommendQuery:
     exploration: float | None = None
     exploration_max_age_ms: int | None = None
     recommendation_id: str = ""
-    seen: SeenFilter = SeenFilter()
+    seen: SeenFilter = NO_SEEN_FILTER
     explain: bool = False
 
     def __post_init__(self) -> None:
@@ -163,10 +166,23 @@ class RecommendQuery:
         check_filters(self.filters, self.exclude_features)
         check_tokens(self.user_features, "user_features")
         check_recommendation_id(self.recommendation_id)
-        self.steering(Steering())  # every steering field is checked here, named
+        if self.steers:
+            self.steering(Steering())  # every steering field is checked here, named
+
+    @property
+    def steers(self) -> bool:
+        """Whether the request sets any steering field (most do not: no work then)."""
+        return bool(
+            self.diversity
+            or self.max_per_feature
+            or self.exploration is not None
+            or self.exploration_max_age_ms is not None
+        )
 
     def steering(self, default: Steering) -> Steering:
         """The request's steering, the server's ``default`` where it leaves a field out."""
+        if not self.steers:
+            return default
         return Steering(
             diversity=self.diversity,
             max_per_feature=self.max_per_feature,
