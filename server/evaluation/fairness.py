@@ -402,7 +402,7 @@ class FairnessReport:
                     )
                 rows.append(cells)
             title = f"P@{k} / NDCG@{k} by user {column}"
-            blocks.append(title + "\n" + _format([column, "users", *names], rows))
+            blocks.append(title + "\n" + format_table([column, "users", *names], rows))
         ild_name = "ILD (Jaccard" + (
             f": {', '.join(self.diversity_by)})" if self.diversity_by else ")"
         )
@@ -419,7 +419,7 @@ class FairnessReport:
         ]
         blocks.append(
             f"beyond accuracy over the top-{k} lists (catalogue: {self.catalogue.items} items)\n"
-            + _format(
+            + format_table(
                 ["model", "exposure Gini", "coverage", "novelty bits", ild_name, "lists"], rows
             )
         )
@@ -445,12 +445,12 @@ class FairnessReport:
             blocks.append(
                 f"share of recommended slots by item {column} (catalogue: share of items, "
                 f"interactions: of {self.catalogue.training_pairs} training pairs)\n"
-                + _format([column, "catalogue", "interactions", *names], rows)
+                + format_table([column, "catalogue", "interactions", *names], rows)
             )
         return "\n\n".join(blocks)
 
 
-def _format(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))

@@ -62,6 +62,7 @@ from shelfrank.server.config import TrainConfig
 from shelfrank.server.evaluation.fairness import (
     FairnessSettings,
     check_settings,
+    format_table,
     intra_list_diversity,
     token_matrix,
 )
@@ -125,16 +126,6 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}%"
-
-
-def _format(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- ranking and scoring
@@ -275,7 +266,7 @@ class DiversityCurve:
         best = self.best
         return (
             f"diversity curve ({len(self.user_ids)} test users, top-{k})\n"
-            + _format(headers, rows)
+            + format_table(headers, rows)
             + f"\nbest: diversity {best.diversity:g} (largest ILD cosine with P@{k} at most "
             f"{100 * self.max_precision_loss:g}% below diversity 0): ILD cosine "
             f"{_pct(best.ild_cosine_change)}, ILD Jaccard {_pct(best.ild_jaccard_change)}, "
@@ -405,7 +396,7 @@ class ExplorationCurve:
         ]
         return (
             f"exploration curve ({len(self.user_ids)} warm-test users, top-{k}, "
-            f"{self.held_out_items} held-out items)\n" + _format(headers, rows)
+            f"{self.held_out_items} held-out items)\n" + format_table(headers, rows)
         )
 
 
