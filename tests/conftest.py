@@ -99,6 +99,26 @@ def toy_model_dir(
     return out
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``shelfrank ARGS`` as its own process (what a user runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "shelfrank.server", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="session")
+def ml100k_csvs(ml100k: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ml-100k converted once to the import format (ua.base.csv, items.csv, ...)."""
+    from shelfrank.server.cli import main
+
+    out = tmp_path_factory.mktemp("ml100k-csv")
+    assert main(["import-movielens", "--dir", str(ml100k), "--out", str(out)]) == 0
+    return out
+
+
 def serve_process(*args: str) -> tuple[subprocess.Popen[str], str]:
     """Start ``shelfrank serve --port 0 ARGS`` and return it with its ``host:port`` once up."""
     command = [sys.executable, "-m", "shelfrank.server", "serve", "--port", "0", *args]

@@ -13,25 +13,18 @@ from typing import TYPE_CHECKING
 import pytest
 
 from shelfrank.server.cli import build_parser, main
+from tests.conftest import run_cli
 
 if TYPE_CHECKING:
     from shelfrank.server.app import ServerOptions
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shelfrank.server", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
-def ml_slice(ml100k: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ml_slice(ml100k_csvs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ml-100k converted to the import format, ua.base cut to its first 200 users."""
     out = tmp_path_factory.mktemp("ml")
-    assert main(["import-movielens", "--dir", str(ml100k), "--out", str(out)]) == 0
+    for item in ml100k_csvs.iterdir():
+        (out / item.name).write_bytes(item.read_bytes())
     for name in ("ua.base.csv", "ua.test.csv"):
         lines = (out / name).read_text().splitlines()
         keep = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= 200]

@@ -7,8 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,7 @@ from shelfrank.server.evaluation.metrics import MetricAccumulator
 from shelfrank.server.evaluation.protocols import ProtocolSettings, run_protocol
 from shelfrank.server.evaluation.splits import random_split
 from shelfrank.server.training_data import build_training_data
-from tests.conftest import make_interactions
+from tests.conftest import make_interactions, run_cli
 
 
 def lists(*rows: list[int]) -> list[np.ndarray]:
@@ -412,15 +410,6 @@ def test_edge_replay_refuses_fairness(
 # ---------------------------------------------------------------- the command line
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shelfrank.server", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_rejects_unknown_columns_and_edge_replay(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -434,10 +423,9 @@ def test_cli_rejects_unknown_columns_and_edge_replay(
     assert "not available with --protocol edge-replay" in capsys.readouterr().err
 
 
-def test_cli_fairness_report_on_ml100k(ml100k: Path, tmp_path: Path) -> None:
+def test_cli_fairness_report_on_ml100k(ml100k_csvs: Path, tmp_path: Path) -> None:
     """ua split, hybrid / pure CF / popularity, users grouped by gender and age band."""
-    data = tmp_path / "ml"
-    assert main(["import-movielens", "--dir", str(ml100k), "--out", str(data)]) == 0
+    data = ml100k_csvs
     # small settings: plain LightFM (no blend fit), 5 epochs, as tests/test_cli.py
     done = run_cli(
         "evaluate",
