@@ -62,17 +62,22 @@ _Message = TypeVar("_Message", bound=_SizedMessage)
 _T = TypeVar("_T")
 
 
-def _filters(field_name: str, filters: object) -> list[pb.FeatureFilter]:
+def feature_filters(field_name: str, filters: object) -> list[FeatureFilter]:
+    """FeatureFilter values (the client's and the device's one type for filters)."""
     if isinstance(filters, FeatureFilter) or not isinstance(filters, Iterable):
         raise InvalidInputError(f"{field_name}: expected an iterable of FeatureFilter")
-    converted = []
+    checked = []
     for index, value in enumerate(filters):
         if not isinstance(value, FeatureFilter):
             raise InvalidInputError(
                 f"{field_name}[{index}]: expected a FeatureFilter, got {type(value).__name__}"
             )
-        converted.append(pb.FeatureFilter(any_of=value.any_of))
-    return converted
+        checked.append(value)
+    return checked
+
+
+def _filters(field_name: str, filters: object) -> list[pb.FeatureFilter]:
+    return [pb.FeatureFilter(any_of=f.any_of) for f in feature_filters(field_name, filters)]
 
 
 def recommend_request(

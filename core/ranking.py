@@ -35,9 +35,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from shelfrank.core.blend import Mode
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.filters import FeatureIndex
+from shelfrank.core.quantize import as_on_device
 from shelfrank.core.scoring import TopK
+from shelfrank.core.serving import ServingModel, UserVector
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
@@ -169,6 +172,37 @@ def exploration_rows(
     if excluded is not None and excluded.size:
         eligible[excluded] = False
     return np.flatnonzero(eligible).astype(np.int64)
+
+
+def model_facts(
+    model: ServingModel,
+    features: FeatureIndex,
+    user: UserVector,
+    mode: Mode,
+    *,
+    candidates: BoolArray | None,
+    excluded: IndexArray,
+    new: BoolArray,
+    added_ms: npt.NDArray[np.int64] | None = None,
+    max_age_ms: int = 0,
+    now_ms: int = 0,
+) -> ItemFacts:
+    """The item facts of a serving model for one user's request (the server's and offline
+    recommend's): vectors as a device holds them, the model's scores, exploration rows."""
+    return ItemFacts(
+        vectors=lambda rows: as_on_device(model.items.item_vectors[rows]),
+        features=features,
+        exploration=lambda: exploration_rows(
+            candidates=candidates,
+            n_items=len(model.items),
+            excluded=excluded,
+            new=new,
+            added_ms=added_ms,
+            max_age_ms=max_age_ms,
+            now_ms=now_ms,
+        ),
+        scores=lambda rows: model.scores_of(user, rows, mode),
+    )
 
 
 def _seed(key: str, purpose: str) -> int:
@@ -341,6 +375,7 @@ __all__ = [
     "check_share",
     "exploration_rows",
     "exploration_slots",
+    "model_facts",
     "pool_size",
     "steer",
 ]

@@ -54,6 +54,7 @@ from shelfrank.client import (
     UnavailableError,
 )
 from shelfrank.client import _validation as check
+from shelfrank.client._convert import feature_filters
 from shelfrank.core.artifact import publish_directory, write_pointer
 from shelfrank.core.errors import (
     ClosedError,
@@ -322,7 +323,7 @@ class EdgeRecommender:
         check.boolean("explain", explain)
         check.tokens("user_features", user_features)
         exclude_item_ids = check.identifiers("exclude_item_ids", exclude_item_ids)
-        any_of = [f.any_of for f in _feature_filters(filters)]
+        any_of = [f.any_of for f in feature_filters("filters", filters)]
         exclude_features = check.tokens("exclude_features", exclude_features)
         kinds = frozenset(check.event_types("exclude_event_types", exclude_event_types))
         within = check.int64("exclude_within_ms", exclude_within_ms)
@@ -793,20 +794,6 @@ def _finite(field: str, value: object) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise InvalidInputError(f"{field}: must be finite and >= 0, got {value!r}")
     return float(value)
-
-
-def _feature_filters(filters: object) -> list[FeatureFilter]:
-    """FeatureFilter values, as the client takes them."""
-    if isinstance(filters, FeatureFilter) or not isinstance(filters, Iterable):
-        raise InvalidInputError("filters: expected an iterable of FeatureFilter")
-    checked = []
-    for index, value in enumerate(filters):
-        if not isinstance(value, FeatureFilter):
-            raise InvalidInputError(
-                f"filters[{index}]: expected a FeatureFilter, got {type(value).__name__}"
-            )
-        checked.append(value)
-    return checked
 
 
 def _client_explanation(found: CoreExplanation) -> Explanation:

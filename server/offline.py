@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -12,15 +13,7 @@ from shelfrank.core.blend import Mode
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.explain import Explanation, explain_scores
 from shelfrank.core.filters import FeatureIndex
-from shelfrank.core.quantize import as_on_device
-from shelfrank.core.ranking import (
-    PLAIN,
-    ItemFacts,
-    Steering,
-    candidate_mask,
-    exploration_rows,
-    rank,
-)
+from shelfrank.core.ranking import PLAIN, Steering, candidate_mask, model_facts, rank
 from shelfrank.core.scoring import IndexArray, TopK
 from shelfrank.core.serving import ServingModel, UserVector
 
@@ -130,8 +123,17 @@ def recommend_users(
             exclude = np.union1d(model.seen_rows(user_id), rows).astype(np.int64)
         key = request.recommendation_id_prefix + user_id
 
-        best_of, facts = _ranking_inputs(model, features, user, mode, mask, exclude, new_items)
-        top, explores = rank(best_of, k, request.steering, facts, key, candidates=count)
+        facts = model_facts(
+            model, features, user, mode, candidates=mask, excluded=exclude, new=new_items
+        )
+        top, explores = rank(
+            partial(_best_of, model, user, exclude, mask, mode),
+            k,
+            request.steering,
+            facts,
+            key,
+            candidates=count,
+        )
         ids = model.item_ids
         explained: tuple[Explanation, ...] = ()
         if request.explain:
@@ -157,29 +159,13 @@ def recommend_users(
         )
 
 
-def _ranking_inputs(
+def _best_of(
     model: ServingModel,
-    features: FeatureIndex,
     user: UserVector,
-    mode: Mode,
-    mask: npt.NDArray[np.bool_] | None,
     exclude: IndexArray,
-    new_items: npt.NDArray[np.bool_],
-) -> tuple[Callable[[int], TopK], ItemFacts]:
-    """The exact scorer and the item facts of one user's request (as the server's)."""
-
-    def best_of(size: int) -> TopK:
-        return model.rank(user, size, exclude=exclude, allowed=mask, mode=mode)
-
-    def vectors(rows: IndexArray) -> npt.NDArray[np.float32]:
-        return as_on_device(model.items.item_vectors[rows])
-
-    def exploration() -> IndexArray:
-        return exploration_rows(
-            candidates=mask, n_items=len(model.items), excluded=exclude, new=new_items
-        )
-
-    def scores(rows: IndexArray) -> npt.NDArray[np.float32]:
-        return model.scores_of(user, rows, mode)
-
-    return best_of, ItemFacts(vectors, features, exploration, scores)
+    mask: npt.NDArray[np.bool_] | None,
+    mode: Mode,
+    size: int,
+) -> TopK:
+    """The ``size`` best candidates by the model's (blended) score, as the server asks."""
+    return model.rank(user, size, exclude=exclude, allowed=mask, mode=mode)

@@ -42,16 +42,14 @@ from shelfrank.core.explain import (
     explain_similar,
     summarise,
 )
-from shelfrank.core.quantize import as_on_device
 from shelfrank.core.ranking import (
     PLAIN,
-    ItemFacts,
     Steering,
     candidate_mask,
-    exploration_rows,
+    model_facts,
     rank,
 )
-from shelfrank.core.scoring import IndexArray, TopK, top_k
+from shelfrank.core.scoring import TopK, top_k
 from shelfrank.core.serving import UserVector
 from shelfrank.server.bootstrap import read_state_without_model, with_new_events
 from shelfrank.server.live import LiveUsers, UserLive
@@ -380,7 +378,18 @@ class RecommenderService:
             top = best_of(query.k)
             explores = None
         else:
-            facts = self._item_facts(state, user, mode, steering, mask, exclude)
+            facts = model_facts(
+                model,
+                state.features,
+                user,
+                mode,
+                candidates=mask,
+                excluded=exclude,
+                new=state.new_items,
+                added_ms=state.added_ms,
+                max_age_ms=steering.exploration_max_age_ms,
+                now_ms=int(time.time() * 1000),
+            )
             candidates = len(model.items) if mask is None else int(np.count_nonzero(mask))
             top, explores = rank(best_of, query.k, steering, facts, key, candidates=candidates)
         scored = self._scored(
@@ -400,31 +409,6 @@ class RecommenderService:
             top=self.explain_top,
         )
         return replace(scored, explanations=tuple(explained))
-
-    @staticmethod
-    def _item_facts(
-        state: ServingState,
-        user: UserVector,
-        mode: Mode,
-        steering: Steering,
-        mask: np.ndarray | None,
-        exclude: IndexArray,
-    ) -> ItemFacts:
-        model = state.model
-        return ItemFacts(
-            vectors=lambda rows: as_on_device(model.items.item_vectors[rows]),
-            features=state.features,
-            exploration=lambda: exploration_rows(
-                candidates=mask,
-                n_items=len(model.items),
-                excluded=exclude,
-                new=state.new_items,
-                added_ms=state.added_ms,
-                max_age_ms=steering.exploration_max_age_ms,
-                now_ms=int(time.time() * 1000),
-            ),
-            scores=lambda rows: model.scores_of(user, rows, mode),
-        )
 
     def similar_items(self, query: SimilarQuery) -> Scored:
         state = self.current_state(self._catalogue_revision())
