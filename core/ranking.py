@@ -9,10 +9,13 @@ Every path ranks in the same stages, with the same meaning of every option:
    stage differs between paths.
 3. **Steering** (:func:`steer`), on the best :func:`pool_size` rows:
 
-   - ``diversity`` (0..1): maximal marginal relevance on item vectors. Each position takes
-     the candidate with the best ``(1 - d) * relevance - d * max cosine to those placed``
-     (relevance: the score min-max scaled over the pool; cosine floored at 0). 0 keeps
-     the score order exactly.
+   - ``diversity`` (0..1): greedy intra-list diversification on item vectors (Ziegler et
+     al. 2005, "Improving recommendation lists through topic diversification"). Each
+     position takes the candidate with the best ``(1 - d) * relevance - d * mean cosine to
+     those placed`` (relevance: the score min-max scaled over the pool). The mean, not the
+     maximum of MMR, is what the intra-list diversity the product reports averages, and it
+     buys more of it per point of precision (README "Steering trade-offs": +25% cosine ILD
+     for -4.6% P@10 against MMR's +20% for -5.3%). 0 keeps the score order exactly.
    - ``max_per_feature`` (``{"brand=": 2}``): at most that many items sharing a value of
      the column; items without the column are not limited.
    - ``exploration`` (0..1): that share of the slots, in expectation, goes to exploration
@@ -346,11 +349,12 @@ def _exploit(
     relevance = (
         (scores - low) / (high - low) if high > low else np.zeros(rows.size, np.float32)
     ).astype(np.float64)
-    closest = np.zeros(rows.size)  # max cosine (floored at 0) to anything placed
+    summed = np.zeros(rows.size)  # sum of cosines to the items placed
     open_ = np.ones(rows.size, bool)
     picked: list[int] = []
     while len(picked) < wanted:
-        value = (1.0 - diversity) * relevance - diversity * closest
+        mean = summed / len(picked) if picked else summed
+        value = (1.0 - diversity) * relevance - diversity * mean
         value[~open_] = -np.inf
         position = int(np.argmax(value))  # first maximum: score order breaks ties
         if not open_[position]:
@@ -362,7 +366,7 @@ def _exploit(
                 continue
             caps.take(row)
         picked.append(position)
-        np.maximum(closest, unit @ unit[position], out=closest)
+        summed += unit @ unit[position]
     return np.array(picked, np.int64)
 
 

@@ -50,7 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--store",
         help="read unavailable items from this store (a SQLite path or postgresql:// URL)",
     )
-    parser.add_argument("--diversity", type=share, default=0.0, help="0..1 (MMR on item vectors)")
+    parser.add_argument(
+        "--diversity",
+        type=share,
+        default=0.0,
+        help="0..1 (greedy intra-list diversification on item vectors)",
+    )
     parser.add_argument(
         "--max-per-feature",
         action="append",
