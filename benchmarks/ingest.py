@@ -65,7 +65,7 @@ from shelfrank.server.user_events import MERGE_EVERY, merge, merged_upto
 BATCH = 500
 INSERT = (
     "INSERT INTO events (event_id, user_id, item_id, event_type, timestamp_ms, session_id,"
-    " query) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " query, recommendation_id, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -113,7 +113,7 @@ def raw_floor(
     upto = merged_upto(connection)
     for events in phases:
         rows = [
-            (e.event_id, e.user_id, e.item_id, int(e.event_type), e.timestamp_ms, "", "")
+            (e.event_id, e.user_id, e.item_id, int(e.event_type), e.timestamp_ms, "", "", "", 0)
             for e in events
         ]
         tick = time.perf_counter()

@@ -91,6 +91,10 @@ class StoredEvent(NamedTuple):
     timestamp_ms: int
     session_id: str = ""
     query: str = ""
+    # The response the event answers (``RecommendResponse.recommendation_id``; "": none) and
+    # the item's 1-based position in it (0: unknown). See shelfrank.server.feedback.
+    recommendation_id: str = ""
+    position: int = 0
 
 
 # A StoredEvent's user, in C (ingest maps it over every event of a batch).

@@ -20,6 +20,7 @@ database fails; callers (the gRPC layer above all) know no database module.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -97,6 +98,31 @@ class LeaseLostError(StorageError):
     another process or expired: the write was not made."""
 
 
+class ImpressionKind(enum.StrEnum):
+    """Who recorded an impression. The server records every response it serves
+    (``SERVED``); a caller or a device reports what it actually showed (``SHOWN``: a part
+    of a served list, or a list ranked on the device). Where both exist for one
+    recommendation id, attribution uses the ``SHOWN`` one."""
+
+    SERVED = "served"
+    SHOWN = "shown"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Impression:
+    """One list of items put in front of a user (see shelfrank.server.feedback)."""
+
+    recommendation_id: str
+    kind: ImpressionKind
+    user_id: str  # "" for anonymous requests (SimilarItems without a user)
+    time_ms: int  # unix ms
+    surface: str  # "recommend", "similar", "rank" or "device"
+    experiment: str  # the experiment that assigned the variant ("": none)
+    variant: str  # "": no experiment applied
+    model_version: str  # "" before the first model
+    item_ids: tuple[str, ...]  # in shown order
+
+
 # A model version's files: (path relative to its directory, bytes).
 ModelFiles = list[tuple[str, bytes]]
 
@@ -114,6 +140,22 @@ class EventStore(Protocol):
         atomically with the insert."""
         ...
 
+    def record_impressions(self, impressions: Sequence[Impression]) -> int:
+        """Store impressions durably (committed when this returns); returns how many were
+        new. One per (recommendation_id, kind): a repeat is ignored (the first stays), so a
+        device re-sending its outbox stores each once."""
+        ...
+
+    def impressions_between(self, from_ms: int, to_ms: int) -> Iterator[Impression]:
+        """Every stored impression with ``from_ms <= time_ms < to_ms``, by (time_ms,
+        recommendation_id, kind)."""
+        ...
+
+    def events_between(self, from_ms: int, to_ms: int) -> Iterator[StoredEvent]:
+        """Every stored event with ``from_ms <= timestamp_ms < to_ms``, by (timestamp_ms,
+        event_id)."""
+        ...
+
     def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
         """Store items (the last entry of an id wins) under a new catalogue revision (see
         :meth:`catalogue_changes`); returns how many entries were given."""
@@ -128,7 +170,7 @@ class EventStore(Protocol):
     def upsert_users(self, users: Iterable[tuple[str, Sequence[str]]]) -> int: ...
 
     def delete_user(self, user_id: str) -> tuple[bool, int]:
-        """Erase a user's events and profile; returns (existed, events deleted). The
+        """Erase a user's events, impressions and profile; returns (existed, events deleted). The
         erased events' ids are remembered (replaying them stores nothing) and the erasure
         is numbered (see :meth:`latest_erasure`)."""
         ...
@@ -251,6 +293,8 @@ __all__ = [
     "AvailabilityResult",
     "CatalogueEntry",
     "EventStore",
+    "Impression",
+    "ImpressionKind",
     "LeaseLostError",
     "ModelFiles",
     "ModelPointer",

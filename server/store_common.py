@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import StoredEvent
-from shelfrank.server.storage import AppendResult
+from shelfrank.server.storage import AppendResult, Impression, ImpressionKind
 
 _T = TypeVar("_T")
 
@@ -129,6 +129,39 @@ TOKEN_SEPARATOR = "\x1f"
 def split_tokens(features: str | None) -> tuple[str, ...]:
     """The tokens of a stored ``features`` column (none for NULL or empty)."""
     return tuple(t for t in features.split(TOKEN_SEPARATOR) if t) if features else ()
+
+
+# An impression's kind as every backend stores it: a small integer (SQLite stores 0 and 1
+# in no bytes at all), numbered in the order the kinds' values sort (served, shown).
+IMPRESSION_KINDS = (ImpressionKind.SERVED, ImpressionKind.SHOWN)
+KIND_CODES = {kind: code for code, kind in enumerate(IMPRESSION_KINDS)}
+
+# Where and how an impression's list was made: (surface, experiment, variant,
+# model_version). Few of them are shared by many impressions, so each is stored once
+# (``impression_contexts``) and an impression keeps its number.
+ImpressionContext = tuple[str, str, str, str]
+
+
+def context_of(impression: Impression) -> ImpressionContext:
+    return (impression.surface, impression.experiment, impression.variant, impression.model_version)
+
+
+def stored_impression(row: Sequence[Any], contexts: dict[int, ImpressionContext]) -> Impression:
+    """An impression from its stored (recommendation_id, kind, user_id, time_ms,
+    context_id, items) and the contexts by number."""
+    recommendation_id, kind, user, time_ms, context_id, items = row
+    surface, experiment, variant, model_version = contexts[int(context_id)]
+    return Impression(
+        recommendation_id=str(recommendation_id),
+        kind=IMPRESSION_KINDS[int(kind)],
+        user_id=str(user),
+        time_ms=int(time_ms),
+        surface=surface,
+        experiment=experiment,
+        variant=variant,
+        model_version=model_version,
+        item_ids=split_tokens(items),
+    )
 
 
 def user_hash(user_id: str) -> str:

@@ -31,7 +31,8 @@ UPTO_KEY = "user_events_upto"
 UPTO_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{UPTO_KEY}')"
 # A stored event's columns, for reads joined with user_events (hence the table alias).
 EVENT_COLUMNS = (
-    "e.seq, e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp_ms, e.session_id, e.query"
+    "e.seq, e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp_ms, e.session_id, e.query,"
+    " e.recommendation_id, e.position"
 )
 EventRow = tuple[Any, ...]
 

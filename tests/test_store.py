@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.store import SCHEMA_VERSION, SQLiteStore
-from tests.test_store_contract import tokens_only
+from tests.test_store_contract import imp, tokens_only
 
 
 def ev(
@@ -275,6 +275,7 @@ def test_a_schema_1_store_moves_its_user_index_into_bulk_merged_form(tmp_path: P
         )
     store = SQLiteStore(path)
     assert [e.event_id for _, e in store.events_for_user("u1")] == ["a", "c"]
+    assert {(e.recommendation_id, e.position) for _, e in store.iter_events()} == {("", 0)}
     assert store.append_events([ev("c"), ev("d", user="u2")]).accepted == (1,)
     assert [e.event_id for _, e in store.events_for_user("u2")] == ["b", "d"]
     assert store.delete_user("u1") == (True, 2)
@@ -314,6 +315,56 @@ def test_a_schema_2_catalogue_becomes_revision_1(tmp_path: Path) -> None:
     assert tokens_only(store.catalogue_changes(1)) == (2, [("c", ("y=2",))])
     store.close()
     assert tokens_only(SQLiteStore(path).catalogue_changes(1)) == (2, [("c", ("y=2",))])
+
+
+def test_a_schema_4_store_gets_attribution_and_impressions_and_keeps_its_data(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path, merge_every=2)
+    old = [ev("a"), ev("b", user="u2"), ev("c")]
+    store.append_events(old[:2])  # merged into the user index
+    store.append_events(old[2:])  # in the tail
+    store.close()
+    with sqlite3.connect(path) as raw:  # as schema 4 left it
+        raw.executescript(
+            """
+            DROP TABLE impressions;
+            DROP TABLE impression_contexts;
+            ALTER TABLE events DROP COLUMN recommendation_id;
+            ALTER TABLE events DROP COLUMN position;
+            UPDATE meta SET value = '4' WHERE key = 'schema_version';
+            """
+        )
+    raw.close()
+    store = SQLiteStore(path, merge_every=2)
+    assert [e for _, e in store.iter_events()] == old  # no response known: "", 0
+    clicked = ev("d")._replace(recommendation_id="r1", position=2)
+    store.append_events([clicked])
+    assert [e for _, e in store.user_view("u1").events] == [old[0], old[2], clicked]
+    assert store.record_impressions([imp("r1"), imp("r1")]) == 1
+    assert store.delete_user("u1") == (True, 3)
+    assert list(store.impressions_between(0, 2**62)) == []
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+    raw.close()
+    assert SQLiteStore(path).integrity_check() == "ok"
+
+
+def test_the_response_an_event_answers_is_read_from_the_merged_index_and_the_tail(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "s.db", merge_every=3)
+    events = [ev(f"e{i}")._replace(recommendation_id=f"r{i}", position=i) for i in range(5)]
+    seqs = store.append_events(events[:3]).seqs + store.append_events(events[3:]).seqs
+    # The first three are in the user index, the others in the tail.
+    other = SQLiteStore(tmp_path / "s.db", merge_every=3)  # its tail map starts empty
+    for reader in (store, other):
+        assert reader.user_view("u1").events == list(zip(seqs, events, strict=True))
+        assert reader.user_history("u1")[1] == list(zip(seqs, events, strict=True))
 
 
 def test_the_user_view_spans_the_merged_index_and_the_tail(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -29,7 +29,14 @@ from psycopg import sql
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.storage import AppendResult, CatalogueEntry, EventStore, LeaseLostError
+from shelfrank.server.storage import (
+    AppendResult,
+    CatalogueEntry,
+    EventStore,
+    Impression,
+    ImpressionKind,
+    LeaseLostError,
+)
 from shelfrank.server.store import SQLiteStore
 from shelfrank.server.store_postgres import PostgresStore
 from shelfrank.server.stores import open_store
@@ -57,6 +64,39 @@ def ev(
     timestamp_ms: int = 1_700_000_000_000,
 ) -> StoredEvent:
     return StoredEvent(event_id, user, item, kind, timestamp_ms)
+
+
+SERVED, SHOWN = ImpressionKind.SERVED, ImpressionKind.SHOWN
+
+
+def imp(
+    recommendation_id: str,
+    kind: ImpressionKind = SERVED,
+    user: str = "u1",
+    time_ms: int = 1_700_000_000_000,
+    items: tuple[str, ...] = ("i1", "i2"),
+    *,
+    surface: str = "recommend",
+    experiment: str = "",
+    variant: str = "",
+    model_version: str = "m1",
+) -> Impression:
+    return Impression(
+        recommendation_id=recommendation_id,
+        kind=kind,
+        user_id=user,
+        time_ms=time_ms,
+        surface=surface,
+        experiment=experiment,
+        variant=variant,
+        model_version=model_version,
+        item_ids=items,
+    )
+
+
+def paged(store: EventStore) -> SQLiteStore | PostgresStore:
+    """The store as its backend's class: their streaming reads take a batch size."""
+    return cast(SQLiteStore | PostgresStore, store)
 
 
 class Backend:
@@ -196,10 +236,15 @@ def test_acknowledged_events_and_dedup_survive_a_restart(backend: Backend) -> No
 
 
 def test_every_field_of_an_event_is_kept(store: EventStore) -> None:
-    event = StoredEvent("id-1", "user é", "item ü", EventType.SEARCH, 2**53, "s-1", "red shoes")
+    event = StoredEvent(
+        "id-1", "user é", "item ü", EventType.SEARCH, 2**53, "s-1", "red shoes", "rec ✓", 2**31 - 1
+    )
     result = store.append_events([event])
     assert store.events_for_user("user é") == [(result.seqs[0], event)]
     assert list(store.iter_events()) == [(result.seqs[0], event)]
+    assert store.user_history("user é") == (result.seqs[0], [(result.seqs[0], event)])
+    assert store.user_view("user é").events == [(result.seqs[0], event)]
+    assert list(store.events_between(2**53, 2**53 + 1)) == [event]
 
 
 def test_a_large_batch_is_stored_in_order(store: EventStore) -> None:
@@ -431,6 +476,133 @@ def test_erasures_are_counted_across_processes(backend: Backend) -> None:
     assert reader.last_erasure() == writer.latest_erasure("u2") > writer.latest_erasure("u1")
 
 
+# -- impressions and attribution --------------------------------------------------------------
+def test_impressions_are_kept_whole_across_a_reopen(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    stored = [
+        imp(
+            "rec é 1",
+            user="用户 ü",
+            time_ms=10,
+            items=("item ü", "商品", "🙂", "x" * 300),
+            surface="recommend",
+            experiment="ranker ✓",
+            variant="b",
+            model_version="v-ß.c7",
+        ),
+        imp("rec é 1", SHOWN, user="用户 ü", time_ms=11, items=("商品",), surface="device"),
+        imp("anonymous", user="", time_ms=12, surface="similar", model_version=""),
+        imp("nothing shown", time_ms=13, items=()),
+    ]
+    assert store.record_impressions(stored) == 4
+    store.close()
+    again = backend.open(location)
+    assert list(again.impressions_between(0, 100)) == stored
+    assert again.integrity_check() == "ok"
+
+
+def test_a_repeated_impression_is_ignored_and_the_first_stays(store: EventStore) -> None:
+    first = imp("r1", items=("a", "b"))
+    assert store.record_impressions([first, imp("r1", items=("c",)), imp("r2")]) == 2
+    # The same id again, stored or repeated in the batch; the other kind is another one.
+    again = [imp("r1", items=("d",)), imp("r1", SHOWN, items=("a",)), imp("r1", SHOWN), imp("r3")]
+    assert store.record_impressions(again) == 2
+    assert store.record_impressions(again) == 0
+    assert [
+        (i.recommendation_id, i.kind, i.item_ids) for i in store.impressions_between(0, 2**62)
+    ] == [
+        ("r1", SERVED, ("a", "b")),
+        ("r1", SHOWN, ("a",)),
+        ("r2", SERVED, ("i1", "i2")),
+        ("r3", SERVED, ("i1", "i2")),
+    ]
+
+
+def test_nothing_to_record_or_read_is_no_error(store: EventStore) -> None:
+    assert store.record_impressions([]) == 0
+    assert list(store.impressions_between(0, 2**62)) == []
+    assert list(store.events_between(0, 2**62)) == []
+    store.record_impressions([imp("r1", time_ms=5)])
+    store.append_events([ev("a", timestamp_ms=5)])
+    for from_ms, to_ms in ((5, 5), (6, 5), (0, 5), (6, 2**62)):
+        assert list(store.impressions_between(from_ms, to_ms)) == []
+        assert list(store.events_between(from_ms, to_ms)) == []
+
+
+def test_impressions_between_is_half_open_and_ordered_by_time_id_and_kind(
+    store: EventStore,
+) -> None:
+    # Ids in byte order: "B" < "a" < "a1" < "é"; served before shown.
+    wanted = [
+        imp("m", time_ms=100),
+        imp("B", SHOWN, time_ms=101),
+        imp("a", SERVED, time_ms=101),
+        imp("a", SHOWN, time_ms=101),
+        imp("a1", time_ms=101),
+        imp("é", time_ms=101),
+        imp("z", time_ms=199),
+    ]
+    outside = [imp("early", time_ms=99), imp("at the end", time_ms=200)]
+    store.record_impressions([*reversed(wanted[4:]), outside[1], *wanted[:4], outside[0]])
+    assert list(store.impressions_between(100, 200)) == wanted
+    for batch in (1, 2, 3):
+        assert list(paged(store).impressions_between(100, 200, batch)) == wanted
+    assert list(store.impressions_between(101, 102)) == wanted[1:6]
+    assert list(store.impressions_between(99, 201)) == [outside[0], *wanted, outside[1]]
+
+
+def test_events_between_is_half_open_and_ordered_by_time_and_id(store: EventStore) -> None:
+    wanted = [
+        ev("m", timestamp_ms=100),
+        ev("B", user="u2", timestamp_ms=101),
+        ev("a", timestamp_ms=101),
+        ev("é", timestamp_ms=101),
+        ev("0", timestamp_ms=199),
+    ]
+    outside = [ev("early", timestamp_ms=99), ev("at the end", timestamp_ms=200)]
+    store.append_events([wanted[4], outside[1], wanted[3], *wanted[:3], outside[0]])
+    assert list(store.events_between(100, 200)) == wanted
+    for batch in (1, 2, 4):
+        assert list(paged(store).events_between(100, 200, batch)) == wanted
+    assert list(store.events_between(101, 102)) == wanted[1:4]
+    assert list(store.events_between(99, 201)) == [outside[0], *wanted, outside[1]]
+
+
+def test_the_response_an_event_answers_is_kept_on_every_read(store: EventStore) -> None:
+    clicked = ev("a", timestamp_ms=10)._replace(recommendation_id="r1", position=3)
+    unattributed = ev("b", timestamp_ms=11)
+    other = ev("c", user="u2", timestamp_ms=12)._replace(recommendation_id="r2", position=1)
+    seqs = store.append_events([clicked, unattributed, other]).seqs
+    mine = [(seqs[0], clicked), (seqs[1], unattributed)]
+    assert list(store.iter_events()) == [*mine, (seqs[2], other)]
+    assert store.events_for_user("u1") == mine
+    assert store.user_history("u1") == (seqs[2], mine)
+    assert store.user_view("u1").events == mine
+    assert store.user_view("u1", after_seq=seqs[0]).events == mine[1:]
+    assert list(store.events_between(0, 100)) == [clicked, unattributed, other]
+
+
+def test_an_erasure_takes_the_users_impressions_and_no_one_elses(store: EventStore) -> None:
+    store.record_impressions(
+        [
+            imp("r1", user="u1"),
+            imp("r1", SHOWN, user="u1"),
+            imp("r2", user="u2"),
+            imp("r3", user=""),
+            imp("r4", user="u1 "),  # another user
+        ]
+    )
+    store.append_events([ev("a", user="u2")])
+    # Impressions alone are data about the user: the user existed.
+    assert store.delete_user("u1") == (True, 0)
+    assert [i.recommendation_id for i in store.impressions_between(0, 2**62)] == ["r2", "r3", "r4"]
+    assert store.delete_user("u1") == (False, 0)
+    store.record_impressions([imp("r5", user="u2")])
+    assert store.delete_user("u2") == (True, 1)
+    assert [i.user_id for i in store.impressions_between(0, 2**62)] == ["", "u1 "]
+
+
 # -- model registry and leases ----------------------------------------------------------------
 def test_model_versions_are_stored_whole_and_the_pointer_moves(backend: Backend) -> None:
     location = backend.location()
@@ -585,6 +757,34 @@ def test_a_failed_append_stores_nothing_and_the_store_keeps_working(backend: Bac
     assert store.integrity_check() == "ok"
 
 
+REFUSED_IMPRESSION = {
+    "sqlite": (
+        "CREATE TRIGGER refuse BEFORE INSERT ON impressions WHEN NEW.user_id = 'bad' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+    ),
+    "postgresql": (
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.user_id = 'bad' THEN RAISE EXCEPTION 'refused by test'; END IF;"
+        " RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse BEFORE INSERT ON impressions FOR EACH ROW EXECUTE FUNCTION refuse()"
+    ),
+}
+
+
+def test_a_failed_record_stores_none_of_its_impressions(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    store.record_impressions([imp("kept")])
+    backend.execute(location, REFUSED_IMPRESSION[backend.name])
+    batch = [imp("r1", experiment="new"), imp("r2", user="bad")]
+    with pytest.raises(StorageError, match=r"record_impressions: .*refused by test") as refused:
+        store.record_impressions(batch)
+    assert isinstance(refused.value.__cause__, sqlite3.Error | psycopg.Error)
+    assert [i.recommendation_id for i in store.impressions_between(0, 2**62)] == ["kept"]
+    assert store.record_impressions([imp("r1", experiment="new")]) == 1
+    assert [i.experiment for i in store.impressions_between(0, 2**62)] == ["", "new"]
+
+
 # -- concurrency ------------------------------------------------------------------------------
 def test_concurrent_batches_commit_together_and_each_id_is_accepted_once(
     store: EventStore,
@@ -624,6 +824,35 @@ def test_concurrent_batches_commit_together_and_each_id_is_accepted_once(
     assert sorted(accepted_ids) == sorted(stored)
     assert len(stored) == len(set(stored))
     assert store.integrity_check() == "ok"
+
+
+def test_concurrent_writers_of_the_same_impressions_store_each_once(backend: Backend) -> None:
+    """Four stores on one location (four processes) record overlapping impressions in
+    different orders at once: each is stored once, and the counts returned add up."""
+    location = backend.location()
+    stores = [backend.open(location) for _ in range(4)]
+    keys = [(f"r{n}", kind) for n in range(60) for kind in (SERVED, SHOWN)]
+    returned: list[int] = []
+    errors: list[BaseException] = []
+
+    def record(number: int, store: EventStore) -> None:
+        mine = keys if number % 2 else keys[::-1]
+        try:
+            for start in range(0, len(mine), 15):
+                chunk = mine[start : start + 15]
+                returned.append(store.record_impressions([imp(r, k) for r, k in chunk]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(n, s)) for n, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    stored = [(i.recommendation_id, i.kind) for i in stores[0].impressions_between(0, 2**62)]
+    assert sorted(stored) == sorted(keys)
+    assert sum(returned) == len(keys)
 
 
 def test_a_reader_never_sees_an_event_appear_below_the_last_seq_it_saw(backend: Backend) -> None:
@@ -735,6 +964,46 @@ def test_any_order_and_batching_stores_each_event_id_once(
         # Each accepted event's reported seq is the one it is stored under.
         assert reported == {e.event_id: seq for seq, e in store.iter_events()}
         assert store.counts().events == len(canonical)
+
+
+impression_batches = st.lists(
+    st.lists(
+        st.builds(
+            imp,
+            st.sampled_from(["r1", "r2", "R1", "r é"]),
+            st.sampled_from([SERVED, SHOWN]),
+            st.sampled_from(["u1", "u2", ""]),
+            st.integers(0, 3),
+            st.lists(st.sampled_from(["i1", "i2", "ü"]), max_size=3).map(tuple),
+            experiment=st.sampled_from(["", "exp"]),
+            variant=st.sampled_from(["", "a", "b"]),
+        ),
+        max_size=8,
+    ),
+    max_size=5,
+)
+
+
+@settings(HYPOTHESIS, max_examples=25)
+@given(impression_batches)
+def test_recorded_impressions_are_the_first_of_each_id_and_kind(
+    backend: Backend, batches: list[list[Impression]]
+) -> None:
+    first: dict[tuple[str, ImpressionKind], Impression] = {}
+    with backend.fresh() as store:
+        for batch in batches:
+            new = 0
+            for impression in batch:
+                if (impression.recommendation_id, impression.kind) not in first:
+                    first[(impression.recommendation_id, impression.kind)] = impression
+                    new += 1
+            assert store.record_impressions(batch) == new
+        expected = sorted(
+            first.values(),
+            key=lambda i: (i.time_ms, i.recommendation_id.encode(), i.kind != SERVED),
+        )
+        assert list(store.impressions_between(0, 4)) == expected
+        assert list(store.impressions_between(1, 3)) == [i for i in expected if 1 <= i.time_ms < 3]
 
 
 USERS = ("u1", "u2", "u3")
@@ -906,6 +1175,36 @@ def test_a_schema_1_catalogue_becomes_revision_1(pg_url: str) -> None:
         assert store.integrity_check() == "ok"
     finally:
         store.close()
+
+
+def test_a_schema_3_store_gets_attribution_and_impressions_and_keeps_its_data(
+    pg_url: str,
+) -> None:
+    store = PostgresStore(pg_url)
+    old = [ev("a"), ev("b", user="u2", timestamp_ms=5)]
+    store.append_events(old)
+    store.upsert_users([("u1", ["segment=a"])])
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 3 left it
+        connection.execute("DROP TABLE impressions, impression_contexts")
+        connection.execute("ALTER TABLE events DROP COLUMN recommendation_id, DROP COLUMN position")
+        connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    store = PostgresStore(pg_url)
+    try:
+        assert [e for _, e in store.iter_events()] == old  # no response known: "", 0
+        clicked = ev("c", timestamp_ms=7)._replace(recommendation_id="r1", position=2)
+        store.append_events([clicked])
+        assert [e for _, e in store.user_view("u1").events] == [old[0], clicked]
+        assert list(store.events_between(0, 10)) == [old[1], clicked]
+        assert store.user_features() == {"u1": ("segment=a",)}
+        assert store.record_impressions([imp("r1", time_ms=6)]) == 1
+        assert list(store.impressions_between(0, 10)) == [imp("r1", time_ms=6)]
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == ("4",)
 
 
 def _wait_for_lock_waiters(url: str, count: int) -> None:
