@@ -7,8 +7,13 @@ Usage::
     with Client("localhost:50051", token="s3cret", timeout=2.0) as client:
         recs = client.recommend("user-42", k=5, filters=[FeatureFilter(["category=shoes"])])
         print(recs.strategy, recs.item_ids)
-        result = client.track([Event("user-42", recs.item_ids[0], "purchase")])
+        client.shown(recs, recs.item_ids[:3], user_id="user-42")  # what the page showed
+        result = client.track([
+            Event("user-42", recs.item_ids[0], "purchase",
+                  recommendation_id=recs.recommendation_id, position=1)
+        ])
         print(result.accepted, result.errors)
+        print(client.report().json)  # attributed feedback per experiment and variant
         try:
             client.similar_items("no-such-item")
         except NotFoundError as error:
@@ -67,21 +72,28 @@ from shelfrank.client.protocol import AsyncRecommender, Recommender
 from shelfrank.client.sync import Client
 from shelfrank.client.types import (
     AvailabilityResult,
+    Comparison,
     Contribution,
     DeleteResult,
     Event,
     EventError,
+    ExperimentReport,
     Explanation,
     FeatureFilter,
+    FeedbackReport,
+    Impression,
     Item,
     ModelInfo,
+    Rate,
     Reason,
     Recommendations,
     ScoredItem,
+    ShownResult,
     SnapshotInfo,
     Strategy,
     TrackResult,
     User,
+    VariantReport,
 )
 from shelfrank.core.errors import InvalidInputError, ShelfrankError
 from shelfrank.core.events import EventType
@@ -95,6 +107,7 @@ __all__ = [
     "CancelledError",
     "Client",
     "ClientClosedError",
+    "Comparison",
     "Contribution",
     "DataLossError",
     "DeadlineExceededError",
@@ -102,9 +115,12 @@ __all__ = [
     "Event",
     "EventError",
     "EventType",
+    "ExperimentReport",
     "Explanation",
     "FailedPreconditionError",
     "FeatureFilter",
+    "FeedbackReport",
+    "Impression",
     "InternalError",
     "InvalidArgumentError",
     "InvalidInputError",
@@ -113,6 +129,7 @@ __all__ = [
     "NotFoundError",
     "OutOfRangeError",
     "PermissionDeniedError",
+    "Rate",
     "Reason",
     "Recommendations",
     "Recommender",
@@ -120,6 +137,7 @@ __all__ = [
     "ScoredItem",
     "ServiceError",
     "ShelfrankError",
+    "ShownResult",
     "SnapshotInfo",
     "Strategy",
     "TrackResult",
@@ -128,5 +146,6 @@ __all__ = [
     "UnimplementedError",
     "UnknownError",
     "User",
+    "VariantReport",
     "WrongEventLoopError",
 ]

@@ -15,20 +15,27 @@ from typing import Final, Protocol, TypeVar
 from shelfrank.client import _validation as check
 from shelfrank.client.types import (
     AvailabilityResult,
+    Comparison,
     Contribution,
     DeleteResult,
     Event,
     EventError,
+    ExperimentReport,
     Explanation,
     FeatureFilter,
+    FeedbackReport,
+    Impression,
     Item,
     ModelInfo,
+    Rate,
     Reason,
     Recommendations,
     ScoredItem,
+    ShownResult,
     Strategy,
     TrackResult,
     User,
+    VariantReport,
 )
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.events import EventType
@@ -227,6 +234,8 @@ def recommendations_from(response: pb.RecommendResponse) -> Recommendations:
         model_version=response.model_version,
         recommendation_id=response.recommendation_id,
         strategy=_STRATEGY_BY_PROTO.get(response.strategy, Strategy.UNKNOWN),
+        variant=response.variant,
+        experiment=response.experiment,
     )
 
 
@@ -239,6 +248,8 @@ def event_to_proto(event: Event) -> pb.Event:
         timestamp_ms=event.timestamp_ms,
         session_id=event.session_id,
         query=event.query,
+        recommendation_id=event.recommendation_id,
+        position=event.position,
     )
 
 
@@ -342,4 +353,133 @@ def model_info_from(response: pb.ModelInfo) -> ModelInfo:
         users=response.users,
         items=response.items,
         stored_events=response.stored_events,
+    )
+
+
+def impression_to_proto(impression: Impression) -> pb.Impression:
+    return pb.Impression(
+        recommendation_id=impression.recommendation_id,
+        user_id=impression.user_id,
+        item_ids=impression.item_ids,
+        timestamp_ms=impression.timestamp_ms,
+        surface=impression.surface,
+        experiment=impression.experiment,
+        variant=impression.variant,
+        model_version=impression.model_version,
+    )
+
+
+def report_shown_requests(impressions: Iterable[Impression]) -> Iterator[pb.ReportShownRequest]:
+    """Validated eagerly (before any RPC), then batched like ``track``."""
+    checked = _instances_of("impressions", impressions, Impression)
+    protos = (impression_to_proto(impression) for impression in checked)
+    return (
+        pb.ReportShownRequest(impressions=batch)
+        for _, batch in batches(protos, max_count=check.MAX_BATCH, max_bytes=MAX_BATCH_BYTES)
+    )
+
+
+@dataclass(slots=True)
+class ShownTally:
+    """Sums the per-batch responses of one ``report_shown`` call."""
+
+    accepted: int = 0
+    duplicates: int = 0
+
+    def add(self, response: pb.ReportShownResponse) -> None:
+        self.accepted += response.accepted
+        self.duplicates += response.duplicates
+
+    def result(self) -> ShownResult:
+        return ShownResult(self.accepted, self.duplicates)
+
+
+def shown_impressions(
+    recommendations: Recommendations, item_ids: Iterable[str] | None, user_id: str
+) -> list[Impression]:
+    """What ``shown`` reports: ``item_ids`` (default: all) of a response, labelled as the
+    response was; none when nothing was shown."""
+    if not isinstance(recommendations, Recommendations):
+        raise InvalidInputError(
+            f"recommendations: expected Recommendations, got {type(recommendations).__name__}"
+        )
+    user_id = check.optional_identifier("user_id", user_id)
+    served = recommendations.item_ids
+    if item_ids is None:
+        shown = served
+    else:
+        shown = check.identifiers("item_ids", item_ids, max_count=check.MAX_SHOWN_ITEMS)
+        known = set(served)
+        for index, item_id in enumerate(shown):
+            if item_id not in known:
+                raise InvalidInputError(
+                    f"item_ids[{index}]: {item_id!r} is not one of the recommendations"
+                )
+    if not shown:
+        return []
+    return [
+        Impression(
+            recommendations.recommendation_id,
+            shown[: check.MAX_SHOWN_ITEMS],
+            user_id=user_id,
+            surface="recommend",
+            experiment=recommendations.experiment,
+            variant=recommendations.variant,
+            model_version=recommendations.model_version,
+        )
+    ]
+
+
+def report_request(experiment: str, from_ms: int, to_ms: int) -> pb.GetReportRequest:
+    start, end = check.time_range(from_ms, to_ms)
+    return pb.GetReportRequest(
+        experiment=check.utf8_text("experiment", experiment), from_ms=start, to_ms=end
+    )
+
+
+def _rate(rate: pb.Rate) -> Rate:
+    return Rate(rate.value, rate.low, rate.high)
+
+
+def _variant_report(variant: pb.VariantReport) -> VariantReport:
+    return VariantReport(
+        name=variant.name,
+        impressions=variant.impressions,
+        clicks=variant.clicks,
+        carts=variant.carts,
+        purchases=variant.purchases,
+        dismissals=variant.dismissals,
+        ctr=_rate(variant.ctr),
+        add_to_cart_rate=_rate(variant.add_to_cart_rate),
+        conversion=_rate(variant.conversion),
+        dismissal_rate=_rate(variant.dismissal_rate),
+    )
+
+
+def _comparison(comparison: pb.Comparison) -> Comparison:
+    return Comparison(
+        variant=comparison.variant,
+        control=comparison.control,
+        metric=comparison.metric,
+        difference=comparison.difference,
+        low=comparison.low,
+        high=comparison.high,
+        always_valid_low=comparison.always_valid_low,
+        always_valid_high=comparison.always_valid_high,
+        p_value=comparison.p_value,
+        verdict=comparison.verdict,
+    )
+
+
+def report_from(response: pb.GetReportResponse) -> FeedbackReport:
+    return FeedbackReport(
+        experiments=tuple(
+            ExperimentReport(
+                name=experiment.name,
+                variants=tuple(_variant_report(v) for v in experiment.variants),
+                comparisons=tuple(_comparison(c) for c in experiment.comparisons),
+            )
+            for experiment in response.experiments
+        ),
+        json=response.json,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,7 +23,7 @@ MAX_K = 1000
 MAX_CANDIDATES = 10_000
 """Rank candidates and Recommend's exclude_item_ids."""
 MAX_BATCH = 10_000
-"""Events per Track request, items/users per Upsert request."""
+"""Events per Track request, items/users per Upsert request, impressions per ReportShown."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64_MAX = 2**64 - 1
 MAX_SECONDS = 365 * 24 * 3600
@@ -164,6 +165,11 @@ def local_path(field: str, value: object) -> Path:
 
 MAX_PER_FEATURE_COLUMNS = 20
 MAX_RECOMMENDATION_ID = 128
+MAX_SHOWN_ITEMS = 1000
+"""Items of one impression (ReportShown)."""
+SURFACES = ("recommend", "similar", "rank", "device")
+_INT32_MAX = 2**31 - 1
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # as the server's ids (server/requests.py)
 
 
 def share(field: str, value: object) -> float:
@@ -198,16 +204,53 @@ def feature_caps(field: str, value: object) -> dict[str, int]:
     return caps
 
 
-def recommendation_id(value: object) -> str:
-    """Empty (the server makes one) or an id of at most 128 characters."""
-    text = utf8_text("recommendation_id", value)
-    if text:
-        identifier("recommendation_id", text)
-        if len(text) > MAX_RECOMMENDATION_ID:
-            raise InvalidInputError(
-                f"recommendation_id: at most {MAX_RECOMMENDATION_ID} characters"
-            )
+def recommendation_id(
+    value: object, *, required: bool = False, field: str = "recommendation_id"
+) -> str:
+    """An id of 1 to 128 characters without control characters; empty is allowed unless
+    ``required`` (the server then makes one, or the event answers no response)."""
+    text = utf8_text(field, value)
+    if not text:
+        if required:
+            raise InvalidInputError(f"{field}: must not be empty")
+        return text
+    identifier(field, text)
+    if len(text) > MAX_RECOMMENDATION_ID:
+        raise InvalidInputError(
+            f"{field}: at most {MAX_RECOMMENDATION_ID} characters, got {len(text)}"
+        )
+    if _CONTROL.search(text):
+        raise InvalidInputError(f"{field}: must not contain control characters")
     return text
+
+
+def position(field: str, value: object) -> int:
+    """A 1-based position in a list, 0 for unknown (an int32 on the wire)."""
+    number = integer(field, value)
+    if not 0 <= number <= _INT32_MAX:
+        raise InvalidInputError(f"{field}: must be >= 0 (0: unknown), got {number}")
+    return number
+
+
+def surface(value: object) -> str:
+    """Where an impression was shown (empty: ``device``)."""
+    text = utf8_text("surface", value) or "device"
+    if text not in SURFACES:
+        raise InvalidInputError(f"surface: one of {', '.join(SURFACES)}, got {text!r}")
+    return text
+
+
+def time_range(from_ms: object, to_ms: object) -> tuple[int, int]:
+    """A report's ``[from_ms, to_ms)``: unix ms >= 0, ``to_ms`` 0 (now) or after ``from_ms``."""
+    start = int64("from_ms", from_ms)
+    end = int64("to_ms", to_ms)
+    if start < 0:
+        raise InvalidInputError(f"from_ms: must be >= 0, got {start}")
+    if end < 0:
+        raise InvalidInputError(f"to_ms: must be >= 0 (0: now), got {end}")
+    if end and end <= start:
+        raise InvalidInputError(f"to_ms: must be after from_ms ({start}), got {end}")
+    return start, end
 
 
 def event_types(field: str, values: object) -> tuple[EventType, ...]:

@@ -22,9 +22,12 @@ from shelfrank.client.types import (
     Event,
     EventType,
     FeatureFilter,
+    FeedbackReport,
+    Impression,
     Item,
     ModelInfo,
     Recommendations,
+    ShownResult,
     SnapshotInfo,
     TrackResult,
     User,
@@ -223,6 +226,43 @@ class AsyncClient:
         for offset, request in requests:
             tally.add(offset, await self._call("Track", lambda stub: stub.Track, request, timeout))
         return tally.result()
+
+    async def report_shown(
+        self, impressions: Iterable[Impression], *, timeout: float | None = None
+    ) -> ShownResult:
+        """See ``Client.report_shown`` (batches are sent one after another, in order)."""
+        requests = _convert.report_shown_requests(impressions)
+        tally = _convert.ShownTally()
+        for request in requests:
+            tally.add(
+                await self._call("ReportShown", lambda stub: stub.ReportShown, request, timeout)
+            )
+        return tally.result()
+
+    async def shown(
+        self,
+        recommendations: Recommendations,
+        item_ids: Iterable[str] | None = None,
+        *,
+        user_id: str = "",
+        timeout: float | None = None,
+    ) -> ShownResult:
+        """See ``Client.shown``."""
+        impressions = _convert.shown_impressions(recommendations, item_ids, user_id)
+        return await self.report_shown(impressions, timeout=timeout)
+
+    async def report(
+        self,
+        experiment: str = "",
+        *,
+        from_ms: int = 0,
+        to_ms: int = 0,
+        timeout: float | None = None,
+    ) -> FeedbackReport:
+        """See ``Client.report``."""
+        request = _convert.report_request(experiment, from_ms, to_ms)
+        response = await self._call("GetReport", lambda stub: stub.GetReport, request, timeout)
+        return _convert.report_from(response)
 
     async def upsert_items(self, items: Iterable[Item], *, timeout: float | None = None) -> int:
         """See ``Client.upsert_items``."""

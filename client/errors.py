@@ -94,7 +94,8 @@ class ResourceExhaustedError(ServiceError):
 
 
 class FailedPreconditionError(ServiceError):
-    """The service is not in a state to answer (e.g. no model loaded yet)."""
+    """The service is not set up or not in a state to answer (e.g. no model loaded yet,
+    or ``report_shown``/``report`` on a server that records no impressions)."""
 
 
 class AbortedError(ServiceError):

@@ -20,9 +20,12 @@ from shelfrank.client.types import (
     Event,
     EventType,
     FeatureFilter,
+    FeedbackReport,
+    Impression,
     Item,
     ModelInfo,
     Recommendations,
+    ShownResult,
     SnapshotInfo,
     TrackResult,
     User,
@@ -213,6 +216,53 @@ class Client:
         for offset, request in _convert.track_requests(events, erasure_seen):
             tally.add(offset, self._call("Track", self._stub.Track, request, timeout))
         return tally.result()
+
+    def report_shown(
+        self, impressions: Iterable[Impression], *, timeout: float | None = None
+    ) -> ShownResult:
+        """Report lists actually put in front of users (batched like ``track``; the
+        results are summed). Idempotent per ``recommendation_id``: a resend counts as a
+        duplicate. Feedback events carrying a recommendation id count for that response
+        (for the items reported shown, when reported); others count for the latest
+        response that showed the item to the user within the server's attribution window
+        (24 h by default). No impressions, no RPC."""
+        tally = _convert.ShownTally()
+        for request in _convert.report_shown_requests(impressions):
+            tally.add(self._call("ReportShown", self._stub.ReportShown, request, timeout))
+        return tally.result()
+
+    def shown(
+        self,
+        recommendations: Recommendations,
+        item_ids: Iterable[str] | None = None,
+        *,
+        user_id: str = "",
+        timeout: float | None = None,
+    ) -> ShownResult:
+        """Report that ``item_ids`` (default: all, at most the first 1,000) of a response
+        were shown, in that order, with the response's variant, experiment and model
+        version (surface ``recommend``). Attribution then credits only these items of it.
+        Nothing shown: no RPC."""
+        impressions = _convert.shown_impressions(recommendations, item_ids, user_id)
+        return self.report_shown(impressions, timeout=timeout)
+
+    def report(
+        self,
+        experiment: str = "",
+        *,
+        from_ms: int = 0,
+        to_ms: int = 0,
+        timeout: float | None = None,
+    ) -> FeedbackReport:
+        """Attributed feedback per experiment (empty: every one) and variant over the
+        impressions in ``[from_ms, to_ms)`` (unix ms; 0: from the start, until now), with
+        95% intervals and each variant compared with its control. An event counts for
+        the response its recommendation id names, else for the latest response that
+        showed the item to the user within the attribution window (24 h by default).
+        ``NotFoundError`` for an unknown experiment."""
+        request = _convert.report_request(experiment, from_ms, to_ms)
+        response = self._call("GetReport", self._stub.GetReport, request, timeout)
+        return _convert.report_from(response)
 
     def upsert_items(self, items: Iterable[Item], *, timeout: float | None = None) -> int:
         """Add or replace catalogue items (batched like ``track``); returns how many."""

@@ -19,21 +19,28 @@ from shelfrank.core.events import EventType, new_event_id
 
 __all__ = [
     "AvailabilityResult",
+    "Comparison",
     "Contribution",
     "DeleteResult",
     "Event",
     "EventError",
     "EventType",
+    "ExperimentReport",
     "Explanation",
     "FeatureFilter",
+    "FeedbackReport",
+    "Impression",
     "Item",
     "ModelInfo",
+    "Rate",
     "Reason",
     "Recommendations",
     "ScoredItem",
+    "ShownResult",
     "Strategy",
     "TrackResult",
     "User",
+    "VariantReport",
 ]
 
 
@@ -123,8 +130,13 @@ class Recommendations:
     items: tuple[ScoredItem, ...]
     model_version: str
     recommendation_id: str
-    """Unique per response, for attributing later feedback to it."""
+    """Unique per response, for attributing later feedback to it (``Event``'s
+    ``recommendation_id``, ``Client.shown``)."""
     strategy: Strategy
+    variant: str = ""
+    """The A/B experiment variant that served the response; empty when none applied."""
+    experiment: str = ""
+    """The experiment that chose ``variant``; empty: none."""
 
     @property
     def item_ids(self) -> tuple[str, ...]:
@@ -170,6 +182,12 @@ class Event:
     made *here*, at construction: keep the ``Event`` objects to retry a failed ``track``
     and the server will count the resent ones as duplicates instead of storing them
     twice. ``timestamp_ms`` is unix milliseconds; 0 lets the server use "now".
+
+    ``recommendation_id`` (keyword) names the response the event answers
+    (``Recommendations.recommendation_id``) and ``position`` the item's 1-based place in
+    it (0: unknown). An event carrying the id counts for that response; one without it
+    counts for the latest response that showed the item to the user within the server's
+    attribution window (24 h by default).
     """
 
     user_id: str
@@ -180,6 +198,10 @@ class Event:
     session_id: str
     query: str
     """The search text, for ``EventType.SEARCH``."""
+    recommendation_id: str
+    """The response the event answers; empty: none."""
+    position: int
+    """The item's 1-based position in that response; 0: unknown."""
 
     def __init__(
         self,
@@ -190,6 +212,9 @@ class Event:
         timestamp_ms: int = 0,
         session_id: str = "",
         query: str = "",
+        *,
+        recommendation_id: str = "",
+        position: int = 0,
     ) -> None:
         object.__setattr__(self, "user_id", check.identifier("user_id", user_id))
         object.__setattr__(self, "item_id", check.identifier("item_id", item_id))
@@ -202,6 +227,8 @@ class Event:
         object.__setattr__(self, "timestamp_ms", check.int64("timestamp_ms", timestamp_ms))
         object.__setattr__(self, "session_id", check.optional_identifier("session_id", session_id))
         object.__setattr__(self, "query", check.utf8_text("query", query))
+        object.__setattr__(self, "recommendation_id", check.recommendation_id(recommendation_id))
+        object.__setattr__(self, "position", check.position("position", position))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,3 +312,132 @@ class SnapshotInfo:
     user_erased: bool
     payload_bytes: int
     erasure_id: int = 0
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Impression:
+    """A list put in front of a user, for ``Client.report_shown``: ``item_ids`` in shown
+    order (1..1,000). ``recommendation_id`` is the response's id when the list came from
+    one (the shown part then replaces the served list in attribution), else an id of the
+    caller's (1..128 characters). ``timestamp_ms`` 0: the server's "now"; ``surface``:
+    ``recommend``, ``similar``, ``rank`` or ``device``. The experiment, variant and model
+    version are the response's (or the device's assignment).
+    """
+
+    recommendation_id: str
+    item_ids: tuple[str, ...]
+    user_id: str
+    """Empty: anonymous."""
+    timestamp_ms: int
+    surface: str
+    experiment: str
+    variant: str
+    model_version: str
+
+    def __init__(
+        self,
+        recommendation_id: str,
+        item_ids: Iterable[str],
+        *,
+        user_id: str = "",
+        timestamp_ms: int = 0,
+        surface: str = "device",
+        experiment: str = "",
+        variant: str = "",
+        model_version: str = "",
+    ) -> None:
+        object.__setattr__(
+            self,
+            "recommendation_id",
+            check.recommendation_id(recommendation_id, required=True),
+        )
+        object.__setattr__(
+            self,
+            "item_ids",
+            check.identifiers("item_ids", item_ids, min_count=1, max_count=check.MAX_SHOWN_ITEMS),
+        )
+        object.__setattr__(self, "user_id", check.optional_identifier("user_id", user_id))
+        stamp = check.int64("timestamp_ms", timestamp_ms)
+        if stamp < 0:
+            raise InvalidInputError(f"timestamp_ms: must be >= 0, got {stamp}")
+        object.__setattr__(self, "timestamp_ms", stamp)
+        object.__setattr__(self, "surface", check.surface(surface))
+        for name, value in (
+            ("experiment", experiment),
+            ("variant", variant),
+            ("model_version", model_version),
+        ):
+            object.__setattr__(self, name, check.optional_identifier(name, value))
+
+
+@dataclass(frozen=True, slots=True)
+class ShownResult:
+    """Outcome of ``report_shown``/``shown``."""
+
+    accepted: int
+    """Newly stored impressions."""
+    duplicates: int
+    """Recommendation ids reported before (e.g. a resend): nothing changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A proportion (impressions with at least one such event) and its 95% interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VariantReport:
+    """One variant's attributed feedback: counts of impressions and of attributed events
+    (``clicks`` are views), and the rates per impression."""
+
+    name: str
+    impressions: int
+    clicks: int
+    carts: int
+    purchases: int
+    dismissals: int
+    ctr: Rate
+    add_to_cart_rate: Rate
+    conversion: Rate
+    dismissal_rate: Rate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """A variant against its experiment's control on one ``metric`` (``ctr`` or
+    ``conversion``): ``difference`` is variant minus control, ``low``/``high`` its 95%
+    interval, ``always_valid_*`` a confidence sequence (valid however often the report is
+    read) with its ``p_value``; ``verdict``: ``ahead``, ``behind`` or ``no difference
+    yet``."""
+
+    variant: str
+    control: str
+    metric: str
+    difference: float
+    low: float
+    high: float
+    always_valid_low: float
+    always_valid_high: float
+    p_value: float
+    verdict: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentReport:
+    name: str
+    variants: tuple[VariantReport, ...]
+    comparisons: tuple[Comparison, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedbackReport:
+    """What ``Client.report`` returns: per experiment and variant, plus ``json``, the
+    whole report (per model version and per day too) as ``shelfrank report --json``
+    writes it."""
+
+    experiments: tuple[ExperimentReport, ...]
+    json: str

@@ -87,11 +87,13 @@ __all__ = [
     "MAX_SESSION_SECONDS",
     "SHOP_DYNAMICS",
     "USER_COLUMNS",
+    "ShopTruth",
     "SynthConfig",
     "SynthData",
     "SynthDynamics",
     "SynthPaths",
     "generate",
+    "truth",
     "write",
 ]
 
@@ -1218,3 +1220,82 @@ def write(data: SynthData, out_dir: str | Path) -> SynthPaths:
     write_features(paths.items, data.items)
     write_features(paths.users, data.users)
     return paths
+
+
+@dataclass(frozen=True)
+class ShopTruth:
+    """The hidden tastes behind :func:`generate`'s shoppers, for simulations that need a
+    "true" answer (``shelfrank simulate``). Rows follow the generated tables: user row
+    ``u`` is ``users.ids[u]``, item row ``i`` is ``items.ids[i]``.
+
+    :meth:`preference` is the probability that one view of the shopper is the item, as the
+    generative story draws views (steps 3 and 4, without dynamics): the session's category
+    (segment-preferred with ``segment_focus``, the favourite with ``personal_focus``, else
+    by catalogue share) times the item's popularity weight within its category, tilted by
+    the price band (``exp(-price_sensitivity * band distance)``) and normalised within the
+    category. The tilt is applied as a weight, not by the generator's bounded re-draws, so
+    it is the limit the generator approaches.
+    """
+
+    user_ids: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    category_given_user: FloatArray  # (users, categories)
+    item_category: IntArray  # (items,)
+    item_band: IntArray  # (items,)
+    item_popularity: FloatArray  # (items,) weight within its category, before the band tilt
+    user_band: IntArray  # (users,) the segment's price band
+    price_sensitivity: float
+
+    def preference(self, user_rows: IntArray) -> FloatArray:
+        """(len(user_rows), items): each row sums to 1 over the catalogue."""
+        rows = np.asarray(user_rows, dtype=np.int64)
+        tilt = np.exp(
+            -self.price_sensitivity
+            * np.abs(self.item_band[None, :] - self.user_band[rows][:, None]).astype(np.float64)
+        )
+        weight = self.item_popularity[None, :] * tilt
+        categories = self.category_given_user.shape[1]
+        within = np.zeros((rows.size, categories))
+        for category in range(categories):  # normalise within each category, per user
+            members = self.item_category == category
+            within[:, category] = weight[:, members].sum(axis=1)
+        share = self.category_given_user[rows][:, self.item_category]
+        out: FloatArray = share * weight / np.maximum(within[:, self.item_category], 1e-300)
+        return out
+
+
+def truth(config: SynthConfig) -> ShopTruth:
+    """The hidden tastes of the shop :func:`generate` makes from ``config`` (same seed:
+    the catalogue and the shoppers are drawn first, the same way)."""
+    rng = np.random.default_rng(config.seed)
+    catalogue = _catalogue(config, rng)
+    people = _population(config, catalogue, rng)
+    c = config.category_count
+    share = np.diff(np.concatenate([[0.0], catalogue.category_cdf]))
+    k = people.segment_categories.shape[1]
+    background = 1.0 - config.segment_focus - config.personal_focus
+    given = np.tile(background * share, (config.users, 1))
+    segment_rows = people.segment_categories[people.segment]  # (users, k)
+    np.add.at(
+        given,
+        (np.repeat(np.arange(config.users), k), segment_rows.ravel()),
+        config.segment_focus / k,
+    )
+    given[np.arange(config.users), people.favourite] += config.personal_focus
+    rank = np.empty(config.items, dtype=np.int64)
+    for category in range(c):
+        block = catalogue.order[catalogue.block_start[category] : catalogue.block_end[category]]
+        rank[block] = np.arange(block.size)
+    popularity = (rank + 1.5) ** -config.popularity_exponent
+    items = _item_table(config, catalogue)
+    users = _user_table(config, people)
+    return ShopTruth(
+        user_ids=tuple(users.ids),
+        item_ids=tuple(items.ids),
+        category_given_user=given,
+        item_category=catalogue.category,
+        item_band=catalogue.band,
+        item_popularity=popularity.astype(np.float64),
+        user_band=people.segment_band[people.segment],
+        price_sensitivity=config.price_sensitivity,
+    )

@@ -3,9 +3,11 @@
     from shelfrank.edge import EdgeRecommender
 
     device = EdgeRecommender("app-data/shelfrank", user_id="u42", target="api.shop:50051")
-    device.sync()                                # pull the snapshot, push queued events
+    device.sync()                                # pull the snapshot, push what is queued
     device.track("view", "sku-123")              # durable at once, reranks at once
-    device.recommend(k=10).item_ids              # no network needed
+    recs = device.recommend(k=10)                # no network needed; queued as shown
+    device.track("purchase", recs.item_ids[0],   # feedback on that list
+                 recommendation_id=recs.recommendation_id, position=1)
 
 Importing this package never imports lightfm, scipy or the server.
 """

@@ -1,9 +1,18 @@
-"""The device's durable outbox: every tracked event, until the server acknowledged it.
+"""The device's durable outbox: every tracked event and every list the device showed
+(an impression), until the server acknowledged it.
 
 SQLite in WAL mode with ``synchronous=FULL``: ``track`` returns after the event is on
 disk, so it survives an app crash. Events keep their client-generated ``event_id`` for
 ever, so re-sending after a crash or a cut connection is harmless (the server counts a
 duplicate). The outbox doubles as the session history the device reranks with.
+Impressions are keyed by their ``recommendation_id`` the same way (the server dedupes
+``ReportShown`` by it); acknowledged ones are deleted, and at most
+``MAX_QUEUED_IMPRESSIONS`` wait (the oldest go first), so a server that never takes them
+cannot fill the device.
+
+Schema versions (``PRAGMA user_version``): 0 is the first one (``outbox`` without
+``recommendation_id``/``position``, no ``impressions``); opening migrates it in one
+transaction. A database from a newer version is refused.
 
 Errors: SQLite's (unreadable file, disk full, locked for too long) become
 ``StorageError`` naming the file; any use after ``close()`` is a ``ClosedError``.
@@ -11,17 +20,24 @@ Errors: SQLite's (unreadable file, disk full, locked for too long) become
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from shelfrank.client.types import Impression
 from shelfrank.core.errors import ClosedError, StorageError
 from shelfrank.core.events import EventType, StoredEvent
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+SCHEMA_VERSION = 1
+MAX_QUEUED_IMPRESSIONS = 10_000
+
+# The current schema; a database of version 0 gets the missing tables from here and the
+# missing outbox columns from _ADDED_COLUMNS.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     user_id TEXT NOT NULL,
@@ -31,11 +47,42 @@ CREATE TABLE IF NOT EXISTS outbox (
     session_id TEXT NOT NULL DEFAULT '',
     query TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | rejected
+    note TEXT NOT NULL DEFAULT '',
+    recommendation_id TEXT NOT NULL DEFAULT '',
+    position INTEGER NOT NULL DEFAULT 0
+)""",
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq)",
+    "CREATE TABLE IF NOT EXISTS device_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS impressions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recommendation_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    item_ids TEXT NOT NULL,  -- a JSON array, in shown order
+    timestamp_ms INTEGER NOT NULL,
+    surface TEXT NOT NULL,
+    experiment TEXT NOT NULL DEFAULT '',
+    variant TEXT NOT NULL DEFAULT '',
+    model_version TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | rejected (acknowledged: deleted)
     note TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
-CREATE TABLE IF NOT EXISTS device_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS impressions_pending ON impressions (state, seq)",
+)
+_ADDED_COLUMNS = (
+    (
+        "recommendation_id",
+        "ALTER TABLE outbox ADD COLUMN recommendation_id TEXT NOT NULL DEFAULT ''",
+    ),
+    ("position", "ALTER TABLE outbox ADD COLUMN position INTEGER NOT NULL DEFAULT 0"),
+)
+_EVENT_COLUMNS = (
+    "event_id, user_id, item_id, event_type, timestamp_ms, session_id, query,"
+    " recommendation_id, position"
+)
+_IMPRESSION_COLUMNS = (
+    "recommendation_id, user_id, item_ids, timestamp_ms, surface, experiment, variant,"
+    " model_version"
+)
 
 
 class Outbox:
@@ -53,10 +100,34 @@ class Outbox:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("PRAGMA secure_delete=ON")  # wiped rows are overwritten
-                self._db.executescript(_SCHEMA)
-                self._db.commit()
+                self._migrate()
         except BaseException:
             self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring the database to SCHEMA_VERSION, all or nothing (SQLite's DDL is
+        transactional), under a write lock so two processes cannot both migrate."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path}: outbox schema version {version} is newer than this "
+                    f"library's ({SCHEMA_VERSION}); upgrade shelfrank"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                columns = {str(row[1]) for row in db.execute("PRAGMA table_info(outbox)")}
+                for column, statement in _ADDED_COLUMNS:
+                    if column not in columns:
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.commit()
+        except BaseException:
+            db.rollback()
             raise
 
     @contextmanager
@@ -87,8 +158,8 @@ class Outbox:
     def add(self, event: StoredEvent) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO outbox (event_id, user_id, item_id, event_type,"
-                " timestamp_ms, session_id, query) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO outbox ({_EVENT_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event.event_id,
                     event.user_id,
@@ -97,14 +168,15 @@ class Outbox:
                     event.timestamp_ms,
                     event.session_id,
                     event.query,
+                    event.recommendation_id,
+                    event.position,
                 ),
             )
 
     def pending(self, limit: int) -> list[StoredEvent]:
         with self._read():
             rows = self._db.execute(
-                "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
-                " FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                f"SELECT {_EVENT_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
         return [_event(row) for row in rows]
@@ -125,8 +197,8 @@ class Outbox:
         """Events since ``since_ms``, oldest first, at most the last ``limit``."""
         with self._read():
             rows = self._db.execute(
-                "SELECT event_id, user_id, item_id, event_type, timestamp_ms, session_id, query"
-                " FROM outbox WHERE timestamp_ms >= ? ORDER BY seq DESC LIMIT ?",
+                f"SELECT {_EVENT_COLUMNS} FROM outbox WHERE timestamp_ms >= ?"
+                " ORDER BY seq DESC LIMIT ?",
                 (since_ms, limit),
             ).fetchall()
         return [_event(row) for row in reversed(rows)]
@@ -140,6 +212,62 @@ class Outbox:
             ).fetchall()
         return {row[0] for row in rows}
 
+    # -- impressions ------------------------------------------------------------------
+    def add_impression(self, impression: Impression) -> None:
+        """Queue a shown list (a repeated recommendation id is ignored), dropping the
+        oldest pending ones beyond MAX_QUEUED_IMPRESSIONS."""
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR IGNORE INTO impressions ({_IMPRESSION_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    impression.recommendation_id,
+                    impression.user_id,
+                    json.dumps(impression.item_ids, ensure_ascii=False),
+                    impression.timestamp_ms,
+                    impression.surface,
+                    impression.experiment,
+                    impression.variant,
+                    impression.model_version,
+                ),
+            )
+            db.execute(
+                "DELETE FROM impressions WHERE state = 'pending' AND seq <= ("
+                " SELECT seq FROM impressions WHERE state = 'pending'"
+                " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (MAX_QUEUED_IMPRESSIONS,),
+            )
+
+    def pending_impressions(self, limit: int) -> list[Impression]:
+        with self._read():
+            rows = self._db.execute(
+                f"SELECT {_IMPRESSION_COLUMNS} FROM impressions WHERE state = 'pending'"
+                " ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_impression(row) for row in rows]
+
+    def acknowledge_impressions(self, recommendation_ids: Sequence[str]) -> None:
+        """The server has these (new or duplicate): they leave the device."""
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM impressions WHERE recommendation_id = ?",
+                [(key,) for key in recommendation_ids],
+            )
+
+    def reject_impression(self, recommendation_id: str, note: str) -> None:
+        """The server refused it: kept with the reason, never sent again."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE impressions SET state = 'rejected', note = ? WHERE recommendation_id = ?",
+                (note, recommendation_id),
+            )
+
+    def impression_counts(self) -> dict[str, int]:
+        with self._read():
+            rows = self._db.execute("SELECT state, COUNT(*) FROM impressions GROUP BY state")
+            return {state: int(count) for state, count in rows}
+
     def purged_erasure(self) -> int:
         """The server erasure this device last purged for (0: none)."""
         with self._read():
@@ -149,11 +277,13 @@ class Outbox:
         return int(row[0]) if row is not None else 0
 
     def wipe(self, erasure_id: int | None = None) -> None:
-        """Delete every event and shrink the files (the user asked to be forgotten). With
+        """Delete every event and impression and shrink the files (the user asked to be
+        forgotten). With
         ``erasure_id``, also record in the same transaction that this server erasure has
         been purged for, so it is purged for exactly once."""
         with self._tx() as db:
             db.execute("DELETE FROM outbox")
+            db.execute("DELETE FROM impressions")
             if erasure_id is not None:
                 # Never backwards: a 0 from an older server must not undo a recorded id.
                 db.execute(
@@ -183,4 +313,19 @@ def _event(row: Sequence[object]) -> StoredEvent:
         timestamp_ms=int(str(row[4])),
         session_id=str(row[5]),
         query=str(row[6]),
+        recommendation_id=str(row[7]),
+        position=int(str(row[8])),
+    )
+
+
+def _impression(row: Sequence[object]) -> Impression:
+    return Impression(
+        str(row[0]),
+        json.loads(str(row[2])),
+        user_id=str(row[1]),
+        timestamp_ms=int(str(row[3])),
+        surface=str(row[4]),
+        experiment=str(row[5]),
+        variant=str(row[6]),
+        model_version=str(row[7]),
     )

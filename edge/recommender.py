@@ -7,9 +7,12 @@ Layout of ``path``::
     snapshots/CURRENT       the snapshot in use (replaced atomically)
 
 Recommending needs no network: it scores the local snapshot with the user's vector and
-reranks with this session's events. ``sync()`` pushes the outbox (idempotent: event ids
-are made on the device) and pulls a snapshot delta; it can be interrupted at any point
-and simply resumes next time.
+reranks with this session's events. Every list ``recommend`` and ``rank`` return is queued
+in the outbox as an impression (surface ``device``), so the server can attribute the
+feedback tracked on the device to what the device showed. ``sync()`` pushes the outbox
+(idempotent: event ids and recommendation ids are made on the device, and the server
+counts a resend as a duplicate) and pulls a snapshot delta; it can be interrupted at any
+point and simply resumes next time.
 
 Retries: the edge adds no retry loop of its own. Each RPC of a sync goes through the
 client's channel, which retries UNAVAILABLE at most ``max_attempts`` attempts in all (the
@@ -46,12 +49,16 @@ from shelfrank.client import (
     DeadlineExceededError,
     Event,
     Explanation,
+    FailedPreconditionError,
     FeatureFilter,
+    Impression,
+    InvalidArgumentError,
     Reason,
     Recommendations,
     ScoredItem,
     Strategy,
     UnavailableError,
+    UnimplementedError,
 )
 from shelfrank.client import _validation as check
 from shelfrank.client._convert import feature_filters
@@ -64,6 +71,13 @@ from shelfrank.core.errors import (
     StorageError,
 )
 from shelfrank.core.events import EventType, StoredEvent, new_event_id
+from shelfrank.core.experiments import (
+    Experiment,
+    Variant,
+    active_experiment,
+    assign,
+    check_overlaps,
+)
 from shelfrank.core.explain import BECAUSE_MAX, DEFAULT_TOP, reason_of, summarise
 from shelfrank.core.explain import Explanation as CoreExplanation
 from shelfrank.core.ranking import ItemFacts, Steering, candidate_mask, exploration_rows, rank
@@ -88,6 +102,8 @@ from shelfrank.edge.outbox import Outbox
 from shelfrank.edge.table import EdgeTable
 
 PUSH_BATCH = 500
+# Impressions per ReportShown request of a sync (each holds up to 1,000 item ids).
+PUSH_IMPRESSIONS_BATCH = 200
 # The latest events exclude_event_types looks at (as the server: server/live.py).
 MAX_RECENT_EVENTS = 200
 
@@ -107,6 +123,30 @@ class SyncResult:
     purged: bool  # the server erased the user; the device data is gone
     offline: bool  # the server could not be reached
     error: str = ""  # what went wrong, if anything (e.g. a corrupted download)
+    impressions_pushed: int = 0  # shown lists the server acknowledged (new or duplicate)
+    impressions_rejected: int = 0  # shown lists the server refused (kept with the reason)
+    impressions_pending: int = 0  # shown lists still waiting for the next sync
+
+
+@dataclass
+class _ShownTally:
+    """Impressions of one sync: acknowledged, refused, and why they stopped (if so)."""
+
+    pushed: int = 0
+    rejected: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """The experiment variant serving the device's user on one surface."""
+
+    experiment: str
+    variant: Variant
+
+    @property
+    def popularity(self) -> bool:
+        return self.variant.setting == "popularity"
 
 
 class EdgeRecommender:
@@ -115,6 +155,17 @@ class EdgeRecommender:
     ``target``/``token``/``timeout``/``max_attempts`` are the client's (``shelfrank.client.
     Client``) and checked by its rules at construction; ``max_attempts`` (1..5) bounds the
     attempts of each RPC of a sync. Thread-safe; ``close()`` when done.
+
+    ``experiments`` (``shelfrank.core.experiments.Experiment`` values, e.g. from
+    ``load_experiments`` of the server's file): while one is active on the ``recommend``
+    (or ``rank``) surface, the device's user gets ``assign(experiment, user_id)``, the
+    variant the server gives the same user. Its responses and impressions are labelled
+    with the experiment and variant, and the variant's ``diversity``, ``exploration`` and
+    ``max_per_feature`` apply where the request leaves them unset (diversity 0, the
+    others None). A ``popularity`` variant ranks by the snapshot's item popularity
+    (the score the device already uses for a user without a vector) without the session
+    rerank, as the server's popularity variant ignores the user's history; the
+    request's filters and exclusions still apply.
     """
 
     def __init__(
@@ -132,6 +183,7 @@ class EdgeRecommender:
         timeout: float = 5.0,
         max_attempts: int = 4,
         clock: Callable[[], float] = time.time,
+        experiments: Iterable[Experiment] = (),
     ) -> None:
         self.path = check.local_path("path", path)
         self.user_id = check.identifier("user_id", user_id)
@@ -158,6 +210,7 @@ class EdgeRecommender:
         if not callable(clock):
             raise InvalidInputError(f"clock: expected a callable, got {type(clock).__name__}")
         self.clock = clock
+        self.experiments = _experiments(experiments)
         source = None if snapshot is None else check.local_path("snapshot", snapshot)
         self._lock = threading.RLock()
         # One sync (or forget) at a time: a push must not upload what a concurrent purge
@@ -250,11 +303,18 @@ class EdgeRecommender:
         session_id: str = "",
         query: str = "",
         timestamp_ms: int | None = None,
+        recommendation_id: str = "",
+        position: int = 0,
     ) -> str:
         """Record an event on the device at once (durable); returns its event id.
 
         ``event_type`` is an ``EventType`` or its label (``"view"``); ``timestamp_ms`` unix
-        milliseconds, default now. Ids and texts follow the client's rules (``Event``)."""
+        milliseconds, default now. ``recommendation_id`` names the response the event
+        answers (e.g. ``rec.recommendation_id`` of this device's ``recommend``) and
+        ``position`` the item's 1-based place in it (0: unknown): the event then counts
+        for that response; without it, for the latest response that showed the item to
+        the user within the server's attribution window (24 h by default). Ids and texts
+        follow the client's rules (``Event``)."""
         self._require_open()
         kind = event_type if isinstance(event_type, EventType) else EventType.parse(event_type)
         item_id = check.identifier("item_id", item_id)
@@ -262,10 +322,22 @@ class EdgeRecommender:
         query = check.utf8_text("query", query)
         if timestamp_ms is not None:
             timestamp_ms = check.int64("timestamp_ms", timestamp_ms)
+        recommendation_id = check.recommendation_id(recommendation_id)
+        position = check.position("position", position)
         event_id = new_event_id()
         stamp = int(self.clock() * 1000) if timestamp_ms is None else timestamp_ms
         self._outbox.add(
-            StoredEvent(event_id, self.user_id, item_id, kind, stamp, session_id, query)
+            StoredEvent(
+                event_id,
+                self.user_id,
+                item_id,
+                kind,
+                stamp,
+                session_id,
+                query,
+                recommendation_id=recommendation_id,
+                position=position,
+            )
         )
         return event_id
 
@@ -330,21 +402,40 @@ class EdgeRecommender:
         if within < 0:
             raise InvalidInputError(f"exclude_within_ms: must be >= 0, got {within}")
         key = check.recommendation_id(recommendation_id) or uuid.uuid4().hex
+        diversity = check.share("diversity", diversity)
+        caps = (
+            None
+            if max_per_feature is None
+            else tuple(check.feature_caps("max_per_feature", max_per_feature).items())
+        )
+        if exploration is not None:
+            exploration = check.share("exploration", exploration)
+        max_age = (
+            0
+            if exploration_max_age_ms is None
+            else _count("exploration_max_age_ms", exploration_max_age_ms, 0)
+        )
+        now = self.clock()
+        now_ms = int(now * 1000)
+        arm = self._arm("recommend", now_ms)
+        if arm is not None:  # the variant's options where the request leaves them unset
+            variant = arm.variant
+            if not diversity and variant.diversity is not None:
+                diversity = variant.diversity
+            if caps is None:
+                caps = variant.max_per_feature
+            if exploration is None:
+                exploration = variant.exploration
         steering = Steering(
-            diversity=check.share("diversity", diversity),
-            max_per_feature=tuple(
-                check.feature_caps("max_per_feature", max_per_feature or {}).items()
-            ),
-            exploration=0.0 if exploration is None else check.share("exploration", exploration),
-            exploration_max_age_ms=(
-                0
-                if exploration_max_age_ms is None
-                else _count("exploration_max_age_ms", exploration_max_age_ms, 0)
-            ),
+            diversity=diversity,
+            max_per_feature=caps or (),
+            exploration=exploration or 0.0,
+            exploration_max_age_ms=max_age,
         )
         table = self._require_table()
         snapshot = table.snapshot  # one snapshot for the whole call, even if a sync swaps
-        if snapshot.user_vector is not None:
+        popularity = arm is not None and arm.popularity
+        if snapshot.user_vector is not None and not popularity:
             base = table.scores(snapshot.user_vector, snapshot.user_bias)
             strategy = Strategy.TRAINED
         else:
@@ -360,8 +451,6 @@ class EdgeRecommender:
         excluded = set(exclude_item_ids)
         if exclude_seen:
             excluded |= self._outbox.consumed_items()
-        now = self.clock()
-        now_ms = int(now * 1000)
         if kinds:
             since = now_ms - within if within else -(2**63)
             excluded |= {
@@ -370,7 +459,8 @@ class EdgeRecommender:
                 if e.event_type in kinds
             }
         exclude = np.array(snapshot.item_ids.indices(sorted(excluded)), dtype=np.int64)
-        events = self._session(snapshot) if use_session else []
+        # A popularity variant ignores the user's history, as on the server.
+        events = self._session(snapshot) if use_session and not popularity else []
         config = self.session_config
         reranks = bool(events) or config.diversity > 0
         pools: list[tuple[np.ndarray, np.ndarray]] = []
@@ -407,13 +497,41 @@ class EdgeRecommender:
             explanations = self._explain(
                 table, top, explores, events if reranks else [], pools[-1] if pools else None, now
             )
-        return _result(
+        result = _result(
             snapshot,
             top.indices,
             top.scores,
             Strategy.FOLD_IN if events else strategy,
             key=key,
             explanations=explanations,
+            arm=arm,
+        )
+        self._shown(result, now_ms)
+        return result
+
+    def _arm(self, surface: str, now_ms: int) -> _Arm | None:
+        """The variant serving the device's user on ``surface`` now (None: no experiment)."""
+        experiment = active_experiment(self.experiments, surface, now_ms)
+        if experiment is None:
+            return None
+        return _Arm(experiment.name, assign(experiment, self.user_id))
+
+    def _shown(self, result: Recommendations, now_ms: int) -> None:
+        """Queue a returned list as an impression (its first 1,000 items; an empty list
+        showed nothing)."""
+        if not result.items:
+            return
+        self._outbox.add_impression(
+            Impression(
+                result.recommendation_id,
+                result.item_ids[: check.MAX_SHOWN_ITEMS],
+                user_id=self.user_id,
+                timestamp_ms=max(now_ms, 0),
+                surface="device",
+                experiment=result.experiment,
+                variant=result.variant,
+                model_version=result.model_version,
+            )
         )
 
     def _explain(
@@ -529,7 +647,8 @@ class EdgeRecommender:
         use_session: bool = True,
     ) -> Recommendations:
         """The given items in ranked order (unknown and unavailable items last, score
-        -inf), with the arguments of ``shelfrank.client.Client.rank``."""
+        -inf), with the arguments of ``shelfrank.client.Client.rank``. An experiment on the
+        ``rank`` surface labels the list; its popularity variant orders by popularity."""
         self._require_open()
         self._device_user(user_id)
         item_ids = check.identifiers(
@@ -540,17 +659,20 @@ class EdgeRecommender:
         check.tokens("user_features", user_features)
         table = self._require_table()
         snapshot = table.snapshot
+        now = self.clock()
+        now_ms = int(now * 1000)
+        arm = self._arm("rank", now_ms)
+        popularity = arm is not None and arm.popularity
         available = snapshot.available_mask()
         known = [snapshot.item_ids.get(i) for i in item_ids]
         rankable = [r is not None and bool(available[r]) for r in known]
         rows = np.array([r for r, ok in zip(known, rankable, strict=True) if ok], dtype=np.int64)
-        if snapshot.user_vector is not None:
+        if snapshot.user_vector is not None and not popularity:
             base = table.rows(rows) @ snapshot.user_vector + snapshot.biases[rows]
             base = base + np.float32(snapshot.user_bias)
         else:
             base = snapshot.popularity[rows]
-        events = self._session(snapshot) if use_session else []
-        now = self.clock()
+        events = self._session(snapshot) if use_session and not popularity else []
         if events and rows.size:
             ordered, scores = self._rerank(
                 table, rows, base.astype(np.float32), events, self.session_config, now
@@ -582,19 +704,32 @@ class EdgeRecommender:
                 dataclasses.replace(item, explanation=_client_explanation(found))
                 for item, found in zip(items, explanations, strict=True)
             ]
-        return Recommendations(
+        if events:
+            strategy = Strategy.FOLD_IN
+        else:
+            strategy = Strategy.POPULARITY if popularity else Strategy.TRAINED
+        result = Recommendations(
             items=tuple(items),
             model_version=snapshot.model_version,
             recommendation_id=uuid.uuid4().hex,
-            strategy=Strategy.FOLD_IN if events else Strategy.TRAINED,
+            strategy=strategy,
+            variant="" if arm is None else arm.variant.name,
+            experiment="" if arm is None else arm.experiment,
         )
+        self._shown(result, now_ms)
+        return result
 
     # -- syncing ------------------------------------------------------------------------------
     def sync(self) -> SyncResult:
         """Pull the snapshot delta (or learn that the server erased the user, and purge),
-        then push queued events. Never raises for a missing network: the result says
-        ``offline`` and everything stays queued (each RPC is tried at most
-        ``max_attempts`` times by the channel; the edge itself does not retry)."""
+        then push queued events and impressions. Never raises for a missing network: the
+        result says ``offline`` and everything stays queued (each RPC is tried at most
+        ``max_attempts`` times by the channel; the edge itself does not retry).
+
+        Impressions leave the device once the server acknowledged them; sent again after
+        a lost acknowledgement, they count as duplicates there (one impression per
+        recommendation id). A server that does not take impressions (older, or recording
+        none) keeps them queued, says so in ``error``, and the sync succeeds otherwise."""
         self._require_open()
         if self.target is None:
             raise InvalidInputError("target: this EdgeRecommender was created without a server")
@@ -603,6 +738,7 @@ class EdgeRecommender:
 
     def _sync(self, target: str) -> SyncResult:
         pushed = rejected = 0
+        shown = _ShownTally()
         try:
             with Client(
                 target, token=self.token, timeout=self.timeout, max_attempts=self.max_attempts
@@ -617,6 +753,7 @@ class EdgeRecommender:
                         pulled = dataclasses.replace(pulled, purged=True)
                     return pulled
                 pushed, rejected = self._push(client)
+                self._push_impressions(client, shown)
                 if erased and pushed:
                     # Events recorded since the purge bring the user back: the server
                     # has a profile (and a snapshot) for them again.
@@ -626,6 +763,10 @@ class EdgeRecommender:
                     pushed=pushed,
                     rejected=rejected,
                     pending=self._outbox.counts().get("pending", 0),
+                    error=pulled.error or shown.error,
+                    impressions_pushed=shown.pushed,
+                    impressions_rejected=shown.rejected,
+                    impressions_pending=self._outbox.impression_counts().get("pending", 0),
                 )
         except (UnavailableError, DeadlineExceededError) as exc:
             return SyncResult(
@@ -638,7 +779,40 @@ class EdgeRecommender:
                 purged=False,
                 offline=True,
                 error=str(exc),
+                impressions_pushed=shown.pushed,
+                impressions_rejected=shown.rejected,
+                impressions_pending=self._outbox.impression_counts().get("pending", 0),
             )
+
+    def _push_impressions(self, client: Client, tally: _ShownTally) -> None:
+        """Send the queued impressions until none is left; counts into ``tally``."""
+        while True:
+            batch = self._outbox.pending_impressions(PUSH_IMPRESSIONS_BATCH)
+            if not batch:
+                return
+            try:
+                client.report_shown(batch)
+            except InvalidArgumentError:
+                # One refused impression fails its whole request: send them one by one so
+                # the others still go and only the refused ones are set aside.
+                for impression in batch:
+                    try:
+                        client.report_shown([impression])
+                    except InvalidArgumentError as refused:
+                        self._outbox.reject_impression(
+                            impression.recommendation_id, refused.details
+                        )
+                        tally.rejected += 1
+                    else:
+                        self._outbox.acknowledge_impressions([impression.recommendation_id])
+                        tally.pushed += 1
+                continue
+            except (UnimplementedError, FailedPreconditionError) as exc:
+                tally.error = f"{exc} (impressions stay queued)"
+                return
+            # A crash before this line only means they are sent again: the server dedups.
+            self._outbox.acknowledge_impressions([i.recommendation_id for i in batch])
+            tally.pushed += len(batch)
 
     def _push(self, client: Client) -> tuple[int, int]:
         pushed = rejected = 0
@@ -659,6 +833,8 @@ class EdgeRecommender:
                     timestamp_ms=e.timestamp_ms,
                     session_id=e.session_id,
                     query=e.query,
+                    recommendation_id=e.recommendation_id,
+                    position=e.position,
                 )
                 for e in batch
             ]
@@ -765,6 +941,11 @@ class EdgeRecommender:
         self._require_open()
         return self._outbox.counts().get("pending", 0)
 
+    def pending_impressions(self) -> int:
+        """Lists this device returned (impressions) not yet acknowledged by the server."""
+        self._require_open()
+        return self._outbox.impression_counts().get("pending", 0)
+
     def cached_bytes(self) -> int:
         """Bytes of dequantised item vectors cached (bounded by ``memory_budget_bytes``)."""
         table = self._table
@@ -776,6 +957,23 @@ class EdgeRecommender:
         with self._sync_lock:
             self._closed = True
             self._outbox.close()
+
+
+def _experiments(values: object) -> tuple[Experiment, ...]:
+    """Experiment values, their names usable as ids and no two overlapping on a surface."""
+    if isinstance(values, Experiment | str | bytes) or not isinstance(values, Iterable):
+        raise InvalidInputError("experiments: expected an iterable of Experiment")
+    experiments = tuple(values)
+    for index, experiment in enumerate(experiments):
+        if not isinstance(experiment, Experiment):
+            raise InvalidInputError(
+                f"experiments[{index}]: expected an Experiment, got {type(experiment).__name__}"
+            )
+        check.identifier(f"experiments[{index}].name", experiment.name)
+        for variant in experiment.variants:
+            check.identifier(f"experiments[{index}].variant", variant.name)
+    check_overlaps(experiments)
+    return experiments
 
 
 def _count(field: str, value: object, minimum: int) -> int:
@@ -819,6 +1017,7 @@ def _result(
     *,
     key: str = "",
     explanations: list[CoreExplanation] | None = None,
+    arm: _Arm | None = None,
 ) -> Recommendations:
     found: list[Explanation | None] = (
         [_client_explanation(e) for e in explanations]
@@ -834,4 +1033,6 @@ def _result(
         model_version=snapshot.model_version,
         recommendation_id=key or uuid.uuid4().hex,
         strategy=strategy,
+        variant="" if arm is None else arm.variant.name,
+        experiment="" if arm is None else arm.experiment,
     )

@@ -40,6 +40,9 @@ from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.bootstrap import FirstModelPolicy, read_state_without_model
 from shelfrank.server.callers import DEFAULT_CALLER, Callers
 from shelfrank.server.config import TrainConfig
+from shelfrank.server.feedback.attribution import DEFAULT_ATTRIBUTION_WINDOW_MS
+from shelfrank.server.feedback.loop import ExperimentFile, FeedbackLoop
+from shelfrank.server.feedback.recorder import ImpressionRecorder
 from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer
 from shelfrank.server.model_follower import ModelFollower
 from shelfrank.server.registry import ModelRegistry
@@ -112,6 +115,13 @@ class ServerOptions:
     # from this many users (before that: popularity over the tracked events).
     first_model_events: int = 1_000
     first_model_users: int = 50
+    # Experiments (TOML or JSON, reloaded when the file changes; core/experiments.py).
+    experiments: Path | None = None
+    # Record every response as an impression (server/feedback/recorder.py).
+    record_impressions: bool = True
+    # Feedback without a recommendation id counts for the latest response that showed
+    # the item to the user at most this long before (server/feedback/attribution.py).
+    attribution_window_ms: int = DEFAULT_ATTRIBUTION_WINDOW_MS
     # The event store: a PostgreSQL URL shared by every process, or None for the embedded
     # SQLite store under ``state_dir``. Models are in the store; each process keeps
     # verified local copies under ``state_dir`` (or default_cache_dir()).
@@ -157,6 +167,22 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.impressions_written = Counter(
+            "shelfrank_impressions_written_total",
+            "Served responses stored as impressions",
+            registry=self.registry,
+        )
+        self.impressions_dropped = Counter(
+            "shelfrank_impressions_dropped_total",
+            "Impressions dropped while the store was away (oldest first, beyond the queue)",
+            registry=self.registry,
+        )
+        self.served = Counter(
+            "shelfrank_served_total",
+            "Responses served by surface, experiment and variant (empty: none)",
+            ["surface", "experiment", "variant"],
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "shelfrank_model_info", "Serving model (value 1)", ["version"], registry=self.registry
         )
@@ -171,6 +197,9 @@ class Metrics:
         self.events.labels("accepted").inc(outcome.accepted)
         self.events.labels("duplicate").inc(outcome.duplicates)
         self.events.labels("rejected").inc(len(outcome.errors))
+
+    def on_served(self, surface: str, experiment: str, variant: str) -> None:
+        self.served.labels(surface, experiment, variant).inc()
 
     def on_state(self, state: ServingState) -> None:
         self.model_info.clear()
@@ -279,6 +308,8 @@ class RunningServer:
         self.follower.stop(timeout=self.grace_seconds)
         self.retrainer.stop(timeout=self.grace_seconds)
         self.server.stop(self.grace_seconds).wait()
+        if self.service.feedback is not None:
+            self.service.feedback.close()  # writes the impressions still pending
         self.service.store.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -347,7 +378,25 @@ def start(options: ServerOptions) -> RunningServer:
 
 def _started(options: ServerOptions, store: EventStore) -> RunningServer:
     registry = ModelRegistry(store, cache_dir(options), search=options.search)
+    experiments = None if options.experiments is None else ExperimentFile(options.experiments)
     state, published = initial_state(options, store, registry)
+    metrics = Metrics()
+    feedback = FeedbackLoop(
+        store,
+        experiments=experiments,
+        record=options.record_impressions,
+        window_ms=options.attribution_window_ms,
+        on_served=metrics.on_served,
+        recorder=(
+            ImpressionRecorder(
+                store,
+                on_written=metrics.impressions_written.inc,
+                on_dropped=metrics.impressions_dropped.inc,
+            )
+            if options.record_impressions
+            else None
+        ),
+    )
     service = RecommenderService(
         store,
         state,
@@ -355,8 +404,8 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
         scoring_threads=options.scoring_threads,
         published=published,
         steering=options.steering,
+        feedback=feedback,
     )
-    metrics = Metrics()
     token = options.token or os.environ.get(TOKEN_ENV) or None
     callers = Callers({**({DEFAULT_CALLER: token} if token else {}), **options.callers})
     server = grpc.server(

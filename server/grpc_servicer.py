@@ -3,7 +3,9 @@ logic lives here. Service exceptions map to status codes through one table."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from functools import wraps
 from operator import attrgetter
@@ -19,8 +21,10 @@ from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 from shelfrank.server.callers import Callers
+from shelfrank.server.feedback.report import FeedbackReport
 from shelfrank.server.requests import (
     NO_SEEN_FILTER,
+    FailedPreconditionError,
     NotFoundError,
     RankQuery,
     RateLimitedError,
@@ -28,6 +32,7 @@ from shelfrank.server.requests import (
     SeenFilter,
     SimilarQuery,
     TooLargeError,
+    shown_impression,
 )
 from shelfrank.server.service import RecommenderService, Scored
 from shelfrank.server.snapshots import SnapshotService, chunks
@@ -41,6 +46,7 @@ STATUS_FOR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (RateLimitedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -59,7 +65,15 @@ def abort_for(exc: Exception, context: grpc.ServicerContext, method: str) -> NoR
 # An Event message as an EventRow (IncomingEvent's field order), built in C: Track batches
 # are up to thousands of events and per-event Python was a third of the request's cost.
 _EVENT_ROW = attrgetter(
-    "event_id", "user_id", "item_id", "type", "timestamp_ms", "session_id", "query"
+    "event_id",
+    "user_id",
+    "item_id",
+    "type",
+    "timestamp_ms",
+    "session_id",
+    "query",
+    "recommendation_id",
+    "position",
 )
 
 STRATEGY = {
@@ -121,7 +135,55 @@ def _response(scored: Scored) -> pb.RecommendResponse:
         model_version=scored.model_version,
         recommendation_id=scored.recommendation_id,
         strategy=STRATEGY[scored.strategy],
+        variant=scored.variant,
+        experiment=scored.experiment,
     )
+
+
+def _rate(variant: dict[str, Any], name: str) -> pb.Rate:
+    low, high = variant[f"{name}_ci"]
+    return pb.Rate(value=variant[name], low=low, high=high)
+
+
+def report_message(report: FeedbackReport) -> pb.GetReportResponse:
+    """The report's JSON (its one documented shape) as the typed message, plus the JSON."""
+    document = report.to_json()
+    experiments = []
+    for experiment in document["experiments"]:
+        variants = [
+            pb.VariantReport(
+                name=v["name"],
+                impressions=v["impressions"],
+                clicks=v["clicks"],
+                carts=v["carts"],
+                purchases=v["purchases"],
+                dismissals=v["dismissals"],
+                ctr=_rate(v, "ctr"),
+                add_to_cart_rate=_rate(v, "add_to_cart_rate"),
+                conversion=_rate(v, "conversion"),
+                dismissal_rate=_rate(v, "dismissal_rate"),
+            )
+            for v in experiment["variants"]
+        ]
+        comparisons = [
+            pb.Comparison(
+                variant=c["variant"],
+                control=c["control"],
+                metric=c["metric"],
+                difference=c["difference"],
+                low=c["ci"][0],
+                high=c["ci"][1],
+                always_valid_low=c["always_valid_ci"][0],
+                always_valid_high=c["always_valid_ci"][1],
+                p_value=c["p_value"],
+                verdict=c["verdict"],
+            )
+            for c in experiment["comparisons"]
+        ]
+        experiments.append(
+            pb.ExperimentReport(name=experiment["name"], variants=variants, comparisons=comparisons)
+        )
+    return pb.GetReportResponse(experiments=experiments, json=json.dumps(document))
 
 
 def _filters(filters: Any) -> tuple[tuple[str, ...], ...]:
@@ -250,6 +312,36 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return pb.SetAvailabilityResponse(
             changed=result.changed, unknown_item_ids=list(result.unknown_item_ids)
         )
+
+    @translate_errors
+    def ReportShown(  # noqa: N802
+        self, request: pb.ReportShownRequest, context: grpc.ServicerContext
+    ) -> pb.ReportShownResponse:
+        now_ms = int(time.time() * 1000)
+        impressions = [
+            shown_impression(
+                recommendation_id=i.recommendation_id,
+                user_id=i.user_id,
+                item_ids=tuple(i.item_ids),
+                timestamp_ms=i.timestamp_ms,
+                surface=i.surface,
+                experiment=i.experiment,
+                variant=i.variant,
+                model_version=i.model_version,
+                now_ms=now_ms,
+                field=f"impressions[{index}]",
+            )
+            for index, i in enumerate(request.impressions)
+        ]
+        accepted, duplicates = self.service.report_shown(impressions)
+        return pb.ReportShownResponse(accepted=accepted, duplicates=duplicates)
+
+    @translate_errors
+    def GetReport(  # noqa: N802
+        self, request: pb.GetReportRequest, context: grpc.ServicerContext
+    ) -> pb.GetReportResponse:
+        report = self.service.report(request.experiment, request.from_ms, request.to_ms)
+        return report_message(report)
 
     @translate_errors
     def GetModelInfo(  # noqa: N802

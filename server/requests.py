@@ -17,6 +17,7 @@ from shelfrank.core.errors import InvalidInputError, ShelfrankError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.core.ids import MAX_ID_BYTES
 from shelfrank.core.ranking import Steering
+from shelfrank.server.storage import Impression, ImpressionKind
 
 MAX_K = 1000
 MAX_BATCH = 10_000
@@ -30,6 +31,11 @@ MAX_FUTURE_MS = 24 * 3600 * 1000  # clocks drift; a day ahead is "far in the fut
 
 class NotFoundError(ShelfrankError):
     """The named entity does not exist (gRPC NOT_FOUND)."""
+
+
+class FailedPreconditionError(ShelfrankError):
+    """The server is not set up for the call (gRPC FAILED_PRECONDITION), e.g. a report
+    from a server that records no impressions."""
 
 
 class TooLargeError(InvalidInputError):
@@ -237,11 +243,13 @@ class IncomingEvent(NamedTuple):
     timestamp_ms: int = 0
     session_id: str = ""
     query: str = ""
+    recommendation_id: str = ""
+    position: int = 0
 
 
 # IncomingEvent's fields as a plain tuple: Track builds one per event straight from the
 # message (in C, through an attrgetter), so the hot path never runs Python per event.
-EventRow = tuple[str, str, str, int, int, str, str]
+EventRow = tuple[str, str, str, int, int, str, str, str, int]
 
 _EVENT_TYPES = {int(kind): kind for kind in EventType}
 _stored_event = partial(tuple.__new__, StoredEvent)  # a StoredEvent from a full row, in C
@@ -264,6 +272,9 @@ def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEve
         check_id(event.session_id, "session_id")
     if len(event.query) > MAX_QUERY_CHARS:
         raise InvalidInputError(f"query: longer than {MAX_QUERY_CHARS} characters")
+    check_recommendation_id(event.recommendation_id)
+    if event.position < 0:
+        raise InvalidInputError(f"position: must be >= 0, got {event.position}")
     return StoredEvent(
         event_id=event.event_id,
         user_id=event.user_id,
@@ -272,6 +283,8 @@ def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEve
         timestamp_ms=event.timestamp_ms or now,
         session_id=event.session_id,
         query=event.query,
+        recommendation_id=event.recommendation_id,
+        position=event.position,
     )
 
 
@@ -286,8 +299,16 @@ def validate_events(
     event to name each problem."""
     if not events:
         return [], []
-    event_ids, user_ids, item_ids, types, stamps, sessions, queries = zip(*events, strict=True)
-    ids = [*event_ids, *user_ids, *item_ids, *(s for s in sessions if s)]
+    event_ids, user_ids, item_ids, types, stamps, sessions, queries, recommendations, positions = (
+        zip(*events, strict=True)
+    )
+    ids = [
+        *event_ids,
+        *user_ids,
+        *item_ids,
+        *(s for s in sessions if s),
+        *(r for r in recommendations if r),
+    ]
     clean = (
         min(map(len, ids)) >= 1
         # At most 4 UTF-8 bytes a character: short enough ids cannot exceed the byte limit.
@@ -297,12 +318,24 @@ def validate_events(
         and min(stamps) >= 0
         and max(stamps) <= now_ms + MAX_FUTURE_MS
         and max(map(len, queries)) <= MAX_QUERY_CHARS
+        and min(positions) >= 0
     )
     if clean:
         kinds = map(_EVENT_TYPES.__getitem__, types)
         if 0 in stamps:  # no timestamp given: now
             stamps = tuple(stamp or now_ms for stamp in stamps)
-        columns = zip(event_ids, user_ids, item_ids, kinds, stamps, sessions, queries, strict=True)
+        columns = zip(
+            event_ids,
+            user_ids,
+            item_ids,
+            kinds,
+            stamps,
+            sessions,
+            queries,
+            recommendations,
+            positions,
+            strict=True,
+        )
         return list(map(_stored_event, columns)), []
     valid: list[StoredEvent] = []
     errors: list[tuple[int, str]] = []
@@ -312,3 +345,63 @@ def validate_events(
         except InvalidInputError as exc:
             errors.append((index, str(exc)))
     return valid, errors
+
+
+SURFACES = ("recommend", "similar", "rank", "device")
+MAX_SHOWN_ITEMS = 1_000
+
+
+def shown_impression(
+    *,
+    recommendation_id: str,
+    user_id: str,
+    item_ids: Sequence[str],
+    timestamp_ms: int,
+    surface: str,
+    experiment: str,
+    variant: str,
+    model_version: str,
+    now_ms: int,
+    field: str = "impression",
+) -> Impression:
+    """An impression a caller or device reports shown, or InvalidInputError naming the
+    field (``field`` prefixes the names, e.g. ``impressions[3]``)."""
+    if not recommendation_id:
+        raise InvalidInputError(f"{field}.recommendation_id: must not be empty")
+    try:
+        check_recommendation_id(recommendation_id)
+        if user_id:
+            check_id(user_id, "user_id")
+        if not item_ids:
+            raise InvalidInputError("item_ids: must not be empty")
+        if len(item_ids) > MAX_SHOWN_ITEMS:
+            raise TooLargeError(f"item_ids: at most {MAX_SHOWN_ITEMS}, got {len(item_ids)}")
+        for index, item in enumerate(item_ids):
+            check_id(item, f"item_ids[{index}]")
+        if timestamp_ms < 0:
+            raise InvalidInputError(f"timestamp_ms: must be >= 0, got {timestamp_ms}")
+        if timestamp_ms > now_ms + MAX_FUTURE_MS:
+            raise InvalidInputError("timestamp_ms: more than a day in the future")
+        surface = surface or "device"
+        if surface not in SURFACES:
+            raise InvalidInputError(f"surface: one of {', '.join(SURFACES)}, got {surface!r}")
+        for name, value in (
+            ("experiment", experiment),
+            ("variant", variant),
+            ("model_version", model_version),
+        ):
+            if value:
+                check_id(value, name)
+    except InvalidInputError as exc:
+        raise type(exc)(f"{field}.{exc}") from None
+    return Impression(
+        recommendation_id=recommendation_id,
+        kind=ImpressionKind.SHOWN,
+        user_id=user_id,
+        time_ms=timestamp_ms or now_ms,
+        surface=surface,
+        experiment=experiment,
+        variant=variant,
+        model_version=model_version,
+        item_ids=tuple(item_ids),
+    )

@@ -52,12 +52,15 @@ from shelfrank.core.ranking import (
 from shelfrank.core.scoring import TopK, top_k
 from shelfrank.core.serving import UserVector
 from shelfrank.server.bootstrap import read_state_without_model, with_new_events
+from shelfrank.server.feedback.loop import Arm, FeedbackLoop
+from shelfrank.server.feedback.report import FeedbackReport
 from shelfrank.server.live import LiveUsers, UserLive
 from shelfrank.server.rate_limit import RateLimiter
 from shelfrank.server.requests import (
     MAX_BATCH,
     EventLimits,
     EventRow,
+    FailedPreconditionError,
     NotFoundError,
     RankQuery,
     RateLimitedError,
@@ -70,9 +73,12 @@ from shelfrank.server.requests import (
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.storage import AvailabilityResult, EventStore, UserView
+from shelfrank.server.storage import AvailabilityResult, EventStore, Impression, UserView
 
 log = logging.getLogger("shelfrank.service")
+# What an experiment's popularity variant serves every user: the model's popularity (the
+# blend's recent popularity where the model has one), seen items still excluded.
+POPULARITY_USER = UserVector(None, 0.0, "popularity")
 DEGRADED_LOG_SECONDS = 10.0  # at most one warning this often while the store is away
 
 # What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
@@ -89,6 +95,9 @@ class Scored:
     explored: tuple[bool, ...] = ()
     # Per item, when the request asked to explain (core/explain.py).
     explanations: tuple[Explanation, ...] = ()
+    # The experiment and variant that served the response ("": none applied).
+    experiment: str = ""
+    variant: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,8 +155,11 @@ class RecommenderService:
         scoring_threads: int = 1,
         published: int = 0,
         steering: Steering = PLAIN,
+        feedback: FeedbackLoop | None = None,
     ):
         self._store = store
+        # Experiments, impressions and reports (None: no variant, nothing recorded).
+        self.feedback = feedback
         # What a Recommend that leaves a steering field out gets (e.g. an exploration share).
         self.default_steering = steering
         # Contributions kept per explanation (the rest is summed up in one number).
@@ -353,11 +365,15 @@ class RecommenderService:
     def recommend(self, query: RecommendQuery) -> Scored:
         state, user, live = self._user(query.user_id, query.user_features)
         model = state.model
+        now_ms = int(time.time() * 1000)
+        arm = self._arm("recommend", query.user_id, now_ms)
+        if arm is not None and arm.popularity:
+            user = POPULARITY_USER
         excluded = set(query.exclude_item_ids)
         if query.exclude_seen:
             excluded |= live.consumed
         if query.seen.event_types:
-            since = int(time.time() * 1000) - query.seen.within_ms if query.seen.within_ms else 0
+            since = now_ms - query.seen.within_ms if query.seen.within_ms else 0
             excluded |= live.touched(query.seen.event_types, since)
         exclude = model.item_rows(sorted(excluded))
         mask = candidate_mask(
@@ -367,7 +383,9 @@ class RecommenderService:
             available=state.available,
         )
         mode: Mode = "new" if query.exclude_seen else "repeat"
-        steering = query.steering(self.default_steering)
+        steering = query.steering(
+            self.default_steering if arm is None else arm.steering(self.default_steering)
+        )
         key = query.recommendation_id or uuid.uuid4().hex
 
         def best_of(count: int) -> TopK:
@@ -388,13 +406,14 @@ class RecommenderService:
                 new=state.new_items,
                 added_ms=state.added_ms,
                 max_age_ms=steering.exploration_max_age_ms,
-                now_ms=int(time.time() * 1000),
+                now_ms=now_ms,
             )
             candidates = len(model.items) if mask is None else int(np.count_nonzero(mask))
             top, explores = rank(best_of, query.k, steering, facts, key, candidates=candidates)
         scored = self._scored(
-            state, top.indices, top.scores, user.source, key=key, explores=explores
+            state, top.indices, top.scores, user.source, key=key, explores=explores, arm=arm
         )
+        self._served(scored, query.user_id, "recommend", arm, now_ms)
         if not query.explain:
             return scored
         explained = explain_scores(
@@ -430,6 +449,7 @@ class RecommenderService:
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(scores, query.k, exclude=exclude, candidates=candidates)
         scored = self._scored(state, top.indices, top.scores, "item")
+        self._served(scored, "", "similar", None, int(time.time() * 1000))
         if not query.explain:
             return scored
         explained = explain_similar(model, row, top.indices, top.scores, top=self.explain_top)
@@ -449,6 +469,7 @@ class RecommenderService:
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(model.item_popularity, query.k, exclude=exclude, candidates=candidates)
         scored = self._scored(state, top.indices, top.scores, "popularity")
+        self._served(scored, "", "similar", None, int(time.time() * 1000))
         if not query.explain:
             return scored
         explained = [
@@ -460,6 +481,10 @@ class RecommenderService:
     def rank(self, query: RankQuery) -> Scored:
         state, user, _ = self._user(query.user_id, query.user_features)
         model = state.model
+        now_ms = int(time.time() * 1000)
+        arm = self._arm("rank", query.user_id, now_ms)
+        if arm is not None and arm.popularity:
+            user = POPULARITY_USER
         available = state.available
         known = [(i, model.item_ids.get(i)) for i in dict.fromkeys(query.item_ids)]
         # Unknown and unavailable items come last, in the order given, with score -inf.
@@ -491,13 +516,56 @@ class RecommenderService:
                 Explanation("personalized", (), float("-inf"))  # unknown or unavailable
                 for _ in range(len(ranked) - ordered.size)
             )
-        return Scored(
+        scored = Scored(
             items=tuple(ranked),
             model_version=state.model_version,
             recommendation_id=uuid.uuid4().hex,
             strategy=user.source,
             explanations=explanations,
+            experiment="" if arm is None else arm.experiment,
+            variant="" if arm is None else arm.variant.name,
         )
+        self._served(scored, query.user_id, "rank", arm, now_ms)
+        return scored
+
+    # -- feedback -----------------------------------------------------------------------------
+    def _arm(self, surface: str, user_id: str, now_ms: int) -> Arm | None:
+        return None if self.feedback is None else self.feedback.arm(surface, user_id, now_ms)
+
+    def _served(
+        self, scored: Scored, user_id: str, surface: str, arm: Arm | None, now_ms: int
+    ) -> None:
+        if self.feedback is not None:
+            self.feedback.served(
+                recommendation_id=scored.recommendation_id,
+                user_id=user_id,
+                surface=surface,
+                arm=arm,
+                model_version=scored.model_version,
+                item_ids=[item for item, _ in scored.items],
+                now_ms=now_ms,
+            )
+
+    def report_shown(self, impressions: Sequence[Impression]) -> tuple[int, int]:
+        """Store impressions callers or devices report shown: (newly stored, duplicates)."""
+        if self.feedback is None:
+            raise FailedPreconditionError("ReportShown: this server records no impressions")
+        if not impressions:
+            raise InvalidInputError("impressions: at least one is needed")
+        if len(impressions) > MAX_BATCH:
+            raise TooLargeError(f"impressions: at most {MAX_BATCH}, got {len(impressions)}")
+        return self.feedback.report_shown(impressions)
+
+    def report(self, experiment: str = "", from_ms: int = 0, to_ms: int = 0) -> FeedbackReport:
+        """Attributed feedback per experiment and variant (NotFoundError for an unknown
+        experiment)."""
+        if self.feedback is None:
+            raise FailedPreconditionError("GetReport: this server records no impressions")
+        if from_ms < 0 or to_ms < 0:
+            raise InvalidInputError("from_ms, to_ms: must be >= 0")
+        if to_ms and to_ms <= from_ms:
+            raise InvalidInputError(f"to_ms: must be after from_ms ({from_ms}), got {to_ms}")
+        return self.feedback.report(experiment, from_ms, to_ms)
 
     def _scored(
         self,
@@ -508,6 +576,7 @@ class RecommenderService:
         *,
         key: str = "",
         explores: np.ndarray | None = None,
+        arm: Arm | None = None,
     ) -> Scored:
         names = state.model.item_ids.ids
         # tolist() makes Python ints and floats in C; a loop over numpy scalars is slower.
@@ -518,6 +587,8 @@ class RecommenderService:
             recommendation_id=key or uuid.uuid4().hex,
             strategy=strategy,
             explored=() if explores is None else tuple(explores.tolist()),
+            experiment="" if arm is None else arm.experiment,
+            variant="" if arm is None else arm.variant.name,
         )
 
     def info(self) -> Info:
@@ -637,6 +708,8 @@ class RecommenderService:
         trained vector and fold-in at its next read of the user (the latest erasure moved).
         Returns (existed, events deleted): a model user erased before counts once."""
         check_id(user_id, "user_id")
+        if self.feedback is not None:
+            self.feedback.flush()  # the user's pending impressions go with the rest
         state = self.current_state()
         earlier = self._store.latest_erasure(user_id)
         existed, deleted = self._store.delete_user(user_id)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -15,16 +18,22 @@ from shelfrank.client import (
     DeleteResult,
     Event,
     EventError,
+    FailedPreconditionError,
     FeatureFilter,
+    FeedbackReport,
+    Impression,
     InvalidInputError,
     Item,
     NotFoundError,
+    Rate,
     Recommendations,
     ScoredItem,
+    ShownResult,
     Strategy,
     User,
 )
 from tests.test_client_servicer import RecordingServicer, serving
+from tests.test_client_sync import FeedbackServicer, running_real_server
 
 
 @pytest.fixture
@@ -170,3 +179,78 @@ def test_closed_client_refuses_calls(target: str, servicer: RecordingServicer) -
 
     asyncio.run(scenario())
     assert servicer.attempts["GetModelInfo"] == 1
+
+
+# --- the feedback loop ---------------------------------------------------------------------
+
+
+def test_feedback_methods_mirror_the_sync_client() -> None:
+    servicer = FeedbackServicer()
+
+    async def scenario(
+        target: str,
+    ) -> tuple[Recommendations, ShownResult, ShownResult, FeedbackReport]:
+        async with AsyncClient(target) as client:
+            many = [Impression(f"device-{n}", ["a"], user_id="u1") for n in range(10_001)]
+            reported = await client.report_shown(many)
+            assert await client.report_shown([]) == ShownResult(0, 0)
+            recs = await client.recommend("user-1", 3)
+            shown = await client.shown(recs, recs.item_ids[1:], user_id="user-1")
+            with pytest.raises(InvalidInputError, match=r"^item_ids\[0\]:"):
+                await client.shown(recs, ["elsewhere"])
+            report = await client.report("home", from_ms=1, to_ms=2)
+            with pytest.raises(NotFoundError):
+                await client.report("missing")
+            servicer.fail("ReportShown", grpc.StatusCode.FAILED_PRECONDITION, "no impressions")
+            with pytest.raises(FailedPreconditionError):
+                await client.report_shown([Impression("r", ["a"])])
+            return recs, reported, shown, report
+
+    with serving(servicer) as target:
+        recs, reported, shown, report = asyncio.run(scenario(target))
+
+    assert reported == ShownResult(accepted=10_001, duplicates=0)
+    assert [len(r.impressions) for r in servicer.requests["ReportShown"][:2]] == [10_000, 1]
+    assert (recs.variant, recs.experiment) == ("pop", "home")
+    assert shown == ShownResult(accepted=1, duplicates=0)
+    sent = servicer.requests["ReportShown"][2].impressions[0]
+    assert (sent.recommendation_id, list(sent.item_ids)) == (
+        recs.recommendation_id,
+        list(recs.item_ids[1:]),
+    )
+    assert (sent.surface, sent.variant, sent.experiment) == ("recommend", "pop", "home")
+    (sent_report,) = servicer.requests["GetReport"][:1]
+    assert (sent_report.experiment, sent_report.from_ms, sent_report.to_ms) == ("home", 1, 2)
+    assert report.experiments[0].variants[0].ctr == Rate(0.25, 0.05, 0.7)
+
+
+@pytest.fixture
+def real_server(toy_model_dir: Path, tmp_path: Path) -> Iterator[Any]:
+    with running_real_server(toy_model_dir, tmp_path) as running:
+        yield running
+
+
+def test_the_feedback_loop_against_the_real_server(real_server: Any) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(f"127.0.0.1:{real_server.port}") as client:
+            recs = await client.recommend("u3", k=3)
+            assert recs.experiment == "home"
+            assert await client.shown(recs, user_id="u3") == ShownResult(1, 0)
+            await client.track(
+                [
+                    Event(
+                        "u3",
+                        recs.item_ids[1],
+                        "purchase",
+                        recommendation_id=recs.recommendation_id,
+                        position=2,
+                    )
+                ]
+            )
+            report = await client.report()
+            (experiment,) = report.experiments
+            served = {v.name: v for v in experiment.variants}[recs.variant]
+            assert (served.impressions, served.purchases) == (1, 1)
+            assert json.loads(report.json)
+
+    asyncio.run(scenario())

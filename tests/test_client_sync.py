@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,24 @@ from shelfrank.client import (
     Event,
     EventError,
     EventType,
+    FailedPreconditionError,
     FeatureFilter,
+    Impression,
     InvalidArgumentError,
     InvalidInputError,
     Item,
     ModelInfo,
+    NotFoundError,
+    Rate,
     Recommendations,
     ResourceExhaustedError,
     ScoredItem,
+    ShelfrankError,
+    ShownResult,
     Strategy,
     TrackResult,
     UnavailableError,
+    UnimplementedError,
     User,
 )
 from shelfrank.client._convert import MAX_BATCH_BYTES
@@ -563,3 +572,258 @@ def test_a_list_of_replicas_is_balanced_round_robin() -> None:
 def test_a_bad_target_is_refused_naming_the_entry(target: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         Client(target)  # type: ignore[arg-type]
+
+
+# --- the feedback loop: shown lists, attributed events, reports -------------------------
+
+
+class FeedbackServicer(RecordingServicer):
+    """RecordingServicer plus ReportShown (deduplicating by recommendation id, as the
+    contract says), a canned GetReport and labelled responses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown_ids: set[str] = set()
+
+    def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.RecommendResponse:  # noqa: N802
+        response = super().Recommend(request, context)
+        response.variant, response.experiment = "pop", "home"
+        return response
+
+    def ReportShown(  # noqa: N802
+        self, request: pb.ReportShownRequest, context: Any
+    ) -> pb.ReportShownResponse:
+        self._enter("ReportShown", request, context)
+        response = pb.ReportShownResponse()
+        for impression in request.impressions:
+            if impression.recommendation_id in self.shown_ids:
+                response.duplicates += 1
+            else:
+                self.shown_ids.add(impression.recommendation_id)
+                response.accepted += 1
+        return response
+
+    def GetReport(self, request: pb.GetReportRequest, context: Any) -> pb.GetReportResponse:  # noqa: N802
+        self._enter("GetReport", request, context)
+        if request.experiment == "missing":
+            context.abort(grpc.StatusCode.NOT_FOUND, "experiment: no experiment 'missing'")
+        variant = pb.VariantReport(
+            name="pop", impressions=4, clicks=1, ctr=pb.Rate(value=0.25, low=0.05, high=0.7)
+        )
+        return pb.GetReportResponse(
+            experiments=[pb.ExperimentReport(name="home", variants=[variant])], json="{}"
+        )
+
+
+@pytest.fixture
+def feedback() -> Iterator[tuple[Client, FeedbackServicer]]:
+    servicer = FeedbackServicer()
+    with serving(servicer) as address, Client(address) as opened:
+        yield opened, servicer
+
+
+def test_recommendations_carry_the_variant_and_experiment(
+    feedback: tuple[Client, FeedbackServicer],
+) -> None:
+    client, _ = feedback
+    recs = client.recommend("user-1", 2)
+    assert (recs.variant, recs.experiment) == ("pop", "home")
+
+
+def test_track_sends_the_recommendation_id_and_position(
+    client: Client, servicer: RecordingServicer
+) -> None:
+    client.track([Event("u", "i", "view", recommendation_id="rec-1", position=2), Event("u", "j")])
+    first, second = servicer.requests["Track"][0].events
+    assert (first.recommendation_id, first.position) == ("rec-1", 2)
+    assert (second.recommendation_id, second.position) == ("", 0)
+
+
+def test_report_shown_sends_every_field_batches_and_counts_resends_as_duplicates(
+    feedback: tuple[Client, FeedbackServicer],
+) -> None:
+    client, servicer = feedback
+    impressions = [
+        Impression(
+            f"rec-{n}",
+            ["a", "b"],
+            user_id="u1",
+            timestamp_ms=1_700_000_000_000,
+            surface="device",
+            experiment="home",
+            variant="pop",
+            model_version="m-1",
+        )
+        for n in range(10_001)
+    ]
+
+    first = client.report_shown(iter(impressions))
+    again = client.report_shown(impressions[:3])
+
+    assert first == ShownResult(accepted=10_001, duplicates=0)
+    assert again == ShownResult(accepted=0, duplicates=3)
+    sizes = [len(request.impressions) for request in servicer.requests["ReportShown"]]
+    assert sizes == [10_000, 1, 3]
+    sent = servicer.requests["ReportShown"][0].impressions[0]
+    assert sent == pb.Impression(
+        recommendation_id="rec-0",
+        user_id="u1",
+        item_ids=["a", "b"],
+        timestamp_ms=1_700_000_000_000,
+        surface="device",
+        experiment="home",
+        variant="pop",
+        model_version="m-1",
+    )
+
+
+def test_report_shown_of_nothing_makes_no_rpc(feedback: tuple[Client, FeedbackServicer]) -> None:
+    client, servicer = feedback
+    assert client.report_shown([]) == ShownResult(0, 0)
+    assert client.shown(client.recommend("u", 2), []) == ShownResult(0, 0)
+    assert servicer.attempts["ReportShown"] == 0
+
+
+def test_shown_reports_part_of_a_response_with_its_labels(
+    feedback: tuple[Client, FeedbackServicer],
+) -> None:
+    client, servicer = feedback
+    recs = client.recommend("user-1", 4)
+
+    result = client.shown(recs, recs.item_ids[:2], user_id="user-1")
+
+    assert result == ShownResult(accepted=1, duplicates=0)
+    (request,) = servicer.requests["ReportShown"]
+    (sent,) = request.impressions
+    assert sent.recommendation_id == recs.recommendation_id
+    assert list(sent.item_ids) == list(recs.item_ids[:2])
+    assert (sent.user_id, sent.surface, sent.timestamp_ms) == ("user-1", "recommend", 0)
+    assert (sent.experiment, sent.variant, sent.model_version) == ("home", "pop", "model-7")
+    assert client.shown(recs) == ShownResult(accepted=0, duplicates=1)  # one per response
+    with pytest.raises(InvalidInputError, match=r"^item_ids\[0\]:"):
+        client.shown(recs, ["not-in-it"])
+    assert servicer.attempts["ReportShown"] == 2  # the refused call sent nothing
+
+
+def test_report_sends_the_range_and_returns_typed_results(
+    feedback: tuple[Client, FeedbackServicer],
+) -> None:
+    client, servicer = feedback
+
+    report = client.report("home", from_ms=5, to_ms=9)
+
+    (sent,) = servicer.requests["GetReport"]
+    assert (sent.experiment, sent.from_ms, sent.to_ms) == ("home", 5, 9)
+    assert report.json == "{}"
+    (experiment,) = report.experiments
+    (variant,) = experiment.variants
+    assert (experiment.name, variant.name, variant.impressions, variant.clicks) == (
+        "home",
+        "pop",
+        4,
+        1,
+    )
+    assert variant.ctr == Rate(0.25, 0.05, 0.7)
+    assert experiment.comparisons == ()
+    with pytest.raises(NotFoundError, match="missing"):
+        client.report("missing")
+    with pytest.raises(InvalidInputError, match=r"^to_ms:"):
+        client.report(from_ms=9, to_ms=5)
+    assert servicer.attempts["GetReport"] == 2
+
+
+def test_a_server_recording_no_impressions_is_a_failed_precondition(
+    feedback: tuple[Client, FeedbackServicer],
+) -> None:
+    client, servicer = feedback
+    servicer.fail("ReportShown", grpc.StatusCode.FAILED_PRECONDITION, "records no impressions")
+    with pytest.raises(FailedPreconditionError) as caught:
+        client.report_shown([Impression("r", ["a"])])
+    assert (caught.value.code, caught.value.method) == ("FAILED_PRECONDITION", "ReportShown")
+    assert isinstance(caught.value, ShelfrankError)
+
+
+def test_an_older_server_without_the_rpcs_is_unimplemented(client: Client) -> None:
+    with pytest.raises(UnimplementedError):
+        client.report_shown([Impression("r", ["a"])])
+    with pytest.raises(UnimplementedError):
+        client.report()
+
+
+# --- against the real server -------------------------------------------------------------
+
+EXPERIMENTS_TOML = """
+[[experiment]]
+name = "home"
+surface = "recommend"
+salt = "test-salt"
+[[experiment.variant]]
+name = "control"
+share = 50
+[[experiment.variant]]
+name = "pop"
+share = 50
+setting = "popularity"
+"""
+
+
+@contextmanager
+def running_real_server(model_dir: Path, tmp_path: Path) -> Iterator[Any]:
+    """The real server with an experiment on ``recommend`` (imported here, so the tests
+    above run even while the server does not import)."""
+    from shelfrank.server.app import ServerOptions, start
+    from tests.conftest import SERVER_CONFIG
+
+    experiments = tmp_path / "experiments.toml"
+    experiments.write_text(EXPERIMENTS_TOML, encoding="utf-8")
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=model_dir,
+            train_config=SERVER_CONFIG,
+            experiments=experiments,
+        )
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def real_server(toy_model_dir: Path, tmp_path: Path) -> Iterator[Any]:
+    with running_real_server(toy_model_dir, tmp_path) as running:
+        yield running
+
+
+def test_the_feedback_loop_against_the_real_server(real_server: Any, tmp_path: Path) -> None:
+    from shelfrank.core.experiments import assign, load_experiments
+
+    (home,) = load_experiments(tmp_path / "experiments.toml")
+    with Client(f"127.0.0.1:{real_server.port}") as client:
+        recs = client.recommend("u0", k=4)
+        assert (recs.experiment, recs.variant) == ("home", assign(home, "u0").name)
+
+        assert client.shown(recs, recs.item_ids[:2], user_id="u0") == ShownResult(1, 0)
+        assert client.shown(recs, recs.item_ids[:2], user_id="u0") == ShownResult(0, 1)
+        clicked = recs.item_ids[0]
+        tracked = client.track(
+            [Event("u0", clicked, "view", recommendation_id=recs.recommendation_id, position=1)]
+        )
+        assert tracked.errors == ()
+        device = Impression("device-list-1", ["book1", "book2"], user_id="u1")
+        assert client.report_shown([device, device]).accepted == 1  # once per id
+
+        report = client.report("home")
+        (experiment,) = report.experiments
+        assert experiment.name == "home"
+        served = {variant.name: variant for variant in experiment.variants}[recs.variant]
+        assert served.impressions == 1
+        assert served.clicks == 1
+        assert 0.0 <= served.ctr.low <= served.ctr.value <= served.ctr.high <= 1.0
+        assert json.loads(report.json)
+        with pytest.raises(NotFoundError):
+            client.report("no-such-experiment")
+        with pytest.raises(InvalidArgumentError, match="model_version"):
+            client.report_shown([Impression("r", ["a"], model_version="m\x01")])

@@ -39,9 +39,13 @@ from shelfrank.client import (
     ClientClosedError,
     Event,
     FeatureFilter,
+    Impression,
     Item,
     NotFoundError,
+    Recommendations,
+    ScoredItem,
     ServiceError,
+    Strategy,
     User,
 )
 from shelfrank.core.errors import (
@@ -215,6 +219,46 @@ CLIENT_CASES: dict[str, Case] = {
             {"timeout": 0},
         ),
     ),
+    "report_shown": Case(
+        lambda w: {"impressions": [Impression("shown-1", ["shoe1"], user_id="u0")]},
+        (
+            {"impressions": Impression("shown-1", ["shoe1"])},  # one, not a list
+            {"impressions": ["shown-1"]},
+            {"impressions": None},
+            {"timeout": 0},
+        ),
+    ),
+    "shown": Case(
+        lambda w: {
+            "recommendations": Recommendations(
+                items=(ScoredItem("shoe1", 1.0), ScoredItem("book2", 0.5)),
+                model_version="m",
+                recommendation_id="shown-2",
+                strategy=Strategy.TRAINED,
+            ),
+            "item_ids": ["book2"],
+            "user_id": "u0",
+        },
+        (
+            {"recommendations": "shown-2"},
+            {"item_ids": "book2"},
+            {"item_ids": ["book9"]},  # not one of the recommendations
+            {"user_id": 5},
+            {"timeout": -1},
+        ),
+    ),
+    "report": Case(
+        {},
+        (
+            {"experiment": "no-such-experiment"},  # refused by the server: NotFoundError
+            {"experiment": 5},
+            {"from_ms": -1},
+            {"to_ms": -1},
+            {"from_ms": 5, "to_ms": 5},
+            {"from_ms": 1.5},
+            {"timeout": "1"},
+        ),
+    ),
     "upsert_items": Case(
         lambda w: {"items": [Item("new-item", ["category=shoes"])]},
         (
@@ -259,6 +303,26 @@ VALUE_CASES: dict[tuple[str, str], Case] = {
             {"timestamp_ms": 1.5},
             {"session_id": "x" * 300},
             {"query": 5},
+            {"recommendation_id": "r" * 129},
+            {"recommendation_id": "r\n"},
+            {"position": -1},
+            {"position": 1.0},
+        ),
+    ),
+    ("Impression", "__init__"): Case(
+        {"recommendation_id": "r1", "item_ids": ["shoe1"]},
+        (
+            {"recommendation_id": ""},
+            {"recommendation_id": "r" * 129},
+            {"item_ids": []},
+            {"item_ids": "shoe1"},
+            {"item_ids": ["x"] * 1001},
+            {"user_id": 5},
+            {"timestamp_ms": -1},
+            {"surface": "home"},
+            {"experiment": None},
+            {"variant": "v" * 257},
+            {"model_version": 1},
         ),
     ),
     ("Item", "__init__"): Case(
@@ -308,6 +372,8 @@ EDGE_CASES: dict[tuple[str, str], Case] = {
             {"timeout": 0},
             {"max_attempts": 9},
             {"clock": 5},
+            {"experiments": "home"},
+            {"experiments": [3]},
         ),
     ),
     ("EdgeRecommender", "track"): Case(
@@ -322,6 +388,8 @@ EDGE_CASES: dict[tuple[str, str], Case] = {
             {"query": None},
             {"timestamp_ms": "now"},
             {"timestamp_ms": 2**64},
+            {"recommendation_id": "r" * 129},
+            {"position": -1},
         ),
     ),
     ("EdgeRecommender", "recommend"): Case(
@@ -366,6 +434,7 @@ EDGE_CASES: dict[tuple[str, str], Case] = {
     ("EdgeRecommender", "sync"): Case(),
     ("EdgeRecommender", "forget"): Case(),
     ("EdgeRecommender", "pending_events"): Case(),
+    ("EdgeRecommender", "pending_impressions"): Case(),
     ("EdgeRecommender", "cached_bytes"): Case(),
     ("EdgeRecommender", "close"): Case(),
     ("EdgeRecommender", "snapshot"): Case(),  # a property
@@ -404,6 +473,12 @@ EXEMPT = {
     "TrackResult": "a result",
     "Strategy": "a result's enum",
     "SyncResult": "a result",
+    "ShownResult": "a result",
+    "FeedbackReport": "a result",
+    "ExperimentReport": "a result's part",
+    "VariantReport": "a result's part",
+    "Comparison": "a result's part",
+    "Rate": "a result's part",
 }
 
 
@@ -805,7 +880,10 @@ def test_the_junk_reaches_every_parameter() -> None:
     """Only what takes no argument escapes the junk; the introspection finds parameters."""
     assert {key for key in KEYS if key not in FUZZED} == {
         *{(owner, "close") for owner in ("Client", "AsyncClient", "EdgeRecommender")},
-        *{("EdgeRecommender", m) for m in ("sync", "forget", "pending_events", "cached_bytes")},
+        *{
+            ("EdgeRecommender", m)
+            for m in ("sync", "forget", "pending_events", "pending_impressions", "cached_bytes")
+        },
         ("EdgeRecommender", "snapshot"),
         ("SessionConfig", "event_weights"),
         ("EventType", "label"),

@@ -40,6 +40,8 @@ def test_generated_descriptor_keeps_the_public_names() -> None:
         "DeleteUser",
         "GetModelInfo",
         "SetAvailability",
+        "ReportShown",
+        "GetReport",
     }
     assert recommender_pb2.DESCRIPTOR.name == "shelfrank/v1/recommender.proto"
     assert [v.name for v in recommender_pb2.EventType.DESCRIPTOR.values][1:] == [

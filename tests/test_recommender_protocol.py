@@ -54,3 +54,31 @@ def test_one_call_runs_on_the_device_and_is_typed_as_the_interface(
         assert len(top_three(phone, "u0")) == 3
     finally:
         phone.close()
+
+
+def test_the_device_tracks_what_an_event_carries() -> None:
+    """``EdgeRecommender.track`` takes ``Event``'s feedback keywords, with its defaults, so
+    an app attributes its feedback the same way on either side."""
+    from shelfrank.client import Event
+
+    event = inspect.signature(Event.__init__).parameters
+    device = inspect.signature(EdgeRecommender.track).parameters
+    for name in ("recommendation_id", "position", "session_id", "query"):
+        assert device[name].default == event[name].default, name
+        assert device[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert event["recommendation_id"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert event["position"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_every_recommender_labels_its_lists_with_the_variant(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    from shelfrank.core.experiments import Experiment, Variant
+
+    only = Experiment("home", "home", "recommend", None, None, (Variant("only", 100),), "only")
+    phone = EdgeRecommender(tmp_path / "phone", "u0", snapshot=toy_model_dir, experiments=[only])
+    try:
+        recs = phone.recommend("u0", 2)
+        assert (recs.experiment, recs.variant) == ("home", "only")
+    finally:
+        phone.close()

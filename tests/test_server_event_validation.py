@@ -31,6 +31,8 @@ events = st.builds(
     ),
     session_id=st.one_of(st.just(""), ids),
     query=st.text(max_size=1030) | st.just("q" * 1025),
+    recommendation_id=st.one_of(st.just(""), ids, st.just("r" * 129)),
+    position=st.integers(-2, 5),
 )
 clean_events = st.builds(
     IncomingEvent,
@@ -41,6 +43,8 @@ clean_events = st.builds(
     timestamp_ms=st.integers(0, NOW),
     session_id=st.sampled_from(["", "s1"]),
     query=st.sampled_from(["", "red shoes"]),
+    recommendation_id=st.sampled_from(["", "r-1", "0f" * 16]),
+    position=st.integers(0, 10),
 )
 
 

@@ -55,7 +55,9 @@ def replicas(
 
 
 def track(service: RecommenderService, user: str, item: str, kind: str, event_id: str) -> None:
-    outcome = service.track([(event_id, user, item, int(EventType[kind.upper()]), NOW_MS, "", "")])
+    outcome = service.track(
+        [(event_id, user, item, int(EventType[kind.upper()]), NOW_MS, "", "", "", 0)]
+    )
     assert (outcome.accepted, outcome.errors) == (1, ())
 
 
@@ -155,11 +157,11 @@ def test_popularity_before_a_model_agrees_across_processes(tmp_path: Path) -> No
         b = RecommenderService(two, read_state_without_model(two, config))
         a.track(
             [
-                (f"e{n}", f"u{n}", "toaster", int(EventType.PURCHASE), NOW_MS, "", "")
+                (f"e{n}", f"u{n}", "toaster", int(EventType.PURCHASE), NOW_MS, "", "", "", 0)
                 for n in range(3)
             ]
         )
-        a.track([("k", "u9", "kettle", int(EventType.VIEW), NOW_MS, "", "")])
+        a.track([("k", "u9", "kettle", int(EventType.VIEW), NOW_MS, "", "", "", 0)])
         assert top(b, "anyone") == ["toaster", "kettle"]
         for user in ("u0", "u1", "u2"):  # erased on b: their purchases no longer count on a
             b.delete_user(user)

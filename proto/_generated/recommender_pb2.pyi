@@ -198,7 +198,7 @@ class RecommendRequest(_message.Message):
     exclude_seen: _builtins.bool
     """default true: skip purchased and dismissed items"""
     diversity: _builtins.float
-    """Steering (0..1). diversity: maximal marginal relevance on item vectors (0: off)."""
+    """Steering (0..1). diversity: greedy intra-list diversification on item vectors (0: off)."""
     exploration: _builtins.float
     """Share of the slots for new or little-shown items (default: the server's)."""
     exploration_max_age_ms: _builtins.int
@@ -378,10 +378,16 @@ class RecommendResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
     STRATEGY_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     recommendation_id: _builtins.str
     """unique per response, for attributing feedback"""
     strategy: Global___Strategy.ValueType
+    variant: _builtins.str
+    """The experiment variant that served the response; empty when no experiment applies."""
+    experiment: _builtins.str
+    """the experiment that chose the variant; empty: none"""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredItem]: ...
     def __init__(
@@ -391,10 +397,12 @@ class RecommendResponse(_message.Message):
         model_version: _builtins.str = ...,
         recommendation_id: _builtins.str = ...,
         strategy: Global___Strategy.ValueType = ...,
+        variant: _builtins.str = ...,
+        experiment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "model_version", b"model_version", "recommendation_id", b"recommendation_id", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "items", b"items", "model_version", b"model_version", "recommendation_id", b"recommendation_id", "strategy", b"strategy", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -538,6 +546,8 @@ class Event(_message.Message):
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """client-generated, unique; empty is rejected"""
     user_id: _builtins.str
@@ -550,6 +560,14 @@ class Event(_message.Message):
     """optional (empty), else 1 to 256 bytes"""
     query: _builtins.str
     """for SEARCH; at most 1,024 characters"""
+    recommendation_id: _builtins.str
+    """The response this event answers (RecommendResponse.recommendation_id; 1 to 128
+    characters; empty: none). An unknown or expired id is stored and not attributed,
+    never an error. Without it, the event is attributed to the latest response that
+    showed the item to the user within the attribution window (README "Feedback").
+    """
+    position: _builtins.int
+    """the item's 1-based position in that response; 0: unknown"""
     def __init__(
         self,
         *,
@@ -560,10 +578,12 @@ class Event(_message.Message):
         timestamp_ms: _builtins.int = ...,
         session_id: _builtins.str = ...,
         query: _builtins.str = ...,
+        recommendation_id: _builtins.str = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "item_id", b"item_id", "query", b"query", "session_id", b"session_id", "timestamp_ms", b"timestamp_ms", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "item_id", b"item_id", "position", b"position", "query", b"query", "recommendation_id", b"recommendation_id", "session_id", b"session_id", "timestamp_ms", b"timestamp_ms", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -870,3 +890,315 @@ class ModelInfo(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class Impression(_message.Message):
+    """One list put in front of a user, as the caller or device showed it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    SURFACE_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    recommendation_id: _builtins.str
+    """1 to 128 characters; the response's id when it had one"""
+    user_id: _builtins.str
+    """empty: anonymous"""
+    timestamp_ms: _builtins.int
+    """unix milliseconds; 0 means "now" """
+    surface: _builtins.str
+    """recommend, similar, rank or device (empty: device)"""
+    experiment: _builtins.str
+    """as the response or the device's assignment said"""
+    variant: _builtins.str
+    model_version: _builtins.str
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """in shown order, 1..1,000"""
+
+    def __init__(
+        self,
+        *,
+        recommendation_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        timestamp_ms: _builtins.int = ...,
+        surface: _builtins.str = ...,
+        experiment: _builtins.str = ...,
+        variant: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "item_ids", b"item_ids", "model_version", b"model_version", "recommendation_id", b"recommendation_id", "surface", b"surface", "timestamp_ms", b"timestamp_ms", "user_id", b"user_id", "variant", b"variant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Impression: _TypeAlias = Impression  # noqa: Y015
+
+@_typing.final
+class ReportShownRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPRESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def impressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Impression]:
+        """1..10,000"""
+
+    def __init__(
+        self,
+        *,
+        impressions: _abc.Iterable[Global___Impression] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["impressions", b"impressions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportShownRequest: _TypeAlias = ReportShownRequest  # noqa: Y015
+
+@_typing.final
+class ReportShownResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    """newly stored"""
+    duplicates: _builtins.int
+    """recommendation_id reported before: nothing changed"""
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportShownResponse: _TypeAlias = ReportShownResponse  # noqa: Y015
+
+@_typing.final
+class GetReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    FROM_MS_FIELD_NUMBER: _builtins.int
+    TO_MS_FIELD_NUMBER: _builtins.int
+    experiment: _builtins.str
+    """empty: every experiment"""
+    from_ms: _builtins.int
+    """impressions from this time (0: the start of the data)"""
+    to_ms: _builtins.int
+    """until this time, exclusive (0: now)"""
+    def __init__(
+        self,
+        *,
+        experiment: _builtins.str = ...,
+        from_ms: _builtins.int = ...,
+        to_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "from_ms", b"from_ms", "to_ms", b"to_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportRequest: _TypeAlias = GetReportRequest  # noqa: Y015
+
+@_typing.final
+class Rate(_message.Message):
+    """A proportion (share of impressions with at least one such event) and its 95% interval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    value: _builtins.float
+    low: _builtins.float
+    high: _builtins.float
+    def __init__(
+        self,
+        *,
+        value: _builtins.float = ...,
+        low: _builtins.float = ...,
+        high: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high", b"high", "low", b"low", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rate: _TypeAlias = Rate  # noqa: Y015
+
+@_typing.final
+class VariantReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IMPRESSIONS_FIELD_NUMBER: _builtins.int
+    CLICKS_FIELD_NUMBER: _builtins.int
+    CARTS_FIELD_NUMBER: _builtins.int
+    PURCHASES_FIELD_NUMBER: _builtins.int
+    DISMISSALS_FIELD_NUMBER: _builtins.int
+    CTR_FIELD_NUMBER: _builtins.int
+    ADD_TO_CART_RATE_FIELD_NUMBER: _builtins.int
+    CONVERSION_FIELD_NUMBER: _builtins.int
+    DISMISSAL_RATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    impressions: _builtins.int
+    """responses shown"""
+    clicks: _builtins.int
+    """attributed VIEW events"""
+    carts: _builtins.int
+    """attributed ADD_TO_CART events"""
+    purchases: _builtins.int
+    """attributed PURCHASE events"""
+    dismissals: _builtins.int
+    """attributed DISMISS events"""
+    @_builtins.property
+    def ctr(self) -> Global___Rate: ...
+    @_builtins.property
+    def add_to_cart_rate(self) -> Global___Rate: ...
+    @_builtins.property
+    def conversion(self) -> Global___Rate: ...
+    @_builtins.property
+    def dismissal_rate(self) -> Global___Rate: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        impressions: _builtins.int = ...,
+        clicks: _builtins.int = ...,
+        carts: _builtins.int = ...,
+        purchases: _builtins.int = ...,
+        dismissals: _builtins.int = ...,
+        ctr: Global___Rate | None = ...,
+        add_to_cart_rate: Global___Rate | None = ...,
+        conversion: Global___Rate | None = ...,
+        dismissal_rate: Global___Rate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_to_cart_rate", b"add_to_cart_rate", "conversion", b"conversion", "ctr", b"ctr", "dismissal_rate", b"dismissal_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_cart_rate", b"add_to_cart_rate", "carts", b"carts", "clicks", b"clicks", "conversion", b"conversion", "ctr", b"ctr", "dismissal_rate", b"dismissal_rate", "dismissals", b"dismissals", "impressions", b"impressions", "name", b"name", "purchases", b"purchases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariantReport: _TypeAlias = VariantReport  # noqa: Y015
+
+@_typing.final
+class Comparison(_message.Message):
+    """A variant against its experiment's control on one metric (ctr or conversion)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VARIANT_FIELD_NUMBER: _builtins.int
+    CONTROL_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    ALWAYS_VALID_LOW_FIELD_NUMBER: _builtins.int
+    ALWAYS_VALID_HIGH_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    variant: _builtins.str
+    control: _builtins.str
+    metric: _builtins.str
+    difference: _builtins.float
+    """variant minus control"""
+    low: _builtins.float
+    """95% interval of the difference"""
+    high: _builtins.float
+    always_valid_low: _builtins.float
+    """confidence sequence: valid however often it is checked"""
+    always_valid_high: _builtins.float
+    p_value: _builtins.float
+    """always-valid p-value"""
+    verdict: _builtins.str
+    """ahead, behind, or no difference yet"""
+    def __init__(
+        self,
+        *,
+        variant: _builtins.str = ...,
+        control: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        difference: _builtins.float = ...,
+        low: _builtins.float = ...,
+        high: _builtins.float = ...,
+        always_valid_low: _builtins.float = ...,
+        always_valid_high: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+        verdict: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["always_valid_high", b"always_valid_high", "always_valid_low", b"always_valid_low", "control", b"control", "difference", b"difference", "high", b"high", "low", b"low", "metric", b"metric", "p_value", b"p_value", "variant", b"variant", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Comparison: _TypeAlias = Comparison  # noqa: Y015
+
+@_typing.final
+class ExperimentReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VARIANTS_FIELD_NUMBER: _builtins.int
+    COMPARISONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariantReport]: ...
+    @_builtins.property
+    def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Comparison]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        variants: _abc.Iterable[Global___VariantReport] | None = ...,
+        comparisons: _abc.Iterable[Global___Comparison] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparisons", b"comparisons", "name", b"name", "variants", b"variants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExperimentReport: _TypeAlias = ExperimentReport  # noqa: Y015
+
+@_typing.final
+class GetReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENTS_FIELD_NUMBER: _builtins.int
+    JSON_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """The whole report (per model version and per day too) as `shelfrank report --json`
+    writes it.
+    """
+    @_builtins.property
+    def experiments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExperimentReport]: ...
+    def __init__(
+        self,
+        *,
+        experiments: _abc.Iterable[Global___ExperimentReport] | None = ...,
+        json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiments", b"experiments", "json", b"json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportResponse: _TypeAlias = GetReportResponse  # noqa: Y015

@@ -81,6 +81,16 @@ class RecommenderStub:
                 request_serializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityRequest.SerializeToString,
                 response_deserializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityResponse.FromString,
                 _registered_method=True)
+        self.ReportShown = channel.unary_unary(
+                '/shelfrank.v1.Recommender/ReportShown',
+                request_serializer=shelfrank_dot_v1_dot_recommender__pb2.ReportShownRequest.SerializeToString,
+                response_deserializer=shelfrank_dot_v1_dot_recommender__pb2.ReportShownResponse.FromString,
+                _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/shelfrank.v1.Recommender/GetReport',
+                request_serializer=shelfrank_dot_v1_dot_recommender__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=shelfrank_dot_v1_dot_recommender__pb2.GetReportResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -155,6 +165,24 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportShown(self, request, context):
+        """Report what was actually put in front of a user: part of a served list, or a list
+        ranked on a device. Idempotent per recommendation_id (a repeat changes nothing), so a
+        device can re-send its outbox. Feedback on a response is attributed to the items
+        reported shown when a report exists, else to the items served.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """Attributed feedback per experiment and variant, with confidence intervals and the
+        comparison of every variant with its control. Unknown experiment: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +230,16 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.SetAvailability,
                     request_deserializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityRequest.FromString,
                     response_serializer=shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityResponse.SerializeToString,
+            ),
+            'ReportShown': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportShown,
+                    request_deserializer=shelfrank_dot_v1_dot_recommender__pb2.ReportShownRequest.FromString,
+                    response_serializer=shelfrank_dot_v1_dot_recommender__pb2.ReportShownResponse.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=shelfrank_dot_v1_dot_recommender__pb2.GetReportRequest.FromString,
+                    response_serializer=shelfrank_dot_v1_dot_recommender__pb2.GetReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +486,60 @@ class Recommender:
             '/shelfrank.v1.Recommender/SetAvailability',
             shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityRequest.SerializeToString,
             shelfrank_dot_v1_dot_recommender__pb2.SetAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportShown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfrank.v1.Recommender/ReportShown',
+            shelfrank_dot_v1_dot_recommender__pb2.ReportShownRequest.SerializeToString,
+            shelfrank_dot_v1_dot_recommender__pb2.ReportShownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfrank.v1.Recommender/GetReport',
+            shelfrank_dot_v1_dot_recommender__pb2.GetReportRequest.SerializeToString,
+            shelfrank_dot_v1_dot_recommender__pb2.GetReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

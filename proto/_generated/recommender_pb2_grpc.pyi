@@ -68,6 +68,16 @@ class RecommenderStub:
     next sync; their history still trains) or available again, without touching their
     features. Ids the catalogue does not hold are reported, not an error.
     """
+    ReportShown: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ReportShownRequest, _recommender_pb2.ReportShownResponse]
+    """Report what was actually put in front of a user: part of a served list, or a list
+    ranked on a device. Idempotent per recommendation_id (a repeat changes nothing), so a
+    device can re-send its outbox. Feedback on a response is attributed to the items
+    reported shown when a report exists, else to the items served.
+    """
+    GetReport: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.GetReportRequest, _recommender_pb2.GetReportResponse]
+    """Attributed feedback per experiment and variant, with confidence intervals and the
+    comparison of every variant with its control. Unknown experiment: NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class RecommenderAsyncStub(RecommenderStub):
@@ -100,6 +110,16 @@ class RecommenderAsyncStub(RecommenderStub):
     """Make catalogue items unavailable (never recommended, by any call or device after its
     next sync; their history still trains) or available again, without touching their
     features. Ids the catalogue does not hold are reported, not an error.
+    """
+    ReportShown: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ReportShownRequest, _recommender_pb2.ReportShownResponse]  # type: ignore[assignment]
+    """Report what was actually put in front of a user: part of a served list, or a list
+    ranked on a device. Idempotent per recommendation_id (a repeat changes nothing), so a
+    device can re-send its outbox. Feedback on a response is attributed to the items
+    reported shown when a report exists, else to the items served.
+    """
+    GetReport: _aio.UnaryUnaryMultiCallable[_recommender_pb2.GetReportRequest, _recommender_pb2.GetReportResponse]  # type: ignore[assignment]
+    """Attributed feedback per experiment and variant, with confidence intervals and the
+    comparison of every variant with its control. Unknown experiment: NOT_FOUND.
     """
 
 class RecommenderServicer(metaclass=_abc_1.ABCMeta):
@@ -184,6 +204,28 @@ class RecommenderServicer(metaclass=_abc_1.ABCMeta):
         """Make catalogue items unavailable (never recommended, by any call or device after its
         next sync; their history still trains) or available again, without touching their
         features. Ids the catalogue does not hold are reported, not an error.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportShown(
+        self,
+        request: _recommender_pb2.ReportShownRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ReportShownResponse, _abc.Awaitable[_recommender_pb2.ReportShownResponse]]:
+        """Report what was actually put in front of a user: part of a served list, or a list
+        ranked on a device. Idempotent per recommendation_id (a repeat changes nothing), so a
+        device can re-send its outbox. Feedback on a response is attributed to the items
+        reported shown when a report exists, else to the items served.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReport(
+        self,
+        request: _recommender_pb2.GetReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.GetReportResponse, _abc.Awaitable[_recommender_pb2.GetReportResponse]]:
+        """Attributed feedback per experiment and variant, with confidence intervals and the
+        comparison of every variant with its control. Unknown experiment: NOT_FOUND.
         """
 
 def add_RecommenderServicer_to_server(servicer: RecommenderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -33,7 +33,9 @@ from shelfrank.server.cli import (
     ingest,
     migrate,
     recommend,
+    report,
     serve,
+    simulate,
     synth,
     train,
 )
@@ -65,6 +67,8 @@ COMMANDS: tuple[Command, ...] = (
     serve,
     ingest,
     migrate,
+    report,
+    simulate,
     export_snapshot,
     bench,
     demo,

@@ -98,6 +98,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="items added to the catalogue this recently count as new for exploration",
     )
     parser.add_argument(
+        "--experiments",
+        metavar="FILE",
+        help="A/B experiments (TOML, or JSON by suffix): variants, traffic split, start and "
+        "end; refused at start if invalid, reloaded when the file changes (README "
+        '"Feedback and experiments")',
+    )
+    parser.add_argument(
+        "--no-record-impressions",
+        action="store_true",
+        help="do not store served responses as impressions (no attribution, no reports)",
+    )
+    parser.add_argument(
+        "--attribution-window-hours",
+        type=float,
+        default=24.0,
+        help="feedback without a recommendation id counts for the latest response that "
+        "showed the item to the user at most this long before",
+    )
+    parser.add_argument(
         "--max-concurrent-rpcs",
         type=positive_int,
         default=256,
@@ -153,6 +172,7 @@ def _add_first_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shelfrank.core.experiments import load_experiments
     from shelfrank.server.ann import AnnConfig, SearchPolicy
     from shelfrank.server.app import ServerOptions
     from shelfrank.server.app import run as run_server
@@ -165,7 +185,15 @@ def run(args: argparse.Namespace) -> int:
     store = args.store or os.environ.get(STORE_ENV) or None
     if store is None and not args.state:
         raise CommandError("--state is needed unless --store (or $SHELFRANK_STORE) is given")
+    if args.attribution_window_hours <= 0:
+        raise CommandError("--attribution-window-hours: must be positive")
+    experiments = Path(args.experiments) if args.experiments else None
+    if experiments is not None:
+        load_experiments(experiments)  # refused here, in one line, before any start
     options = ServerOptions(
+        experiments=experiments,
+        record_impressions=not args.no_record_impressions,
+        attribution_window_ms=int(args.attribution_window_hours * 3_600_000),
         state_dir=Path(args.state) if args.state else None,
         store=store,
         role=args.role,

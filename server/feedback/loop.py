@@ -1,0 +1,228 @@
+"""The server's side of the feedback loop: which variant serves a request, recording what
+was served and shown, and the report (README "Feedback and experiments").
+
+The service asks :meth:`FeedbackLoop.arm` before ranking (the experiment active on that
+surface now, and the user's variant by the stable hash of ``core/experiments.py``), and
+hands every response to :meth:`FeedbackLoop.served`. Everything else (attribution,
+statistics) is computed from the stored impressions and events when a report is asked
+for, so every process sharing the store reports the same figures, and an erased user's
+rows are simply gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shelfrank.core.errors import InvalidInputError, UnknownIdError
+from shelfrank.core.experiments import (
+    Experiment,
+    Variant,
+    active_experiment,
+    assign,
+    load_experiments,
+)
+from shelfrank.core.ranking import Steering
+from shelfrank.server.feedback.attribution import DEFAULT_ATTRIBUTION_WINDOW_MS
+from shelfrank.server.feedback.recorder import ImpressionRecorder
+from shelfrank.server.feedback.report import FeedbackReport, build_report
+from shelfrank.server.requests import NotFoundError
+from shelfrank.server.storage import EventStore, Impression, ImpressionKind
+
+log = logging.getLogger("shelfrank.feedback")
+
+# How often a process looks at the experiment file's modification time (seconds).
+RELOAD_CHECK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """The variant that serves one request."""
+
+    experiment: str
+    variant: Variant
+
+    @property
+    def popularity(self) -> bool:
+        return self.variant.setting == "popularity"
+
+    def steering(self, default: Steering) -> Steering:
+        """The server's default steering with the variant's options where it sets them."""
+        variant = self.variant
+        if (
+            variant.diversity is None
+            and variant.exploration is None
+            and variant.max_per_feature is None
+        ):
+            return default
+        return Steering(
+            diversity=default.diversity if variant.diversity is None else variant.diversity,
+            max_per_feature=(
+                default.max_per_feature
+                if variant.max_per_feature is None
+                else variant.max_per_feature
+            ),
+            exploration=default.exploration if variant.exploration is None else variant.exploration,
+            exploration_max_age_ms=default.exploration_max_age_ms,
+        )
+
+
+class ExperimentFile:
+    """The experiments of ``--experiments FILE``, reloaded when the file changes (checked
+    at most every second). A change that does not load is logged and the experiments
+    loaded before keep running; at start a bad file is refused (InvalidInputError)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp = self._modified()
+        self._experiments = load_experiments(path)
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _modified(self) -> tuple[int, int]:
+        stat = os.stat(self.path)
+        return stat.st_mtime_ns, stat.st_size
+
+    @property
+    def experiments(self) -> tuple[Experiment, ...]:
+        now = time.monotonic()
+        if now - self._checked >= RELOAD_CHECK_SECONDS and self._lock.acquire(blocking=False):
+            try:
+                self._checked = now
+                self._reload_if_changed()
+            finally:
+                self._lock.release()
+        return self._experiments
+
+    def reload(self) -> tuple[Experiment, ...]:
+        """Load the file now (InvalidInputError, and nothing changed, if it does not load)."""
+        with self._lock:
+            stamp = self._modified()
+            self._experiments = load_experiments(self.path)
+            self._stamp = stamp
+            return self._experiments
+
+    def _reload_if_changed(self) -> None:
+        try:
+            stamp = self._modified()
+        except OSError as exc:
+            log.error("experiments: %s unreadable (%s); keeping the loaded ones", self.path, exc)
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._experiments = load_experiments(self.path)
+        except InvalidInputError as exc:
+            log.error("experiments: not reloaded, keeping the loaded ones: %s", exc)
+            return
+        log.info("experiments: reloaded %s (%d)", self.path, len(self._experiments))
+
+
+class FeedbackLoop:
+    """Experiments, impression recording and reports for one serving process."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        experiments: ExperimentFile | None = None,
+        record: bool = True,
+        window_ms: int = DEFAULT_ATTRIBUTION_WINDOW_MS,
+        recorder: ImpressionRecorder | None = None,
+        on_served: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        if window_ms <= 0:
+            raise InvalidInputError(f"attribution window: must be positive, got {window_ms} ms")
+        self._store = store
+        self.experiment_file = experiments
+        self.window_ms = window_ms
+        self._on_served = on_served  # (surface, experiment, variant): metrics
+        self.recorder = (recorder or ImpressionRecorder(store)) if record else None
+
+    @property
+    def experiments(self) -> tuple[Experiment, ...]:
+        return () if self.experiment_file is None else self.experiment_file.experiments
+
+    def arm(self, surface: str, user_id: str, now_ms: int) -> Arm | None:
+        """The variant serving ``user_id`` on ``surface`` now (None: no experiment)."""
+        if not user_id or self.experiment_file is None:
+            return None
+        experiment = active_experiment(self.experiments, surface, now_ms)
+        if experiment is None:
+            return None
+        return Arm(experiment.name, assign(experiment, user_id))
+
+    def served(
+        self,
+        *,
+        recommendation_id: str,
+        user_id: str,
+        surface: str,
+        arm: Arm | None,
+        model_version: str,
+        item_ids: Sequence[str],
+        now_ms: int,
+    ) -> None:
+        """Count a response and record it as served (when recording is on)."""
+        experiment = "" if arm is None else arm.experiment
+        variant = "" if arm is None else arm.variant.name
+        if self._on_served is not None:
+            self._on_served(surface, experiment, variant)
+        if self.recorder is None:
+            return
+        self.recorder.record(
+            Impression(
+                recommendation_id=recommendation_id,
+                kind=ImpressionKind.SERVED,
+                user_id=user_id,
+                time_ms=now_ms,
+                surface=surface,
+                experiment=experiment,
+                variant=variant,
+                model_version=model_version,
+                item_ids=tuple(item_ids),
+            )
+        )
+
+    def flush(self) -> None:
+        """Write this process's pending impressions (before an erasure or a report)."""
+        if self.recorder is not None:
+            self.recorder.flush()
+
+    def report_shown(self, impressions: Sequence[Impression]) -> tuple[int, int]:
+        """Store what callers or devices showed: (newly stored, duplicates)."""
+        accepted = self._store.record_impressions(impressions)
+        return accepted, len(impressions) - accepted
+
+    def report(self, experiment: str = "", from_ms: int = 0, to_ms: int = 0) -> FeedbackReport:
+        """The report over impressions in ``[from_ms, to_ms)`` (0: from the start; to
+        now) and the events up to a window after them."""
+        self.flush()
+        now_ms = int(time.time() * 1000)
+        until = to_ms or now_ms + 1
+        impressions = list(self._store.impressions_between(from_ms, until))
+        events = list(self._store.events_between(from_ms, until + self.window_ms))
+        try:
+            return build_report(
+                impressions,
+                events,
+                self.experiments,
+                window_ms=self.window_ms,
+                now_ms=now_ms,
+                experiment=experiment or None,
+            )
+        except UnknownIdError:
+            raise NotFoundError(f"experiment: no experiment named {experiment!r}") from None
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+__all__ = ["Arm", "ExperimentFile", "FeedbackLoop"]

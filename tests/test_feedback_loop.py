@@ -1,0 +1,248 @@
+"""The feedback loop end to end through a real server on a loopback port: responses
+recorded as impressions, feedback attributed, experiments assigning variants, reports,
+erasure, and a bad experiment file refused at start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shelfrank.client import Client, Event, EventType, Strategy
+from shelfrank.client.errors import NotFoundError
+from shelfrank.core.experiments import assign, load_experiments
+from shelfrank.server.app import RunningServer, ServerOptions, start
+from shelfrank.server.storage import ImpressionKind
+from tests.conftest import SERVER_CONFIG, run_cli
+
+EXPERIMENTS = """
+[[experiment]]
+name = "home"
+salt = "test-salt"
+[[experiment.variant]]
+name = "control"
+share = 50
+setting = "hybrid"
+[[experiment.variant]]
+name = "pop"
+share = 50
+setting = "popularity"
+"""
+USERS = [f"u{n}" for n in range(20)]
+
+
+@pytest.fixture
+def experiments_file(tmp_path: Path) -> Path:
+    path = tmp_path / "experiments.toml"
+    path.write_text(EXPERIMENTS)
+    return path
+
+
+@pytest.fixture
+def server(toy_model_dir: Path, tmp_path: Path, experiments_file: Path) -> Iterator[RunningServer]:
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=toy_model_dir,
+            train_config=SERVER_CONFIG,
+            experiments=experiments_file,
+        )
+    )
+    yield running
+    running.stop()
+
+
+def variant_json(report_json: str, experiment: str, variant: str) -> dict[str, object]:
+    import json
+
+    document = json.loads(report_json)
+    (found,) = [e for e in document["experiments"] if e["name"] == experiment]
+    (row,) = [v for v in found["variants"] if v["name"] == variant]
+    assert isinstance(row, dict)
+    return row
+
+
+def test_responses_carry_the_variant_of_the_stable_hash(server: RunningServer) -> None:
+    (experiment,) = load_experiments(server.service.feedback.experiment_file.path)  # type: ignore[union-attr]
+    with Client(f"127.0.0.1:{server.port}") as client:
+        for user in USERS:
+            response = client.recommend(user, k=4)
+            expected = assign(experiment, user)
+            assert (response.experiment, response.variant) == ("home", expected.name)
+            if expected.setting == "popularity":
+                assert response.strategy is Strategy.POPULARITY
+            else:
+                assert response.strategy is Strategy.TRAINED
+
+
+def test_feedback_with_and_without_an_id_is_attributed(server: RunningServer) -> None:
+    with Client(f"127.0.0.1:{server.port}") as client:
+        first = client.recommend("u0", k=4)
+        second = client.recommend("u0", k=4)
+        a, b = first.items[0].item_id, first.items[1].item_id
+        client.track(
+            [
+                Event("u0", a, "view", recommendation_id=first.recommendation_id, position=1),
+                Event("u0", a, "add_to_cart", recommendation_id=first.recommendation_id),
+                # no id: the latest response to u0 showing b (second shows the same list)
+                Event("u0", b, "purchase"),
+                # an id nobody served: stored, not attributed, never an error
+                Event("u0", a, "view", recommendation_id="never-served"),
+            ]
+        )
+        report = client.report("home")
+    row = variant_json(report.json, "home", first.variant)
+    assert row["impressions"] == 2
+    assert (row["clicks"], row["carts"], row["purchases"]) == (1, 1, 1)
+    assert second.item_ids == first.item_ids  # so the purchase went to the latest: second
+    import json
+
+    assert json.loads(report.json)["unattributed"]["unknown_recommendation"] == 1
+    (typed,) = report.experiments
+    (typed_row,) = [v for v in typed.variants if v.name == first.variant]
+    assert (typed_row.impressions, typed_row.clicks, typed_row.purchases) == (2, 1, 1)
+    assert typed_row.ctr.low <= typed_row.ctr.value <= typed_row.ctr.high
+
+
+def test_a_report_of_what_was_shown_narrows_the_list(server: RunningServer) -> None:
+    with Client(f"127.0.0.1:{server.port}") as client:
+        response = client.recommend("u1", k=4)
+        shown = response.item_ids[:1]
+        first = client.shown(response, shown, user_id="u1")
+        again = client.shown(response, shown, user_id="u1")
+        assert (first.accepted, first.duplicates) == (1, 0)
+        assert (again.accepted, again.duplicates) == (0, 1)
+        rid = response.recommendation_id
+        client.track(
+            [
+                Event("u1", shown[0], "view", recommendation_id=rid),
+                Event("u1", response.item_ids[2], "view", recommendation_id=rid),  # not shown
+            ]
+        )
+        report = client.report("home")
+    import json
+
+    document = json.loads(report.json)
+    assert document["unattributed"]["item_not_in_response"] == 1
+    assert variant_json(report.json, "home", response.variant)["clicks"] == 1
+
+
+def test_an_unknown_experiment_is_not_found(server: RunningServer) -> None:
+    with Client(f"127.0.0.1:{server.port}") as client, pytest.raises(NotFoundError):
+        client.report("no-such-experiment")
+
+
+def test_without_recording_nothing_is_stored_and_reports_stay_empty(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=toy_model_dir,
+            train_config=SERVER_CONFIG,
+            record_impressions=False,
+        )
+    )
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+            client.recommend("u0", k=3)
+            assert list(running.service.store.impressions_between(0, 2**62)) == []
+            report = client.report()
+            assert report.experiments == ()
+            import json
+
+            assert json.loads(report.json)["traffic"]["surfaces"] == []
+    finally:
+        running.stop()
+
+
+def test_an_erased_user_takes_impressions_and_feedback_along(server: RunningServer) -> None:
+    store = server.service.store
+    with Client(f"127.0.0.1:{server.port}") as client:
+        kept = client.recommend("u3", k=3)
+        gone = client.recommend("u2", k=3)
+        client.track(
+            [
+                Event("u2", gone.item_ids[0], "view", recommendation_id=gone.recommendation_id),
+                Event("u3", kept.item_ids[0], "view", recommendation_id=kept.recommendation_id),
+            ]
+        )
+        server.service.feedback.flush()  # type: ignore[union-attr]
+        before = {i.user_id for i in store.impressions_between(0, 2**62)}
+        assert {"u2", "u3"} <= before
+        client.delete_user("u2")
+        after = list(store.impressions_between(0, 2**62))
+        assert {i.user_id for i in after} == before - {"u2"}
+        assert all(e.user_id != "u2" for e in store.events_between(0, 2**62))
+        report = client.report("home")
+    import json
+
+    counted = sum(v["impressions"] for v in json.loads(report.json)["experiments"][0]["variants"])
+    assert counted == 1  # u3's response only
+
+
+def test_served_impressions_are_compact_and_complete(server: RunningServer) -> None:
+    with Client(f"127.0.0.1:{server.port}") as client:
+        response = client.recommend("u4", k=5)
+        client.similar_items(response.item_ids[0], k=3)
+        client.rank("u4", list(response.item_ids))
+    server.service.feedback.flush()  # type: ignore[union-attr]
+    rows = list(server.service.store.impressions_between(0, 2**62))
+    assert [r.surface for r in rows] == ["recommend", "similar", "rank"]
+    first = rows[0]
+    assert first.kind is ImpressionKind.SERVED
+    assert first.recommendation_id == response.recommendation_id
+    assert first.item_ids == response.item_ids
+    assert first.model_version == response.model_version
+    assert (first.experiment, first.variant) == ("home", response.variant)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            EXPERIMENTS.replace(
+                'share = 50\nsetting = "popularity"', 'share = 40\nsetting = "popularity"'
+            ),
+            "100",
+        ),
+        (EXPERIMENTS.replace('name = "pop"', 'name = "control"'), "control"),
+        (EXPERIMENTS.replace('setting = "popularity"', 'setting = "magic"'), "magic"),
+        (EXPERIMENTS + EXPERIMENTS.replace('salt = "test-salt"', 'salt = "other"'), "home"),
+    ],
+    ids=["shares", "duplicate-variant", "unknown-setting", "duplicate-experiment"],
+)
+def test_a_bad_experiment_file_is_refused_at_start_in_one_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = run_cli(
+        "serve", "--state", str(tmp_path / "state"), "--port", "0", "--experiments", str(path)
+    )
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert "\n" not in message, message
+    assert problem in message
+    assert "bad.toml" in message
+
+
+def test_tracked_events_keep_their_recommendation_id(server: RunningServer) -> None:
+    with Client(f"127.0.0.1:{server.port}") as client:
+        response = client.recommend("u5", k=2)
+        client.track(
+            [
+                Event(
+                    "u5",
+                    response.item_ids[1],
+                    EventType.VIEW,
+                    recommendation_id=response.recommendation_id,
+                    position=2,
+                )
+            ]
+        )
+    (stored,) = [e for e in server.service.store.events_between(0, 2**62) if e.user_id == "u5"]
+    assert (stored.recommendation_id, stored.position) == (response.recommendation_id, 2)
