@@ -369,12 +369,16 @@ def impression_to_proto(impression: Impression) -> pb.Impression:
     )
 
 
-def report_shown_requests(impressions: Iterable[Impression]) -> Iterator[pb.ReportShownRequest]:
+def report_shown_requests(
+    impressions: Iterable[Impression], erasure_seen: int | None = None
+) -> Iterator[pb.ReportShownRequest]:
     """Validated eagerly (before any RPC), then batched like ``track``."""
     checked = _instances_of("impressions", impressions, Impression)
+    if erasure_seen is not None:
+        check.uint64("erasure_seen", erasure_seen)
     protos = (impression_to_proto(impression) for impression in checked)
     return (
-        pb.ReportShownRequest(impressions=batch)
+        pb.ReportShownRequest(impressions=batch, erasure_seen=erasure_seen)
         for _, batch in batches(protos, max_count=check.MAX_BATCH, max_bytes=MAX_BATCH_BYTES)
     )
 

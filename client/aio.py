@@ -228,10 +228,14 @@ class AsyncClient:
         return tally.result()
 
     async def report_shown(
-        self, impressions: Iterable[Impression], *, timeout: float | None = None
+        self,
+        impressions: Iterable[Impression],
+        *,
+        timeout: float | None = None,
+        erasure_seen: int | None = None,
     ) -> ShownResult:
         """See ``Client.report_shown`` (batches are sent one after another, in order)."""
-        requests = _convert.report_shown_requests(impressions)
+        requests = _convert.report_shown_requests(impressions, erasure_seen)
         tally = _convert.ShownTally()
         for request in requests:
             tally.add(

@@ -218,16 +218,21 @@ class Client:
         return tally.result()
 
     def report_shown(
-        self, impressions: Iterable[Impression], *, timeout: float | None = None
+        self,
+        impressions: Iterable[Impression],
+        *,
+        timeout: float | None = None,
+        erasure_seen: int | None = None,
     ) -> ShownResult:
         """Report lists actually put in front of users (batched like ``track``; the
         results are summed). Idempotent per ``recommendation_id``: a resend counts as a
         duplicate. Feedback events carrying a recommendation id count for that response
         (for the items reported shown, when reported); others count for the latest
         response that showed the item to the user within the server's attribution window
-        (24 h by default). No impressions, no RPC."""
+        (24 h by default). No impressions, no RPC. ``erasure_seen`` (devices): as for
+        ``track``; impressions of a user erased since are dropped (counted as duplicates)."""
         tally = _convert.ShownTally()
-        for request in _convert.report_shown_requests(impressions):
+        for request in _convert.report_shown_requests(impressions, erasure_seen):
             tally.add(self._call("ReportShown", self._stub.ReportShown, request, timeout))
         return tally.result()
 

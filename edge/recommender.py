@@ -791,13 +791,15 @@ class EdgeRecommender:
             if not batch:
                 return
             try:
-                client.report_shown(batch)
+                client.report_shown(batch, erasure_seen=self._outbox.purged_erasure())
             except InvalidArgumentError:
                 # One refused impression fails its whole request: send them one by one so
                 # the others still go and only the refused ones are set aside.
                 for impression in batch:
                     try:
-                        client.report_shown([impression])
+                        client.report_shown(
+                            [impression], erasure_seen=self._outbox.purged_erasure()
+                        )
                     except InvalidArgumentError as refused:
                         self._outbox.reject_impression(
                             impression.recommendation_id, refused.details

@@ -318,6 +318,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self, request: pb.ReportShownRequest, context: grpc.ServicerContext
     ) -> pb.ReportShownResponse:
         now_ms = int(time.time() * 1000)
+        erasure_seen = request.erasure_seen if request.HasField("erasure_seen") else None
         impressions = [
             shown_impression(
                 recommendation_id=i.recommendation_id,
@@ -330,6 +331,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 model_version=i.model_version,
                 now_ms=now_ms,
                 field=f"impressions[{index}]",
+                erasure_seen=erasure_seen,
             )
             for index, i in enumerate(request.impressions)
         ]

@@ -363,6 +363,7 @@ def shown_impression(
     model_version: str,
     now_ms: int,
     field: str = "impression",
+    erasure_seen: int | None = None,
 ) -> Impression:
     """An impression a caller or device reports shown, or InvalidInputError naming the
     field (``field`` prefixes the names, e.g. ``impressions[3]``)."""
@@ -404,4 +405,5 @@ def shown_impression(
         variant=variant,
         model_version=model_version,
         item_ids=tuple(item_ids),
+        erasure_seen=erasure_seen,
     )

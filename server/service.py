@@ -413,7 +413,7 @@ class RecommenderService:
         scored = self._scored(
             state, top.indices, top.scores, user.source, key=key, explores=explores, arm=arm
         )
-        self._served(scored, query.user_id, "recommend", arm, now_ms)
+        self._served(scored, query.user_id, "recommend", arm, now_ms, live.latest_erasure)
         if not query.explain:
             return scored
         explained = explain_scores(
@@ -479,7 +479,7 @@ class RecommenderService:
         return replace(scored, explanations=tuple(explained))
 
     def rank(self, query: RankQuery) -> Scored:
-        state, user, _ = self._user(query.user_id, query.user_features)
+        state, user, live = self._user(query.user_id, query.user_features)
         model = state.model
         now_ms = int(time.time() * 1000)
         arm = self._arm("rank", query.user_id, now_ms)
@@ -525,7 +525,7 @@ class RecommenderService:
             experiment="" if arm is None else arm.experiment,
             variant="" if arm is None else arm.variant.name,
         )
-        self._served(scored, query.user_id, "rank", arm, now_ms)
+        self._served(scored, query.user_id, "rank", arm, now_ms, live.latest_erasure)
         return scored
 
     # -- feedback -----------------------------------------------------------------------------
@@ -533,7 +533,13 @@ class RecommenderService:
         return None if self.feedback is None else self.feedback.arm(surface, user_id, now_ms)
 
     def _served(
-        self, scored: Scored, user_id: str, surface: str, arm: Arm | None, now_ms: int
+        self,
+        scored: Scored,
+        user_id: str,
+        surface: str,
+        arm: Arm | None,
+        now_ms: int,
+        erasure_seen: int | None = None,
     ) -> None:
         if self.feedback is not None:
             self.feedback.served(
@@ -544,6 +550,7 @@ class RecommenderService:
                 model_version=scored.model_version,
                 item_ids=[item for item, _ in scored.items],
                 now_ms=now_ms,
+                erasure_seen=erasure_seen,
             )
 
     def report_shown(self, impressions: Sequence[Impression]) -> tuple[int, int]:

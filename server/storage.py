@@ -121,6 +121,10 @@ class Impression:
     variant: str  # "": no experiment applied
     model_version: str  # "" before the first model
     item_ids: tuple[str, ...]  # in shown order
+    # The user's latest erasure its sender had seen when it made the list (as Track's
+    # ``erasure_seen``; None: no check): an impression of a user erased since is not
+    # stored, so a buffered or re-sent one never outlives the erasure. Not stored itself.
+    erasure_seen: int | None = None
 
 
 # A model version's files: (path relative to its directory, bytes).
@@ -143,7 +147,8 @@ class EventStore(Protocol):
     def record_impressions(self, impressions: Sequence[Impression]) -> int:
         """Store impressions durably (committed when this returns); returns how many were
         new. One per (recommendation_id, kind): a repeat is ignored (the first stays), so a
-        device re-sending its outbox stores each once."""
+        device re-sending its outbox stores each once. One whose user was erased after its
+        ``erasure_seen`` is dropped (not counted as new)."""
         ...
 
     def impressions_between(self, from_ms: int, to_ms: int) -> Iterator[Impression]:

@@ -441,6 +441,8 @@ class SQLiteStore:
         with self._lock:
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
+                # Under the write lock: no erasure commits between this check and the insert.
+                impressions = self._impressions_not_erased(impressions)
                 context_ids = self._context_ids({context_of(i) for i in impressions})
                 stored = self._writer.executemany(
                     "INSERT OR IGNORE INTO impressions (recommendation_id, kind, user_id,"
@@ -462,6 +464,25 @@ class SQLiteStore:
                 self._writer.rollback()
                 raise
         return stored
+
+    def _impressions_not_erased(self, impressions: Sequence[Impression]) -> list[Impression]:
+        """The impressions whose user was not erased after their ``erasure_seen``, read
+        inside the writer's transaction."""
+        checked = {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
+        latest = {
+            user: int(
+                self._writer.execute(
+                    "SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?",
+                    (user_hash(user),),
+                ).fetchone()[0]
+            )
+            for user in checked
+        }
+        return [
+            i
+            for i in impressions
+            if i.erasure_seen is None or latest.get(i.user_id, 0) <= i.erasure_seen
+        ]
 
     def _context_ids(self, contexts: Iterable[ImpressionContext]) -> dict[ImpressionContext, int]:
         """The number of each context, stored first where it is new (in the writer's

@@ -567,8 +567,14 @@ class PostgresStore:
         if not first:
             return 0
         rows = [first[key] for key in sorted(first, key=lambda k: (k[0], KIND_CODES[k[1]]))]
-        contexts = sorted({context_of(impression) for impression in rows})
         with self._pool.connection() as connection, connection.transaction():
+            # Without the counter lock an erasure committing while this runs can miss it
+            # (the impression then counts as recorded after the erasure, as in delete_user);
+            # an impression buffered or re-sent after the erasure is always dropped here.
+            rows = self._impressions_not_erased(connection, rows)
+            if not rows:
+                return 0
+            contexts = sorted({context_of(impression) for impression in rows})
             connection.execute(
                 _INSERT_CONTEXTS,
                 {
@@ -666,6 +672,26 @@ class PostgresStore:
                 )
             connection.execute(statement.format(**names), params)
         return len(values)
+
+    @staticmethod
+    def _impressions_not_erased(
+        connection: psycopg.Connection[TupleRow], impressions: list[Impression]
+    ) -> list[Impression]:
+        users = {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
+        if not users:
+            return impressions
+        by_hash = {user_hash(user): user for user in users}
+        rows = connection.execute(
+            "SELECT user_hash, MAX(erasure_id) FROM erasures"
+            " WHERE user_hash = ANY(%s::text[]) GROUP BY user_hash",
+            (list(by_hash),),
+        ).fetchall()
+        latest = {by_hash[hashed]: int(erasure) for hashed, erasure in rows}
+        return [
+            i
+            for i in impressions
+            if i.erasure_seen is None or latest.get(i.user_id, 0) <= i.erasure_seen
+        ]
 
     def delete_user(self, user_id: str) -> tuple[bool, int]:
         """Erase a user's events, impressions and profile; returns (existed, events

@@ -246,3 +246,19 @@ def test_tracked_events_keep_their_recommendation_id(server: RunningServer) -> N
         )
     (stored,) = [e for e in server.service.store.events_between(0, 2**62) if e.user_id == "u5"]
     assert (stored.recommendation_id, stored.position) == (response.recommendation_id, 2)
+
+
+def test_impressions_sent_after_an_erasure_they_predate_are_dropped(server: RunningServer) -> None:
+    from shelfrank.client import Impression
+
+    store = server.service.store
+    with Client(f"127.0.0.1:{server.port}") as client:
+        response = client.recommend("u6", k=3)
+        seen = store.latest_erasure("u6")
+        client.delete_user("u6")
+        late = Impression(response.recommendation_id, response.item_ids, user_id="u6")
+        result = client.report_shown([late], erasure_seen=seen)
+        assert (result.accepted, result.duplicates) == (0, 1)
+        fresh = Impression("device-1", response.item_ids, user_id="u6")
+        assert client.report_shown([fresh], erasure_seen=store.latest_erasure("u6")).accepted == 1
+    assert [i.recommendation_id for i in store.impressions_between(0, 2**62)] == ["device-1"]

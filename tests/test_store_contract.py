@@ -603,6 +603,34 @@ def test_an_erasure_takes_the_users_impressions_and_no_one_elses(store: EventSto
     assert [i.user_id for i in store.impressions_between(0, 2**62)] == ["", "u1 "]
 
 
+def test_an_impression_made_before_an_erasure_is_never_stored_after_it(store: EventStore) -> None:
+    """A buffered or re-sent impression carries the erasure its sender had seen: once the
+    user is erased after it, it is dropped, as Track drops such events."""
+    from dataclasses import replace
+
+    store.record_impressions([imp("r1", user="u1")])
+    seen = store.latest_erasure("u1")
+    store.delete_user("u1")
+    late = [
+        replace(imp("r2", user="u1"), erasure_seen=seen),
+        replace(imp("r3", SHOWN, user="u1"), erasure_seen=seen),
+        replace(imp("r4", user="u2"), erasure_seen=seen),  # another user: kept
+    ]
+    assert store.record_impressions(late) == 1
+    now = store.latest_erasure("u1")
+    assert now > seen
+    fresh = [
+        replace(imp("r5", user="u1"), erasure_seen=now),  # made after the erasure: kept
+        imp("r6", user="u1"),  # no check asked for
+    ]
+    assert store.record_impressions(fresh) == 2
+    assert [i.recommendation_id for i in store.impressions_between(0, 2**62)] == [
+        "r4",
+        "r5",
+        "r6",
+    ]
+
+
 # -- model registry and leases ----------------------------------------------------------------
 def test_model_versions_are_stored_whole_and_the_pointer_moves(backend: Backend) -> None:
     location = backend.location()

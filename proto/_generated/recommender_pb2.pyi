@@ -946,6 +946,11 @@ class ReportShownRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMPRESSIONS_FIELD_NUMBER: _builtins.int
+    ERASURE_SEEN_FIELD_NUMBER: _builtins.int
+    erasure_seen: _builtins.int
+    """As TrackRequest.erasure_seen: impressions of a user erased after it are dropped (not
+    stored; counted with the duplicates: nothing changed). Unset: no such check.
+    """
     @_builtins.property
     def impressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Impression]:
         """1..10,000"""
@@ -954,12 +959,15 @@ class ReportShownRequest(_message.Message):
         self,
         *,
         impressions: _abc.Iterable[Global___Impression] | None = ...,
+        erasure_seen: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_erasure_seen", b"_erasure_seen", "erasure_seen", b"erasure_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["impressions", b"impressions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_erasure_seen", b"_erasure_seen", "erasure_seen", b"erasure_seen", "impressions", b"impressions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__erasure_seen: _TypeAlias = _typing.Literal["erasure_seen"]  # noqa: Y015
+    _WhichOneofArgType__erasure_seen: _TypeAlias = _typing.Literal["_erasure_seen", b"_erasure_seen"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__erasure_seen) -> _WhichOneofReturnType__erasure_seen | None: ...
 
 Global___ReportShownRequest: _TypeAlias = ReportShownRequest  # noqa: Y015
 

@@ -168,6 +168,7 @@ class FeedbackLoop:
         model_version: str,
         item_ids: Sequence[str],
         now_ms: int,
+        erasure_seen: int | None = None,
     ) -> None:
         """Count a response and record it as served (when recording is on)."""
         experiment = "" if arm is None else arm.experiment
@@ -187,6 +188,7 @@ class FeedbackLoop:
                 variant=variant,
                 model_version=model_version,
                 item_ids=tuple(item_ids),
+                erasure_seen=erasure_seen,
             )
         )
 
