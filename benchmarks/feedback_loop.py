@@ -233,7 +233,7 @@ def postgres_bytes(url: str, count: int) -> dict[str, Any]:
         batch = _impressions(count, 2)
         for start in range(0, count, 1_000):
             store.record_impressions(batch[start : start + 1_000])
-        with psycopg.connect(url) as connection:
+        with psycopg.connect(url, autocommit=True) as connection:
             connection.execute("VACUUM ANALYZE impressions")
             size = connection.execute(
                 "SELECT pg_total_relation_size('impressions') "
@@ -418,13 +418,13 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": machine_description(),
         "latency_model": latency_name,
-        "latency": measure_latency(latency_model, rounds, calls),
-        "grpc_latency": measure_grpc_latency(latency_model, rounds, calls // 2),
         "sqlite": sqlite_bytes(2_000 if args.smoke else 20_000),
         "postgres": postgres_bytes(args.store, 20_000) if args.store else None,
         "assignment": measure_assignment(10_000 if args.smoke else 100_000),
+        "latency": measure_latency(latency_model, rounds, calls),
+        "grpc_latency": measure_grpc_latency(latency_model, rounds, calls // 2),
         "simulation": (
-            simulate(100, 200, 1_000, 2) if args.smoke else simulate(2_000, 1_000, 10_000, 4)
+            simulate(100, 200, 1_000, 2) if args.smoke else simulate(2_000, 1_000, 2_000, 4)
         ),
     }
     out = Path(args.out)

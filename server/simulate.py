@@ -44,10 +44,10 @@ from shelfrank.datasets.synth import SynthConfig, generate, truth
 class SimulationConfig:
     shoppers: int = 2_000
     items: int = 1_000
-    history_events: int = 10_000
+    history_events: int = 2_000
     rounds: int = 4
     k: int = 10
-    click_scale: float = 0.5
+    click_scale: float = 0.2
     cart_rate: float = 0.3
     purchase_rate: float = 0.5
     dismiss_rate: float = 0.02

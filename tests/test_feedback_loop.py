@@ -262,3 +262,23 @@ def test_impressions_sent_after_an_erasure_they_predate_are_dropped(server: Runn
         fresh = Impression("device-1", response.item_ids, user_id="u6")
         assert client.report_shown([fresh], erasure_seen=store.latest_erasure("u6")).accepted == 1
     assert [i.recommendation_id for i in store.impressions_between(0, 2**62)] == ["device-1"]
+
+
+def test_the_experiment_file_is_reloaded_and_a_bad_change_keeps_the_loaded_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shelfrank.server.feedback import loop
+
+    monkeypatch.setattr(loop, "RELOAD_CHECK_SECONDS", 0.0)
+    path = tmp_path / "experiments.toml"
+    path.write_text(EXPERIMENTS)
+    watched = loop.ExperimentFile(path)
+    assert [v.share for v in watched.experiments[0].variants] == [50, 50]
+    path.write_text(
+        EXPERIMENTS.replace("share = 50", "share = 25", 1).replace(
+            'name = "pop"\nshare = 50', 'name = "pop"\nshare = 75'
+        )
+    )
+    assert [v.share for v in watched.experiments[0].variants] == [25, 75]
+    path.write_text(EXPERIMENTS.replace('setting = "popularity"', 'setting = "magic"'))
+    assert [v.share for v in watched.experiments[0].variants] == [25, 75]  # kept

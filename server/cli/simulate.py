@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from shelfrank.server.cli._errors import EXIT_OK
 from shelfrank.server.cli._options import positive_int
+from shelfrank.server.simulate import SimulationConfig
 
 if TYPE_CHECKING:
     from shelfrank.client import FeedbackReport
@@ -32,10 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="the server's bearer token, if it has one")
     parser.add_argument("--shoppers", type=positive_int, default=2_000)
     parser.add_argument("--items", type=positive_int, default=1_000)
-    parser.add_argument("--history-events", type=positive_int, default=10_000)
+    parser.add_argument("--history-events", type=positive_int, default=2_000)
     parser.add_argument("--rounds", type=positive_int, default=4)
     parser.add_argument("--k", type=positive_int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--click-scale",
+        type=float,
+        default=SimulationConfig.click_scale,
+        help="click probability of an examined item the shopper likes best (0..1)",
+    )
     parser.add_argument(
         "--split",
         type=positive_int,
@@ -58,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from shelfrank.client import Client
     from shelfrank.server.cli._errors import CommandError
-    from shelfrank.server.simulate import SimulationConfig, Simulator
+    from shelfrank.server.simulate import Simulator
 
     config = SimulationConfig(
         shoppers=args.shoppers,
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         k=args.k,
         seed=args.seed,
+        click_scale=args.click_scale,
     )
     if not 1 <= args.split <= 99:
         raise CommandError("--split: a percent from 1 to 99")
