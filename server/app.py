@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from threadpoolctl import threadpool_limits
 
 from shelfrank.core.errors import InvalidInputError, InvariantError, ShelfrankError
+from shelfrank.core.events import EventType
 from shelfrank.core.ranking import PLAIN, Steering
 from shelfrank.proto._generated import (
     edge_sync_pb2,
@@ -183,6 +184,14 @@ class Metrics:
             ["surface", "experiment", "variant"],
             registry=self.registry,
         )
+        self.attributed = Counter(
+            "shelfrank_attributed_events_total",
+            "Accepted events carrying the id of a response this process served lately, for "
+            "an item it showed to that user, by experiment, variant and event type (live; "
+            "GetReport applies the full attribution rule across processes)",
+            ["experiment", "variant", "type"],
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "shelfrank_model_info", "Serving model (value 1)", ["version"], registry=self.registry
         )
@@ -200,6 +209,9 @@ class Metrics:
 
     def on_served(self, surface: str, experiment: str, variant: str) -> None:
         self.served.labels(surface, experiment, variant).inc()
+
+    def on_attributed(self, experiment: str, variant: str, kind: EventType) -> None:
+        self.attributed.labels(experiment, variant, kind.label).inc()
 
     def on_state(self, state: ServingState) -> None:
         self.model_info.clear()
@@ -387,6 +399,7 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
         record=options.record_impressions,
         window_ms=options.attribution_window_ms,
         on_served=metrics.on_served,
+        on_attributed=metrics.on_attributed,
         recorder=(
             ImpressionRecorder(
                 store,

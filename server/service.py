@@ -634,6 +634,8 @@ class RecommenderService:
         if result.erased:
             errors = sorted(errors + _erased_errors(events, errors, valid, result.erased))
         outcome = TrackOutcome(len(result.accepted), len(result.duplicates), tuple(errors))
+        if self.feedback is not None and result.accepted:
+            self.feedback.tracked([valid[i] for i in result.accepted])
         for observer in self.observers:
             observer.on_track(outcome)
         return outcome

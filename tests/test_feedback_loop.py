@@ -282,3 +282,42 @@ def test_the_experiment_file_is_reloaded_and_a_bad_change_keeps_the_loaded_one(
     assert [v.share for v in watched.experiments[0].variants] == [25, 75]
     path.write_text(EXPERIMENTS.replace('setting = "popularity"', 'setting = "magic"'))
     assert [v.share for v in watched.experiments[0].variants] == [25, 75]  # kept
+
+
+def test_prometheus_counts_served_responses_and_attributed_events_per_variant(
+    toy_model_dir: Path, tmp_path: Path, experiments_file: Path
+) -> None:
+    import urllib.request
+
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=toy_model_dir,
+            train_config=SERVER_CONFIG,
+            experiments=experiments_file,
+            metrics_port=0,
+        )
+    )
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+            response = client.recommend("u7", k=3)
+            rid = response.recommendation_id
+            client.track(
+                [
+                    Event("u7", response.item_ids[0], "view", recommendation_id=rid),
+                    Event("u7", response.item_ids[0], "purchase", recommendation_id=rid),
+                    Event("u8", response.item_ids[0], "view", recommendation_id=rid),  # other
+                    Event("u7", "shoe0-not-shown", "view", recommendation_id=rid),
+                ]
+            )
+        url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    finally:
+        running.stop()
+    variant = f'variant="{response.variant}"'  # the exposition sorts labels by name
+    served = f'shelfrank_served_total{{experiment="home",surface="recommend",{variant}}} 1.0'
+    assert served in text, text
+    for kind in ("view", "purchase"):  # the other user's and the unshown item's: not counted
+        line = f'shelfrank_attributed_events_total{{experiment="home",type="{kind}",{variant}}} 1.0'
+        assert line in text, text

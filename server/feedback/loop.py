@@ -19,7 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from shelfrank.core.errors import InvalidInputError, UnknownIdError
+from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.core.experiments import (
     Experiment,
     Variant,
@@ -35,6 +38,11 @@ from shelfrank.server.requests import NotFoundError
 from shelfrank.server.storage import EventStore, Impression, ImpressionKind
 
 log = logging.getLogger("shelfrank.feedback")
+
+# Responses a process remembers for its live attribution counters (see FeedbackLoop).
+REMEMBERED_RESPONSES = 100_000
+# The event types attribution counts (clicks, carts, purchases, dismissals).
+COUNTED = frozenset({EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.DISMISS})
 
 # How often a process looks at the experiment file's modification time (seconds).
 RELOAD_CHECK_SECONDS = 1.0
@@ -136,6 +144,8 @@ class FeedbackLoop:
         window_ms: int = DEFAULT_ATTRIBUTION_WINDOW_MS,
         recorder: ImpressionRecorder | None = None,
         on_served: Callable[[str, str, str], None] | None = None,
+        on_attributed: Callable[[str, str, EventType], None] | None = None,
+        remembered: int = REMEMBERED_RESPONSES,
     ) -> None:
         if window_ms <= 0:
             raise InvalidInputError(f"attribution window: must be positive, got {window_ms} ms")
@@ -143,6 +153,14 @@ class FeedbackLoop:
         self.experiment_file = experiments
         self.window_ms = window_ms
         self._on_served = on_served  # (surface, experiment, variant): metrics
+        # (experiment, variant, event type) of each accepted event carrying the id of a
+        # response this process served lately: live per-variant counters (metrics). The
+        # report's attribution (every rule, every process) is the reference.
+        self._on_attributed = on_attributed
+        self._recent: LRUCache[str, tuple[str, str, str, frozenset[str]]] = LRUCache(
+            maxsize=remembered
+        )
+        self._recent_lock = threading.Lock()
         self.recorder = (recorder or ImpressionRecorder(store)) if record else None
 
     @property
@@ -175,6 +193,14 @@ class FeedbackLoop:
         variant = "" if arm is None else arm.variant.name
         if self._on_served is not None:
             self._on_served(surface, experiment, variant)
+        if self._on_attributed is not None and user_id:
+            with self._recent_lock:
+                self._recent[recommendation_id] = (
+                    user_id,
+                    experiment,
+                    variant,
+                    frozenset(item_ids),
+                )
         if self.recorder is None:
             return
         self.recorder.record(
@@ -191,6 +217,22 @@ class FeedbackLoop:
                 erasure_seen=erasure_seen,
             )
         )
+
+    def tracked(self, events: Sequence[StoredEvent]) -> None:
+        """Count accepted events that carry the id of a response served here lately,
+        for the same user and an item it showed (live metrics only)."""
+        if self._on_attributed is None:
+            return
+        for event in events:
+            if not event.recommendation_id or event.event_type not in COUNTED:
+                continue
+            with self._recent_lock:
+                served = self._recent.get(event.recommendation_id)
+            if served is None:
+                continue
+            user_id, experiment, variant, items = served
+            if user_id == event.user_id and event.item_id in items:
+                self._on_attributed(experiment, variant, event.event_type)
 
     def flush(self) -> None:
         """Write this process's pending impressions (before an erasure or a report)."""
