@@ -416,15 +416,8 @@ class SQLiteStore:
         all of them), read inside the writer's transaction."""
         if erasure_seen is None:
             return None
-        erased = {
-            user
-            for user in {event.user_id for event in events}
-            if self._writer.execute(
-                "SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?",
-                (user_hash(user),),
-            ).fetchone()[0]
-            > erasure_seen
-        }
+        latest = self._latest_erasures({event.user_id for event in events})
+        erased = {user for user, erasure in latest.items() if erasure > erasure_seen}
         if not erased:
             return None
         return [i for i, event in enumerate(events) if event.user_id not in erased]
@@ -465,19 +458,24 @@ class SQLiteStore:
                 raise
         return stored
 
-    def _impressions_not_erased(self, impressions: Sequence[Impression]) -> list[Impression]:
-        """The impressions whose user was not erased after their ``erasure_seen``, read
-        inside the writer's transaction."""
-        checked = {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
-        latest = {
+    def _latest_erasures(self, users: set[str]) -> dict[str, int]:
+        """Each user's latest erasure id (0: never erased), read by the writer."""
+        return {
             user: int(
                 self._writer.execute(
                     "SELECT COALESCE(MAX(erasure_id), 0) FROM erasures WHERE user_hash = ?",
                     (user_hash(user),),
                 ).fetchone()[0]
             )
-            for user in checked
+            for user in users
         }
+
+    def _impressions_not_erased(self, impressions: Sequence[Impression]) -> list[Impression]:
+        """The impressions whose user was not erased after their ``erasure_seen``, read
+        inside the writer's transaction."""
+        latest = self._latest_erasures(
+            {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
+        )
         return [
             i
             for i in impressions

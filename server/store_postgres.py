@@ -341,6 +341,19 @@ def _seq_events(rows: Iterable[Sequence[Any]]) -> list[tuple[int, StoredEvent]]:
     return [(int(row[0]), _event(row[1:])) for row in rows]
 
 
+def _latest_erasures(connection: psycopg.Connection[TupleRow], users: set[str]) -> dict[str, int]:
+    """The latest erasure id of each of ``users`` that was ever erased."""
+    if not users:
+        return {}
+    by_hash = {user_hash(user): user for user in users}
+    rows = connection.execute(
+        "SELECT user_hash, MAX(erasure_id) FROM erasures"
+        " WHERE user_hash = ANY(%s::text[]) GROUP BY user_hash",
+        (list(by_hash),),
+    ).fetchall()
+    return {by_hash[hashed]: int(erasure) for hashed, erasure in rows}
+
+
 def _lock_counter(connection: psycopg.Connection[TupleRow]) -> int:
     """The seq counter, locked until the transaction ends (see the module docstring)."""
     return int(_one(connection.execute(_LOCK_COUNTER), "seq counter")[0])
@@ -534,15 +547,7 @@ class PostgresStore:
             if pending.erasure_seen is not None
             for event in pending.events
         }
-        latest: dict[str, int] = {}
-        if users:
-            by_hash = {user_hash(user): user for user in users}
-            rows = connection.execute(
-                "SELECT user_hash, MAX(erasure_id) FROM erasures"
-                " WHERE user_hash = ANY(%s::text[]) GROUP BY user_hash",
-                (list(by_hash),),
-            ).fetchall()
-            latest = {by_hash[hashed]: int(erasure) for hashed, erasure in rows}
+        latest = _latest_erasures(connection, users)
         refused: list[set[int]] = []
         for pending in group:
             seen = pending.erasure_seen
@@ -680,13 +685,7 @@ class PostgresStore:
         users = {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
         if not users:
             return impressions
-        by_hash = {user_hash(user): user for user in users}
-        rows = connection.execute(
-            "SELECT user_hash, MAX(erasure_id) FROM erasures"
-            " WHERE user_hash = ANY(%s::text[]) GROUP BY user_hash",
-            (list(by_hash),),
-        ).fetchall()
-        latest = {by_hash[hashed]: int(erasure) for hashed, erasure in rows}
+        latest = _latest_erasures(connection, users)
         return [
             i
             for i in impressions

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,17 +40,22 @@ def experiments_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def server(toy_model_dir: Path, tmp_path: Path, experiments_file: Path) -> Iterator[RunningServer]:
-    running = start(
+def serve_toy(model_dir: Path, tmp_path: Path, **options: Any) -> RunningServer:
+    """A real server on a loopback port, serving the toy model over a new state."""
+    return start(
         ServerOptions(
             state_dir=tmp_path / "state",
             port=0,
-            model_dir=toy_model_dir,
+            model_dir=model_dir,
             train_config=SERVER_CONFIG,
-            experiments=experiments_file,
+            **options,
         )
     )
+
+
+@pytest.fixture
+def server(toy_model_dir: Path, tmp_path: Path, experiments_file: Path) -> Iterator[RunningServer]:
+    running = serve_toy(toy_model_dir, tmp_path, experiments=experiments_file)
     yield running
     running.stop()
 
@@ -137,15 +143,7 @@ def test_an_unknown_experiment_is_not_found(server: RunningServer) -> None:
 def test_without_recording_nothing_is_stored_and_reports_stay_empty(
     toy_model_dir: Path, tmp_path: Path
 ) -> None:
-    running = start(
-        ServerOptions(
-            state_dir=tmp_path / "state",
-            port=0,
-            model_dir=toy_model_dir,
-            train_config=SERVER_CONFIG,
-            record_impressions=False,
-        )
-    )
+    running = serve_toy(toy_model_dir, tmp_path, record_impressions=False)
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
             client.recommend("u0", k=3)
@@ -289,16 +287,7 @@ def test_prometheus_counts_served_responses_and_attributed_events_per_variant(
 ) -> None:
     import urllib.request
 
-    running = start(
-        ServerOptions(
-            state_dir=tmp_path / "state",
-            port=0,
-            model_dir=toy_model_dir,
-            train_config=SERVER_CONFIG,
-            experiments=experiments_file,
-            metrics_port=0,
-        )
-    )
+    running = serve_toy(toy_model_dir, tmp_path, experiments=experiments_file, metrics_port=0)
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
             response = client.recommend("u7", k=3)
