@@ -25,9 +25,14 @@ structure)::
     setting = "popularity"
     # optional per variant: diversity = 0.3, exploration = 0.1, max_per_feature = { "brand=" = 2 }
 
-Settings: ``"hybrid"`` (the serving model with the normal pipeline) and ``"popularity"``
-(the recent-popularity baseline). An experiment is active from ``start`` (included) to
-``end`` (excluded); a missing bound is open. Two experiments on one surface may not have
+Settings: ``"hybrid"`` (the serving model with the normal pipeline), ``"popularity"``
+(the recent-popularity baseline) and ``"model:<version>"`` (a model version pinned: the
+server serves that stored version to the variant's users, with the current catalogue and
+the users' events since that model's watermark folded in; the server refuses a file naming
+a version its store does not hold, and keeps pinned versions from being pruned).
+
+An experiment is active from ``start`` (included) to ``end`` (excluded); a missing bound
+is open. Two experiments on one surface may not have
 overlapping active windows, so at most one applies to a request.
 
 Assignment
@@ -93,16 +98,25 @@ def _check_name(value: object, what: str) -> str:
     return value
 
 
+# A variant pinned to one model version: ``setting = "model:<version>"``.
+PINNED_PREFIX = "model:"
+
+
 def _check_setting(value: object, where: str) -> str:
     if value in SETTINGS:
         return str(value)
-    if isinstance(value, str) and value.startswith("model:"):
-        raise InvalidInputError(
-            f"{where}setting: pinning a model version ({value!r}) is not supported yet; "
-            f"use one of {', '.join(map(repr, SETTINGS))}"
-        )
+    if isinstance(value, str) and value.startswith(PINNED_PREFIX):
+        version = value[len(PINNED_PREFIX) :]
+        if not version or any(ord(c) < 32 or ord(c) == 127 for c in version):
+            raise InvalidInputError(
+                f"{where}setting: {value!r} must name a model version after 'model:'"
+            )
+        return value
     allowed = ", ".join(map(repr, SETTINGS))
-    raise InvalidInputError(f"{where}setting: unknown value {value!r} (expected one of {allowed})")
+    raise InvalidInputError(
+        f"{where}setting: unknown value {value!r} (expected one of {allowed}, or "
+        "'model:<version>' for a pinned model version)"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,13 @@ class Variant:
                 object.__setattr__(self, "max_per_feature", caps)
         except InvalidInputError as error:
             raise InvalidInputError(f"{where}{error}") from None
+
+    @property
+    def pinned_version(self) -> str | None:
+        """The model version a ``model:<version>`` setting pins (None: not pinned)."""
+        if self.setting.startswith(PINNED_PREFIX):
+            return self.setting[len(PINNED_PREFIX) :]
+        return None
 
 
 @dataclass(frozen=True)

@@ -400,6 +400,7 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
         window_ms=options.attribution_window_ms,
         on_served=metrics.on_served,
         on_attributed=metrics.on_attributed,
+        load_model=registry.load,
         recorder=(
             ImpressionRecorder(
                 store,
@@ -410,6 +411,7 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
             else None
         ),
     )
+    registry.protected = feedback.pinned_versions  # never pruned while pinned
     service = RecommenderService(
         store,
         state,

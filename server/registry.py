@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -46,12 +46,15 @@ class ModelRegistry:
         cache_dir: str | Path,
         keep: int = 3,
         search: SearchPolicy | None = None,
+        protected: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
         self.store = store
         self.root = Path(cache_dir) / "models"
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.search = search or SearchPolicy()
+        # Versions never pruned (pinned by an experiment variant), asked at each prune.
+        self.protected = protected
 
     def current(self) -> ModelPointer | None:
         return self.store.current_model()
@@ -109,12 +112,13 @@ class ModelRegistry:
         return pointer
 
     def _prune(self, current: str) -> None:
-        self.store.prune_models(self.keep)
+        spared = {current, *self.protected()}
+        self.store.prune_models(self.keep, spared)
         local = sorted(
             (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime,
         )
-        for old in [p for p in local if p.name != current][: max(0, len(local) - self.keep)]:
+        for old in [p for p in local if p.name not in spared][: max(0, len(local) - self.keep)]:
             shutil.rmtree(old, ignore_errors=True)
 
     def local_copy(self, version: str) -> Path:

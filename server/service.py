@@ -33,7 +33,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from shelfrank.core.blend import Mode
-from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.errors import InvalidInputError, InvariantError, StorageError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.core.explain import (
     DEFAULT_TOP,
@@ -178,6 +178,9 @@ class RecommenderService:
             maxsize=vector_cache
         )
         self._vectors_lock = threading.Lock()
+        # Model versions experiment variants pin, loaded on first use.
+        self._pinned: dict[str, ServingState] = {}
+        self._pinned_lock = threading.Lock()
         self._known_users: tuple[tuple[str, int, int], int] | None = None
         self._degraded_logged = -DEGRADED_LOG_SECONDS
         if scoring_threads < 1:
@@ -272,15 +275,21 @@ class RecommenderService:
 
     # -- reads --------------------------------------------------------------------------------
     def _user(
-        self, user_id: str, features: Sequence[str]
+        self, user_id: str, features: Sequence[str], pinned: str | None = None
     ) -> tuple[ServingState, UserVector, UserLive]:
         """The state to serve from, the user's vector and record, up to date with the
-        store (the user's view read first: its catalogue revision may move the state)."""
+        store (the user's view read first: its catalogue revision may move the state).
+        ``pinned``: a model version an experiment variant serves instead of the current."""
         try:
-            live, view = self._live.get(user_id, self._state.watermark_seq)
+            base = self._state if pinned is None else self._pinned_state(pinned, None)
+            live, view = self._live.get(user_id, base.watermark_seq)
         except StorageError:
             return self._unpersonalised(user_id, features)
-        state = self.current_state(view.catalogue_revision)
+        state = (
+            self.current_state(view.catalogue_revision)
+            if pinned is None
+            else self._pinned_state(pinned, view.catalogue_revision)
+        )
         if live.watermark_seq != state.watermark_seq:  # a new model was published meanwhile
             live, _ = self._live.get(user_id, state.watermark_seq)
         if not state.trained:  # no model yet: everyone sees what is popular
@@ -320,6 +329,27 @@ class RecommenderService:
         with self._vectors_lock:
             self._vectors[user_id] = (stamp, vector)
         return state, vector, live
+
+    def _pinned_state(self, version: str, catalogue_revision: int | None) -> ServingState:
+        """A pinned model version, loaded once (a verified local copy of the stored
+        version) and kept up to date with the store's catalogue like the current one."""
+        with self._pinned_lock:
+            state = self._pinned.get(version)
+        if state is not None and (
+            catalogue_revision is None or catalogue_revision <= state.catalogue_through
+        ):
+            return state
+        if state is None:
+            if self.feedback is None or self.feedback.load_model is None:
+                raise InvariantError(f"model {version!r} is pinned but nothing loads models")
+            state = self.feedback.load_model(version)
+            revision, catalogue = self._store.catalogue_changes()
+        else:
+            revision, catalogue = self._store.catalogue_changes(state.catalogue_through)
+        state = state.with_catalogue(catalogue, revision=revision)
+        with self._pinned_lock:
+            self._pinned[version] = state
+        return state
 
     def _catalogue_revision(self) -> int | None:
         """The store's catalogue revision, or None while the store cannot be read (the
@@ -363,10 +393,11 @@ class RecommenderService:
         return state, vector
 
     def recommend(self, query: RecommendQuery) -> Scored:
-        state, user, live = self._user(query.user_id, query.user_features)
-        model = state.model
         now_ms = int(time.time() * 1000)
         arm = self._arm("recommend", query.user_id, now_ms)
+        pinned = None if arm is None else arm.variant.pinned_version
+        state, user, live = self._user(query.user_id, query.user_features, pinned)
+        model = state.model
         if arm is not None and arm.popularity:
             user = POPULARITY_USER
         excluded = set(query.exclude_item_ids)
@@ -479,10 +510,11 @@ class RecommenderService:
         return replace(scored, explanations=tuple(explained))
 
     def rank(self, query: RankQuery) -> Scored:
-        state, user, live = self._user(query.user_id, query.user_features)
-        model = state.model
         now_ms = int(time.time() * 1000)
         arm = self._arm("rank", query.user_id, now_ms)
+        pinned = None if arm is None else arm.variant.pinned_version
+        state, user, live = self._user(query.user_id, query.user_features, pinned)
+        model = state.model
         if arm is not None and arm.popularity:
             user = POPULARITY_USER
         available = state.available

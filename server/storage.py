@@ -21,7 +21,7 @@ database fails; callers (the gRPC layer above all) know no database module.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -267,9 +267,9 @@ class EventStore(Protocol):
         (LeaseLostError otherwise): a trainer that lost its lease never publishes."""
         ...
 
-    def prune_models(self, keep: int) -> list[str]:
-        """Delete the stored versions but the ``keep`` newest and the current one; returns
-        the versions deleted."""
+    def prune_models(self, keep: int, protected: Collection[str] = ()) -> list[str]:
+        """Delete the stored versions but the ``keep`` newest, the current one and the
+        ``protected`` ones (pinned by an experiment); returns the versions deleted."""
         ...
 
     # -- leases ------------------------------------------------------------------------------

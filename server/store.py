@@ -25,7 +25,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -747,13 +747,14 @@ class SQLiteStore:
             ).fetchone()[0]
         return ModelPointer(version=version, published=int(published))
 
-    def prune_models(self, keep: int) -> list[str]:
+    def prune_models(self, keep: int, protected: Collection[str] = ()) -> list[str]:
         with self._write_transaction() as writer:
             rows = writer.execute(
                 "SELECT version FROM models WHERE version NOT IN"
                 " (SELECT version FROM model_pointer) ORDER BY saved DESC"
             ).fetchall()
-            gone = [str(row[0]) for row in rows[keep:]]
+            spared = set(protected)
+            gone = [str(row[0]) for row in rows[keep:] if str(row[0]) not in spared]
             for version in gone:
                 writer.execute("DELETE FROM model_files WHERE version = ?", (version,))
                 writer.execute("DELETE FROM models WHERE version = ?", (version,))

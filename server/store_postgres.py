@@ -59,7 +59,7 @@ import re
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -806,14 +806,15 @@ class PostgresStore:
             )
         return ModelPointer(version=version, published=int(row[0]))
 
-    def prune_models(self, keep: int) -> list[str]:
+    def prune_models(self, keep: int, protected: Collection[str] = ()) -> list[str]:
         with self._pool.connection() as connection, connection.transaction():
             rows = connection.execute(
                 "SELECT version FROM models WHERE version NOT IN"
                 " (SELECT version FROM model_pointer) ORDER BY saved DESC OFFSET %s",
                 (keep,),
             ).fetchall()
-            gone = [str(row[0]) for row in rows]
+            spared = set(protected)
+            gone = [str(row[0]) for row in rows if str(row[0]) not in spared]
             if gone:
                 connection.execute("DELETE FROM model_files WHERE version = ANY(%s)", (gone,))
                 connection.execute("DELETE FROM models WHERE version = ANY(%s)", (gone,))

@@ -180,11 +180,11 @@ def test_parse_time() -> None:
         (
             two_variants().replace('"popularity"', '"bandit"'),
             r"variant \"b\": setting: unknown value 'bandit' \(expected one of 'hybrid', "
-            r"'popularity'\)",
+            r"'popularity', or 'model:<version>'",
         ),
         (
-            two_variants().replace('"popularity"', '"model:v3"'),
-            r"variant \"b\": setting: pinning a model version \('model:v3'\) is not supported yet",
+            two_variants().replace('"popularity"', '"model:"'),
+            r"variant \"b\": setting: 'model:' must name a model version after 'model:'",
         ),
         (
             two_variants().replace("share = 50\n", "share = 50\nshar = 1\n", 1),
@@ -307,8 +307,10 @@ def test_constructed_experiments_are_checked() -> None:
         Experiment("x", "x", "recommend", None, None, (Variant("a", 100),), "control")
     with pytest.raises(InvalidInputError, match="share"):
         Variant("a", True)
-    with pytest.raises(InvalidInputError, match="not supported yet"):
-        Variant("a", 100, "model:2026-12-01")
+    with pytest.raises(InvalidInputError, match="must name a model version"):
+        Variant("a", 100, "model:")
+    assert Variant("a", 100, "model:2026-12-01").pinned_version == "2026-12-01"
+    assert Variant("a", 100, "hybrid").pinned_version is None
 
 
 # ---------------------------------------------------------------- assignment

@@ -310,3 +310,50 @@ def test_prometheus_counts_served_responses_and_attributed_events_per_variant(
     for kind in ("view", "purchase"):  # the other user's and the unshown item's: not counted
         line = f'shelfrank_attributed_events_total{{experiment="home",type="{kind}",{variant}}} 1.0'
         assert line in text, text
+
+
+def test_a_variant_pinned_to_a_model_version_keeps_serving_it(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    pinned = json.loads((toy_model_dir / "manifest.json").read_text())["model_version"]
+    path = tmp_path / "experiments.toml"
+    path.write_text(EXPERIMENTS.replace('setting = "popularity"', f'setting = "model:{pinned}"'))
+    running = serve_toy(toy_model_dir, tmp_path, experiments=path)
+    try:
+        assert running.service.feedback is not None
+        assert running.service.feedback.pinned_versions() == {pinned}
+        with Client(f"127.0.0.1:{running.port}") as client:
+            client.track(
+                [Event(f"u{n}", f"shoe{n % 5}", "purchase") for n in range(10)]
+                + [Event(f"u{n}", f"book{n % 5}", "purchase") for n in range(10, 20)]
+            )
+            current = running.retrainer.retrain_now(full=True)
+            assert current is not None and current != pinned
+            (experiment,) = load_experiments(path)
+            served = {}
+            for user in USERS:
+                response = client.recommend(user, k=3)
+                served[assign(experiment, user).name] = response.model_version
+                expected = pinned if assign(experiment, user).name == "pop" else current
+                assert response.model_version == expected
+                # the experiment is on the recommend surface: Rank serves the current one
+                assert client.rank(user, ["shoe1", "book1"]).model_version == current
+        assert served == {"control": current, "pop": pinned}
+        # the pinned version is never pruned while the experiment names it
+        running.retrainer.registry.activate(current)
+        assert running.service.store.has_model(pinned)
+    finally:
+        running.stop()
+
+
+def test_a_file_pinning_a_version_the_store_lacks_is_refused_at_start(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    from shelfrank.core.errors import InvalidInputError
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(EXPERIMENTS.replace('setting = "popularity"', 'setting = "model:nope"'))
+    with pytest.raises(InvalidInputError, match="pins model 'nope', which the store does not"):
+        serve_toy(toy_model_dir, tmp_path, experiments=path)

@@ -655,13 +655,16 @@ def test_model_versions_are_stored_whole_and_the_pointer_moves(backend: Backend)
     assert replica.current_model() == second
     for n in range(3, 6):
         trainer.save_model(f"m{n}", [("manifest.json", b"{}")])
-    # The current one (m2) stays whatever its age; of the others the newest two.
-    assert sorted(trainer.prune_models(keep=2)) == ["m1", "m3"]
+    # The current one (m2) stays whatever its age, and a protected one (pinned by an
+    # experiment, m1); of the others the newest two.
+    assert sorted(trainer.prune_models(keep=2, protected={"m1"})) == ["m3"]
     assert [v for v in ("m1", "m2", "m3", "m4", "m5") if replica.has_model(v)] == [
+        "m1",
         "m2",
         "m4",
         "m5",
     ]
+    assert trainer.prune_models(keep=2) == ["m1"]
 
 
 def test_a_lease_has_one_holder_until_it_expires_or_is_released(backend: Backend) -> None:

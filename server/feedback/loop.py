@@ -35,6 +35,7 @@ from shelfrank.server.feedback.attribution import DEFAULT_ATTRIBUTION_WINDOW_MS
 from shelfrank.server.feedback.recorder import ImpressionRecorder
 from shelfrank.server.feedback.report import FeedbackReport, build_report
 from shelfrank.server.requests import NotFoundError
+from shelfrank.server.serving_state import ServingState
 from shelfrank.server.storage import EventStore, Impression, ImpressionKind
 
 log = logging.getLogger("shelfrank.feedback")
@@ -85,12 +86,26 @@ class ExperimentFile:
     at most every second). A change that does not load is logged and the experiments
     loaded before keep running; at start a bad file is refused (InvalidInputError)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, check: Callable[[tuple[Experiment, ...]], None] | None = None
+    ) -> None:
         self.path = path
+        # More checks than the file's own (pinned versions the store must hold): raise
+        # InvalidInputError to refuse a load.
+        self.check = check
         self._stamp = self._modified()
-        self._experiments = load_experiments(path)
+        self._experiments = self._load()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
+
+    def _load(self) -> tuple[Experiment, ...]:
+        experiments = load_experiments(self.path)
+        if self.check is not None:
+            try:
+                self.check(experiments)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{self.path}: {exc}") from None
+        return experiments
 
     def _modified(self) -> tuple[int, int]:
         stat = os.stat(self.path)
@@ -111,7 +126,7 @@ class ExperimentFile:
         """Load the file now (InvalidInputError, and nothing changed, if it does not load)."""
         with self._lock:
             stamp = self._modified()
-            self._experiments = load_experiments(self.path)
+            self._experiments = self._load()
             self._stamp = stamp
             return self._experiments
 
@@ -125,7 +140,7 @@ class ExperimentFile:
             return
         self._stamp = stamp
         try:
-            self._experiments = load_experiments(self.path)
+            self._experiments = self._load()
         except InvalidInputError as exc:
             log.error("experiments: not reloaded, keeping the loaded ones: %s", exc)
             return
@@ -146,11 +161,17 @@ class FeedbackLoop:
         on_served: Callable[[str, str, str], None] | None = None,
         on_attributed: Callable[[str, str, EventType], None] | None = None,
         remembered: int = REMEMBERED_RESPONSES,
+        load_model: Callable[[str], ServingState] | None = None,
     ) -> None:
         if window_ms <= 0:
             raise InvalidInputError(f"attribution window: must be positive, got {window_ms} ms")
         self._store = store
+        # Loads a stored model version for the variants that pin one (None: none may).
+        self.load_model = load_model
         self.experiment_file = experiments
+        if experiments is not None:
+            experiments.check = self.check_pinned
+            experiments.reload()  # the pinned versions checked too, at start
         self.window_ms = window_ms
         self._on_served = on_served  # (surface, experiment, variant): metrics
         # (experiment, variant, event type) of each accepted event carrying the id of a
@@ -166,6 +187,30 @@ class FeedbackLoop:
     @property
     def experiments(self) -> tuple[Experiment, ...]:
         return () if self.experiment_file is None else self.experiment_file.experiments
+
+    def pinned_versions(self) -> set[str]:
+        """The model versions experiment variants pin (never pruned from the store)."""
+        return {
+            version
+            for experiment in self.experiments
+            for variant in experiment.variants
+            if (version := variant.pinned_version) is not None
+        }
+
+    def check_pinned(self, experiments: tuple[Experiment, ...]) -> None:
+        """Refuse experiments pinning a version this server cannot serve."""
+        for experiment in experiments:
+            for variant in experiment.variants:
+                version = variant.pinned_version
+                if version is None:
+                    continue
+                where = f"experiment {experiment.name!r}: variant {variant.name!r}"
+                if self.load_model is None:
+                    raise InvalidInputError(f"{where}: pins model {version!r}: not served here")
+                if not self._store.has_model(version):
+                    raise InvalidInputError(
+                        f"{where}: pins model {version!r}, which the store does not hold"
+                    )
 
     def arm(self, surface: str, user_id: str, now_ms: int) -> Arm | None:
         """The variant serving ``user_id`` on ``surface`` now (None: no experiment)."""
