@@ -165,7 +165,9 @@ class EdgeRecommender:
     others None). A ``popularity`` variant ranks by the snapshot's item popularity
     (the score the device already uses for a user without a vector) without the session
     rerank, as the server's popularity variant ignores the user's history; the
-    request's filters and exclusions still apply.
+    request's filters and exclusions still apply. A variant pinning a model version
+    (``model:<version>``) is labelled, but the device ranks with the model of its
+    snapshot: it holds one model only.
     """
 
     def __init__(
