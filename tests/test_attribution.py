@@ -4,7 +4,6 @@ answers, and random data against a deliberately naive reimplementation of the ru
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Sequence
 from unittest.mock import patch
@@ -351,7 +350,8 @@ def test_matches_naive(
 
 
 @pytest.mark.slow
-def test_a_million_events_in_seconds() -> None:
+def test_a_million_events_are_all_attributed() -> None:
+    """Scale (about 4 s on a shared 2-core machine; tests do not time things)."""
     rng = random.Random(1)
     items = [f"i{n}" for n in range(20_000)]
     impressions = [
@@ -372,8 +372,5 @@ def test_a_million_events_in_seconds() -> None:
                 rid,
             )
         )
-    start = time.perf_counter()
     result = attribute(impressions, events, details=False)
-    elapsed = time.perf_counter() - start
     assert result.attributed == 1_000_000
-    assert elapsed < 20.0  # about 4 s on a shared 2-core machine
