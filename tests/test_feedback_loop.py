@@ -330,7 +330,8 @@ def test_a_variant_pinned_to_a_model_version_keeps_serving_it(
                 + [Event(f"u{n}", f"book{n % 5}", "purchase") for n in range(10, 20)]
             )
             current = running.retrainer.retrain_now(full=True)
-            assert current is not None and current != pinned
+            assert current is not None
+            assert current != pinned
             (experiment,) = load_experiments(path)
             served = {}
             for user in USERS:
