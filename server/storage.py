@@ -146,19 +146,24 @@ class EventStore(Protocol):
 
     def record_impressions(self, impressions: Sequence[Impression]) -> int:
         """Store impressions durably (committed when this returns); returns how many were
-        new. One per (recommendation_id, kind): a repeat is ignored (the first stays), so a
-        device re-sending its outbox stores each once. One whose user was erased after its
-        ``erasure_seen`` is dropped (not counted as new)."""
+        new. A ``SHOWN`` one naming no user (a caller's default) takes the user of the
+        ``SERVED`` one of its recommendation id (stored, or in the batch), so the user's
+        erasure takes it too. One whose user was erased after its ``erasure_seen`` is
+        dropped first (not counted as new); then one per (recommendation_id, kind): a
+        repeat is ignored (the first stays), so a device re-sending its outbox stores each
+        once. Atomic with respect to :meth:`delete_user`: no impression it drops, or that
+        the erasure deletes, is stored after it."""
         ...
 
     def impressions_between(self, from_ms: int, to_ms: int) -> Iterator[Impression]:
         """Every stored impression with ``from_ms <= time_ms < to_ms``, by (time_ms,
-        recommendation_id, kind)."""
+        recommendation_id, kind). Bounds beyond 64 bits mean the range's end (a report
+        "until forever plus a window" is no error)."""
         ...
 
     def events_between(self, from_ms: int, to_ms: int) -> Iterator[StoredEvent]:
         """Every stored event with ``from_ms <= timestamp_ms < to_ms``, by (timestamp_ms,
-        event_id)."""
+        event_id). Bounds beyond 64 bits mean the range's end."""
         ...
 
     def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
@@ -177,7 +182,9 @@ class EventStore(Protocol):
     def delete_user(self, user_id: str) -> tuple[bool, int]:
         """Erase a user's events, impressions and profile; returns (existed, events deleted). The
         erased events' ids are remembered (replaying them stores nothing) and the erasure
-        is numbered (see :meth:`latest_erasure`)."""
+        is numbered (see :meth:`latest_erasure`). ``SHOWN`` impressions of the user's
+        recommendation ids go too, whoever they name: what was shown of a user's response
+        is data about the user."""
         ...
 
     def erased_among(self, user_ids: Iterable[str]) -> set[str]:
@@ -268,8 +275,21 @@ class EventStore(Protocol):
         ...
 
     def prune_models(self, keep: int, protected: Collection[str] = ()) -> list[str]:
-        """Delete the stored versions but the ``keep`` newest, the current one and the
-        ``protected`` ones (pinned by an experiment); returns the versions deleted."""
+        """Delete the stored versions but the ``keep`` newest, the current one, the
+        ``protected`` ones and those pinned in the store (:meth:`pin_models`, read in the
+        deleting transaction); returns the versions deleted."""
+        ...
+
+    def pin_models(self, owner: str, versions: Collection[str]) -> set[str]:
+        """Make ``versions`` the versions ``owner`` (e.g. "experiments") pins, replacing
+        its earlier pins, in one transaction; empty: it pins none. Pins live in the store,
+        so a process that knows nothing of their reason (a dedicated trainer without the
+        experiment file) never prunes them. Returns the versions not stored (then nothing
+        changes: a pin always names a stored model)."""
+        ...
+
+    def pinned_models(self) -> set[str]:
+        """Every version pinned by any owner (never pruned)."""
         ...
 
     # -- leases ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from shelfrank.server.storage import (
     AvailabilityResult,
     CatalogueEntry,
     Impression,
+    ImpressionKind,
     LeaseLostError,
     ModelFiles,
     ModelPointer,
@@ -50,13 +51,18 @@ from shelfrank.server.store_common import (
     GroupCommit,
     ImpressionContext,
     PendingBatch,
+    clamped_range,
     context_of,
+    erasure_checked_users,
     errors_mapped,
     joined_chunks,
     model_chunks,
+    not_erased,
     split_tokens,
     stored_impression,
+    unattributed_shown,
     user_hash,
+    with_served_users,
 )
 from shelfrank.server.user_events import (
     MERGE_EVERY,
@@ -74,7 +80,8 @@ from shelfrank.server.user_events import (
 # 3: catalogue items carry the revision that last wrote them (meta.catalogue_revision).
 # 4: catalogue items carry their availability and when they were first stored.
 # 5: events carry the response they answer (recommendation_id, position); impressions.
-SCHEMA_VERSION = 5
+# 6: model versions pinned in the store (model_pins), never pruned.
+SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -112,6 +119,12 @@ CREATE TABLE IF NOT EXISTS model_pointer (id INTEGER PRIMARY KEY CHECK (id = 1),
                                           version TEXT NOT NULL, published INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,
                                    expires_ms INTEGER NOT NULL) WITHOUT ROWID;
+-- Schema 6 (created by this script in older stores). A pin names a stored model: deleting
+-- a pinned version fails (a process that does not read pins cannot prune it either).
+CREATE TABLE IF NOT EXISTS model_pins (owner TEXT NOT NULL,
+                                       version TEXT NOT NULL REFERENCES models (version),
+                                       PRIMARY KEY (owner, version)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS model_pins_by_version ON model_pins (version);
 CREATE TABLE IF NOT EXISTS impression_contexts (
     context_id INTEGER PRIMARY KEY, surface TEXT NOT NULL, experiment TEXT NOT NULL,
     variant TEXT NOT NULL, model_version TEXT NOT NULL,
@@ -428,14 +441,25 @@ class SQLiteStore:
 
     def record_impressions(self, impressions: Sequence[Impression]) -> int:
         """Store impressions durably; returns how many were new (a repeat of a stored
-        (recommendation_id, kind), or of one earlier in the batch, is ignored)."""
+        (recommendation_id, kind), or of one earlier in the batch, is ignored). SHOWN
+        ones naming no user take their SERVED one's user; then those of users erased
+        after their ``erasure_seen`` are dropped, before repeats are looked for."""
         if not impressions:
             return 0
         with self._lock:
             try:
+                # Under the write lock from here to the commit: no erasure commits between
+                # these reads and the insert.
                 self._writer.execute("BEGIN IMMEDIATE")
-                # Under the write lock: no erasure commits between this check and the insert.
-                impressions = self._impressions_not_erased(impressions)
+                impressions = with_served_users(
+                    impressions, self._served_users(unattributed_shown(impressions))
+                )
+                impressions = not_erased(
+                    impressions, self._latest_erasures(erasure_checked_users(impressions))
+                )
+                if not impressions:
+                    self._writer.commit()
+                    return 0
                 context_ids = self._context_ids({context_of(i) for i in impressions})
                 stored = self._writer.executemany(
                     "INSERT OR IGNORE INTO impressions (recommendation_id, kind, user_id,"
@@ -470,17 +494,17 @@ class SQLiteStore:
             for user in users
         }
 
-    def _impressions_not_erased(self, impressions: Sequence[Impression]) -> list[Impression]:
-        """The impressions whose user was not erased after their ``erasure_seen``, read
-        inside the writer's transaction."""
-        latest = self._latest_erasures(
-            {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
+    def _served_users(self, recommendation_ids: set[str]) -> dict[str, str]:
+        """The user of each stored SERVED impression of ``recommendation_ids`` (read by the
+        writer; a primary-key lookup each)."""
+        if not recommendation_ids:
+            return {}
+        rows = self._writer.execute(
+            "SELECT recommendation_id, user_id FROM impressions WHERE kind = ?"
+            " AND recommendation_id IN (SELECT value FROM json_each(?))",
+            (KIND_CODES[ImpressionKind.SERVED], json.dumps(sorted(recommendation_ids))),
         )
-        return [
-            i
-            for i in impressions
-            if i.erasure_seen is None or latest.get(i.user_id, 0) <= i.erasure_seen
-        ]
+        return {str(rid): str(user) for rid, user in rows}
 
     def _context_ids(self, contexts: Iterable[ImpressionContext]) -> dict[ImpressionContext, int]:
         """The number of each context, stored first where it is new (in the writer's
@@ -609,9 +633,20 @@ class SQLiteStore:
                 # impression a second random B-tree page written and 22 bytes (measured
                 # with 10 items each: 9% more bytes, 30% fewer impressions stored per
                 # second).
-                shown = self._writer.execute(
-                    "DELETE FROM impressions WHERE user_id = ?", (user_id,)
-                ).rowcount
+                mine = self._writer.execute(
+                    "DELETE FROM impressions WHERE user_id = ? RETURNING recommendation_id",
+                    (user_id,),
+                ).fetchall()
+                # What was shown of the user's responses, whoever it names (a caller's
+                # report names no user by default): primary-key lookups, no second scan.
+                self._writer.execute(
+                    "DELETE FROM impressions WHERE kind = ?"
+                    " AND recommendation_id IN (SELECT value FROM json_each(?))",
+                    (
+                        KIND_CODES[ImpressionKind.SHOWN],
+                        json.dumps(sorted({str(row[0]) for row in mine})),
+                    ),
+                )
                 # Only a hash is kept: enough to tell the user's devices to purge. Each
                 # erasure is numbered, so a device purges once per erasure (see
                 # latest_erasure) and a user who comes back is not purged again.
@@ -627,7 +662,8 @@ class SQLiteStore:
                 self._writer.rollback()
                 raise
             self._recent.erased(user_id, seqs, int(erasure or 0))
-        return bool(deleted or profile or shown), int(deleted)
+        # Impressions alone are data about the user: the user existed.
+        return bool(deleted or profile or mine), int(deleted)
 
     def erased_among(self, user_ids: Iterable[str]) -> set[str]:
         """Which of ``user_ids`` were erased and have no events since (see was_erased)."""
@@ -753,12 +789,46 @@ class SQLiteStore:
                 "SELECT version FROM models WHERE version NOT IN"
                 " (SELECT version FROM model_pointer) ORDER BY saved DESC"
             ).fetchall()
-            spared = set(protected)
+            # Read under the write lock: no pin commits between this read and the delete.
+            spared = set(protected) | {
+                str(row[0]) for row in writer.execute("SELECT version FROM model_pins")
+            }
             gone = [str(row[0]) for row in rows[keep:] if str(row[0]) not in spared]
             for version in gone:
                 writer.execute("DELETE FROM model_files WHERE version = ?", (version,))
                 writer.execute("DELETE FROM models WHERE version = ?", (version,))
         return gone
+
+    def pin_models(self, owner: str, versions: Collection[str]) -> set[str]:
+        wanted = json.dumps(sorted(set(versions)))
+        with self._write_transaction() as writer:
+            missing = {
+                str(row[0])
+                for row in writer.execute(
+                    "SELECT value FROM json_each(?)"
+                    " WHERE value NOT IN (SELECT version FROM models)",
+                    (wanted,),
+                )
+            }
+            if missing:
+                return missing
+            writer.execute(
+                "DELETE FROM model_pins WHERE owner = ?"
+                " AND version NOT IN (SELECT value FROM json_each(?))",
+                (owner, wanted),
+            )
+            writer.execute(
+                "INSERT OR IGNORE INTO model_pins (owner, version)"
+                " SELECT ?, value FROM json_each(?)",
+                (owner, wanted),
+            )
+        return set()
+
+    def pinned_models(self) -> set[str]:
+        with self._read() as connection:
+            return {
+                str(row[0]) for row in connection.execute("SELECT DISTINCT version FROM model_pins")
+            }
 
     def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         now = _now_ms()
@@ -921,6 +991,7 @@ class SQLiteStore:
         """Every stored event with ``from_ms <= timestamp_ms < to_ms``, by (timestamp_ms,
         event_id), read ``batch`` at a time from one snapshot (a scan and a sort: events
         have no index by time, which every append would pay for)."""
+        from_ms, to_ms = clamped_range(from_ms, to_ms)
         with self._streaming() as connection:
             cursor = connection.execute(
                 f"SELECT {_EVENT_FIELDS} FROM events WHERE timestamp_ms >= ? AND timestamp_ms < ?"
@@ -935,6 +1006,7 @@ class SQLiteStore:
     ) -> Iterator[Impression]:
         """Every stored impression with ``from_ms <= time_ms < to_ms``, by (time_ms,
         recommendation_id, kind), read ``batch`` at a time from one snapshot."""
+        from_ms, to_ms = clamped_range(from_ms, to_ms)
         with self._streaming() as connection:
             contexts: dict[int, ImpressionContext] = {
                 int(row[0]): (str(row[1]), str(row[2]), str(row[3]), str(row[4]))

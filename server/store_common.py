@@ -3,11 +3,12 @@ database errors leaving the store as StorageError."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from shelfrank.core.errors import StorageError
@@ -121,6 +122,21 @@ def _wrapped(
 __all__ = ["GroupCommit", "PendingBatch", "errors_mapped"]
 
 
+# What a time bound can be in every backend's integer columns (SQLite's INTEGER and
+# PostgreSQL's BIGINT are both 64-bit): a report range beyond them ("until the end of
+# time" plus a window) would overflow the driver's binding instead of meaning "all".
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def clamped_range(from_ms: int, to_ms: int) -> tuple[int, int]:
+    """``[from_ms, to_ms)`` with both bounds clamped into the 64-bit range."""
+    return (
+        min(max(from_ms, INT64_MIN), INT64_MAX),
+        min(max(to_ms, INT64_MIN), INT64_MAX),
+    )
+
+
 # Feature tokens are stored joined by a character that cannot appear in a valid token
 # (the same in every backend: a store can be exported from one into another).
 TOKEN_SEPARATOR = "\x1f"
@@ -162,6 +178,48 @@ def stored_impression(row: Sequence[Any], contexts: dict[int, ImpressionContext]
         model_version=model_version,
         item_ids=split_tokens(items),
     )
+
+
+def unattributed_shown(impressions: Iterable[Impression]) -> set[str]:
+    """The recommendation ids of the SHOWN impressions that name no user."""
+    return {
+        i.recommendation_id for i in impressions if i.kind is ImpressionKind.SHOWN and not i.user_id
+    }
+
+
+def with_served_users(
+    impressions: Sequence[Impression], stored_served: Mapping[str, str]
+) -> list[Impression]:
+    """``impressions`` where a SHOWN one naming no user takes the user of the SERVED
+    impression of its recommendation id: the stored one (``stored_served``: id -> user,
+    read in the write transaction), else the first of the batch. What was shown from a
+    user's response is data about that user: the erasure check and the erasure apply."""
+    served = dict(stored_served)
+    for impression in impressions:
+        if impression.kind is ImpressionKind.SERVED:
+            served.setdefault(impression.recommendation_id, impression.user_id)
+    return [
+        dataclasses.replace(i, user_id=served[i.recommendation_id])
+        if i.kind is ImpressionKind.SHOWN and not i.user_id and served.get(i.recommendation_id)
+        else i
+        for i in impressions
+    ]
+
+
+def erasure_checked_users(impressions: Iterable[Impression]) -> set[str]:
+    """The users whose latest erasure the erasure check of ``impressions`` needs."""
+    return {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
+
+
+def not_erased(impressions: Iterable[Impression], latest: Mapping[str, int]) -> list[Impression]:
+    """The impressions whose user was not erased after their ``erasure_seen`` (``latest``:
+    user -> latest erasure id, read in the write transaction). Every backend drops these
+    before it looks for repeats: a dropped impression never hides a later copy of its key."""
+    return [
+        i
+        for i in impressions
+        if i.erasure_seen is None or latest.get(i.user_id, 0) <= i.erasure_seen
+    ]
 
 
 def user_hash(user_id: str) -> str:

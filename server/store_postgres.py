@@ -33,7 +33,10 @@ store's last seq is the counter; a reader reads it in the same snapshot as the e
 (REPEATABLE READ where it reads more than one statement), and sees either a writer's
 events and its counter or neither. Erasures (``delete_user``) take the same lock, so
 the ``erasure_seen`` refusal, the erased-ids check and the insert are atomic with respect
-to them, and erasures are numbered in commit order too.
+to them, and erasures are numbered in commit order too. Impressions have no seq and stay
+clear of the counter: their writers share an advisory lock that an erasure takes
+exclusively (``_ERASURE_LOCK``), so an erasure check and the insert after it are atomic
+with respect to erasures too.
 
 The lock is a statement of its own on purpose: under READ COMMITTED each statement reads
 a fresh snapshot, so the statements after it see everything the previous lock holder
@@ -89,19 +92,25 @@ from shelfrank.server.store_common import (
     GroupCommit,
     ImpressionContext,
     PendingBatch,
+    clamped_range,
     context_of,
+    erasure_checked_users,
     errors_mapped,
     joined_chunks,
     model_chunks,
+    not_erased,
     split_tokens,
     stored_impression,
+    unattributed_shown,
     user_hash,
+    with_served_users,
 )
 
 # 2: catalogue revisions (catalogue_counter, items.revision); the model registry and leases.
 # 3: catalogue items carry their availability and when they were first stored.
 # 4: events carry the response they answer (recommendation_id, position); impressions.
-SCHEMA_VERSION = 4
+# 5: model versions pinned in the store (model_pins), never pruned.
+SCHEMA_VERSION = 5
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
 # in the same order on both stores), and cheaper comparisons in every index.
 _SCHEMA = """
@@ -186,6 +195,14 @@ CREATE TABLE IF NOT EXISTS impressions (
     PRIMARY KEY (recommendation_id, kind)
 );
 CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (time_ms);
+-- Schema 5. A pin names a stored model: deleting a pinned version fails (a process that
+-- does not read pins cannot prune it either).
+CREATE TABLE IF NOT EXISTS model_pins (
+    owner TEXT COLLATE "C" NOT NULL,
+    version TEXT COLLATE "C" NOT NULL REFERENCES models (version),
+    PRIMARY KEY (owner, version)
+);
+CREATE INDEX IF NOT EXISTS model_pins_by_version ON model_pins (version);
 """
 # Schema 4: events of schema 3 answer no known response (recommendation id "", position
 # 0). A constant default: no row is rewritten. Run only on stores from before schema 4:
@@ -198,6 +215,16 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS position INTEGER NOT NULL DEFAULT 0;
 _SCHEMA_LOCK = 0x5EF_4A4B_0001
 # With a version's hash: serialises saves of the same model version.
 _MODEL_LOCK = 0x5EF_4A4B
+# Erasures and impressions: record_impressions holds it shared for its transaction (writers
+# of impressions do not wait for each other), delete_user exclusively (taken first), so an
+# impression is stored either before an erasure (and deleted by it) or after it (and its
+# erasure check sees it). Events need none: appends and erasures both take the seq
+# counter's row lock, which impression writers stay clear of (they would queue behind
+# every append).
+_ERASURE_LOCK = 0x5EF_4A4B_0002
+# Serialises pin_models and prune_models: a pin committed while a prune runs would not be
+# seen by its read (READ COMMITTED), and its version would be deleted.
+_PINS_LOCK = 0x5EF_4A4B_0003
 _LOCK_COUNTER = "SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE"
 # The batch's new events inserted, numbered base+1.. in batch order, and the counter
 # moved past them, in one statement (one snapshot, taken after the counter lock: every
@@ -352,6 +379,21 @@ def _latest_erasures(connection: psycopg.Connection[TupleRow], users: set[str]) 
         (list(by_hash),),
     ).fetchall()
     return {by_hash[hashed]: int(erasure) for hashed, erasure in rows}
+
+
+def _served_users(
+    connection: psycopg.Connection[TupleRow], recommendation_ids: set[str]
+) -> dict[str, str]:
+    """The user of each stored SERVED impression of ``recommendation_ids`` (primary-key
+    lookups)."""
+    if not recommendation_ids:
+        return {}
+    rows = connection.execute(
+        "SELECT recommendation_id, user_id FROM impressions"
+        " WHERE kind = %s AND recommendation_id = ANY(%s::text[])",
+        (KIND_CODES[ImpressionKind.SERVED], sorted(recommendation_ids)),
+    ).fetchall()
+    return {str(rid): str(user) for rid, user in rows}
 
 
 def _lock_counter(connection: psycopg.Connection[TupleRow]) -> int:
@@ -564,21 +606,29 @@ class PostgresStore:
 
     def record_impressions(self, impressions: Sequence[Impression]) -> int:
         """Store impressions durably; returns how many were new (a repeat of a stored
-        (recommendation_id, kind), or of one earlier in the batch, is ignored). No counter
-        lock: impressions have no seq."""
-        first: dict[tuple[str, ImpressionKind], Impression] = {}
-        for impression in impressions:
-            first.setdefault((impression.recommendation_id, impression.kind), impression)
-        if not first:
+        (recommendation_id, kind), or of one earlier in the batch, is ignored). SHOWN
+        ones naming no user take their SERVED one's user; then those of users erased
+        after their ``erasure_seen`` are dropped, before repeats are looked for (as
+        SQLiteStore). No counter lock: impressions have no seq; the erasure lock, shared."""
+        if not impressions:
             return 0
-        rows = [first[key] for key in sorted(first, key=lambda k: (k[0], KIND_CODES[k[1]]))]
         with self._pool.connection() as connection, connection.transaction():
-            # Without the counter lock an erasure committing while this runs can miss it
-            # (the impression then counts as recorded after the erasure, as in delete_user);
-            # an impression buffered or re-sent after the erasure is always dropped here.
-            rows = self._impressions_not_erased(connection, rows)
-            if not rows:
+            # A statement of its own: the reads after it see every erasure committed before
+            # (an erasure waits for this transaction, or this for the erasure).
+            connection.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_ERASURE_LOCK,))
+            resolved = with_served_users(
+                impressions, _served_users(connection, unattributed_shown(impressions))
+            )
+            kept = not_erased(
+                resolved, _latest_erasures(connection, erasure_checked_users(resolved))
+            )
+            first: dict[tuple[str, ImpressionKind], Impression] = {}
+            for impression in kept:
+                first.setdefault((impression.recommendation_id, impression.kind), impression)
+            if not first:
                 return 0
+            # Sorted by key: two writers of the same keys lock them in the same order.
+            rows = [first[key] for key in sorted(first, key=lambda k: (k[0], KIND_CODES[k[1]]))]
             contexts = sorted({context_of(impression) for impression in rows})
             connection.execute(
                 _INSERT_CONTEXTS,
@@ -678,35 +728,31 @@ class PostgresStore:
             connection.execute(statement.format(**names), params)
         return len(values)
 
-    @staticmethod
-    def _impressions_not_erased(
-        connection: psycopg.Connection[TupleRow], impressions: list[Impression]
-    ) -> list[Impression]:
-        users = {i.user_id for i in impressions if i.erasure_seen is not None and i.user_id}
-        if not users:
-            return impressions
-        latest = _latest_erasures(connection, users)
-        return [
-            i
-            for i in impressions
-            if i.erasure_seen is None or latest.get(i.user_id, 0) <= i.erasure_seen
-        ]
-
     def delete_user(self, user_id: str) -> tuple[bool, int]:
         """Erase a user's events, impressions and profile; returns (existed, events
-        deleted). The events under the counter lock: no append of the user's events
-        interleaves with it."""
+        deleted). The impressions under the erasure lock (exclusive: no impression write
+        interleaves with it), the events under the counter lock (no append of the user's
+        events interleaves with it)."""
         hashed = user_hash(user_id)
         with self._pool.connection() as connection, connection.transaction():
+            # First, a statement of its own: impression writers holding it finish first and
+            # the scan below sees their rows; later ones wait and then see the erasure.
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ERASURE_LOCK,))
             # A scan, before the counter lock (appends go on meanwhile): erasures are rare
             # and it takes about 0.1 s per million impressions (cached), while an index by
             # user would cost every impression a second random B-tree page written and 18
             # bytes (measured with 10 items each: 6% more bytes, 24% fewer impressions
-            # stored per second). An impression recorded while it runs counts as recorded
-            # after the erasure.
-            shown = connection.execute(
-                "DELETE FROM impressions WHERE user_id = %s", (user_id,)
-            ).rowcount
+            # stored per second). Impression writers wait for it.
+            mine = connection.execute(
+                "DELETE FROM impressions WHERE user_id = %s RETURNING recommendation_id",
+                (user_id,),
+            ).fetchall()
+            # What was shown of the user's responses, whoever it names (a caller's report
+            # names no user by default): primary-key lookups, no second scan.
+            connection.execute(
+                "DELETE FROM impressions WHERE kind = %s AND recommendation_id = ANY(%s::text[])",
+                (KIND_CODES[ImpressionKind.SHOWN], sorted({row[0] for row in mine})),
+            )
             _lock_counter(connection)
             deleted = connection.execute(
                 "WITH gone AS (DELETE FROM events WHERE user_id = %s RETURNING event_id)"
@@ -723,7 +769,8 @@ class PostgresStore:
                 (hashed,),
             )
             connection.execute("INSERT INTO erasures (user_hash) VALUES (%s)", (hashed,))
-        return bool(deleted or profile or shown), int(deleted)
+        # Impressions alone are data about the user: the user existed.
+        return bool(deleted or profile or mine), int(deleted)
 
     # -- model registry (see EventStore) -------------------------------------------------------
     def save_model(self, version: str, files: ModelFiles) -> bool:
@@ -808,17 +855,51 @@ class PostgresStore:
 
     def prune_models(self, keep: int, protected: Collection[str] = ()) -> list[str]:
         with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_PINS_LOCK,))
             rows = connection.execute(
                 "SELECT version FROM models WHERE version NOT IN"
                 " (SELECT version FROM model_pointer) ORDER BY saved DESC OFFSET %s",
                 (keep,),
             ).fetchall()
-            spared = set(protected)
+            # Under the pins lock: no pin commits between this read and the delete.
+            spared = set(protected) | {
+                str(row[0]) for row in connection.execute("SELECT version FROM model_pins")
+            }
             gone = [str(row[0]) for row in rows if str(row[0]) not in spared]
             if gone:
                 connection.execute("DELETE FROM model_files WHERE version = ANY(%s)", (gone,))
                 connection.execute("DELETE FROM models WHERE version = ANY(%s)", (gone,))
         return gone
+
+    def pin_models(self, owner: str, versions: Collection[str]) -> set[str]:
+        wanted = sorted(set(versions))
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_PINS_LOCK,))
+            missing = {
+                str(row[0])
+                for row in connection.execute(
+                    "SELECT v FROM unnest(%s::text[]) AS t(v)"
+                    " WHERE NOT EXISTS (SELECT 1 FROM models WHERE version = t.v)",
+                    (wanted,),
+                )
+            }
+            if missing:
+                return missing
+            connection.execute(
+                "DELETE FROM model_pins WHERE owner = %s AND NOT (version = ANY(%s::text[]))",
+                (owner, wanted),
+            )
+            connection.execute(
+                "INSERT INTO model_pins (owner, version) SELECT %s, v FROM unnest(%s::text[])"
+                " AS t(v) ON CONFLICT DO NOTHING",
+                (owner, wanted),
+            )
+        return set()
+
+    def pinned_models(self) -> set[str]:
+        with self._pool.connection() as connection:
+            rows = connection.execute("SELECT DISTINCT version FROM model_pins").fetchall()
+        return {str(row[0]) for row in rows}
 
     def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         with self._pool.connection() as connection:
@@ -980,6 +1061,7 @@ class PostgresStore:
         event_id), fetched ``batch`` at a time through a server-side cursor of one
         snapshot (a scan and a sort: events have no index by time, which every append
         would pay for). Holds a pooled connection while the caller iterates."""
+        from_ms, to_ms = clamped_range(from_ms, to_ms)
         with self._snapshot() as connection, connection.cursor(name="events_between") as cursor:
             cursor.execute(
                 f"SELECT {_EVENT_FIELDS} FROM events"
@@ -995,6 +1077,7 @@ class PostgresStore:
         """Every stored impression with ``from_ms <= time_ms < to_ms``, by (time_ms,
         recommendation_id, kind), fetched ``batch`` at a time through a server-side cursor
         of one snapshot. Holds a pooled connection while the caller iterates."""
+        from_ms, to_ms = clamped_range(from_ms, to_ms)
         with self._snapshot() as connection:
             contexts: dict[int, ImpressionContext] = {
                 int(row[0]): (row[1], row[2], row[3], row[4])

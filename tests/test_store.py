@@ -331,6 +331,7 @@ def test_a_schema_4_store_gets_attribution_and_impressions_and_keeps_its_data(
             """
             DROP TABLE impressions;
             DROP TABLE impression_contexts;
+            DROP TABLE model_pins;
             ALTER TABLE events DROP COLUMN recommendation_id;
             ALTER TABLE events DROP COLUMN position;
             UPDATE meta SET value = '4' WHERE key = 'schema_version';
@@ -350,6 +351,42 @@ def test_a_schema_4_store_gets_attribution_and_impressions_and_keeps_its_data(
         assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
             str(SCHEMA_VERSION),
         )
+    raw.close()
+    assert SQLiteStore(path).integrity_check() == "ok"
+
+
+def test_a_schema_5_store_gets_model_pins_and_keeps_its_models(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    for version in ("m1", "m2", "m3", "m4"):
+        store.save_model(version, [("manifest.json", version.encode())])
+    store.publish_model("m4")
+    store.record_impressions([imp("r1")])
+    store.close()
+    with sqlite3.connect(path) as raw:  # as schema 5 left it
+        raw.executescript(
+            """
+            DROP TABLE model_pins;
+            UPDATE meta SET value = '5' WHERE key = 'schema_version';
+            """
+        )
+    raw.close()
+    store = SQLiteStore(path)
+    assert store.pinned_models() == set()
+    assert store.model_files("m1") == [("manifest.json", b"m1")]
+    assert store.pin_models("experiments", ["m1"]) == set()
+    assert sorted(store.prune_models(keep=1)) == ["m2"]
+    assert [v for v in ("m1", "m2", "m3", "m4") if store.has_model(v)] == ["m1", "m3", "m4"]
+    assert list(store.impressions_between(0, 2**62)) == [imp("r1")]
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+        # A pin names a stored model: a process that reads no pins cannot delete it.
+        raw.execute("PRAGMA foreign_keys=ON")
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            raw.execute("DELETE FROM models WHERE version = 'm1'")
     raw.close()
     assert SQLiteStore(path).integrity_check() == "ok"
 

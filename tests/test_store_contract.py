@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,6 +39,8 @@ from shelfrank.server.storage import (
     LeaseLostError,
 )
 from shelfrank.server.store import SQLiteStore
+from shelfrank.server.store_common import INT64_MAX, INT64_MIN
+from shelfrank.server.store_postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from shelfrank.server.store_postgres import PostgresStore
 from shelfrank.server.stores import open_store
 
@@ -569,6 +572,25 @@ def test_events_between_is_half_open_and_ordered_by_time_and_id(store: EventStor
     assert list(store.events_between(99, 201)) == [outside[0], *wanted, outside[1]]
 
 
+def test_report_ranges_beyond_64_bits_mean_the_ends_of_the_range(store: EventStore) -> None:
+    """A report "until the last possible time plus a window" is the whole range, not an
+    overflow in the driver (INTERNAL over gRPC)."""
+    events = [ev("a", timestamp_ms=5), ev("late", timestamp_ms=INT64_MAX - 1)]
+    impressions = [imp("r1", time_ms=5), imp("r2", time_ms=INT64_MAX - 1)]
+    store.append_events(events)
+    store.record_impressions(impressions)
+    huge = 2**63 + 10**9
+    assert list(store.events_between(0, huge)) == events
+    assert list(store.impressions_between(0, huge)) == impressions
+    assert list(store.events_between(-huge, huge)) == events
+    assert list(store.impressions_between(-huge, huge)) == impressions
+    assert list(store.events_between(6, huge)) == events[1:]
+    assert list(store.impressions_between(6, huge)) == impressions[1:]
+    for from_ms, to_ms in ((huge, huge + 1), (-huge - 1, -huge), (-huge, 5)):
+        assert list(store.events_between(from_ms, to_ms)) == []
+        assert list(store.impressions_between(from_ms, to_ms)) == []
+
+
 def test_the_response_an_event_answers_is_kept_on_every_read(store: EventStore) -> None:
     clicked = ev("a", timestamp_ms=10)._replace(recommendation_id="r1", position=3)
     unattributed = ev("b", timestamp_ms=11)
@@ -631,6 +653,97 @@ def test_an_impression_made_before_an_erasure_is_never_stored_after_it(store: Ev
     ]
 
 
+def test_erased_impressions_are_dropped_before_repeats_are_looked_for(store: EventStore) -> None:
+    """A dropped impression hides no later copy of its key, and both backends count the
+    same impressions as new."""
+    store.record_impressions([imp("stored", user="u2"), imp("x", user="gone")])
+    seen = store.latest_erasure("gone")
+    store.delete_user("gone")
+    batch = [
+        replace(imp("r1", user="gone"), erasure_seen=seen),  # dropped
+        imp("r1", user="u2", items=("kept",)),  # new: the dropped copy does not hide it
+        imp("r2", user="u2"),
+        imp("r2", user="u2", items=("repeat",)),  # a repeat in the batch
+        replace(imp("r3", user="gone"), erasure_seen=seen),  # dropped
+        imp("stored", user="u2", items=("repeat",)),  # stored before
+        replace(imp("r3", SHOWN, user="u2"), erasure_seen=seen),  # another user: new
+    ]
+    assert store.record_impressions(batch) == 3
+    assert [
+        (i.recommendation_id, i.kind, i.user_id, i.item_ids)
+        for i in store.impressions_between(0, 2**62)
+    ] == [
+        ("r1", SERVED, "u2", ("kept",)),
+        ("r2", SERVED, "u2", ("i1", "i2")),
+        ("r3", SHOWN, "u2", ("i1", "i2")),
+        ("stored", SERVED, "u2", ("i1", "i2")),
+    ]
+
+
+def test_a_shown_report_naming_no_user_takes_the_served_users(store: EventStore) -> None:
+    """A caller reports what it showed without a user (the client's default): the stored
+    SERVED impression of the same id (or the batch's) names the user, so the user's
+    erasure check and erasure apply to the report."""
+    store.record_impressions([imp("r1", user="u1"), imp("anon", user="")])
+    assert (
+        store.record_impressions(
+            [
+                imp("r1", SHOWN, user="", items=("i2",)),
+                imp("r2", SHOWN, user=""),  # no SERVED one: stays unattributed
+                imp("anon", SHOWN, user=""),  # its SERVED one names no user
+                imp("r3", SHOWN, user=""),  # its SERVED one is in the batch
+                imp("r3", user="u3"),
+            ]
+        )
+        == 5
+    )
+    assert [
+        (i.recommendation_id, i.kind, i.user_id) for i in store.impressions_between(0, 2**62)
+    ] == [
+        ("anon", SERVED, ""),
+        ("anon", SHOWN, ""),
+        ("r1", SERVED, "u1"),
+        ("r1", SHOWN, "u1"),
+        ("r2", SHOWN, ""),
+        ("r3", SERVED, "u3"),
+        ("r3", SHOWN, "u3"),
+    ]
+    # A report made before the user's erasure is dropped after it, also naming no user.
+    seen = store.latest_erasure("u4")
+    store.record_impressions([imp("r4", user="u4")])
+    store.delete_user("u4")
+    store.record_impressions([imp("r5", user="u4")])  # the user came back (no check asked)
+    late = replace(imp("r5", SHOWN, user=""), erasure_seen=seen)
+    assert store.record_impressions([late]) == 0
+    assert [i.recommendation_id for i in store.impressions_between(0, 2**62)] == [
+        "anon",
+        "anon",
+        "r1",
+        "r1",
+        "r2",
+        "r3",
+        "r3",
+        "r5",
+    ]
+
+
+def test_an_erasure_takes_what_was_shown_of_the_users_responses(store: EventStore) -> None:
+    # Stored naming no user before its SERVED one was (the server records those in the
+    # background), or naming someone else: the erasure takes them by recommendation id.
+    store.record_impressions(
+        [imp("r1", SHOWN, user=""), imp("r2", SHOWN, user="u2"), imp("r3", SHOWN, user="")]
+    )
+    store.record_impressions([imp("r1", user="u1"), imp("r2", user="u1"), imp("r3", user="u3")])
+    store.record_impressions([imp("r4", user="u1"), imp("r4", SHOWN, user="")])
+    assert store.delete_user("u1") == (True, 0)
+    assert [(i.recommendation_id, i.kind) for i in store.impressions_between(0, 2**62)] == [
+        ("r3", SERVED),
+        ("r3", SHOWN),
+    ]
+    # Nothing of u1 left: the erasure finds nothing more.
+    assert store.delete_user("u1") == (False, 0)
+
+
 # -- model registry and leases ----------------------------------------------------------------
 def test_model_versions_are_stored_whole_and_the_pointer_moves(backend: Backend) -> None:
     location = backend.location()
@@ -665,6 +778,37 @@ def test_model_versions_are_stored_whole_and_the_pointer_moves(backend: Backend)
         "m5",
     ]
     assert trainer.prune_models(keep=2) == ["m1"]
+
+
+def test_pinned_models_are_never_pruned_by_any_process(backend: Backend) -> None:
+    """Pins live in the store: a trainer process that knows no experiment (it has no
+    experiment file) spares the versions a serving process pinned."""
+    location = backend.location()
+    server, trainer = backend.open(location), backend.open(location)
+    versions = [f"m{n}" for n in range(1, 8)]
+    for version in versions[:6]:  # more than keep + 2
+        assert trainer.save_model(version, [("manifest.json", b"{}")])
+    assert server.pinned_models() == set()
+    assert server.pin_models("experiments", ["m1"]) == set()
+    assert trainer.pinned_models() == {"m1"}
+    assert sorted(trainer.prune_models(keep=2)) == ["m2", "m3", "m4"]
+    assert [v for v in versions if server.has_model(v)] == ["m1", "m5", "m6"]
+    # A version not stored (or pruned): nothing changes.
+    assert server.pin_models("experiments", ["m5", "m2", "nope"]) == {"m2", "nope"}
+    assert trainer.pinned_models() == {"m1"}
+    # Pinning again replaces the owner's pins; other owners' pins stay.
+    assert server.pin_models("experiments", {"m5"}) == set()
+    assert server.pin_models("audit", ["m6", "m6"]) == set()
+    assert trainer.pinned_models() == {"m5", "m6"}
+    assert trainer.save_model("m7", [("manifest.json", b"{}")])
+    assert sorted(trainer.prune_models(keep=0)) == ["m1", "m7"]
+    assert [v for v in versions if server.has_model(v)] == ["m5", "m6"]
+    # No versions: the owner pins none.
+    assert server.pin_models("experiments", []) == set()
+    assert backend.open(location).pinned_models() == {"m6"}
+    assert trainer.prune_models(keep=0) == ["m5"]
+    assert trainer.prune_models(keep=0, protected={"m6"}) == []
+    assert [v for v in versions if server.has_model(v)] == ["m6"]
 
 
 def test_a_lease_has_one_holder_until_it_expires_or_is_released(backend: Backend) -> None:
@@ -886,6 +1030,65 @@ def test_concurrent_writers_of_the_same_impressions_store_each_once(backend: Bac
     assert sum(returned) == len(keys)
 
 
+def test_no_impression_outlives_an_erasure_it_races(backend: Backend) -> None:
+    """Three stores on one location (three processes) record a user's impressions (with
+    the erasure their sender had seen, and what was shown naming no user) while a fourth
+    erases the user: afterwards none of them is stored. Each was either stored before the
+    erasure (and erased) or checked after it (and dropped)."""
+    location = backend.location()
+    writers = [backend.open(location) for _ in range(3)]
+    eraser = backend.open(location)
+    for round_ in range(5):
+        victim = f"victim{round_}"
+        seen = eraser.latest_erasure(victim)
+        racing = _ImpressionRace(victim, seen, prefix=f"{round_}-")
+        threads = [
+            threading.Thread(target=racing.write, args=(n, s)) for n, s in enumerate(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        assert racing.wrote.wait(30)
+        assert eraser.delete_user(victim)[0]
+        racing.erased.set()
+        for thread in threads:
+            thread.join()
+        assert racing.errors == []
+        assert eraser.latest_erasure(victim) > seen
+        left = [
+            i
+            for i in eraser.impressions_between(INT64_MIN, INT64_MAX)
+            if i.recommendation_id.startswith(racing.prefix)
+        ]
+        assert left == []
+
+
+class _ImpressionRace:
+    """Writers of one user's impressions, until a few batches after ``erased`` is set."""
+
+    def __init__(self, user: str, seen: int, prefix: str) -> None:
+        self.user, self.seen, self.prefix = user, seen, prefix
+        self.wrote, self.erased = threading.Event(), threading.Event()
+        self.errors: list[BaseException] = []
+
+    def write(self, number: int, store: EventStore) -> None:
+        try:
+            after, batch_number = 0, 0
+            while after < 3:
+                after += self.erased.is_set()
+                batch: list[Impression] = []
+                for j in range(20):
+                    rid = f"{self.prefix}{number}-{batch_number}-{j}"
+                    batch += [
+                        replace(imp(rid, user=self.user), erasure_seen=self.seen),
+                        replace(imp(rid, SHOWN, user=""), erasure_seen=self.seen),
+                    ]
+                store.record_impressions(batch)
+                batch_number += 1
+                self.wrote.set()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+
 def test_a_reader_never_sees_an_event_appear_below_the_last_seq_it_saw(backend: Backend) -> None:
     """Writers in three stores on one location (three processes) append while a reader
     notes (last seq, the events up to it) over and over: at the end, the events up to each
@@ -1023,12 +1226,17 @@ def test_recorded_impressions_are_the_first_of_each_id_and_kind(
     first: dict[tuple[str, ImpressionKind], Impression] = {}
     with backend.fresh() as store:
         for batch in batches:
-            new = 0
+            stored_before = len(first)
+            for impression in batch:  # the first SERVED of an id, stored or in the batch
+                if impression.kind is SERVED:
+                    first.setdefault((impression.recommendation_id, SERVED), impression)
             for impression in batch:
-                if (impression.recommendation_id, impression.kind) not in first:
-                    first[(impression.recommendation_id, impression.kind)] = impression
-                    new += 1
-            assert store.record_impressions(batch) == new
+                served = first.get((impression.recommendation_id, SERVED))
+                if impression.kind is SHOWN and not impression.user_id and served is not None:
+                    # Names no user: takes its SERVED one's (the user's erasure takes it).
+                    impression = replace(impression, user_id=served.user_id)
+                first.setdefault((impression.recommendation_id, impression.kind), impression)
+            assert store.record_impressions(batch) == len(first) - stored_before
         expected = sorted(
             first.values(),
             key=lambda i: (i.time_ms, i.recommendation_id.encode(), i.kind != SERVED),
@@ -1217,7 +1425,7 @@ def test_a_schema_3_store_gets_attribution_and_impressions_and_keeps_its_data(
     store.upsert_users([("u1", ["segment=a"])])
     store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 3 left it
-        connection.execute("DROP TABLE impressions, impression_contexts")
+        connection.execute("DROP TABLE impressions, impression_contexts, model_pins")
         connection.execute("ALTER TABLE events DROP COLUMN recommendation_id, DROP COLUMN position")
         connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     store = PostgresStore(pg_url)
@@ -1235,7 +1443,33 @@ def test_a_schema_3_store_gets_attribution_and_impressions_and_keeps_its_data(
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone() == ("4",)
+        assert version.fetchone() == (str(PG_SCHEMA_VERSION),)
+
+
+def test_a_schema_4_store_gets_model_pins_and_keeps_its_models(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    for version in ("m1", "m2", "m3", "m4"):
+        store.save_model(version, [("manifest.json", version.encode())])
+    store.publish_model("m4")
+    store.record_impressions([imp("r1")])
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 4 left it
+        connection.execute("DROP TABLE model_pins")
+        connection.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    store = PostgresStore(pg_url)
+    try:
+        assert store.pinned_models() == set()
+        assert store.model_files("m1") == [("manifest.json", b"m1")]
+        assert store.pin_models("experiments", ["m1"]) == set()
+        assert sorted(store.prune_models(keep=1)) == ["m2"]
+        assert [v for v in ("m1", "m2", "m3", "m4") if store.has_model(v)] == ["m1", "m3", "m4"]
+        assert list(store.impressions_between(0, 2**62)) == [imp("r1")]
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == ("5",)
 
 
 def _wait_for_lock_waiters(url: str, count: int) -> None:
