@@ -42,7 +42,12 @@ from shelfrank.server.bootstrap import FirstModelPolicy, read_state_without_mode
 from shelfrank.server.callers import DEFAULT_CALLER, Callers
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.feedback.attribution import DEFAULT_ATTRIBUTION_WINDOW_MS
-from shelfrank.server.feedback.loop import ExperimentFile, FeedbackLoop
+from shelfrank.server.feedback.loop import (
+    PIN_OWNER,
+    ExperimentFile,
+    FeedbackLoop,
+    pinned_versions_of,
+)
 from shelfrank.server.feedback.recorder import ImpressionRecorder
 from shelfrank.server.grpc_servicer import EdgeSyncServicer, RecommenderServicer
 from shelfrank.server.model_follower import ModelFollower
@@ -391,6 +396,10 @@ def start(options: ServerOptions) -> RunningServer:
 def _started(options: ServerOptions, store: EventStore) -> RunningServer:
     registry = ModelRegistry(store, cache_dir(options), search=options.search)
     experiments = None if options.experiments is None else ExperimentFile(options.experiments)
+    if experiments is not None:
+        # Before a model is imported (which prunes old versions), pin what the file pins
+        # if the store holds it all; the FeedbackLoop checks and pins again after it.
+        store.pin_models(PIN_OWNER, pinned_versions_of(experiments.experiments))
     state, published = initial_state(options, store, registry)
     metrics = Metrics()
     feedback = FeedbackLoop(
@@ -411,7 +420,22 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
             else None
         ),
     )
-    registry.protected = feedback.pinned_versions  # never pruned while pinned
+    try:
+        return _serving(options, store, registry, state, published, metrics, feedback)
+    except BaseException:
+        feedback.close()  # its writer thread stops with a start that fails
+        raise
+
+
+def _serving(
+    options: ServerOptions,
+    store: EventStore,
+    registry: ModelRegistry,
+    state: ServingState,
+    published: int,
+    metrics: Metrics,
+    feedback: FeedbackLoop,
+) -> RunningServer:
     service = RecommenderService(
         store,
         state,

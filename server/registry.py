@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -46,15 +46,12 @@ class ModelRegistry:
         cache_dir: str | Path,
         keep: int = 3,
         search: SearchPolicy | None = None,
-        protected: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
         self.store = store
         self.root = Path(cache_dir) / "models"
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.search = search or SearchPolicy()
-        # Versions never pruned (pinned by an experiment variant), asked at each prune.
-        self.protected = protected
 
     def current(self) -> ModelPointer | None:
         return self.store.current_model()
@@ -112,8 +109,9 @@ class ModelRegistry:
         return pointer
 
     def _prune(self, current: str) -> None:
-        spared = {current, *self.protected()}
-        self.store.prune_models(self.keep, spared)
+        # The store spares the versions pinned in it (experiment variants serve them) too.
+        self.store.prune_models(self.keep, {current})
+        spared = {current, *self.store.pinned_models()}
         local = sorted(
             (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime,

@@ -25,10 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--experiments",
         metavar="FILE",
-        help="the server's experiment file (controls and traffic splits; default: the "
-        "variants found in the data, the first as control)",
+        help="the server's experiment file (order of the variants and controls; default: "
+        "the variants found in the data, the one named 'control' as control)",
     )
-    parser.add_argument("--from-ms", type=int, default=0, help="impressions from this time")
+    parser.add_argument(
+        "--from-ms", type=int, default=0, help="responses served from this time (ms)"
+    )
     parser.add_argument("--to-ms", type=int, default=0, help="until this time (0: now)")
     parser.add_argument(
         "--attribution-window-hours",

@@ -226,9 +226,12 @@ def attribute(
     *,
     window_ms: int = DEFAULT_ATTRIBUTION_WINDOW_MS,
     details: bool = True,
+    unattributed_between: tuple[int, int] | None = None,
 ) -> Attribution:
     """Attribute events to responses by the rule of the module docstring. Without
-    ``details`` the attributed events are counted but not listed (faster)."""
+    ``details`` the attributed events are counted but not listed (faster). With
+    ``unattributed_between`` (from, to), only events in ``[from, to)`` are counted as
+    not attributed (a report over a range reads events around it too)."""
     if isinstance(window_ms, bool) or not isinstance(window_ms, int) or window_ms < 0:
         raise InvalidInputError(f"window_ms: must be an integer >= 0, got {window_ms!r}")
     effective = effective_impressions(impressions)
@@ -241,6 +244,8 @@ def attribute(
     slots = _SLOTS
     fields = _EVENT_FIELDS
     skew = -CLOCK_SKEW_MS
+    lowest, highest = unattributed_between or (-(2**63), 2**63)
+    outside = dict.fromkeys(REASONS, 0)  # not attributed, outside the range: not reported
     for event in events:
         event_id, user_id, item_id, event_type, time_ms, rid, position = fields(event)
         try:
@@ -249,6 +254,7 @@ def attribute(
             continue
         if slot is None:
             continue
+        missed = unattributed if lowest <= time_ms < highest else outside
         if event_id:
             if event_id in seen:
                 continue
@@ -257,16 +263,16 @@ def attribute(
         if rid:
             impression = effective.get(rid)
             if impression is None:
-                unattributed["unknown_recommendation"] += 1
+                missed["unknown_recommendation"] += 1
                 continue
             if impression.user_id and impression.user_id != user_id:
-                unattributed["other_user"] += 1
+                missed["other_user"] += 1
                 continue
             if item_id not in impression.item_ids:
-                unattributed["item_not_in_response"] += 1
+                missed["item_not_in_response"] += 1
                 continue
             if not skew <= time_ms - impression.time_ms <= window_ms:
-                unattributed["expired"] += 1
+                missed["expired"] += 1
                 continue
             by = "id"
         else:
@@ -274,7 +280,7 @@ def attribute(
                 index = _WindowIndex(effective)
             found = index.latest(user_id, item_id, time_ms, window_ms) if user_id else None
             if found is None:
-                unattributed["no_impression"] += 1
+                missed["no_impression"] += 1
                 continue
             rid = found
             impression = effective[rid]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from shelfrank.core.errors import InvalidInputError, UnknownIdError
+from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.core.experiments import (
     Experiment,
@@ -31,7 +31,7 @@ from shelfrank.core.experiments import (
     load_experiments,
 )
 from shelfrank.core.ranking import Steering
-from shelfrank.server.feedback.attribution import DEFAULT_ATTRIBUTION_WINDOW_MS
+from shelfrank.server.feedback.attribution import CLOCK_SKEW_MS, DEFAULT_ATTRIBUTION_WINDOW_MS
 from shelfrank.server.feedback.recorder import ImpressionRecorder
 from shelfrank.server.feedback.report import FeedbackReport, build_report
 from shelfrank.server.requests import NotFoundError
@@ -47,6 +47,20 @@ COUNTED = frozenset({EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, 
 
 # How often a process looks at the experiment file's modification time (seconds).
 RELOAD_CHECK_SECONDS = 1.0
+
+
+# Who holds the store's pins of the versions experiment variants serve (EventStore.pin_models).
+PIN_OWNER = "experiments"
+
+
+def pinned_versions_of(experiments: Sequence[Experiment]) -> set[str]:
+    """The model versions the variants of ``experiments`` pin."""
+    return {
+        version
+        for experiment in experiments
+        for variant in experiment.variants
+        if (version := variant.pinned_version) is not None
+    }
 
 
 @dataclass(frozen=True)
@@ -93,8 +107,12 @@ class ExperimentFile:
         # More checks than the file's own (pinned versions the store must hold): raise
         # InvalidInputError to refuse a load.
         self.check = check
-        self._stamp = self._modified()
+        stamp = self._modified()
         self._experiments = self._load()
+        # The file's (mtime, size) when last loaded, and when it last failed to load (a
+        # bad file is tried again only once it changes; a store error, every check).
+        self._stamp = stamp
+        self._refused: tuple[int, int] | None = None
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
@@ -136,14 +154,19 @@ class ExperimentFile:
         except OSError as exc:
             log.error("experiments: %s unreadable (%s); keeping the loaded ones", self.path, exc)
             return
-        if stamp == self._stamp:
+        if stamp in (self._stamp, self._refused):
             return
-        self._stamp = stamp
         try:
             self._experiments = self._load()
         except InvalidInputError as exc:
+            self._refused = stamp
             log.error("experiments: not reloaded, keeping the loaded ones: %s", exc)
             return
+        except StorageError as exc:  # checking pinned versions needs the store: retried
+            log.warning("experiments: reload deferred, the store is unavailable: %s", exc)
+            return
+        self._stamp = stamp
+        self._refused = None
         log.info("experiments: reloaded %s (%d)", self.path, len(self._experiments))
 
 
@@ -171,7 +194,12 @@ class FeedbackLoop:
         self.experiment_file = experiments
         if experiments is not None:
             experiments.check = self.check_pinned
-            experiments.reload()  # the pinned versions checked too, at start
+            try:
+                experiments.reload()  # the pinned versions checked too, at start
+            except BaseException:
+                if recorder is not None:
+                    recorder.close()
+                raise
         self.window_ms = window_ms
         self._on_served = on_served  # (surface, experiment, variant): metrics
         # (experiment, variant, event type) of each accepted event carrying the id of a
@@ -189,27 +217,24 @@ class FeedbackLoop:
         return () if self.experiment_file is None else self.experiment_file.experiments
 
     def pinned_versions(self) -> set[str]:
-        """The model versions experiment variants pin (never pruned from the store)."""
-        return {
-            version
-            for experiment in self.experiments
-            for variant in experiment.variants
-            if (version := variant.pinned_version) is not None
-        }
+        """The model versions this process's experiment variants pin."""
+        return pinned_versions_of(self.experiments)
 
     def check_pinned(self, experiments: tuple[Experiment, ...]) -> None:
-        """Refuse experiments pinning a version this server cannot serve."""
+        """Refuse experiments pinning a version this server cannot serve, else pin their
+        versions in the store (owner :data:`PIN_OWNER`, replacing the pins of the file
+        loaded before), so that no process prunes them: a dedicated trainer knows no
+        experiments. A process that only reports (no ``load_model``) checks nothing."""
+        if self.load_model is None:
+            return
+        missing = self._store.pin_models(PIN_OWNER, pinned_versions_of(experiments))
         for experiment in experiments:
             for variant in experiment.variants:
                 version = variant.pinned_version
-                if version is None:
-                    continue
-                where = f"experiment {experiment.name!r}: variant {variant.name!r}"
-                if self.load_model is None:
-                    raise InvalidInputError(f"{where}: pins model {version!r}: not served here")
-                if not self._store.has_model(version):
+                if version in missing:
                     raise InvalidInputError(
-                        f"{where}: pins model {version!r}, which the store does not hold"
+                        f"experiment {experiment.name!r}: variant {variant.name!r}: pins "
+                        f"model {version!r}, which the store does not hold"
                     )
 
     def arm(self, surface: str, user_id: str, now_ms: int) -> Arm | None:
@@ -290,13 +315,19 @@ class FeedbackLoop:
         return accepted, len(impressions) - accepted
 
     def report(self, experiment: str = "", from_ms: int = 0, to_ms: int = 0) -> FeedbackReport:
-        """The report over impressions in ``[from_ms, to_ms)`` (0: from the start; to
-        now) and the events up to a window after them."""
+        """The report of the responses served in ``[from_ms, to_ms)`` (0: from the start;
+        to now) and the events attributed to them. Impressions and events around the
+        range are read too, so that attribution inside it is the same as over all time
+        (an event goes to the latest impression, which may lie after the range)."""
         self.flush()
         now_ms = int(time.time() * 1000)
         until = to_ms or now_ms + 1
-        impressions = list(self._store.impressions_between(from_ms, until))
-        events = list(self._store.events_between(from_ms, until + self.window_ms))
+        margin = self.window_ms + CLOCK_SKEW_MS
+        # (The stores clamp times beyond 64 bits: a range may reach the end of time.)
+        impressions = list(self._store.impressions_between(from_ms - margin, until + margin))
+        events = list(
+            self._store.events_between(from_ms - CLOCK_SKEW_MS, until + self.window_ms + 1)
+        )
         try:
             return build_report(
                 impressions,
@@ -305,6 +336,7 @@ class FeedbackLoop:
                 window_ms=self.window_ms,
                 now_ms=now_ms,
                 experiment=experiment or None,
+                between=(from_ms, until),
             )
         except UnknownIdError:
             raise NotFoundError(f"experiment: no experiment named {experiment!r}") from None
@@ -314,4 +346,4 @@ class FeedbackLoop:
             self.recorder.close()
 
 
-__all__ = ["Arm", "ExperimentFile", "FeedbackLoop"]
+__all__ = ["PIN_OWNER", "Arm", "ExperimentFile", "FeedbackLoop", "pinned_versions_of"]

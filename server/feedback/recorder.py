@@ -59,21 +59,28 @@ class ImpressionRecorder:
         self._thread.start()
 
     def record(self, impression: Impression) -> None:
-        """Queue one impression (a deque append: safe from any thread, no lock)."""
+        """Queue one impression (a deque append: safe from any thread, no lock); beyond
+        ``max_pending`` waiting (the store is away or slower than the traffic) the
+        oldest is dropped and counted."""
         self._pending.append(impression)
-        if len(self._pending) >= self._batch:
+        waiting = len(self._pending)
+        if waiting >= self._batch:
             self._wake.set()
+        if waiting > self._max_pending:
+            self._drop_overflow()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     def flush(self) -> None:
-        """Write everything queued so far, in this thread (StorageError if the store
-        refuses; the impressions stay queued then)."""
+        """Write everything queued before this call, in this thread (StorageError if the
+        store refuses; the impressions stay queued then). Impressions queued meanwhile
+        wait for the next flush, so that a flush under steady traffic ends."""
         with self._writing:
-            while self._pending:
-                self._write_batch()
+            left = len(self._pending)
+            while left > 0 and self._pending:
+                left -= self._write_batch(left)
 
     def close(self) -> None:
         """Stop the thread and write what is pending (logged, not raised, if it fails)."""
@@ -85,26 +92,34 @@ class ImpressionRecorder:
         except StorageError as exc:
             log.error("impressions: %d not written at shutdown: %s", len(self._pending), exc)
 
-    def _write_batch(self) -> None:
+    def _write_batch(self, most: int) -> int:
+        """Write up to ``most`` of the oldest queued impressions; how many were taken."""
         batch: list[Impression] = []
-        while self._pending and len(batch) < self._batch:
+        size = min(most, self._batch)
+        while self._pending and len(batch) < size:
             batch.append(self._pending.popleft())
         try:
             self._store.record_impressions(batch)
-        except StorageError:
-            self._pending.extendleft(reversed(batch))  # keep their order, retry later
+        except BaseException:  # whatever failed, they are kept for the next attempt
+            self._pending.extendleft(reversed(batch))  # in their order
             self._drop_overflow()
             raise
         if self._on_written is not None:
             self._on_written(len(batch))
+        return len(batch)
 
     def _drop_overflow(self) -> None:
         dropped = 0
         while len(self._pending) > self._max_pending:
-            self._pending.popleft()
+            try:
+                self._pending.popleft()
+            except IndexError:  # a writer took them meanwhile
+                break
             dropped += 1
         if dropped:
-            log.warning("impressions: store unavailable, %d oldest dropped", dropped)
+            log.warning(
+                "impressions: more than %d waiting, %d oldest dropped", self._max_pending, dropped
+            )
             if self._on_dropped is not None:
                 self._on_dropped(dropped)
 

@@ -501,17 +501,27 @@ def build_report(
     window_ms: int = DEFAULT_ATTRIBUTION_WINDOW_MS,
     now_ms: int,
     experiment: str | None = None,
+    between: tuple[int, int] | None = None,
 ) -> FeedbackReport:
     """The report of these impressions and events (see the module docstring); the
     configured ``experiments`` give the order of the variants and the controls, and are
     listed even without impressions. ``now_ms`` is the report's ``generated_ms``. With
     ``experiment``, the report of that experiment alone (:meth:`FeedbackReport.only`:
-    UnknownIdError if neither the data nor the configuration has it)."""
-    attribution = attribute(impressions, events, window_ms=window_ms, details=False)
+    UnknownIdError if neither the data nor the configuration has it). With ``between``
+    (from, to), only responses served in ``[from, to)`` and events in it not attributed
+    are reported; the others given only make attribution the same as over all time."""
+    attribution = attribute(
+        impressions, events, window_ms=window_ms, details=False, unattributed_between=between
+    )
+    lowest, highest = between or (-(2**63), 2**63)
     by_experiment: dict[str, dict[str, _Group]] = {}
     by_surface: dict[str, _Group] = {}
+    attributed = 0
     for outcome in attribution.outcomes.values():
         impression = outcome.impression
+        if not lowest <= impression.time_ms < highest:
+            continue
+        attributed += outcome.clicks + outcome.carts + outcome.purchases + outcome.dismissals
         if impression.experiment:
             variants = by_experiment.get(impression.experiment)
             if variants is None:
@@ -563,7 +573,7 @@ def build_report(
         experiments=tuple(reports),
         traffic=traffic,
         unattributed=dict(attribution.unattributed),
-        attributed=attribution.attributed,
+        attributed=attributed,
         window_ms=window_ms,
         generated_ms=now_ms,
     )
