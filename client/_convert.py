@@ -163,6 +163,7 @@ def similar_items_request(
     exclude_features: Iterable[str],
     exclude_item_ids: Iterable[str],
     explain: bool = False,
+    user_id: str = "",
 ) -> pb.SimilarItemsRequest:
     request = pb.SimilarItemsRequest(
         item_id=check.identifier("item_id", item_id),
@@ -170,6 +171,7 @@ def similar_items_request(
         filters=_filters("filters", filters),
         exclude_features=check.tokens("exclude_features", exclude_features),
         exclude_item_ids=check.identifiers("exclude_item_ids", exclude_item_ids),
+        user_id=check.identifier("user_id", user_id) if user_id != "" else "",
     )
     if check.boolean("explain", explain):
         request.explain = True

@@ -181,6 +181,7 @@ class AsyncClient:
         exclude_features: Iterable[str] = (),
         exclude_item_ids: Iterable[str] = (),
         explain: bool = False,
+        user_id: str = "",
         timeout: float | None = None,
     ) -> Recommendations:
         """See ``Client.similar_items``."""
@@ -191,6 +192,7 @@ class AsyncClient:
             exclude_features=exclude_features,
             exclude_item_ids=exclude_item_ids,
             explain=explain,
+            user_id=user_id,
         )
         response = await self._call(
             "SimilarItems", lambda stub: stub.SimilarItems, request, timeout

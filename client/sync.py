@@ -164,9 +164,13 @@ class Client:
         exclude_features: Iterable[str] = (),
         exclude_item_ids: Iterable[str] = (),
         explain: bool = False,
+        user_id: str = "",
         timeout: float | None = None,
     ) -> Recommendations:
-        """Items most like ``item_id``; ``NotFoundError`` if the service does not know it."""
+        """Items most like ``item_id``; ``NotFoundError`` if the service does not know it.
+        ``user_id``, the shopper looking (optional), does not change the ranking unless an
+        experiment runs on surface ``similar``; it lets feedback be attributed to the
+        response by the window rule, and assigns that experiment's variant."""
         request = _convert.similar_items_request(
             item_id,
             k,
@@ -174,6 +178,7 @@ class Client:
             exclude_features=exclude_features,
             exclude_item_ids=exclude_item_ids,
             explain=explain,
+            user_id=user_id,
         )
         response = self._call("SimilarItems", self._stub.SimilarItems, request, timeout)
         return _convert.recommendations_from(response)

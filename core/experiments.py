@@ -31,6 +31,11 @@ server serves that stored version to the variant's users, with the current catal
 the users' events since that model's watermark folded in; the server refuses a file naming
 a version its store does not hold, and keeps pinned versions from being pruned).
 
+On surface ``similar`` (SimilarItems with the shopper's ``user_id``; a request without
+one gets no variant), ``hybrid`` and ``model:<version>`` rank by that model's item
+similarity and ``popularity`` by popularity; the steering options do not apply there,
+and a file setting them on that surface is refused.
+
 An experiment is active from ``start`` (included) to ``end`` (excluded); a missing bound
 is open. Two experiments on one surface may not have
 overlapping active windows, so at most one applies to a request.
@@ -205,6 +210,18 @@ class Experiment:
         if total != 100:
             shares = " + ".join(f"{v.share} ({_quote(v.name)})" for v in self.variants)
             raise InvalidInputError(f"{where}shares must add up to 100, got {shares} = {total}")
+        if self.surface == "similar":
+            for variant in self.variants:
+                steered = [
+                    option
+                    for option in ("diversity", "exploration", "max_per_feature")
+                    if getattr(variant, option) is not None
+                ]
+                if steered:
+                    raise InvalidInputError(
+                        f"{where}variant {_quote(variant.name)}: {steered[0]}: not applied on "
+                        "surface 'similar' (its settings: hybrid, popularity, model:<version>)"
+                    )
         if self.control not in seen:
             raise InvalidInputError(
                 f"{where}control: {self.control!r} is not one of its variants "

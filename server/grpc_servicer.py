@@ -248,6 +248,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             exclude_features=tuple(request.exclude_features),
             exclude_item_ids=tuple(request.exclude_item_ids),
             explain=request.explain,
+            user_id=request.user_id,
         )
         return _response(self.service.similar_items(query))
 

@@ -209,9 +209,12 @@ class SimilarQuery:
     exclude_features: tuple[str, ...] = ()
     exclude_item_ids: tuple[str, ...] = ()
     explain: bool = False
+    user_id: str = ""  # the shopper looking, if known: experiments and attribution only
 
     def __post_init__(self) -> None:
         check_id(self.item_id, "item_id")
+        if self.user_id:
+            check_id(self.user_id, "user_id")
         check_k(self.k)
         check_filters(self.filters, self.exclude_features)
         check_list(self.exclude_item_ids, "exclude_item_ids")

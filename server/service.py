@@ -181,6 +181,7 @@ class RecommenderService:
         # Model versions experiment variants pin, loaded on first use.
         self._pinned: dict[str, ServingState] = {}
         self._pinned_lock = threading.Lock()
+        self._pinned_refresh_lock = threading.Lock()
         self._known_users: tuple[tuple[str, int, int], int] | None = None
         self._degraded_logged = -DEGRADED_LOG_SECONDS
         if scoring_threads < 1:
@@ -285,11 +286,13 @@ class RecommenderService:
             live, view = self._live.get(user_id, base.watermark_seq)
         except StorageError:
             return self._unpersonalised(user_id, features)
-        state = (
-            self.current_state(view.catalogue_revision)
-            if pinned is None
-            else self._pinned_state(pinned, view.catalogue_revision)
-        )
+        if pinned is None:
+            state = self.current_state(view.catalogue_revision)
+        else:
+            try:
+                state = self._pinned_state(pinned, view.catalogue_revision)
+            except StorageError:
+                return self._unpersonalised(user_id, features)
         if live.watermark_seq != state.watermark_seq:  # a new model was published meanwhile
             live, _ = self._live.get(user_id, state.watermark_seq)
         if not state.trained:  # no model yet: everyone sees what is popular
@@ -332,23 +335,36 @@ class RecommenderService:
 
     def _pinned_state(self, version: str, catalogue_revision: int | None) -> ServingState:
         """A pinned model version, loaded once (a verified local copy of the stored
-        version) and kept up to date with the store's catalogue like the current one."""
+        version) and kept up to date with the store's catalogue like the current one.
+        Versions no variant pins any more are dropped at the next load or refresh."""
         with self._pinned_lock:
             state = self._pinned.get(version)
         if state is not None and (
             catalogue_revision is None or catalogue_revision <= state.catalogue_through
         ):
             return state
-        if state is None:
-            if self.feedback is None or self.feedback.load_model is None:
+        # One load or refresh at a time, so that an older catalogue never replaces a newer.
+        with self._pinned_refresh_lock:
+            with self._pinned_lock:
+                state = self._pinned.get(version)
+            if state is not None and (
+                catalogue_revision is None or catalogue_revision <= state.catalogue_through
+            ):
+                return state  # refreshed by another thread meanwhile
+            feedback = self.feedback
+            if feedback is None or feedback.load_model is None:
                 raise InvariantError(f"model {version!r} is pinned but nothing loads models")
-            state = self.feedback.load_model(version)
-            revision, catalogue = self._store.catalogue_changes()
-        else:
-            revision, catalogue = self._store.catalogue_changes(state.catalogue_through)
-        state = state.with_catalogue(catalogue, revision=revision)
-        with self._pinned_lock:
-            self._pinned[version] = state
+            if state is None:
+                state = feedback.load_model(version)
+                revision, catalogue = self._store.catalogue_changes()
+            else:
+                revision, catalogue = self._store.catalogue_changes(state.catalogue_through)
+            state = state.with_catalogue(catalogue, revision=revision)
+            pinned = feedback.pinned_versions()
+            with self._pinned_lock:
+                for unpinned in [v for v in self._pinned if v not in pinned]:
+                    del self._pinned[unpinned]
+                self._pinned[version] = state
         return state
 
     def _catalogue_revision(self) -> int | None:
@@ -461,13 +477,15 @@ class RecommenderService:
         return replace(scored, explanations=tuple(explained))
 
     def similar_items(self, query: SimilarQuery) -> Scored:
-        state = self.current_state(self._catalogue_revision())
+        now_ms = int(time.time() * 1000)
+        arm = self._arm("similar", query.user_id, now_ms)
+        state = self._similar_state(arm)
         model = state.model
         row = model.item_ids.get(query.item_id)
         if row is None:
             raise NotFoundError(f"item_id: unknown item {query.item_id!r}")
-        if not state.trained:
-            return self._popular_besides(state, row, query)
+        if not state.trained or (arm is not None and arm.popularity):
+            return self._popular_besides(state, row, query, arm, now_ms)
         vectors, norms = model.items.item_vectors, model.items.norms
         scores = (vectors @ vectors[row]) / (norms * norms[row])
         exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
@@ -479,16 +497,45 @@ class RecommenderService:
         )
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(scores, query.k, exclude=exclude, candidates=candidates)
-        scored = self._scored(state, top.indices, top.scores, "item")
-        self._served(scored, "", "similar", None, int(time.time() * 1000))
+        scored = self._scored(state, top.indices, top.scores, "item", arm=arm)
+        self._served_similar(scored, query.user_id, arm, now_ms)
         if not query.explain:
             return scored
         explained = explain_similar(model, row, top.indices, top.scores, top=self.explain_top)
         return replace(scored, explanations=tuple(explained))
 
-    def _popular_besides(self, state: ServingState, row: int, query: SimilarQuery) -> Scored:
-        """Before the first model nothing is known about similarity: the popular items,
-        said so by the strategy."""
+    def _similar_state(self, arm: Arm | None) -> ServingState:
+        """The state SimilarItems ranks with: the variant's pinned version, else current."""
+        revision = self._catalogue_revision()
+        pinned = None if arm is None else arm.variant.pinned_version
+        if pinned is not None:
+            try:
+                return self._pinned_state(pinned, revision)
+            except StorageError:
+                pass  # the current model serves until the store answers again
+        return self.current_state(revision)
+
+    def _served_similar(self, scored: Scored, user_id: str, arm: Arm | None, now_ms: int) -> None:
+        """Record a SimilarItems response, under its shopper when the store can say the
+        user's latest erasure (so that an erasure meanwhile drops it), else anonymously."""
+        erasure_seen = None
+        if user_id:
+            try:
+                erasure_seen = self._store.latest_erasure(user_id)
+            except StorageError:
+                user_id = ""
+        self._served(scored, user_id, "similar", arm, now_ms, erasure_seen)
+
+    def _popular_besides(
+        self,
+        state: ServingState,
+        row: int,
+        query: SimilarQuery,
+        arm: Arm | None,
+        now_ms: int,
+    ) -> Scored:
+        """Before the first model nothing is known about similarity (and a popularity
+        variant asks for it): the popular items, said so by the strategy."""
         model = state.model
         exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
         mask = candidate_mask(
@@ -499,8 +546,8 @@ class RecommenderService:
         )
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(model.item_popularity, query.k, exclude=exclude, candidates=candidates)
-        scored = self._scored(state, top.indices, top.scores, "popularity")
-        self._served(scored, "", "similar", None, int(time.time() * 1000))
+        scored = self._scored(state, top.indices, top.scores, "popularity", arm=arm)
+        self._served_similar(scored, query.user_id, arm, now_ms)
         if not query.explain:
             return scored
         explained = [
@@ -587,7 +634,7 @@ class RecommenderService:
 
     def report_shown(self, impressions: Sequence[Impression]) -> tuple[int, int]:
         """Store impressions callers or devices report shown: (newly stored, duplicates)."""
-        if self.feedback is None:
+        if self.feedback is None or self.feedback.recorder is None:
             raise FailedPreconditionError("ReportShown: this server records no impressions")
         if not impressions:
             raise InvalidInputError("impressions: at least one is needed")

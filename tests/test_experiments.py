@@ -193,6 +193,12 @@ def test_parse_time() -> None:
         (two_variants(surfce="similar"), r"experiment \"home\": unknown key 'surfce'"),
         (two_variants(surface="search"), r"experiment \"home\": surface: unknown value 'search'"),
         (
+            two_variants(surface="similar").replace(
+                "share = 50\n", "share = 50\ndiversity = 0.3\n", 1
+            ),
+            r"experiment \"home\": variant \"a\": diversity: not applied on surface 'similar'",
+        ),
+        (
             two_variants(control="c"),
             r"experiment \"home\": control: 'c' is not one of its variants",
         ),

@@ -143,10 +143,14 @@ def test_an_unknown_experiment_is_not_found(server: RunningServer) -> None:
 def test_without_recording_nothing_is_stored_and_reports_stay_empty(
     toy_model_dir: Path, tmp_path: Path
 ) -> None:
+    from shelfrank.client.errors import FailedPreconditionError
+
     running = serve_toy(toy_model_dir, tmp_path, record_impressions=False)
     try:
         with Client(f"127.0.0.1:{running.port}") as client:
-            client.recommend("u0", k=3)
+            response = client.recommend("u0", k=3)
+            with pytest.raises(FailedPreconditionError, match="records no impressions"):
+                client.shown(response, user_id="u0")  # what was shown is not stored either
             assert list(running.service.store.impressions_between(0, 2**62)) == []
             report = client.report()
             assert report.experiments == ()
@@ -282,6 +286,31 @@ def test_the_experiment_file_is_reloaded_and_a_bad_change_keeps_the_loaded_one(
     assert [v.share for v in watched.experiments[0].variants] == [25, 75]  # kept
 
 
+def test_an_experiment_reload_the_store_cannot_check_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shelfrank.core.errors import StorageError
+    from shelfrank.server.feedback import loop
+
+    monkeypatch.setattr(loop, "RELOAD_CHECK_SECONDS", 0.0)
+    path = tmp_path / "experiments.toml"
+    path.write_text(EXPERIMENTS)
+    store_away = [False]
+
+    def check(experiments: tuple[Any, ...]) -> None:  # as the server's pinned-version check
+        if store_away[0]:
+            raise StorageError("the store is away")
+
+    watched = loop.ExperimentFile(path, check=check)
+    store_away[0] = True
+    path.write_text(EXPERIMENTS.replace('name = "pop"', 'name = "popular"'))
+    names = [v.name for v in watched.experiments[0].variants]  # a request: no error
+    assert names == ["control", "pop"]
+    store_away[0] = False
+    names = [v.name for v in watched.experiments[0].variants]  # the same file, tried again
+    assert names == ["control", "popular"]
+
+
 def test_prometheus_counts_served_responses_and_attributed_events_per_variant(
     toy_model_dir: Path, tmp_path: Path, experiments_file: Path
 ) -> None:
@@ -317,6 +346,8 @@ def test_a_variant_pinned_to_a_model_version_keeps_serving_it(
 ) -> None:
     import json
 
+    from shelfrank.server.registry import ModelRegistry
+
     pinned = json.loads((toy_model_dir / "manifest.json").read_text())["model_version"]
     path = tmp_path / "experiments.toml"
     path.write_text(EXPERIMENTS.replace('setting = "popularity"', f'setting = "model:{pinned}"'))
@@ -324,14 +355,23 @@ def test_a_variant_pinned_to_a_model_version_keeps_serving_it(
     try:
         assert running.service.feedback is not None
         assert running.service.feedback.pinned_versions() == {pinned}
+        store = running.service.store
+        assert store.pinned_models() == {pinned}
+        keep = running.retrainer.registry.keep
         with Client(f"127.0.0.1:{running.port}") as client:
-            client.track(
-                [Event(f"u{n}", f"shoe{n % 5}", "purchase") for n in range(10)]
-                + [Event(f"u{n}", f"book{n % 5}", "purchase") for n in range(10, 20)]
-            )
-            current = running.retrainer.retrain_now(full=True)
-            assert current is not None
-            assert current != pinned
+            versions = []
+            for round_number in range(keep + 2):  # more retrains than versions are kept
+                client.track(
+                    [Event(f"u{n}", f"shoe{(n + round_number) % 5}", "purchase") for n in range(10)]
+                    + [Event(f"u{n}", f"book{n % 5}", "purchase") for n in range(10, 20)]
+                )
+                version = running.retrainer.retrain_now(full=True)
+                assert version is not None
+                versions.append(version)
+            current = versions[-1]
+            assert pinned not in versions
+            assert not store.has_model(versions[0])  # pruned: the registry keeps `keep`
+            assert store.has_model(pinned)  # pinned: spared
             (experiment,) = load_experiments(path)
             served = {}
             for user in USERS:
@@ -342,11 +382,16 @@ def test_a_variant_pinned_to_a_model_version_keeps_serving_it(
                 # the experiment is on the recommend surface: Rank serves the current one
                 assert client.rank(user, ["shoe1", "book1"]).model_version == current
         assert served == {"control": current, "pop": pinned}
-        # the pinned version is never pruned while the experiment names it
-        running.retrainer.registry.activate(current)
-        assert running.service.store.has_model(pinned)
+        # A dedicated trainer knows no experiment file: the pin is in the store for it.
+        trainer = ModelRegistry(store, tmp_path / "trainer-cache", keep=1)
+        trainer.activate(current)
+        assert store.has_model(pinned)
     finally:
         running.stop()
+    # Reporting with the same file needs no model loaded (the pins are not checked).
+    result = run_cli("report", "--state", str(tmp_path / "state"), "--experiments", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "experiment home" in result.stdout
 
 
 def test_a_file_pinning_a_version_the_store_lacks_is_refused_at_start(
@@ -358,3 +403,36 @@ def test_a_file_pinning_a_version_the_store_lacks_is_refused_at_start(
     path.write_text(EXPERIMENTS.replace('setting = "popularity"', 'setting = "model:nope"'))
     with pytest.raises(InvalidInputError, match="pins model 'nope', which the store does not"):
         serve_toy(toy_model_dir, tmp_path, experiments=path)
+
+
+def test_an_experiment_on_similar_items_assigns_the_shopper_looking(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "experiments.toml"
+    path.write_text(EXPERIMENTS.replace('name = "home"', 'name = "pdp"\nsurface = "similar"'))
+    (experiment,) = load_experiments(path)
+    running = serve_toy(toy_model_dir, tmp_path, experiments=path)
+    try:
+        with Client(f"127.0.0.1:{running.port}") as client:
+            strategies = {}
+            for user in USERS:
+                response = client.similar_items("shoe1", k=3, user_id=user)
+                assert response.experiment == "pdp"
+                assert response.variant == assign(experiment, user).name
+                strategies[response.variant] = response.strategy
+            assert strategies == {"control": "item", "pop": "popularity"}
+            anonymous = client.similar_items("shoe1", k=3)
+            assert (anonymous.experiment, anonymous.variant) == ("", "")
+            looked = client.similar_items("shoe1", k=3, user_id="u5")
+            client.track([Event("u5", looked.item_ids[0], "view")])  # no id: the window rule
+            running.service.feedback.flush()  # type: ignore[union-attr]
+            stored = {
+                i.recommendation_id: i.user_id
+                for i in running.service.store.impressions_between(0, 2**62)
+            }
+            assert stored[looked.recommendation_id] == "u5"
+            assert stored[anonymous.recommendation_id] == ""
+            report = client.report("pdp")
+        assert variant_json(report.json, "pdp", looked.variant)["clicks"] == 1
+    finally:
+        running.stop()

@@ -418,10 +418,16 @@ class SimilarItemsRequest(_message.Message):
     EXCLUDE_FEATURES_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
     EXPLAIN_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     k: _builtins.int
     """1..1000"""
     explain: _builtins.bool
+    user_id: _builtins.str
+    """The shopper looking, if known: not used for ranking, but assigns the experiment
+    variant of surface "similar" and lets feedback without a recommendation_id be
+    attributed to this response (and erased with the user).
+    """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureFilter]: ...
     @_builtins.property
@@ -439,10 +445,11 @@ class SimilarItemsRequest(_message.Message):
         exclude_features: _abc.Iterable[_builtins.str] | None = ...,
         exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         explain: _builtins.bool | None = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "explain", b"explain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "exclude_features", b"exclude_features", "exclude_item_ids", b"exclude_item_ids", "explain", b"explain", "filters", b"filters", "item_id", b"item_id", "k", b"k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_explain", b"_explain", "exclude_features", b"exclude_features", "exclude_item_ids", b"exclude_item_ids", "explain", b"explain", "filters", b"filters", "item_id", b"item_id", "k", b"k", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__explain: _TypeAlias = _typing.Literal["explain"]  # noqa: Y015
     _WhichOneofArgType__explain: _TypeAlias = _typing.Literal["_explain", b"_explain"]  # noqa: Y015
