@@ -99,3 +99,35 @@ if __name__ == "__main__":
     for size in sys.argv[1:]:
         _, path, took = trained_model(shape_for(int(size)))
         print(path, took)
+
+
+def ml100k_model(folder: Path) -> Path:
+    """The hybrid model on ml-100k's ua.base with the default settings (cached)."""
+    import shutil
+    from dataclasses import replace
+
+    from shelfrank.datasets import movielens
+    from shelfrank.server.hybrid import HybridModel
+
+    directory = CACHE / "ml100k-ua-default"
+    if not (directory / "manifest.json").exists():
+        train, _ = movielens.read_ratings(folder / "ua.base")
+        config = replace(TrainConfig(), seed=1, num_threads=1, validation_split="random")
+        hybrid = HybridModel.train(
+            train, config, items=movielens.read_items(folder), users=movielens.read_users(folder)
+        )
+        staging = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        hybrid.save(staging)
+        staging.rename(directory)
+    return directory
+
+
+def latency_model_for(ml100k: Path, *, smoke: bool) -> tuple[Path, str]:
+    """The model latency benchmarks serve and its name: MovieLens-100k's (default
+    settings) where the data is present, else (and for a smoke run) a small synthetic shop."""
+    if smoke or not (ml100k / "ua.base").is_file():
+        _, model, _ = trained_model(Shape(600, 300, 6_000, 2), quiet=True)
+        return model, "synthetic shop, 600 items"
+    return ml100k_model(ml100k), "MovieLens-100k ua, default settings"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -35,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from catalogues import Shape, trained_model  # benchmarks/catalogues.py
+from catalogues import latency_model_for  # benchmarks/catalogues.py
 from machine import machine_description  # benchmarks/machine.py
-from ranking_pipeline import ml100k_model  # benchmarks/ranking_pipeline.py
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -405,15 +403,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to prove it runs")
     parser.add_argument("--out", default=str(RESULTS / "feedback_loop.json"))
     args = parser.parse_args()
-    cache = Path(os.environ.get("SHELFRANK_BENCH_CACHE", REPO / "benchmarks" / ".cache"))
-    cache.mkdir(parents=True, exist_ok=True)
-    ml100k = Path(args.ml100k)
-    if args.smoke or not (ml100k / "ua.base").is_file():
-        _, latency_model, _ = trained_model(Shape(600, 300, 6_000, 2), quiet=True)
-        latency_name = "synthetic shop, 600 items"
-    else:
-        latency_model = ml100k_model(ml100k, cache)
-        latency_name = "MovieLens-100k ua, default settings"
+    latency_model, latency_name = latency_model_for(Path(args.ml100k), smoke=args.smoke)
     rounds, calls = (1, 100) if args.smoke else (args.rounds, args.calls)
     result: dict[str, Any] = {
         "machine": machine_description(),

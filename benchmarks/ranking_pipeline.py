@@ -27,7 +27,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from catalogues import Shape, shape_for, trained_model  # benchmarks/catalogues.py
+from catalogues import latency_model_for, shape_for, trained_model  # benchmarks/catalogues.py
 from machine import machine_description  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parent.parent
@@ -456,29 +455,6 @@ def availability_under_load(
     }
 
 
-# -- models --------------------------------------------------------------------------------------
-def ml100k_model(folder: Path, cache: Path) -> Path:
-    """The hybrid model on ml-100k's ua.base with the default settings (cached)."""
-    from dataclasses import replace
-
-    from shelfrank.datasets import movielens
-    from shelfrank.server.config import TrainConfig
-    from shelfrank.server.hybrid import HybridModel
-
-    directory = cache / "ml100k-ua-default"
-    if not (directory / "manifest.json").exists():
-        train, _ = movielens.read_ratings(folder / "ua.base")
-        config = replace(TrainConfig(), seed=1, num_threads=1, validation_split="random")
-        hybrid = HybridModel.train(
-            train, config, items=movielens.read_items(folder), users=movielens.read_users(folder)
-        )
-        staging = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        hybrid.save(staging)
-        staging.rename(directory)
-    return directory
-
-
 def markdown(result: dict[str, Any]) -> str:
     latency, remote = result["latency"], result["grpc_latency"]
     explained, cost, load = result["explanations"], result["flip_cost"], result["availability"]
@@ -532,15 +508,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to prove it runs")
     parser.add_argument("--out", default=str(RESULTS / "ranking_pipeline.json"))
     args = parser.parse_args()
-    cache = Path(os.environ.get("SHELFRANK_BENCH_CACHE", REPO / "benchmarks" / ".cache"))
-    cache.mkdir(parents=True, exist_ok=True)
-    ml100k = Path(args.ml100k)
-    if args.smoke or not (ml100k / "ua.base").is_file():
-        _, latency_model, _ = trained_model(Shape(600, 300, 6_000, 2), quiet=True)
-        latency_name = "synthetic shop, 600 items"
-    else:
-        latency_model = ml100k_model(ml100k, cache)
-        latency_name = "MovieLens-100k ua, default settings"
+    latency_model, latency_name = latency_model_for(Path(args.ml100k), smoke=args.smoke)
     rounds, calls = (1, 100) if args.smoke else (args.rounds, args.calls)
     size = 4_000 if args.smoke else 100_000
     flips = 400 if args.smoke else 10_000
