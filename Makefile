@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ML100K ?= ../shared/data/ml-100k
 OUT ?= out
 
-.PHONY: demo test lint format typecheck pytest postgresql test-slow eval-ml100k eval-shop bench bench-smoke interop clean
+.PHONY: demo test lint format typecheck pytest postgresql chromium test-slow eval-ml100k eval-shop bench bench-smoke interop clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ typecheck: $(VENV)/.dev
 	for d in core datasets server client edge proto; do ln -s ../../$$d .typecheck/shelfrank/$$d; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p shelfrank
 
-pytest: $(VENV)/.dev interop postgresql
+pytest: $(VENV)/.dev interop postgresql chromium
 	$(PY) -m pytest -q
 
 # PostgreSQL for the PostgreSQL store's tests (tests/postgres.py starts a throwaway cluster).
@@ -47,6 +47,13 @@ postgresql:
 	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql \
 	  || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql); fi
+
+# Debian's Chromium for the dashboard's browser tests (tests/test_dashboard_browser.py),
+# driven by Playwright with this browser: Playwright's own download cannot work here.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+	  || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium); fi
 
 # The Node.js client built from proto/ only (tests/test_interop_node.py); skipped where
 # there is no npm.
