@@ -21,7 +21,7 @@ database fails; callers (the gRPC layer above all) know no database module.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -129,6 +129,38 @@ class Impression:
 
 # A model version's files: (path relative to its directory, bytes).
 ModelFiles = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class ReplicaSample:
+    """One serving process's load at one moment (the dashboard's overview): every replica
+    writes its own to the shared store, so every replica can show them all."""
+
+    replica: str
+    time_ms: int  # unix ms
+    # events_per_s, recommend_p50_ms, recommend_p99_ms, recommend_calls (a figure not
+    # measured is left out); finite numbers only.
+    values: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who changed what by hand (e.g. an item's availability from the dashboard)."""
+
+    time_ms: int  # unix ms
+    actor: str  # the caller's name ("anonymous" without tokens)
+    action: str  # e.g. "availability"
+    target: str  # e.g. "item:<id>"
+    detail: str  # e.g. "available=false"
+
+
+@dataclass(frozen=True)
+class EvaluationInfo:
+    """A stored offline evaluation (``shelfrank evaluate --save-to``)."""
+
+    name: str
+    saved_ms: int  # unix ms of the save (a replacement's)
+    files: tuple[str, ...]  # its file names, in byte order
 
 
 class EventStore(Protocol):
@@ -306,6 +338,41 @@ class EventStore(Protocol):
         """Who holds the lease now (None: nobody, or expired)."""
         ...
 
+    # -- dashboard: load samples, audit log, saved evaluations --------------------------------
+    def record_replica_sample(self, sample: ReplicaSample) -> None:
+        """Store a replica's sample (one per (replica, time_ms): the last write wins) and,
+        in the same transaction, delete every sample older than 24 h by this process's
+        clock: the table stays small without a cleaning job."""
+        ...
+
+    def replica_samples(self, since_ms: int) -> list[ReplicaSample]:
+        """Every sample with ``time_ms >= since_ms``, by (replica, time_ms)."""
+        ...
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        """Store an audit entry durably (entries are never updated or deleted)."""
+        ...
+
+    def audit_entries(self, target: str, limit: int = 50) -> list[AuditEntry]:
+        """The ``limit`` newest entries about ``target``, newest first (same time: the
+        later written first)."""
+        ...
+
+    def save_evaluation(self, name: str, files: Sequence[tuple[str, bytes]]) -> EvaluationInfo:
+        """Store an evaluation's files under ``name``, replacing a same-named one in one
+        transaction (a reader sees the old files or the new, never a mix). Names and file
+        names are single URL path segments: not empty, no '/', '\\' or '..'."""
+        ...
+
+    def evaluations(self) -> list[EvaluationInfo]:
+        """Every stored evaluation, the last saved first."""
+        ...
+
+    def evaluation_file(self, name: str, file: str) -> bytes:
+        """A stored file's bytes (UnknownIdError naming the evaluation or the file when it
+        is not stored)."""
+        ...
+
     def integrity_check(self) -> str:
         """``"ok"``, or what the backend found wrong."""
         ...
@@ -315,14 +382,17 @@ class EventStore(Protocol):
 
 __all__ = [
     "AppendResult",
+    "AuditEntry",
     "AvailabilityResult",
     "CatalogueEntry",
+    "EvaluationInfo",
     "EventStore",
     "Impression",
     "ImpressionKind",
     "LeaseLostError",
     "ModelFiles",
     "ModelPointer",
+    "ReplicaSample",
     "SeqEvents",
     "StoreCounts",
     "UserView",

@@ -31,26 +31,36 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.server.storage import (
     AppendResult,
+    AuditEntry,
     AvailabilityResult,
     CatalogueEntry,
+    EvaluationInfo,
     Impression,
     ImpressionKind,
     LeaseLostError,
     ModelFiles,
     ModelPointer,
+    ReplicaSample,
     StoreCounts,
     UserView,
 )
 from shelfrank.server.store_common import (
+    INT64_MAX,
+    INT64_MIN,
     KIND_CODES,
+    SAMPLE_RETENTION_MS,
     TOKEN_SEPARATOR,
     GroupCommit,
     ImpressionContext,
     PendingBatch,
+    check_audit,
+    check_evaluation_key,
+    checked_evaluation,
+    checked_limit,
     clamped_range,
     context_of,
     erasure_checked_users,
@@ -58,9 +68,12 @@ from shelfrank.server.store_common import (
     joined_chunks,
     model_chunks,
     not_erased,
+    sample_figures,
     split_tokens,
     stored_impression,
+    stored_sample,
     unattributed_shown,
+    unstorable_text,
     user_hash,
     with_served_users,
 )
@@ -81,7 +94,8 @@ from shelfrank.server.user_events import (
 # 4: catalogue items carry their availability and when they were first stored.
 # 5: events carry the response they answer (recommendation_id, position); impressions.
 # 6: model versions pinned in the store (model_pins), never pruned.
-SCHEMA_VERSION = 6
+# 7: the dashboard's replica samples, audit log and saved evaluations.
+SCHEMA_VERSION = 7
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -142,6 +156,23 @@ CREATE TABLE IF NOT EXISTS impressions (
     items TEXT NOT NULL,  -- item ids in shown order, joined by TOKEN_SEPARATOR
     PRIMARY KEY (recommendation_id, kind));
 CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (time_ms);
+-- Schema 7 (created by this script in older stores): the dashboard's tables. A replica's
+-- load samples (figures: JSON, see store_common.sample_figures), kept 24 h.
+CREATE TABLE IF NOT EXISTS replica_samples (replica TEXT NOT NULL, time_ms INTEGER NOT NULL,
+                                            figures TEXT NOT NULL,
+                                            PRIMARY KEY (replica, time_ms)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replica_samples_by_time ON replica_samples (time_ms);
+-- Changes made by hand, read per target newest first; audit_id orders entries of one ms.
+CREATE TABLE IF NOT EXISTS audit (audit_id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,
+                                  actor TEXT NOT NULL, action TEXT NOT NULL,
+                                  target TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target, time_ms, audit_id);
+-- Saved offline evaluations, their files in chunks as model_files; saved orders them.
+CREATE TABLE IF NOT EXISTS evaluations (name TEXT PRIMARY KEY, saved INTEGER NOT NULL UNIQUE,
+                                        saved_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evaluation_files (name TEXT NOT NULL, file TEXT NOT NULL,
+                                             chunk INTEGER NOT NULL, data BLOB NOT NULL,
+                                             PRIMARY KEY (name, file, chunk)) WITHOUT ROWID;
 """
 _CATALOGUE_KEY = "catalogue_revision"
 _CATALOGUE_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_CATALOGUE_KEY}')"
@@ -853,6 +884,102 @@ class SQLiteStore:
                 "SELECT holder FROM leases WHERE name = ? AND expires_ms > ?", (name, _now_ms())
             ).fetchone()
         return None if row is None else str(row[0])
+
+    # -- dashboard (see EventStore) -------------------------------------------------------------
+    def record_replica_sample(self, sample: ReplicaSample) -> None:
+        figures = sample_figures(sample)
+        with self._write_transaction() as writer:
+            # Before the insert: a sample older than 24 h stays until the next write.
+            writer.execute(
+                "DELETE FROM replica_samples WHERE time_ms < ?",
+                (max(_now_ms() - SAMPLE_RETENTION_MS, INT64_MIN),),
+            )
+            writer.execute(
+                "INSERT INTO replica_samples (replica, time_ms, figures) VALUES (?, ?, ?)"
+                " ON CONFLICT (replica, time_ms) DO UPDATE SET figures = excluded.figures",
+                (sample.replica, sample.time_ms, figures),
+            )
+
+    def replica_samples(self, since_ms: int) -> list[ReplicaSample]:
+        with self._read() as connection:
+            rows = connection.execute(
+                "SELECT replica, time_ms, figures FROM replica_samples WHERE time_ms >= ?"
+                " ORDER BY replica, time_ms",
+                (min(max(since_ms, INT64_MIN), INT64_MAX),),
+            ).fetchall()
+        return [stored_sample(row) for row in rows]
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        check_audit(entry)
+        with self._write_transaction() as writer:
+            writer.execute(
+                "INSERT INTO audit (time_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (entry.time_ms, entry.actor, entry.action, entry.target, entry.detail),
+            )
+
+    def audit_entries(self, target: str, limit: int = 50) -> list[AuditEntry]:
+        limit = checked_limit(limit)
+        if unstorable_text(target):  # never stored (check_audit); the driver would fail
+            return []
+        with self._read() as connection:
+            rows = connection.execute(
+                "SELECT time_ms, actor, action, target, detail FROM audit WHERE target = ?"
+                " ORDER BY time_ms DESC, audit_id DESC LIMIT ?",
+                (target, limit),
+            ).fetchall()
+        return [
+            AuditEntry(int(t), str(actor), str(a), str(tg), str(d)) for t, actor, a, tg, d in rows
+        ]
+
+    def save_evaluation(self, name: str, files: Sequence[tuple[str, bytes]]) -> EvaluationInfo:
+        stored = checked_evaluation(name, files)
+        now = _now_ms()
+        with self._write_transaction() as writer:
+            writer.execute("DELETE FROM evaluation_files WHERE name = ?", (name,))
+            writer.execute("DELETE FROM evaluations WHERE name = ?", (name,))
+            writer.executemany(
+                "INSERT INTO evaluation_files (name, file, chunk, data) VALUES (?, ?, ?, ?)",
+                [
+                    (name, file, number, chunk)
+                    for file, data in stored
+                    for number, chunk in enumerate(model_chunks(data))
+                ],
+            )
+            writer.execute(
+                "INSERT INTO evaluations (name, saved, saved_ms) VALUES"
+                " (?, (SELECT COALESCE(MAX(saved), 0) + 1 FROM evaluations), ?)",
+                (name, now),
+            )
+        return EvaluationInfo(name, now, tuple(file for file, _ in stored))
+
+    def evaluations(self) -> list[EvaluationInfo]:
+        with self._snapshot() as connection:
+            rows = connection.execute(
+                "SELECT name, saved_ms FROM evaluations ORDER BY saved DESC"
+            ).fetchall()
+            files: dict[str, list[str]] = {}
+            for name, file in connection.execute(
+                "SELECT name, file FROM evaluation_files WHERE chunk = 0 ORDER BY name, file"
+            ):
+                files.setdefault(str(name), []).append(str(file))
+        return [
+            EvaluationInfo(str(name), int(saved_ms), tuple(files.get(str(name), ())))
+            for name, saved_ms in rows
+        ]
+
+    def evaluation_file(self, name: str, file: str) -> bytes:
+        check_evaluation_key(name, file)
+        with self._snapshot() as connection:
+            known = connection.execute("SELECT 1 FROM evaluations WHERE name = ?", (name,))
+            if known.fetchone() is None:
+                raise UnknownIdError(f"name: unknown evaluation {name!r}")
+            rows = connection.execute(
+                "SELECT data FROM evaluation_files WHERE name = ? AND file = ? ORDER BY chunk",
+                (name, file),
+            ).fetchall()
+        if not rows:
+            raise UnknownIdError(f"file: evaluation {name!r} has no file {file!r}")
+        return b"".join(bytes(row[0]) for row in rows)
 
     # -- reads --------------------------------------------------------------------------------
     @contextmanager

@@ -7,13 +7,22 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import json
+import math
+import numbers
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from shelfrank.core.errors import StorageError
+from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
 from shelfrank.core.events import StoredEvent
-from shelfrank.server.storage import AppendResult, Impression, ImpressionKind
+from shelfrank.server.storage import (
+    AppendResult,
+    AuditEntry,
+    Impression,
+    ImpressionKind,
+    ReplicaSample,
+)
 
 _T = TypeVar("_T")
 
@@ -243,3 +252,134 @@ def joined_chunks(rows: Iterable[tuple[Any, Any]]) -> list[tuple[str, bytes]]:
     for path, data in rows:
         files.setdefault(str(path), []).append(bytes(data))
     return [(path, b"".join(parts)) for path, parts in files.items()]
+
+
+# -- the dashboard's tables: the same checks and stored forms in every backend ---------------
+# Replica samples are kept this long (deleted by the writes that come after).
+SAMPLE_RETENTION_MS = 24 * 3600 * 1000
+
+
+def _check_text(field: str, value: object) -> None:
+    """Text every backend stores alike: PostgreSQL refuses NUL characters, SQLite keeps them."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{field}: must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidInputError(f"{field}: must not contain NUL characters")
+    if not _encodable(value):
+        raise InvalidInputError(f"{field}: must be valid Unicode text, got {value!r}")
+
+
+def unstorable_text(text: str) -> bool:
+    """Whether no backend can hold ``text`` (so nothing stored matches it): a lookup by it
+    finds nothing instead of failing in a driver."""
+    return "\x00" in text or not _encodable(text)
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is UTF-8 encodable (no lone surrogates): what both drivers send."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_time(field: str, value: object) -> None:
+    """A time both backends' 64-bit columns hold (beyond it the drivers fail unmapped)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{field}: must be an integer (unix ms), got {value!r}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidInputError(f"{field}: out of the 64-bit range, got {value}")
+
+
+def sample_figures(sample: ReplicaSample) -> str:
+    """The sample's values as every backend stores them (JSON text, keys sorted, floats);
+    InvalidInputError naming the field that is not storable (JSON has no NaN or
+    infinity, and a chart of them would mean nothing)."""
+    _check_text("replica", sample.replica)
+    if not sample.replica:
+        raise InvalidInputError("replica: must not be empty")
+    _check_time("time_ms", sample.time_ms)
+    figures: dict[str, float] = {}
+    for key, value in sample.values.items():
+        _check_text("values: a key", key)
+        if not key:
+            raise InvalidInputError("values: a key must not be empty")
+        number: object = value  # callers may pass anything: checked, not trusted
+        if isinstance(number, bool) or not isinstance(number, numbers.Real):
+            raise InvalidInputError(f"values[{key!r}]: must be a number, got {number!r}")
+        if not math.isfinite(number):
+            raise InvalidInputError(f"values[{key!r}]: must be finite, got {number!r}")
+        figures[key] = float(number)
+    return json.dumps(figures, sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+
+def stored_sample(row: Sequence[Any]) -> ReplicaSample:
+    """A sample from its stored (replica, time_ms, figures)."""
+    replica, time_ms, figures = row
+    return ReplicaSample(str(replica), int(time_ms), json.loads(figures))
+
+
+def check_audit(entry: AuditEntry) -> None:
+    """InvalidInputError naming the field of ``entry`` that is not storable: an entry
+    says who did what to what, so actor, action and target are never empty."""
+    _check_time("time_ms", entry.time_ms)
+    for field in ("actor", "action", "target", "detail"):
+        value = getattr(entry, field)
+        _check_text(field, value)
+        if not value and field != "detail":
+            raise InvalidInputError(f"{field}: must not be empty")
+
+
+def checked_limit(limit: int) -> int:
+    """``limit`` as both backends bind it (SQLite reads a negative LIMIT as none)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInputError(f"limit: must be a non-negative integer, got {limit!r}")
+    return min(limit, INT64_MAX)
+
+
+def segment_problem(value: object) -> str | None:
+    """Why ``value`` cannot name an evaluation or one of its files (None: it can). Names
+    are single URL path segments of the dashboard (``/api/evaluations/<name>/files/<file>``)
+    and file names in a folder: no separators, no parent references."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value:
+        return "must not be empty"
+    if "/" in value or "\\" in value or ".." in value or value == ".":
+        return f"must be one path segment (no '/', '\\' or '..'), got {value!r}"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return f"must not contain control characters, got {value!r}"
+    if not _encodable(value):
+        return f"must be valid Unicode text, got {value!r}"
+    return None
+
+
+def checked_evaluation(name: str, files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The evaluation's files by name (byte order, as every backend lists them);
+    InvalidInputError naming the bad name, file name or repeated file."""
+    problem = segment_problem(name)
+    if problem is not None:
+        raise InvalidInputError(f"name: {problem}")
+    checked: dict[str, bytes] = {}
+    for index, (file, data) in enumerate(files):
+        problem = segment_problem(file)
+        if problem is not None:
+            raise InvalidInputError(f"files[{index}]: {problem}")
+        if file in checked:
+            raise InvalidInputError(f"files[{index}]: {file!r} is given twice")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidInputError(
+                f"files[{index}]: {file!r}: bytes expected, got {type(data).__name__}"
+            )
+        checked[file] = bytes(data)
+    return sorted(checked.items(), key=lambda pair: pair[0].encode("utf-8"))
+
+
+def check_evaluation_key(name: str, file: str) -> None:
+    """UnknownIdError when ``name`` or ``file`` could never have been stored (then no
+    backend is asked: PostgreSQL would refuse some of them as an error)."""
+    if segment_problem(name) is not None:
+        raise UnknownIdError(f"name: unknown evaluation {name!r}")
+    if segment_problem(file) is not None:
+        raise UnknownIdError(f"file: evaluation {name!r} has no file {file!r}")

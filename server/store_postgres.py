@@ -72,26 +72,36 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
-from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.storage import (
     AppendResult,
+    AuditEntry,
     AvailabilityResult,
     CatalogueEntry,
+    EvaluationInfo,
     Impression,
     ImpressionKind,
     LeaseLostError,
     ModelFiles,
     ModelPointer,
+    ReplicaSample,
     StoreCounts,
     UserView,
 )
 from shelfrank.server.store_common import (
+    INT64_MAX,
+    INT64_MIN,
     KIND_CODES,
+    SAMPLE_RETENTION_MS,
     TOKEN_SEPARATOR,
     GroupCommit,
     ImpressionContext,
     PendingBatch,
+    check_audit,
+    check_evaluation_key,
+    checked_evaluation,
+    checked_limit,
     clamped_range,
     context_of,
     erasure_checked_users,
@@ -99,9 +109,12 @@ from shelfrank.server.store_common import (
     joined_chunks,
     model_chunks,
     not_erased,
+    sample_figures,
     split_tokens,
     stored_impression,
+    stored_sample,
     unattributed_shown,
+    unstorable_text,
     user_hash,
     with_served_users,
 )
@@ -110,7 +123,8 @@ from shelfrank.server.store_common import (
 # 3: catalogue items carry their availability and when they were first stored.
 # 4: events carry the response they answer (recommendation_id, position); impressions.
 # 5: model versions pinned in the store (model_pins), never pruned.
-SCHEMA_VERSION = 5
+# 6: the dashboard's replica samples, audit log and saved evaluations.
+SCHEMA_VERSION = 6
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
 # in the same order on both stores), and cheaper comparisons in every index.
 _SCHEMA = """
@@ -203,6 +217,33 @@ CREATE TABLE IF NOT EXISTS model_pins (
     PRIMARY KEY (owner, version)
 );
 CREATE INDEX IF NOT EXISTS model_pins_by_version ON model_pins (version);
+-- Schema 6: the dashboard's tables. A replica's load samples (figures: JSON, see
+-- store_common.sample_figures), kept 24 h.
+CREATE TABLE IF NOT EXISTS replica_samples (
+    time_ms BIGINT NOT NULL,
+    replica TEXT COLLATE "C" NOT NULL,
+    figures TEXT NOT NULL,
+    PRIMARY KEY (replica, time_ms)
+);
+CREATE INDEX IF NOT EXISTS replica_samples_by_time ON replica_samples (time_ms);
+-- Changes made by hand, read per target newest first; audit_id orders entries of one ms.
+CREATE TABLE IF NOT EXISTS audit (
+    audit_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    time_ms BIGINT NOT NULL,
+    actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT COLLATE "C" NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target, time_ms, audit_id);
+-- Saved offline evaluations, their files in chunks as model_files; saved orders them.
+CREATE TABLE IF NOT EXISTS evaluations (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    saved BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    saved_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluation_files (
+    name TEXT COLLATE "C" NOT NULL, file TEXT COLLATE "C" NOT NULL, chunk INTEGER NOT NULL,
+    data BYTEA NOT NULL, PRIMARY KEY (name, file, chunk)
+);
 """
 # Schema 4: events of schema 3 answer no known response (recommendation id "", position
 # 0). A constant default: no row is rewritten. Run only on stores from before schema 4:
@@ -225,6 +266,12 @@ _ERASURE_LOCK = 0x5EF_4A4B_0002
 # Serialises pin_models and prune_models: a pin committed while a prune runs would not be
 # seen by its read (READ COMMITTED), and its version would be deleted.
 _PINS_LOCK = 0x5EF_4A4B_0003
+# Serialises writers of replica samples: each deletes the old samples of every replica,
+# and two deletes locking the same rows in different orders could deadlock.
+_SAMPLES_LOCK = 0x5EF_4A4B_0004
+# With a name's hash: serialises saves of the same evaluation (the second replaces the
+# first instead of failing on its primary key).
+_EVALUATION_LOCK = 0x5EF_4A4C
 _LOCK_COUNTER = "SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE"
 # The batch's new events inserted, numbered base+1.. in batch order, and the counter
 # moved past them, in one statement (one snapshot, taken after the counter lock: every
@@ -900,6 +947,108 @@ class PostgresStore:
         with self._pool.connection() as connection:
             rows = connection.execute("SELECT DISTINCT version FROM model_pins").fetchall()
         return {str(row[0]) for row in rows}
+
+    # -- dashboard (see EventStore) -------------------------------------------------------------
+    def record_replica_sample(self, sample: ReplicaSample) -> None:
+        figures = sample_figures(sample)
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SAMPLES_LOCK,))
+            # Before the insert, by this process's clock (as SQLite's): a sample older than
+            # 24 h stays until the next write.
+            connection.execute(
+                "DELETE FROM replica_samples WHERE time_ms < %s",
+                (max(_now_ms() - SAMPLE_RETENTION_MS, INT64_MIN),),
+            )
+            connection.execute(
+                "INSERT INTO replica_samples (time_ms, replica, figures) VALUES (%s, %s, %s)"
+                " ON CONFLICT (replica, time_ms) DO UPDATE SET figures = excluded.figures",
+                (sample.time_ms, sample.replica, figures),
+            )
+
+    def replica_samples(self, since_ms: int) -> list[ReplicaSample]:
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                "SELECT replica, time_ms, figures FROM replica_samples WHERE time_ms >= %s"
+                " ORDER BY replica, time_ms",
+                (min(max(since_ms, INT64_MIN), INT64_MAX),),
+            ).fetchall()
+        return [stored_sample(row) for row in rows]
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        check_audit(entry)
+        with self._pool.connection() as connection:
+            connection.execute(
+                "INSERT INTO audit (time_ms, actor, action, target, detail)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (entry.time_ms, entry.actor, entry.action, entry.target, entry.detail),
+            )
+
+    def audit_entries(self, target: str, limit: int = 50) -> list[AuditEntry]:
+        limit = checked_limit(limit)
+        if unstorable_text(target):  # never stored (check_audit); the driver would fail
+            return []
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                "SELECT time_ms, actor, action, target, detail FROM audit WHERE target = %s"
+                " ORDER BY time_ms DESC, audit_id DESC LIMIT %s",
+                (target, limit),
+            ).fetchall()
+        return [
+            AuditEntry(int(t), str(actor), str(a), str(tg), str(d)) for t, actor, a, tg, d in rows
+        ]
+
+    def save_evaluation(self, name: str, files: Sequence[tuple[str, bytes]]) -> EvaluationInfo:
+        stored = checked_evaluation(name, files)
+        now = _now_ms()
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_EVALUATION_LOCK, name)
+            )
+            connection.execute("DELETE FROM evaluation_files WHERE name = %s", (name,))
+            connection.execute("DELETE FROM evaluations WHERE name = %s", (name,))
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO evaluation_files (name, file, chunk, data)"
+                    " VALUES (%s, %s, %s, %b)",
+                    [
+                        (name, file, number, chunk)
+                        for file, data in stored
+                        for number, chunk in enumerate(model_chunks(data))
+                    ],
+                )
+            connection.execute(
+                "INSERT INTO evaluations (name, saved_ms) VALUES (%s, %s)", (name, now)
+            )
+        return EvaluationInfo(name, now, tuple(file for file, _ in stored))
+
+    def evaluations(self) -> list[EvaluationInfo]:
+        with self._snapshot() as connection:
+            rows = connection.execute(
+                "SELECT name, saved_ms FROM evaluations ORDER BY saved DESC"
+            ).fetchall()
+            files: dict[str, list[str]] = {}
+            for name, file in connection.execute(
+                "SELECT name, file FROM evaluation_files WHERE chunk = 0 ORDER BY name, file"
+            ):
+                files.setdefault(str(name), []).append(str(file))
+        return [
+            EvaluationInfo(str(name), int(saved_ms), tuple(files.get(str(name), ())))
+            for name, saved_ms in rows
+        ]
+
+    def evaluation_file(self, name: str, file: str) -> bytes:
+        check_evaluation_key(name, file)
+        with self._snapshot() as connection:
+            known = connection.execute("SELECT 1 FROM evaluations WHERE name = %s", (name,))
+            if known.fetchone() is None:
+                raise UnknownIdError(f"name: unknown evaluation {name!r}")
+            rows = connection.execute(
+                "SELECT data FROM evaluation_files WHERE name = %s AND file = %s ORDER BY chunk",
+                (name, file),
+            ).fetchall()
+        if not rows:
+            raise UnknownIdError(f"file: evaluation {name!r} has no file {file!r}")
+        return b"".join(bytes(row[0]) for row in rows)
 
     def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         with self._pool.connection() as connection:

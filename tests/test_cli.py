@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.datasets.writers import write_features, write_interactions
 from shelfrank.server.cli import build_parser, main
+from shelfrank.server.stores import open_store
 from tests.conftest import run_cli
 
 if TYPE_CHECKING:
@@ -199,6 +204,24 @@ def test_bad_rows_are_reported_and_strict_makes_them_fatal(toy_csvs: Path, tmp_p
             2,
             "invalid choice: 'bogus'",
         ),
+        (
+            ["evaluate", "--protocol", "random", "--interactions", "x.csv", "--save-to", " "],
+            1,
+            "--save-to: give a state directory or a postgresql:// URL",
+        ),
+        (  # the store is opened before the run: no waiting for the report to fail
+            [
+                "evaluate",
+                "--protocol",
+                "random",
+                "--interactions",
+                "x.csv",
+                "--save-to",
+                "postgresql://nobody@127.0.0.1:1/shop",
+            ],
+            1,
+            "event store (PostgreSQL at 127.0.0.1:1/shop): open:",
+        ),
         (["frobnicate"], 2, "invalid choice"),
         (["serve", "--state", "s", "--first-model-users", "0"], 2, "must be positive"),
     ],
@@ -219,6 +242,93 @@ def test_bad_arguments_give_one_line_errors(
     assert "Traceback" not in done.stderr
     if code == 1:
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def toy_shop_csvs(
+    toy_shop: tuple[Interactions, FeatureTable, FeatureTable], tmp_path: Path
+) -> list[str]:
+    """``evaluate`` arguments for the toy shop: a random split, two models, users grouped
+    (so two charts), small and fast."""
+    interactions, _, users = toy_shop
+    write_interactions(tmp_path / "events.csv", interactions)
+    write_features(tmp_path / "users.csv", users)
+    return [
+        "evaluate", "--protocol", "random", "--interactions", str(tmp_path / "events.csv"),
+        "--users", str(tmp_path / "users.csv"), "--group-by", "segment",
+        "--models", "hybrid,popularity", "--epochs", "2", "--components", "4",
+        "--seed", "1", "--threads", "1", "--quiet",
+    ]  # fmt: skip
+
+
+SAVED = re.compile(r"^evaluation (\d{8}T\d{6}Z-random) saved to (.+)$", re.MULTILINE)
+
+
+def test_evaluate_saves_its_report_and_charts_to_a_state_directory(
+    toy_shop_csvs: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --plot the charts are drawn for the store alone (no file left behind)."""
+    state = tmp_path / "state"
+    before = time.gmtime(time.time() - 1)
+    code = main([*toy_shop_csvs, "--json", str(tmp_path / "r.json"), "--save-to", str(state)])
+    assert code == 0
+    out = capsys.readouterr().out
+    found = SAVED.search(out)
+    assert found is not None, out
+    name = found.group(1)
+    assert found.group(2) == str(state)
+    assert (
+        time.strftime("%Y%m%dT%H%M%SZ", before)
+        <= name[:16]
+        <= time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    )
+    assert "P@10 / NDCG@10 by user segment" in out  # the table is printed as before
+    store = open_store(state)
+    try:
+        (saved,) = store.evaluations()
+        assert (saved.name, saved.files) == (name, ("groups.png", "metrics.png", "report.json"))
+        # report.json: what --json writes, byte for byte
+        report = store.evaluation_file(name, "report.json")
+        assert report == (tmp_path / "r.json").read_bytes()
+        assert json.loads(report)["protocol"] == "random"
+        for chart in ("groups.png", "metrics.png"):
+            assert store.evaluation_file(name, chart).startswith(b"\x89PNG\r\n\x1a\n")
+    finally:
+        store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "events.csv",
+        "r.json",
+        "state",
+        "users.csv",
+    ]
+
+
+def test_evaluate_saves_the_charts_it_drew_to_postgresql(
+    toy_shop_csvs: list[str], tmp_path: Path, postgres_url: str
+) -> None:
+    """With --plot the stored charts are the files it wrote; with --json - stdout stays
+    the JSON alone (the name goes to stderr)."""
+    done = run_cli(
+        *toy_shop_csvs, "--json", "-", "--plot", str(tmp_path / "chart.png"),
+        "--save-to", postgres_url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    found = SAVED.search(done.stderr)
+    assert found is not None, done.stderr
+    name = found.group(1)
+    store = open_store(postgres_url)
+    try:
+        (saved,) = store.evaluations()
+        assert (saved.name, saved.files) == (name, ("groups.png", "metrics.png", "report.json"))
+        assert json.loads(store.evaluation_file(name, "report.json")) == printed
+        assert store.evaluation_file(name, "metrics.png") == (tmp_path / "chart.png").read_bytes()
+        assert (
+            store.evaluation_file(name, "groups.png")
+            == (tmp_path / "chart-groups.png").read_bytes()
+        )
+    finally:
+        store.close()
 
 
 def test_bad_header_is_a_clear_error(tmp_path: Path) -> None:

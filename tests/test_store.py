@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
+from shelfrank.server.storage import AuditEntry, ReplicaSample
 from shelfrank.server.store import SCHEMA_VERSION, SQLiteStore
 from tests.test_store_contract import imp, tokens_only
 
@@ -332,6 +334,10 @@ def test_a_schema_4_store_gets_attribution_and_impressions_and_keeps_its_data(
             DROP TABLE impressions;
             DROP TABLE impression_contexts;
             DROP TABLE model_pins;
+            DROP TABLE replica_samples;
+            DROP TABLE audit;
+            DROP TABLE evaluations;
+            DROP TABLE evaluation_files;
             ALTER TABLE events DROP COLUMN recommendation_id;
             ALTER TABLE events DROP COLUMN position;
             UPDATE meta SET value = '4' WHERE key = 'schema_version';
@@ -367,6 +373,10 @@ def test_a_schema_5_store_gets_model_pins_and_keeps_its_models(tmp_path: Path) -
         raw.executescript(
             """
             DROP TABLE model_pins;
+            DROP TABLE replica_samples;
+            DROP TABLE audit;
+            DROP TABLE evaluations;
+            DROP TABLE evaluation_files;
             UPDATE meta SET value = '5' WHERE key = 'schema_version';
             """
         )
@@ -389,6 +399,52 @@ def test_a_schema_5_store_gets_model_pins_and_keeps_its_models(tmp_path: Path) -
             raw.execute("DELETE FROM models WHERE version = 'm1'")
     raw.close()
     assert SQLiteStore(path).integrity_check() == "ok"
+
+
+def test_a_schema_6_store_gets_the_dashboard_tables_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.append_events([ev("a")])
+    store.save_model("m1", [("manifest.json", b"m1")])
+    store.pin_models("experiments", ["m1"])
+    store.record_impressions([imp("r1")])
+    store.close()
+    with sqlite3.connect(path) as raw:  # as schema 6 left it
+        raw.executescript(
+            """
+            DROP TABLE replica_samples;
+            DROP TABLE audit;
+            DROP TABLE evaluations;
+            DROP TABLE evaluation_files;
+            UPDATE meta SET value = '6' WHERE key = 'schema_version';
+            """
+        )
+    raw.close()
+    store = SQLiteStore(path)
+    assert [e.event_id for _, e in store.iter_events()] == ["a"]
+    assert store.pinned_models() == {"m1"}
+    assert store.model_files("m1") == [("manifest.json", b"m1")]
+    assert list(store.impressions_between(0, 2**62)) == [imp("r1")]
+    assert store.replica_samples(0) == []
+    assert store.audit_entries("item:a") == []
+    assert store.evaluations() == []
+    now = int(time.time() * 1000)
+    store.record_replica_sample(ReplicaSample("r1", now, {"events_per_s": 1.0}))
+    store.record_audit(AuditEntry(now, "ops", "availability", "item:a", "available=false"))
+    saved = store.save_evaluation("e1", [("report.json", b"{}")])
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+    raw.close()
+    store = SQLiteStore(path)
+    assert store.replica_samples(0) == [ReplicaSample("r1", now, {"events_per_s": 1.0})]
+    assert [a.detail for a in store.audit_entries("item:a")] == ["available=false"]
+    assert store.evaluations() == [saved]
+    assert store.evaluation_file("e1", "report.json") == b"{}"
+    assert store.integrity_check() == "ok"
+    store.close()
 
 
 def test_the_response_an_event_answers_is_read_from_the_merged_index_and_the_tail(

@@ -10,6 +10,7 @@ errors) are at the end, or in tests/test_store.py.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import subprocess
 import sys
@@ -28,15 +29,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from shelfrank.core.errors import InvalidInputError, StorageError
+from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.storage import (
     AppendResult,
+    AuditEntry,
     CatalogueEntry,
     EventStore,
     Impression,
     ImpressionKind,
     LeaseLostError,
+    ReplicaSample,
 )
 from shelfrank.server.store import SQLiteStore
 from shelfrank.server.store_common import INT64_MAX, INT64_MIN
@@ -844,6 +847,229 @@ def test_only_the_lease_holder_publishes(backend: Backend) -> None:
     assert two.current_model().version == "m1"  # type: ignore[union-attr]
 
 
+# -- dashboard: replica samples, audit log, saved evaluations ---------------------------------
+DAY_MS = 24 * 3600 * 1000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def sample(replica: str, time_ms: int, **values: float) -> ReplicaSample:
+    return ReplicaSample(replica, time_ms, values or {"events_per_s": 1.0})
+
+
+def test_replica_samples_come_back_whole_by_replica_and_time(backend: Backend) -> None:
+    """Every replica writes its own samples to the shared store; each reads them all."""
+    location = backend.location()
+    one, two = backend.open(location), backend.open(location)
+    now = now_ms()
+    figures = {
+        "events_per_s": 12.5,
+        "recommend_p50_ms": 1.25,
+        "recommend_p99_ms": 9.0,
+        "recommend_calls": 40,
+    }
+    one.record_replica_sample(ReplicaSample("r-b", now - 20_000, figures))
+    two.record_replica_sample(sample("r-a", now - 10_000, recommend_calls=0))  # no latencies
+    one.record_replica_sample(sample("r-b", now - 30_000, events_per_s=0.5))
+    two.record_replica_sample(sample("r-a", now - 30_000, events_per_s=2.0))
+    assert (
+        one.replica_samples(0)
+        == two.replica_samples(0)
+        == [
+            sample("r-a", now - 30_000, events_per_s=2.0),
+            sample("r-a", now - 10_000, recommend_calls=0),
+            sample("r-b", now - 30_000, events_per_s=0.5),
+            ReplicaSample("r-b", now - 20_000, figures),
+        ]
+    )
+    stored = one.replica_samples(now - 20_000)  # from since_ms on, inclusive
+    assert [(s.replica, s.time_ms) for s in stored] == [
+        ("r-a", now - 10_000),
+        ("r-b", now - 20_000),
+    ]
+    assert all(isinstance(v, float) for s in stored for v in s.values.values())
+    assert one.replica_samples(now) == []
+    assert one.replica_samples(-(2**70)) == one.replica_samples(0)  # beyond 64 bits: all
+    # The same replica and time again: the last write wins.
+    two.record_replica_sample(sample("r-a", now - 10_000, recommend_calls=3))
+    assert backend.open(location).replica_samples(now - 10_000) == [
+        sample("r-a", now - 10_000, recommend_calls=3)
+    ]
+
+
+def test_samples_older_than_a_day_are_gone_after_the_next_write(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    now = now_ms()
+    store.record_replica_sample(sample("young", now - DAY_MS + 60_000))
+    store.record_replica_sample(sample("old", now - DAY_MS - 60_000))  # kept until a write
+    assert [s.replica for s in store.replica_samples(0)] == ["old", "young"]
+    backend.open(location).record_replica_sample(sample("new", now))  # any replica's write
+    assert [s.replica for s in store.replica_samples(0)] == ["new", "young"]
+
+
+def test_unstorable_samples_are_refused_naming_the_field(store: EventStore) -> None:
+    now = now_ms()
+    for bad, field in (
+        (sample("r", now, events_per_s=math.nan), r"values\['events_per_s'\]: must be finite"),
+        (sample("r", now, recommend_p99_ms=math.inf), r"values\['recommend_p99_ms'\]"),
+        (ReplicaSample("r", now, {"x": True}), r"values\['x'\]: must be a number"),
+        (ReplicaSample("r", now, {"x": "1"}), r"values\['x'\]: must be a number"),  # type: ignore[dict-item]
+        (ReplicaSample("r", now, {"": 1.0}), "values: a key must not be empty"),
+        (sample("", now), "replica: must not be empty"),
+        (sample("r\x00", now), "replica: must not contain NUL"),
+        (sample("r\udc80", now), "replica: must be valid Unicode text"),
+        (sample("r", 2**63), "time_ms: out of the 64-bit range"),
+    ):
+        with pytest.raises(InvalidInputError, match=field):
+            store.record_replica_sample(bad)
+    assert store.replica_samples(0) == []
+
+
+def audit(time_ms: int, target: str = "item:a", detail: str = "available=false") -> AuditEntry:
+    return AuditEntry(time_ms, "ops", "availability", target, detail)
+
+
+def test_audit_entries_are_read_per_target_newest_first(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    entries = [
+        audit(5, detail="first"),
+        audit(9, target="item:b"),
+        audit(7, detail="later"),
+        audit(7, detail="same ms, written after"),
+        audit(6, detail="written late, happened before"),
+    ]
+    for entry in entries:
+        store.record_audit(entry)
+    newest_first = [entries[3], entries[2], entries[4], entries[0]]
+    reopened = backend.open(location)
+    assert reopened.audit_entries("item:a") == newest_first
+    assert reopened.audit_entries("item:a", limit=2) == newest_first[:2]
+    assert reopened.audit_entries("item:a", limit=0) == []
+    assert reopened.audit_entries("item:b") == [entries[1]]
+    assert reopened.audit_entries("item:") == reopened.audit_entries("item:c\x00") == []
+    assert reopened.audit_entries("item:a\udc80") == []
+    many = [audit(100 + n, target="item:c") for n in range(60)]
+    for entry in many:
+        store.record_audit(entry)
+    assert store.audit_entries("item:c") == many[::-1][:50]  # 50 unless asked
+    with pytest.raises(InvalidInputError, match="limit: must be a non-negative integer"):
+        store.audit_entries("item:a", limit=-1)
+
+
+def test_audit_entries_say_who_did_what_to_what(store: EventStore) -> None:
+    for bad, field in (
+        (AuditEntry(1, "", "availability", "item:a", ""), "actor: must not be empty"),
+        (AuditEntry(1, "ops", "", "item:a", ""), "action: must not be empty"),
+        (AuditEntry(1, "ops", "availability", "", ""), "target: must not be empty"),
+        (AuditEntry(1, "ops", "availability", "item:a", "\x00"), "detail: must not contain NUL"),
+        (AuditEntry(2**64, "ops", "availability", "item:a", ""), "time_ms: out of the 64-bit"),
+    ):
+        with pytest.raises(InvalidInputError, match=field):
+            store.record_audit(bad)
+    store.record_audit(AuditEntry(1, "ops", "availability", "item:a", ""))  # no detail: fine
+    assert len(store.audit_entries("item:a")) == 1
+
+
+def test_evaluations_are_listed_last_saved_first_and_replaced_whole(backend: Backend) -> None:
+    location = backend.location()
+    cli, dashboard = backend.open(location), backend.open(location)
+    assert dashboard.evaluations() == []
+    big = bytes(range(256)) * (5 * 2**20 // 256 + 3)  # more than one chunk
+    report = b'{"protocol": "random"}'
+    first = cli.save_evaluation(
+        "20250101T000000Z-random",
+        [("report.json", report), ("metrics.png", big), ("empty.png", b"")],
+    )
+    assert first.name == "20250101T000000Z-random"
+    assert first.files == ("empty.png", "metrics.png", "report.json")  # in byte order
+    assert abs(first.saved_ms - now_ms()) < 60_000
+    second = cli.save_evaluation("20250102T000000Z-given", [("report.json", b"{}")])
+    assert dashboard.evaluations() == [second, first]
+    assert dashboard.evaluation_file(first.name, "metrics.png") == big
+    assert dashboard.evaluation_file(first.name, "report.json") == report
+    assert dashboard.evaluation_file(first.name, "empty.png") == b""
+    # The same name again replaces it (its files too) and makes it the last saved.
+    again = cli.save_evaluation(first.name, [("report.json", b"{}"), ("Z.png", b"z")])
+    assert again.files == ("Z.png", "report.json")
+    assert again.saved_ms >= second.saved_ms
+    assert backend.open(location).evaluations() == [again, second]
+    assert dashboard.evaluation_file(first.name, "report.json") == b"{}"
+    with pytest.raises(UnknownIdError, match="file: evaluation '20250101T000000Z-random' has no"):
+        dashboard.evaluation_file(first.name, "metrics.png")
+    # An evaluation of no files is stored too (listed with none).
+    empty = cli.save_evaluation("nothing", [])
+    assert dashboard.evaluations()[0] == empty
+    assert empty.files == ()
+
+
+def test_unknown_evaluations_and_files_are_unknown_ids(store: EventStore) -> None:
+    store.save_evaluation("e1", [("report.json", b"{}")])
+    for name, file, message in (
+        ("e2", "report.json", "name: unknown evaluation 'e2'"),
+        ("e1", "other.png", "file: evaluation 'e1' has no file 'other.png'"),
+        ("../e1", "report.json", "name: unknown evaluation"),  # never storable: not asked
+        ("e1", "a\x00b", "file: evaluation 'e1' has no file"),
+        ("", "", "name: unknown evaluation ''"),
+    ):
+        with pytest.raises(UnknownIdError, match=message) as unknown:
+            store.evaluation_file(name, file)
+        assert isinstance(unknown.value, KeyError)  # as a dict lookup would
+
+
+def test_evaluation_names_and_file_names_are_single_path_segments(store: EventStore) -> None:
+    store.save_evaluation("kept", [("report.json", b"old")])
+    for name, files, field in (
+        ("", [], "name: must not be empty"),
+        ("a/b", [], "name: must be one path segment"),
+        ("..", [], "name: must be one path segment"),
+        ("a\\b", [], "name: must be one path segment"),
+        ("a\nb", [], "name: must not contain control characters"),
+        ("a\udc80", [], "name: must be valid Unicode text"),
+        ("kept", [("report.json", b"{}"), ("", b"")], r"files\[1\]: must not be empty"),
+        ("kept", [("../report.json", b"{}")], r"files\[0\]: must be one path segment"),
+        ("kept", [("plots/a.png", b"")], r"files\[0\]: must be one path segment"),
+        ("kept", [("a..png", b"")], r"files\[0\]: must be one path segment"),
+        ("kept", [("a.png", b""), ("a.png", b"")], r"files\[1\]: 'a.png' is given twice"),
+        ("kept", [("a.png", "text")], r"files\[0\]: 'a.png': bytes expected"),
+    ):
+        with pytest.raises(InvalidInputError, match=field):
+            store.save_evaluation(name, files)  # type: ignore[arg-type]
+    assert [e.name for e in store.evaluations()] == ["kept"]
+    assert store.evaluation_file("kept", "report.json") == b"old"
+
+
+REFUSED_FILE = {
+    "sqlite": (
+        "CREATE TRIGGER refuse_file BEFORE INSERT ON evaluation_files WHEN NEW.file = 'bad.png' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+    ),
+    "postgresql": (
+        "CREATE FUNCTION refuse_file() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.file = 'bad.png' THEN RAISE EXCEPTION 'refused by test'; END IF;"
+        " RETURN NEW; END $$;"
+        " CREATE TRIGGER refuse_file BEFORE INSERT ON evaluation_files FOR EACH ROW"
+        " EXECUTE FUNCTION refuse_file()"
+    ),
+}
+
+
+def test_a_failed_replacement_leaves_the_evaluation_as_it_was(backend: Backend) -> None:
+    location = backend.location()
+    store = backend.open(location)
+    kept = store.save_evaluation("e1", [("report.json", b"old"), ("a.png", b"a")])
+    backend.execute(location, REFUSED_FILE[backend.name])
+    with pytest.raises(StorageError, match=r"save_evaluation: .*refused by test"):
+        store.save_evaluation("e1", [("report.json", b"new"), ("bad.png", b"")])
+    assert store.evaluations() == [kept]
+    assert store.evaluation_file("e1", "report.json") == b"old"
+    assert store.evaluation_file("e1", "a.png") == b"a"
+    assert store.integrity_check() == "ok"
+
+
 def test_iter_events_runs_in_seq_order_across_pages_and_after_a_seq(store: EventStore) -> None:
     seqs: list[int] = []
     for start in range(0, 9, 3):
@@ -1425,7 +1651,10 @@ def test_a_schema_3_store_gets_attribution_and_impressions_and_keeps_its_data(
     store.upsert_users([("u1", ["segment=a"])])
     store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 3 left it
-        connection.execute("DROP TABLE impressions, impression_contexts, model_pins")
+        connection.execute(
+            "DROP TABLE impressions, impression_contexts, model_pins, replica_samples, audit,"
+            " evaluations, evaluation_files"
+        )
         connection.execute("ALTER TABLE events DROP COLUMN recommendation_id, DROP COLUMN position")
         connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     store = PostgresStore(pg_url)
@@ -1454,7 +1683,9 @@ def test_a_schema_4_store_gets_model_pins_and_keeps_its_models(pg_url: str) -> N
     store.record_impressions([imp("r1")])
     store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 4 left it
-        connection.execute("DROP TABLE model_pins")
+        connection.execute(
+            "DROP TABLE model_pins, replica_samples, audit, evaluations, evaluation_files"
+        )
         connection.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     store = PostgresStore(pg_url)
     try:
@@ -1469,7 +1700,46 @@ def test_a_schema_4_store_gets_model_pins_and_keeps_its_models(pg_url: str) -> N
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone() == ("5",)
+        assert version.fetchone() == (str(PG_SCHEMA_VERSION),)
+
+
+def test_a_schema_5_store_gets_the_dashboard_tables_and_keeps_its_data(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.append_events([ev("a")])
+    store.save_model("m1", [("manifest.json", b"m1")])
+    store.pin_models("experiments", ["m1"])
+    store.record_impressions([imp("r1")])
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 5 left it
+        connection.execute("DROP TABLE replica_samples, audit, evaluations, evaluation_files")
+        connection.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    store = PostgresStore(pg_url)
+    try:
+        assert [e.event_id for _, e in store.iter_events()] == ["a"]
+        assert store.pinned_models() == {"m1"}
+        assert store.model_files("m1") == [("manifest.json", b"m1")]
+        assert list(store.impressions_between(0, 2**62)) == [imp("r1")]
+        assert store.replica_samples(0) == []
+        assert store.audit_entries("item:a") == []
+        assert store.evaluations() == []
+        now = now_ms()
+        store.record_replica_sample(sample("r1", now))
+        store.record_audit(audit(now))
+        saved = store.save_evaluation("e1", [("report.json", b"{}")])
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("6",)
+    store = PostgresStore(pg_url)
+    try:
+        assert store.replica_samples(0) == [sample("r1", now)]
+        assert store.audit_entries("item:a") == [audit(now)]
+        assert store.evaluations() == [saved]
+        assert store.evaluation_file("e1", "report.json") == b"{}"
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
 
 
 def _wait_for_lock_waiters(url: str, count: int) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,7 @@ from shelfrank.server.evaluation.protocols import FAIRNESS_PROTOCOLS, NEEDS_TEST
 if TYPE_CHECKING:
     from shelfrank.server.evaluation.fairness import FairnessSettings
     from shelfrank.server.evaluation.runner import EvaluationReport
+    from shelfrank.server.storage import EventStore
 
 NAME = "evaluate"
 HELP = "offline evaluation against baselines"
@@ -75,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot",
         help="write a PNG bar chart of the metrics (tradeoffs: the two curves)",
+    )
+    parser.add_argument(
+        "--save-to",
+        metavar="STORE",
+        help="also store the report (report.json) and its PNG charts in this store (a "
+        "server's state directory or a postgresql:// URL; $SHELFRANK_STORE is not read) "
+        "as the evaluation <UTC yyyymmddTHHMMSSZ>-<protocol>, for the dashboard",
     )
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -187,24 +198,69 @@ def run(args: argparse.Namespace) -> int:
         diversity_by=_columns(args.diversity_by) if tradeoffs else None,
         fairness=None if tradeoffs else _fairness_settings(args),
     )
-    data = read_interactions(args.interactions, args.strict, args.quiet)
-    items = read_features(args.items, "item_id", args.strict, args.quiet)
-    users = read_features(args.users, "user_id", args.strict, args.quiet)
-    test = read_interactions(args.test, args.strict, args.quiet) if needs_test else None
-    report = run_protocol(
-        settings, data, config, test=test, items=items, users=users, progress=not args.quiet
-    )
-    if args.json:
-        payload = json.dumps(report.to_json(), indent=2)
+    if args.save_to is not None and not args.save_to.strip():
+        raise CommandError("--save-to: give a state directory or a postgresql:// URL")
+    # Named when it starts; the store is opened first: a wrong location fails before the run.
+    name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{args.protocol}"
+    store = _open_store(args.save_to) if args.save_to is not None else None
+    try:
+        data = read_interactions(args.interactions, args.strict, args.quiet)
+        items = read_features(args.items, "item_id", args.strict, args.quiet)
+        users = read_features(args.users, "user_id", args.strict, args.quiet)
+        test = read_interactions(args.test, args.strict, args.quiet) if needs_test else None
+        report = run_protocol(
+            settings, data, config, test=test, items=items, users=users, progress=not args.quiet
+        )
+        payload = json.dumps(report.to_json(), indent=2) if args.json or store is not None else ""
         if args.json == "-":
             print(payload)
-        else:
+        elif args.json:
             Path(args.json).write_text(payload + "\n", encoding="utf-8")
-    if args.json != "-":
-        print(report.table())
-    if args.plot:
-        _write_plots(report, args.plot, announce=args.json != "-")
+        if args.json != "-":
+            print(report.table())
+        plots = _write_plots(report, args.plot, announce=args.json != "-") if args.plot else []
+        if store is not None:
+            _save(store, args.save_to, name, report, payload, plots, stdout=args.json != "-")
+    finally:
+        if store is not None:
+            store.close()
     return EXIT_OK
+
+
+def _open_store(location: str) -> EventStore:
+    from shelfrank.server.stores import open_store
+
+    return open_store(location)
+
+
+def _save(
+    store: EventStore,
+    location: str,
+    name: str,
+    report: EvaluationReport,
+    payload: str,
+    plots: list[tuple[str, Path]],
+    *,
+    stdout: bool,
+) -> None:
+    """Store the report as ``--json`` writes it and every chart: those ``--plot`` drew
+    when they are PNGs, else drawn now into a temporary folder (the dashboard shows
+    PNGs). Stored names do not depend on ``--plot``'s: see _write_plots."""
+    from shelfrank.server.stores import describe_location
+
+    files = [("report.json", (payload + "\n").encode("utf-8"))]
+    if plots and all(path.suffix.lower() == ".png" for _, path in plots):
+        files += [(stored, path.read_bytes()) for stored, path in plots]
+    else:
+        with tempfile.TemporaryDirectory(prefix="shelfrank-plots-") as folder:
+            drawn = _write_plots(report, str(Path(folder) / "plot.png"), announce=False)
+            files += [(stored, path.read_bytes()) for stored, path in drawn]
+    saved = store.save_evaluation(name, files)
+    # With --json -, stdout is the JSON alone.
+    print(
+        f"evaluation {saved.name} saved to {describe_location(location)}",
+        file=sys.stdout if stdout else sys.stderr,
+    )
 
 
 def _fairness_settings(args: argparse.Namespace) -> FairnessSettings | None:
@@ -238,10 +294,11 @@ def _model_list(text: str | None) -> list[str] | None:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
-def _write_plots(report: EvaluationReport, path: str, announce: bool) -> None:
+def _write_plots(report: EvaluationReport, path: str, announce: bool) -> list[tuple[str, Path]]:
     """The metrics chart at ``path`` and, beside it, the blend's chart when the blend was
     fitted and the per-group P@k chart when users were grouped; for the tradeoffs protocol
-    its two curves alone."""
+    its two curves alone. Returns each chart's name in a saved evaluation (metrics.png,
+    groups.png, blend.png; tradeoffs.png) and where it was written."""
     from shelfrank.server.evaluation.report import (
         save_blend_plot,
         save_group_plot,
@@ -254,17 +311,21 @@ def _write_plots(report: EvaluationReport, path: str, announce: bool) -> None:
         save_tradeoff_plot(report, path)
         if announce:
             print(f"plot written to {path}")
-        return
+        return [("tradeoffs.png", Path(path))]
     save_plot(report, path)
+    written = [("metrics.png", Path(path))]
     if report.fairness is not None and report.fairness.group_by and report.fairness.models:
         groups_path = Path(path).with_name(Path(path).stem + "-groups.png")
         save_group_plot(report.fairness, groups_path)
+        written.append(("groups.png", groups_path))
         if announce:
             print(f"per-group plot written to {groups_path}")
     if report.notes.get("blend_fit"):
         blend_path = Path(path).with_name(Path(path).stem + "-blend.png")
         save_blend_plot(report.notes["blend_fit"], blend_path)
+        written.append(("blend.png", blend_path))
         if announce:
             print(f"blend plot written to {blend_path}")
     if announce:
         print(f"plot written to {path}")
+    return written
