@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from catalogues import latency_model_for  # benchmarks/catalogues.py
 from machine import machine_description  # benchmarks/machine.py
+from server_pair import recommend_p50_by_setting  # benchmarks/server_pair.py
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -107,68 +108,12 @@ def measure_latency(model_dir: Path, rounds: int, calls: int) -> dict[str, Any]:
     }
 
 
-def _serve(model_dir: Path, state: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shelfrank.server",
-            "serve",
-            "--state",
-            str(state),
-            "--model",
-            str(model_dir),
-            "--port",
-            "0",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("shelfrank serving on"):
-        process.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return process, line.split()[-1]
-
-
 def measure_grpc_latency(model_dir: Path, rounds: int, calls: int) -> dict[str, Any]:
-    import grpc
-
-    from shelfrank.core.model_format import load_serving_model
-    from shelfrank.proto._generated import recommender_pb2 as pb
-    from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
-
-    model, _ = load_serving_model(model_dir)
-    users = list(model.user_ids.ids)
-    p50: dict[str, list[float]] = {"off": [], "on": []}
-    with tempfile.TemporaryDirectory() as scratch:
-        off, off_address = _serve(model_dir, Path(scratch) / "off", "--no-record-impressions")
-        on, on_address = _serve(model_dir, Path(scratch) / "on")
-        address = {"off": off_address, "on": on_address}
-        rng = random.Random(7)
-        try:
-            for round_index in range(rounds):
-                names = ["off", "on"] if round_index % 2 == 0 else ["on", "off"]
-                for name in names:
-                    took = []
-                    with grpc.insecure_channel(address[name]) as channel:
-                        stub = pb_grpc.RecommenderStub(channel)
-                        for call in range(calls + calls // 5):
-                            request = pb.RecommendRequest(user_id=rng.choice(users), k=10)
-                            tick = time.perf_counter()
-                            stub.Recommend(request, timeout=30)
-                            if call >= calls // 5:  # the first fifth warms up
-                                took.append(time.perf_counter() - tick)
-                    p50[name].append(1000 * float(np.percentile(took, 50)))
-        finally:
-            for process in (off, on):
-                process.terminate()
-                process.wait(60)
-    median = {name: statistics.median(values) for name, values in p50.items()}
-    return {"p50_ms_by_round": p50, "p50_ms": median, "on_vs_off": median["on"] / median["off"]}
+    measured = recommend_p50_by_setting(
+        model_dir, {"off": ("--no-record-impressions",), "on": ()}, rounds, calls
+    )
+    median = measured["p50_ms"]
+    return {**measured, "on_vs_off": median["on"] / median["off"]}
 
 
 # -- 2. storage ----------------------------------------------------------------------------------
