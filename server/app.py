@@ -13,13 +13,15 @@ import gc
 import logging
 import os
 import signal
+import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -60,6 +62,9 @@ from shelfrank.server.snapshots import SnapshotService
 from shelfrank.server.storage import EventStore
 from shelfrank.server.stores import open_store
 from shelfrank.server.trainer_lease import TTL_SECONDS, TrainerLease
+
+if TYPE_CHECKING:
+    from shelfrank.server.dashboard.lifecycle import Dashboard
 
 log = logging.getLogger("shelfrank.server")
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -137,6 +142,9 @@ class ServerOptions:
     role: str = "all"
     # How often a process looks for a newly published model (seconds).
     follow_seconds: float = 1.0
+    # The web dashboard and its JSON API on this port (same host; 0: any free port;
+    # None: off, and nothing of it runs, its load sampler included).
+    http_port: int | None = None
     # The trainer lease's time to live: how long a dead trainer blocks another (seconds).
     trainer_lease_seconds: float = TTL_SECONDS
 
@@ -152,7 +160,12 @@ def cache_dir(options: ServerOptions) -> Path:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, latency_ring: int = 0) -> None:
+        # With the dashboard: each Recommend's latency (seconds) appended, nothing more on
+        # the call's path; the dashboard's sampler drains it (server/dashboard/sampler.py).
+        self.recommend_latencies: deque[float] | None = (
+            deque(maxlen=latency_ring) if latency_ring > 0 else None
+        )
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "shelfrank_requests_total",
@@ -205,6 +218,14 @@ class Metrics:
         )
         self.items = Gauge(
             "shelfrank_model_items", "Items in the serving model", registry=self.registry
+        )
+
+    def totals(self) -> tuple[float, float]:
+        """(events accepted, Recommend calls) since the start: the dashboard's rates."""
+        sample = self.registry.get_sample_value
+        return (
+            sample("shelfrank_events_total", {"outcome": "accepted"}) or 0.0,
+            sample("shelfrank_request_seconds_count", {"method": "Recommend"}) or 0.0,
         )
 
     def on_track(self, outcome: TrackOutcome) -> None:
@@ -276,6 +297,8 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         latency = self.metrics.latency.labels(method)
         succeeded = self.metrics.requests.labels(method, "OK")
         requests = self.metrics.requests
+        ring = self.metrics.recommend_latencies
+        keep = ring.append if ring is not None and method == "Recommend" else None
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -287,7 +310,10 @@ class ObservingInterceptor(grpc.ServerInterceptor):
                 requests.labels(method, status.name if status is not None else "UNKNOWN").inc()
                 raise
             finally:
-                latency.observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                latency.observe(elapsed)
+                if keep is not None:
+                    keep(elapsed)
             succeeded.inc()
             return response
 
@@ -297,6 +323,9 @@ class ObservingInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
+
+# Recommend latencies kept between two load samples of the dashboard (10 s apart).
+LATENCY_RING = 200_000
 
 # How soon the main thread notices a signal that the kernel delivered to another thread.
 SIGNAL_POLL_SECONDS = 0.2
@@ -313,14 +342,23 @@ class RunningServer:
     metrics: Metrics
     grace_seconds: float
     metrics_http: WSGIServer | None = None
+    dashboard: Dashboard | None = None
 
     @property
     def metrics_port(self) -> int | None:
         return int(self.metrics_http.server_port) if self.metrics_http is not None else None
 
+    @property
+    def http_port(self) -> int | None:
+        """The dashboard's bound port (None: no dashboard)."""
+        return self.dashboard.port if self.dashboard is not None else None
+
     def stop(self) -> None:
-        """Graceful: NOT_SERVING at once, refuse new calls, let in-flight ones finish
-        within the grace period, then close the store."""
+        """Graceful: the dashboard stops first (it calls the service), then NOT_SERVING at
+        once, refuse new calls, let in-flight ones finish within the grace period, then
+        close the store."""
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.health.enter_graceful_shutdown()
         self.follower.stop(timeout=self.grace_seconds)
         self.retrainer.stop(timeout=self.grace_seconds)
@@ -401,7 +439,7 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
         # if the store holds it all; the FeedbackLoop checks and pins again after it.
         store.pin_models(PIN_OWNER, pinned_versions_of(experiments.experiments))
     state, published = initial_state(options, store, registry)
-    metrics = Metrics()
+    metrics = Metrics(latency_ring=LATENCY_RING if options.http_port is not None else 0)
     feedback = FeedbackLoop(
         store,
         experiments=experiments,
@@ -420,11 +458,26 @@ def _started(options: ServerOptions, store: EventStore) -> RunningServer:
             else None
         ),
     )
+    # Bound before anything starts, as the gRPC port: a dashboard port in use fails here.
+    http_socket = _bind_dashboard(options)
     try:
-        return _serving(options, store, registry, state, published, metrics, feedback)
+        return _serving(options, store, registry, state, published, metrics, feedback, http_socket)
     except BaseException:
         feedback.close()  # its writer thread stops with a start that fails
+        if http_socket is not None:
+            http_socket.close()
         raise
+
+
+def _bind_dashboard(options: ServerOptions) -> socket.socket | None:
+    if options.http_port is None:
+        return None
+    from shelfrank.server.dashboard.runner import HttpBindError, bind
+
+    try:
+        return bind(options.host, options.http_port)
+    except HttpBindError as exc:
+        raise BindError(str(exc)) from None
 
 
 def _serving(
@@ -435,6 +488,7 @@ def _serving(
     published: int,
     metrics: Metrics,
     feedback: FeedbackLoop,
+    http_socket: socket.socket | None = None,
 ) -> RunningServer:
     service = RecommenderService(
         store,
@@ -446,7 +500,8 @@ def _serving(
         feedback=feedback,
     )
     token = options.token or os.environ.get(TOKEN_ENV) or None
-    callers = Callers({**({DEFAULT_CALLER: token} if token else {}), **options.callers})
+    tokens = {**({DEFAULT_CALLER: token} if token else {}), **options.callers}
+    callers = Callers(tokens)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="rpc"),
         interceptors=[ObservingInterceptor(callers, metrics)],
@@ -493,6 +548,44 @@ def _serving(
     )
     service.observers.append(retrainer)
     follower = ModelFollower(registry, service, poll_seconds=options.follow_seconds)
+    # Started before the rest: a dashboard that cannot start leaves nothing running.
+    dashboard = (
+        _dashboard(options, service, metrics, tokens, port, http_socket)
+        if http_socket is not None
+        else None
+    )
+    try:
+        return _started_serving(
+            options,
+            server=server,
+            port=port,
+            service=service,
+            health_servicer=health_servicer,
+            serves=serves,
+            retrainer=retrainer,
+            follower=follower,
+            metrics=metrics,
+            dashboard=dashboard,
+        )
+    except BaseException:
+        if dashboard is not None:
+            dashboard.stop()
+        raise
+
+
+def _started_serving(
+    options: ServerOptions,
+    *,
+    server: grpc.Server,
+    port: int,
+    service: RecommenderService,
+    health_servicer: health.HealthServicer,
+    serves: bool,
+    retrainer: Retrainer,
+    follower: ModelFollower,
+    metrics: Metrics,
+    dashboard: Dashboard | None,
+) -> RunningServer:
     server.start()
     for name in ("", SERVICE_NAME, EDGE_SERVICE_NAME) if serves else ("",):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -512,6 +605,8 @@ def _serving(
         else "popularity (no model yet)"
     )
     log.info("serving %s on %s:%d", serving, options.host, port)
+    if dashboard is not None:
+        log.info("dashboard on http://%s:%d/", options.host, dashboard.port)
     return RunningServer(
         server=server,
         port=port,
@@ -522,7 +617,36 @@ def _serving(
         metrics=metrics,
         grace_seconds=options.grace_seconds,
         metrics_http=metrics_http,
+        dashboard=dashboard,
     )
+
+
+def _dashboard(
+    options: ServerOptions,
+    service: RecommenderService,
+    metrics: Metrics,
+    tokens: dict[str, str],
+    port: int,
+    http_socket: socket.socket,
+) -> Dashboard:
+    """The dashboard over this process's service, behind the callers' tokens, with the
+    sampler of its Recommend latencies (imported only when on: serving without it loads
+    no web framework)."""
+    from shelfrank.server.dashboard.auth import Access
+    from shelfrank.server.dashboard.context import DashboardContext
+    from shelfrank.server.dashboard.lifecycle import start_dashboard
+    from shelfrank.server.dashboard.sampler import ReplicaSampler
+
+    if metrics.recommend_latencies is None:
+        raise InvariantError("the dashboard needs the Recommend latency ring")
+    replica = f"{socket.gethostname()}:{port}"
+    context = DashboardContext(
+        service=service, access=Access(tokens), replica=replica, role=options.role
+    )
+    sampler = ReplicaSampler(
+        service.store, replica, latencies=metrics.recommend_latencies, totals=metrics.totals
+    )
+    return start_dashboard(context, http_socket, sampler)
 
 
 def settle_serving_process(options: ServerOptions) -> None:

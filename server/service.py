@@ -54,13 +54,14 @@ from shelfrank.core.serving import UserVector
 from shelfrank.server.bootstrap import read_state_without_model, with_new_events
 from shelfrank.server.feedback.loop import Arm, FeedbackLoop
 from shelfrank.server.feedback.report import FeedbackReport
-from shelfrank.server.live import LiveUsers, UserLive
+from shelfrank.server.live import CONSUMED, MAX_RECENT, LiveUsers, UserLive
 from shelfrank.server.rate_limit import RateLimiter
 from shelfrank.server.requests import (
     MAX_BATCH,
     EventLimits,
     EventRow,
     FailedPreconditionError,
+    IncomingEvent,
     NotFoundError,
     RankQuery,
     RateLimitedError,
@@ -70,6 +71,7 @@ from shelfrank.server.requests import (
     check_id,
     check_list,
     check_tokens,
+    validate_event,
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
@@ -142,6 +144,30 @@ def _erased_errors(
         )
         for v in erased
     ]
+
+
+def _with_events(live: UserLive, events: Sequence[StoredEvent]) -> UserLive:
+    """The user's record as if ``events`` had been tracked after everything stored (a
+    what-if: fresh events folded in, purchases and dismissals excluded, recent ones
+    reachable by the seen filter)."""
+    return replace(
+        live,
+        fresh_items=live.fresh_items + tuple(e.item_id for e in events),
+        fresh_types=live.fresh_types + tuple(e.event_type for e in events),
+        consumed=live.consumed | {e.item_id for e in events if e.event_type in CONSUMED},
+        recent=(live.recent + tuple((e.item_id, e.event_type, e.timestamp_ms) for e in events))[
+            -MAX_RECENT:
+        ],
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemRecord:
+    """An item as served now: its tokens and availability."""
+
+    item_id: str
+    tokens: tuple[str, ...]
+    available: bool
 
 
 class RecommenderService:
@@ -276,11 +302,18 @@ class RecommenderService:
 
     # -- reads --------------------------------------------------------------------------------
     def _user(
-        self, user_id: str, features: Sequence[str], pinned: str | None = None
+        self,
+        user_id: str,
+        features: Sequence[str],
+        pinned: str | None = None,
+        *,
+        hypothetical: Sequence[StoredEvent] = (),
     ) -> tuple[ServingState, UserVector, UserLive]:
         """The state to serve from, the user's vector and record, up to date with the
         store (the user's view read first: its catalogue revision may move the state).
-        ``pinned``: a model version an experiment variant serves instead of the current."""
+        ``pinned``: a model version an experiment variant serves instead of the current.
+        ``hypothetical``: events counted as if tracked after the stored ones (a what-if:
+        the record and vector so made are not cached)."""
         try:
             base = self._state if pinned is None else self._pinned_state(pinned, None)
             live, view = self._live.get(user_id, base.watermark_seq)
@@ -295,6 +328,8 @@ class RecommenderService:
                 return self._unpersonalised(user_id, features)
         if live.watermark_seq != state.watermark_seq:  # a new model was published meanwhile
             live, _ = self._live.get(user_id, state.watermark_seq)
+        if hypothetical:
+            live = _with_events(live, hypothetical)
         if not state.trained:  # no model yet: everyone sees what is popular
             return state, UserVector(None, 0.0, "popularity"), live
         tokens = tuple(features) or live.profile
@@ -305,8 +340,12 @@ class RecommenderService:
             len(live.fresh_items),
             tokens,
         )
-        with self._vectors_lock:
-            cached = self._vectors.get(user_id)
+        # A what-if's vector is not the user's: the stamp (a count of fresh events) cannot
+        # tell it apart, so it neither reads nor replaces the cached one.
+        cached = None
+        if not hypothetical:
+            with self._vectors_lock:
+                cached = self._vectors.get(user_id)
         if cached is not None and cached[0] == stamp:
             return state, cached[1], live
         model = state.model
@@ -329,8 +368,9 @@ class RecommenderService:
             history_weights=np.array(weights, dtype=np.float32),
             use_trained=use_trained,
         )
-        with self._vectors_lock:
-            self._vectors[user_id] = (stamp, vector)
+        if not hypothetical:
+            with self._vectors_lock:
+                self._vectors[user_id] = (stamp, vector)
         return state, vector, live
 
     def _pinned_state(self, version: str, catalogue_revision: int | None) -> ServingState:
@@ -408,11 +448,22 @@ class RecommenderService:
         state, vector, _ = self._user(user_id, ())
         return state, vector
 
-    def recommend(self, query: RecommendQuery) -> Scored:
+    def recommend(
+        self,
+        query: RecommendQuery,
+        *,
+        record: bool = True,
+        hypothetical: Sequence[StoredEvent] = (),
+    ) -> Scored:
+        """The user's top ``query.k``. ``record=False``: a look (the dashboard's), not a
+        response: no impression is recorded and nothing counts it as served.
+        ``hypothetical``: see :meth:`what_if`."""
         now_ms = int(time.time() * 1000)
         arm = self._arm("recommend", query.user_id, now_ms)
         pinned = None if arm is None else arm.variant.pinned_version
-        state, user, live = self._user(query.user_id, query.user_features, pinned)
+        state, user, live = self._user(
+            query.user_id, query.user_features, pinned, hypothetical=hypothetical
+        )
         model = state.model
         if arm is not None and arm.popularity:
             user = POPULARITY_USER
@@ -460,7 +511,8 @@ class RecommenderService:
         scored = self._scored(
             state, top.indices, top.scores, user.source, key=key, explores=explores, arm=arm
         )
-        self._served(scored, query.user_id, "recommend", arm, now_ms, live.latest_erasure)
+        if record:
+            self._served(scored, query.user_id, "recommend", arm, now_ms, live.latest_erasure)
         if not query.explain:
             return scored
         explained = explain_scores(
@@ -476,7 +528,35 @@ class RecommenderService:
         )
         return replace(scored, explanations=tuple(explained))
 
-    def similar_items(self, query: SimilarQuery) -> Scored:
+    def what_if(
+        self, user_id: str, events: Sequence[EventRow], features: Sequence[str], k: int
+    ) -> Scored:
+        """What Recommend (explained) would return had ``events`` (the user's) been
+        tracked and ``features`` been given: validated as Track and Recommend validate
+        them (errors name ``events[i].<field>``), and nothing is stored, recorded or
+        counted as served."""
+        query = RecommendQuery(
+            user_id=user_id, k=k, user_features=check_tokens(features, "features"), explain=True
+        )
+        if len(events) > MAX_BATCH:
+            raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
+        now_ms = int(time.time() * 1000)
+        hypothetical: list[StoredEvent] = []
+        for index, row in enumerate(events):
+            try:
+                event = validate_event(IncomingEvent._make(row), now_ms)
+            except InvalidInputError as exc:
+                raise type(exc)(f"events[{index}].{exc}") from None
+            if event.user_id != user_id:
+                raise InvalidInputError(
+                    f"events[{index}].user_id: must be the user asked about ({user_id!r})"
+                )
+            hypothetical.append(event)
+        return self.recommend(query, record=False, hypothetical=hypothetical)
+
+    def similar_items(self, query: SimilarQuery, *, record: bool = True) -> Scored:
+        """Items like ``query.item_id``. ``record=False``: a look, not a response (see
+        :meth:`recommend`)."""
         now_ms = int(time.time() * 1000)
         arm = self._arm("similar", query.user_id, now_ms)
         state = self._similar_state(arm)
@@ -485,7 +565,7 @@ class RecommenderService:
         if row is None:
             raise NotFoundError(f"item_id: unknown item {query.item_id!r}")
         if not state.trained or (arm is not None and arm.popularity):
-            return self._popular_besides(state, row, query, arm, now_ms)
+            return self._popular_besides(state, row, query, arm, now_ms, record=record)
         vectors, norms = model.items.item_vectors, model.items.norms
         scores = (vectors @ vectors[row]) / (norms * norms[row])
         exclude = np.union1d(model.item_rows(query.exclude_item_ids), [row])
@@ -498,7 +578,8 @@ class RecommenderService:
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(scores, query.k, exclude=exclude, candidates=candidates)
         scored = self._scored(state, top.indices, top.scores, "item", arm=arm)
-        self._served_similar(scored, query.user_id, arm, now_ms)
+        if record:
+            self._served_similar(scored, query.user_id, arm, now_ms)
         if not query.explain:
             return scored
         explained = explain_similar(model, row, top.indices, top.scores, top=self.explain_top)
@@ -533,6 +614,8 @@ class RecommenderService:
         query: SimilarQuery,
         arm: Arm | None,
         now_ms: int,
+        *,
+        record: bool = True,
     ) -> Scored:
         """Before the first model nothing is known about similarity (and a popularity
         variant asks for it): the popular items, said so by the strategy."""
@@ -547,7 +630,8 @@ class RecommenderService:
         candidates = np.flatnonzero(mask) if mask is not None else None
         top = top_k(model.item_popularity, query.k, exclude=exclude, candidates=candidates)
         scored = self._scored(state, top.indices, top.scores, "popularity", arm=arm)
-        self._served_similar(scored, query.user_id, arm, now_ms)
+        if record:
+            self._served_similar(scored, query.user_id, arm, now_ms)
         if not query.explain:
             return scored
         explained = [
@@ -686,6 +770,34 @@ class RecommenderService:
             items=len(state.model.items),
             stored_events=self._store.counts().events,
         )
+
+    def user_record(self, user_id: str) -> UserView:
+        """The user's stored events (oldest first) and profile; NotFoundError when nothing
+        is known of the user: no stored events, no profile, and no trained vector in the
+        serving model (or none it may serve since an erasure)."""
+        check_id(user_id, "user_id")
+        view = self._store.user_view(user_id)
+        state = self._state
+        in_model = (
+            state.trained
+            and user_id in state.model.user_ids
+            and state.uses_trained_vector(view.latest_erasure)
+        )
+        if not view.events and not view.profile and not in_model:
+            raise NotFoundError(f"user_id: unknown user {user_id!r}")
+        return view
+
+    def item_record(self, item_id: str) -> ItemRecord:
+        """The item's tokens and availability as served now (the catalogue brought up to
+        date with the store); NotFoundError when neither the catalogue nor the model
+        holds it."""
+        check_id(item_id, "item_id")
+        state = self.current_state(self._catalogue_revision())
+        row = state.model.item_ids.get(item_id)
+        if row is None:
+            raise NotFoundError(f"item_id: unknown item {item_id!r}")
+        available = state.available is None or bool(state.available[row])
+        return ItemRecord(item_id=item_id, tokens=state.item_tokens(item_id), available=available)
 
     # -- writes -------------------------------------------------------------------------------
     def track(

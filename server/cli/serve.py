@@ -73,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-reflection", action="store_true")
     parser.add_argument("--metrics-port", type=positive_int, help="Prometheus /metrics port")
+    parser.add_argument(
+        "--http-port",
+        type=non_negative_int,
+        metavar="PORT",
+        help="serve the web dashboard and its JSON API on this port (same --host; 0: any free"
+        " port; behind the same token; off by default)",
+    )
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument(
@@ -204,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         token=args.token,
         reflection=not args.no_reflection,
         metrics_port=args.metrics_port,
+        http_port=args.http_port,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         grace_seconds=args.grace,
@@ -225,6 +233,11 @@ def run(args: argparse.Namespace) -> int:
         first_model_users=args.first_model_users,
     )
     if args.workers > 1:
+        if args.http_port is not None:
+            # The workers share one gRPC port; one dashboard port cannot be shared.
+            raise CommandError(
+                "--http-port: not with --workers; run the dashboard on a replica of its own"
+            )
         return _supervised(args, options)
     run_server(options)
     return EXIT_OK

@@ -1,0 +1,162 @@
+"""The pages: static HTML shells (server/dashboard/static/) that ``app.js`` fills from
+the API, so no page ever holds data the server put into it. The server only chooses
+which shell (a user or item page for a known id, else the not-found page with 404), sets
+the CSRF cookie, and runs the login form.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from shelfrank.core.errors import InvalidInputError
+from shelfrank.server.dashboard.context import DashboardContext
+from shelfrank.server.dashboard.errors import HTTP_STATUS, code_of
+from shelfrank.server.dashboard.inputs import read_form
+from shelfrank.server.dashboard.sessions import (
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    csrf_matches,
+    new_csrf_token,
+    safe_next,
+)
+
+HTML = "text/html; charset=utf-8"
+SHELLS = {
+    "overview": "overview.html",
+    "users": "users.html",
+    "user": "user.html",
+    "items": "items.html",
+    "item": "item.html",
+    "experiments": "experiments.html",
+    "evaluations": "evaluations.html",
+    "login": "login.html",
+    "not-found": "not_found.html",
+}
+
+
+def shell(static_dir: Path, request: Request, page: str, status: int = 200) -> Response:
+    """A page's shell, with a CSRF cookie for the browser when it has none yet."""
+    response = FileResponse(static_dir / SHELLS[page], status_code=status, media_type=HTML)
+    if not request.cookies.get(CSRF_COOKIE):
+        response.set_cookie(
+            CSRF_COOKIE,
+            new_csrf_token(),
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=False,  # the page's script reads it to send it back (double submit)
+            samesite="strict",
+        )
+    return response
+
+
+class Pages:
+    def __init__(self, context: DashboardContext) -> None:
+        self.context = context
+
+    def routes(self) -> list[Route]:
+        def fixed(page: str) -> Callable[[Request], Awaitable[Response]]:
+            async def endpoint(request: Request) -> Response:
+                return self.shell(request, page)
+
+            return endpoint
+
+        return [
+            Route("/", fixed("overview"), methods=["GET"]),
+            Route("/users", self.users, methods=["GET"]),
+            Route("/users/{user_id:path}", self.user, methods=["GET"]),
+            Route("/items", self.items, methods=["GET"]),
+            Route("/items/{item_id:path}", self.item, methods=["GET"]),
+            Route("/experiments", fixed("experiments"), methods=["GET"]),
+            Route("/evaluations", fixed("evaluations"), methods=["GET"]),
+            Route("/login", fixed("login"), methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+        ]
+
+    def shell(self, request: Request, page: str, status: int = 200) -> Response:
+        return shell(self.context.static_dir, request, page, status)
+
+    async def users(self, request: Request) -> Response:
+        return self._lookup(request, "user_id", "/users/", "users")
+
+    async def items(self, request: Request) -> Response:
+        return self._lookup(request, "item_id", "/items/", "items")
+
+    def _lookup(self, request: Request, name: str, prefix: str, page: str) -> Response:
+        """The lookup form's GET (works without the script): on to the id's page."""
+        wanted = request.query_params.get(name, "").strip()
+        if wanted:
+            return RedirectResponse(prefix + quote(wanted, safe=""), status_code=303)
+        return self.shell(request, page)
+
+    async def user(self, request: Request) -> Response:
+        user_id = request.path_params["user_id"]
+        return await self._known(request, "user", self.context.service.user_record, user_id)
+
+    async def item(self, request: Request) -> Response:
+        item_id = request.path_params["item_id"]
+        return await self._known(request, "item", self.context.service.item_record, item_id)
+
+    async def _known(
+        self, request: Request, page: str, look_up: Callable[[str], object], wanted: str
+    ) -> Response:
+        """The page of a known user or item, else the not-found page with the API's
+        status for it (404 unknown, 400 an id that cannot exist, 503 store away)."""
+        try:
+            await run_in_threadpool(look_up, wanted)
+        except Exception as exc:
+            code, _ = code_of(exc, f"GET {request.url.path}")
+            return self.shell(request, "not-found", HTTP_STATUS[code])
+        return self.shell(request, page)
+
+    async def login(self, request: Request) -> Response:
+        """The login form: the CSRF field must match the cookie; a right token sets the
+        session cookie and goes on to ``next`` (a path on this site only)."""
+        try:
+            form = await read_form(request)
+        except InvalidInputError:
+            return self.shell(request, "login", 400)
+        if not csrf_matches(request.cookies.get(CSRF_COOKIE), form.get("csrf")):
+            return self.shell(request, "login", 403)
+        target = safe_next(form.get("next"))
+        access = self.context.access
+        if not access.required:
+            return RedirectResponse(target, status_code=303)
+        caller = access.callers.authenticate(f"Bearer {form.get('token', '')}")
+        if caller is None:
+            return self.shell(request, "login", 401)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            access.sessions.cookie_for(caller, int(time.time() * 1000)),
+            max_age=SESSION_SECONDS,
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        """Clears the session (under the CSRF check: header, or the form's field)."""
+        given = request.headers.get(CSRF_HEADER)
+        if given is None:
+            try:
+                given = (await read_form(request)).get("csrf")
+            except InvalidInputError:
+                given = None
+        if not csrf_matches(request.cookies.get(CSRF_COOKIE), given):
+            return self.shell(request, "login", 403)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
