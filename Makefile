@@ -117,7 +117,7 @@ bench: $(VENV)/.dev
 	$(VENV)/bin/shelfrank bench
 
 # The same benchmarks at tiny sizes (part of `make test`; checks they run, measures nothing).
-bench-smoke: $(VENV)/.dev
+bench-smoke: $(VENV)/.dev chromium
 	$(VENV)/bin/shelfrank bench --smoke --out-dir $(OUT)/bench-smoke
 
 clean:

@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
         lambda out: ["--out", str(out / "ranking_pipeline.json")],
     ),
     "feedback-loop": ("feedback_loop.py", lambda out: ["--out", str(out / "feedback_loop.json")]),
+    "dashboard": ("dashboard.py", lambda out: ["--out", str(out / "dashboard.json")]),
 }
 # benchmarks/ beside the source folders (server/cli/ is two levels below the checkout)
 BENCHMARK_FOLDER = Path(__file__).resolve().parents[2] / "benchmarks"
