@@ -173,7 +173,8 @@ class EventStore(Protocol):
         position. An id seen earlier in the batch, already stored, or belonging to an
         erased user's history is a duplicate. With ``erasure_seen`` (a device's last purged
         erasure, see :meth:`latest_erasure`), events of a user erased after it are refused,
-        atomically with the insert."""
+        atomically with the insert. The new clicks are counted for :meth:`item_feedback`
+        in the same transaction."""
         ...
 
     def record_impressions(self, impressions: Sequence[Impression]) -> int:
@@ -184,13 +185,24 @@ class EventStore(Protocol):
         dropped first (not counted as new); then one per (recommendation_id, kind): a
         repeat is ignored (the first stays), so a device re-sending its outbox stores each
         once. Atomic with respect to :meth:`delete_user`: no impression it drops, or that
-        the erasure deletes, is stored after it."""
+        the erasure deletes, is stored after it. The new ones are counted for
+        :meth:`item_feedback` in the same transaction."""
         ...
 
     def impressions_between(self, from_ms: int, to_ms: int) -> Iterator[Impression]:
         """Every stored impression with ``from_ms <= time_ms < to_ms``, by (time_ms,
         recommendation_id, kind). Bounds beyond 64 bits mean the range's end (a report
         "until forever plus a window" is no error)."""
+        ...
+
+    def item_feedback(self, item_id: str, since_ms: int) -> tuple[int, int]:
+        """(shown, clicked) of the item over the UTC days from ``since_ms``'s on (day:
+        ``time_ms // 86_400_000``), counted as rows are stored. Shown: recommendation ids
+        whose list holds the item, once each (the SERVED record, else the SHOWN one), on
+        that record's day. Clicked: VIEWs with a recommendation id whose stored impression
+        holds the item and names the event's user or none, on the event's day (not when
+        stored before that impression). Erasures keep both (anonymous counts). An
+        approximation: the feedback report is the reference."""
         ...
 
     def events_between(self, from_ms: int, to_ms: int) -> Iterator[StoredEvent]:
@@ -216,7 +228,8 @@ class EventStore(Protocol):
         erased events' ids are remembered (replaying them stores nothing) and the erasure
         is numbered (see :meth:`latest_erasure`). ``SHOWN`` impressions of the user's
         recommendation ids go too, whoever they name: what was shown of a user's response
-        is data about the user."""
+        is data about the user. The per-item counters of :meth:`item_feedback` stay: they
+        are anonymous aggregates."""
         ...
 
     def erased_among(self, user_ids: Iterable[str]) -> set[str]:
@@ -349,8 +362,9 @@ class EventStore(Protocol):
         """Every sample with ``time_ms >= since_ms``, by (replica, time_ms)."""
         ...
 
-    def record_audit(self, entry: AuditEntry) -> None:
-        """Store an audit entry durably (entries are never updated or deleted)."""
+    def record_audits(self, entries: Sequence[AuditEntry]) -> None:
+        """Store audit entries durably, all or none in one transaction (a bulk change is
+        one commit, not one per item); entries are never updated or deleted."""
         ...
 
     def audit_entries(self, target: str, limit: int = 50) -> list[AuditEntry]:

@@ -49,6 +49,7 @@ from shelfrank.server.storage import (
     UserView,
 )
 from shelfrank.server.store_common import (
+    IMPRESSION_KINDS,
     INT64_MAX,
     INT64_MIN,
     KIND_CODES,
@@ -57,22 +58,29 @@ from shelfrank.server.store_common import (
     GroupCommit,
     ImpressionContext,
     PendingBatch,
+    ShownDeltas,
+    StoredRecords,
     check_audit,
     check_evaluation_key,
     checked_evaluation,
     checked_limit,
     clamped_range,
     context_of,
+    count_list,
+    day_sql,
     erasure_checked_users,
     errors_mapped,
+    first_day,
+    first_new,
+    item_feedback_sql,
     joined_chunks,
     model_chunks,
     not_erased,
     sample_figures,
+    shown_deltas,
     split_tokens,
     stored_impression,
     stored_sample,
-    unattributed_shown,
     unstorable_text,
     user_hash,
     with_served_users,
@@ -95,7 +103,8 @@ from shelfrank.server.user_events import (
 # 5: events carry the response they answer (recommendation_id, position); impressions.
 # 6: model versions pinned in the store (model_pins), never pruned.
 # 7: the dashboard's replica samples, audit log and saved evaluations.
-SCHEMA_VERSION = 7
+# 8: per-item daily counters of impressions and clicks (item_days), kept at write time.
+SCHEMA_VERSION = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -173,6 +182,19 @@ CREATE TABLE IF NOT EXISTS evaluations (name TEXT PRIMARY KEY, saved INTEGER NOT
 CREATE TABLE IF NOT EXISTS evaluation_files (name TEXT NOT NULL, file TEXT NOT NULL,
                                              chunk INTEGER NOT NULL, data BLOB NOT NULL,
                                              PRIMARY KEY (name, file, chunk)) WITHOUT ROWID;
+-- Schema 8 (created by this script in older stores, then counted: _count_item_days). How
+-- often each item was shown and clicked per UTC day (day: time_ms // DAY_MS), kept by
+-- record_impressions and append_events in their transactions (store_common.shown_deltas,
+-- _COUNT_CLICKS); anonymous aggregates that an erasure leaves. Keyed by day first: a
+-- day's writes stay in its few pages however long the history. Keyed by item first, each
+-- item's days share pages and a batch dirties a page per item it counts (measured:
+-- record_impressions of 10-item lists out of 100,000 items with 30 days stored, 4,100
+-- impressions/s against 29,000; out of 2,000 items, 44,000 against 78,000). A read by
+-- item seeks the days present (store_common.item_feedback_sql).
+CREATE TABLE IF NOT EXISTS item_days (day INTEGER NOT NULL, item_id TEXT NOT NULL,
+                                      shown INTEGER NOT NULL DEFAULT 0,
+                                      clicked INTEGER NOT NULL DEFAULT 0,
+                                      PRIMARY KEY (day, item_id)) WITHOUT ROWID;
 """
 _CATALOGUE_KEY = "catalogue_revision"
 _CATALOGUE_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_CATALOGUE_KEY}')"
@@ -195,6 +217,36 @@ sqlite3.register_adapter(EventType, int)
 WRITER_CACHE_KIB = 65536
 WAL_CHECKPOINT_PAGES = 10000
 WAL_SIZE_LIMIT_BYTES = 64 * 2**20
+# The clicks of the events stored after a seq (those of this transaction, or all of them)
+# counted in item_days: a VIEW answering a stored impression (served or shown) that holds
+# its item and names its user or none. A primary-key lookup per such event; one upsert
+# per (item, day).
+_SEPARATOR_SQL = f"char({ord(TOKEN_SEPARATOR)})"
+_COUNT_CLICKS = f"""
+INSERT INTO item_days (item_id, day, shown, clicked)
+SELECT e.item_id, {day_sql("e.timestamp_ms")}, 0, COUNT(*) FROM events e
+WHERE e.seq > ? AND e.event_type = {int(EventType.VIEW)} AND e.recommendation_id <> ''
+  AND e.item_id <> '' AND EXISTS (
+    SELECT 1 FROM impressions i WHERE i.recommendation_id = e.recommendation_id
+    AND i.user_id IN (e.user_id, '')
+    AND instr({_SEPARATOR_SQL} || i.items || {_SEPARATOR_SQL},
+              {_SEPARATOR_SQL} || e.item_id || {_SEPARATOR_SQL}) > 0)
+GROUP BY 1, 2
+ON CONFLICT (day, item_id) DO UPDATE SET clicked = item_days.clicked + excluded.clicked
+"""
+# Counts added to item_days: (item_id, day, shown) rows bound in one statement, as events
+# (see _INSERT_HEAD; measured: 2.9 ms for 2,000 counts, executemany 3.9 ms), padded with
+# NULL rows.
+_COUNT_SHOWN_HEAD = "INSERT INTO item_days (item_id, day, shown) SELECT * FROM (VALUES "
+_COUNT_SHOWN_TAIL = (
+    ") WHERE column1 IS NOT NULL"
+    " ON CONFLICT (day, item_id) DO UPDATE SET shown = item_days.shown + excluded.shown"
+)
+_MAX_COUNTS_PER_UPSERT = 2048  # 6,144 variables
+# A SERVED record taking back what its id's SHOWN one counted (store_common.shown_deltas);
+# never below 0.
+_UNCOUNT_SHOWN = "UPDATE item_days SET shown = MAX(0, shown + ?) WHERE item_id = ? AND day = ?"
+_ITEM_FEEDBACK = item_feedback_sql(":since", ":item")
 _COLUMNS = len(StoredEvent._fields)  # of the events table, as inserted
 _EVENT_FIELDS = ", ".join(StoredEvent._fields)  # the events table's columns, as a StoredEvent
 _SPARE_READERS = 32  # read connections kept open between reads (about one per thread)
@@ -253,6 +305,8 @@ class SQLiteStore:
             self._index_users_in_bulk()
             self._number_catalogue_revisions()
             self._add_attribution_columns()
+            if row is not None and int(row[0]) < 8:
+                self._count_item_days()
             self._writer.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -310,6 +364,41 @@ class SQLiteStore:
         if "position" not in columns:
             self._writer.execute(
                 "ALTER TABLE events ADD COLUMN position INTEGER NOT NULL DEFAULT 0"
+            )
+
+    def _count_item_days(self) -> None:
+        """Schema 7 and before kept no per-item counters: they are counted from the stored
+        impressions (by store_common.shown_deltas's rule: each recommendation id's SERVED
+        record, else its SHOWN one) and events, in the opening transaction (a scan of
+        both, once)."""
+        deltas: dict[tuple[str, int], int] = {}  # (item, day) -> shown
+        served = KIND_CODES[ImpressionKind.SERVED]
+        cursor = self._writer.execute(
+            "SELECT time_ms, items FROM impressions i WHERE kind = ?1 OR NOT EXISTS"
+            " (SELECT 1 FROM impressions s WHERE s.recommendation_id = i.recommendation_id"
+            " AND s.kind = ?1)",
+            (served,),
+        )
+        while rows := cursor.fetchmany(10_000):
+            for time_ms, items in rows:
+                count_list(deltas, split_tokens(items), int(time_ms))
+            if len(deltas) >= 1_000_000:  # a bounded dict: added up in the table
+                self._count_shown([(item, day, n) for (item, day), n in deltas.items()])
+                deltas = {}
+        self._count_shown([(item, day, n) for (item, day), n in deltas.items()])
+        self._writer.execute(_COUNT_CLICKS, (0,))
+
+    def _count_shown(self, deltas: ShownDeltas) -> None:
+        """Add ``deltas`` to item_days, in the writer's transaction."""
+        added = [row for row in deltas if row[2] > 0]
+        for start in range(0, len(added), _MAX_COUNTS_PER_UPSERT):
+            chunk = added[start : start + _MAX_COUNTS_PER_UPSERT]
+            size = 1 << (len(chunk) - 1).bit_length()  # the next power of two
+            params = (*chain.from_iterable(chunk), *(None,) * (3 * (size - len(chunk))))
+            self._writer.execute(_count_shown_statement(size), params)
+        if len(added) < len(deltas):
+            self._writer.executemany(
+                _UNCOUNT_SHOWN, [(d, item, day) for item, day, d in deltas if d < 0]
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -380,6 +469,8 @@ class SQLiteStore:
             # All new and numbered before+1.. in order (AUTOINCREMENT with one writer): no
             # read-back. Otherwise read back which ids were stored, and their seqs.
             inserted = None if stored == total == last - before else self._inserted_since(before)
+            if stored:  # the new events are those after ``before``
+                self._writer.execute(_COUNT_CLICKS, (before,))
             merged = last - upto >= self._merge_every
             if merged:
                 merge(self._writer, upto, last)
@@ -474,7 +565,9 @@ class SQLiteStore:
         """Store impressions durably; returns how many were new (a repeat of a stored
         (recommendation_id, kind), or of one earlier in the batch, is ignored). SHOWN
         ones naming no user take their SERVED one's user; then those of users erased
-        after their ``erasure_seen`` are dropped, before repeats are looked for."""
+        after their ``erasure_seen`` are dropped, before repeats are looked for. The new
+        ones are counted in item_days (store_common.shown_deltas) in the same
+        transaction."""
         if not impressions:
             return 0
         with self._lock:
@@ -482,17 +575,24 @@ class SQLiteStore:
                 # Under the write lock from here to the commit: no erasure commits between
                 # these reads and the insert.
                 self._writer.execute("BEGIN IMMEDIATE")
+                stored = self._stored_records({i.recommendation_id for i in impressions})
                 impressions = with_served_users(
-                    impressions, self._served_users(unattributed_shown(impressions))
+                    impressions,
+                    {
+                        rid: user
+                        for (rid, kind), (user, _, _) in stored.items()
+                        if kind is ImpressionKind.SERVED
+                    },
                 )
                 impressions = not_erased(
                     impressions, self._latest_erasures(erasure_checked_users(impressions))
                 )
-                if not impressions:
+                new = first_new(impressions, stored)
+                if not new:
                     self._writer.commit()
                     return 0
-                context_ids = self._context_ids({context_of(i) for i in impressions})
-                stored = self._writer.executemany(
+                context_ids = self._context_ids({context_of(i) for i in new})
+                count = self._writer.executemany(
                     "INSERT OR IGNORE INTO impressions (recommendation_id, kind, user_id,"
                     " time_ms, context_id, items) VALUES (?, ?, ?, ?, ?, ?)",
                     [
@@ -504,14 +604,15 @@ class SQLiteStore:
                             context_ids[context_of(impression)],
                             TOKEN_SEPARATOR.join(impression.item_ids),
                         )
-                        for impression in impressions
+                        for impression in new
                     ],
                 ).rowcount
+                self._count_shown(shown_deltas(new, stored))
                 self._writer.commit()
             except BaseException:
                 self._writer.rollback()
                 raise
-        return stored
+        return count
 
     def _latest_erasures(self, users: set[str]) -> dict[str, int]:
         """Each user's latest erasure id (0: never erased), read by the writer."""
@@ -525,17 +626,18 @@ class SQLiteStore:
             for user in users
         }
 
-    def _served_users(self, recommendation_ids: set[str]) -> dict[str, str]:
-        """The user of each stored SERVED impression of ``recommendation_ids`` (read by the
-        writer; a primary-key lookup each)."""
-        if not recommendation_ids:
-            return {}
+    def _stored_records(self, recommendation_ids: set[str]) -> StoredRecords:
+        """The stored records of ``recommendation_ids`` by (id, kind): (user, time_ms,
+        items), read by the writer (primary-key lookups)."""
         rows = self._writer.execute(
-            "SELECT recommendation_id, user_id FROM impressions WHERE kind = ?"
-            " AND recommendation_id IN (SELECT value FROM json_each(?))",
-            (KIND_CODES[ImpressionKind.SERVED], json.dumps(sorted(recommendation_ids))),
+            "SELECT recommendation_id, kind, user_id, time_ms, items FROM impressions"
+            " WHERE recommendation_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(recommendation_ids)),),
         )
-        return {str(rid): str(user) for rid, user in rows}
+        return {
+            (str(rid), IMPRESSION_KINDS[int(kind)]): (str(user), int(time_ms), split_tokens(items))
+            for rid, kind, user, time_ms, items in rows
+        }
 
     def _context_ids(self, contexts: Iterable[ImpressionContext]) -> dict[ImpressionContext, int]:
         """The number of each context, stored first where it is new (in the writer's
@@ -638,8 +740,8 @@ class SQLiteStore:
         return len(values)
 
     def delete_user(self, user_id: str) -> tuple[bool, int]:
-        """Erase a user's events, impressions and profile; returns (existed, events
-        deleted)."""
+        """Erase a user's events, impressions and profile (item_days stays: anonymous
+        counts); returns (existed, events deleted)."""
         with self._lock:
             try:
                 # Write-locked before the user's seqs are read: another process cannot add
@@ -909,12 +1011,15 @@ class SQLiteStore:
             ).fetchall()
         return [stored_sample(row) for row in rows]
 
-    def record_audit(self, entry: AuditEntry) -> None:
-        check_audit(entry)
+    def record_audits(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            check_audit(entry)
+        if not entries:
+            return
         with self._write_transaction() as writer:
-            writer.execute(
+            writer.executemany(
                 "INSERT INTO audit (time_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                (entry.time_ms, entry.actor, entry.action, entry.target, entry.detail),
+                [(e.time_ms, e.actor, e.action, e.target, e.detail) for e in entries],
             )
 
     def audit_entries(self, target: str, limit: int = 50) -> list[AuditEntry]:
@@ -1165,6 +1270,16 @@ class SQLiteStore:
             ).fetchall()
         return last, [(str(item), EventType(int(kind)), int(count)) for item, kind, count in rows]
 
+    def item_feedback(self, item_id: str, since_ms: int) -> tuple[int, int]:
+        """(shown, clicked) of the item on the days from ``since_ms``'s on (item_days)."""
+        if unstorable_text(item_id):  # never stored; the driver would fail
+            return 0, 0
+        with self._read() as connection:
+            shown, clicked = connection.execute(
+                _ITEM_FEEDBACK, {"since": first_day(since_ms), "item": item_id}
+            ).fetchone()
+        return int(shown), int(clicked)
+
     def item_features(self) -> dict[str, tuple[str, ...]]:
         return self._features("items", "item_id")
 
@@ -1220,6 +1335,11 @@ class SQLiteStore:
     def integrity_check(self) -> str:
         with self._read() as connection:
             return str(connection.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+@functools.cache
+def _count_shown_statement(rows: int) -> str:
+    return _COUNT_SHOWN_HEAD + ", ".join(["(?, ?, ?)"] * rows) + _COUNT_SHOWN_TAIL
 
 
 @functools.cache

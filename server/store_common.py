@@ -11,7 +11,8 @@ import json
 import math
 import numbers
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
@@ -189,13 +190,6 @@ def stored_impression(row: Sequence[Any], contexts: dict[int, ImpressionContext]
     )
 
 
-def unattributed_shown(impressions: Iterable[Impression]) -> set[str]:
-    """The recommendation ids of the SHOWN impressions that name no user."""
-    return {
-        i.recommendation_id for i in impressions if i.kind is ImpressionKind.SHOWN and not i.user_id
-    }
-
-
 def with_served_users(
     impressions: Sequence[Impression], stored_served: Mapping[str, str]
 ) -> list[Impression]:
@@ -213,6 +207,124 @@ def with_served_users(
         else i
         for i in impressions
     ]
+
+
+# -- per-item daily counters (item_days): what every backend counts at write time ----------
+# The dashboard's "shown / clicked in the last days" of an item, read by a primary-key
+# lookup per day (EventStore.item_feedback, item_feedback_sql) instead of decoding every
+# impression and event of the range. Shown: shown_deltas. Clicked: each newly stored VIEW
+# with a recommendation id whose stored impression (SERVED or SHOWN) holds the event's item
+# and names the event's user or none, +1 on the event's day (each backend's clicks
+# statement, in the append's transaction). Not the report's attribution
+# (server/feedback/attribution.py, the reference): no window and no narrowing by a SHOWN
+# list are applied, clicks without a recommendation id (its window rule) and clicks stored
+# before their impression are not counted, so the figure is mostly below the report's
+# attributed clicks. Erasures leave the counters (anonymous aggregates); an upgraded store
+# counts the rows it holds then.
+DAY_MS = 86_400_000  # item_days.day is time_ms // DAY_MS (UTC days, floored)
+
+
+def day_sql(column: str) -> str:
+    """``column // DAY_MS`` in SQL (floored, as Python: both backends' integer division
+    truncates towards zero, and ``column + 1`` cannot overflow where it is negative)."""
+    return (
+        f"(CASE WHEN {column} >= 0 THEN {column} / {DAY_MS} ELSE ({column} + 1) / {DAY_MS} - 1 END)"
+    )
+
+
+def item_feedback_sql(since: str, item: str) -> str:
+    """The statement summing an item's (shown, clicked) over the days from ``since`` on
+    (``since`` and ``item``: the backend's parameters). item_days is keyed by day first, so
+    it seeks each day present from ``since`` on (the next one is the least day above the
+    last: a loose index scan) and looks the item up in each: a 7-day window reads about 8
+    days' keys, not every item's rows of the range."""
+    return f"""
+    WITH RECURSIVE days(day) AS (
+        SELECT MIN(day) FROM item_days WHERE day >= {since}
+        UNION ALL
+        SELECT (SELECT MIN(x.day) FROM item_days x WHERE x.day > days.day) FROM days
+        WHERE days.day IS NOT NULL
+    )
+    SELECT COALESCE(SUM(i.shown), 0), COALESCE(SUM(i.clicked), 0)
+    FROM days JOIN item_days i ON i.day = days.day AND i.item_id = {item}
+    """
+
+
+def first_day(since_ms: int) -> int:
+    """The day of ``since_ms`` (clamped into 64 bits: a bound beyond them binds no
+    number a driver refuses)."""
+    return min(max(since_ms, INT64_MIN), INT64_MAX) // DAY_MS
+
+
+# A stored impression record as the counters need it, by (recommendation_id, kind):
+# (user_id, time_ms, item ids).
+StoredRecords = Mapping[tuple[str, ImpressionKind], tuple[str, int, tuple[str, ...]]]
+
+
+def first_new(
+    impressions: Iterable[Impression], stored: Collection[tuple[str, ImpressionKind]]
+) -> list[Impression]:
+    """The first of each (recommendation_id, kind) of ``impressions`` not in ``stored``,
+    in order: what an insert ignoring repeats stores."""
+    new: dict[tuple[str, ImpressionKind], Impression] = {}
+    for impression in impressions:
+        key = (impression.recommendation_id, impression.kind)
+        if key not in new and key not in stored:
+            new[key] = impression
+    return list(new.values())
+
+
+# What storing impressions adds to item_days.shown: (item_id, day, delta) rows, one per key.
+ShownDeltas = list[tuple[str, int, int]]
+
+
+def shown_deltas(new: Sequence[Impression], stored: StoredRecords) -> ShownDeltas:
+    """What storing ``new`` (newly stored records, one per key) adds to ``item_days.shown``,
+    given the records of their ids stored before (``stored``).
+
+    One record per recommendation id counts, +1 for each distinct item of its list on its
+    day: the SERVED one where there is one, else the SHOWN one (a list ranked on a device
+    has only that). A SHOWN record whose id has a SERVED one (stored or new) adds nothing,
+    though it may narrow the list (an approximation: the report's attribution applies the
+    narrowing); a SERVED one arriving after its id's SHOWN one takes that one's counts back
+    (negative deltas), so the counts do not depend on the order the records arrive in."""
+    served_kind, shown_kind = ImpressionKind.SERVED, ImpressionKind.SHOWN  # looked up once
+    served = {rid for rid, kind in stored if kind is served_kind}
+    served.update(i.recommendation_id for i in new if i.kind is served_kind)
+    # The items of the lists counted (and taken back), by day: Counter adds them up in C.
+    added: dict[int, list[str]] = {}
+    taken: dict[int, list[str]] = {}
+    for impression in new:
+        if impression.kind is served_kind:
+            if stored and (counted := stored.get((impression.recommendation_id, shown_kind))):
+                taken.setdefault(counted[1] // DAY_MS, []).extend(set(counted[2]))
+        elif impression.recommendation_id in served:
+            continue
+        added.setdefault(impression.time_ms // DAY_MS, []).extend(set(impression.item_ids))
+    # An empty id is no item (a stored list reads back without it).
+    if not taken:  # the common case: no dict of (item, day) keys
+        return [
+            (item, day, count)
+            for day, items in added.items()
+            for item, count in Counter(items).items()
+            if item
+        ]
+    deltas: dict[tuple[str, int], int] = {}
+    for day, items in added.items():
+        for item, count in Counter(items).items():
+            deltas[item, day] = count
+    for day, items in taken.items():
+        for item, count in Counter(items).items():
+            deltas[item, day] = deltas.get((item, day), 0) - count
+    return [(item, day, delta) for (item, day), delta in deltas.items() if delta and item]
+
+
+def count_list(deltas: dict[tuple[str, int], int], items: Iterable[str], time_ms: int) -> None:
+    """Count 1 in ``deltas`` for each distinct item of a list shown at ``time_ms``."""
+    day = time_ms // DAY_MS
+    for item in set(items):
+        if item:  # an empty id is no item (a stored list reads back without it)
+            deltas[item, day] = deltas.get((item, day), 0) + 1
 
 
 def erasure_checked_users(impressions: Iterable[Impression]) -> set[str]:

@@ -38,6 +38,12 @@ clear of the counter: their writers share an advisory lock that an erasure takes
 exclusively (``_ERASURE_LOCK``), so an erasure check and the insert after it are atomic
 with respect to erasures too.
 
+Per-item daily counters (``item_days``, see store_common.py) are upserted by both writers in
+their transactions, each in (day, item_id) order, so writers that touch the same rows wait
+for each other but never deadlock. Impression writers run concurrently: two writers storing
+a SERVED and a SHOWN record of one recommendation id at the same moment each miss the
+other's, and both may count (the counters are approximate; the report is exact).
+
 The lock is a statement of its own on purpose: under READ COMMITTED each statement reads
 a fresh snapshot, so the statements after it see everything the previous lock holder
 committed (a lookup inside the locking statement would use the snapshot from before the
@@ -90,6 +96,7 @@ from shelfrank.server.storage import (
     UserView,
 )
 from shelfrank.server.store_common import (
+    IMPRESSION_KINDS,
     INT64_MAX,
     INT64_MIN,
     KIND_CODES,
@@ -98,22 +105,27 @@ from shelfrank.server.store_common import (
     GroupCommit,
     ImpressionContext,
     PendingBatch,
+    StoredRecords,
     check_audit,
     check_evaluation_key,
     checked_evaluation,
     checked_limit,
     clamped_range,
     context_of,
+    day_sql,
     erasure_checked_users,
     errors_mapped,
+    first_day,
+    first_new,
+    item_feedback_sql,
     joined_chunks,
     model_chunks,
     not_erased,
     sample_figures,
+    shown_deltas,
     split_tokens,
     stored_impression,
     stored_sample,
-    unattributed_shown,
     unstorable_text,
     user_hash,
     with_served_users,
@@ -124,7 +136,8 @@ from shelfrank.server.store_common import (
 # 4: events carry the response they answer (recommendation_id, position); impressions.
 # 5: model versions pinned in the store (model_pins), never pruned.
 # 6: the dashboard's replica samples, audit log and saved evaluations.
-SCHEMA_VERSION = 6
+# 7: per-item daily counters of impressions and clicks (item_days), kept at write time.
+SCHEMA_VERSION = 7
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
 # in the same order on both stores), and cheaper comparisons in every index.
 _SCHEMA = """
@@ -244,6 +257,21 @@ CREATE TABLE IF NOT EXISTS evaluation_files (
     name TEXT COLLATE "C" NOT NULL, file TEXT COLLATE "C" NOT NULL, chunk INTEGER NOT NULL,
     data BYTEA NOT NULL, PRIMARY KEY (name, file, chunk)
 );
+-- Schema 7 (then counted: _COUNT_STORED). How often each item was shown and clicked per UTC
+-- day (day: time_ms // DAY_MS), kept by record_impressions and append_events in their
+-- transactions (store_common.shown_deltas, _INSERT); anonymous aggregates that an erasure
+-- leaves. Writers upsert their rows in key order: no deadlock between them. Keyed by day
+-- first, as SQLiteStore's (store.py): a day's writes stay in its part of the index; a read
+-- by item seeks the days present (store_common.item_feedback_sql). Pages half full: an
+-- update finds room on its row's page (a HOT update, no new index entry; measured: 2,000
+-- counts upserted in 11 ms instead of 18).
+CREATE TABLE IF NOT EXISTS item_days (
+    day BIGINT NOT NULL,
+    shown BIGINT NOT NULL DEFAULT 0,
+    clicked BIGINT NOT NULL DEFAULT 0,
+    item_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (day, item_id)
+) WITH (fillfactor = 50);
 """
 # Schema 4: events of schema 3 answer no known response (recommendation id "", position
 # 0). A constant default: no row is rewritten. Run only on stores from before schema 4:
@@ -252,6 +280,55 @@ _ADD_ATTRIBUTION_COLUMNS = """
 ALTER TABLE events ADD COLUMN IF NOT EXISTS recommendation_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN IF NOT EXISTS position INTEGER NOT NULL DEFAULT 0;
 """
+# The clicks among events (``source``: rows with the events table's columns) counted in
+# item_days: a VIEW answering a stored impression (served or shown) that holds its item and
+# names its user or none. A primary-key lookup per such event; one upsert per (item, day),
+# in key order as every writer of item_days.
+_SEPARATOR_SQL = f"chr({ord(TOKEN_SEPARATOR)})"
+
+
+def _count_clicks(source: str) -> str:
+    return f"""
+    INSERT INTO item_days (item_id, day, shown, clicked)
+    SELECT e.item_id, {day_sql("e.timestamp_ms")}, 0, COUNT(*) FROM {source} e
+    WHERE e.event_type = {int(EventType.VIEW)} AND e.recommendation_id <> ''
+      AND e.item_id <> '' AND EXISTS (
+        SELECT 1 FROM impressions i WHERE i.recommendation_id = e.recommendation_id
+        AND i.user_id IN (e.user_id, '')
+        AND e.item_id = ANY(string_to_array(i.items, {_SEPARATOR_SQL})))
+    GROUP BY 2, e.item_id ORDER BY 2, e.item_id COLLATE "C"
+    ON CONFLICT (day, item_id) DO UPDATE SET clicked = item_days.clicked + excluded.clicked
+    """
+
+
+# Schema 6 and before kept no per-item counters: counted from the stored impressions (by
+# store_common.shown_deltas's rule: each recommendation id's SERVED record, else its
+# SHOWN one) and events, when the schema is created (a scan of both, once).
+_COUNT_STORED = f"""
+INSERT INTO item_days (item_id, day, shown, clicked)
+SELECT item_id, day, COUNT(*), 0 FROM (
+    SELECT DISTINCT i.recommendation_id, t.item_id, {day_sql("i.time_ms")} AS day
+    FROM impressions i, unnest(string_to_array(i.items, {_SEPARATOR_SQL})) AS t(item_id)
+    WHERE t.item_id <> '' AND (i.kind = {KIND_CODES[ImpressionKind.SERVED]} OR NOT EXISTS (
+        SELECT 1 FROM impressions s WHERE s.recommendation_id = i.recommendation_id
+        AND s.kind = {KIND_CODES[ImpressionKind.SERVED]}))
+) counted GROUP BY item_id, day
+ON CONFLICT (day, item_id) DO UPDATE SET shown = item_days.shown + excluded.shown;
+{_count_clicks("events")};
+"""
+# The new records' counts (store_common.shown_deltas) added to item_days. A negative one (a
+# SERVED record taking back what its id's SHOWN one counted) only where the row exists, and
+# never below 0.
+_COUNT_SHOWN = """
+INSERT INTO item_days (item_id, day, shown, clicked)
+SELECT d.item_id, d.day, d.shown, 0
+FROM unnest(%(item_id)b::text[], %(day)b::bigint[], %(shown)b::bigint[]) AS d(item_id, day, shown)
+WHERE d.shown > 0
+   OR EXISTS (SELECT 1 FROM item_days x WHERE x.day = d.day AND x.item_id = d.item_id)
+ORDER BY d.day, d.item_id COLLATE "C"
+ON CONFLICT (day, item_id) DO UPDATE SET shown = GREATEST(0, item_days.shown + excluded.shown)
+"""
+_ITEM_FEEDBACK = item_feedback_sql("%(since)s::bigint", "%(item)s")
 # Serialises schema creation between processes opening the same new database.
 _SCHEMA_LOCK = 0x5EF_4A4B_0001
 # With a version's hash: serialises saves of the same model version.
@@ -279,7 +356,7 @@ _LOCK_COUNTER = "SELECT last_seq FROM seq_counter WHERE id = 1 FOR UPDATE"
 # stored id or an erased event's id is not new. Answers the ordinals (1-based batch
 # positions) of the new events, in seq order. Arrays are sent in binary (``%b``): text
 # arrays cost psycopg about ten times as much to write.
-_INSERT = """
+_INSERT = f"""
 WITH batch AS (
     SELECT * FROM unnest(%(event_id)b::text[], %(user_id)b::text[], %(item_id)b::text[],
                          %(event_type)b::smallint[], %(timestamp_ms)b::bigint[],
@@ -299,7 +376,7 @@ WITH batch AS (
 ), counted AS (
     UPDATE seq_counter SET last_seq = %(base)s::bigint + (SELECT COUNT(*) FROM fresh)
     WHERE id = 1
-)
+), clicked AS ({_count_clicks("fresh")})
 SELECT ordinal FROM fresh ORDER BY k
 """
 _EVENT_FIELDS = ", ".join(StoredEvent._fields)  # the events table's columns, as a StoredEvent
@@ -328,7 +405,8 @@ SELECT * FROM unnest(%(surface)s::text[], %(experiment)s::text[], %(variant)s::t
 ON CONFLICT DO NOTHING
 """
 # The batch's impressions (one per key) not stored yet, inserted in the given order (sorted
-# by key: two writers of the same keys lock them in the same order).
+# by key: two writers of the same keys lock them in the same order); answers the keys
+# stored.
 _INSERT_IMPRESSIONS = """
 INSERT INTO impressions (time_ms, context_id, kind, recommendation_id, user_id, items)
 SELECT b.time_ms, c.context_id, b.kind, b.recommendation_id, b.user_id, b.items
@@ -340,6 +418,7 @@ FROM unnest(%(recommendation_id)b::text[], %(kind)b::smallint[], %(user_id)b::te
 JOIN impression_contexts c USING (surface, experiment, variant, model_version)
 ORDER BY b.ordinal
 ON CONFLICT (recommendation_id, kind) DO NOTHING
+RETURNING recommendation_id, kind
 """
 _CONNECT_TIMEOUT_S = 10
 _CHECKOUT_TIMEOUT_S = 3.0  # longest wait for a pooled connection
@@ -428,19 +507,20 @@ def _latest_erasures(connection: psycopg.Connection[TupleRow], users: set[str]) 
     return {by_hash[hashed]: int(erasure) for hashed, erasure in rows}
 
 
-def _served_users(
+def _stored_records(
     connection: psycopg.Connection[TupleRow], recommendation_ids: set[str]
-) -> dict[str, str]:
-    """The user of each stored SERVED impression of ``recommendation_ids`` (primary-key
-    lookups)."""
-    if not recommendation_ids:
-        return {}
+) -> StoredRecords:
+    """The stored records of ``recommendation_ids`` by (id, kind): (user, time_ms, items)
+    (primary-key lookups)."""
     rows = connection.execute(
-        "SELECT recommendation_id, user_id FROM impressions"
-        " WHERE kind = %s AND recommendation_id = ANY(%s::text[])",
-        (KIND_CODES[ImpressionKind.SERVED], sorted(recommendation_ids)),
+        "SELECT recommendation_id, kind, user_id, time_ms, items FROM impressions"
+        " WHERE recommendation_id = ANY(%b::text[])",
+        (list(recommendation_ids),),
     ).fetchall()
-    return {str(rid): str(user) for rid, user in rows}
+    return {
+        (str(rid), IMPRESSION_KINDS[int(kind)]): (str(user), int(time_ms), split_tokens(items))
+        for rid, kind, user, time_ms, items in rows
+    }
 
 
 def _lock_counter(connection: psycopg.Connection[TupleRow]) -> int:
@@ -517,6 +597,8 @@ class PostgresStore:
             connection.execute(_SCHEMA)
             if row is None or int(row[0]) < 4:
                 connection.execute(_ADD_ATTRIBUTION_COLUMNS)
+            if row is not None and int(row[0]) < 7:
+                connection.execute(_COUNT_STORED)
             connection.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -663,19 +745,23 @@ class PostgresStore:
             # A statement of its own: the reads after it see every erasure committed before
             # (an erasure waits for this transaction, or this for the erasure).
             connection.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_ERASURE_LOCK,))
+            stored = _stored_records(connection, {i.recommendation_id for i in impressions})
             resolved = with_served_users(
-                impressions, _served_users(connection, unattributed_shown(impressions))
+                impressions,
+                {
+                    rid: user
+                    for (rid, kind), (user, _, _) in stored.items()
+                    if kind is ImpressionKind.SERVED
+                },
             )
             kept = not_erased(
                 resolved, _latest_erasures(connection, erasure_checked_users(resolved))
             )
-            first: dict[tuple[str, ImpressionKind], Impression] = {}
-            for impression in kept:
-                first.setdefault((impression.recommendation_id, impression.kind), impression)
-            if not first:
+            new = first_new(kept, stored)
+            if not new:
                 return 0
             # Sorted by key: two writers of the same keys lock them in the same order.
-            rows = [first[key] for key in sorted(first, key=lambda k: (k[0], KIND_CODES[k[1]]))]
+            rows = sorted(new, key=lambda i: (i.recommendation_id, KIND_CODES[i.kind]))
             contexts = sorted({context_of(impression) for impression in rows})
             connection.execute(
                 _INSERT_CONTEXTS,
@@ -684,21 +770,37 @@ class PostgresStore:
                     for n, name in enumerate(("surface", "experiment", "variant", "model_version"))
                 },
             )
-            stored = connection.execute(
-                _INSERT_IMPRESSIONS,
-                {
-                    "recommendation_id": [i.recommendation_id for i in rows],
-                    "kind": [KIND_CODES[i.kind] for i in rows],
-                    "user_id": [i.user_id for i in rows],
-                    "time_ms": [i.time_ms for i in rows],
-                    "surface": [i.surface for i in rows],
-                    "experiment": [i.experiment for i in rows],
-                    "variant": [i.variant for i in rows],
-                    "model_version": [i.model_version for i in rows],
-                    "items": [TOKEN_SEPARATOR.join(i.item_ids) for i in rows],
-                },
-            ).rowcount
-        return int(stored)
+            inserted = {
+                (str(rid), IMPRESSION_KINDS[int(kind)])
+                for rid, kind in connection.execute(
+                    _INSERT_IMPRESSIONS,
+                    {
+                        "recommendation_id": [i.recommendation_id for i in rows],
+                        "kind": [KIND_CODES[i.kind] for i in rows],
+                        "user_id": [i.user_id for i in rows],
+                        "time_ms": [i.time_ms for i in rows],
+                        "surface": [i.surface for i in rows],
+                        "experiment": [i.experiment for i in rows],
+                        "variant": [i.variant for i in rows],
+                        "model_version": [i.model_version for i in rows],
+                        "items": [TOKEN_SEPARATOR.join(i.item_ids) for i in rows],
+                    },
+                ).fetchall()
+            }
+            # A concurrent writer may have stored some of them since the lookup: not new.
+            if len(inserted) < len(new):
+                new = [i for i in new if (i.recommendation_id, i.kind) in inserted]
+            deltas = shown_deltas(new, stored)
+            if deltas:
+                connection.execute(
+                    _COUNT_SHOWN,
+                    {
+                        "item_id": [item for item, _, _ in deltas],
+                        "day": [day for _, day, _ in deltas],
+                        "shown": [delta for _, _, delta in deltas],
+                    },
+                )
+        return len(new)
 
     def upsert_items(self, items: Iterable[tuple[str, Sequence[str]]]) -> int:
         return self._upsert("items", "item_id", items)
@@ -776,10 +878,10 @@ class PostgresStore:
         return len(values)
 
     def delete_user(self, user_id: str) -> tuple[bool, int]:
-        """Erase a user's events, impressions and profile; returns (existed, events
-        deleted). The impressions under the erasure lock (exclusive: no impression write
-        interleaves with it), the events under the counter lock (no append of the user's
-        events interleaves with it)."""
+        """Erase a user's events, impressions and profile (item_days stays: anonymous
+        counts); returns (existed, events deleted). The impressions under the erasure lock
+        (exclusive: no impression write interleaves with it), the events under the counter
+        lock (no append of the user's events interleaves with it)."""
         hashed = user_hash(user_id)
         with self._pool.connection() as connection, connection.transaction():
             # First, a statement of its own: impression writers holding it finish first and
@@ -974,13 +1076,16 @@ class PostgresStore:
             ).fetchall()
         return [stored_sample(row) for row in rows]
 
-    def record_audit(self, entry: AuditEntry) -> None:
-        check_audit(entry)
-        with self._pool.connection() as connection:
-            connection.execute(
+    def record_audits(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            check_audit(entry)
+        if not entries:
+            return
+        with self._pool.connection() as connection, connection.cursor() as cursor:
+            cursor.executemany(
                 "INSERT INTO audit (time_ms, actor, action, target, detail)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                (entry.time_ms, entry.actor, entry.action, entry.target, entry.detail),
+                [(e.time_ms, e.actor, e.action, e.target, e.detail) for e in entries],
             )
 
     def audit_entries(self, target: str, limit: int = 50) -> list[AuditEntry]:
@@ -1257,6 +1362,17 @@ class PostgresStore:
                 (after_seq, last),
             ).fetchall()
         return last, [(str(item), EventType(kind), int(count)) for item, kind, count in rows]
+
+    def item_feedback(self, item_id: str, since_ms: int) -> tuple[int, int]:
+        """(shown, clicked) of the item on the days from ``since_ms``'s on (item_days)."""
+        if unstorable_text(item_id):  # never stored; PostgreSQL would refuse it
+            return 0, 0
+        with self._pool.connection() as connection:
+            shown, clicked = _one(
+                connection.execute(_ITEM_FEEDBACK, {"since": first_day(since_ms), "item": item_id}),
+                "item_feedback",
+            )
+        return int(shown), int(clicked)
 
     def item_features(self) -> dict[str, tuple[str, ...]]:
         return dict(self._iter_features("items", "item_id"))

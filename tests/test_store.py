@@ -19,7 +19,16 @@ from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server.storage import AuditEntry, ReplicaSample
 from shelfrank.server.store import SCHEMA_VERSION, SQLiteStore
-from tests.test_store_contract import imp, tokens_only
+from tests.test_store_contract import (
+    COUNTED_AT_WRITE,
+    COUNTED_FROM_STORED,
+    DAY0,
+    counted,
+    fill_for_counting,
+    imp,
+    per_day,
+    tokens_only,
+)
 
 
 def ev(
@@ -338,6 +347,7 @@ def test_a_schema_4_store_gets_attribution_and_impressions_and_keeps_its_data(
             DROP TABLE audit;
             DROP TABLE evaluations;
             DROP TABLE evaluation_files;
+            DROP TABLE item_days;
             ALTER TABLE events DROP COLUMN recommendation_id;
             ALTER TABLE events DROP COLUMN position;
             UPDATE meta SET value = '4' WHERE key = 'schema_version';
@@ -377,6 +387,7 @@ def test_a_schema_5_store_gets_model_pins_and_keeps_its_models(tmp_path: Path) -
             DROP TABLE audit;
             DROP TABLE evaluations;
             DROP TABLE evaluation_files;
+            DROP TABLE item_days;
             UPDATE meta SET value = '5' WHERE key = 'schema_version';
             """
         )
@@ -416,6 +427,7 @@ def test_a_schema_6_store_gets_the_dashboard_tables_and_keeps_its_data(tmp_path:
             DROP TABLE audit;
             DROP TABLE evaluations;
             DROP TABLE evaluation_files;
+            DROP TABLE item_days;
             UPDATE meta SET value = '6' WHERE key = 'schema_version';
             """
         )
@@ -430,7 +442,7 @@ def test_a_schema_6_store_gets_the_dashboard_tables_and_keeps_its_data(tmp_path:
     assert store.evaluations() == []
     now = int(time.time() * 1000)
     store.record_replica_sample(ReplicaSample("r1", now, {"events_per_s": 1.0}))
-    store.record_audit(AuditEntry(now, "ops", "availability", "item:a", "available=false"))
+    store.record_audits([AuditEntry(now, "ops", "availability", "item:a", "available=false")])
     saved = store.save_evaluation("e1", [("report.json", b"{}")])
     store.close()
     with sqlite3.connect(path) as raw:
@@ -443,6 +455,43 @@ def test_a_schema_6_store_gets_the_dashboard_tables_and_keeps_its_data(tmp_path:
     assert [a.detail for a in store.audit_entries("item:a")] == ["available=false"]
     assert store.evaluations() == [saved]
     assert store.evaluation_file("e1", "report.json") == b"{}"
+    assert store.integrity_check() == "ok"
+    store.close()
+
+
+def test_a_schema_7_store_counts_its_impressions_and_clicks_per_item_and_day(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    fill_for_counting(store)
+    assert counted(store) == COUNTED_AT_WRITE
+    store.close()
+    with sqlite3.connect(path) as raw:  # as schema 7 left it
+        raw.executescript(
+            """
+            DROP TABLE item_days;
+            UPDATE meta SET value = '7' WHERE key = 'schema_version';
+            """
+        )
+    raw.close()
+    store = SQLiteStore(path)
+    assert counted(store) == COUNTED_FROM_STORED
+    assert [e.event_id for _, e in store.iter_events()] == ["early", "c1", "c2", "c3"]
+    assert len(list(store.impressions_between(0, 2**62))) == 4
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert (
+            raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            == (str(SCHEMA_VERSION),)
+            == ("8",)
+        )
+    raw.close()
+    # Counted once: a second open counts nothing again, and writes go on counting.
+    store = SQLiteStore(path)
+    assert counted(store) == COUNTED_FROM_STORED
+    store.record_impressions([imp("r3", time_ms=DAY0, items=("b",))])
+    assert per_day(store, "b", days=1) == [(2, 0)]
     assert store.integrity_check() == "ok"
     store.close()
 
