@@ -143,8 +143,13 @@ class ServerOptions:
     # How often a process looks for a newly published model (seconds).
     follow_seconds: float = 1.0
     # The web dashboard and its JSON API on this port (same host; 0: any free port;
-    # None: off, and nothing of it runs, its load sampler included).
+    # None: off, and nothing of it runs, its load sampler included). HTTPS with the TLS
+    # certificate and key above.
     http_port: int | None = None
+    # Host names the dashboard answers besides the bound address and the loopback names
+    # (server/dashboard/hosts.py: DNS rebinding); "*.example.com" covers subdomains, "*"
+    # any. Bound to every address without any: any name, with a warning.
+    http_allowed_hosts: tuple[str, ...] = ()
     # The trainer lease's time to live: how long a dead trainer blocks another (seconds).
     trainer_lease_seconds: float = TTL_SECONDS
 
@@ -606,7 +611,8 @@ def _started_serving(
     )
     log.info("serving %s on %s:%d", serving, options.host, port)
     if dashboard is not None:
-        log.info("dashboard on http://%s:%d/", options.host, dashboard.port)
+        scheme = "https" if dashboard.tls else "http"
+        log.info("dashboard on %s://%s:%d/", scheme, options.host, dashboard.port)
     return RunningServer(
         server=server,
         port=port,
@@ -629,24 +635,35 @@ def _dashboard(
     port: int,
     http_socket: socket.socket,
 ) -> Dashboard:
-    """The dashboard over this process's service, behind the callers' tokens, with the
-    sampler of its Recommend latencies (imported only when on: serving without it loads
-    no web framework)."""
+    """The dashboard over this process's service, behind the callers' tokens, over HTTPS
+    when the server has TLS, with the sampler of its Recommend latencies (imported only
+    when on: serving without it loads no web framework)."""
     from shelfrank.server.dashboard.auth import Access
     from shelfrank.server.dashboard.context import DashboardContext
+    from shelfrank.server.dashboard.hosts import allowed_hosts
     from shelfrank.server.dashboard.lifecycle import start_dashboard
+    from shelfrank.server.dashboard.runner import HttpBindError
     from shelfrank.server.dashboard.sampler import ReplicaSampler
 
     if metrics.recommend_latencies is None:
         raise InvariantError("the dashboard needs the Recommend latency ring")
     replica = f"{socket.gethostname()}:{port}"
+    tls = (options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
     context = DashboardContext(
-        service=service, access=Access(tokens), replica=replica, role=options.role
+        service=service,
+        access=Access(tokens),
+        replica=replica,
+        role=options.role,
+        allowed_hosts=allowed_hosts(options.host, options.http_allowed_hosts),
+        tls=tls is not None,
     )
     sampler = ReplicaSampler(
         service.store, replica, latencies=metrics.recommend_latencies, totals=metrics.totals
     )
-    return start_dashboard(context, http_socket, sampler)
+    try:
+        return start_dashboard(context, http_socket, sampler, tls)
+    except HttpBindError as exc:
+        raise BindError(str(exc)) from None
 
 
 def settle_serving_process(options: ServerOptions) -> None:

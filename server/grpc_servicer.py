@@ -34,7 +34,7 @@ from shelfrank.server.requests import (
     TooLargeError,
     shown_impression,
 )
-from shelfrank.server.service import RecommenderService, Scored
+from shelfrank.server.service import ANONYMOUS, RecommenderService, Scored
 from shelfrank.server.snapshots import SnapshotService, chunks
 
 log = logging.getLogger("shelfrank.server")
@@ -51,15 +51,24 @@ STATUS_FOR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 
-def abort_for(exc: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
+def status_of(exc: Exception, what: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and public message of an exception raised while doing ``what``
+    (a gRPC method; the dashboard's JSON errors use it too, so both say the same): a
+    known kind's own message, which names the field at fault. Storage trouble is logged
+    as a warning and answered in general terms (clients retry it); anything else is a
+    bug, logged with its traceback and answered INTERNAL without details."""
     for kind, code in STATUS_FOR:
         if isinstance(exc, kind):
             if code is grpc.StatusCode.UNAVAILABLE:
-                log.warning("%s: storage unavailable: %s", method, exc)
-                context.abort(code, "storage temporarily unavailable, retry")
-            context.abort(code, str(exc))
-    log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error (logged on the server)")
+                log.warning("%s: storage unavailable: %s", what, exc)
+                return code, "storage temporarily unavailable, retry"
+            return code, str(exc)
+    log.error("%s failed", what, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"{what}: internal error (logged on the server)"
+
+
+def abort_for(exc: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
+    context.abort(*status_of(exc, method))
 
 
 # An Event message as an EventRow (IncomingEvent's field order), built in C: Track batches
@@ -209,6 +218,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.service = service
         self.callers = callers or Callers({})
 
+    def _caller(self, context: grpc.ServicerContext | None) -> str:
+        """Who is calling, for the audit log: the caller the token names (the interceptor
+        let only named callers through), else anonymous (no tokens configured)."""
+        if not self.callers.required or context is None:
+            return ANONYMOUS
+        metadata = dict(context.invocation_metadata() or ())
+        return self.callers.authenticate(metadata.get("authorization")) or ANONYMOUS
+
     @translate_errors
     def Recommend(  # noqa: N802 - gRPC method names
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
@@ -309,7 +326,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     def SetAvailability(  # noqa: N802
         self, request: pb.SetAvailabilityRequest, context: grpc.ServicerContext
     ) -> pb.SetAvailabilityResponse:
-        result = self.service.set_availability(tuple(request.item_ids), request.available)
+        result = self.service.set_availability(
+            tuple(request.item_ids), request.available, actor=self._caller(context)
+        )
         return pb.SetAvailabilityResponse(
             changed=result.changed, unknown_item_ids=list(result.unknown_item_ids)
         )

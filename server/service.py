@@ -20,6 +20,8 @@ Concurrency model
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -33,7 +35,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from shelfrank.core.blend import Mode
-from shelfrank.core.errors import InvalidInputError, InvariantError, StorageError
+from shelfrank.core.errors import InvalidInputError, InvariantError, StorageError, UnknownIdError
 from shelfrank.core.events import EventType, StoredEvent, user_id_of
 from shelfrank.core.explain import (
     DEFAULT_TOP,
@@ -75,7 +77,16 @@ from shelfrank.server.requests import (
     validate_events,
 )
 from shelfrank.server.serving_state import ServingState
-from shelfrank.server.storage import AvailabilityResult, EventStore, Impression, UserView
+from shelfrank.server.storage import (
+    AuditEntry,
+    AvailabilityResult,
+    EvaluationInfo,
+    EventStore,
+    Impression,
+    ReplicaSample,
+    UserView,
+)
+from shelfrank.server.trainer_lease import LEASE_NAME
 
 log = logging.getLogger("shelfrank.service")
 # What an experiment's popularity variant serves every user: the model's popularity (the
@@ -85,6 +96,20 @@ DEGRADED_LOG_SECONDS = 10.0  # at most one warning this often while the store is
 
 # What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
 VectorStamp = tuple[str, int, tuple[str, ...]]
+
+# Who changed something by hand when no tokens are configured (nobody is named).
+ANONYMOUS = "anonymous"
+DAY_MS = 24 * 3600 * 1000
+# An item's insight counts the shows and clicks of this many UTC days, today's included.
+ITEM_WINDOW_DAYS = 7
+# The overview's load samples: the last hour of every replica's.
+OVERVIEW_SAMPLES_MS = 3600 * 1000
+
+
+def check_batch(count: int, field: str) -> None:
+    """A request's list of at most MAX_BATCH entries (TooLargeError naming ``field``)."""
+    if count > MAX_BATCH:
+        raise TooLargeError(f"{field}: at most {MAX_BATCH} per request, got {count}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +193,66 @@ class ItemRecord:
     item_id: str
     tokens: tuple[str, ...]
     available: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemInsight:
+    """An item as the dashboard shows it: as served now; ``shown``: the stored responses
+    (served, else reported shown) that held it, ``clicked``: the views of it carrying the
+    id of such a response, both over the last ``window_days`` UTC days (today's included),
+    counted by the store as it writes them (EventStore.item_feedback). Not the feedback
+    report's attribution: views without a recommendation id, which the report attributes
+    by its time window, are not counted, so ``clicked`` is mostly below the report's
+    attributed clicks. ``audit``: the latest changes made to it by hand, newest first."""
+
+    item: ItemRecord
+    shown: int
+    clicked: int
+    window_days: int
+    audit: tuple[AuditEntry, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserLook:
+    """A shopper as the dashboard shows them: stored events and profile, and the explained
+    recommendations Recommend would serve them now (a look: nothing recorded)."""
+
+    view: UserView
+    recommendations: Scored
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """The recommendations before and after hypothetical events and features, ranked with
+    one exploration key so that only the hypothesis tells them apart."""
+
+    before: Scored
+    after: Scored
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overview:
+    """What serves, who trains, how much is stored, how each replica fared lately."""
+
+    model_version: str | None  # None: no model yet (popularity serves)
+    # When the serving model was published: its training time (a model is published when
+    # trained or imported; the store keeps no other time). None: no model, or unknown.
+    published_ms: int | None
+    trained: bool
+    users: int  # users with stored events
+    items: int  # items served (the model's and the catalogue's)
+    available_items: int
+    events: int  # stored events
+    trainer: str | None  # the trainer lease's holder (None: nobody)
+    samples: tuple[ReplicaSample, ...]  # the last hour's, by (replica, time)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A stored evaluation run and its parsed ``report.json`` (None: the run has none)."""
+
+    info: EvaluationInfo
+    report: object
 
 
 class RecommenderService:
@@ -528,18 +613,36 @@ class RecommenderService:
         )
         return replace(scored, explanations=tuple(explained))
 
+    def look_key(self, user_id: str) -> str:
+        """The exploration key of the dashboard's looks at a user: derived from the user
+        and the serving model, so that a reload shows the same list (a fresh key per call
+        would seed other exploration slots each time)."""
+        seed = f"{user_id}\x00{self._state.model_version}".encode()
+        return "look-" + hashlib.sha256(seed).hexdigest()[:32]
+
+    def look(self, user_id: str, k: int) -> UserLook:
+        """A user's stored record and explained recommendations, as Recommend would serve
+        them now; a look, not a response: nothing recorded or counted as served.
+        NotFoundError for a user nothing is known of (see :meth:`user_record`)."""
+        query = RecommendQuery(
+            user_id=user_id, k=k, explain=True, recommendation_id=self.look_key(user_id)
+        )
+        view = self.user_record(user_id)
+        return UserLook(view=view, recommendations=self.recommend(query, record=False))
+
     def what_if(
         self, user_id: str, events: Sequence[EventRow], features: Sequence[str], k: int
-    ) -> Scored:
-        """What Recommend (explained) would return had ``events`` (the user's) been
-        tracked and ``features`` been given: validated as Track and Recommend validate
-        them (errors name ``events[i].<field>``), and nothing is stored, recorded or
-        counted as served."""
-        query = RecommendQuery(
-            user_id=user_id, k=k, user_features=check_tokens(features, "features"), explain=True
+    ) -> WhatIf:
+        """The user's explained recommendations now (before) and had ``events`` (the
+        user's) been tracked and ``features`` been given (after): validated as Track and
+        Recommend validate them (errors name ``events[i].<field>``), both ranked with the
+        key of :meth:`look` (exploration fills the same slots the same way), and nothing
+        is stored, recorded or counted as served."""
+        before_query = RecommendQuery(
+            user_id=user_id, k=k, explain=True, recommendation_id=self.look_key(user_id)
         )
-        if len(events) > MAX_BATCH:
-            raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
+        after_query = replace(before_query, user_features=check_tokens(features, "features"))
+        check_batch(len(events), "events")
         now_ms = int(time.time() * 1000)
         hypothetical: list[StoredEvent] = []
         for index, row in enumerate(events):
@@ -552,7 +655,10 @@ class RecommenderService:
                     f"events[{index}].user_id: must be the user asked about ({user_id!r})"
                 )
             hypothetical.append(event)
-        return self.recommend(query, record=False, hypothetical=hypothetical)
+        self.user_record(user_id)
+        before = self.recommend(before_query, record=False)
+        after = self.recommend(after_query, record=False, hypothetical=hypothetical)
+        return WhatIf(before, after)
 
     def similar_items(self, query: SimilarQuery, *, record: bool = True) -> Scored:
         """Items like ``query.item_id``. ``record=False``: a look, not a response (see
@@ -799,6 +905,66 @@ class RecommenderService:
         available = state.available is None or bool(state.available[row])
         return ItemRecord(item_id=item_id, tokens=state.item_tokens(item_id), available=available)
 
+    def item_insight(self, item_id: str) -> ItemInsight:
+        """The item as served now, how often it was shown and clicked lately and its
+        audit log (see :class:`ItemInsight`); NotFoundError as :meth:`item_record`."""
+        item = self.item_record(item_id)
+        now_ms = int(time.time() * 1000)
+        # The store counts per UTC day from since_ms's day on: today and the 6 before.
+        since_ms = now_ms - (ITEM_WINDOW_DAYS - 1) * DAY_MS
+        shown, clicked = self._store.item_feedback(item_id, since_ms)
+        return ItemInsight(
+            item=item,
+            shown=shown,
+            clicked=clicked,
+            window_days=ITEM_WINDOW_DAYS,
+            audit=tuple(self._store.audit_entries(f"item:{item_id}")),
+        )
+
+    def overview(self, now_ms: int) -> Overview:
+        """The serving model, the trainer, the counts and the last hour's load samples of
+        every replica (each writes its own to the store)."""
+        store = self._store
+        state = self.current_state(store.catalogue_revision())
+        counts = store.counts()
+        items = len(state.model.item_ids)
+        available = items if state.available is None else int(np.count_nonzero(state.available))
+        return Overview(
+            model_version=state.model_version if state.trained else None,
+            published_ms=(
+                state.trained_at_ms if state.trained and state.trained_at_ms > 0 else None
+            ),
+            trained=state.trained,
+            users=counts.users_with_events,
+            items=items,
+            available_items=available,
+            events=counts.events,
+            trainer=store.lease_holder(LEASE_NAME),
+            samples=tuple(store.replica_samples(now_ms - OVERVIEW_SAMPLES_MS)),
+        )
+
+    def evaluations(self) -> list[EvaluationInfo]:
+        """The stored evaluation runs (``shelfrank evaluate --save-to``), newest first."""
+        return self._store.evaluations()
+
+    def evaluation(self, name: str) -> Evaluation:
+        """A stored evaluation run and its report (NotFoundError: no such run)."""
+        info = next((e for e in self._store.evaluations() if e.name == name), None)
+        if info is None:
+            raise NotFoundError(f"name: unknown evaluation {name!r}")
+        report = None
+        if "report.json" in info.files:
+            report = json.loads(self.evaluation_file(name, "report.json"))
+        return Evaluation(info, report)
+
+    def evaluation_file(self, name: str, file: str) -> bytes:
+        """A stored file of an evaluation run (NotFoundError: no such run or file)."""
+        try:
+            return self._store.evaluation_file(name, file)
+        except UnknownIdError as exc:
+            # The resource asked for is missing: not found, not a bad argument.
+            raise NotFoundError(str(exc)) from None
+
     # -- writes -------------------------------------------------------------------------------
     def track(
         self,
@@ -816,8 +982,7 @@ class RecommenderService:
         ``erasure_seen``: see EventStore.append_events; refused events are errors."""
         if not events:
             raise InvalidInputError("events: must not be empty")
-        if len(events) > MAX_BATCH:
-            raise TooLargeError(f"events: at most {MAX_BATCH} per request, got {len(events)}")
+        check_batch(len(events), "events")
         valid, errors = validate_events(events, int(time.time() * 1000))
         self._check_rates(valid, connection)
         # Durable before anything else.
@@ -859,20 +1024,29 @@ class RecommenderService:
         self.current_state(self._store.catalogue_revision())
         return len(checked)
 
-    def set_availability(self, item_ids: Sequence[str], available: bool) -> AvailabilityResult:
+    def set_availability(
+        self, item_ids: Sequence[str], available: bool, *, actor: str
+    ) -> AvailabilityResult:
         """Make items (un)available; served from the next call, by every process. Items
         the serving model knows but the catalogue never stored (seen only in events) are
-        stored first, with the tokens they are served with."""
+        stored first, with the tokens they are served with. Each item this call changed
+        gets an audit entry naming ``actor`` (the caller; :data:`ANONYMOUS` without
+        tokens), written once the change is committed (an item already so is no change
+        and gets none)."""
         if not item_ids:
             raise InvalidInputError("item_ids: must not be empty")
         check_list(item_ids, "item_ids", limit=MAX_BATCH)
+        since = self._store.catalogue_revision()
         result = self._store.set_availability(item_ids, available)
+        touched = set(item_ids).difference(result.unknown_item_ids)
         if result.unknown_item_ids:
             state = self.current_state()
             adopt = [i for i in result.unknown_item_ids if i in state.model.item_ids]
             if adopt:
                 self._store.upsert_items([(i, state.item_tokens(i)) for i in adopt])
                 again = self._store.set_availability(adopt, available)
+                if again.changed:  # stored available: only making them unavailable changes
+                    touched.update(adopt)
                 result = AvailabilityResult(
                     changed=result.changed + again.changed,
                     unknown_item_ids=tuple(
@@ -880,7 +1054,36 @@ class RecommenderService:
                     ),
                 )
         self.current_state(self._store.catalogue_revision())
+        if result.changed:
+            self._audit_availability(since, touched, available, actor)
         return result
+
+    def _audit_availability(
+        self, since: int, touched: set[str], available: bool, actor: str
+    ) -> None:
+        """An audit entry for each of ``touched`` whose availability changed after
+        catalogue revision ``since`` and is now ``available`` (read back from the store:
+        the store's write says how many it changed, not which)."""
+        _, changes = self._store.catalogue_changes(since)
+        changed = dict.fromkeys(
+            entry.item_id
+            for entry in changes
+            if entry.item_id in touched and entry.available == available
+        )
+        now_ms = int(time.time() * 1000)
+        detail = f"available={'true' if available else 'false'}"
+        self._store.record_audits(
+            [
+                AuditEntry(
+                    time_ms=now_ms,
+                    actor=actor,
+                    action="availability",
+                    target=f"item:{item_id}",
+                    detail=detail,
+                )
+                for item_id in changed
+            ]
+        )
 
     def upsert_users(self, users: Sequence[tuple[str, Sequence[str]]]) -> int:
         checked = self._checked_entities(users, "users", "user_id")
@@ -893,8 +1096,7 @@ class RecommenderService:
     ) -> list[tuple[str, tuple[str, ...]]]:
         if not entities:
             raise InvalidInputError(f"{field}: must not be empty")
-        if len(entities) > MAX_BATCH:
-            raise TooLargeError(f"{field}: at most {MAX_BATCH} per request, got {len(entities)}")
+        check_batch(len(entities), field)
         return [
             (
                 check_id(entity, f"{field}[{i}].{id_field}"),

@@ -35,6 +35,7 @@ CHROMIUM_ARGS = [
 ]
 TOKEN = "dashboard-test-token"
 HOSTILE = "<script>alert(1)</script>"
+SEARCHER = "hostile-searcher"  # a shopper whose search query is HOSTILE
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "dashboard"
 EXPERIMENTS = """
 [[experiment]]
@@ -127,6 +128,7 @@ def demo_server(
                         ]
                     )
             client.upsert_items([Item(HOSTILE, ["category=" + HOSTILE])])
+            client.track([Event(SEARCHER, response.item_ids[0], "search", query=HOSTILE)])
         yield running
     finally:
         running.stop()
@@ -217,6 +219,29 @@ def test_login_refuses_a_wrong_token_then_lets_the_right_one_in(session: Session
     assert cookies["shelfrank_session"]["httpOnly"] is True
     assert cookies["shelfrank_session"]["sameSite"] == "Strict"
     assert TOKEN not in cookies["shelfrank_session"]["value"]
+
+
+@pytest.mark.parametrize(
+    ("start", "landing"),
+    [
+        ("/experiments", "/experiments"),  # sent to the login page, then back
+        ("/login?next=%2F%09%2Fevil.example", "/"),  # a tab: //evil.example to a browser
+        ("/login?next=https%3A%2F%2Fevil.example", "/"),
+    ],
+)
+def test_after_login_the_page_goes_where_the_server_redirected(
+    browser: Any, demo_server: RunningServer, tmp_path: Path, start: str, landing: str
+) -> None:
+    fresh = Session(browser, f"http://127.0.0.1:{demo_server.http_port}", tmp_path)
+    try:
+        fresh.go(start)
+        fresh.page.wait_for_selector("#login-form")
+        fresh.page.fill("#login-form input[type=password]", TOKEN)
+        fresh.page.click("#login-form button[type=submit]")
+        fresh.page.wait_for_url(fresh.base + landing)
+    finally:
+        fresh.context.close()
+    assert fresh.problems == []
 
 
 def test_the_overview_shows_the_serving_model_and_the_counts(
@@ -325,6 +350,10 @@ def test_stored_text_is_shown_never_run(session: Session) -> None:
     page.wait_for_selector("#item-features")
     expect(page.locator("#item-features")).to_contain_text(HOSTILE)
     assert HOSTILE in session.text("h1")
+    assert page.locator("#main script").count() == 0
+    session.go("/users/" + SEARCHER)  # a search whose query is markup
+    expect(page.locator("#user-events")).to_contain_text(HOSTILE)
+    assert page.locator("#user-events .event-query").first.inner_text() == HOSTILE
     assert page.locator("#main script").count() == 0
     session.expect_status(404)
     response = session.go("/users/" + quote(HOSTILE, safe=""))  # no such shopper

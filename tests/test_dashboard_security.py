@@ -21,7 +21,6 @@ import pytest
 from shelfrank.client import Client, Event, EventType, Item
 from shelfrank.server.app import RunningServer, ServerOptions, start
 from shelfrank.server.dashboard.context import STATIC_DIR
-from shelfrank.server.dashboard.headers import CONTENT_SECURITY_POLICY
 from shelfrank.server.dashboard.sessions import SESSION_SECONDS, Sessions, safe_next
 from tests.conftest import SERVER_CONFIG
 
@@ -77,13 +76,17 @@ def call(
     headers: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
-    headers = dict(headers or {})
-    if cookies:
-        headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    sent: dict[str, str | bytes] = dict(headers or {})
+    if cookies:  # bytes: latin-1 as HTTP reads them ("\u00b2" arrives as '²'), else UTF-8
+        cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        try:
+            sent["Cookie"] = cookie.encode("latin-1")
+        except UnicodeEncodeError:
+            sent["Cookie"] = cookie.encode("utf-8")
     return httpx.request(
         method,
         f"http://127.0.0.1:{server.http_port}{path}",
-        headers=headers,
+        headers=sent,
         follow_redirects=False,
         timeout=30,
         **kwargs,
@@ -210,10 +213,15 @@ def test_forged_or_expired_cookies_are_refused(server: RunningServer) -> None:
         Sessions({"default": "not-the-token"}).cookie_for("default", now),
         Sessions({"default": TOKEN}).cookie_for("default", now - SESSION_SECONDS * 1000 - 1),
         Sessions({"stranger": "x"}).cookie_for("stranger", now),
+        f"{caller}.\u00b2.{mac}",  # '²': a digit to str.isdigit(), not to int()
+        "default.\u00b2.x",
+        f"{caller}.\u0663.{mac}",  # an Arabic-Indic 3
+        f"{caller}.{expiry}0.{mac}",  # 17 digits
         "garbage",
         "",
     ]
     for cookie in forged:
+        assert Sessions({"default": TOKEN}).caller_of(cookie, now) is None, cookie
         cookies = {"shelfrank_session": cookie}
         response = call(server, "GET", "/api/overview", cookies=cookies)
         assert response.status_code == 401, cookie
@@ -302,6 +310,8 @@ def test_login_needs_the_csrf_field(server: RunningServer) -> None:
         ("/\\evil.example", "/"),
         ("http:/evil.example", "/"),
         ("javascript:alert(1)", "/"),
+        ("/\t/evil.example", "/"),  # browsers drop the tab: //evil.example
+        ("/\n/evil.example", "/"),
         ("/users/u0?k=3", "/users/u0?k=3"),
         ("", "/"),
     ],
@@ -317,6 +327,20 @@ def test_no_open_redirect_after_login(server: RunningServer, target: str, expect
     assert response.status_code == 303
     assert response.headers["location"] == expected
     assert safe_next(target) == expected
+
+
+def test_a_tab_encoded_in_the_login_form_is_no_way_out(server: RunningServer) -> None:
+    """``next=/%09/evil.com`` as the form sends it: '/', a tab, '/evil.com'."""
+    body = f"token={TOKEN}&csrf={CSRF}&next=/%09/evil.com".encode()
+    response = call(
+        server,
+        "POST",
+        "/login",
+        cookies={"shelfrank_csrf": CSRF},
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        content=body,
+    )
+    assert (response.status_code, response.headers["location"]) == (303, "/")
 
 
 def test_logout_clears_the_session_under_the_csrf_check(server: RunningServer) -> None:
@@ -343,15 +367,17 @@ def test_logout_clears_the_session_under_the_csrf_check(server: RunningServer) -
         ("GET", "/login", False),
         ("GET", "/static/style.css", False),
         ("POST", "/api/items/shoe1/availability", False),
+        ("POST", "/api/overview", True),  # 405
     ],
 )
 def test_security_headers_on_every_response(
     server: RunningServer, method: str, path: str, auth: bool
 ) -> None:
     response = call(server, method, path, headers=bearer() if auth else {})
-    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-    assert "script-src 'self'" in CONTENT_SECURITY_POLICY
-    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+    assert response.headers["content-security-policy"] == (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "same-origin"
     if not path.startswith("/static/"):
@@ -363,7 +389,15 @@ def test_ids_holding_markup_come_back_escaped_and_pages_stay_static(
 ) -> None:
     with Client(f"127.0.0.1:{server.port}", token=TOKEN) as client:
         client.upsert_items([Item(SCRIPT, ["category=shoes"])])
-        client.track([Event(SCRIPT, "shoe1", EventType.VIEW)])
+        client.track(
+            [
+                Event(SCRIPT, "shoe1", EventType.VIEW),
+                Event("searcher", "shoe2", EventType.SEARCH, query=SCRIPT),
+            ]
+        )
+    searched = call(server, "GET", "/api/users/searcher", headers=bearer())
+    assert b"<" not in searched.content
+    assert searched.json()["events"][0]["query"] == SCRIPT
     quoted = quote(SCRIPT, safe="")
     for path, key in ((f"/api/items/{quoted}", "item_id"), (f"/api/users/{quoted}", "user_id")):
         response = call(server, "GET", path, headers=bearer())
@@ -454,7 +488,8 @@ def test_static_paths_open_nothing_else(server: RunningServer, path: str) -> Non
     import socket
 
     with socket.create_connection(("127.0.0.1", server.http_port or 0), timeout=30) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        sock.sendall(request.encode())
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -462,3 +497,159 @@ def test_static_paths_open_nothing_else(server: RunningServer, path: str) -> Non
     assert status_line == b"HTTP/1.1 404 Not Found"
     assert b"counts" not in answer
     assert b"root:" not in answer
+
+
+def raw_get(server: RunningServer, path: str, host: str, headers: str = "") -> bytes:
+    """A GET with exactly this Host header (an HTTP client would set its own)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.http_port or 0), timeout=30) as sock:
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_other_host_names_are_refused_dns_rebinding(open_server: RunningServer) -> None:
+    """A hostile page whose name resolves to the dashboard's address sends its own name as
+    the Host: refused, even on an open dashboard; /healthz holds nothing and answers."""
+    port = open_server.http_port
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example"):
+        for path in ("/api/overview", "/", "/static/app.js", "/login"):
+            answer = raw_get(open_server, path, host)
+            assert answer.startswith(b"HTTP/1.1 400 "), (host, path)
+            assert b"counts" not in answer
+            assert b"set-cookie" not in answer.lower()  # no CSRF cookie for that origin
+            assert b"content-security-policy:" in answer.lower()
+    assert raw_get(open_server, "/healthz", "evil.example").startswith(b"HTTP/1.1 200 ")
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert raw_get(open_server, "/api/overview", host).startswith(b"HTTP/1.1 200 "), host
+    refused = call(open_server, "GET", "/api/overview", headers={"Host": "evil.example"})
+    assert refused.status_code == 400
+
+
+def test_allowed_host_names() -> None:
+    from shelfrank.core.errors import InvalidInputError
+    from shelfrank.server.dashboard.hosts import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1", ()) == ("localhost", "127.0.0.1", "[::1]")
+    assert allowed_hosts("::1", ()) == ("localhost", "127.0.0.1", "[::1]")
+    assert allowed_hosts("10.0.0.5", ("Shop.Example", "*.dash.example")) == (
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "10.0.0.5",
+        "shop.example",
+        "*.dash.example",
+    )
+    assert allowed_hosts("0.0.0.0", ("shop.example",)) == (
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "shop.example",
+    )
+    assert allowed_hosts("fe80::1", ()) == ("localhost", "127.0.0.1", "[::1]", "[fe80::1]")
+    assert allowed_hosts("127.0.0.1", ("*",)) == ("*",)
+    for bad in ("", "a b", "evil.example/x", "shop.*.example", "x*"):
+        with pytest.raises(InvalidInputError, match=r"http_allowed_hosts\[0\]"):
+            allowed_hosts("127.0.0.1", (bad,))
+
+
+def test_every_address_without_a_name_answers_any_host_and_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from shelfrank.server.dashboard.hosts import allowed_hosts
+
+    with caplog.at_level(logging.WARNING, logger="shelfrank.dashboard"):
+        assert allowed_hosts("0.0.0.0", ()) == ("*",)
+        assert allowed_hosts("::", ()) == ("*",)
+    warnings = [r for r in caplog.records if "DNS rebinding" in r.getMessage()]
+    assert len(warnings) == 2
+
+
+def test_a_public_name_is_answered_when_allowed(toy_model_dir: Path, tmp_path: Path) -> None:
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=toy_model_dir,
+            train_config=SERVER_CONFIG,
+            http_port=0,
+            http_allowed_hosts=("dash.example",),
+        )
+    )
+    try:
+        assert raw_get(running, "/api/overview", "dash.example").startswith(b"HTTP/1.1 200 ")
+        assert raw_get(running, "/api/overview", "evil.example").startswith(b"HTTP/1.1 400 ")
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throw-away key and self-signed certificate for localhost (needs openssl)."""
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_with_tls_the_dashboard_is_https_with_secure_cookies(
+    toy_model_dir: Path, tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    import ssl
+
+    cert, key = certificate
+    running = start(
+        ServerOptions(
+            state_dir=tmp_path / "state",
+            port=0,
+            model_dir=toy_model_dir,
+            train_config=SERVER_CONFIG,
+            token=TOKEN,
+            tls_cert=cert,
+            tls_key=key,
+            http_port=0,
+        )
+    )
+    try:
+        base = f"https://localhost:{running.http_port}"
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=base, verify=trusted, timeout=30) as https:
+            overview = https.get("/api/overview", headers=bearer())
+            assert overview.status_code == 200
+            assert overview.json()["model"]["version"] == running.service.state.model_version
+            page = https.get("/login")
+            csrf = set_cookies(page)["shelfrank_csrf"]
+            assert csrf["secure"]
+            login = https.post(
+                "/login",
+                headers={"Cookie": f"shelfrank_csrf={CSRF}"},
+                data={"token": TOKEN, "csrf": CSRF, "next": "/"},
+            )
+            assert login.status_code == 303
+            session = set_cookies(login)["shelfrank_session"]
+            assert session["secure"]
+            assert session["httponly"]
+        with pytest.raises(httpx.HTTPError):  # no plain HTTP on that port
+            httpx.get(f"http://127.0.0.1:{running.http_port}/healthz", timeout=10)
+    finally:
+        running.stop()

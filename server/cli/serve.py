@@ -78,7 +78,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         metavar="PORT",
         help="serve the web dashboard and its JSON API on this port (same --host; 0: any free"
-        " port; behind the same token; off by default)",
+        " port; behind the same token; HTTPS with --tls-cert/--tls-key; off by default)",
+    )
+    parser.add_argument(
+        "--http-allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the dashboard is reached by (repeatable; '*.example.com' covers"
+        " subdomains): other Host headers are refused (DNS rebinding). The bound address and"
+        " localhost are always answered; with --host 0.0.0.0 and none given, any name is",
     )
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
@@ -212,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         reflection=not args.no_reflection,
         metrics_port=args.metrics_port,
         http_port=args.http_port,
+        http_allowed_hosts=tuple(args.http_allowed_host),
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         grace_seconds=args.grace,

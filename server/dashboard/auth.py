@@ -30,8 +30,8 @@ from shelfrank.server.dashboard.sessions import (
     Sessions,
     csrf_matches,
 )
+from shelfrank.server.service import ANONYMOUS
 
-ANONYMOUS = "anonymous"
 OPEN = {
     ("GET", "/login"),
     ("HEAD", "/login"),
@@ -62,6 +62,11 @@ class Access:
         if authorization is not None:  # a wrong header is refused, whatever the cookie says
             return self.callers.authenticate(authorization), True
         return self.sessions.caller_of(request.cookies.get(SESSION_COOKIE), now_ms), False
+
+
+def is_api_path(path: str) -> bool:
+    """Whether a path is the JSON API's (answered in JSON, never with a page)."""
+    return path == "/api" or path.startswith("/api/")
 
 
 def actor_of(request: Request) -> str:
@@ -106,7 +111,7 @@ class AuthMiddleware:
 def _unauthenticated(request: Request) -> Response:
     """Scripts are told (401); people are sent to the login page, and back afterwards."""
     path = request.scope["path"]
-    if path == "/api" or path.startswith("/api/"):
+    if is_api_path(path):
         return error_response(
             grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token or session"
         )

@@ -17,4 +17,8 @@ class DashboardContext:
     access: Access
     replica: str  # this process's name in the load samples
     role: str  # all | server | trainer (ServerOptions.role)
+    # The Host header values answered (server/dashboard/hosts.py; "*": any).
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+    # Served over HTTPS (the server's TLS certificate): cookies are then Secure.
+    tls: bool = False
     static_dir: Path = STATIC_DIR

@@ -1,12 +1,12 @@
 """The dashboard's ASGI application: pages, JSON API, static files, behind the token.
 
-Layers, outermost first: security headers (every response, errors included), the
-Starlette app (its error handler), authentication and CSRF, the routes.
+Layers, outermost first: security headers (every response, errors included), the Host
+check (server/dashboard/hosts.py), the Starlette app (its error handler),
+authentication and CSRF, the routes.
 """
 
 from __future__ import annotations
 
-import grpc
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -17,17 +17,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from shelfrank.server.dashboard.api import Api
-from shelfrank.server.dashboard.auth import AuthMiddleware
+from shelfrank.server.dashboard.auth import AuthMiddleware, is_api_path
 from shelfrank.server.dashboard.context import DashboardContext
-from shelfrank.server.dashboard.errors import error_response, exception_response
+from shelfrank.server.dashboard.errors import code_for_status, error_response, exception_response
 from shelfrank.server.dashboard.headers import SecurityHeaders
+from shelfrank.server.dashboard.hosts import HostCheck
 from shelfrank.server.dashboard.pages import Pages, shell
 from shelfrank.server.dashboard.responses import SafeJSONResponse
-
-
-def _is_api(request: Request) -> bool:
-    path: str = request.scope["path"]
-    return path == "/api" or path.startswith("/api/")
 
 
 def create_app(context: DashboardContext) -> ASGIApp:
@@ -35,12 +31,15 @@ def create_app(context: DashboardContext) -> ASGIApp:
         return SafeJSONResponse({"status": "ok"})
 
     async def no_route(request: Request, exc: Exception) -> Response:
-        # No such page or method: the API says so in JSON, a browser gets the page.
-        if _is_api(request):
+        # No such path (404) or not with this method (405, its Allow header kept): the API
+        # says so in JSON with the code of that status, a browser gets the page.
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        if is_api_path(request.scope["path"]):
+            headers = exc.headers if isinstance(exc, HTTPException) else None
             return error_response(
-                grpc.StatusCode.NOT_FOUND, f"no {request.method} {request.url.path}"
+                code_for_status(status), f"no {request.method} {request.url.path}", headers
             )
-        return shell(context.static_dir, request, "not-found", 404)
+        return shell(context, request, "not-found", status)
 
     async def failed(request: Request, exc: Exception) -> Response:
         return exception_response(exc, f"{request.method} {request.url.path}")
@@ -56,4 +55,4 @@ def create_app(context: DashboardContext) -> ASGIApp:
         middleware=[Middleware(AuthMiddleware, access=context.access)],
         exception_handlers={HTTPException: no_route, Exception: failed},
     )
-    return SecurityHeaders(app)
+    return SecurityHeaders(HostCheck(app, context.allowed_hosts))

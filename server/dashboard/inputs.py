@@ -10,6 +10,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from shelfrank.core.errors import InvalidInputError
@@ -18,6 +19,10 @@ from shelfrank.server.requests import TooLargeError
 # As gRPC's receive limit (server/app.py): a what-if of a full Track batch fits.
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_FORM_BYTES = 8 * 1024  # the login form: a token, a CSRF token, a path
+# Bodies up to this are parsed on the event loop (microseconds); larger ones, up to
+# MAX_JSON_BYTES (a what-if of a full batch: tens of milliseconds), in the thread pool,
+# so one large body does not hold up every other request meanwhile.
+INLINE_JSON_BYTES = 64 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -35,6 +40,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     body = await read_body(request, MAX_JSON_BYTES)
+    if len(body) <= INLINE_JSON_BYTES:
+        return _json_object(body)
+    return await run_in_threadpool(_json_object, body)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):

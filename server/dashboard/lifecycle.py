@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from shelfrank.server.dashboard.context import DashboardContext
 from shelfrank.server.dashboard.http_app import create_app
@@ -21,16 +22,25 @@ class Dashboard:
     def port(self) -> int:
         return self.runner.port
 
+    @property
+    def tls(self) -> bool:
+        """Served over HTTPS."""
+        return self.runner.tls
+
     def stop(self) -> None:
         self.runner.stop()
         self.sampler.stop()
 
 
 def start_dashboard(
-    context: DashboardContext, sock: socket.socket, sampler: ReplicaSampler
+    context: DashboardContext,
+    sock: socket.socket,
+    sampler: ReplicaSampler,
+    tls: tuple[Path, Path] | None = None,
 ) -> Dashboard:
-    """Serve the dashboard on the bound ``sock`` and start sampling."""
-    runner = HttpRunner(create_app(context), sock)
+    """Serve the dashboard on the bound ``sock`` (HTTPS with ``tls``: certificate and key)
+    and start sampling."""
+    runner = HttpRunner(create_app(context), sock, tls=tls)
     runner.start()
     try:
         sampler.start()

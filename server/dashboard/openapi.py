@@ -50,7 +50,12 @@ SCHEMAS: dict[str, Schema] = {
         {
             "error": _object(
                 {
-                    "code": {"type": "string", "enum": [code.name for code in HTTP_STATUS]},
+                    "code": {
+                        "type": "string",
+                        "enum": list(HTTP_STATUS),
+                        "description": "a gRPC status code's name, or METHOD_NOT_ALLOWED"
+                        " (HTTP only: the path exists, not with this method; 405)",
+                    },
                     "message": {
                         "type": "string",
                         "description": "names the field at fault, as over gRPC",
@@ -139,7 +144,16 @@ SCHEMAS: dict[str, Schema] = {
         {
             "user_id": STRING,
             "profile": _array(STRING),
-            "events": _array(_object({"time_ms": TIME_MS, "type": EVENT_TYPE, "item_id": STRING})),
+            "events": _array(
+                _object(
+                    {
+                        "time_ms": TIME_MS,
+                        "type": EVENT_TYPE,
+                        "item_id": STRING,
+                        "query": {**STRING, "description": "a search's query (empty: none)"},
+                    }
+                )
+            ),
             "recommendations": _ref("Recommendations"),
         }
     ),
@@ -158,8 +172,17 @@ SCHEMAS: dict[str, Schema] = {
             "features": _array(STRING),
             "available": BOOLEAN,
             "similar": _ref("Recommendations"),
-            "shown": INTEGER,
-            "clicked": INTEGER,
+            "shown": {
+                **INTEGER,
+                "description": "stored responses (served, else reported shown) whose list"
+                " held the item, over the last window_days UTC days (today's included)",
+            },
+            "clicked": {
+                **INTEGER,
+                "description": "views of the item carrying the recommendation id of such a"
+                " response, same days; counted as stored, not the feedback report's"
+                " attribution (which also counts views without an id by its time window)",
+            },
             "window_days": INTEGER,
             "audit": _array(
                 _object({"time_ms": TIME_MS, "actor": STRING, "action": STRING, "detail": STRING})
@@ -185,9 +208,11 @@ def _json(schema: Schema) -> Schema:
 def _errors(*codes: int) -> dict[str, Schema]:
     described = {400: "invalid input (the message names the field)", 401: "no or wrong token"}
     described |= {403: "CSRF check failed", 404: "unknown", 503: "store unavailable, retry"}
+    described |= {405: "not with this method (METHOD_NOT_ALLOWED; the Allow header says which)"}
+    described |= {429: "too large (RESOURCE_EXHAUSTED: more than a Track batch)"}
     return {
         str(code): {"description": described[code], **_json(_ref("Error"))}
-        for code in (401, 503, *codes)
+        for code in (401, 405, 503, *codes)
     }
 
 
@@ -253,20 +278,22 @@ def _paths() -> dict[str, Schema]:
                 " features given; nothing is stored",
                 "parameters": [USER_ID, CSRF_PARAMETER],
                 "requestBody": {"required": True, **_json(_ref("WhatIf"))},
-                "responses": {**_ok(_ref("WhatIfResult")), **_errors(400, 403, 404)},
+                "responses": {**_ok(_ref("WhatIfResult")), **_errors(400, 403, 404, 429)},
             }
         },
         "/api/items/{item_id}": {
             "get": {
-                "summary": "An item: features, availability, similar items, shown and clicked"
-                " over the last 7 days, audit log",
+                "summary": "An item: features, availability, similar items, how often it was"
+                " shown and clicked over the last 7 UTC days, audit log (every availability"
+                " change, from the dashboard or gRPC SetAvailability)",
                 "parameters": [ITEM_ID],
                 "responses": {**_ok(_ref("Item")), **_errors(400, 404)},
             }
         },
         "/api/items/{item_id}/availability": {
             "post": {
-                "summary": "Make the item (un)available, from every process's next call; audited",
+                "summary": "Make the item (un)available, from every process's next call;"
+                " audited when it changes (actor: the caller)",
                 "parameters": [ITEM_ID, CSRF_PARAMETER],
                 "requestBody": {"required": True, **_json(_ref("Availability"))},
                 "responses": {**_ok(_ref("AvailabilityResult")), **_errors(400, 403, 404)},
@@ -327,7 +354,9 @@ def document() -> dict[str, Any]:
             "description": "The JSON API behind the dashboard (`shelfrank serve --http-port`)."
             " Errors carry the gRPC code and its message; the HTTP status follows from"
             " the code. With tokens configured every call needs `Authorization: Bearer"
-            " <token>` or the dashboard's session cookie (then POSTs need X-CSRF-Token).",
+            " <token>` or the dashboard's session cookie (then POSTs need X-CSRF-Token)."
+            " A Host header the server does not answer to (serve --http-allowed-host) gets"
+            " a plain-text 400.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],

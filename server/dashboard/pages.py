@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +17,7 @@ from starlette.routing import Route
 
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.server.dashboard.context import DashboardContext
-from shelfrank.server.dashboard.errors import HTTP_STATUS, code_of
+from shelfrank.server.dashboard.errors import http_status
 from shelfrank.server.dashboard.inputs import read_form
 from shelfrank.server.dashboard.sessions import (
     CSRF_COOKIE,
@@ -29,6 +28,7 @@ from shelfrank.server.dashboard.sessions import (
     new_csrf_token,
     safe_next,
 )
+from shelfrank.server.grpc_servicer import status_of
 
 HTML = "text/html; charset=utf-8"
 SHELLS = {
@@ -44,15 +44,16 @@ SHELLS = {
 }
 
 
-def shell(static_dir: Path, request: Request, page: str, status: int = 200) -> Response:
-    """A page's shell, with a CSRF cookie for the browser when it has none yet."""
-    response = FileResponse(static_dir / SHELLS[page], status_code=status, media_type=HTML)
+def shell(context: DashboardContext, request: Request, page: str, status: int = 200) -> Response:
+    """A page's shell, with a CSRF cookie for the browser when it has none yet (Secure
+    when the dashboard is served over HTTPS)."""
+    response = FileResponse(context.static_dir / SHELLS[page], status_code=status, media_type=HTML)
     if not request.cookies.get(CSRF_COOKIE):
         response.set_cookie(
             CSRF_COOKIE,
             new_csrf_token(),
             path="/",
-            secure=request.url.scheme == "https",
+            secure=context.tls,
             httponly=False,  # the page's script reads it to send it back (double submit)
             samesite="strict",
         )
@@ -84,7 +85,7 @@ class Pages:
         ]
 
     def shell(self, request: Request, page: str, status: int = 200) -> Response:
-        return shell(self.context.static_dir, request, page, status)
+        return shell(self.context, request, page, status)
 
     async def users(self, request: Request) -> Response:
         return self._lookup(request, "user_id", "/users/", "users")
@@ -115,8 +116,8 @@ class Pages:
         try:
             await run_in_threadpool(look_up, wanted)
         except Exception as exc:
-            code, _ = code_of(exc, f"GET {request.url.path}")
-            return self.shell(request, "not-found", HTTP_STATUS[code])
+            code, _ = status_of(exc, f"GET {request.url.path}")
+            return self.shell(request, "not-found", http_status(code))
         return self.shell(request, page)
 
     async def login(self, request: Request) -> Response:
@@ -141,7 +142,7 @@ class Pages:
             access.sessions.cookie_for(caller, int(time.time() * 1000)),
             max_age=SESSION_SECONDS,
             path="/",
-            secure=request.url.scheme == "https",
+            secure=self.context.tls,
             httponly=True,
             samesite="strict",
         )
@@ -158,5 +159,7 @@ class Pages:
         if not csrf_matches(request.cookies.get(CSRF_COOKIE), given):
             return self.shell(request, "login", 403)
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", secure=self.context.tls, httponly=True, samesite="strict"
+        )
         return response

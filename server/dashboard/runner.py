@@ -2,7 +2,9 @@
 own handle SIGTERM), no logging set-up of its own, stoppable.
 
 The socket is bound by :func:`bind` before anything starts, so a port in use fails the
-server's start at once like the gRPC port does, and port 0 is known at once.
+server's start at once like the gRPC port does, and port 0 is known at once. With the
+server's TLS certificate and key it serves HTTPS (loaded before the thread starts, so a
+bad certificate fails the start with its reason).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from shelfrank.core.errors import ShelfrankError
+from shelfrank.core.errors import InvalidInputError, ShelfrankError
 
 START_SECONDS = 10.0
 
@@ -42,9 +45,18 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class HttpRunner:
-    def __init__(self, app: ASGIApp, sock: socket.socket, *, grace_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        sock: socket.socket,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        grace_seconds: float = 5.0,
+    ) -> None:
+        """``tls``: (certificate, key) PEM files: HTTPS; None: plain HTTP."""
         self.sock = sock
         self.port = int(sock.getsockname()[1])
+        self.tls = tls is not None
         config = uvicorn.Config(
             app,
             lifespan="off",
@@ -53,7 +65,15 @@ class HttpRunner:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=max(1, round(grace_seconds)),
+            ssl_certfile=None if tls is None else str(tls[0]),
+            ssl_keyfile=None if tls is None else str(tls[1]),
         )
+        try:
+            config.load()  # here, not in the thread: a certificate that fails says why
+        except OSError as exc:  # ssl.SSLError included
+            raise InvalidInputError(
+                f"tls_cert, tls_key: the dashboard cannot serve HTTPS with them: {exc}"
+            ) from None
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run,
@@ -69,7 +89,9 @@ class HttpRunner:
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise ShelfrankError("the dashboard's HTTP server did not start")
+                raise HttpBindError(
+                    f"the dashboard's HTTP server did not start on port {self.port}"
+                )
             time.sleep(0.01)
 
     def stop(self, timeout: float = 10.0) -> None:

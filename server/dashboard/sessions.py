@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from urllib.parse import quote, unquote, urlsplit
@@ -48,7 +49,8 @@ class Sessions:
         if len(parts) != 3:
             return None
         quoted, expiry, mac = parts
-        if not expiry.isdigit() or len(expiry) > 16:
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+        if re.fullmatch(r"[0-9]{1,16}", expiry) is None:
             return None
         caller = unquote(quoted)
         token = self._tokens.get(caller)

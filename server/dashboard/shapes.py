@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from shelfrank.core.explain import Explanation
-from shelfrank.server.service import Scored
-from shelfrank.server.storage import AuditEntry, EvaluationInfo, ReplicaSample, UserView
+from shelfrank.server.service import ItemInsight, Overview, Scored, UserLook
+from shelfrank.server.storage import AuditEntry, EvaluationInfo, ReplicaSample
 
 MAX_EVENTS = 100  # a user's events shown, newest first
 
@@ -42,21 +42,59 @@ def recommendations(scored: Scored) -> dict[str, Any]:
     }
 
 
-def user(user_id: str, view: UserView, scored: Scored) -> dict[str, Any]:
+def user(user_id: str, look: UserLook) -> dict[str, Any]:
     # Newest first by the time the event happened; of the same millisecond, the later stored.
-    newest = sorted(view.events, key=lambda pair: (pair[1].timestamp_ms, pair[0]), reverse=True)
+    newest = sorted(
+        look.view.events, key=lambda pair: (pair[1].timestamp_ms, pair[0]), reverse=True
+    )
     return {
         "user_id": user_id,
-        "profile": list(view.profile),
+        "profile": list(look.view.profile),
         "events": [
             {
                 "time_ms": event.timestamp_ms,
                 "type": event.event_type.label,
                 "item_id": event.item_id,
+                "query": event.query,
             }
             for _, event in newest[:MAX_EVENTS]
         ],
-        "recommendations": recommendations(scored),
+        "recommendations": recommendations(look.recommendations),
+    }
+
+
+def item(insight: ItemInsight, similar: Scored) -> dict[str, Any]:
+    return {
+        "item_id": insight.item.item_id,
+        "features": list(insight.item.tokens),
+        "available": insight.item.available,
+        "similar": recommendations(similar),
+        "shown": insight.shown,
+        "clicked": insight.clicked,
+        "window_days": insight.window_days,
+        "audit": audit(insight.audit),
+    }
+
+
+def overview(found: Overview, *, replica: str, role: str, now_ms: int) -> dict[str, Any]:
+    published = found.published_ms
+    return {
+        "model": {
+            "version": found.model_version,
+            "published_ms": published,
+            "age_s": None if published is None else (now_ms - published) / 1000.0,
+            "trained": found.trained,
+            "strategy": "model" if found.trained else "popularity",
+        },
+        "trainer": {"holder": found.trainer, "role": role},
+        "counts": {
+            "users": found.users,
+            "items": found.items,
+            "events": found.events,
+            "available_items": found.available_items,
+        },
+        "replicas": replicas(found.samples),
+        "this_replica": replica,
     }
 
 

@@ -709,9 +709,14 @@
         ? empty("no events yet")
         : table({
             caption: `The shopper's ${events.length === 1 ? "latest event" : `latest ${events.length} events`}, newest first`,
-            columns: [{ label: "Time" }, { label: "Type" }, { label: "Item", id: true }],
+            columns: [{ label: "Time" }, { label: "Type" }, { label: "Item", id: true }, { label: "Search query" }],
             rows: events.map((e) => ({
-              cells: [timeElement(e.time_ms), eventLabel(e.type), e.item_id ? itemLink(e.item_id) : "–"],
+              cells: [
+                timeElement(e.time_ms),
+                eventLabel(e.type),
+                e.item_id ? itemLink(e.item_id) : "–",
+                e.query ? el("span", { class: "event-query", text: String(e.query) }) : "–",
+              ],
             })),
           })
     );
@@ -1424,21 +1429,17 @@
     expired: "Your session expired. Please sign in again.",
   };
 
-  function safeNext(value) {
-    if (!value || !value.startsWith("/") || value.startsWith("//") || value.startsWith("/\\")) return "/";
-    return value;
-  }
-
   function loginPage() {
     setTitle("Sign in");
     const form = $("login-form");
     const errorBox = $("login-error");
     const params = new URLSearchParams(location.search);
-    const next = safeNext(params.get("next"));
     const csrfField = $("login-csrf");
     const nextField = $("login-next");
     if (csrfField) csrfField.value = cookie(CSRF_COOKIE);
-    if (nextField) nextField.value = next;
+    // Passed on as given: the server redirects only to a path of this site (its
+    // safe_next), and the page goes where that redirect went.
+    if (nextField) nextField.value = params.get("next") || "/";
 
     function showLoginError(text) {
       fill(errorBox, el("p", { class: "message error", text }));
@@ -1475,7 +1476,7 @@
         const landed = response.redirected ? new URL(response.url) : null;
         if (response.ok && !(landed && landed.pathname === "/login")) {
           setStatus("Signed in; opening the dashboard…");
-          location.assign(landed ? landed.pathname + landed.search + landed.hash : next);
+          location.assign(landed ? landed.pathname + landed.search + landed.hash : "/");
           return;
         }
         let message = LOGIN_ERRORS.invalid;
