@@ -21,6 +21,7 @@ import pytest
 from shelfrank.client import Client, Event, EventType, Item
 from shelfrank.server.app import RunningServer, ServerOptions, start
 from shelfrank.server.dashboard.context import STATIC_DIR
+from shelfrank.server.dashboard.pages import assemble_pages
 from shelfrank.server.dashboard.sessions import SESSION_SECONDS, Sessions, safe_next
 from tests.conftest import SERVER_CONFIG
 
@@ -120,8 +121,11 @@ def session_of(server: RunningServer, token: str = TOKEN) -> str:
     return str(set_cookies(response)["shelfrank_session"].value)
 
 
+PAGES = assemble_pages(STATIC_DIR)
+
+
 def page_bytes(name: str) -> bytes:
-    return (STATIC_DIR / name).read_bytes()
+    return PAGES[name]
 
 
 @pytest.mark.parametrize("path", ["/", "/users", "/users/u0", "/items/shoe1", "/experiments"])
@@ -153,8 +157,17 @@ def test_health_login_and_static_files_need_no_token(server: RunningServer) -> N
     assert call(server, "GET", "/healthz").status_code == 200
     login = call(server, "GET", "/login")
     assert login.status_code == 200
-    assert login.content == page_bytes("login.html")
+    assert login.content == page_bytes("login")
     assert call(server, "GET", "/static/app.js").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/layout.html", "/static/pages/user.html", "/static/pages/", "/static/pages"]
+)
+def test_the_layout_and_fragments_are_no_pages(server: RunningServer, path: str) -> None:
+    """The pages are put together from them and served whole at their own paths only."""
+    response = call(server, "GET", path)
+    assert (response.status_code, response.content) == (404, page_bytes("not-found"))
 
 
 def test_login_sets_an_httponly_strict_session_cookie_without_the_token(
@@ -281,7 +294,7 @@ def test_login_with_a_wrong_token_is_a_401_page_and_sets_no_cookie(server: Runni
     )
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("text/html")
-    assert response.content == page_bytes("login.html")
+    assert response.content == page_bytes("login")
     assert "set-cookie" not in response.headers
 
 
@@ -410,13 +423,16 @@ def test_ids_holding_markup_come_back_escaped_and_pages_stay_static(
     # The user page's lookup form goes on to the id's page; the pages never hold the id.
     lookup = call(server, "GET", "/users", params={"user_id": SCRIPT}, headers=bearer())
     assert (lookup.status_code, lookup.headers["location"]) == (303, f"/users/{quoted}")
-    for path, shell in ((f"/users/{quoted}", "user.html"), (f"/items/{quoted}", "item.html")):
+    for path, shell in ((f"/users/{quoted}", "user"), (f"/items/{quoted}", "item")):
         page = call(server, "GET", path, headers=bearer())
         assert page.status_code == 200
         assert page.content == page_bytes(shell)
         assert b"alert(1)" not in page.content
-    for shell in STATIC_DIR.glob("*.html"):  # no inline script or style anywhere
-        text = shell.read_text()
+    # No inline script or style anywhere: not in the pages, the layout or the fragments.
+    sources = [path.read_bytes() for path in STATIC_DIR.rglob("*.html")]
+    assert len(sources) == 1 + len(PAGES)
+    for html in [*PAGES.values(), *sources]:
+        text = html.decode()
         assert "<script>" not in text
         assert "<style" not in text
         assert " style=" not in text
@@ -430,13 +446,13 @@ def test_unknown_users_and_items_are_404_pages_and_404_json(server: RunningServe
         response = call(server, "GET", page, headers=bearer())
         assert response.status_code == 404
         assert response.headers["content-type"] == "text/html; charset=utf-8"
-        assert response.content == page_bytes("not_found.html")
+        assert response.content == page_bytes("not-found")
         response = call(server, "GET", api, headers=bearer())
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/json"
         assert response.json()["error"]["code"] == "NOT_FOUND"
     response = call(server, "GET", "/no/such/page", headers=bearer())
-    assert (response.status_code, response.content) == (404, page_bytes("not_found.html"))
+    assert (response.status_code, response.content) == (404, page_bytes("not-found"))
 
 
 def test_pages_set_the_csrf_cookie_only_when_missing(server: RunningServer) -> None:

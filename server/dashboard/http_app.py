@@ -7,6 +7,8 @@ authentication and CSRF, the routes.
 
 from __future__ import annotations
 
+import os
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -22,11 +24,25 @@ from shelfrank.server.dashboard.context import DashboardContext
 from shelfrank.server.dashboard.errors import code_for_status, error_response, exception_response
 from shelfrank.server.dashboard.headers import SecurityHeaders
 from shelfrank.server.dashboard.hosts import HostCheck
-from shelfrank.server.dashboard.pages import Pages, shell
+from shelfrank.server.dashboard.pages import Pages
 from shelfrank.server.dashboard.responses import SafeJSONResponse
 
 
+class AssetFiles(StaticFiles):
+    """/static/: scripts, styles, icons and the vendored chart library. Not the .html
+    files there (the layout and the page fragments): the pages are served whole, at their
+    own paths (pages.py)."""
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        full_path, found = super().lookup_path(path)
+        if full_path.lower().endswith(".html"):
+            return "", None
+        return full_path, found
+
+
 def create_app(context: DashboardContext) -> ASGIApp:
+    pages = Pages(context)  # the page shells are put together here, once
+
     async def healthz(request: Request) -> Response:
         return SafeJSONResponse({"status": "ok"})
 
@@ -39,7 +55,7 @@ def create_app(context: DashboardContext) -> ASGIApp:
             return error_response(
                 code_for_status(status), f"no {request.method} {request.url.path}", headers
             )
-        return shell(context, request, "not-found", status)
+        return pages.shell(request, "not-found", status)
 
     async def failed(request: Request, exc: Exception) -> Response:
         return exception_response(exc, f"{request.method} {request.url.path}")
@@ -47,8 +63,8 @@ def create_app(context: DashboardContext) -> ASGIApp:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         *Api(context).routes(),
-        *Pages(context).routes(),
-        Mount("/static", StaticFiles(directory=context.static_dir, check_dir=False)),
+        *pages.routes(),
+        Mount("/static", AssetFiles(directory=context.static_dir, check_dir=False)),
     ]
     app = Starlette(
         routes=routes,

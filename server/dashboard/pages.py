@@ -1,18 +1,23 @@
-"""The pages: static HTML shells (server/dashboard/static/) that ``app.js`` fills from
-the API, so no page ever holds data the server put into it. The server only chooses
-which shell (a user or item page for a known id, else the not-found page with 404), sets
-the CSRF cookie, and runs the login form.
+"""The pages: static HTML shells that ``app.js`` fills from the API, so no page ever holds
+data the server put into it. Each shell is put together once, when the app is made, from
+server/dashboard/static/layout.html (head, header and nav, status region) and the page's
+own ``<main>`` contents in static/pages/; only the static files go into them, never
+anything from a request. The server only chooses which shell (a user or item page for a
+known id, else the not-found page with 404), sets the CSRF cookie, and runs the login form.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from shelfrank.core.errors import InvalidInputError
@@ -31,38 +36,77 @@ from shelfrank.server.dashboard.sessions import (
 from shelfrank.server.grpc_servicer import status_of
 
 HTML = "text/html; charset=utf-8"
-SHELLS = {
-    "overview": "overview.html",
-    "users": "users.html",
-    "user": "user.html",
-    "items": "items.html",
-    "item": "item.html",
-    "experiments": "experiments.html",
-    "evaluations": "evaluations.html",
-    "login": "login.html",
-    "not-found": "not_found.html",
+LAYOUT = "layout.html"
+FRAGMENTS = "pages"  # under the static folder; /static/ does not serve .html (http_app.py)
+NAV = ("overview", "users", "items", "experiments", "evaluations")  # the layout's {current:…}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageSpec:
+    """What one page puts into the layout besides its ``<main>`` contents."""
+
+    fragment: str  # static/pages/<fragment>: what follows the status region in <main>
+    title: str  # the <title> (before " · shelfrank") and the <h1>
+    nav: str | None  # the main-nav link marked aria-current="page"
+    title_id: bool = False  # <h1 id="page-title">, which app.js sets to the user or item id
+    charts: bool = False  # loads the vendored uPlot (the layout's charts block)
+    signed_in: bool = True  # has the sign-out form (the layout's signed-in block)
+
+
+SPECS: dict[str, PageSpec] = {
+    "overview": PageSpec(fragment="overview.html", title="Overview", nav="overview", charts=True),
+    "users": PageSpec(fragment="users.html", title="Shoppers", nav="users"),
+    "user": PageSpec(fragment="user.html", title="Shopper", nav="users", title_id=True),
+    "items": PageSpec(fragment="items.html", title="Items", nav="items"),
+    "item": PageSpec(fragment="item.html", title="Item", nav="items", title_id=True),
+    "experiments": PageSpec(
+        fragment="experiments.html", title="Experiments", nav="experiments", charts=True
+    ),
+    "evaluations": PageSpec(fragment="evaluations.html", title="Evaluations", nav="evaluations"),
+    "login": PageSpec(fragment="login.html", title="Sign in", nav=None, signed_in=False),
+    "not-found": PageSpec(fragment="not_found.html", title="Not found", nav=None),
 }
 
+# <!--name--> … <!--/name-->, each marker on a line of its own: kept or dropped whole.
+_BLOCK = re.compile(r"^[ \t]*<!--([a-z-]+)-->\n(.*?)^[ \t]*<!--/\1-->\n", re.M | re.S)
+_PLACEHOLDER = re.compile(r"\{([a-z_]+(?::[a-z]+)?)\}")
 
-def shell(context: DashboardContext, request: Request, page: str, status: int = 200) -> Response:
-    """A page's shell, with a CSRF cookie for the browser when it has none yet (Secure
-    when the dashboard is served over HTTPS)."""
-    response = FileResponse(context.static_dir / SHELLS[page], status_code=status, media_type=HTML)
-    if not request.cookies.get(CSRF_COOKIE):
-        response.set_cookie(
-            CSRF_COOKIE,
-            new_csrf_token(),
-            path="/",
-            secure=context.tls,
-            httponly=False,  # the page's script reads it to send it back (double submit)
-            samesite="strict",
-        )
-    return response
+
+def assemble(layout: str, fragment: str, page: str, spec: PageSpec) -> str:
+    """One page: the layout with its optional blocks kept or dropped and its placeholders
+    filled, in one pass (so nothing in the fragment is taken for a placeholder)."""
+    blocks = {"charts": spec.charts, "signed-in": spec.signed_in}
+
+    def block(match: re.Match[str]) -> str:
+        return match.group(2) if blocks[match.group(1)] else ""
+
+    values = {
+        "title": spec.title,
+        "page": page,
+        "title_id": ' id="page-title"' if spec.title_id else "",
+        "main": fragment.removesuffix("\n"),
+    }
+    values.update(
+        {f"current:{name}": ' aria-current="page"' if name == spec.nav else "" for name in NAV}
+    )
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], _BLOCK.sub(block, layout))
+
+
+def assemble_pages(static_dir: Path) -> dict[str, bytes]:
+    """Every page's HTML, from the layout and the fragments in ``static_dir``."""
+    layout = (static_dir / LAYOUT).read_text(encoding="utf-8")
+    return {
+        page: assemble(
+            layout, (static_dir / FRAGMENTS / spec.fragment).read_text(encoding="utf-8"), page, spec
+        ).encode("utf-8")
+        for page, spec in SPECS.items()
+    }
 
 
 class Pages:
     def __init__(self, context: DashboardContext) -> None:
         self.context = context
+        self.html = assemble_pages(context.static_dir)  # once, when the app is made
 
     def routes(self) -> list[Route]:
         def fixed(page: str) -> Callable[[Request], Awaitable[Response]]:
@@ -85,7 +129,19 @@ class Pages:
         ]
 
     def shell(self, request: Request, page: str, status: int = 200) -> Response:
-        return shell(self.context, request, page, status)
+        """A page's shell, with a CSRF cookie for the browser when it has none yet (Secure
+        when the dashboard is served over HTTPS)."""
+        response = Response(self.html[page], status_code=status, media_type=HTML)
+        if not request.cookies.get(CSRF_COOKIE):
+            response.set_cookie(
+                CSRF_COOKIE,
+                new_csrf_token(),
+                path="/",
+                secure=self.context.tls,
+                httponly=False,  # the page's script reads it to send it back (double submit)
+                samesite="strict",
+            )
+        return response
 
     async def users(self, request: Request) -> Response:
         return self._lookup(request, "user_id", "/users/", "users")
