@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -41,3 +43,23 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def serve_process(
+    arguments: list[str], *, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """``shelfrank serve ARGUMENTS`` started and waited for: the process and the gRPC
+    address its first line announces (RuntimeError, the process killed, if none)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shelfrank.server", "serve", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("shelfrank serving on"):
+        process.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return process, line.split()[-1]

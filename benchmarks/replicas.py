@@ -30,7 +30,6 @@ import multiprocessing as mp
 import os
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,7 +42,12 @@ import grpc
 import numpy as np
 from catalogues import shape_for, trained_model  # benchmarks/catalogues.py
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from machine import children_of, cpu_seconds, machine_description  # benchmarks/machine.py
+from machine import (  # benchmarks/machine.py
+    children_of,
+    cpu_seconds,
+    machine_description,
+    serve_process,
+)
 
 from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.proto._generated import recommender_pb2 as pb
@@ -70,20 +74,12 @@ class Deployment:
         self.processes: list[subprocess.Popen[str]] = []
         self.addresses: list[str] = []
         for command in commands:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "shelfrank.server", "serve", *command],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-                env=env,
-            )
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            if not line.startswith("shelfrank serving on"):
-                process.kill()
-                raise RuntimeError(f"{name}: server did not start: {line!r}")
+            try:
+                process, address = serve_process(command, env=env)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{name}: {exc}") from None
             self.processes.append(process)
-            self.addresses.append(line.split()[-1])
+            self.addresses.append(address)
 
     def pids(self) -> list[int]:
         """Every server process (a supervisor's workers included)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -16,36 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import serve_process  # benchmarks/machine.py
 
 
-def serve(
-    model_dir: Path, state: Path, *extra: str, stderr: Any = subprocess.DEVNULL
-) -> tuple[subprocess.Popen[str], str]:
-    """``shelfrank serve`` on any free port; the process and its gRPC address."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shelfrank.server",
-            "serve",
-            "--state",
-            str(state),
-            "--model",
-            str(model_dir),
-            "--port",
-            "0",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("shelfrank serving on"):
-        process.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return process, line.split()[-1]
+def serve(model_dir: Path, state: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """``shelfrank serve`` of ``model_dir`` over ``state`` on any free port."""
+    return serve_process(["--state", str(state), "--model", str(model_dir), "--port", "0", *extra])
 
 
 def recommend_p50_by_setting(
