@@ -8,7 +8,7 @@ time), 100k items, 20k users, 1M events by default. Both models use the default
 measured through the real gRPC server (a child process per model, the shop's events in
 its store below the watermark), one client, the models served alternately in rounds so a
 slow stretch of the shared machine hits both; the in-process ``ServingModel.rank`` p50 is
-reported beside it.
+reported beside it, with the server's compiled search and with numpy alone.
 
     python benchmarks/blend_cost.py [--items 100000 --users 20000 --events 1000000] [--smoke]
 """
@@ -29,6 +29,7 @@ from serving import child_server, prepare_state, recommend_call, run_point, serv
 
 from shelfrank.core.model_format import load_serving_model
 from shelfrank.datasets.synth import SynthConfig, generate
+from shelfrank.server.ann import SearchPolicy
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
 
@@ -43,8 +44,11 @@ def model_bytes(directory: Path) -> dict[str, int]:
     return {"serving_npz_bytes": serving.stat().st_size, "serving_arrays_bytes": loaded}
 
 
-def in_process_p50(directory: Path, users: list[str], calls: int) -> float:
+def in_process_p50(directory: Path, users: list[str], calls: int, compiled: bool) -> float:
+    """``ServingModel.rank`` p50 (ms): with the server's compiled search (what a server
+    runs) or with numpy alone (what the CLI and a device run)."""
     model, _ = load_serving_model(directory)
+    SearchPolicy(compiled=compiled).prepare(model.items)
     timings = []
     for index in range(calls):
         user_id = users[index % len(users)]
@@ -60,7 +64,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--smoke", action="store_true", help="tiny run in seconds")
     parser.add_argument("--out", default="benchmarks/results/blend_cost.json")
@@ -116,18 +120,23 @@ def main() -> None:
         for name, values in p50.items():
             result["models"][name]["recommend_p50_ms_rounds"] = [round(v, 4) for v in values]
             result["models"][name]["recommend_p50_ms"] = round(float(np.median(values)), 4)
-            result["models"][name]["in_process_rank_p50_ms"] = round(
-                in_process_p50(directories[name], users, 400), 4
-            )
+            for label, compiled in (("compiled", True), ("numpy", False)):
+                result["models"][name][f"in_process_rank_p50_ms_{label}"] = round(
+                    in_process_p50(directories[name], users, 400, compiled), 4
+                )
     plain, blend = result["models"]["plain"], result["models"]["blend"]
     result["ratios"] = {
         "train_time": round(blend["train_s"] / plain["train_s"], 3),
         "train_time_target": "<= 1.5",
         "recommend_p50": round(blend["recommend_p50_ms"] / plain["recommend_p50_ms"], 3),
         "recommend_p50_target": "<= 1.2",
-        "in_process_rank_p50": round(
-            blend["in_process_rank_p50_ms"] / plain["in_process_rank_p50_ms"], 3
-        ),
+        **{
+            f"in_process_rank_p50_{label}": round(
+                blend[f"in_process_rank_p50_ms_{label}"] / plain[f"in_process_rank_p50_ms_{label}"],
+                3,
+            )
+            for label in ("compiled", "numpy")
+        },
         "serving_arrays_bytes": round(
             blend["serving_arrays_bytes"] / plain["serving_arrays_bytes"], 3
         ),

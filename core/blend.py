@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -392,6 +392,26 @@ def _trend_candidates(
     return taken, bound
 
 
+class BlendedKernel(Protocol):
+    """:func:`blended_top_k` in compiled code (the server's
+    :mod:`shelfrank.server.compiled_blend`, attached as the table's ``kernel``): the same
+    exact top k, or None where it does not apply (the numpy ranking then runs)."""
+
+    def blended_top_k(
+        self,
+        items: ScoringTable,
+        signals: RankingSignals,
+        vector: FloatArray | None,
+        bias: float,
+        history: UserHistory,
+        weights: BlendWeights,
+        k: int,
+        *,
+        exclude: IndexArray | None = None,
+        allowed: BoolArray | None = None,
+    ) -> TopK | None: ...
+
+
 def blended_top_k(
     items: ScoringTable,
     signals: RankingSignals,
@@ -406,6 +426,14 @@ def blended_top_k(
     sparse_candidates: int = SPARSE_CANDIDATES,
 ) -> TopK:
     """Exact top k of :func:`blended_scores` among the allowed, non-excluded rows."""
+    # A plain attribute lookup: isinstance on a runtime protocol costs microseconds.
+    compiled = getattr(items.kernel, "blended_top_k", None)
+    if compiled is not None:
+        found: TopK | None = compiled(
+            items, signals, vector, bias, history, weights, k, exclude=exclude, allowed=allowed
+        )
+        if found is not None:
+            return found
     n = len(items)
     blocked = None if allowed is None else ~allowed
     if exclude is not None and exclude.size:
@@ -458,6 +486,7 @@ __all__ = [
     "SEGMENTS",
     "BlendTable",
     "BlendWeights",
+    "BlendedKernel",
     "ItemNeighbours",
     "Mode",
     "RankingSignals",

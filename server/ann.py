@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.scoring import ScoringTable
-from shelfrank.server.compiled_search import COMPILED_SEARCH
+from shelfrank.server.compiled_blend import COMPILED_KERNEL
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
@@ -142,8 +142,8 @@ class SearchPolicy:
         if self.wants_index(len(table), table.pruned is not None):
             table.approximate = FaissItemIndex(table.item_vectors, table.item_biases, self.ann)
         if self.compiled:
-            table.kernel = COMPILED_SEARCH
-            COMPILED_SEARCH.warm_up(table)
+            table.kernel = COMPILED_KERNEL
+            COMPILED_KERNEL.warm_up(table)
 
 
 __all__ = ["SEARCH_MODES", "AnnConfig", "FaissItemIndex", "SearchPolicy"]

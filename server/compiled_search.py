@@ -126,6 +126,67 @@ def _score_leaf(
     return size
 
 
+def _query_bounds(
+    basis: Any, bound_columns: Any, max_norm: float, user: Any
+) -> tuple[Any, float, float, float, Any]:
+    """The query [u, 1]: its projection, the norm of its residual, the rounding slack, its
+    norm, and the bound of every leaf on ``v . u + b``."""
+    dim = user.size
+    rank = basis.shape[1]
+    leaves = bound_columns.shape[1]
+    query_projection = np.zeros(rank, np.float64)
+    for j in range(rank):
+        total = float(basis[dim, j])
+        for c in range(dim):
+            total += basis[c, j] * user[c]
+        query_projection[j] = total
+    residual_sq = 0.0
+    norm_sq = 0.0
+    for c in range(dim + 1):
+        value = float(user[c]) if c < dim else 1.0
+        norm_sq += value * value
+        rebuilt = 0.0
+        for j in range(rank):
+            rebuilt += basis[c, j] * query_projection[j]
+        residual_sq += (value - rebuilt) * (value - rebuilt)
+    query_residual = math.sqrt(residual_sq)
+    query_norm = math.sqrt(norm_sq)
+    slack = SLACK * max_norm * query_norm
+    # Leaf bounds: [high | low | residual | 1] . [max(p, 0) | min(p, 0) | |q_perp| | slack].
+    bound_query = np.empty(2 * rank + 2, np.float64)
+    for j in range(rank):
+        bound_query[j] = max(query_projection[j], 0.0)
+        bound_query[rank + j] = min(query_projection[j], 0.0)
+    bound_query[2 * rank] = query_residual
+    bound_query[2 * rank + 1] = slack
+    # Column by column: the inner loop runs over contiguous leaves and vectorises.
+    bounds = np.zeros(leaves, np.float64)
+    for j in range(2 * rank + 2):
+        weight = bound_query[j]
+        column = bound_columns[j]
+        for leaf in range(leaves):
+            bounds[leaf] += column[leaf] * weight
+    return query_projection, query_residual, slack, query_norm, bounds
+
+
+def _best_leaves(bounds: Any, count: int) -> Any:
+    """The ``count`` leaves with the highest bounds (a small selection, no full sort)."""
+    leaves = bounds.size
+    seeds = min(count, leaves)
+    seed_leaf = np.empty(seeds, np.int64)
+    seed_bound = np.empty(seeds, np.float64)
+    for leaf in range(seeds):
+        seed_leaf[leaf], seed_bound[leaf] = leaf, bounds[leaf]
+    if seeds == 0:
+        return seed_leaf
+    weakest = int(np.argmin(seed_bound))
+    for leaf in range(seeds, leaves):
+        if bounds[leaf] > seed_bound[weakest]:
+            seed_leaf[weakest], seed_bound[weakest] = leaf, bounds[leaf]
+            weakest = int(np.argmin(seed_bound))
+    return seed_leaf
+
+
 def _pruned_top_k(
     basis: Any,
     bound_columns: Any,
@@ -143,57 +204,16 @@ def _pruned_top_k(
     allowed: Any,
     filtered: bool,
 ) -> tuple[Any, Any]:
-    dim = user.size
-    rank = basis.shape[1]
     leaves = bound_columns.shape[1]
-    # The query [u, 1]: its projection, the norm of its residual, and the rounding slack.
-    query_projection = np.zeros(rank, np.float64)
-    for j in range(rank):
-        total = float(basis[dim, j])
-        for c in range(dim):
-            total += basis[c, j] * user[c]
-        query_projection[j] = total
-    residual_sq = 0.0
-    norm_sq = 0.0
-    for c in range(dim + 1):
-        value = float(user[c]) if c < dim else 1.0
-        norm_sq += value * value
-        rebuilt = 0.0
-        for j in range(rank):
-            rebuilt += basis[c, j] * query_projection[j]
-        residual_sq += (value - rebuilt) * (value - rebuilt)
-    query_residual = math.sqrt(residual_sq)
-    slack = SLACK * max_norm * math.sqrt(norm_sq)
-    # Leaf bounds: [high | low | residual | 1] . [max(p, 0) | min(p, 0) | |q_perp| | slack].
-    bound_query = np.empty(2 * rank + 2, np.float64)
-    for j in range(rank):
-        bound_query[j] = max(query_projection[j], 0.0)
-        bound_query[rank + j] = min(query_projection[j], 0.0)
-    bound_query[2 * rank] = query_residual
-    bound_query[2 * rank + 1] = slack
-    # Column by column: the inner loop runs over contiguous leaves and vectorises.
-    bounds = np.zeros(leaves, np.float64)
-    for j in range(2 * rank + 2):
-        weight = bound_query[j]
-        column = bound_columns[j]
-        for leaf in range(leaves):
-            bounds[leaf] += column[leaf] * weight
+    query_projection, query_residual, slack, _, bounds = _query_bounds(
+        basis, bound_columns, max_norm, user
+    )
     excluded = np.unique(exclude)
     heap_scores = np.empty(k, np.float32)
     heap_rows = np.empty(k, np.int64)
     size = 0
-    # Seeds: the leaves with the highest bounds, as many as the numpy search starts from
-    # (a small selection, no full sort).
-    seeds = min(SEED_LEAVES, leaves)
-    seed_leaf = np.empty(seeds, np.int64)
-    seed_bound = np.empty(seeds, np.float64)
-    for leaf in range(seeds):
-        seed_leaf[leaf], seed_bound[leaf] = leaf, bounds[leaf]
-    weakest = int(np.argmin(seed_bound))
-    for leaf in range(seeds, leaves):
-        if bounds[leaf] > seed_bound[weakest]:
-            seed_leaf[weakest], seed_bound[weakest] = leaf, bounds[leaf]
-            weakest = int(np.argmin(seed_bound))
+    # Seeds: the leaves with the highest bounds, as many as the numpy search starts from.
+    seed_leaf = _best_leaves(bounds, SEED_LEAVES)
     # The seeds first, then every leaf whose bound reaches the heap's worst score.
     done = np.zeros(leaves, np.bool_)
     for leaf in np.concatenate((seed_leaf, np.arange(leaves))):
@@ -220,6 +240,8 @@ _sift_down = _jit(_sift_down)
 _offer = _jit(_offer)
 _excluded = _jit(_excluded)
 _score_leaf = _jit(_score_leaf)
+_query_bounds = _jit(_query_bounds)
+_best_leaves = _jit(_best_leaves)
 _kernel: Any = _jit(_pruned_top_k)
 
 _NO_ROWS = np.empty(0, np.int64)

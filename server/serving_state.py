@@ -97,17 +97,18 @@ class ServingState:
         # iterator per entry, and enough allocations start a full GC over the heap).
         width = len(entries[0])
 
-        def column(i: int) -> list[Any]:
-            return list(map(itemgetter(i), entries))
+        def column(i: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
+            # Straight from the entries into an array: no intermediate list.
+            return np.fromiter(map(itemgetter(i), entries), dtype, count=len(entries))
 
-        items = column(0)
+        items = list(map(itemgetter(0), entries))
         rows = np.array(self.model.item_ids.rows_of(items), np.int64)
         known = rows >= 0
         # Entries whose tokens were written at or before the revision this table reflects
         # are unchanged: only their availability moved, no tokens to compare.
         unchanged = known.copy()
         if width > 4:
-            written = np.array(column(4), np.int64)
+            written = column(4, np.int64)
             unchanged &= (written > 0) & (written <= self.catalogue_through)
         else:
             unchanged[:] = False
@@ -122,8 +123,8 @@ class ServingState:
                 rows = np.array(state.model.item_ids.rows_of(items), np.int64)
             state = state._with_flags(
                 rows,
-                np.array(column(2), np.bool_),
-                np.array(column(3), np.int64) if width > 3 else np.zeros(len(rows), np.int64),
+                column(2, np.bool_),
+                column(3, np.int64) if width > 3 else np.zeros(len(rows), np.int64),
             )
         return state if revision is None else replace(state, catalogue_through=revision)
 

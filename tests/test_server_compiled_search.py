@@ -15,6 +15,7 @@ from shelfrank.core.ids import IdMap
 from shelfrank.core.pruned_scan import PrunedScan
 from shelfrank.core.scoring import ScoringTable
 from shelfrank.server.ann import AnnConfig, SearchPolicy
+from shelfrank.server.compiled_blend import COMPILED_KERNEL
 from shelfrank.server.compiled_search import COMPILED_SEARCH
 from shelfrank.server.registry import load_state
 from tests.test_core_pruned_scan import integer_table
@@ -120,7 +121,7 @@ def test_the_search_policy_attaches_the_kernel_unless_told_not_to() -> None:
     default, numpy_only = (ScoringTable(ids, vectors, biases) for _ in range(2))
     SearchPolicy().prepare(default)
     SearchPolicy(compiled=False).prepare(numpy_only)
-    assert default.kernel is COMPILED_SEARCH
+    assert default.kernel is COMPILED_KERNEL
     assert default.pruned is not None
     assert numpy_only.kernel is None
     user = np.random.default_rng(0).normal(size=16).astype(np.float32)
@@ -149,11 +150,11 @@ def test_shapes_the_kernel_would_read_past_are_refused() -> None:
 def test_a_catalogue_upsert_keeps_the_tables_search_structures(toy_model_dir: Path) -> None:
     state = load_state(toy_model_dir, SearchPolicy(mode="ann", ann=AnnConfig(build_threads=1)))
     table = state.model.items
-    assert table.kernel is COMPILED_SEARCH
+    assert table.kernel is COMPILED_KERNEL
     assert table.approximate is not None
     grown = state.with_items({"brand-new": ["genre:new"]})
     new_table = grown.model.items
-    assert new_table.kernel is COMPILED_SEARCH
+    assert new_table.kernel is COMPILED_KERNEL
     assert new_table.approximate is table.approximate  # rows appended: scored exactly
     assert len(new_table) == len(table) + 1
     assert "brand-new" in new_table.item_ids
