@@ -165,6 +165,16 @@ class _Parts:
     def columns(self, rows: IndexArray) -> IndexArray:
         return np.searchsorted(self.history, rows).astype(np.int64)
 
+    def add_history(self, positions: IndexArray, columns: IndexArray, values: Vector) -> None:
+        """Adds ``values`` at (item position, history column) pairs, repeated pairs summed
+        (one bincount: ``np.add.at`` costs far more per element)."""
+        if positions.size == 0:
+            return
+        width = self.history.size
+        self.history_values += np.bincount(
+            positions * width + columns, weights=values, minlength=self.items * width
+        ).reshape(self.items, width)
+
     def named(self) -> Vector:
         if not self._blocks:
             return np.zeros((self.items, 0))
@@ -191,30 +201,44 @@ def _summaries(
     )
     totals = values.sum(axis=1).tolist()
     names, offset, history = parts.names, named.shape[1], parts.history
+    # Out of numpy once: indexing element by element costs more than the rest.
+    largest_columns = largest.tolist() if largest is not None else [[]] * parts.items
+    largest_values = (
+        np.take_along_axis(values, largest, axis=1).tolist()
+        if largest is not None
+        else [[]] * parts.items
+    )
+    strongest_columns = strongest.tolist() if strongest is not None else [[]] * parts.items
+    strongest_values = (
+        np.take_along_axis(history_values, strongest, axis=1).tolist()
+        if strongest is not None
+        else [[]] * parts.items
+    )
+    history_rows = history.tolist()
     out = []
     for position in range(parts.items):
-        row_values = values[position]
-        kept: list[tuple[str, float]] = []
-        if largest is not None:
-            for column in largest[position].tolist():
-                value = float(row_values[column])
-                if value:
-                    name = (
-                        names[column]
-                        if column < offset
-                        else "history:" + ids.id_of(int(history[column - offset]))
-                    )
-                    kept.append((name, value))
+        kept = [
+            (
+                names[column]
+                if column < offset
+                else "history:" + ids.id_of(history_rows[column - offset]),
+                value,
+            )
+            for column, value in zip(
+                largest_columns[position], largest_values[position], strict=True
+            )
+            if value
+        ]
         kept.sort(key=lambda item: (-abs(item[1]), item[0]))
         rest = totals[position] - sum(value for _, value in kept)
-        because: tuple[str, ...] = ()
-        if strongest is not None:
-            support = sorted(
-                (-float(history_values[position, column]), int(history[column]))
-                for column in strongest[position].tolist()
-                if history_values[position, column] > 0
+        support = sorted(
+            (-value, history_rows[column])
+            for column, value in zip(
+                strongest_columns[position], strongest_values[position], strict=True
             )
-            because = tuple(ids.id_of(row) for _, row in support)
+            if value > 0
+        )
+        because = tuple(ids.id_of(row) for _, row in support)
         out.append(Explanation(reasons[position], tuple(kept), float(rest), because))
     return out
 
@@ -305,8 +329,11 @@ def _add_model_parts(
     columns = indices[offsets]
     token_vectors = weight[:, None] * embeddings.embeddings[columns].astype(np.float64)
     tokens, token_column = np.unique(columns, return_inverse=True)
-    credit = np.zeros((rows.size, tokens.size))
-    np.add.at(credit, (owners, token_column), (0.5 * factor) * (token_vectors @ vector))
+    credit = np.bincount(
+        owners * tokens.size + token_column,
+        weights=(0.5 * factor) * (token_vectors @ vector),
+        minlength=rows.size * tokens.size,
+    ).reshape(rows.size, tokens.size)
     vocabulary = embeddings.vocabulary
     parts.block(["item:" + vocabulary.id_of(t) for t in tokens.tolist()], credit)
     membership = np.zeros((rows.size, total))
@@ -362,8 +389,7 @@ def _add_signal_parts(
                 * strength[voters[hit]]
                 / peak
             )
-            at_column = parts.columns(history.rows[voters[hit]])
-            np.add.at(parts.history_values, (at_position, at_column), value)
+            parts.add_history(at_position, parts.columns(history.rows[voters[hit]]), value)
     if history.rows.size and weights.repeat > 0:
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
         peak = float(repeat.max()) if repeat.size else 0.0
@@ -371,9 +397,9 @@ def _add_signal_parts(
         if peak > 0 and chosen.any():
             bought = history.rows[chosen]
             at_position = order[np.searchsorted(rows[order], bought)].astype(np.int64)
-            np.add.at(
-                parts.history_values,
-                (at_position, parts.columns(bought)),
+            parts.add_history(
+                at_position,
+                parts.columns(bought),
                 weights.repeat * repeat[chosen].astype(np.float64) / peak,
             )
     segment = signals.segment_trend
