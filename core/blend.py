@@ -183,6 +183,20 @@ class UserHistory:
     strength: FloatArray
     repeat: FloatArray
     tokens: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
+    # The largest summed item-to-item vote of this history, per neighbour table, as
+    # ranking found it: explaining the same request then need not sum every vote again.
+    # Derived from the fields above, so not part of the value.
+    _vote_peaks: dict[int, tuple[ItemNeighbours, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def remember_vote_peak(self, neighbours: ItemNeighbours, peak: float) -> None:
+        self._vote_peaks[id(neighbours)] = (neighbours, peak)
+
+    def vote_peak(self, neighbours: ItemNeighbours) -> float | None:
+        """The peak ranking recorded for ``neighbours`` (None: not ranked with them)."""
+        found = self._vote_peaks.get(id(neighbours))
+        return found[1] if found is not None and found[0] is neighbours else None
 
     @classmethod
     def empty(cls) -> UserHistory:
@@ -284,9 +298,13 @@ def _summed(rows: IndexArray, values: npt.NDArray[np.floating]) -> tuple[IndexAr
     return ordered[starts].astype(np.int64), sums.astype(np.float32)
 
 
+def _peak(values: FloatArray) -> float:
+    return float(np.abs(values).max()) if values.size else 0.0
+
+
 def _unit(values: FloatArray) -> FloatArray:
     """Scaled by the largest magnitude, so the best item scores 1."""
-    peak = float(np.abs(values).max()) if values.size else 0.0
+    peak = _peak(values)
     return (values / peak).astype(np.float32) if peak > 0 else np.zeros_like(values)
 
 
@@ -298,6 +316,7 @@ def sparse_scores(
     if weights.item > 0 and history.rows.size:
         # Votes may be negative (EASE's weights are): such items are scored down.
         rows, votes = signals.neighbours.scores(history.rows, np.maximum(history.strength, 0))
+        history.remember_vote_peak(signals.neighbours, _peak(votes))
         parts.append((rows, weights.item * _unit(votes)))
     if weights.repeat > 0 and history.rows.size:
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]

@@ -182,12 +182,11 @@ class _Parts:
 
 
 def _summaries(
-    parts: _Parts, model: ServingModel, reasons: list[str], top: int
+    parts: _Parts, named: Vector, model: ServingModel, reasons: list[str], top: int
 ) -> list[Explanation]:
     """Every item's explanation: its ``top`` largest parts, the sum of the others, and the
     (up to three) history items of the largest positive parts, ranked for the whole list
-    at once."""
-    named = parts.named()
+    at once. ``named``: ``parts.named()``."""
     history_values = parts.history_values
     values = np.hstack([named, history_values])
     ids = model.item_ids
@@ -285,7 +284,7 @@ def explain_scores(
         )
         for position, row in enumerate(rows.tolist())
     ]
-    out = _summaries(parts, model, reasons, top)
+    out = _summaries(parts, named, model, reasons, top)
     if not all(explained.because for explained in out):
         # Nothing of the history is in some scores: name the closest history items.
         closest = _closest_in_history(model, rows, _history_of(user))
@@ -370,26 +369,29 @@ def _add_signal_parts(
         strength = np.maximum(history.strength, 0).astype(np.float32)
         neighbours = signals.neighbours
         offsets, lengths = row_offsets(neighbours.indptr, history.rows)
-        total = int(offsets.size)
-        voters = np.repeat(np.arange(history.rows.size), lengths)
         targets = neighbours.indices[offsets]
-        # The largest summed vote (in size) over every item, as _unit scales the term.
-        summed = np.bincount(
-            targets,
-            weights=neighbours.weights[offsets] * np.repeat(strength, lengths),
-            minlength=neighbours.items,
-        )
-        peak = float(np.abs(summed).max()) if total else 0.0
-        if peak > 0:
-            hit = member[targets]
+        # The largest summed vote (in size) over every item, as _unit scales the term:
+        # recorded by the ranking of this request, else summed here.
+        peak = history.vote_peak(neighbours)
+        if peak is None:
+            summed = np.bincount(
+                targets,
+                weights=neighbours.weights[offsets] * np.repeat(strength, lengths),
+                minlength=neighbours.items,
+            )
+            peak = float(np.abs(summed).max()) if offsets.size else 0.0
+        hit = np.flatnonzero(member[targets])
+        if peak > 0 and hit.size:
+            # The history item of each hit: the last row starting at or before it.
+            voters = np.searchsorted(np.cumsum(lengths), hit, side="right")
             at_position = order[np.searchsorted(rows[order], targets[hit])].astype(np.int64)
             value = (
                 weights.item
                 * neighbours.weights[offsets[hit]].astype(np.float64)
-                * strength[voters[hit]]
+                * strength[voters]
                 / peak
             )
-            parts.add_history(at_position, parts.columns(history.rows[voters[hit]]), value)
+            parts.add_history(at_position, parts.columns(history.rows[voters]), value)
     if history.rows.size and weights.repeat > 0:
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
         peak = float(repeat.max()) if repeat.size else 0.0
@@ -421,11 +423,14 @@ def _closest_in_history(
     cosine = (vectors[rows] @ vectors[history].T) / np.outer(norms[rows], norms[history])
     cosine[rows[:, None] == history[None, :]] = -np.inf
     ids = model.item_ids
-    out = []
-    for values in cosine:
-        order = np.lexsort((history, -values))[:BECAUSE_MAX]
-        out.append([ids.id_of(int(history[i])) for i in order if values[i] > 0])
-    return out
+    # A stable sort of every row at once: ties keep the history's (ascending) order.
+    order = np.argsort(-cosine, axis=1, kind="stable")[:, :BECAUSE_MAX]
+    best = np.take_along_axis(cosine, order, axis=1).tolist()
+    rows_of = history[order].tolist()
+    return [
+        [ids.id_of(row) for row, value in zip(found, values, strict=True) if value > 0]
+        for found, values in zip(rows_of, best, strict=True)
+    ]
 
 
 def explain_similar(

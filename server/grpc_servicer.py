@@ -15,7 +15,6 @@ import grpc
 
 from shelfrank.core.errors import InvalidInputError, StorageError
 from shelfrank.core.events import EventType
-from shelfrank.core.explain import Explanation
 from shelfrank.proto._generated import edge_sync_pb2 as edge_pb
 from shelfrank.proto._generated import edge_sync_pb2_grpc as edge_pb_grpc
 from shelfrank.proto._generated import recommender_pb2 as pb
@@ -120,33 +119,31 @@ REASON = {
 }
 
 
-def _explanation(explained: Explanation) -> pb.Explanation:
-    return pb.Explanation(
-        reason=REASON[explained.reason],
-        contributions=[
-            pb.Contribution(source=source, value=value) for source, value in explained.contributions
-        ],
-        rest=explained.rest,
-        because_item_ids=list(explained.because),
-    )
-
-
 def _response(scored: Scored) -> pb.RecommendResponse:
-    if scored.explanations:
-        items = [
-            pb.ScoredItem(item_id=item, score=score, explanation=_explanation(explained))
-            for (item, score), explained in zip(scored.items, scored.explanations, strict=True)
-        ]
-    else:
-        items = [pb.ScoredItem(item_id=item, score=score) for item, score in scored.items]
-    return pb.RecommendResponse(
-        items=items,
+    response = pb.RecommendResponse(
         model_version=scored.model_version,
         recommendation_id=scored.recommendation_id,
         strategy=STRATEGY[scored.strategy],
         variant=scored.variant,
         experiment=scored.experiment,
     )
+    items = response.items
+    if not scored.explanations:
+        for item, score in scored.items:
+            items.add(item_id=item, score=score)
+        return response
+    # Filled in place (add / extend): half the cost of building each message and
+    # copying it in, which an explained response of 60 contributions pays.
+    for (item, score), explained in zip(scored.items, scored.explanations, strict=True):
+        explanation = items.add(item_id=item, score=score).explanation
+        explanation.SetInParent()  # present even when every field keeps its default
+        explanation.reason = REASON[explained.reason]
+        explanation.rest = explained.rest
+        contributions = explanation.contributions
+        for source, value in explained.contributions:
+            contributions.add(source=source, value=value)
+        explanation.because_item_ids.extend(explained.because)
+    return response
 
 
 def _rate(variant: dict[str, Any], name: str) -> pb.Rate:
