@@ -302,9 +302,10 @@ def _peak(values: FloatArray) -> float:
     return float(np.abs(values).max()) if values.size else 0.0
 
 
-def _unit(values: FloatArray) -> FloatArray:
-    """Scaled by the largest magnitude, so the best item scores 1."""
-    peak = _peak(values)
+def _unit(values: FloatArray, peak: float | None = None) -> FloatArray:
+    """Scaled by the largest magnitude (``peak``, when known), so the best item scores 1."""
+    if peak is None:
+        peak = _peak(values)
     return (values / peak).astype(np.float32) if peak > 0 else np.zeros_like(values)
 
 
@@ -316,8 +317,9 @@ def sparse_scores(
     if weights.item > 0 and history.rows.size:
         # Votes may be negative (EASE's weights are): such items are scored down.
         rows, votes = signals.neighbours.scores(history.rows, np.maximum(history.strength, 0))
-        history.remember_vote_peak(signals.neighbours, _peak(votes))
-        parts.append((rows, weights.item * _unit(votes)))
+        peak = _peak(votes)
+        history.remember_vote_peak(signals.neighbours, peak)
+        parts.append((rows, weights.item * _unit(votes, peak)))
     if weights.repeat > 0 and history.rows.size:
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
         positive = repeat > 0

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from shelfrank.core.errors import InvalidInputError, UnknownIdError
 
 MAX_ID_BYTES = 256
@@ -49,6 +52,12 @@ class IdMap:
     def rows_of(self, values: Sequence[str]) -> list[int]:
         """The index of each of ``values`` (-1 for an unknown one), in C."""
         return list(map(self._index.get, values, itertools.repeat(-1, len(values))))
+
+    def row_array(self, values: Iterable[str], count: int) -> npt.NDArray[np.int64]:
+        """:meth:`rows_of` of ``count`` values straight into an array (no list between)."""
+        return np.fromiter(
+            map(self._index.get, values, itertools.repeat(-1, count)), np.int64, count=count
+        )
 
     def index(self, value: str) -> int:
         """Index of a known id; UnknownIdError (a KeyError too) for an unknown one."""

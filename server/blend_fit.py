@@ -299,73 +299,92 @@ def _candidates(
     signals: RankingSignals,
     mode: Mode,
     model_tops: dict[Any, Any],
+    shared: dict[int, tuple[IntArray, npt.NDArray[np.float32]]] | None = None,
 ) -> Candidates:
     """Candidate rows and component values per case; ``model_tops`` caches each case's
     best rows by the model's score and its item-to-item votes (neither depends on the
-    trend's half-life)."""
+    trend's half-life); ``shared`` (by position in ``cases``) the candidates before the
+    mode's exclusions, which both modes of one fit share."""
     trend_top = signals.trend_order()[:CANDIDATES]
     out = Candidates([], [], [], [])
-    for case in cases:
+    for index, case in enumerate(cases):
         truth = case.truth[mode]
         if truth.size == 0:
             continue
-        history = case.history
-        # Votes depend on the neighbours and the history's strengths only: the same across
-        # modes and trend half-lives (a content key, the neighbours object stays alive).
-        vote_key = (id(signals.neighbours), case.segment, case.user_id, history.strength.tobytes())
-        votes = model_tops.get(vote_key)
-        if votes is None:
-            votes = model_tops[vote_key] = signals.neighbours.scores(
-                history.rows, np.maximum(history.strength, 0)
-            )
-        item_rows, item_votes = votes
-        repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
-        segment_rows, segment_votes = np.empty(0, np.int64), np.empty(0, np.float32)
-        if signals.segment_trend is not None and history.tokens.size:
-            known = history.tokens[history.tokens < signals.segment_trend.rows]
-            segment_rows, segment_votes = signals.segment_trend.scores(
-                known, np.ones(known.size, np.float32)
-            )
-        parts = [
-            trend_top,
-            _best(item_rows, item_votes),
-            _best(segment_rows, segment_votes),
-            history.rows[repeat > 0],
-        ]
-        if case.vector is not None:
-            key = (case.segment, case.user_id)
-            top = model_tops.get(key)
-            if top is None:
-                mf_all = serving.items.scores(case.vector, case.bias)
-                count = min(CANDIDATES, mf_all.size - 1)
-                top = model_tops[key] = np.argpartition(-mf_all, count)[:CANDIDATES].astype(
-                    np.int64
-                )
-            parts.append(top)
-        rows = np.unique(np.concatenate(parts))
+        found = None if shared is None else shared.get(index)
+        if found is None:
+            found = _case_candidates(case, serving, signals, model_tops, trend_top)
+            if shared is not None:
+                shared[index] = found
+        rows, values = found
         if mode == "new" and case.exclude.size:
-            rows = rows[~np.isin(rows, case.exclude)]
-        values = np.zeros((len(COMPONENTS), rows.size), np.float32)
-        if case.vector is not None:
-            mf = serving.items.scores(case.vector, case.bias, rows=rows)
-            values[0] = mf / signals.mf_scale
-        values[1] = signals.trend_unit[rows]
-        for component, (at, scores) in (
-            (2, (item_rows, item_votes)),
-            (3, (history.rows, repeat)),
-            (4, (segment_rows, segment_votes)),
-        ):
-            if at.size:
-                unit = _unit(scores)
-                position = np.searchsorted(at, rows)
-                inside = position < at.size
-                inside[inside] = at[position[inside]] == rows[inside]
-                values[component, inside] = unit[position[inside]]
+            kept = ~np.isin(rows, case.exclude)
+            rows, values = rows[kept], values[:, kept]
         out.rows.append(rows)
         out.values.append(values)
         out.relevant.append(np.isin(rows, truth))
         out.relevant_count.append(int(truth.size))
     return out
+
+
+def _case_candidates(
+    case: Case,
+    serving: ServingModel,
+    signals: RankingSignals,
+    model_tops: dict[Any, Any],
+    trend_top: IntArray,
+) -> tuple[IntArray, npt.NDArray[np.float32]]:
+    """One case's candidate rows (the best of each component) and the unit-scaled
+    component values on them, before any exclusion."""
+    history = case.history
+    # Votes depend on the neighbours and the history's strengths only: the same across
+    # modes and trend half-lives (a content key, the neighbours object stays alive).
+    vote_key = (id(signals.neighbours), case.segment, case.user_id, history.strength.tobytes())
+    votes = model_tops.get(vote_key)
+    if votes is None:
+        votes = model_tops[vote_key] = signals.neighbours.scores(
+            history.rows, np.maximum(history.strength, 0)
+        )
+    item_rows, item_votes = votes
+    repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
+    segment_rows, segment_votes = np.empty(0, np.int64), np.empty(0, np.float32)
+    if signals.segment_trend is not None and history.tokens.size:
+        known = history.tokens[history.tokens < signals.segment_trend.rows]
+        segment_rows, segment_votes = signals.segment_trend.scores(
+            known, np.ones(known.size, np.float32)
+        )
+    parts = [
+        trend_top,
+        _best(item_rows, item_votes),
+        _best(segment_rows, segment_votes),
+        history.rows[repeat > 0],
+    ]
+    if case.vector is not None:
+        key = (case.segment, case.user_id)
+        top = model_tops.get(key)
+        if top is None:
+            mf_all = serving.items.scores(case.vector, case.bias)
+            count = min(CANDIDATES, mf_all.size - 1)
+            top = model_tops[key] = np.argpartition(-mf_all, count)[:CANDIDATES].astype(np.int64)
+        parts.append(top)
+    rows = np.unique(np.concatenate(parts))
+    values = np.zeros((len(COMPONENTS), rows.size), np.float32)
+    if case.vector is not None:
+        mf = serving.items.scores(case.vector, case.bias, rows=rows)
+        values[0] = mf / signals.mf_scale
+    values[1] = signals.trend_unit[rows]
+    for component, (at, scores) in (
+        (2, (item_rows, item_votes)),
+        (3, (history.rows, repeat)),
+        (4, (segment_rows, segment_votes)),
+    ):
+        if at.size:
+            unit = _unit(scores)
+            position = np.searchsorted(at, rows)
+            inside = position < at.size
+            inside[inside] = at[position[inside]] == rows[inside]
+            values[component, inside] = unit[position[inside]]
+    return rows, values
 
 
 def _best(rows: IntArray, scores: npt.NDArray[np.float32]) -> IntArray:
@@ -525,8 +544,9 @@ def _fit_segments(
         if len(segment_cases) < config.min_validation_users:
             continue
         modes: tuple[Mode, ...] = ("new",) if segment == "features" else ("new", "repeat")
+        shared: dict[int, tuple[IntArray, npt.NDArray[np.float32]]] = {}
         for mode in modes:
-            found = _candidates(segment_cases, serving, signals, mode, model_tops)
+            found = _candidates(segment_cases, serving, signals, mode, model_tops, shared)
             if len(found.rows) < config.min_validation_users:
                 continue
             has_vector = any(c.vector is not None for c in segment_cases)

@@ -101,8 +101,7 @@ class ServingState:
             # Straight from the entries into an array: no intermediate list.
             return np.fromiter(map(itemgetter(i), entries), dtype, count=len(entries))
 
-        items = list(map(itemgetter(0), entries))
-        rows = np.array(self.model.item_ids.rows_of(items), np.int64)
+        rows = self.model.item_ids.row_array(map(itemgetter(0), entries), len(entries))
         known = rows >= 0
         # Entries whose tokens were written at or before the revision this table reflects
         # are unchanged: only their availability moved, no tokens to compare.
@@ -113,14 +112,15 @@ class ServingState:
         else:
             unchanged[:] = False
         changes = {
-            items[i]: entries[i][1]
+            entries[i][0]: entries[i][1]
             for i in np.flatnonzero(~unchanged).tolist()
-            if not known[i] or self.item_tokens(items[i]) != tuple(entries[i][1])
+            if not known[i] or self.item_tokens(entries[i][0]) != tuple(entries[i][1])
         }
         state = self.with_items(changes) if changes else self
         if width > 2:  # CatalogueEntry: availability and add times too
             if not known.all():  # items added since: their rows exist now
-                rows = np.array(state.model.item_ids.rows_of(items), np.int64)
+                ids = map(itemgetter(0), entries)
+                rows = state.model.item_ids.row_array(ids, len(entries))
             state = state._with_flags(
                 rows,
                 column(2, np.bool_),
