@@ -328,11 +328,15 @@ def _add_model_parts(
     columns = indices[offsets]
     token_vectors = weight[:, None] * embeddings.embeddings[columns].astype(np.float64)
     tokens, token_column = np.unique(columns, return_inverse=True)
-    credit = np.bincount(
-        owners * tokens.size + token_column,
-        weights=(0.5 * factor) * (token_vectors @ vector),
-        minlength=rows.size * tokens.size,
-    ).reshape(rows.size, tokens.size)
+    credit: Vector = (
+        np.bincount(
+            owners * tokens.size + token_column,
+            weights=(0.5 * factor) * (token_vectors @ vector),
+            minlength=rows.size * tokens.size,
+        )
+        .reshape(rows.size, tokens.size)
+        .astype(np.float64, copy=False)
+    )
     vocabulary = embeddings.vocabulary
     parts.block(["item:" + vocabulary.id_of(t) for t in tokens.tolist()], credit)
     membership = np.zeros((rows.size, total))
