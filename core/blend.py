@@ -45,6 +45,9 @@ MODES: tuple[Mode, ...] = ("new", "repeat")
 CANDIDATE_MARGIN = 40
 # Items taken by their sparse (item-to-item, repeat, segment) score alone.
 SPARSE_CANDIDATES = 200
+# Neighbour tables up to this many entries keep a transpose for explanations (12 bytes an
+# entry: 24 MB at most).
+TRANSPOSE_MAX = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,20 @@ class ItemNeighbours:
     def empty(cls, items: int) -> ItemNeighbours:
         return cls(np.zeros(items + 1, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
 
+    def voters(self) -> ItemNeighbours | None:
+        """The transpose: row ``i`` lists the rows that vote for item ``i`` (ascending), with
+        their weights; what explaining a few items needs. Built on first use and kept, for
+        tables up to ``TRANSPOSE_MAX`` entries (None above: it would double their memory)."""
+        found = self.__dict__.get("_voters")
+        if found is None and self.indices.size <= TRANSPOSE_MAX:
+            order = np.argsort(self.indices, kind="stable")  # by target, then by voter
+            voter_of = np.repeat(np.arange(self.rows, dtype=np.int64), np.diff(self.indptr))
+            indptr = np.zeros(self.items + 1, np.int64)
+            np.cumsum(np.bincount(self.indices, minlength=self.items), out=indptr[1:])
+            found = ItemNeighbours(indptr, voter_of[order], self.weights[order], self.rows)
+            object.__setattr__(self, "_voters", found)  # a cache, not part of the value
+        return found
+
     @property
     def rows(self) -> int:
         return int(self.indptr.size - 1)
@@ -183,20 +200,20 @@ class UserHistory:
     strength: FloatArray
     repeat: FloatArray
     tokens: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
-    # The largest summed item-to-item vote of this history, per neighbour table, as
-    # ranking found it: explaining the same request then need not sum every vote again.
-    # Derived from the fields above, so not part of the value.
-    _vote_peaks: dict[int, tuple[ItemNeighbours, float]] = field(
+    # What ranking summed from this history per neighbour table: the item-to-item votes'
+    # peak, the segment trend's unit-scaled votes. Explaining the same request then need
+    # not sum every vote again. Derived from the fields above, so not part of the value.
+    _derived: dict[int, tuple[ItemNeighbours, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def remember_vote_peak(self, neighbours: ItemNeighbours, peak: float) -> None:
-        self._vote_peaks[id(neighbours)] = (neighbours, peak)
+    def remember(self, table: ItemNeighbours, derived: Any) -> None:
+        self._derived[id(table)] = (table, derived)
 
-    def vote_peak(self, neighbours: ItemNeighbours) -> float | None:
-        """The peak ranking recorded for ``neighbours`` (None: not ranked with them)."""
-        found = self._vote_peaks.get(id(neighbours))
-        return found[1] if found is not None and found[0] is neighbours else None
+    def recalled(self, table: ItemNeighbours) -> Any:
+        """What ranking recorded for ``table`` (None: it did not rank with it)."""
+        found = self._derived.get(id(table))
+        return found[1] if found is not None and found[0] is table else None
 
     @classmethod
     def empty(cls) -> UserHistory:
@@ -318,7 +335,7 @@ def sparse_scores(
         # Votes may be negative (EASE's weights are): such items are scored down.
         rows, votes = signals.neighbours.scores(history.rows, np.maximum(history.strength, 0))
         peak = _peak(votes)
-        history.remember_vote_peak(signals.neighbours, peak)
+        history.remember(signals.neighbours, peak)
         parts.append((rows, weights.item * _unit(votes, peak)))
     if weights.repeat > 0 and history.rows.size:
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
@@ -328,7 +345,9 @@ def sparse_scores(
     if weights.segment > 0 and segment is not None and history.tokens.size:
         known = history.tokens[history.tokens < segment.rows]
         rows, votes = segment.scores(known, np.ones(known.size, np.float32))
-        parts.append((rows, weights.segment * _unit(votes)))
+        unit = _unit(votes)
+        history.remember(segment, (rows, unit))
+        parts.append((rows, weights.segment * unit))
     if not parts:
         return np.empty(0, np.int64), np.empty(0, np.float32)
     if len(parts) == 1:

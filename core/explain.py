@@ -30,6 +30,7 @@ import numpy.typing as npt
 from shelfrank.core.blend import (
     MF_ONLY,
     BlendWeights,
+    ItemNeighbours,
     Mode,
     RankingSignals,
     UserHistory,
@@ -198,15 +199,17 @@ def _summaries(
         if supporters
         else None
     )
-    totals = values.sum(axis=1).tolist()
     names, offset, history = parts.names, named.shape[1], parts.history
     # Out of numpy once: indexing element by element costs more than the rest.
     largest_columns = largest.tolist() if largest is not None else [[]] * parts.items
-    largest_values = (
-        np.take_along_axis(values, largest, axis=1).tolist()
+    chosen = (
+        np.take_along_axis(values, largest, axis=1)
         if largest is not None
-        else [[]] * parts.items
+        else np.zeros((parts.items, 0))
     )
+    largest_values = chosen.tolist()
+    # What the kept parts leave out (a zero part kept or not changes nothing).
+    rests = (values.sum(axis=1) - chosen.sum(axis=1)).tolist()
     strongest_columns = strongest.tolist() if strongest is not None else [[]] * parts.items
     strongest_values = (
         np.take_along_axis(history_values, strongest, axis=1).tolist()
@@ -229,7 +232,6 @@ def _summaries(
             if value
         ]
         kept.sort(key=lambda item: (-abs(item[1]), item[0]))
-        rest = totals[position] - sum(value for _, value in kept)
         support = sorted(
             (-value, history_rows[column])
             for column, value in zip(
@@ -238,7 +240,7 @@ def _summaries(
             if value > 0
         )
         because = tuple(ids.id_of(row) for _, row in support)
-        out.append(Explanation(reasons[position], tuple(kept), float(rest), because))
+        out.append(Explanation(reasons[position], tuple(kept), rests[position], because))
     return out
 
 
@@ -260,8 +262,10 @@ def explain_scores(
     weights = _weights(model, user, mode)
     signals = model.signals if weights != MF_ONLY else None
     rows = np.asarray(rows, np.int64)
-    folded = np.unique(user.folded_rows)
-    parts = _Parts(rows.size, np.union1d(user.history.rows, folded).astype(np.int64))
+    history = user.history.rows  # ascending, distinct
+    if user.folded_rows.size:
+        history = np.union1d(history, user.folded_rows).astype(np.int64)
+    parts = _Parts(rows.size, history)
     vector = None if user.vector is None else user.vector.astype(np.float64)
     if vector is None and signals is None:
         parts.block(["signal:popularity"], model.item_popularity[rows].astype(np.float64))
@@ -271,15 +275,19 @@ def explain_scores(
     if signals is not None:
         _add_signal_parts(parts, model, signals, user.history, weights, rows)
     named = parts.named()
-    history_positive = np.where(parts.history_values > 0, parts.history_values, 0.0).sum(axis=1)
-    positive = (history_positive + np.where(named > 0, named, 0.0).sum(axis=1)).tolist()
-    any_history = (parts.history_values != 0).any(axis=1).tolist()
+    history_positive = np.maximum(parts.history_values, 0.0).sum(axis=1)
+    positive = (history_positive + np.maximum(named, 0.0).sum(axis=1)).tolist()
+    history_positive_list = history_positive.tolist()
+    popularity_user = user.source == "popularity"
+    any_history = (
+        (parts.history_values != 0).any(axis=1).tolist() if popularity_user else [True] * rows.size
+    )
     reasons = [
         reason_of(
             explored=bool(len(explored) and explored[position]),
             new=trained_items is not None and row >= trained_items,
-            popular=user.source == "popularity" and not any_history[position],
-            history_positive=float(history_positive[position]),
+            popular=popularity_user and not any_history[position],
+            history_positive=history_positive_list[position],
             positive=positive[position],
         )
         for position, row in enumerate(rows.tolist())
@@ -327,20 +335,13 @@ def _add_model_parts(
     )
     columns = indices[offsets]
     token_vectors = weight[:, None] * embeddings.embeddings[columns].astype(np.float64)
-    tokens, token_column = np.unique(columns, return_inverse=True)
-    credit: Vector = (
-        np.bincount(
-            owners * tokens.size + token_column,
-            weights=(0.5 * factor) * (token_vectors @ vector),
-            minlength=rows.size * tokens.size,
-        )
-        .reshape(rows.size, tokens.size)
-        .astype(np.float64, copy=False)
-    )
-    vocabulary = embeddings.vocabulary
-    parts.block(["item:" + vocabulary.id_of(t) for t in tokens.tolist()], credit)
+    # A column per (item, token): an item's tokens are distinct, so each of its parts is
+    # one column, with no grouping of the list's tokens first.
     membership = np.zeros((rows.size, total))
     membership[owners, np.arange(total)] = 1.0
+    credit = membership * ((0.5 * factor) * (token_vectors @ vector))
+    vocabulary = embeddings.vocabulary
+    parts.block(["item:" + vocabulary.id_of(t) for t in columns.tolist()], credit)
     own = items - membership @ token_vectors
     parts.block(
         ["item:own", "bias:item", "bias:user"],
@@ -370,32 +371,7 @@ def _add_signal_parts(
     if weights.trend > 0:
         parts.block(["signal:trend"], weights.trend * signals.trend_unit[rows].astype(np.float64))
     if history.rows.size and weights.item > 0:
-        strength = np.maximum(history.strength, 0).astype(np.float32)
-        neighbours = signals.neighbours
-        offsets, lengths = row_offsets(neighbours.indptr, history.rows)
-        targets = neighbours.indices[offsets]
-        # The largest summed vote (in size) over every item, as _unit scales the term:
-        # recorded by the ranking of this request, else summed here.
-        peak = history.vote_peak(neighbours)
-        if peak is None:
-            summed = np.bincount(
-                targets,
-                weights=neighbours.weights[offsets] * np.repeat(strength, lengths),
-                minlength=neighbours.items,
-            )
-            peak = float(np.abs(summed).max()) if offsets.size else 0.0
-        hit = np.flatnonzero(member[targets])
-        if peak > 0 and hit.size:
-            # The history item of each hit: the last row starting at or before it.
-            voters = np.searchsorted(np.cumsum(lengths), hit, side="right")
-            at_position = order[np.searchsorted(rows[order], targets[hit])].astype(np.int64)
-            value = (
-                weights.item
-                * neighbours.weights[offsets[hit]].astype(np.float64)
-                * strength[voters]
-                / peak
-            )
-            parts.add_history(at_position, parts.columns(history.rows[voters]), value)
+        _add_votes(parts, signals.neighbours, history, weights.item, rows, member, order)
     if history.rows.size and weights.repeat > 0:
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
         peak = float(repeat.max()) if repeat.size else 0.0
@@ -410,11 +386,64 @@ def _add_signal_parts(
             )
     segment = signals.segment_trend
     if weights.segment > 0 and segment is not None and history.tokens.size:
-        known = history.tokens[history.tokens < segment.rows]
-        voted_rows, votes = segment.scores(known, np.ones(known.size, np.float32))
-        values = np.zeros(signals.items)
-        values[voted_rows] = _unit(votes)
-        parts.block(["signal:segment"], weights.segment * values[rows])
+        recalled = history.recalled(segment)
+        if recalled is None:
+            known = history.tokens[history.tokens < segment.rows]
+            voted_rows, votes = segment.scores(known, np.ones(known.size, np.float32))
+            recalled = (voted_rows, _unit(votes))
+        voted_rows, unit = recalled
+        values = np.zeros(rows.size)
+        if voted_rows.size:  # voted_rows ascending
+            at = np.minimum(np.searchsorted(voted_rows, rows), voted_rows.size - 1)
+            hit = voted_rows[at] == rows
+            values[hit] = unit[at[hit]]
+        parts.block(["signal:segment"], weights.segment * values)
+
+
+def _add_votes(
+    parts: _Parts,
+    neighbours: ItemNeighbours,
+    history: UserHistory,
+    weight: float,
+    rows: IndexArray,
+    member: npt.NDArray[np.bool_],
+    order: IndexArray,
+) -> None:
+    """Each history item's item-to-item vote for each of ``rows``, scaled as core/blend.py
+    scales the term (by the largest summed vote over every item)."""
+    strength = np.maximum(history.strength, 0).astype(np.float32)
+    peak = history.recalled(neighbours)  # recorded by this request's ranking, if numpy ranked
+    voters = neighbours.voters()
+    if peak is None or voters is None:
+        offsets, lengths = row_offsets(neighbours.indptr, history.rows)
+        targets = neighbours.indices[offsets]
+        if peak is None:
+            summed = np.bincount(
+                targets,
+                weights=neighbours.weights[offsets] * np.repeat(strength, lengths),
+                minlength=neighbours.items,
+            )
+            # Rounded to float32 as ranking's summed votes are (core.blend.ItemNeighbours).
+            peak = float(np.abs(summed.astype(np.float32)).max()) if offsets.size else 0.0
+    if not peak:
+        return
+    if voters is not None:
+        # From the recommended items' side: their voters that are in the history.
+        offsets, lengths = row_offsets(voters.indptr, rows)
+        voter = voters.indices[offsets]
+        at = np.minimum(np.searchsorted(history.rows, voter), history.rows.size - 1)
+        hit = np.flatnonzero(history.rows[at] == voter)
+        positions = np.repeat(np.arange(rows.size, dtype=np.int64), lengths)[hit]
+        by_history = at[hit]
+        vote_weights = voters.weights[offsets[hit]]
+    else:
+        hit = np.flatnonzero(member[targets])
+        # The history item of each hit: the last row starting at or before it.
+        by_history = np.searchsorted(np.cumsum(lengths), hit, side="right")
+        positions = order[np.searchsorted(rows[order], targets[hit])].astype(np.int64)
+        vote_weights = neighbours.weights[offsets[hit]]
+    value = weight * vote_weights.astype(np.float64) * strength[by_history] / peak
+    parts.add_history(positions, parts.columns(history.rows[by_history]), value)
 
 
 def _closest_in_history(
