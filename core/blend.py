@@ -200,19 +200,17 @@ class UserHistory:
     strength: FloatArray
     repeat: FloatArray
     tokens: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
-    # What ranking summed from this history per neighbour table: the item-to-item votes'
-    # peak, the segment trend's unit-scaled votes. Explaining the same request then need
-    # not sum every vote again. Derived from the fields above, so not part of the value.
-    _derived: dict[int, tuple[ItemNeighbours, Any]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
+    # What ranking summed from this history per neighbour table (the item-to-item votes'
+    # peak, the segment trend's unit-scaled votes), so that explaining the same request
+    # need not sum every vote again. Derived from the fields, so kept outside them, and
+    # only once something is remembered (most histories are never explained).
     def remember(self, table: ItemNeighbours, derived: Any) -> None:
-        self._derived[id(table)] = (table, derived)
+        self.__dict__[f"_derived_{id(table)}"] = (table, derived)
 
     def recalled(self, table: ItemNeighbours) -> Any:
         """What ranking recorded for ``table`` (None: it did not rank with it)."""
-        found = self._derived.get(id(table))
+        found = self.__dict__.get(f"_derived_{id(table)}")
         return found[1] if found is not None and found[0] is table else None
 
     @classmethod

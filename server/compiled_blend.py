@@ -87,9 +87,10 @@ def _add_part(
     in_any: Any,
     touched: Any,
     size: int,
-) -> int:
+) -> tuple[int, Any]:
     """Adds ``weight * votes / max |votes|`` (float32, as core.blend._unit scales a term) to
-    ``combined``; clears the part's marks; returns how many rows ``combined`` holds."""
+    ``combined``; clears the part's marks; returns how many rows ``combined`` holds and
+    the peak."""
     peak = np.float32(0.0)
     for i in range(count):
         value = abs(np.float32(acc[part_rows[i]]))
@@ -105,7 +106,7 @@ def _add_part(
             touched[size] = row
             size += 1
         combined[row] += weight * unit
-    return size
+    return size, peak
 
 
 def _dot(vectors: Any, row: int, user: Any) -> float:
@@ -188,15 +189,16 @@ def _blended_top_k(
     exclude: Any,
     allowed: Any,
     filtered: bool,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     # 1. The sparse terms, in core.blend.sparse_scores' order: item-to-item, repeat, segment.
     size = 0
+    item_peak = np.float32(-1.0)  # -1: no item-to-item term
     if item_weight > 0 and history_rows.size:
         count = _part_votes(
             votes_indptr, votes_indices, votes_weights, history_rows, history_strength,
             acc, in_part, part_rows,
         )  # fmt: skip
-        size = _add_part(
+        size, item_peak = _add_part(
             acc, in_part, part_rows, count, item_weight, combined, in_any, touched, size
         )
     for i in range(repeat_rows.size):  # already weighted and scaled
@@ -213,7 +215,7 @@ def _blended_top_k(
             segment_indptr, segment_indices, segment_weights, tokens, ones,
             acc, in_part, part_rows,
         )  # fmt: skip
-        size = _add_part(
+        size, _ = _add_part(
             acc, in_part, part_rows, count, segment_weight, combined, in_any, touched, size
         )
     # 2. Bounds: per leaf on the dense part; the rounding slack of the blended sum.
@@ -306,7 +308,7 @@ def _blended_top_k(
     by_row = np.argsort(rows)
     rows, scores = rows[by_row], scores[by_row]
     best = np.argsort(-scores, kind="mergesort")
-    return rows[best], scores[best]
+    return rows[best], scores[best], item_peak
 
 
 # No fastmath here: the blended sum must round as numpy's does (no fused multiply-add).
@@ -426,7 +428,7 @@ class CompiledSearch(CompiledPrunedSearch):
         if weights.segment > 0 and segment is not None and history.tokens.size:
             tokens = history.tokens[history.tokens < segment.rows].astype(np.int64)
         neighbours = signals.neighbours
-        rows, scores = _kernel(
+        rows, scores, item_peak = _kernel(
             scan.basis,
             scan.bound_matrix.T,
             scan.offsets,
@@ -468,6 +470,8 @@ class CompiledSearch(CompiledPrunedSearch):
             _NO_MASK if allowed is None else allowed,
             allowed is not None,
         )
+        if item_peak >= 0:  # for this request's explanation, as the numpy blend records it
+            history.remember(neighbours, float(item_peak))
         return TopK(rows, scores)
 
 

@@ -106,11 +106,15 @@ def test_compiled_blend_equals_the_numpy_blend(
         compiled, signals, vector, user_bias, history, blend, k, exclude=exclude, allowed=allowed
     )
     assert got is not None
+    # The same history in another object: each ranking records what it summed on its own.
+    same = UserHistory(history.rows, history.strength, history.repeat, history.tokens)
     want = blended_top_k(
-        plain, signals, vector, user_bias, history, blend, k, exclude=exclude, allowed=allowed
+        plain, signals, vector, user_bias, same, blend, k, exclude=exclude, allowed=allowed
     )
     assert got.indices.tolist() == want.indices.tolist()
     assert got.scores.tolist() == want.scores.tolist()
+    # Both record the item-to-item votes' peak for the request's explanation, equally.
+    assert history.recalled(signals.neighbours) == same.recalled(signals.neighbours)
     # The full scan of the blend agrees too (so numpy's fast path is not the only witness).
     full = blended_scores(plain, signals, vector, user_bias, history, blend)
     if allowed is not None:
