@@ -148,6 +148,33 @@ def _blended_score(
     return np.float32(np.float32(mf_weight * model) + trend_weight * trend[row]) + sparse
 
 
+def _score_and_offer(
+    row: int,
+    sparse: Any,
+    excluded: Any,
+    vectors: Any,
+    biases: Any,
+    user: Any,
+    user_bias: Any,
+    mf_weight: Any,
+    trend_weight: Any,
+    trend: Any,
+    heap_scores: Any,
+    heap_rows: Any,
+    heap: int,
+    k: int,
+) -> int:
+    """Scores ``row`` unless excluded and offers it to the heap; returns the heap's size."""
+    if _excluded(excluded, row):
+        return heap
+    score = _blended_score(
+        row, vectors, biases, user, user_bias, mf_weight, trend_weight, trend, sparse
+    )
+    if math.isfinite(score):
+        heap = _offer(heap_scores, heap_rows, heap, k, score, row)
+    return heap
+
+
 def _blended_top_k(
     basis: Any,
     bound_columns: Any,
@@ -261,14 +288,10 @@ def _blended_top_k(
                     )  # fmt: skip
                     if a * (bound + ub) + rest < heap_scores[0]:
                         continue
-                if _excluded(excluded, row):
-                    continue
-                score = _blended_score(
-                    row, vectors, biases, user, user_bias, mf_weight, trend_weight, trend,
-                    sparse,
+                heap = _score_and_offer(
+                    row, sparse, excluded, vectors, biases, user, user_bias, mf_weight,
+                    trend_weight, trend, heap_scores, heap_rows, heap, k,
                 )  # fmt: skip
-                if math.isfinite(score):
-                    heap = _offer(heap_scores, heap_rows, heap, k, score, row)
             continue
         candidates = seeds if phase == 0 else np.arange(leaves)
         for leaf in candidates:
@@ -292,14 +315,10 @@ def _blended_top_k(
                     bound = a * (bound + ub) + t * trend[row] + blend_slack
                     if bound < heap_scores[0]:
                         continue
-                if _excluded(excluded, row):
-                    continue
-                score = _blended_score(
-                    row, vectors, biases, user, user_bias, mf_weight, trend_weight, trend,
-                    sparse,
+                heap = _score_and_offer(
+                    row, sparse, excluded, vectors, biases, user, user_bias, mf_weight,
+                    trend_weight, trend, heap_scores, heap_rows, heap, k,
                 )  # fmt: skip
-                if math.isfinite(score):
-                    heap = _offer(heap_scores, heap_rows, heap, k, score, row)
     for i in range(size):  # the scratch is clean for the next call
         in_any[touched[i]] = 0
     # Best first, ties by the lower row, as core.scoring.top_k ranks them.
@@ -320,6 +339,7 @@ _fast_jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract", 
 _dot = _fast_jit(_dot)
 _item_bound = _fast_jit(_item_bound)
 _blended_score = _exact_jit(_blended_score)
+_score_and_offer = _exact_jit(_score_and_offer)
 _kernel: Any = _exact_jit(_blended_top_k)
 
 _NO_ROWS = np.empty(0, np.int64)
