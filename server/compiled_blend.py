@@ -4,7 +4,7 @@
 Why: the numpy blend searches the model's top ``k + margin``, sums the item-to-item votes
 of every history item with a sort, and scores the candidates, a few dozen numpy calls
 that hold the GIL; at 100k items it cost four times a plain Recommend. Here the sparse
-terms are summed in a per-thread scratch table, and one branch-and-bound search over the
+terms are summed in a scratch table lent to the call, and one branch-and-bound search over the
 pruned scan's leaves (:mod:`shelfrank.server.compiled_search`) finds the exact blended top
 k directly, releasing the GIL throughout:
 
@@ -22,6 +22,8 @@ numpy blend's, ties broken by the lower row (property-tested on integer tables).
 from __future__ import annotations
 
 import math
+import os
+import queue
 import threading
 from typing import Any
 
@@ -348,31 +350,49 @@ _NO_MASK = np.empty(0, np.bool_)
 _NO_INDPTR = np.zeros(1, np.int64)
 
 
-class _Scratch(threading.local):
-    """Per-thread tables of the catalogue's size, kept clean between calls (the kernel
-    releases the GIL, so two threads must never share one)."""
+class _Scratch:
+    """Tables of the catalogue's size, left clean by every call. The kernel releases the
+    GIL, so a call holds one alone (see :class:`_ScratchPool`)."""
 
-    items = -1
+    def __init__(self, items: int) -> None:
+        self.acc = np.zeros(items, np.float64)
+        self.in_part = np.zeros(items, np.int8)
+        self.part_rows = np.zeros(items, np.int64)
+        self.combined = np.zeros(items, np.float64)
+        self.in_any = np.zeros(items, np.int8)
+        self.touched = np.zeros(items, np.int64)
+        self.items = items
 
-    def ensure(self, items: int) -> None:
-        if self.items != items:
-            self.acc = np.zeros(items, np.float64)
-            self.in_part = np.zeros(items, np.int8)
-            self.part_rows = np.zeros(items, np.int64)
-            self.combined = np.zeros(items, np.float64)
-            self.in_any = np.zeros(items, np.int8)
-            self.touched = np.zeros(items, np.int64)
-            self.items = items
+
+class _ScratchPool:
+    """Scratches lent to one call at a time. At most ``kept`` (the cores: no more kernels
+    run at once) stay between calls, so 16 request threads do not keep 16 tables of 34
+    bytes per item; a call finding none free makes one, dropped after if enough are kept."""
+
+    def __init__(self, kept: int) -> None:
+        self._free: queue.SimpleQueue[_Scratch] = queue.SimpleQueue()
+        self._kept = kept
+
+    def take(self, items: int) -> _Scratch:
+        try:
+            scratch = self._free.get_nowait()
+        except queue.Empty:
+            return _Scratch(items)
+        return scratch if scratch.items == items else _Scratch(items)
+
+    def give_back(self, scratch: _Scratch) -> None:
+        if self._free.qsize() < self._kept:
+            self._free.put(scratch)
 
 
 class CompiledSearch(CompiledPrunedSearch):
     """The compiled pruned search, and :func:`shelfrank.core.blend.blended_top_k` in the
     compiled kernel where the table has a pruned scan (``core.blend.BlendedKernel``). One
-    instance serves every table: per-(scan, trend) leaf tables are cached, the scratch is
-    per thread."""
+    instance serves every table: per-(scan, trend) leaf tables are cached, scratch tables
+    are lent from a pool."""
 
     def __init__(self) -> None:
-        self._scratch = _Scratch()
+        self._scratches = _ScratchPool(max(2, os.cpu_count() or 2))
         self._leaves: dict[tuple[int, int], tuple[PrunedScan, FloatArray, Any]] = {}
         self._lock = threading.Lock()
 
@@ -434,8 +454,7 @@ class CompiledSearch(CompiledPrunedSearch):
         ):
             return None
         leaf_of, position_of, leaf_trend = self._leaf_tables(scan, signals.trend_unit)
-        scratch = self._scratch
-        scratch.ensure(n)
+        scratch = self._scratches.take(n)
         # The repeat term is a few history rows: scaled here exactly as core.blend does.
         repeat_rows, repeat_values = _NO_ROWS, _NO_FLOATS
         if weights.repeat > 0 and history.rows.size:
@@ -447,6 +466,39 @@ class CompiledSearch(CompiledPrunedSearch):
         tokens = _NO_ROWS
         if weights.segment > 0 and segment is not None and history.tokens.size:
             tokens = history.tokens[history.tokens < segment.rows].astype(np.int64)
+        try:
+            rows, scores, item_peak = self._run(
+                scan, leaf_of, position_of, leaf_trend, items, vector, bias, weights,
+                signals, history, repeat_rows, repeat_values, tokens, scratch, k,
+                exclude, allowed,
+            )  # fmt: skip
+        finally:
+            self._scratches.give_back(scratch)
+        if item_peak >= 0:  # for this request's explanation, as the numpy blend records it
+            history.remember(signals.neighbours, float(item_peak))
+        return TopK(rows, scores)
+
+    @staticmethod
+    def _run(
+        scan: PrunedScan,
+        leaf_of: IndexArray,
+        position_of: IndexArray,
+        leaf_trend: npt.NDArray[np.float64],
+        items: ScoringTable,
+        vector: FloatArray,
+        bias: float,
+        weights: BlendWeights,
+        signals: RankingSignals,
+        history: UserHistory,
+        repeat_rows: IndexArray,
+        repeat_values: FloatArray,
+        tokens: IndexArray,
+        scratch: _Scratch,
+        k: int,
+        exclude: IndexArray | None,
+        allowed: BoolArray | None,
+    ) -> tuple[IndexArray, FloatArray, float]:
+        segment = signals.segment_trend
         neighbours = signals.neighbours
         rows, scores, item_peak = _kernel(
             scan.basis,
@@ -490,9 +542,7 @@ class CompiledSearch(CompiledPrunedSearch):
             _NO_MASK if allowed is None else allowed,
             allowed is not None,
         )
-        if item_peak >= 0:  # for this request's explanation, as the numpy blend records it
-            history.remember(neighbours, float(item_peak))
-        return TopK(rows, scores)
+        return rows, scores, float(item_peak)
 
 
 COMPILED_KERNEL = CompiledSearch()

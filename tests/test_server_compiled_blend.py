@@ -148,7 +148,8 @@ def test_the_scratch_stays_clean_across_calls_and_threads() -> None:
         return list(found.indices.tolist())
 
     # Sequentially (a history's marks must not leak into the next call), then from four
-    # threads at once (each has its own scratch while the kernel runs without the GIL).
+    # threads at once (each call holds its own scratch while the kernel runs without the
+    # GIL; more calls than the pool keeps make their own).
     assert [ranked(i) for i in range(len(queries))] == want
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(ranked, range(4 * len(queries)))) == want * 4
@@ -172,3 +173,18 @@ def test_where_the_kernel_does_not_apply_numpy_ranks() -> None:
         got = blended_top_k(compiled, signals, vector, 0.0, history, weights, 5, allowed=mask)
         want = blended_top_k(plain, signals, vector, 0.0, history, weights, 5, allowed=mask)
         assert got.indices.tolist() == want.indices.tolist()
+
+
+def test_the_pool_lends_clean_tables_and_keeps_at_most_its_bound() -> None:
+    from shelfrank.server.compiled_blend import _ScratchPool
+
+    pool = _ScratchPool(2)
+    lent = [pool.take(50) for _ in range(4)]  # more calls at once than the pool keeps
+    assert len({id(s) for s in lent}) == 4
+    for scratch in lent:
+        pool.give_back(scratch)
+    again = [pool.take(50) for _ in range(3)]
+    assert sum(any(s is t for t in lent) for s in again) == 2  # two were kept, one is new
+    resized = pool.take(80)  # another catalogue size: a table of its own
+    assert resized.items == 80
+    assert resized.combined.size == 80
