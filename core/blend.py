@@ -41,8 +41,11 @@ Mode = Literal["new", "repeat"]
 COMPONENTS = ("mf", "trend", "item", "repeat", "segment")
 SEGMENTS = ("trained", "fold-in", "features", "popularity")
 MODES: tuple[Mode, ...] = ("new", "repeat")
-# Extra model-score candidates beyond k: enough that the certificate rarely fails.
-CANDIDATE_MARGIN = 40
+# Extra model-score candidates beyond k: at 100k items the certificate held for every one
+# of 400 shoppers with 10 (benchmarks/RESULTS.md); a failure retries with RETRY_SCALE
+# times the pool before scoring the whole catalogue.
+CANDIDATE_MARGIN = 10
+RETRY_SCALE = 8
 # Items taken by their sparse (item-to-item, repeat, segment) score alone.
 SPARSE_CANDIDATES = 200
 # Neighbour tables up to this many entries keep a transpose for explanations (12 bytes an
@@ -450,6 +453,58 @@ class BlendedKernel(Protocol):
     ) -> TopK | None: ...
 
 
+def _top_k_of_candidates(
+    items: ScoringTable,
+    signals: RankingSignals,
+    vector: FloatArray | None,
+    bias: float,
+    weights: BlendWeights,
+    k: int,
+    sparse_rows: IndexArray,
+    sparse_values: FloatArray,
+    blocked: BoolArray | None,
+    exclude: IndexArray | None,
+    allowed: BoolArray | None,
+    *,
+    pool: int,
+    sparse_pool: int,
+) -> TopK | None:
+    """The top k among the best ``pool`` items by the model's score and by trend and the
+    best ``sparse_pool`` by the sparse terms, when it is provably the top k of all: any
+    other item scores at most the sum of the three cut-off values. None otherwise."""
+    # The best sparse items are candidates; any other scores at most the last one taken
+    # there (or 0, outside the sparse support).
+    bound = 0.0
+    sparse_best = sparse_rows
+    if sparse_rows.size > sparse_pool:
+        taken = np.argpartition(-sparse_values, sparse_pool - 1)[:sparse_pool]
+        sparse_best = sparse_rows[taken]
+        bound = max(float(sparse_values[taken].min()), 0.0)
+    parts = [sparse_best]
+    if vector is not None and weights.mf > 0:
+        found = items.recommend(vector, bias, pool, exclude=exclude, allowed=allowed)
+        parts.append(found.indices)
+        if len(found) == pool:
+            bound += weights.mf / signals.mf_scale * float(found.scores[-1])
+        else:
+            bound = -np.inf  # every eligible item is a candidate
+    if weights.trend > 0 and bound > -np.inf:
+        trending, trend_bound = _trend_candidates(signals, pool, blocked)
+        parts.append(trending)
+        bound += weights.trend * trend_bound
+    candidates = np.unique(np.concatenate(parts))  # ascending: ties break by row
+    if blocked is not None and candidates.size:
+        candidates = candidates[~blocked[candidates]]
+    if candidates.size < k:
+        return None
+    scores = _dense(items, signals, vector, bias, weights, rows=candidates)
+    _add_sparse(scores, candidates, sparse_rows, sparse_values)
+    best = top_k(scores, k)
+    if len(best) == k and float(best.scores[-1]) > bound:
+        return TopK(candidates[best.indices], best.scores)
+    return None
+
+
 def blended_top_k(
     items: ScoringTable,
     signals: RankingSignals,
@@ -481,36 +536,16 @@ def blended_top_k(
     if blocked is not None and sparse_rows.size:
         eligible = ~blocked[sparse_rows]
         sparse_rows, sparse_values = sparse_rows[eligible], sparse_values[eligible]
-    pool = k + CANDIDATE_MARGIN
-    # The best sparse items are candidates; any other scores at most the last one taken
-    # there (or 0, outside the sparse support).
-    bound = 0.0
-    sparse_best = sparse_rows
-    if sparse_rows.size > sparse_candidates:
-        taken = np.argpartition(-sparse_values, sparse_candidates - 1)[:sparse_candidates]
-        sparse_best = sparse_rows[taken]
-        bound = max(float(sparse_values[taken].min()), 0.0)
-    parts = [sparse_best]
-    if vector is not None and weights.mf > 0:
-        found = items.recommend(vector, bias, pool, exclude=exclude, allowed=allowed)
-        parts.append(found.indices)
-        if len(found) == pool:
-            bound += weights.mf / signals.mf_scale * float(found.scores[-1])
-        else:
-            bound = -np.inf  # every eligible item is a candidate
-    if weights.trend > 0 and bound > -np.inf:
-        trending, trend_bound = _trend_candidates(signals, pool, blocked)
-        parts.append(trending)
-        bound += weights.trend * trend_bound
-    candidates = np.unique(np.concatenate(parts))  # ascending: ties break by row
-    if blocked is not None and candidates.size:
-        candidates = candidates[~blocked[candidates]]
-    if candidates.size >= k:
-        scores = _dense(items, signals, vector, bias, weights, rows=candidates)
-        _add_sparse(scores, candidates, sparse_rows, sparse_values)
-        best = top_k(scores, k)
-        if len(best) == k and float(best.scores[-1]) > bound:
-            return TopK(candidates[best.indices], best.scores)
+    # A small pool first; when its bound does not prove the top k, one eight times larger;
+    # only then the whole catalogue.
+    for scale in (1, RETRY_SCALE):
+        found = _top_k_of_candidates(
+            items, signals, vector, bias, weights, k, sparse_rows, sparse_values, blocked,
+            exclude, allowed, pool=scale * (k + CANDIDATE_MARGIN),
+            sparse_pool=scale * sparse_candidates,
+        )  # fmt: skip
+        if found is not None:
+            return found
     full = blended_scores(items, signals, vector, bias, history, weights)
     if blocked is not None:
         full[blocked] = -np.inf
