@@ -35,12 +35,15 @@ from shelfrank.core.blend import BlendWeights, RankingSignals, UserHistory, _uni
 from shelfrank.core.pruned_scan import SEED_LEAVES, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
 from shelfrank.server.compiled_search import (
+    _NO_MASK,
+    _NO_ROWS,
     CompiledPrunedSearch,
     _best_leaves,
     _excluded,
     _offer,
     _query_bounds,
 )
+from shelfrank.server.compiled_search import _jit as _fast_jit
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
@@ -336,17 +339,15 @@ def _blended_top_k(
 _exact_jit = numba.njit(nogil=True, cache=True)
 _part_votes = _exact_jit(_part_votes)
 _add_part = _exact_jit(_add_part)
-# Dot products and bounds may reassociate (their slack covers it); the blend may not.
-_fast_jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+# Dot products and bounds may reassociate (their slack covers it; compiled_search's jit);
+# the blend may not.
 _dot = _fast_jit(_dot)
 _item_bound = _fast_jit(_item_bound)
 _blended_score = _exact_jit(_blended_score)
 _score_and_offer = _exact_jit(_score_and_offer)
 _kernel: Any = _exact_jit(_blended_top_k)
 
-_NO_ROWS = np.empty(0, np.int64)
 _NO_FLOATS = np.empty(0, np.float32)
-_NO_MASK = np.empty(0, np.bool_)
 _NO_INDPTR = np.zeros(1, np.int64)
 
 
