@@ -20,7 +20,8 @@ Top k is exact: candidates are the best ``k + margin`` items by the model's scor
 best by trend and the best ``SPARSE_CANDIDATES`` by the sparse terms; an item outside them
 scores at most the sum of the three cut-off values, so when the k-th candidate beats that
 bound the candidates hold the exact top k (ties broken by lower row, as a full scan does),
-and otherwise the full catalogue is scored.
+and otherwise a pool eight times larger is tried, then the full catalogue is scored. The
+server runs the same ranking compiled (``shelfrank.server.compiled_blend``).
 """
 
 from __future__ import annotations
