@@ -46,12 +46,16 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def serve_process(
-    arguments: list[str], *, env: dict[str, str] | None = None
+    arguments: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
-    """``shelfrank serve ARGUMENTS`` started and waited for: the process and the gRPC
-    address its first line announces (RuntimeError, the process killed, if none)."""
+    """``shelfrank serve ARGUMENTS`` (or ``command``, a process that serves the same way)
+    started and waited for: the process and the gRPC address its first line announces
+    (RuntimeError, the process killed, if none)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "shelfrank.server", "serve", *arguments],
+        command or [sys.executable, "-m", "shelfrank.server", "serve", *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

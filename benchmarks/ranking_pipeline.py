@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 from catalogues import latency_model_for, shape_for, trained_model  # benchmarks/catalogues.py
-from machine import machine_description  # benchmarks/machine.py
+from machine import machine_description, serve_process  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -165,18 +165,8 @@ def measure_latency(model_dir: Path, baseline: str, rounds: int, calls: int) -> 
 
 def _serve(root: str, model_dir: Path, state: Path) -> tuple[subprocess.Popen[str], str]:
     """``shelfrank serve`` of the code at ``root`` ("": this checkout) in a child process."""
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-child", json.dumps([root, str(model_dir), str(state)])],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("shelfrank serving on"):
-        process.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return process, line.split()[-1]
+    child = json.dumps([root, str(model_dir), str(state)])
+    return serve_process([], command=[sys.executable, __file__, "--serve-child", child])
 
 
 def serve_child(root: str, model_dir: str, state: str) -> None:
