@@ -43,6 +43,7 @@ from shelfrank.core.errors import InvariantError
 from shelfrank.core.events import EventType
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
+from shelfrank.server.compiled_fit import VoteSummer, blended_ndcg
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.item_item import item_neighbours
 from shelfrank.server.training_data import TrainingData, retimed
@@ -70,7 +71,7 @@ class Case:
     bias: float
     history: UserHistory
     truth: dict[str, IntArray]  # mode -> relevant item rows
-    exclude: IntArray  # items seen before (excluded in the ``new`` mode)
+    exclude: IntArray  # items seen before, ascending (excluded in the ``new`` mode)
 
 
 @dataclass
@@ -85,22 +86,21 @@ class Candidates:
 
     def packed(
         self,
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.bool_], Any]:
-        """Every case padded to the longest: values (cases, width, components), relevant
-        and real-entry masks (cases, width), and each case's ideal DCG."""
+    ) -> tuple[npt.NDArray[np.float32], IntArray, npt.NDArray[np.bool_], Any]:
+        """Every case padded to the longest: values (cases, components, width), each
+        case's number of candidates, relevant mask (cases, width) and ideal DCG."""
         if self._packed is None:
             width = max(max(r.size for r in self.rows), K)
             cases = len(self.rows)
-            values = np.zeros((cases, width, len(COMPONENTS)), np.float32)
+            values = np.zeros((cases, len(COMPONENTS), width), np.float32)
             relevant = np.zeros((cases, width), np.bool_)
-            real = np.zeros((cases, width), np.bool_)
+            lengths = np.array([r.size for r in self.relevant], np.int64)
             for index, (v, r) in enumerate(zip(self.values, self.relevant, strict=True)):
-                values[index, : r.size] = v.T
+                values[index, :, : r.size] = v
                 relevant[index, : r.size] = r
-                real[index, : r.size] = True
             counts = np.minimum(np.array(self.relevant_count), K)
             ideal = np.cumsum(_DISCOUNTS)[counts - 1]
-            self._packed = (values, relevant, real, ideal)
+            self._packed = (values, lengths, relevant, ideal)
         return self._packed
 
 
@@ -173,10 +173,9 @@ def _cases(
     config: TrainConfig,
     users: FeatureTable | None,
     seed: int,
-    vectors: dict[tuple[str, str], tuple[FloatArray | None, float]],
 ) -> list[Case]:
-    """Validation shoppers by segment. ``vectors`` caches (segment, user) -> vector across
-    half-lives (vectors do not depend on the half-life, histories do)."""
+    """Validation shoppers by segment (built once per fit: only a trained shopper's history
+    depends on the half-lives, see :func:`_with_history`)."""
     wanted = np.isin(later.event_types, relevant_types(later))
     tokens = users.as_dict() if users is not None else {}
     by_user: dict[str, list[int]] = {}
@@ -201,7 +200,7 @@ def _cases(
                 continue
             user = serving.user_vector(user_id)  # trained vector: cheap
             seen = serving.seen_rows(user_id)
-            fresh = truth[~np.isin(truth, seen)]
+            fresh = truth[~_in_sorted(truth, seen)]
             cases.append(
                 Case(
                     user_id,
@@ -251,16 +250,12 @@ def _cases(
             continue
         history_rows = np.array(rows, np.int64)
         history_weights = np.array(kept, np.float32)
-        key = ("fold-in", user_id)
-        if key not in vectors:
-            user = serving.user_vector(
-                user_id,
-                tokens=user_tokens,
-                history_rows=history_rows,
-                history_weights=history_weights,
-            )
-            vectors[key] = (user.vector, user.bias)
-        vector, bias = vectors[key]
+        folded = serving.user_vector(
+            user_id,
+            tokens=user_tokens,
+            history_rows=history_rows,
+            history_weights=history_weights,
+        )
         tokens_known = np.array(serving.user_token_embeddings.known_tokens(user_tokens), np.int64)
         history = (
             UserHistory.empty()
@@ -272,10 +267,10 @@ def _cases(
             Case(
                 user_id,
                 "fold-in",
-                vector,
-                bias,
+                folded.vector,
+                folded.bias,
                 history,
-                {"repeat": truth, "new": truth[~np.isin(truth, seen)]},
+                {"repeat": truth, "new": truth[~_in_sorted(truth, seen)]},
                 seen,
             )
         )
@@ -283,14 +278,48 @@ def _cases(
     return cases
 
 
+def _with_history(case: Case, serving: ServingModel) -> Case:
+    """``case`` with the history ``serving`` (one half-life's signals) gives it. Only a
+    trained shopper's depends on the half-lives: a fold-in shopper's is built from the
+    validation events, a new shopper has none; vectors come from the prefix model."""
+    if case.segment != "trained":
+        return case
+    return replace(case, history=serving.user_vector(case.user_id).history)
+
+
 def _items(serving: ServingModel, later: Interactions, indices: Sequence[int]) -> IntArray:
     rows = {serving.item_ids.get(later.item_ids[i]) for i in indices}
     return np.array(sorted(r for r in rows if r is not None), np.int64)
 
 
+def _in_sorted(values: IntArray, members: IntArray) -> npt.NDArray[np.bool_]:
+    """Which ``values`` are in ``members`` (ascending): np.isin for sorted sets, without its
+    per-call sorting."""
+    if members.size == 0:
+        return np.zeros(values.size, np.bool_)
+    at = np.minimum(np.searchsorted(members, values), members.size - 1)
+    found: npt.NDArray[np.bool_] = members[at] == values
+    return found
+
+
 def _unit(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
     peak = float(np.abs(values).max()) if values.size else 0.0
     return (values / peak).astype(np.float32) if peak > 0 else np.zeros(values.size, np.float32)
+
+
+Votes = tuple[IntArray, npt.NDArray[np.float32], IntArray, npt.NDArray[np.float32]]
+
+
+@dataclass
+class StepMemo:
+    """What one half-life's candidate building computes once: each case's candidates
+    before the mode's exclusions (by position among its segment's cases, which both modes
+    of one fit share), and the segment-trend votes of each set of profile tokens (many
+    shoppers share one)."""
+
+    shared: dict[int, tuple[IntArray, npt.NDArray[np.float32]]] = field(default_factory=dict)
+    segment_votes: dict[bytes, Votes] = field(default_factory=dict)
+    summer: VoteSummer = field(default_factory=VoteSummer)
 
 
 def _candidates(
@@ -299,32 +328,38 @@ def _candidates(
     signals: RankingSignals,
     mode: Mode,
     model_tops: dict[Any, Any],
-    shared: dict[int, tuple[IntArray, npt.NDArray[np.float32]]] | None = None,
+    memo: StepMemo | None = None,
 ) -> Candidates:
     """Candidate rows and component values per case; ``model_tops`` caches each case's
     best rows by the model's score and its item-to-item votes (neither depends on the
-    trend's half-life); ``shared`` (by position in ``cases``) the candidates before the
-    mode's exclusions, which both modes of one fit share."""
+    trend's half-life); ``memo`` what the fits of one half-life share."""
+    memo = memo or StepMemo()
     trend_top = signals.trend_order()[:CANDIDATES]
     out = Candidates([], [], [], [])
     for index, case in enumerate(cases):
         truth = case.truth[mode]
         if truth.size == 0:
             continue
-        found = None if shared is None else shared.get(index)
+        found = memo.shared.get(index)
         if found is None:
-            found = _case_candidates(case, serving, signals, model_tops, trend_top)
-            if shared is not None:
-                shared[index] = found
+            found = memo.shared[index] = _case_candidates(
+                case, serving, signals, model_tops, trend_top, memo
+            )
         rows, values = found
         if mode == "new" and case.exclude.size:
-            kept = ~np.isin(rows, case.exclude)
+            kept = ~_in_sorted(rows, case.exclude)
             rows, values = rows[kept], values[:, kept]
         out.rows.append(rows)
         out.values.append(values)
-        out.relevant.append(np.isin(rows, truth))
+        out.relevant.append(_in_sorted(rows, truth))
         out.relevant_count.append(int(truth.size))
     return out
+
+
+def _votes(rows: IntArray, scores: npt.NDArray[np.float32]) -> Votes:
+    """Voted rows and their votes, with the best ``CANDIDATES`` rows and the unit-scaled
+    votes."""
+    return rows, scores, _best(rows, scores), _unit(scores)
 
 
 def _case_candidates(
@@ -333,6 +368,7 @@ def _case_candidates(
     signals: RankingSignals,
     model_tops: dict[Any, Any],
     trend_top: IntArray,
+    memo: StepMemo,
 ) -> tuple[IntArray, npt.NDArray[np.float32]]:
     """One case's candidate rows (the best of each component) and the unit-scaled
     component values on them, before any exclusion."""
@@ -340,25 +376,25 @@ def _case_candidates(
     # Votes depend on the neighbours and the history's strengths only: the same across
     # modes and trend half-lives (a content key, the neighbours object stays alive).
     vote_key = (id(signals.neighbours), case.segment, case.user_id, history.strength.tobytes())
-    votes = model_tops.get(vote_key)
-    if votes is None:
-        votes = model_tops[vote_key] = signals.neighbours.scores(
-            history.rows, np.maximum(history.strength, 0)
+    item = model_tops.get(vote_key)
+    if item is None:
+        item = model_tops[vote_key] = _votes(
+            *memo.summer.scores(signals.neighbours, history.rows, np.maximum(history.strength, 0))
         )
-    item_rows, item_votes = votes
     repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
-    segment_rows, segment_votes = np.empty(0, np.int64), np.empty(0, np.float32)
+    no_rows = np.empty(0, np.int64)
+    no_votes = np.empty(0, np.float32)
+    segment: Votes = (no_rows, no_votes, no_rows, no_votes)
     if signals.segment_trend is not None and history.tokens.size:
         known = history.tokens[history.tokens < signals.segment_trend.rows]
-        segment_rows, segment_votes = signals.segment_trend.scores(
-            known, np.ones(known.size, np.float32)
-        )
-    parts = [
-        trend_top,
-        _best(item_rows, item_votes),
-        _best(segment_rows, segment_votes),
-        history.rows[repeat > 0],
-    ]
+        token_key = known.tobytes()
+        found = memo.segment_votes.get(token_key)
+        if found is None:
+            found = memo.segment_votes[token_key] = _votes(
+                *memo.summer.scores(signals.segment_trend, known, np.ones(known.size, np.float32))
+            )
+        segment = found
+    parts = [trend_top, item[2], segment[2], history.rows[repeat > 0]]
     if case.vector is not None:
         key = (case.segment, case.user_id)
         top = model_tops.get(key)
@@ -373,16 +409,14 @@ def _case_candidates(
         mf = serving.items.scores(case.vector, case.bias, rows=rows)
         values[0] = mf / signals.mf_scale
     values[1] = signals.trend_unit[rows]
-    for component, (at, scores) in (
-        (2, (item_rows, item_votes)),
-        (3, (history.rows, repeat)),
-        (4, (segment_rows, segment_votes)),
+    for component, (at, unit) in (
+        (2, (item[0], item[3])),
+        (3, (history.rows, _unit(repeat))),
+        (4, (segment[0], segment[3])),
     ):
         if at.size:
-            unit = _unit(scores)
-            position = np.searchsorted(at, rows)
-            inside = position < at.size
-            inside[inside] = at[position[inside]] == rows[inside]
+            position = np.minimum(np.searchsorted(at, rows), at.size - 1)
+            inside = at[position] == rows
             values[component, inside] = unit[position[inside]]
     return rows, values
 
@@ -395,24 +429,28 @@ def _best(rows: IntArray, scores: npt.NDArray[np.float32]) -> IntArray:
 
 
 def mean_ndcg(candidates: Candidates, weights: npt.NDArray[np.float32]) -> float:
-    """Mean NDCG@10 of the blend ``weights`` over the cases, all cases at once."""
+    """Mean NDCG@10 of the blend ``weights`` over the cases."""
+    return float(mean_ndcgs(candidates, weights[None, :])[0])
+
+
+def mean_ndcgs(candidates: Candidates, trials: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Mean NDCG@10 over the cases of each row of blend weights ``trials``, all cases and
+    trials in one compiled pass (ties by the lower candidate position,
+    server/compiled_fit.py)."""
     if not candidates.rows:
-        return float("nan")
-    values, relevant, real, ideal = candidates.packed()
-    scores = values @ weights
-    scores[~real] = -np.inf
-    top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
-    order = np.lexsort((top, -np.take_along_axis(scores, top, axis=1)), axis=-1)
-    top = np.take_along_axis(top, order, axis=1)
-    hits = np.take_along_axis(relevant, top, axis=1) & np.take_along_axis(real, top, axis=1)
-    return float(((hits @ _DISCOUNTS) / ideal).mean())
+        return np.full(trials.shape[0], np.nan)
+    values, lengths, relevant, ideal = candidates.packed()
+    per_case = blended_ndcg(values, trials, lengths, relevant, _DISCOUNTS, ideal)
+    return np.array([row.mean() for row in per_case])
 
 
 def search_weights(
     candidates: Candidates, usable: Sequence[bool]
 ) -> tuple[npt.NDArray[np.float32], float]:
     """Coordinate ascent over ``WEIGHT_GRID`` per component (unusable ones stay 0),
-    starting from the model's score alone."""
+    starting from the model's score alone. The trials of one component differ from the
+    current weights in that component only, so they are scored together and taken in
+    grid order, the first strictly better each time, as one by one."""
     weights = np.zeros(len(COMPONENTS), np.float32)
     weights[0 if usable[0] else 1] = 1.0
     best = mean_ndcg(candidates, weights)
@@ -421,16 +459,21 @@ def search_weights(
         for component in range(len(COMPONENTS)):
             if not usable[component]:
                 continue
+            trials = []
             for value in WEIGHT_GRID:
                 if component == 0 and value == 0:
                     continue  # the model's score stays: cold items come only through it
+                if np.float32(value) == weights[component]:
+                    continue  # the current weights, already scored
                 trial = weights.copy()
                 trial[component] = value
-                if not trial.any():
-                    continue
-                score = mean_ndcg(candidates, trial)
+                if trial.any():
+                    trials.append(trial)
+            if not trials:
+                continue
+            for trial, score in zip(trials, mean_ndcgs(candidates, np.array(trials)), strict=True):
                 if score > best + 1e-9:
-                    best, weights, improved = score, trial, True
+                    best, weights, improved = float(score), trial, True
         if not improved:
             break
     return weights, best
@@ -450,7 +493,7 @@ def fit_blend(
 
     EASE's lambda is chosen first, by the item-to-item term alone ranking items new to
     known shoppers without decay; then every half-life is tried with it."""
-    vectors: dict[tuple[str, str], tuple[FloatArray | None, float]] = {}
+    plan: list[Case] = []
     model_tops: dict[Any, Any] = {}
     notes: dict[str, Any] = {}
 
@@ -460,9 +503,11 @@ def fit_blend(
         serving = prefix_serving(data, neighbours, BlendTable())
         if serving.signals is None:
             raise InvariantError("prefix model without ranking signals")
+        if not plan:
+            plan.extend(_cases(data, serving, later, config, users, config.seed or 0))
         by_segment: dict[str, list[Case]] = {}
-        for case in _cases(data, serving, later, config, users, config.seed or 0, vectors):
-            by_segment.setdefault(case.segment, []).append(case)
+        for case in plan:
+            by_segment.setdefault(case.segment, []).append(_with_history(case, serving))
         return serving, serving.signals, by_segment
 
     undecayed = retimed(
@@ -540,13 +585,15 @@ def _fit_segments(
     """Weights per (segment, mode) with enough validation shoppers, and their NDCG@10."""
     table: dict[str, dict[str, BlendWeights]] = {}
     scores: dict[str, float] = {}
+    segment_votes: dict[bytes, Votes] = {}  # the signals' segment trend: this half-life's
+    summer = VoteSummer()
     for segment, segment_cases in sorted(by_segment.items()):
         if len(segment_cases) < config.min_validation_users:
             continue
         modes: tuple[Mode, ...] = ("new",) if segment == "features" else ("new", "repeat")
-        shared: dict[int, tuple[IntArray, npt.NDArray[np.float32]]] = {}
+        memo = StepMemo(segment_votes=segment_votes, summer=summer)
         for mode in modes:
-            found = _candidates(segment_cases, serving, signals, mode, model_tops, shared)
+            found = _candidates(segment_cases, serving, signals, mode, model_tops, memo)
             if len(found.rows) < config.min_validation_users:
                 continue
             has_vector = any(c.vector is not None for c in segment_cases)

@@ -91,40 +91,24 @@ def knn_neighbours(matrix: sp.spmatrix, shrink: float, top_n: int) -> ItemNeighb
     """Shrunk cosine between item columns, the ``top_n`` best per item."""
     if shrink < 0:
         raise InvalidInputError(f"shrink: must be >= 0, got {shrink}")
+    from shelfrank.server.compiled_fit import top_shrunk_cosine
+
     x = sp.csc_matrix(matrix).astype(np.float32)
     x.data[:] = 1.0
     counts = np.asarray(x.sum(axis=0)).ravel().astype(np.float64)
     co = sp.csr_matrix(x.T @ x)
-    co.setdiag(0)
-    co.eliminate_zeros()
-    n = co.shape[0]
-    rows = np.repeat(np.arange(n), np.diff(co.indptr))
-    co.data = (co.data / (np.sqrt(counts[rows] * counts[co.indices]) + shrink)).astype(np.float32)
-    return top_per_row(co, top_n)
+    indptr, indices, weights = top_shrunk_cosine(co, counts, shrink, top_n)
+    return ItemNeighbours(indptr, indices, weights, items=co.shape[1])
 
 
 def top_per_row(matrix: sp.csr_matrix, top_n: int) -> ItemNeighbours:
-    """The ``top_n`` largest entries of each row of a sparse matrix (columns are items)."""
-    n_rows, n_items = matrix.shape
-    indptr = np.zeros(n_rows + 1, np.int64)
-    indices: list[npt.NDArray[np.int64]] = []
-    weights: list[npt.NDArray[np.float32]] = []
-    for row in range(n_rows):
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        cols, values = matrix.indices[start:end], matrix.data[start:end]
-        if cols.size > top_n:
-            part = np.argpartition(-values, top_n - 1)[:top_n]
-            cols, values = cols[part], values[part]
-        order = np.lexsort((cols, -values))
-        indices.append(cols[order].astype(np.int64))
-        weights.append(values[order].astype(np.float32))
-        indptr[row + 1] = indptr[row] + cols.size
-    return ItemNeighbours(
-        indptr,
-        np.concatenate(indices) if indices else np.empty(0, np.int64),
-        np.concatenate(weights) if weights else np.empty(0, np.float32),
-        items=n_items,
-    )
+    """The ``top_n`` largest entries of each row of a sparse matrix (columns are items),
+    each row by weight descending then column (one compiled pass, server/compiled_fit.py)."""
+    from shelfrank.server.compiled_fit import top_per_row as compiled_top_per_row
+
+    csr = sp.csr_matrix(matrix)
+    indptr, indices, weights = compiled_top_per_row(csr.indptr, csr.indices, csr.data, top_n)
+    return ItemNeighbours(indptr, indices, weights, items=csr.shape[1])
 
 
 def item_neighbours(
