@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from shelfrank.core.blend import ItemNeighbours
 from shelfrank.core.errors import InvalidInputError
+from shelfrank.server.compiled_blend import _part_votes
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
@@ -175,28 +176,18 @@ def _summed_votes(
     weights: Any,
     rows: Any,
     strengths: Any,
-    sums: Any,
-    touched: Any,
-    found: Any,
+    acc: Any,
+    in_part: Any,
+    part_rows: Any,
 ) -> tuple[Any, Any]:  # pragma: no cover - compiled
-    count = 0
-    for at_row in range(rows.size):
-        row = rows[at_row]
-        strength = strengths[at_row]
-        for at in range(indptr[row], indptr[row + 1]):
-            item = indices[at]
-            if not touched[item]:
-                touched[item] = True
-                found[count] = item
-                count += 1
-            sums[item] += weights[at] * strength  # a float32 product, summed in float64
-    items = np.sort(found[:count])
+    # The serving kernel's summing (float32 products, float64 sums in history order).
+    count = _part_votes(indptr, indices, weights, rows, strengths, acc, in_part, part_rows)
+    items = np.sort(part_rows[:count])
     votes = np.empty(count, np.float32)
     for at in range(count):
         item = items[at]
-        votes[at] = sums[item]
-        sums[item] = 0.0  # the scratch is left clean for the next call
-        touched[item] = False
+        votes[at] = acc[item]
+        in_part[item] = 0  # marks cleared behind; a sum restarts at its first vote
     return items, votes
 
 
@@ -277,31 +268,32 @@ def top_shrunk_cosine(
 
 class VoteSummer:
     """Sums item-to-item votes as :meth:`ItemNeighbours.scores` does (the same float32
-    products, summed in float64 in history order), in one compiled pass over a dense
-    scratch that is cleared behind itself; not thread-safe (one per fit)."""
+    products, summed in float64 in history order) with the serving kernel's summing
+    (server/compiled_blend.py) on a dense scratch left clean; not thread-safe (one per
+    fit)."""
 
     def __init__(self) -> None:
-        self._sums = np.zeros(0, np.float64)
-        self._touched = np.zeros(0, np.bool_)
-        self._found = np.zeros(0, np.int64)
+        self._acc = np.zeros(0, np.float64)
+        self._in_part = np.zeros(0, np.int8)
+        self._part_rows = np.zeros(0, np.int64)
 
     def scores(
         self, neighbours: ItemNeighbours, rows: IndexArray, strengths: FloatArray
     ) -> tuple[IndexArray, FloatArray]:
         """The items voted for by history ``rows`` (ascending) and their summed votes."""
-        if self._sums.size < neighbours.items:
-            self._sums = np.zeros(neighbours.items, np.float64)
-            self._touched = np.zeros(neighbours.items, np.bool_)
-            self._found = np.zeros(neighbours.items, np.int64)
+        if self._acc.size < neighbours.items:
+            self._acc = np.zeros(neighbours.items, np.float64)
+            self._in_part = np.zeros(neighbours.items, np.int8)
+            self._part_rows = np.zeros(neighbours.items, np.int64)
         out: tuple[IndexArray, FloatArray] = _votes_kernel(
             neighbours.indptr,
             neighbours.indices,
             neighbours.weights,
             np.ascontiguousarray(rows, dtype=np.int64),
             np.ascontiguousarray(strengths, dtype=np.float32),
-            self._sums,
-            self._touched,
-            self._found,
+            self._acc,
+            self._in_part,
+            self._part_rows,
         )
         return out
 
