@@ -130,7 +130,8 @@ def row_offsets(indptr: IndexArray, rows: IndexArray) -> tuple[IndexArray, Index
 @dataclass(frozen=True)
 class ItemNeighbours:
     """Item-to-item weights, row ``h`` holding the items that history item ``h`` votes for
-    (CSR: ``indptr``, ``indices``, ``weights``; a weight may be negative)."""
+    (CSR: ``indptr``, ``indices``, ``weights``; a weight may be negative; a row's entries in
+    no particular order)."""
 
     indptr: IndexArray
     indices: IndexArray

@@ -374,13 +374,17 @@ def _case_candidates(
     component values on them, before any exclusion."""
     history = case.history
     # Votes depend on the neighbours and the history's strengths only: the same across
-    # modes and trend half-lives (a content key, the neighbours object stays alive).
-    vote_key = (id(signals.neighbours), case.segment, case.user_id, history.strength.tobytes())
-    item = model_tops.get(vote_key)
-    if item is None:
-        item = model_tops[vote_key] = _votes(
-            *memo.summer.scores(signals.neighbours, history.rows, np.maximum(history.strength, 0))
+    # modes and trend half-lives. The entry keeps the neighbours it was summed from, so a
+    # table at a reused id() is not mistaken for it.
+    neighbours = signals.neighbours
+    vote_key = (id(neighbours), case.segment, case.user_id, history.strength.tobytes())
+    cached = model_tops.get(vote_key)
+    if cached is None or cached[0] is not neighbours:
+        cached = model_tops[vote_key] = (
+            neighbours,
+            _votes(*memo.summer.scores(neighbours, history.rows, np.maximum(history.strength, 0))),
         )
+    item: Votes = cached[1]
     repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
     no_rows = np.empty(0, np.int64)
     no_votes = np.empty(0, np.float32)

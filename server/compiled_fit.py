@@ -3,9 +3,11 @@
 Why: fitting the blend evaluates NDCG@10 of a few thousand candidate lists for every trial
 weight (about 5,000 evaluations per training), and the item-to-item neighbours keep the
 best few hundred entries of each of up to 100k sparse rows. In numpy both are a call per
-list or per row (``argpartition`` then ``lexsort``); here each is one loop. The results
-are the numpy versions' exactly: the same order (score descending, then the lower index),
-the same float64 sums (``tests/test_compiled_fit.py``).
+list or per row (``argpartition`` then ``lexsort``); here each is one loop. NDCG ranks by
+score, then the lower position; a row keeps its best entries by weight, then the lower
+column (ties at the cut decided, where ``argpartition`` left them to chance), in no
+particular order within the row (nothing reads them in order); votes are the same float32
+products summed in float64 (``tests/test_compiled_fit.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def _blended_ndcg(
             size = 0
             for at in range(length):
                 score = scores[at]
+                if score != score:
+                    continue  # NaN: never ranked (a diverged model), as numpy ranks it last
                 if size < k or score > best_scores[k - 1]:  # a tie keeps the earlier entry
                     size = _insert(best_scores, best_index, size, k, score, at)
             gain = 0.0
@@ -146,11 +150,16 @@ def _top_shrunk_cosine(
 ) -> tuple[Any, Any, Any]:  # pragma: no cover - compiled
     rows = indptr.size - 1
     longest = 0
-    for row in range(rows):
-        longest = max(longest, indptr[row + 1] - indptr[row])
     out_indptr = np.zeros(rows + 1, np.int64)
-    kept_index = np.empty(rows * min(top_n, longest), np.int64)
-    kept_weights = np.empty(rows * min(top_n, longest), np.float32)
+    for row in range(rows):  # sizes first: the output is allocated once, exactly
+        longest = max(longest, indptr[row + 1] - indptr[row])
+        count = 0
+        for at in range(indptr[row], indptr[row + 1]):
+            if indices[at] != row and co_counts[at] != 0:
+                count += 1
+        out_indptr[row + 1] = out_indptr[row] + min(count, top_n)
+    kept_index = np.empty(out_indptr[rows], np.int64)
+    kept_weights = np.empty(out_indptr[rows], np.float32)
     values = np.empty(longest, np.float32)
     columns = np.empty(longest, np.int64)
     for row in range(rows):
@@ -162,12 +171,9 @@ def _top_shrunk_cosine(
             values[count] = co_counts[at] / (math.sqrt(counts[row] * counts[column]) + shrink)
             columns[count] = column
             count += 1
-        start = out_indptr[row]
         kept = _select_best(values, columns, count, top_n)
-        _copy_out(values, columns, kept, kept_weights, kept_index, start)
-        out_indptr[row + 1] = start + kept
-    total = out_indptr[rows]
-    return out_indptr, kept_index[:total].copy(), kept_weights[:total].copy()
+        _copy_out(values, columns, kept, kept_weights, kept_index, out_indptr[row])
+    return out_indptr, kept_index, kept_weights
 
 
 def _summed_votes(
@@ -232,9 +238,9 @@ def top_per_row(
     data: npt.NDArray[np.floating],
     top_n: int,
 ) -> tuple[IndexArray, IndexArray, FloatArray]:
-    """The ``top_n`` largest entries of each CSR row as (indptr, columns, weights), each row
-    ordered by weight (compared in its own precision) descending, then column; ties at the
-    cut keep the lower columns. Weights are returned as float32."""
+    """The ``top_n`` largest entries of each CSR row as (indptr, columns, weights): by
+    weight (compared in its own precision), ties at the cut to the lower columns; unordered
+    within a row. Weights are returned as float32."""
     if top_n < 1:
         raise InvalidInputError(f"top_n: must be >= 1, got {top_n}")
     precise = data.dtype == np.float32 or data.dtype == np.float64
@@ -251,8 +257,8 @@ def top_shrunk_cosine(
     co_occurrence: Any, counts: npt.NDArray[np.float64], shrink: float, top_n: int
 ) -> tuple[IndexArray, IndexArray, FloatArray]:
     """Per row of the item co-occurrence counts (CSR), the ``top_n`` other items by shrunk
-    cosine ``c_ij / (sqrt(n_i n_j) + shrink)`` (float32), as :func:`top_per_row` orders
-    them; the diagonal and zero counts are skipped."""
+    cosine ``c_ij / (sqrt(n_i n_j) + shrink)`` (float32), chosen as :func:`top_per_row`
+    chooses them; the diagonal and zero counts are skipped."""
     if top_n < 1:
         raise InvalidInputError(f"top_n: must be >= 1, got {top_n}")
     out: tuple[IndexArray, IndexArray, FloatArray] = _cosine_kernel(
@@ -281,6 +287,8 @@ class VoteSummer:
         self, neighbours: ItemNeighbours, rows: IndexArray, strengths: FloatArray
     ) -> tuple[IndexArray, FloatArray]:
         """The items voted for by history ``rows`` (ascending) and their summed votes."""
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= neighbours.rows):
+            raise InvalidInputError(f"rows: outside the {neighbours.rows} neighbour rows")
         if self._acc.size < neighbours.items:
             self._acc = np.zeros(neighbours.items, np.float64)
             self._in_part = np.zeros(neighbours.items, np.int8)

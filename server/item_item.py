@@ -103,7 +103,8 @@ def knn_neighbours(matrix: sp.spmatrix, shrink: float, top_n: int) -> ItemNeighb
 
 def top_per_row(matrix: sp.csr_matrix, top_n: int) -> ItemNeighbours:
     """The ``top_n`` largest entries of each row of a sparse matrix (columns are items),
-    each row by weight descending then column (one compiled pass, server/compiled_fit.py)."""
+    ties at the cut to the lower column, unordered within the row (one compiled pass,
+    server/compiled_fit.py)."""
     from shelfrank.server.compiled_fit import top_per_row as compiled_top_per_row
 
     csr = sp.csr_matrix(matrix)

@@ -11,8 +11,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shelfrank.core.blend import ItemNeighbours
+from shelfrank.core.blend import COMPONENTS, ItemNeighbours
 from shelfrank.core.errors import InvalidInputError
+from shelfrank.server.blend_fit import ROUNDS, WEIGHT_GRID, Candidates, mean_ndcg, search_weights
 from shelfrank.server.compiled_fit import VoteSummer, blended_ndcg, top_per_row, top_shrunk_cosine
 
 K = 10
@@ -169,4 +170,55 @@ def test_summed_votes_equal_the_neighbour_tables_own_and_leave_the_scratch_clean
         expected_rows, expected_votes = neighbours.scores(rows, strengths)
         found_rows, found_votes = summer.scores(neighbours, rows, strengths)
         np.testing.assert_array_equal(found_rows, expected_rows)
-        np.testing.assert_allclose(found_votes, expected_votes, rtol=1e-6, atol=1e-7)
+        # Small tables take numpy's sequential (bincount) path: the sums are the same.
+        np.testing.assert_array_equal(found_votes, expected_votes)
+
+
+def _one_by_one(candidates: Candidates, usable: tuple[bool, ...]) -> tuple[Any, float]:
+    """The coordinate ascent as it was written before trials were batched."""
+    weights = np.zeros(len(COMPONENTS), np.float32)
+    weights[0 if usable[0] else 1] = 1.0
+    best = mean_ndcg(candidates, weights)
+    for _ in range(ROUNDS):
+        improved = False
+        for component in range(len(COMPONENTS)):
+            if not usable[component]:
+                continue
+            for value in WEIGHT_GRID:
+                if component == 0 and value == 0:
+                    continue
+                trial = weights.copy()
+                trial[component] = value
+                if not trial.any():
+                    continue
+                score = mean_ndcg(candidates, trial)
+                if score > best + 1e-9:
+                    best, weights, improved = score, trial, True
+        if not improved:
+            break
+    return weights, best
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 12), st.integers(0, 2**32 - 1), st.lists(st.booleans(), min_size=4, max_size=4)
+)
+def test_batched_weight_search_equals_the_one_by_one_ascent(
+    cases: int, seed: int, usable_rest: list[bool]
+) -> None:
+    rng = np.random.default_rng(seed)
+    candidates = Candidates([], [], [], [])
+    for _ in range(cases):
+        size = int(rng.integers(1, 25))
+        candidates.rows.append(np.arange(size, dtype=np.int64))
+        candidates.values.append(
+            (rng.integers(0, 5, (len(COMPONENTS), size)) / 4).astype(np.float32)
+        )
+        relevant = rng.random(size) < 0.25
+        candidates.relevant.append(relevant)
+        candidates.relevant_count.append(max(1, int(relevant.sum())))
+    usable = (True, *usable_rest)
+    weights, best = search_weights(candidates, usable)
+    expected_weights, expected_best = _one_by_one(candidates, usable)
+    np.testing.assert_array_equal(weights, expected_weights)
+    assert best == expected_best
