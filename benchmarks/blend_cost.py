@@ -5,10 +5,12 @@ on the same synthetic shop, in one run.
 Shop: ``SynthConfig.shop`` (repeat purchases, trends, launches, shoppers joining over
 time), 100k items, 20k users, 1M events by default. Both models use the default
 ``TrainConfig`` but for ``blend`` (and two training threads, seed 1). Recommend p50 is
-measured through the real gRPC server (a child process per model, the shop's events in
-its store below the watermark), one client, the models served alternately in rounds so a
-slow stretch of the shared machine hits both; the in-process ``ServingModel.rank`` p50 is
-reported beside it, with the server's compiled search and with numpy alone.
+measured through the real gRPC server (a child process per model, both running over one
+store holding the shop's events below the watermark), one client calling them in turn, a
+short point each, for ``--rounds`` rounds; the ratio is the median of the rounds' ratios, so
+a slow stretch of the shared machine hits both. The in-process ``ServingModel.rank`` p50 is
+reported beside it, with the server's compiled search and with numpy alone. Trainings
+alternate too (``--train-rounds``).
 
     python benchmarks/blend_cost.py [--items 100000 --users 20000 --events 1000000] [--smoke]
 """
@@ -64,14 +66,14 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument(
         "--train-rounds",
         type=int,
         default=2,
         help="trainings of each model, alternating plain and blend (the median is reported)",
     )
-    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--smoke", action="store_true", help="tiny run in seconds")
     parser.add_argument("--out", default="benchmarks/results/blend_cost.json")
     args = parser.parse_args()
@@ -126,12 +128,19 @@ def main() -> None:
         model, _ = load_serving_model(directories["plain"])
         users = list(model.user_ids.ids)[:500]
         p50: dict[str, list[float]] = {"plain": [], "blend": []}
-        for _ in range(args.rounds):
-            for name, directory in directories.items():
-                with child_server(serve, str(state), str(directory), {}) as (target, _):
+        # Both servers run for the whole measurement (two processes over one store, as
+        # replicas do) and are called in turn, a short point each, so a slow stretch of the
+        # shared machine lands on both; the ratio is the median of the rounds' ratios.
+        with (
+            child_server(serve, str(state), str(directories["plain"]), {}) as (plain_at, _),
+            child_server(serve, str(state), str(directories["blend"]), {}) as (blend_at, _),
+        ):
+            targets = {"plain": plain_at, "blend": blend_at}
+            for _ in range(args.rounds):
+                for name, target in targets.items():
                     point = run_point(target, recommend_call(users), 1, 0.5, args.duration)
-                p50[name].append(point.p50_ms)
-                print(f"{name}: Recommend p50 {point.p50_ms:.3f} ms", flush=True)
+                    p50[name].append(point.p50_ms)
+                    print(f"{name}: Recommend p50 {point.p50_ms:.3f} ms", flush=True)
         for name, values in p50.items():
             result["models"][name]["recommend_p50_ms_rounds"] = [round(v, 4) for v in values]
             result["models"][name]["recommend_p50_ms"] = round(float(np.median(values)), 4)
@@ -147,7 +156,16 @@ def main() -> None:
             for p, b in zip(plain["train_s_rounds"], blend["train_s_rounds"], strict=True)
         ],
         "train_time_target": "<= 1.5",
-        "recommend_p50": round(blend["recommend_p50_ms"] / plain["recommend_p50_ms"], 3),
+        "recommend_p50": round(
+            float(
+                np.median(
+                    np.array(blend["recommend_p50_ms_rounds"])
+                    / np.array(plain["recommend_p50_ms_rounds"])
+                )
+            ),
+            3,
+        ),
+        "recommend_p50_of_medians": round(blend["recommend_p50_ms"] / plain["recommend_p50_ms"], 3),
         "recommend_p50_target": "<= 1.2",
         **{
             f"in_process_rank_p50_{label}": round(
