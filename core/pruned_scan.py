@@ -187,7 +187,7 @@ class PrunedScan:
         upper += bound_query[2 * rank + 1]
         rows = np.sort(rows[upper >= threshold])
         if excluded is not None:  # only now: few rows are left to test
-            rows = rows[~_members(rows, excluded)]
+            rows = rows[~in_sorted(rows, excluded)]
         scores = vectors[rows] @ user_vector + biases[rows]
         return rows.astype(np.int64), scores.astype(np.float32)
 
@@ -200,13 +200,16 @@ class PrunedScan:
         if allowed is not None or excluded is not None:
             chosen = np.ones(rows.size, np.bool_) if allowed is None else allowed[rows]
             if excluded is not None:
-                chosen &= ~_members(rows, excluded)
+                chosen &= ~in_sorted(rows, excluded)
             positions, rows = positions[chosen], rows[chosen]
         return rows, positions
 
 
-def _members(rows: IndexArray, sorted_values: IndexArray) -> BoolArray:
-    """``np.isin(rows, sorted_values)`` for sorted unique values, without isin's overhead."""
+def in_sorted(rows: IndexArray, sorted_values: IndexArray) -> BoolArray:
+    """``np.isin(rows, sorted_values)`` for ascending values, without isin's overhead (its
+    sorting on every call)."""
+    if sorted_values.size == 0:
+        return np.zeros(rows.size, np.bool_)
     at = np.minimum(np.searchsorted(sorted_values, rows), sorted_values.size - 1)
     found: BoolArray = sorted_values[at] == rows
     return found
@@ -295,4 +298,4 @@ def _project(
     return projected, residual, max_norm
 
 
-__all__ = ["PrunedScan"]
+__all__ = ["PrunedScan", "in_sorted"]

@@ -41,6 +41,7 @@ from shelfrank.core.blend import (
 )
 from shelfrank.core.errors import InvariantError
 from shelfrank.core.events import EventType
+from shelfrank.core.pruned_scan import in_sorted
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.server.compiled_fit import VoteSummer, blended_ndcg
@@ -200,7 +201,7 @@ def _cases(
                 continue
             user = serving.user_vector(user_id)  # trained vector: cheap
             seen = serving.seen_rows(user_id)
-            fresh = truth[~_in_sorted(truth, seen)]
+            fresh = truth[~in_sorted(truth, seen)]
             cases.append(
                 Case(
                     user_id,
@@ -270,7 +271,7 @@ def _cases(
                 folded.vector,
                 folded.bias,
                 history,
-                {"repeat": truth, "new": truth[~_in_sorted(truth, seen)]},
+                {"repeat": truth, "new": truth[~in_sorted(truth, seen)]},
                 seen,
             )
         )
@@ -290,16 +291,6 @@ def _with_history(case: Case, serving: ServingModel) -> Case:
 def _items(serving: ServingModel, later: Interactions, indices: Sequence[int]) -> IntArray:
     rows = {serving.item_ids.get(later.item_ids[i]) for i in indices}
     return np.array(sorted(r for r in rows if r is not None), np.int64)
-
-
-def _in_sorted(values: IntArray, members: IntArray) -> npt.NDArray[np.bool_]:
-    """Which ``values`` are in ``members`` (ascending): np.isin for sorted sets, without its
-    per-call sorting."""
-    if members.size == 0:
-        return np.zeros(values.size, np.bool_)
-    at = np.minimum(np.searchsorted(members, values), members.size - 1)
-    found: npt.NDArray[np.bool_] = members[at] == values
-    return found
 
 
 def _unit(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
@@ -347,11 +338,11 @@ def _candidates(
             )
         rows, values = found
         if mode == "new" and case.exclude.size:
-            kept = ~_in_sorted(rows, case.exclude)
+            kept = ~in_sorted(rows, case.exclude)
             rows, values = rows[kept], values[:, kept]
         out.rows.append(rows)
         out.values.append(values)
-        out.relevant.append(_in_sorted(rows, truth))
+        out.relevant.append(in_sorted(rows, truth))
         out.relevant_count.append(int(truth.size))
     return out
 
