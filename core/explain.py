@@ -37,6 +37,7 @@ from shelfrank.core.blend import (
     _unit,
     row_offsets,
 )
+from shelfrank.core.ids import IdMap
 from shelfrank.core.serving import ServingModel, UserVector
 
 FloatArray = npt.NDArray[np.float32]
@@ -60,6 +61,22 @@ class Explanation:
     contributions: tuple[tuple[str, float], ...]  # largest in size first
     rest: float  # the contributions left out
     because: tuple[str, ...] = ()  # up to three item ids of the user's history
+
+
+# Per token vocabulary, its names with a prefix ("item:", "user:"), built once: naming the
+# parts of every explained item one lookup at a time cost more than the arithmetic.
+_PREFIXED: dict[tuple[str, int], tuple[IdMap, list[str]]] = {}
+
+
+def _prefixed(prefix: str, vocabulary: IdMap) -> list[str]:
+    found = _PREFIXED.get((prefix, id(vocabulary)))
+    if found is not None and found[0] is vocabulary:
+        return found[1]
+    names = [prefix + name for name in vocabulary.ids]
+    if len(_PREFIXED) >= 16:  # models replaced since: forget theirs
+        _PREFIXED.clear()
+    _PREFIXED[(prefix, id(vocabulary))] = (vocabulary, names)
+    return names
 
 
 def summarise(
@@ -106,10 +123,9 @@ def _prior_parts(
         weight = 1.0 / (embeddings.identity_weight + tokens.size)
         if embeddings.weighting == "unit":
             weight = 1.0
+        names = _prefixed("user:", embeddings.vocabulary)
         for row in tokens.tolist():
-            parts[f"user:{embeddings.vocabulary.id_of(row)}"] = weight * embeddings.embeddings[
-                row
-            ].astype(np.float64)
+            parts[names[row]] = weight * embeddings.embeddings[row].astype(np.float64)
     rest = vector - sum(parts.values(), np.zeros_like(vector))
     if np.any(rest != 0):
         parts["user:own"] = rest
@@ -217,13 +233,14 @@ def _summaries(
         else [[]] * parts.items
     )
     history_rows = history.tolist()
+    id_list = ids.ids  # rows of the model's own tables: no bounds check per lookup
     out = []
     for position in range(parts.items):
         kept = [
             (
                 names[column]
                 if column < offset
-                else "history:" + ids.id_of(history_rows[column - offset]),
+                else "history:" + id_list[history_rows[column - offset]],
                 value,
             )
             for column, value in zip(
@@ -239,7 +256,7 @@ def _summaries(
             )
             if value > 0
         )
-        because = tuple(ids.id_of(row) for _, row in support)
+        because = tuple(id_list[row] for _, row in support)
         out.append(Explanation(reasons[position], tuple(kept), rests[position], because))
     return out
 
@@ -340,8 +357,8 @@ def _add_model_parts(
     membership = np.zeros((rows.size, total))
     membership[owners, np.arange(total)] = 1.0
     credit = membership * ((0.5 * factor) * (token_vectors @ vector))
-    vocabulary = embeddings.vocabulary
-    parts.block(["item:" + vocabulary.id_of(t) for t in columns.tolist()], credit)
+    names = _prefixed("item:", embeddings.vocabulary)
+    parts.block([names[t] for t in columns.tolist()], credit)
     own = items - membership @ token_vectors
     parts.block(
         ["item:own", "bias:item", "bias:user"],
@@ -371,7 +388,16 @@ def _add_signal_parts(
     if weights.trend > 0:
         parts.block(["signal:trend"], weights.trend * signals.trend_unit[rows].astype(np.float64))
     if history.rows.size and weights.item > 0:
-        _add_votes(parts, signals.neighbours, history, weights.item, rows, member, order)
+        _add_votes(
+            parts,
+            signals.neighbours,
+            history,
+            weights.item,
+            rows,
+            member,
+            order,
+            model.items.kernel,
+        )
     if history.rows.size and weights.repeat > 0:
         repeat = np.maximum(history.repeat, 0) * signals.repeat_rate[history.rows]
         peak = float(repeat.max()) if repeat.size else 0.0
@@ -408,9 +434,12 @@ def _add_votes(
     rows: IndexArray,
     member: npt.NDArray[np.bool_],
     order: IndexArray,
+    kernel: object = None,
 ) -> None:
     """Each history item's item-to-item vote for each of ``rows``, scaled as core/blend.py
-    scales the term (by the largest summed vote over every item)."""
+    scales the term (by the largest summed vote over every item). ``kernel``: the scoring
+    table's compiled kernel; one with ``add_history_votes`` (the server's
+    :mod:`shelfrank.server.compiled_explain`) adds the votes in one call."""
     strength = np.maximum(history.strength, 0).astype(np.float32)
     peak = history.recalled(neighbours)  # recorded by this request's ranking, if numpy ranked
     voters = neighbours.voters()
@@ -429,6 +458,22 @@ def _add_votes(
         return
     if voters is not None:
         # From the recommended items' side: their voters that are in the history.
+        compiled = getattr(kernel, "add_history_votes", None)
+        if compiled is not None:  # the same arithmetic in one compiled loop (server)
+            columns = parts.columns(history.rows)
+            compiled(
+                voters.indptr,
+                voters.indices,
+                voters.weights,
+                rows,
+                history.rows,
+                columns,
+                strength,
+                weight,
+                peak,
+                parts.history_values,
+            )
+            return
         offsets, lengths = row_offsets(voters.indptr, rows)
         voter = voters.indices[offsets]
         at = np.minimum(np.searchsorted(history.rows, voter), history.rows.size - 1)

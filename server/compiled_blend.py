@@ -34,6 +34,7 @@ import numpy.typing as npt
 from shelfrank.core.blend import BlendWeights, RankingSignals, UserHistory, _unit
 from shelfrank.core.pruned_scan import SEED_LEAVES, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
+from shelfrank.server.compiled_explain import add_history_votes
 from shelfrank.server.compiled_search import (
     _NO_MASK,
     _NO_ROWS,
@@ -391,6 +392,9 @@ class CompiledSearch(CompiledPrunedSearch):
     compiled kernel where the table has a pruned scan (``core.blend.BlendedKernel``). One
     instance serves every table: per-(scan, trend) leaf tables are cached, scratch tables
     are lent from a pool."""
+
+    # Explanations' item-to-item votes (core.explain._add_votes looks this up).
+    add_history_votes = staticmethod(add_history_votes)
 
     def __init__(self) -> None:
         self._scratches = _ScratchPool(max(2, os.cpu_count() or 2))
