@@ -61,20 +61,17 @@ def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: in
     """Prints the p50 and p90 (ms) of in-process Recommend calls, as JSON."""
     if root:
         _use_code(root)
-    from shelfrank.core.model_format import load_serving_model
-    from shelfrank.server.registry import manifest_config
+    from shelfrank.server.registry import load_state
     from shelfrank.server.requests import RecommendQuery
     from shelfrank.server.service import RecommenderService
-    from shelfrank.server.serving_state import ServingState
     from shelfrank.server.store import SQLiteStore
 
-    model, manifest = load_serving_model(model_dir)
-    config = manifest_config(model_dir, manifest)
+    # Loaded as `shelfrank serve` loads a model: with the compiled kernels attached.
+    state = load_state(model_dir)
     with tempfile.TemporaryDirectory() as scratch:
         store = SQLiteStore(Path(scratch) / "store.sqlite3")
-        state = ServingState.build(model, config, trained_at_ms=0, watermark_seq=0)
         service = RecommenderService(store, state)
-        users = list(model.user_ids.ids)
+        users = list(state.model.user_ids.ids)
         rng = random.Random(seed)
         kwargs: dict[str, Any] = {"explain": True} if explain else {}
         queries = [RecommendQuery(user_id=rng.choice(users), k=10, **kwargs) for _ in range(calls)]
