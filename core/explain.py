@@ -198,40 +198,42 @@ class _Parts:
         return np.hstack(self._blocks)
 
 
+def summary_columns(
+    values: Vector, offset: int, count: int, supporters: int
+) -> tuple[IndexArray, Vector, Vector, IndexArray, Vector]:
+    """Per row of ``values`` (an item's parts; history parts from column ``offset``): the
+    ``count`` columns largest in size and their values, what the other columns sum to,
+    and the ``supporters`` largest history columns (as column offsets from ``offset``) and
+    their values. Ties go to the lower column (the compiled
+    :mod:`shelfrank.server.compiled_explain` picks the same)."""
+    history_values = values[:, offset:]
+    largest = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :count]
+    chosen = np.take_along_axis(values, largest, axis=1)
+    rests = values.sum(axis=1) - chosen.sum(axis=1)
+    strongest = np.argsort(-history_values, axis=1, kind="stable")[:, :supporters]
+    return largest, chosen, rests, strongest, np.take_along_axis(history_values, strongest, axis=1)
+
+
 def _summaries(
     parts: _Parts, named: Vector, model: ServingModel, reasons: list[str], top: int
 ) -> list[Explanation]:
     """Every item's explanation: its ``top`` largest parts, the sum of the others, and the
     (up to three) history items of the largest positive parts, ranked for the whole list
     at once. ``named``: ``parts.named()``."""
-    history_values = parts.history_values
-    values = np.hstack([named, history_values])
+    values = np.hstack([named, parts.history_values])
     ids = model.item_ids
-    count = min(top, values.shape[1])
-    largest = np.argpartition(-np.abs(values), count - 1, axis=1)[:, :count] if count else None
-    supporters = min(BECAUSE_MAX, history_values.shape[1])
-    strongest = (
-        np.argpartition(-history_values, supporters - 1, axis=1)[:, :supporters]
-        if supporters
-        else None
-    )
     names, offset, history = parts.names, named.shape[1], parts.history
+    count = min(top, values.shape[1])
+    supporters = min(BECAUSE_MAX, history.size)
+    select = getattr(model.items.kernel, "summary_columns", summary_columns)
+    largest, chosen, rests_array, strongest, strongest_array = select(
+        values, offset, count, supporters
+    )
     # Out of numpy once: indexing element by element costs more than the rest.
-    largest_columns = largest.tolist() if largest is not None else [[]] * parts.items
-    chosen = (
-        np.take_along_axis(values, largest, axis=1)
-        if largest is not None
-        else np.zeros((parts.items, 0))
-    )
-    largest_values = chosen.tolist()
+    largest_columns, largest_values = largest.tolist(), chosen.tolist()
     # What the kept parts leave out (a zero part kept or not changes nothing).
-    rests = (values.sum(axis=1) - chosen.sum(axis=1)).tolist()
-    strongest_columns = strongest.tolist() if strongest is not None else [[]] * parts.items
-    strongest_values = (
-        np.take_along_axis(history_values, strongest, axis=1).tolist()
-        if strongest is not None
-        else [[]] * parts.items
-    )
+    rests = rests_array.tolist()
+    strongest_columns, strongest_values = strongest.tolist(), strongest_array.tolist()
     history_rows = history.tolist()
     id_list = ids.ids  # rows of the model's own tables: no bounds check per lookup
     out = []
@@ -248,15 +250,17 @@ def _summaries(
             )
             if value
         ]
-        kept.sort(key=lambda item: (-abs(item[1]), item[0]))
-        support = sorted(
-            (-value, history_rows[column])
+        # Already largest first; parts of equal size go by name.
+        if any(abs(a[1]) == abs(b[1]) for a, b in zip(kept, kept[1:])):
+            kept.sort(key=lambda item: (-abs(item[1]), item[0]))
+        # Largest first, ties to the lower column: the lower history row.
+        because = tuple(
+            id_list[history_rows[column]]
             for column, value in zip(
                 strongest_columns[position], strongest_values[position], strict=True
             )
             if value > 0
         )
-        because = tuple(id_list[row] for _, row in support)
         out.append(Explanation(reasons[position], tuple(kept), rests[position], because))
     return out
 
@@ -341,35 +345,65 @@ def _add_model_parts(
     if folded_rows.size:
         parts.history_values[:, parts.columns(folded_rows)] += 0.5 * factor * (items @ folded.T)
     embeddings = model.item_token_embeddings
-    offsets, lengths = row_offsets(model.item_tokens.indptr, rows)
-    indices = model.item_tokens.indices
-    total = int(offsets.size)
-    owners = np.repeat(np.arange(rows.size), lengths)
-    weight: Vector = (
-        np.ones(total)
-        if embeddings.weighting == "unit"
-        else (1.0 / (embeddings.identity_weight + lengths[owners])).astype(np.float64)
+    credits = getattr(model.items.kernel, "token_credits", token_credits)
+    columns, credit, own = credits(
+        model.item_tokens.indptr,
+        model.item_tokens.indices,
+        embeddings.embeddings,
+        1.0 if embeddings.weighting == "unit" else None,
+        float(embeddings.identity_weight),
+        model.items.item_vectors,
+        rows,
+        vector,
+        0.5 * factor,
     )
-    columns = indices[offsets]
-    token_vectors = weight[:, None] * embeddings.embeddings[columns].astype(np.float64)
-    # A column per (item, token): an item's tokens are distinct, so each of its parts is
-    # one column, with no grouping of the list's tokens first.
-    membership = np.zeros((rows.size, total))
-    membership[owners, np.arange(total)] = 1.0
-    credit = membership * ((0.5 * factor) * (token_vectors @ vector))
     names = _prefixed("item:", embeddings.vocabulary)
     parts.block([names[t] for t in columns.tolist()], credit)
-    own = items - membership @ token_vectors
     parts.block(
         ["item:own", "bias:item", "bias:user"],
         np.column_stack(
             [
-                (0.5 * factor) * (own @ vector),
+                own,
                 factor * model.items.item_biases[rows].astype(np.float64),
                 np.full(rows.size, factor * float(user.bias)),
             ]
         ),
     )
+
+
+def token_credits(
+    indptr: IndexArray,
+    indices: IndexArray,
+    embeddings: FloatArray,
+    unit_weight: float | None,
+    identity_weight: float,
+    item_vectors: FloatArray,
+    rows: IndexArray,
+    vector: Vector,
+    half_factor: float,
+) -> tuple[IndexArray, Vector, Vector]:
+    """The item side of ``rows``' model scores: each (item, feature token) pair's credit
+    ``half_factor * (w e_t) · u`` (a column per pair, zero outside its item's row), the
+    pairs' tokens, and each item's own credit ``half_factor * (v_i - sum_t w e_t) · u``.
+    ``w`` is ``unit_weight``, or ``1 / (identity_weight + the item's token count)``. The
+    server runs it compiled (:mod:`shelfrank.server.compiled_explain`)."""
+    offsets, lengths = row_offsets(indptr, rows)
+    total = int(offsets.size)
+    owners = np.repeat(np.arange(rows.size), lengths)
+    weight: Vector = (
+        np.full(total, unit_weight)
+        if unit_weight is not None
+        else (1.0 / (identity_weight + lengths[owners])).astype(np.float64)
+    )
+    columns = indices[offsets]
+    token_vectors = weight[:, None] * embeddings[columns].astype(np.float64)
+    # A column per (item, token): an item's tokens are distinct, so each of its parts is
+    # one column, with no grouping of the list's tokens first.
+    membership = np.zeros((rows.size, total))
+    membership[owners, np.arange(total)] = 1.0
+    credit = membership * (half_factor * (token_vectors @ vector))
+    own = item_vectors[rows].astype(np.float64) - membership @ token_vectors
+    return columns.astype(np.int64), credit, half_factor * (own @ vector)
 
 
 def _add_signal_parts(

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from shelfrank.core.blend import BlendWeights, RankingSignals, UserHistory, _unit
 from shelfrank.core.pruned_scan import SEED_LEAVES, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
-from shelfrank.server.compiled_explain import add_history_votes
+from shelfrank.server.compiled_explain import add_history_votes, summary_columns, token_credits
 from shelfrank.server.compiled_search import (
     _NO_MASK,
     _NO_ROWS,
@@ -393,8 +393,10 @@ class CompiledSearch(CompiledPrunedSearch):
     instance serves every table: per-(scan, trend) leaf tables are cached, scratch tables
     are lent from a pool."""
 
-    # Explanations' item-to-item votes (core.explain._add_votes looks this up).
+    # Explanations' numeric steps (core.explain looks these up on the table's kernel).
     add_history_votes = staticmethod(add_history_votes)
+    token_credits = staticmethod(token_credits)
+    summary_columns = staticmethod(summary_columns)
 
     def __init__(self) -> None:
         self._scratches = _ScratchPool(max(2, os.cpu_count() or 2))

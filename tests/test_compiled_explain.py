@@ -1,6 +1,7 @@
-"""The compiled item-to-item votes of an explanation (server/compiled_explain.py) are
-bit-identical to core/explain.py's numpy ones: on random neighbour tables and histories,
-and end to end on a trained blended model's explanations."""
+"""The compiled steps of an explanation (server/compiled_explain.py) agree with
+core/explain.py's numpy ones: the item-to-item votes bit for bit, the token credits and
+the summaries' sums to float rounding, every choice of part exactly (ties included); on
+random inputs and end to end on a trained blended model's explanations."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from hypothesis import strategies as st
 
 import shelfrank.core.blend as blend_module
 from shelfrank.core.blend import BlendTable, BlendWeights, ItemNeighbours, UserHistory
-from shelfrank.core.explain import _add_votes, _Parts, explain_scores
+from shelfrank.core.explain import (
+    Explanation,
+    _add_votes,
+    _Parts,
+    explain_scores,
+    summary_columns,
+    token_credits,
+)
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.synth import SynthConfig, generate
+from shelfrank.server import compiled_explain
 from shelfrank.server.compiled_blend import COMPILED_KERNEL
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
@@ -63,6 +72,86 @@ def test_compiled_votes_equal_the_numpy_votes(
     assert np.array_equal(compiled.history_values, expected.history_values)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(0, 12),
+    st.integers(0, 12),
+    st.integers(0, 8),
+    st.integers(0, 3),
+    st.data(),
+)
+def test_compiled_summary_columns_equal_numpy_ties_included(
+    items: int, named: int, history: int, top: int, supporters: int, data: st.DataObject
+) -> None:
+    width = named + history
+    # Few distinct values, both signs and zeros: ties everywhere.
+    cells = data.draw(
+        st.lists(
+            st.sampled_from([-2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0]),
+            min_size=items * width,
+            max_size=items * width,
+        )
+    )
+    values = np.array(cells, np.float64).reshape(items, width)
+    count, supporters = min(top, width), min(supporters, history)
+    expected = summary_columns(values, named, count, supporters)
+    found = compiled_explain.summary_columns(values, named, count, supporters)
+    for index in (0, 1, 3, 4):  # columns and values chosen: exactly
+        assert np.array_equal(found[index], expected[index])
+    np.testing.assert_allclose(found[2], expected[2], rtol=0, atol=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.integers(1, 8),
+    st.booleans(),
+    st.floats(0.5, 5.0),
+    st.floats(-2.0, 2.0),
+    st.data(),
+)
+def test_compiled_token_credits_equal_numpy(
+    items: int, dims: int, unit: bool, identity: float, half_factor: float, data: st.DataObject
+) -> None:
+    vocabulary = data.draw(st.integers(1, 6))
+    rows_tokens = [
+        sorted(data.draw(st.sets(st.integers(0, vocabulary - 1), max_size=vocabulary)))
+        for _ in range(items)
+    ]
+    indptr = np.cumsum([0] + [len(t) for t in rows_tokens]).astype(np.int64)
+    indices = np.array([t for ts in rows_tokens for t in ts], np.int64)
+    floats = st.floats(-3, 3, width=32)
+    embeddings = np.array(
+        data.draw(st.lists(floats, min_size=vocabulary * dims, max_size=vocabulary * dims)),
+        np.float32,
+    ).reshape(vocabulary, dims)
+    vectors = np.array(
+        data.draw(st.lists(floats, min_size=items * dims, max_size=items * dims)), np.float32
+    ).reshape(items, dims)
+    vector = np.array(data.draw(st.lists(floats, min_size=dims, max_size=dims)), np.float64)
+    rows = np.array(
+        data.draw(st.lists(st.integers(0, items - 1), unique=True, min_size=1)), np.int64
+    )
+    unit_weight = 1.0 if unit else None
+    arguments = (
+        indptr,
+        indices,
+        embeddings,
+        unit_weight,
+        identity,
+        vectors,
+        rows,
+        vector,
+        half_factor,
+    )
+    expected = token_credits(*arguments)
+    found = compiled_explain.token_credits(*arguments)
+    assert np.array_equal(found[0], expected[0])
+    np.testing.assert_allclose(found[1], expected[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(found[2], expected[2], rtol=1e-12, atol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def model() -> ServingModel:
     shop = generate(SynthConfig.shop(300, 200, 8_000, seed=3))
@@ -78,13 +167,13 @@ def model() -> ServingModel:
     return serving
 
 
-def test_explanations_are_the_same_with_the_compiled_votes(
+def test_explanations_are_the_same_with_the_compiled_steps(
     model: ServingModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     users = [u for u in model.user_ids.ids if model.user_vector(u).history.rows.size][:40]
     assert len(users) == 40
 
-    def explained(user_id: str) -> list[object]:
+    def explained(user_id: str) -> list[Explanation]:
         user = model.user_vector(user_id)
         top = model.rank(user, 10, mode="repeat")
         return list(explain_scores(model, user_id, user, top.indices, top.scores, mode="repeat"))
@@ -93,7 +182,8 @@ def test_explanations_are_the_same_with_the_compiled_votes(
     expected = [explained(u) for u in users]
     monkeypatch.setattr(model.items, "kernel", COMPILED_KERNEL)
     compiled = [explained(u) for u in users]
-    assert compiled == expected  # frozen dataclasses: every name, value and rest equal
+    for left, right in zip(compiled, expected, strict=True):
+        _same(left, right)
     voted = sum(
         name.startswith("history:")
         for explanations in compiled
@@ -101,3 +191,15 @@ def test_explanations_are_the_same_with_the_compiled_votes(
         for name, _ in e.contributions
     )
     assert voted > 0
+
+
+def _same(left: list[Explanation], right: list[Explanation]) -> None:
+    """The same parts named in the same order with the same reasons and because-you
+    items; values equal to float rounding."""
+    assert [(e.reason, e.because) for e in left] == [(e.reason, e.because) for e in right]
+    for a, b in zip(left, right, strict=True):
+        assert [name for name, _ in a.contributions] == [name for name, _ in b.contributions]
+        np.testing.assert_allclose(
+            [v for _, v in a.contributions], [v for _, v in b.contributions], rtol=1e-9, atol=1e-12
+        )
+        assert a.rest == pytest.approx(b.rest, rel=1e-9, abs=1e-9)
