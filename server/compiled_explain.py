@@ -36,22 +36,22 @@ def _add_history_votes(
     out: npt.NDArray[np.float64],
 ) -> None:
     """``out[p, history_columns[h]] += weight * w * strength[h] / peak`` for every voter
-    ``history_rows[h]`` of ``rows[p]`` with weight ``w`` (history rows ascending)."""
+    ``history_rows[h]`` of ``rows[p]`` with weight ``w``. Both the history rows and each
+    item's voters are ascending (``ItemNeighbours.voters``), so one merge of the two
+    finds the voters in the history."""
     size = history_rows.size
     for position in range(rows.size):
         row = rows[position]
+        at = 0
         for entry in range(voters_indptr[row], voters_indptr[row + 1]):
             voter = voters_indices[entry]
-            low, high = 0, size
-            while low < high:
-                middle = (low + high) // 2
-                if history_rows[middle] < voter:
-                    low = middle + 1
-                else:
-                    high = middle
-            if low < size and history_rows[low] == voter:
-                value = weight * np.float64(voters_weights[entry]) * np.float64(strength[low])
-                out[position, history_columns[low]] += value / peak
+            while at < size and history_rows[at] < voter:
+                at += 1
+            if at == size:
+                break
+            if history_rows[at] == voter:
+                value = weight * np.float64(voters_weights[entry]) * np.float64(strength[at])
+                out[position, history_columns[at]] += value / peak
 
 
 def _token_credits(
