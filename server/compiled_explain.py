@@ -22,6 +22,15 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+# Chosen columns and values, rests, strongest history columns and values (per item).
+Summary = tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+]
+
 
 def _add_history_votes(
     voters_indptr: npt.NDArray[np.int64],
@@ -100,13 +109,7 @@ def _token_credits(
 
 def _summary_columns(
     values: npt.NDArray[np.float64], offset: int, count: int, supporters: int
-) -> tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float64],
-]:
+) -> Summary:
     items, width = values.shape
     largest = np.empty((items, count), np.int64)
     chosen = np.empty((items, count))
@@ -157,36 +160,10 @@ def _summary_columns(
 
 # No fastmath: the sums must round as written.
 _jit = numba.njit(nogil=True, cache=True)
-_kernel: Any = _jit(_add_history_votes)
+# What ``core.explain._add_votes`` looks up on the table's kernel.
+add_history_votes: Any = _jit(_add_history_votes)
 _credits_kernel: Any = _jit(_token_credits)
 _summary_kernel: Any = _jit(_summary_columns)
-
-
-def add_history_votes(
-    voters_indptr: npt.NDArray[np.int64],
-    voters_indices: npt.NDArray[np.int64],
-    voters_weights: npt.NDArray[np.float32],
-    rows: npt.NDArray[np.int64],
-    history_rows: npt.NDArray[np.int64],
-    history_columns: npt.NDArray[np.int64],
-    strength: npt.NDArray[np.float32],
-    weight: float,
-    peak: float,
-    out: npt.NDArray[np.float64],
-) -> None:
-    """See :func:`_add_history_votes` (``core.explain.VotesKernel``)."""
-    _kernel(
-        voters_indptr,
-        voters_indices,
-        voters_weights,
-        rows,
-        history_rows,
-        history_columns,
-        strength,
-        float(weight),
-        float(peak),
-        out,
-    )
 
 
 def token_credits(
@@ -219,21 +196,9 @@ def token_credits(
 
 def summary_columns(
     values: npt.NDArray[np.float64], offset: int, count: int, supporters: int
-) -> tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float64],
-]:
+) -> Summary:
     """:func:`shelfrank.core.explain.summary_columns`, compiled."""
-    found: tuple[
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float64],
-        npt.NDArray[np.float64],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float64],
-    ]
+    found: Summary
     found = _summary_kernel(
         np.ascontiguousarray(values, np.float64), int(offset), int(count), int(supporters)
     )

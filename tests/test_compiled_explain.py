@@ -1,33 +1,18 @@
 """The compiled steps of an explanation (server/compiled_explain.py) agree with
 core/explain.py's numpy ones: the item-to-item votes bit for bit, the token credits and
-the summaries' sums to float rounding, every choice of part exactly (ties included); on
-random inputs and end to end on a trained blended model's explanations."""
+the summaries' sums to float rounding, every choice of part exactly (ties included), on
+random inputs (end to end on a trained model: tests/test_explain_blend.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import shelfrank.core.blend as blend_module
-from shelfrank.core.blend import BlendTable, BlendWeights, ItemNeighbours, UserHistory
-from shelfrank.core.explain import (
-    Explanation,
-    _add_votes,
-    _Parts,
-    explain_scores,
-    summary_columns,
-    token_credits,
-)
-from shelfrank.core.serving import ServingModel
-from shelfrank.datasets.synth import SynthConfig, generate
+from shelfrank.core.blend import ItemNeighbours, UserHistory
+from shelfrank.core.explain import _add_votes, _Parts, summary_columns, token_credits
 from shelfrank.server import compiled_explain
 from shelfrank.server.compiled_blend import COMPILED_KERNEL
-from shelfrank.server.config import TrainConfig
-from shelfrank.server.hybrid import HybridModel
-
-EVERYTHING = BlendWeights(mf=1.0, trend=0.5, item=2.0, repeat=1.0, segment=1.0)
 
 
 @st.composite
@@ -150,56 +135,3 @@ def test_compiled_token_credits_equal_numpy(
     assert np.array_equal(found[0], expected[0])
     np.testing.assert_allclose(found[1], expected[1], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(found[2], expected[2], rtol=1e-12, atol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def model() -> ServingModel:
-    shop = generate(SynthConfig.shop(300, 200, 8_000, seed=3))
-    config = TrainConfig(components=8, epochs=3, seed=1, num_threads=1, min_validation_users=5)
-    serving = HybridModel.train(
-        shop.interactions, config, items=shop.items, users=shop.users
-    ).to_serving()
-    assert serving.signals is not None
-    table = {
-        segment: {"new": EVERYTHING, "repeat": EVERYTHING} for segment in blend_module.SEGMENTS
-    }
-    serving.signals.blend = BlendTable(table)
-    return serving
-
-
-def test_explanations_are_the_same_with_the_compiled_steps(
-    model: ServingModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    users = [u for u in model.user_ids.ids if model.user_vector(u).history.rows.size][:40]
-    assert len(users) == 40
-
-    def explained(user_id: str) -> list[Explanation]:
-        user = model.user_vector(user_id)
-        top = model.rank(user, 10, mode="repeat")
-        return list(explain_scores(model, user_id, user, top.indices, top.scores, mode="repeat"))
-
-    monkeypatch.setattr(model.items, "kernel", None)
-    expected = [explained(u) for u in users]
-    monkeypatch.setattr(model.items, "kernel", COMPILED_KERNEL)
-    compiled = [explained(u) for u in users]
-    for left, right in zip(compiled, expected, strict=True):
-        _same(left, right)
-    voted = sum(
-        name.startswith("history:")
-        for explanations in compiled
-        for e in explanations
-        for name, _ in e.contributions
-    )
-    assert voted > 0
-
-
-def _same(left: list[Explanation], right: list[Explanation]) -> None:
-    """The same parts named in the same order with the same reasons and because-you
-    items; values equal to float rounding."""
-    assert [(e.reason, e.because) for e in left] == [(e.reason, e.because) for e in right]
-    for a, b in zip(left, right, strict=True):
-        assert [name for name, _ in a.contributions] == [name for name, _ in b.contributions]
-        np.testing.assert_allclose(
-            [v for _, v in a.contributions], [v for _, v in b.contributions], rtol=1e-9, atol=1e-12
-        )
-        assert a.rest == pytest.approx(b.rest, rel=1e-9, abs=1e-9)

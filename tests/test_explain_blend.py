@@ -1,7 +1,8 @@
 """Explanations of blended scores (core/explain.py) are exact whichever way their parts are
 found: with the item-to-item peak and segment votes recorded by the request's ranking or
-summed again, and with the item-to-item votes read from the transposed neighbour table or
-from every history item's list."""
+summed again, with the item-to-item votes read from the transposed neighbour table or
+from every history item's list, and with the server's compiled steps
+(server/compiled_explain.py; each step against numpy in tests/test_compiled_explain.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from shelfrank.core.blend import BlendTable, BlendWeights, ItemNeighbours
 from shelfrank.core.explain import Explanation, explain_scores
 from shelfrank.core.serving import ServingModel
 from shelfrank.datasets.synth import SynthConfig, generate
+from shelfrank.server.compiled_blend import COMPILED_KERNEL
 from shelfrank.server.config import TrainConfig
 from shelfrank.server.hybrid import HybridModel
 
@@ -111,3 +113,29 @@ def test_the_transpose_lists_each_items_voters() -> None:
     assert voters.weights.tolist() == [0.5, -1.0, 2.0]
     assert neighbours.voters() is voters  # built once
     assert replace(neighbours).voters() is not voters  # a cache, not part of the value
+
+
+def test_explanations_are_the_same_with_the_compiled_steps(
+    model: ServingModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = [u for u in model.user_ids.ids if model.user_vector(u).history.rows.size][:40]
+    assert len(users) == 40
+
+    def explained(user_id: str) -> list[Explanation]:
+        user = model.user_vector(user_id)
+        top = model.rank(user, 10, mode="repeat")
+        return list(explain_scores(model, user_id, user, top.indices, top.scores, mode="repeat"))
+
+    monkeypatch.setattr(model.items, "kernel", None)
+    expected = [explained(u) for u in users]
+    monkeypatch.setattr(model.items, "kernel", COMPILED_KERNEL)
+    compiled = [explained(u) for u in users]
+    for left, right in zip(compiled, expected, strict=True):
+        _same(left, right)  # the token credits and summaries' sums: to float rounding
+    voted = sum(
+        name.startswith("history:")
+        for explanations in compiled
+        for e in explanations
+        for name, _ in e.contributions
+    )
+    assert voted > 0
