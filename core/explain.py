@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -252,7 +251,7 @@ def _summaries(
             if value
         ]
         # Already largest first; parts of equal size go by name.
-        if any(abs(a[1]) == abs(b[1]) for a, b in pairwise(kept)):
+        if len({abs(value) for _, value in kept}) < len(kept):
             kept.sort(key=lambda item: (-abs(item[1]), item[0]))
         # Largest first, ties to the lower column: the lower history row.
         because = tuple(
