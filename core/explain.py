@@ -144,10 +144,9 @@ def _item_parts(model: ServingModel, row: int) -> dict[str, Vector]:
             if embeddings.weighting == "unit"
             else 1.0 / (embeddings.identity_weight + tokens.size)
         )
+        names = _prefixed("item:", embeddings.vocabulary)
         for column in tokens.tolist():
-            parts[f"item:{embeddings.vocabulary.id_of(column)}"] = weight * embeddings.embeddings[
-                column
-            ].astype(np.float64)
+            parts[names[column]] = weight * embeddings.embeddings[column].astype(np.float64)
     rest = vector - sum(parts.values(), np.zeros_like(vector))
     if np.any(np.abs(rest) > 1e-12):
         parts["item:own"] = rest
