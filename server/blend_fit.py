@@ -11,6 +11,9 @@ purchases (of every positive event when the held-out period has no purchase):
   half of their events is the history folded in, the second half is to be predicted;
 - ``features``: shoppers new in the held-out period, from their profile alone.
 
+A (segment, mode) with fewer than ``bag_below`` validation shoppers is fitted on
+``blend_bags`` bootstrap resamples of them and given the mean weights (bagging).
+
 The half-life with the best mean over the settings wins: first the one of trend and
 repeat (item-to-item votes undecayed), then, with it, the one of the item-to-item votes.
 Scoring runs over candidates (the best ``CANDIDATES`` items by the model's score and by
@@ -423,24 +426,31 @@ def _best(rows: IntArray, scores: npt.NDArray[np.float32]) -> IntArray:
     return rows[np.argpartition(-scores, CANDIDATES - 1)[:CANDIDATES]]
 
 
-def mean_ndcg(candidates: Candidates, weights: npt.NDArray[np.float32]) -> float:
-    """Mean NDCG@10 of the blend ``weights`` over the cases."""
-    return float(mean_ndcgs(candidates, weights[None, :])[0])
+def mean_ndcg(
+    candidates: Candidates, weights: npt.NDArray[np.float32], counts: IntArray | None = None
+) -> float:
+    """Mean NDCG@10 of the blend ``weights`` over the cases (each taken ``counts`` times)."""
+    return float(mean_ndcgs(candidates, weights[None, :], counts)[0])
 
 
-def mean_ndcgs(candidates: Candidates, trials: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+def mean_ndcgs(
+    candidates: Candidates, trials: npt.NDArray[np.float32], counts: IntArray | None = None
+) -> npt.NDArray[np.float64]:
     """Mean NDCG@10 over the cases of each row of blend weights ``trials``, all cases and
     trials in one compiled pass (ties by the lower candidate position,
-    server/compiled_fit.py)."""
+    server/compiled_fit.py); with ``counts``, case i taken ``counts[i]`` times (a
+    bootstrap resample without copying the cases)."""
     if not candidates.rows:
         return np.full(trials.shape[0], np.nan)
     values, lengths, relevant, ideal = candidates.packed()
     per_case = blended_ndcg(values, trials, lengths, relevant, _DISCOUNTS, ideal)
-    return np.array([row.mean() for row in per_case])
+    if counts is None:
+        return np.array([row.mean() for row in per_case])
+    return np.array([(row * counts).sum() / counts.sum() for row in per_case])
 
 
 def search_weights(
-    candidates: Candidates, usable: Sequence[bool]
+    candidates: Candidates, usable: Sequence[bool], counts: IntArray | None = None
 ) -> tuple[npt.NDArray[np.float32], float]:
     """Coordinate ascent over ``WEIGHT_GRID`` per component (unusable ones stay 0),
     starting from the model's score alone. The trials of one component differ from the
@@ -448,7 +458,7 @@ def search_weights(
     grid order, the first strictly better each time, as one by one."""
     weights = np.zeros(len(COMPONENTS), np.float32)
     weights[0 if usable[0] else 1] = 1.0
-    best = mean_ndcg(candidates, weights)
+    best = mean_ndcg(candidates, weights, counts)
     for _ in range(ROUNDS):
         improved = False
         for component in range(len(COMPONENTS)):
@@ -466,7 +476,8 @@ def search_weights(
                     trials.append(trial)
             if not trials:
                 continue
-            for trial, score in zip(trials, mean_ndcgs(candidates, np.array(trials)), strict=True):
+            scores = mean_ndcgs(candidates, np.array(trials), counts)
+            for trial, score in zip(trials, scores, strict=True):
                 if score > best + 1e-9:
                     best, weights, improved = float(score), trial, True
         if not improved:
@@ -521,7 +532,8 @@ def fit_blend(
             data = retimed(prefix, prefix_events, chosen)
             serving, signals, by_segment = segments(data, neighbours)
             notes["validation_users"] = {s: len(c) for s, c in by_segment.items()}
-            table, scores = _fit_segments(by_segment, serving, signals, config, model_tops)
+            table, scores, bagged = _fit_segments(by_segment, serving, signals, config, model_tops)
+            notes["bagged"] = {"bags": config.blend_bags, "fits": bagged}
             if scores:
                 results.append((float(np.mean(list(scores.values()))), value, table, scores))
         return results
@@ -559,10 +571,11 @@ def fit_blend(
         }
 
     notes["validation_ndcg_at_10_by_item_half_life"] = curve(second)
+    item_half_life = best[1] if second else None
     return BlendFit(
         blend=best[2],
         half_life_days=trend_half_life,
-        item_half_life_days=best[1] if second else None,
+        item_half_life_days=item_half_life,
         item_item_l2=l2,
         item_item_method=method,
         curve=curve(first),
@@ -576,9 +589,11 @@ def _fit_segments(
     signals: RankingSignals,
     config: TrainConfig,
     model_tops: dict[Any, Any],
-) -> tuple[BlendTable, dict[str, float]]:
-    """Weights per (segment, mode) with enough validation shoppers, and their NDCG@10."""
+) -> tuple[BlendTable, dict[str, float], list[str]]:
+    """Weights per (segment, mode) with enough validation shoppers, their NDCG@10, and
+    which (segment, mode) were bagged (fewer than ``config.bag_below`` shoppers)."""
     table: dict[str, dict[str, BlendWeights]] = {}
+    bagged: list[str] = []
     scores: dict[str, float] = {}
     segment_votes: dict[bytes, Votes] = {}  # the signals' segment trend: this half-life's
     summer = VoteSummer()
@@ -591,19 +606,57 @@ def _fit_segments(
             found = _candidates(segment_cases, serving, signals, mode, model_tops, memo)
             if len(found.rows) < config.min_validation_users:
                 continue
-            has_vector = any(c.vector is not None for c in segment_cases)
-            has_tokens = signals.segment_trend is not None and any(
-                c.history.tokens.size for c in segment_cases
-            )
-            history = segment != "features"
-            usable = (has_vector, True, history, history, has_tokens)
-            weights, score = search_weights(found, usable)
+            usable = _usable(segment, segment_cases, signals)
+            if config.blend_bags and len(found.rows) < config.bag_below:
+                # Few shoppers: the bagged weights, and their NDCG is what the half-lives
+                # are chosen by (the weights served, not the grid's lucky point).
+                weights = bagged_search_weights(found, usable, config.blend_bags, config.seed or 0)
+                score = mean_ndcg(found, weights)
+                bagged.append(f"{segment}/{mode}")
+            else:
+                weights, score = search_weights(found, usable)
             chosen = BlendWeights(*(float(w) for w in weights))
             table.setdefault(segment, {})[mode] = chosen
             if segment == "features":
                 table[segment]["repeat"] = chosen
             scores[f"{segment}/{mode}"] = round(score, 5)
-    return BlendTable(table), scores
+    return BlendTable(table), scores, bagged
+
+
+def bagged_search_weights(
+    candidates: Candidates, usable: Sequence[bool], bags: int, seed: int
+) -> npt.NDArray[np.float32]:
+    """The mean of the weights :func:`search_weights` fits on ``bags`` bootstrap resamples
+    of the cases (Breiman's bagging), each scaled to sum 1 first (a blend ranks alike at
+    any scale), the mean scaled to a largest weight of 1. The grid's best point on a few
+    shoppers is mostly chance; the mean over resamples keeps what most of them agree on."""
+    rng = np.random.default_rng(seed)
+    cases = len(candidates.rows)
+    total = np.zeros(len(COMPONENTS), np.float64)
+    values, lengths, relevant, ideal = candidates.packed()
+    for _ in range(bags):
+        counts = np.bincount(rng.integers(0, cases, cases), minlength=cases)
+        drawn = np.flatnonzero(counts)  # about 37% of the cases are not drawn: skip them
+        resample = Candidates(
+            [candidates.rows[i] for i in drawn],
+            [],
+            [],
+            [],
+            (values[drawn], lengths[drawn], relevant[drawn], ideal[drawn]),
+        )
+        weights, _ = search_weights(resample, usable, counts[drawn])
+        total += weights / weights.sum()
+    mean: npt.NDArray[np.float32] = (total / total.max()).astype(np.float32)
+    return mean
+
+
+def _usable(segment: str, cases: Sequence[Case], signals: RankingSignals) -> tuple[bool, ...]:
+    """Which components a segment's fit may weigh: the model's score with a vector, the
+    trend always, history terms with a history, the segment trend with profile tokens."""
+    has_vector = any(c.vector is not None for c in cases)
+    has_tokens = signals.segment_trend is not None and any(c.history.tokens.size for c in cases)
+    history = segment != "features"
+    return (has_vector, True, history, history, has_tokens)
 
 
 def _choose_neighbours(

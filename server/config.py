@@ -69,6 +69,11 @@ class TrainConfig:
     # share of each shopper's items (when the test is a random hold-out, as MovieLens' ua).
     validation_split: str = "time"
     min_validation_users: int = 50
+    # A (segment, mode) with fewer than ``bag_below`` validation shoppers gets the mean of
+    # the weights fitted on ``blend_bags`` bootstrap resamples of them (bagging: with few
+    # shoppers the single best grid point is mostly chance); 0 bags: the plain fit.
+    blend_bags: int = 20
+    bag_below: int = 300
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -124,6 +129,8 @@ class TrainConfig:
                 self.min_validation_users >= 1,
                 f"min_validation_users: must be >= 1, got {self.min_validation_users}",
             ),
+            (self.blend_bags >= 0, f"blend_bags: must be >= 0, got {self.blend_bags}"),
+            (self.bag_below >= 1, f"bag_below: must be >= 1, got {self.bag_below}"),
             (
                 self.seed is None or 0 <= self.seed < 2**32,
                 f"seed: must be in [0, 2**32), got {self.seed}",

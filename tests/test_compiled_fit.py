@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from shelfrank.core.blend import COMPONENTS, ItemNeighbours
 from shelfrank.core.errors import InvalidInputError
-from shelfrank.server.blend_fit import ROUNDS, WEIGHT_GRID, Candidates, mean_ndcg, search_weights
+from shelfrank.server.blend_fit import (
+    ROUNDS,
+    WEIGHT_GRID,
+    Candidates,
+    bagged_search_weights,
+    mean_ndcg,
+    search_weights,
+)
 from shelfrank.server.compiled_fit import VoteSummer, blended_ndcg, top_per_row, top_shrunk_cosine
 
 K = 10
@@ -222,3 +229,57 @@ def test_batched_weight_search_equals_the_one_by_one_ascent(
     expected_weights, expected_best = _one_by_one(candidates, usable)
     np.testing.assert_array_equal(weights, expected_weights)
     assert best == expected_best
+
+
+def _random_candidates(rng: np.random.Generator, cases: int) -> Candidates:
+    candidates = Candidates([], [], [], [])
+    for _ in range(cases):
+        size = int(rng.integers(1, 25))
+        candidates.rows.append(np.arange(size, dtype=np.int64))
+        candidates.values.append(
+            (rng.integers(0, 5, (len(COMPONENTS), size)) / 4).astype(np.float32)
+        )
+        relevant = rng.random(size) < 0.25
+        candidates.relevant.append(relevant)
+        candidates.relevant_count.append(max(1, int(relevant.sum())))
+    return candidates
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 12), st.integers(0, 2**32 - 1), st.lists(st.booleans(), min_size=4, max_size=4)
+)
+def test_bagged_weights_are_the_mean_of_the_resamples_fits(
+    cases: int, seed: int, usable_rest: list[bool]
+) -> None:
+    candidates = _random_candidates(np.random.default_rng(seed), cases)
+    usable = (True, *usable_rest)
+    bagged = bagged_search_weights(candidates, usable, bags=5, seed=seed)
+    # The same resamples, fitted one by one.
+    rng = np.random.default_rng(seed)
+    total = np.zeros(len(COMPONENTS))
+    for _ in range(5):
+        pick = rng.integers(0, cases, cases)
+        resample = Candidates(
+            [candidates.rows[i] for i in pick],
+            [candidates.values[i] for i in pick],
+            [candidates.relevant[i] for i in pick],
+            [candidates.relevant_count[i] for i in pick],
+        )
+        weights, _ = _one_by_one(resample, usable)
+        total += weights / weights.sum()
+    np.testing.assert_allclose(bagged, total / total.max(), rtol=1e-6)
+    assert bagged.max() == 1.0
+    assert bagged.min() >= 0
+    assert not bagged[[not u for u in usable]].any()  # unusable components stay out
+    np.testing.assert_array_equal(bagged, bagged_search_weights(candidates, usable, 5, seed))
+
+
+def test_bagging_shoppers_who_all_agree_gives_the_plain_fit() -> None:
+    # Every resample of identical shoppers is the same set: one fit, scaled to a largest 1.
+    one = _random_candidates(np.random.default_rng(3), 1)
+    candidates = Candidates(one.rows * 9, one.values * 9, one.relevant * 9, one.relevant_count * 9)
+    usable = (True,) * len(COMPONENTS)
+    plain, _ = search_weights(candidates, usable)
+    bagged = bagged_search_weights(candidates, usable, bags=7, seed=0)
+    np.testing.assert_allclose(bagged, plain / plain.max(), rtol=1e-6)

@@ -27,7 +27,10 @@ EVERYTHING = BlendWeights(mf=1.0, trend=0.5, item=2.0, repeat=1.0, segment=1.0)
 @pytest.fixture(scope="module")
 def model() -> ServingModel:
     shop = generate(SynthConfig.shop(300, 200, 8_000, seed=3))
-    config = TrainConfig(components=8, epochs=3, seed=1, num_threads=1, min_validation_users=5)
+    # A long trend half-life: every shopper's segment trend is large enough to be shown.
+    config = TrainConfig(
+        components=8, epochs=3, seed=1, num_threads=1, min_validation_users=5, half_life_days=120
+    )
     serving = HybridModel.train(
         shop.interactions, config, items=shop.items, users=shop.users
     ).to_serving()

@@ -84,6 +84,8 @@ def test_config_rejects_bad_blend_settings() -> None:
         ("neighbours", 0),
         ("validation_fraction", 1.0),
         ("knn_shrink", -1.0),
+        ("blend_bags", -1),
+        ("bag_below", 0),
     ):
         with pytest.raises(ValueError, match=field):
             TrainConfig(**{field: value})
@@ -115,6 +117,14 @@ def test_the_blend_is_fitted_saved_and_served(shop: tuple[Path, Path]) -> None:
     assert set(report["validation_ndcg_at_10_by_half_life"]) >= {"7", "none"}
     repeat = serving.signals.blend.get("trained", "repeat")
     assert repeat.repeat > 0, "a shop with consumables must weigh buying again"
+    # Every fit on fewer than bag_below validation shoppers was bagged, and only those.
+    counts = report["validation_users"]
+    fitted = [f"{segment}/{mode}" for segment, modes in report["weights"].items() for mode in modes]
+    small = {f for f in fitted if counts[f.split("/")[0]] < TrainConfig().bag_below}
+    small.discard("features/repeat")  # the features segment's repeat weights are its new ones
+    assert small
+    assert set(report["bagged"]["fits"]) == small
+    assert report["bagged"]["bags"] == TrainConfig().blend_bags
     # The reloaded training state carries the same signals (incremental rounds need them).
     model = HybridModel.load(directory)
     assert model.blend == serving.signals.blend
