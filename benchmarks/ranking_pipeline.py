@@ -274,9 +274,15 @@ def flip_cost(model_dir: Path, flips: int, repeats: int) -> dict[str, Any]:
     model, manifest = load_serving_model(model_dir)
     config = manifest_config(model_dir, manifest)
     vocabulary = model.item_token_embeddings.vocabulary
+    # As the store hands them over: each item with its integer key (CatalogueEntry.key).
     catalogue = [
         CatalogueEntry(
-            item, tuple(vocabulary.id_of(int(c)) for c in model.item_tokens.row(row)), True, 1, 1
+            item,
+            tuple(vocabulary.id_of(int(c)) for c in model.item_tokens.row(row)),
+            True,
+            1,
+            1,
+            row + 1,
         )
         for row, item in enumerate(model.item_ids.ids)
     ]

@@ -50,6 +50,9 @@ class CatalogueEntry(NamedTuple):
     # The revision that last wrote its tokens (an availability flip does not): a reader at
     # a revision at or after it has these tokens already and need not compare them.
     tokens_revision: int = 0
+    # The store's integer key of the item: given once, never reused (0: not known). A
+    # reader maps keys to its rows with one gather instead of a lookup per string id.
+    key: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -104,7 +104,8 @@ from shelfrank.server.user_events import (
 # 6: model versions pinned in the store (model_pins), never pruned.
 # 7: the dashboard's replica samples, audit log and saved evaluations.
 # 8: per-item daily counters of impressions and clicks (item_days), kept at write time.
-SCHEMA_VERSION = 8
+# 9: catalogue items carry an integer key (item_key), given once and never reused.
+SCHEMA_VERSION = 9
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -198,6 +199,8 @@ CREATE TABLE IF NOT EXISTS item_days (day INTEGER NOT NULL, item_id TEXT NOT NUL
 """
 _CATALOGUE_KEY = "catalogue_revision"
 _CATALOGUE_SQL = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_CATALOGUE_KEY}')"
+# A new item's key (an update keeps its own): the largest + 1, read from the unique index.
+_NEXT_ITEM_KEY = "(SELECT COALESCE(MAX(item_key), 0) + 1 FROM items)"
 # Inserts events unless their id is stored already (OR IGNORE on the UNIQUE index), in
 # the given order (seqs follow it). Each row's parameters are a StoredEvent's fields, in
 # order. One statement binds a whole batch: SQLite steps once instead of once per row
@@ -304,6 +307,7 @@ class SQLiteStore:
             )
             self._index_users_in_bulk()
             self._number_catalogue_revisions()
+            self._key_items()
             self._add_attribution_columns()
             if row is not None and int(row[0]) < 8:
                 self._count_item_days()
@@ -352,6 +356,19 @@ class SQLiteStore:
                 "ALTER TABLE items ADD COLUMN tokens_revision INTEGER NOT NULL DEFAULT 0"
             )
             self._writer.execute("UPDATE items SET tokens_revision = revision")
+
+    def _key_items(self) -> None:
+        """Schema 8 items had no integer key: they are numbered 1.. in (revision, item id)
+        order; later items take the largest key + 1 (the unique index finds it)."""
+        columns = {row[1] for row in self._writer.execute("PRAGMA table_info(items)")}
+        if "item_key" not in columns:
+            self._writer.execute("ALTER TABLE items ADD COLUMN item_key INTEGER NOT NULL DEFAULT 0")
+            self._writer.execute(
+                "UPDATE items SET item_key = numbered.key FROM (SELECT item_id,"
+                " ROW_NUMBER() OVER (ORDER BY revision, item_id) AS key FROM items) AS numbered"
+                " WHERE items.item_id = numbered.item_id"
+            )
+        self._writer.execute("CREATE UNIQUE INDEX IF NOT EXISTS items_by_key ON items (item_key)")
 
     def _add_attribution_columns(self) -> None:
         """Events of schema 4 and before answer no known response: recommendation id ""
@@ -675,7 +692,8 @@ class SQLiteStore:
                 )
                 self._writer.executemany(
                     "INSERT INTO items (item_id, features, updated_ms, revision, added_ms,"
-                    f" tokens_revision) VALUES (?, ?, ?, {_CATALOGUE_SQL}, ?, {_CATALOGUE_SQL})"
+                    f" tokens_revision, item_key) VALUES (?, ?, ?, {_CATALOGUE_SQL}, ?,"
+                    f" {_CATALOGUE_SQL}, {_NEXT_ITEM_KEY})"
                     " ON CONFLICT(item_id) DO UPDATE SET features=excluded.features,"
                     " updated_ms=excluded.updated_ms, revision=excluded.revision,"
                     " tokens_revision=excluded.tokens_revision",
@@ -1164,13 +1182,15 @@ class SQLiteStore:
         with self._snapshot() as connection:
             revision = connection.execute(f"SELECT {_CATALOGUE_SQL}").fetchone()[0]
             rows = connection.execute(
-                "SELECT item_id, features, available, added_ms, tokens_revision FROM items"
-                " WHERE revision > ? ORDER BY revision, item_id",
+                "SELECT item_id, features, available, added_ms, tokens_revision, item_key"
+                " FROM items WHERE revision > ? ORDER BY revision, item_id",
                 (after_revision,),
             ).fetchall()
         return int(revision or 0), [
-            CatalogueEntry(str(item), split_tokens(features), bool(available), int(added), int(tr))
-            for item, features, available, added, tr in rows
+            CatalogueEntry(
+                str(item), split_tokens(features), bool(available), int(added), int(tr), int(key)
+            )
+            for item, features, available, added, tr, key in rows
         ]
 
     def catalogue_revision(self) -> int:

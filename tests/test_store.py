@@ -459,6 +459,38 @@ def test_a_schema_6_store_gets_the_dashboard_tables_and_keeps_its_data(tmp_path:
     store.close()
 
 
+def test_a_schema_8_catalogue_gets_item_keys_in_revision_order(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.upsert_items([("b", ["x=1"]), ("a", [])])
+    store.upsert_items([("c", [])])
+    store.close()
+    with sqlite3.connect(path) as raw:  # as schema 8 left it: items without keys
+        raw.executescript(
+            """
+            DROP INDEX items_by_key;
+            ALTER TABLE items DROP COLUMN item_key;
+            UPDATE meta SET value = '8' WHERE key = 'schema_version';
+            """
+        )
+    raw.close()
+    store = SQLiteStore(path)
+    assert [(e.item_id, e.key) for e in store.catalogue_changes()[1]] == [
+        ("a", 1),
+        ("b", 2),
+        ("c", 3),
+    ]
+    store.upsert_items([("d", []), ("a", ["x=2"])])  # a new item: the next key; a keeps its
+    assert {e.item_id: e.key for e in store.catalogue_changes()[1]} == {
+        "a": 1,
+        "b": 2,
+        "c": 3,
+        "d": 4,
+    }
+    assert store.integrity_check() == "ok"
+    store.close()
+
+
 def test_a_schema_7_store_counts_its_impressions_and_clicks_per_item_and_day(
     tmp_path: Path,
 ) -> None:
@@ -484,7 +516,7 @@ def test_a_schema_7_store_counts_its_impressions_and_clicks_per_item_and_day(
         assert (
             raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             == (str(SCHEMA_VERSION),)
-            == ("8",)
+            == ("9",)
         )
     raw.close()
     # Counted once: a second open counts nothing again, and writes go on counting.

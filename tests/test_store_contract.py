@@ -435,6 +435,23 @@ def test_catalogue_revisions_name_every_change_in_commit_order(backend: Backend)
     assert sorted(everything) == sorted(reader.item_features().items())
 
 
+def test_items_keep_one_integer_key_for_life(backend: Backend) -> None:
+    location = backend.location()
+    writer, reader = backend.open(location), backend.open(location)
+    writer.upsert_items([("b", ["colour=red"]), ("a", [])])
+    keys = {e.item_id: e.key for e in reader.catalogue_changes()[1]}
+    assert len(set(keys.values())) == 2
+    assert min(keys.values()) > 0
+    writer.upsert_items([("a", ["colour=blue"]), ("c", []), ("b", [])])  # updates and a new one
+    writer.set_availability(["a"], False)
+    again = {e.item_id: e.key for e in reader.catalogue_changes()[1]}
+    assert {item: again[item] for item in keys} == keys  # an update or a flip keeps the key
+    assert again["c"] not in keys.values()
+    assert again["c"] > 0
+    flipped = reader.catalogue_changes(reader.catalogue_revision() - 1)[1]
+    assert [(e.item_id, e.key) for e in flipped] == [("a", keys["a"])]
+
+
 def test_availability_flips_are_catalogue_changes_without_touching_tokens(
     backend: Backend,
 ) -> None:
@@ -1993,7 +2010,7 @@ def test_a_schema_5_store_gets_the_dashboard_tables_and_keeps_its_data(pg_url: s
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("7",)
+        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("8",)
     store = PostgresStore(pg_url)
     try:
         assert store.replica_samples(0) == [sample("r1", now)]
@@ -2031,7 +2048,27 @@ def test_a_schema_6_store_counts_its_impressions_and_clicks_per_item_and_day(
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("7",)
+        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("8",)
+
+
+def test_a_schema_7_catalogue_gets_item_keys(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.upsert_items([("b", ["x=1"]), ("a", [])])
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as connection:  # as schema 7 left it
+        connection.execute("ALTER TABLE items DROP COLUMN item_key")
+        connection.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    store = PostgresStore(pg_url)
+    try:
+        keys = {e.item_id: e.key for e in store.catalogue_changes()[1]}
+        assert sorted(keys.values()) == [1, 2]
+        store.upsert_items([("c", []), ("a", ["x=2"])])
+        again = {e.item_id: e.key for e in store.catalogue_changes()[1]}
+        assert {item: again[item] for item in keys} == keys
+        assert again["c"] > max(keys.values())
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
 
 
 def _wait_for_lock_waiters(url: str, count: int) -> None:
