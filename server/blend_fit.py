@@ -426,39 +426,38 @@ def _best(rows: IntArray, scores: npt.NDArray[np.float32]) -> IntArray:
     return rows[np.argpartition(-scores, CANDIDATES - 1)[:CANDIDATES]]
 
 
-def mean_ndcg(
-    candidates: Candidates, weights: npt.NDArray[np.float32], counts: IntArray | None = None
-) -> float:
-    """Mean NDCG@10 of the blend ``weights`` over the cases (each taken ``counts`` times)."""
-    return float(mean_ndcgs(candidates, weights[None, :], counts)[0])
+def mean_ndcg(candidates: Candidates, weights: npt.NDArray[np.float32]) -> float:
+    """Mean NDCG@10 of the blend ``weights`` over the cases."""
+    return float(mean_ndcgs(candidates, weights[None, :])[0])
 
 
-def mean_ndcgs(
-    candidates: Candidates, trials: npt.NDArray[np.float32], counts: IntArray | None = None
-) -> npt.NDArray[np.float64]:
+def mean_ndcgs(candidates: Candidates, trials: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     """Mean NDCG@10 over the cases of each row of blend weights ``trials``, all cases and
     trials in one compiled pass (ties by the lower candidate position,
-    server/compiled_fit.py); with ``counts``, case i taken ``counts[i]`` times (a
-    bootstrap resample without copying the cases)."""
+    server/compiled_fit.py)."""
     if not candidates.rows:
         return np.full(trials.shape[0], np.nan)
     values, lengths, relevant, ideal = candidates.packed()
     per_case = blended_ndcg(values, trials, lengths, relevant, _DISCOUNTS, ideal)
-    if counts is None:
-        return np.array([row.mean() for row in per_case])
-    return np.array([(row * counts).sum() / counts.sum() for row in per_case])
+    return np.array([row.mean() for row in per_case])
+
+
+TrialScorer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]
 
 
 def search_weights(
-    candidates: Candidates, usable: Sequence[bool], counts: IntArray | None = None
+    candidates: Candidates, usable: Sequence[bool], score: TrialScorer | None = None
 ) -> tuple[npt.NDArray[np.float32], float]:
     """Coordinate ascent over ``WEIGHT_GRID`` per component (unusable ones stay 0),
     starting from the model's score alone. The trials of one component differ from the
     current weights in that component only, so they are scored together and taken in
-    grid order, the first strictly better each time, as one by one."""
+    grid order, the first strictly better each time, as one by one. ``score`` gives each
+    trial's mean NDCG@10 (default: over the cases, :func:`mean_ndcgs`)."""
+    if score is None:
+        score = lambda trials: mean_ndcgs(candidates, trials)  # noqa: E731
     weights = np.zeros(len(COMPONENTS), np.float32)
     weights[0 if usable[0] else 1] = 1.0
-    best = mean_ndcg(candidates, weights, counts)
+    best = float(score(weights[None, :])[0])
     for _ in range(ROUNDS):
         improved = False
         for component in range(len(COMPONENTS)):
@@ -476,10 +475,10 @@ def search_weights(
                     trials.append(trial)
             if not trials:
                 continue
-            scores = mean_ndcgs(candidates, np.array(trials), counts)
-            for trial, score in zip(trials, scores, strict=True):
-                if score > best + 1e-9:
-                    best, weights, improved = float(score), trial, True
+            scores = score(np.array(trials))
+            for trial, value in zip(trials, scores, strict=True):
+                if value > best + 1e-9:
+                    best, weights, improved = float(value), trial, True
         if not improved:
             break
     return weights, best
@@ -633,18 +632,28 @@ def bagged_search_weights(
     rng = np.random.default_rng(seed)
     cases = len(candidates.rows)
     total = np.zeros(len(COMPONENTS), np.float64)
-    values, lengths, relevant, ideal = candidates.packed()
+    # Each case's NDCG under a trial does not depend on the resample: computed once per
+    # trial for all cases and shared by the resamples (their searches start alike and
+    # mostly walk the same trials); a resample weighs it by how often it drew each case.
+    per_case: dict[bytes, npt.NDArray[np.float64]] = {}
+
+    def case_ndcgs(trials: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        keys = [trial.tobytes() for trial in trials]
+        new = [i for i, key in enumerate(keys) if key not in per_case]
+        if new:
+            values, lengths, relevant, ideal = candidates.packed()
+            found = blended_ndcg(values, trials[new], lengths, relevant, _DISCOUNTS, ideal)
+            for i, row in zip(new, found, strict=True):
+                per_case[keys[i]] = row
+        return np.array([per_case[key] for key in keys])
+
+    def resample_scorer(share: npt.NDArray[np.float64]) -> TrialScorer:
+        return lambda trials: case_ndcgs(trials) @ share
+
     for _ in range(bags):
         counts = np.bincount(rng.integers(0, cases, cases), minlength=cases)
-        drawn = np.flatnonzero(counts)  # about 37% of the cases are not drawn: skip them
-        resample = Candidates(
-            [candidates.rows[i] for i in drawn],
-            [],
-            [],
-            [],
-            (values[drawn], lengths[drawn], relevant[drawn], ideal[drawn]),
-        )
-        weights, _ = search_weights(resample, usable, counts[drawn])
+        scorer = resample_scorer(counts / counts.sum())
+        weights, _ = search_weights(candidates, usable, scorer)
         total += weights / weights.sum()
     mean: npt.NDArray[np.float32] = (total / total.max()).astype(np.float32)
     return mean
