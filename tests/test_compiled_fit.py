@@ -213,17 +213,7 @@ def _one_by_one(candidates: Candidates, usable: tuple[bool, ...]) -> tuple[Any, 
 def test_batched_weight_search_equals_the_one_by_one_ascent(
     cases: int, seed: int, usable_rest: list[bool]
 ) -> None:
-    rng = np.random.default_rng(seed)
-    candidates = Candidates([], [], [], [])
-    for _ in range(cases):
-        size = int(rng.integers(1, 25))
-        candidates.rows.append(np.arange(size, dtype=np.int64))
-        candidates.values.append(
-            (rng.integers(0, 5, (len(COMPONENTS), size)) / 4).astype(np.float32)
-        )
-        relevant = rng.random(size) < 0.25
-        candidates.relevant.append(relevant)
-        candidates.relevant_count.append(max(1, int(relevant.sum())))
+    candidates = _random_candidates(np.random.default_rng(seed), cases)
     usable = (True, *usable_rest)
     weights, best = search_weights(candidates, usable)
     expected_weights, expected_best = _one_by_one(candidates, usable)
