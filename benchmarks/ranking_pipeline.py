@@ -23,11 +23,13 @@ one run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,10 +59,36 @@ def _use_code(root: str) -> None:
         del sys.modules[name]
 
 
+def _readable_here(model_dir: str, scratch: Path) -> str:
+    """``model_dir`` as the code imported now reads it. A model trained by newer code names
+    training settings older code does not know (they shaped the training, not serving, and
+    the older code refuses unknown ones): its copy's manifest leaves them out, the array
+    files are links to the originals (their checksums are in the manifest, unchanged)."""
+    from shelfrank.server.config import TrainConfig
+
+    source = Path(model_dir)
+    manifest = json.loads((source / "manifest.json").read_text())
+    params = dict(manifest.get("params", {}))
+    known = set(TrainConfig.__dataclass_fields__)
+    if set(params) <= known:
+        return model_dir
+    copy = scratch / "model-for-older-code"
+    copy.mkdir()
+    for path in source.iterdir():
+        if path.name != "manifest.json":
+            (copy / path.name).symlink_to(path.resolve())
+    manifest["params"] = {name: value for name, value in params.items() if name in known}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return str(copy)
+
+
 def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: int) -> None:
     """Prints the p50 and p90 (ms) of in-process Recommend calls, as JSON."""
     if root:
         _use_code(root)
+        scratch = tempfile.mkdtemp()
+        atexit.register(shutil.rmtree, scratch, True)
+        model_dir = _readable_here(model_dir, Path(scratch))
     from shelfrank.server.registry import load_state
     from shelfrank.server.requests import RecommendQuery
     from shelfrank.server.service import RecommenderService
@@ -169,6 +197,7 @@ def _serve(root: str, model_dir: Path, state: Path) -> tuple[subprocess.Popen[st
 def serve_child(root: str, model_dir: str, state: str) -> None:
     if root:
         _use_code(root)
+        model_dir = _readable_here(model_dir, Path(state).parent)
     from shelfrank.server.cli import main as cli_main
 
     cli_main(["serve", "--state", state, "--model", model_dir, "--port", "0"])
