@@ -570,11 +570,10 @@ def fit_blend(
         }
 
     notes["validation_ndcg_at_10_by_item_half_life"] = curve(second)
-    item_half_life = best[1] if second else None
     return BlendFit(
         blend=best[2],
         half_life_days=trend_half_life,
-        item_half_life_days=item_half_life,
+        item_half_life_days=best[1] if second else None,
         item_item_l2=l2,
         item_item_method=method,
         curve=curve(first),
