@@ -13,9 +13,10 @@ of the newest events (user_events.py). Schema 2 (that form) is made from a schem
 when it is opened; stop every process using the file before the first open by this
 version (a schema 1 process still writing would leave the new index stale).
 
-Concurrency: one writer connection serialised by a lock; every read opens its own
+Concurrency: one writer connection serialised by a lock, which is also a lock on a file
+next to the database, so several processes sharing the file write in turn without
+SQLite's polling (writer_lock.py; see user_events.py); every read opens its own
 short-lived connection (WAL readers never block the writer and see only committed data).
-Several processes may share the file (SQLite's write lock; see user_events.py).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ from shelfrank.server.user_events import (
     merged_upto,
     seqs_of,
 )
+from shelfrank.server.writer_lock import WriterLock
 
 # 2: events are indexed by user in bulk (user_events, see user_events.py), not per insert.
 # 3: catalogue items carry the revision that last wrote them (meta.catalogue_revision).
@@ -274,7 +276,8 @@ class SQLiteStore:
         self._recent = RecentByUser()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # the writer connection and the commit
+        # The writer connection and the commit, across this file's processes too.
+        self._lock = WriterLock(self.path.with_name(self.path.name + ".writer-lock"))
         self._spare: list[sqlite3.Connection] = []  # read connections between reads
         self._spare_lock = threading.Lock()
         self._closed = False
@@ -429,6 +432,8 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._spare_lock:
+            if self._closed:
+                return
             self._closed = True
             spare, self._spare = self._spare, []
         for connection in spare:
@@ -436,6 +441,7 @@ class SQLiteStore:
         with self._lock:
             self._writer.commit()
             self._writer.close()
+        self._lock.close()
 
     # -- writes -------------------------------------------------------------------------------
     def append_events(

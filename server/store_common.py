@@ -13,6 +13,7 @@ import numbers
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
@@ -48,7 +49,7 @@ class GroupCommit:
     batch in it fails and none is stored. ``lock`` is held while a group commits (a
     backend may use it for its other writes too)."""
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: AbstractContextManager[Any]) -> None:
         self._lock = lock
         self._queue_lock = threading.Lock()
         self._queue: list[PendingBatch] = []
