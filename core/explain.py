@@ -93,10 +93,11 @@ def summarise(
 
 
 def _user_parts(
-    model: ServingModel, user_id: str, user: UserVector, vector: Vector
-) -> tuple[dict[str, Vector], IndexArray, Vector]:
-    """Parts summing to the user's vector ``vector`` (float64): named ones, and one per
-    history item folded in (its rows, ascending, and their parts)."""
+    model: ServingModel, user: UserVector, vector: Vector
+) -> tuple[list[str], Vector, IndexArray, Vector]:
+    """Parts summing to the user's vector ``vector`` (float64): named ones (their names
+    and a row each), and one per history item folded in (its rows, ascending, and their
+    parts)."""
     prior = user.prior.astype(np.float64) if user.prior is not None else None
     if user.folded_rows.size:
         rows, inverse = np.unique(user.folded_rows, return_inverse=True)
@@ -104,32 +105,46 @@ def _user_parts(
         folded = (weights / model.fold_in.l2)[:, None] * model.items.item_vectors[rows].astype(
             np.float64
         )
-        named = _prior_parts(model, user_id, user, prior) if prior is not None else {}
-        known = sum(named.values(), np.zeros_like(vector)) + folded.sum(axis=0)
-        named["user:baseline"] = vector - known
-        return named, rows.astype(np.int64), folded
+        names, named = (
+            _prior_parts(model, user, prior) if prior is not None else ([], _no_parts(vector))
+        )
+        known = named.sum(axis=0) + folded.sum(axis=0)
+        return (
+            [*names, "user:baseline"],
+            np.vstack([named, vector - known]),
+            rows.astype(np.int64),
+            folded,
+        )
     empty = np.zeros((0, vector.size))
-    return _prior_parts(model, user_id, user, vector), np.empty(0, np.int64), empty
+    return *_prior_parts(model, user, vector), np.empty(0, np.int64), empty
+
+
+def _no_parts(vector: Vector) -> Vector:
+    return np.zeros((0, vector.size))
 
 
 def _prior_parts(
-    model: ServingModel, user_id: str, user: UserVector, vector: npt.NDArray[np.float64]
-) -> dict[str, Vector]:
-    """Parts of a trained or features-composed vector: its profile tokens and its own."""
+    model: ServingModel, user: UserVector, vector: npt.NDArray[np.float64]
+) -> tuple[list[str], Vector]:
+    """Parts of a trained or features-composed vector: its profile tokens and its own,
+    as names and a row each (one fancy index for all tokens: a numpy call per token cost
+    more than the arithmetic). Rows summed in order, as adding them one by one would."""
     embeddings = model.user_token_embeddings
     tokens = user.tokens
-    parts: dict[str, Vector] = {}
+    names: list[str] = []
+    parts = _no_parts(vector)
     if tokens.size:
         weight = 1.0 / (embeddings.identity_weight + tokens.size)
         if embeddings.weighting == "unit":
             weight = 1.0
-        names = _prefixed("user:", embeddings.vocabulary)
-        for row in tokens.tolist():
-            parts[names[row]] = weight * embeddings.embeddings[row].astype(np.float64)
-    rest = vector - sum(parts.values(), np.zeros_like(vector))
+        prefixed = _prefixed("user:", embeddings.vocabulary)
+        names = [prefixed[row] for row in tokens.tolist()]
+        parts = weight * embeddings.embeddings[tokens].astype(np.float64)
+    rest = vector - parts.sum(axis=0)
     if np.any(rest != 0):
-        parts["user:own"] = rest
-    return parts
+        names.append("user:own")
+        parts = np.vstack([parts, rest])
+    return names, parts
 
 
 def _item_parts(model: ServingModel, row: int) -> dict[str, Vector]:
@@ -234,6 +249,10 @@ def _summaries(
     rests = rests_array.tolist()
     strongest_columns, strongest_values = strongest.tolist(), strongest_array.tolist()
     history_rows = history.tolist()
+    # Rows with two kept parts of one size (largest first, so next to each other): only
+    # those are sorted again, by name.
+    sizes = np.abs(chosen)
+    tied = ((sizes[:, 1:] == sizes[:, :-1]) & (sizes[:, 1:] != 0)).any(axis=1).tolist()
     id_list = ids.ids  # rows of the model's own tables: no bounds check per lookup
     out = []
     for position in range(parts.items):
@@ -250,7 +269,7 @@ def _summaries(
             if value
         ]
         # Already largest first; parts of equal size go by name.
-        if len({abs(value) for _, value in kept}) < len(kept):
+        if tied[position]:
             kept.sort(key=lambda item: (-abs(item[1]), item[0]))
         # Largest first, ties to the lower column: the lower history row.
         because = tuple(
@@ -291,7 +310,7 @@ def explain_scores(
         parts.block(["signal:popularity"], model.item_popularity[rows].astype(np.float64))
     if vector is not None and (signals is None or weights.mf > 0):
         factor = 1.0 if signals is None else weights.mf / signals.mf_scale
-        _add_model_parts(parts, model, user_id, user, vector, rows, factor)
+        _add_model_parts(parts, model, user, vector, rows, factor)
     if signals is not None:
         _add_signal_parts(parts, model, signals, user.history, weights, rows)
     named = parts.named()
@@ -329,7 +348,6 @@ def _history_of(user: UserVector) -> IndexArray:
 def _add_model_parts(
     parts: _Parts,
     model: ServingModel,
-    user_id: str,
     user: UserVector,
     vector: Vector,
     rows: IndexArray,
@@ -337,10 +355,9 @@ def _add_model_parts(
 ) -> None:
     """The model's score ``u · v + b_i + b_u`` split into its user and item parts."""
     items = model.items.item_vectors[rows].astype(np.float64)
-    named, folded_rows, folded = _user_parts(model, user_id, user, vector)
-    if named:
-        names = list(named)
-        parts.block(names, 0.5 * factor * (items @ np.stack([named[n] for n in names]).T))
+    user_names, user_parts, folded_rows, folded = _user_parts(model, user, vector)
+    if user_names:
+        parts.block(user_names, 0.5 * factor * (items @ user_parts.T))
     if folded_rows.size:
         parts.history_values[:, parts.columns(folded_rows)] += 0.5 * factor * (items @ folded.T)
     embeddings = model.item_token_embeddings
