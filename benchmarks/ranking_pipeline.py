@@ -47,6 +47,7 @@ from machine import machine_description, serve_process  # benchmarks/machine.py
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 PACKAGES = ("core", "datasets", "server", "client", "edge", "proto")
+PAIRED_BLOCK = 100  # calls per turn of the paired in-process measurement
 
 
 # -- 1. latency, in child processes -------------------------------------------------------------
@@ -119,6 +120,69 @@ def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: in
             }
         )
     )
+
+
+def paired_child(model_dir: str, calls: int, block: int, seed: int) -> None:
+    """Prints the p50 (ms) of in-process Recommend calls with explain off and on, as JSON:
+    one process, the same users, blocks of ``block`` calls taking turns (which goes first
+    alternates), so both see the same machine (separate processes a few seconds apart
+    saw it 1.4x faster or slower, more than the ratio being measured)."""
+    from shelfrank.server.registry import load_state
+    from shelfrank.server.requests import RecommendQuery
+    from shelfrank.server.service import RecommenderService
+    from shelfrank.server.store import SQLiteStore
+
+    state = load_state(model_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = SQLiteStore(Path(scratch) / "store.sqlite3")
+        service = RecommenderService(store, state)
+        rng = random.Random(seed)
+        picked = [rng.choice(list(state.model.user_ids.ids)) for _ in range(calls)]
+        queries = {
+            explain: [RecommendQuery(user_id=user, k=10, explain=explain) for user in picked]
+            for explain in (False, True)
+        }
+        for explain in (False, True):  # warm-up: caches, first fold-in pools
+            for query in queries[explain][: calls // 5]:
+                service.recommend(query)
+        took: dict[bool, list[float]] = {False: [], True: []}
+        for start in range(0, calls, block):
+            turn = (False, True) if (start // block) % 2 == 0 else (True, False)
+            for explain in turn:
+                for query in queries[explain][start : start + block]:
+                    tick = time.perf_counter()
+                    service.recommend(query)
+                    took[explain].append(time.perf_counter() - tick)
+        store.close()
+    off, on = (1000 * float(np.percentile(took[explain], 50)) for explain in (False, True))
+    print(json.dumps({"off_p50_ms": off, "on_p50_ms": on}))
+
+
+def measure_paired(model_dir: Path, rounds: int, calls: int) -> dict[str, Any]:
+    """Explain on against off, in process, each round one paired child (``paired_child``)."""
+    runs = []
+    for round_index in range(rounds):
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--paired-child",
+                json.dumps([str(model_dir), calls, PAIRED_BLOCK, round_index]),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    ratios = [run["on_p50_ms"] / run["off_p50_ms"] for run in runs]
+    return {
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "block": PAIRED_BLOCK,
+        "runs": runs,
+        "explain_on_vs_off_by_round": ratios,
+        "explain_on_vs_off": statistics.median(ratios),
+    }
 
 
 @contextmanager
@@ -483,7 +547,7 @@ def availability_under_load(
 
 
 def markdown(result: dict[str, Any]) -> str:
-    latency, remote = result["latency"], result["grpc_latency"]
+    latency, remote, paired = result["latency"], result["grpc_latency"], result["paired_latency"]
     explained, cost, load = result["explanations"], result["flip_cost"], result["availability"]
     p50, rpc = latency["p50_ms"], remote["p50_ms"]
     flip_ms, rebuild_ms = 1000 * cost["flip_s"], 1000 * cost["rebuild_s"]
@@ -497,6 +561,11 @@ def markdown(result: dict[str, Any]) -> str:
             f" ({latency['explain_off_vs_today']:.3f}x),"
             f" explain on {p50['explain_on']:.3f} ms ({latency['explain_on_vs_off']:.2f}x of off);"
             f" median of {latency['rounds']} alternating rounds.",
+            f"- The same, paired (explain off and on in turns of {paired['block']} calls in one"
+            f" process): explain on {paired['explain_on_vs_off']:.2f}x of off, median of"
+            f" {paired['rounds']} processes ("
+            + ", ".join(f"{r:.2f}" for r in paired["explain_on_vs_off_by_round"])
+            + ").",
             f"- Recommend p50 through gRPC (one caller): today {rpc['today']:.3f} ms, explain off"
             f" {rpc['explain_off']:.3f} ms ({remote['explain_off_vs_today']:.3f}x), explain on"
             f" {rpc['explain_on']:.3f} ms ({remote['explain_on_vs_off']:.2f}x of off).",
@@ -524,6 +593,9 @@ def main() -> None:
         root, model_dir, explain, calls, seed = json.loads(sys.argv[2])
         latency_child(root, model_dir, explain, calls, seed)
         return
+    if len(sys.argv) > 2 and sys.argv[1] == "--paired-child":
+        paired_child(*json.loads(sys.argv[2]))
+        return
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-child":
         serve_child(*json.loads(sys.argv[2]))
         return
@@ -544,6 +616,7 @@ def main() -> None:
         "machine": machine_description(),
         "latency_model": latency_name,
         "latency": measure_latency(latency_model, args.baseline, rounds, calls),
+        "paired_latency": measure_paired(latency_model, rounds, calls),
         "grpc_latency": measure_grpc_latency(latency_model, args.baseline, rounds, calls // 2),
         "explanations": check_explanations(latency_model, 20 if args.smoke else 100),
         "flip_cost": flip_cost(catalogue_model, flips, 1 if args.smoke else 5),
