@@ -111,7 +111,7 @@ def _user_parts(
         known = named.sum(axis=0) + folded.sum(axis=0)
         return (
             [*names, "user:baseline"],
-            np.vstack([named, vector - known]),
+            np.concatenate((named, (vector - known)[None, :])),
             rows.astype(np.int64),
             folded,
         )
@@ -141,9 +141,9 @@ def _prior_parts(
         names = [prefixed[row] for row in tokens.tolist()]
         parts = weight * embeddings.embeddings[tokens].astype(np.float64)
     rest = vector - parts.sum(axis=0)
-    if np.any(rest != 0):
+    if rest.any():  # a NaN counts as nonzero, as rest != 0 would
         names.append("user:own")
-        parts = np.vstack([parts, rest])
+        parts = np.concatenate((parts, rest[None, :]))
     return names, parts
 
 
@@ -209,7 +209,7 @@ class _Parts:
     def named(self) -> Vector:
         if not self._blocks:
             return np.zeros((self.items, 0))
-        return np.hstack(self._blocks)
+        return np.concatenate(self._blocks, axis=1)
 
 
 def summary_columns(
@@ -234,7 +234,7 @@ def _summaries(
     """Every item's explanation: its ``top`` largest parts, the sum of the others, and the
     (up to three) history items of the largest positive parts, ranked for the whole list
     at once. ``named``: ``parts.named()``."""
-    values = np.hstack([named, parts.history_values])
+    values = np.concatenate((named, parts.history_values), axis=1)
     ids = model.item_ids
     names, offset, history = parts.names, named.shape[1], parts.history
     count = min(top, values.shape[1])
@@ -375,16 +375,12 @@ def _add_model_parts(
     )
     names = _prefixed("item:", embeddings.vocabulary)
     parts.block([names[t] for t in columns.tolist()], credit)
-    parts.block(
-        ["item:own", "bias:item", "bias:user"],
-        np.column_stack(
-            [
-                own,
-                factor * model.items.item_biases[rows].astype(np.float64),
-                np.full(rows.size, factor * float(user.bias)),
-            ]
-        ),
-    )
+    fixed = np.empty((rows.size, 3))  # filled column by column: column_stack costs more
+    fixed[:, 0] = own
+    fixed[:, 1] = model.items.item_biases[rows]
+    fixed[:, 1] *= factor
+    fixed[:, 2] = factor * float(user.bias)
+    parts.block(["item:own", "bias:item", "bias:user"], fixed)
 
 
 def token_credits(
