@@ -249,10 +249,6 @@ def _summaries(
     rests = rests_array.tolist()
     strongest_columns, strongest_values = strongest.tolist(), strongest_array.tolist()
     history_rows = history.tolist()
-    # Rows with two kept parts of one size (largest first, so next to each other): only
-    # those are sorted again, by name.
-    sizes = np.abs(chosen)
-    tied = ((sizes[:, 1:] == sizes[:, :-1]) & (sizes[:, 1:] != 0)).any(axis=1).tolist()
     id_list = ids.ids  # rows of the model's own tables: no bounds check per lookup
     out = []
     for position in range(parts.items):
@@ -268,8 +264,10 @@ def _summaries(
             )
             if value
         ]
-        # Already largest first; parts of equal size go by name.
-        if tied[position]:
+        # Already largest first (so parts of one size are next to each other); parts of
+        # equal size go by name.
+        sizes = largest_values[position]
+        if any(b and abs(a) == abs(b) for a, b in zip(sizes, sizes[1:])):
             kept.sort(key=lambda item: (-abs(item[1]), item[0]))
         # Largest first, ties to the lower column: the lower history row.
         because = tuple(
