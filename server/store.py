@@ -282,7 +282,20 @@ class SQLiteStore:
         self._spare_lock = threading.Lock()
         self._closed = False
         self._group_commit = GroupCommit(self._lock)
-        self._writer = self._connect()
+        try:
+            self._writer = self._connect()
+        except BaseException:
+            self._lock.close()
+            raise
+        try:
+            self._open_schema()
+        except BaseException:  # a store that cannot open leaves no connection or lock file open
+            self._writer.close()
+            self._lock.close()
+            raise
+
+    def _open_schema(self) -> None:
+        """Creates or migrates the schema in one write transaction."""
         with self._lock:
             self._writer.execute("PRAGMA journal_mode=WAL")
             # Ingest cost is dominated by index pages written per commit. A larger writer

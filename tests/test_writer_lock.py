@@ -8,6 +8,7 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import pytest
 
 from shelfrank.core.errors import StorageError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.server.store import SQLiteStore
+from shelfrank.server.store import SCHEMA_VERSION, SQLiteStore
 from shelfrank.server.writer_lock import WriterLock
 
 # A child process that takes the store's writer lock, says so, and holds it until its
@@ -151,3 +152,20 @@ def test_a_closed_store_refuses_writes_with_a_storage_error(tmp_path: Path) -> N
     store.close()  # closing twice is harmless
     with pytest.raises(StorageError, match="closed"):
         store.append_events([event("e1")])
+
+
+def test_a_store_that_cannot_open_keeps_no_file_open(tmp_path: Path) -> None:
+    """A newer schema is refused with the reason, and the refused open leaves neither its
+    connection nor the lock file open."""
+    database = tmp_path / "events.sqlite3"
+    SQLiteStore(database).close()
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
+    connection.close()
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(StorageError, match=f"schema {SCHEMA_VERSION + 1} is newer"):
+        SQLiteStore(database)
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert not taken_by_someone(database)
