@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -267,7 +268,7 @@ def _summaries(
         # Already largest first (so parts of one size are next to each other); parts of
         # equal size go by name.
         sizes = largest_values[position]
-        if any(b and abs(a) == abs(b) for a, b in zip(sizes, sizes[1:])):
+        if any(b and abs(a) == abs(b) for a, b in pairwise(sizes)):
             kept.sort(key=lambda item: (-abs(item[1]), item[0]))
         # Largest first, ties to the lower column: the lower history row.
         because = tuple(
