@@ -116,12 +116,19 @@ def _user_parts(
             rows.astype(np.int64),
             folded,
         )
-    empty = np.zeros((0, vector.size))
-    return *_prior_parts(model, user, vector), np.empty(0, np.int64), empty
+    return *_prior_parts(model, user, vector), _NO_ROWS, _NO_VECTORS
 
 
 def _no_parts(vector: Vector) -> Vector:
     return np.zeros((0, vector.size))
+
+
+# Nothing folded in (read-only: shared by every call). Each numpy call costs microseconds
+# here, and an explanation makes dozens.
+_NO_ROWS: IndexArray = np.empty(0, np.int64)
+_NO_ROWS.setflags(write=False)
+_NO_VECTORS: Vector = np.zeros((0, 0))
+_NO_VECTORS.setflags(write=False)
 
 
 def _prior_parts(
@@ -132,15 +139,14 @@ def _prior_parts(
     more than the arithmetic). Rows summed in order, as adding them one by one would."""
     embeddings = model.user_token_embeddings
     tokens = user.tokens
-    names: list[str] = []
-    parts = _no_parts(vector)
-    if tokens.size:
-        weight = 1.0 / (embeddings.identity_weight + tokens.size)
-        if embeddings.weighting == "unit":
-            weight = 1.0
-        prefixed = _prefixed("user:", embeddings.vocabulary)
-        names = [prefixed[row] for row in tokens.tolist()]
-        parts = weight * embeddings.embeddings[tokens].astype(np.float64)
+    if not tokens.size:  # all its own (vector - 0 is vector, to the bit)
+        return (["user:own"], vector[None, :]) if vector.any() else ([], _no_parts(vector))
+    weight = 1.0 / (embeddings.identity_weight + tokens.size)
+    if embeddings.weighting == "unit":
+        weight = 1.0
+    prefixed = _prefixed("user:", embeddings.vocabulary)
+    names = [prefixed[row] for row in tokens.tolist()]
+    parts = weight * embeddings.embeddings[tokens].astype(np.float64)
     rest = vector - parts.sum(axis=0)
     if rest.any():  # a NaN counts as nonzero, as rest != 0 would
         names.append("user:own")
@@ -427,9 +433,10 @@ def _add_signal_parts(
 ) -> None:
     """The blend's other terms: trend, each history item's item-to-item vote and
     buy-again term, the segment trend (scaled as core/blend.py scales them)."""
-    member = np.zeros(signals.items, np.bool_)
-    member[rows] = True
-    order = np.argsort(rows)
+    if history.rows.size and (weights.item > 0 or weights.repeat > 0):
+        member = np.zeros(signals.items, np.bool_)
+        member[rows] = True
+        order = np.argsort(rows)
     if weights.trend > 0:
         parts.block(["signal:trend"], weights.trend * signals.trend_unit[rows].astype(np.float64))
     if history.rows.size and weights.item > 0:
