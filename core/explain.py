@@ -274,7 +274,7 @@ def _summaries(
         # Already largest first (so parts of one size are next to each other); parts of
         # equal size go by name.
         sizes = largest_values[position]
-        if any(b and abs(a) == abs(b) for a, b in pairwise(sizes)):
+        if any(b and (a == b or a == -b) for a, b in pairwise(sizes)):
             kept.sort(key=lambda item: (-abs(item[1]), item[0]))
         # Largest first, ties to the lower column: the lower history row.
         because = tuple(
