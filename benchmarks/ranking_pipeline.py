@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 PACKAGES = ("core", "datasets", "server", "client", "edge", "proto")
 PAIRED_BLOCK = 100  # calls per turn of the paired in-process measurement
+PAIRED_TURN = 50  # calls per configuration per turn of the gRPC measurement
 
 
 # -- 1. latency, in child processes -------------------------------------------------------------
@@ -269,44 +270,61 @@ def serve_child(root: str, model_dir: str, state: str) -> None:
 
 def measure_grpc_latency(model_dir: Path, baseline: str, rounds: int, calls: int) -> dict[str, Any]:
     """Recommend p50 through real servers (today's code and this code) on loopback, one
-    caller making one call at a time, in alternating rounds."""
+    caller making one call at a time. Both servers stay up; in each round the three
+    configurations take turns of PAIRED_TURN calls (the same users in each turn, which
+    goes first rotating), so all three see the same moments of the machine; each round's
+    ratios are taken within the round and the median over rounds is reported."""
     import grpc
 
     from shelfrank.proto._generated import recommender_pb2 as pb
     from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
 
     users = _model_users(model_dir)
-    p50: dict[str, list[float]] = {"today": [], "explain_off": [], "explain_on": []}
+    names = ["today", "explain_off", "explain_on"]
+    p50: dict[str, list[float]] = {name: [] for name in names}
     with baseline_tree(baseline) as old_root, tempfile.TemporaryDirectory() as scratch:
         old, old_address = _serve(str(old_root), model_dir, Path(scratch) / "old")
         new, new_address = _serve("", model_dir, Path(scratch) / "new")
         address = {"today": old_address, "explain_off": new_address, "explain_on": new_address}
+        channels = {name: grpc.insecure_channel(address[name]) for name in names}
+        stubs = {name: pb_grpc.RecommenderStub(channel) for name, channel in channels.items()}
         rng = random.Random(7)
+
+        def call(name: str, user: str) -> float:
+            request = pb.RecommendRequest(user_id=user, k=10, explain=name == "explain_on")
+            tick = time.perf_counter()
+            stubs[name].Recommend(request, timeout=30)
+            return time.perf_counter() - tick
+
         try:
+            for name in names:  # warm-up: caches, first fold-in pools
+                for _ in range(calls // 5):
+                    call(name, rng.choice(users))
             for round_index in range(rounds):
-                for name in _rotated(list(p50), round_index):
-                    took = []
-                    with grpc.insecure_channel(address[name]) as channel:
-                        stub = pb_grpc.RecommenderStub(channel)
-                        for call in range(calls + calls // 5):
-                            request = pb.RecommendRequest(user_id=rng.choice(users), k=10)
-                            if name == "explain_on":
-                                request.explain = True
-                            tick = time.perf_counter()
-                            stub.Recommend(request, timeout=30)
-                            if call >= calls // 5:  # the first fifth warms up
-                                took.append(time.perf_counter() - tick)
-                    p50[name].append(1000 * float(np.percentile(took, 50)))
+                took: dict[str, list[float]] = {name: [] for name in names}
+                for turn in range(0, calls, PAIRED_TURN):
+                    chosen = [rng.choice(users) for _ in range(min(PAIRED_TURN, calls - turn))]
+                    for name in _rotated(names, round_index + turn // PAIRED_TURN):
+                        took[name] += [call(name, user) for user in chosen]
+                for name in names:
+                    p50[name].append(1000 * float(np.percentile(took[name], 50)))
         finally:
+            for channel in channels.values():
+                channel.close()
             for process in (old, new):
                 process.terminate()
                 process.wait(60)
     median = {name: statistics.median(values) for name, values in p50.items()}
     return {
+        "turn": PAIRED_TURN,
         "p50_ms_by_round": p50,
         "p50_ms": median,
-        "explain_off_vs_today": median["explain_off"] / median["today"],
-        "explain_on_vs_off": median["explain_on"] / median["explain_off"],
+        "explain_off_vs_today": statistics.median(
+            off / today for off, today in zip(p50["explain_off"], p50["today"], strict=True)
+        ),
+        "explain_on_vs_off": statistics.median(
+            on / off for on, off in zip(p50["explain_on"], p50["explain_off"], strict=True)
+        ),
     }
 
 
@@ -549,7 +567,7 @@ def availability_under_load(
 def markdown(result: dict[str, Any]) -> str:
     latency, remote, paired = result["latency"], result["grpc_latency"], result["paired_latency"]
     explained, cost, load = result["explanations"], result["flip_cost"], result["availability"]
-    p50, rpc = latency["p50_ms"], remote["p50_ms"]
+    p50, rpc, rpc_rounds = latency["p50_ms"], remote["p50_ms"], remote["p50_ms_by_round"]["today"]
     flip_ms, rebuild_ms = 1000 * cost["flip_s"], 1000 * cost["rebuild_s"]
     delta, full = load["delta_after_1pct_flipped_bytes"], load["full_snapshot_bytes"]
     return "\n".join(
@@ -566,9 +584,11 @@ def markdown(result: dict[str, Any]) -> str:
             f" {paired['rounds']} processes ("
             + ", ".join(f"{r:.2f}" for r in paired["explain_on_vs_off_by_round"])
             + ").",
-            f"- Recommend p50 through gRPC (one caller): today {rpc['today']:.3f} ms, explain off"
-            f" {rpc['explain_off']:.3f} ms ({remote['explain_off_vs_today']:.3f}x), explain on"
-            f" {rpc['explain_on']:.3f} ms ({remote['explain_on_vs_off']:.2f}x of off).",
+            f"- Recommend p50 through gRPC (one caller; the three in turns of {remote['turn']}"
+            f" calls, ratios within each round, median of {len(rpc_rounds)} rounds): today"
+            f" {rpc['today']:.3f} ms, explain off {rpc['explain_off']:.3f} ms"
+            f" ({remote['explain_off_vs_today']:.3f}x), explain on {rpc['explain_on']:.3f} ms"
+            f" ({remote['explain_on_vs_off']:.2f}x of off).",
             f"- Explanations: {explained['items']} items, largest |contributions + rest - score|"
             f" {explained['largest_sum_error']:.2e}; {explained['because_items']} because-you"
             f" items, {explained['because_items_outside_history']} outside the user's history;"
