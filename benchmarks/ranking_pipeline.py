@@ -84,6 +84,24 @@ def _readable_here(model_dir: str, scratch: Path) -> str:
     return str(copy)
 
 
+@contextmanager
+def _in_process_service(model_dir: str) -> Iterator[tuple[Any, list[str]]]:
+    """The service over a throwaway store, the model loaded as `shelfrank serve` loads it
+    (compiled kernels attached), and the model's users (shelfrank imported from wherever
+    the caller chose: this checkout or ``_use_code``'s)."""
+    from shelfrank.server.registry import load_state
+    from shelfrank.server.service import RecommenderService
+    from shelfrank.server.store import SQLiteStore
+
+    state = load_state(model_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = SQLiteStore(Path(scratch) / "store.sqlite3")
+        try:
+            yield RecommenderService(store, state), list(state.model.user_ids.ids)
+        finally:
+            store.close()
+
+
 def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: int) -> None:
     """Prints the p50 and p90 (ms) of in-process Recommend calls, as JSON."""
     if root:
@@ -91,17 +109,9 @@ def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: in
         scratch = tempfile.mkdtemp()
         atexit.register(shutil.rmtree, scratch, True)
         model_dir = _readable_here(model_dir, Path(scratch))
-    from shelfrank.server.registry import load_state
     from shelfrank.server.requests import RecommendQuery
-    from shelfrank.server.service import RecommenderService
-    from shelfrank.server.store import SQLiteStore
 
-    # Loaded as `shelfrank serve` loads a model: with the compiled kernels attached.
-    state = load_state(model_dir)
-    with tempfile.TemporaryDirectory() as scratch:
-        store = SQLiteStore(Path(scratch) / "store.sqlite3")
-        service = RecommenderService(store, state)
-        users = list(state.model.user_ids.ids)
+    with _in_process_service(model_dir) as (service, users):
         rng = random.Random(seed)
         kwargs: dict[str, Any] = {"explain": True} if explain else {}
         queries = [RecommendQuery(user_id=rng.choice(users), k=10, **kwargs) for _ in range(calls)]
@@ -112,7 +122,6 @@ def latency_child(root: str, model_dir: str, explain: bool, calls: int, seed: in
             tick = time.perf_counter()
             service.recommend(query)
             took.append(time.perf_counter() - tick)
-        store.close()
     print(
         json.dumps(
             {
@@ -128,17 +137,11 @@ def paired_child(model_dir: str, calls: int, block: int, seed: int) -> None:
     one process, the same users, blocks of ``block`` calls taking turns (which goes first
     alternates), so both see the same machine (separate processes a few seconds apart
     saw it 1.4x faster or slower, more than the ratio being measured)."""
-    from shelfrank.server.registry import load_state
     from shelfrank.server.requests import RecommendQuery
-    from shelfrank.server.service import RecommenderService
-    from shelfrank.server.store import SQLiteStore
 
-    state = load_state(model_dir)
-    with tempfile.TemporaryDirectory() as scratch:
-        store = SQLiteStore(Path(scratch) / "store.sqlite3")
-        service = RecommenderService(store, state)
+    with _in_process_service(model_dir) as (service, users):
         rng = random.Random(seed)
-        picked = [rng.choice(list(state.model.user_ids.ids)) for _ in range(calls)]
+        picked = [rng.choice(users) for _ in range(calls)]
         queries = {
             explain: [RecommendQuery(user_id=user, k=10, explain=explain) for user in picked]
             for explain in (False, True)
@@ -154,7 +157,6 @@ def paired_child(model_dir: str, calls: int, block: int, seed: int) -> None:
                     tick = time.perf_counter()
                     service.recommend(query)
                     took[explain].append(time.perf_counter() - tick)
-        store.close()
     off, on = (1000 * float(np.percentile(took[explain], 50)) for explain in (False, True))
     print(json.dumps({"off_p50_ms": off, "on_p50_ms": on}))
 
