@@ -142,7 +142,7 @@ class SearchPolicy:
         if self.wants_index(len(table), table.pruned is not None):
             table.approximate = FaissItemIndex(table.item_vectors, table.item_biases, self.ann)
         if self.compiled:
-            table.kernel = COMPILED_KERNEL
+            table.attach_kernel(COMPILED_KERNEL)
             COMPILED_KERNEL.warm_up(table)
 
 

@@ -132,6 +132,31 @@ def test_the_search_policy_attaches_the_kernel_unless_told_not_to() -> None:
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
 
 
+def test_a_small_catalogue_gets_a_pruned_scan_for_the_kernel_only() -> None:
+    # Below PRUNE_MIN_ITEMS the numpy search scans everything; the compiled kernel searches
+    # a pruned scan at any size, so the policy builds one when it attaches the kernel.
+    vectors, biases = integer_table(4, 1_500, 16, 3, 0)
+    ids = IdMap([f"i{j}" for j in range(1_500)])
+    default, numpy_only = (ScoringTable(ids, vectors, biases) for _ in range(2))
+    assert default.pruned is None
+    SearchPolicy().prepare(default)
+    SearchPolicy(compiled=False).prepare(numpy_only)
+    assert default.kernel is COMPILED_KERNEL
+    assert default.pruned is not None
+    assert numpy_only.pruned is None
+    grown = default.with_rows_appended(
+        IdMap([*ids.ids, "new"]), np.ones((1, 16), np.float32), np.zeros(1, np.float32)
+    )
+    assert grown.pruned is not None
+    assert grown.pruned.items == 1_501
+    user = np.random.default_rng(1).normal(size=16).astype(np.float32)
+    exclude = np.arange(0, 1_500, 5, dtype=np.int64)
+    a = default.recommend(user, 0.5, 20, exclude=exclude)
+    b = numpy_only.recommend(user, 0.5, 20, exclude=exclude)
+    assert a.indices.tolist() == b.indices.tolist()
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+
+
 def test_shapes_the_kernel_would_read_past_are_refused() -> None:
     vectors, biases = integer_table(4, 3000, 16, 3, 0)
     scan = PrunedScan.build(vectors, biases)
