@@ -206,9 +206,9 @@ class UserHistory:
     repeat: FloatArray
     tokens: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
 
-    # What ranking summed from this history per neighbour table (the item-to-item votes'
-    # peak, the segment trend's unit-scaled votes), so that explaining the same request
-    # need not sum every vote again. Derived from the fields, so kept outside them, and
+    # What ranking summed from this history per neighbour table (the peak of its votes,
+    # which scales them), so that explaining the same request need not sum every vote
+    # again. Derived from the fields, so kept outside them, and
     # only once something is remembered (most histories are never explained).
     def remember(self, table: ItemNeighbours, derived: Any) -> None:
         self.__dict__[f"_derived_{id(table)}"] = (table, derived)
@@ -348,9 +348,9 @@ def sparse_scores(
     if weights.segment > 0 and segment is not None and history.tokens.size:
         known = history.tokens[history.tokens < segment.rows]
         rows, votes = segment.scores(known, np.ones(known.size, np.float32))
-        unit = _unit(votes)
-        history.remember(segment, (rows, unit))
-        parts.append((rows, weights.segment * unit))
+        peak = _peak(votes)
+        history.remember(segment, peak)
+        parts.append((rows, weights.segment * _unit(votes, peak)))
     if not parts:
         return np.empty(0, np.int64), np.empty(0, np.float32)
     if len(parts) == 1:

@@ -464,18 +464,36 @@ def _add_signal_parts(
             )
     segment = signals.segment_trend
     if weights.segment > 0 and segment is not None and history.tokens.size:
-        recalled = history.recalled(segment)
-        if recalled is None:
-            known = history.tokens[history.tokens < segment.rows]
-            voted_rows, votes = segment.scores(known, np.ones(known.size, np.float32))
-            recalled = (voted_rows, _unit(votes))
-        voted_rows, unit = recalled
-        values = np.zeros(rows.size)
+        known = history.tokens[history.tokens < segment.rows]
+        values = _segment_units(segment, known, rows, history.recalled(segment))
+        parts.block(["signal:segment"], weights.segment * values.astype(np.float64))
+
+
+def _segment_units(
+    segment: ItemNeighbours, known: IndexArray, rows: IndexArray, peak: float | None
+) -> FloatArray:
+    """The segment term of ``rows`` (unweighted): the votes of the user's tokens ``known``
+    scaled by the largest over every item, ``peak``, as core/blend.py scales them. Only
+    ``rows``' votes are summed when ranking recorded the peak; else every item's."""
+    voters = segment.voters()
+    if peak is None or voters is None:
+        voted_rows, votes = segment.scores(known, np.ones(known.size, np.float32))
+        unit = _unit(votes)
+        values = np.zeros(rows.size, np.float32)
         if voted_rows.size:  # voted_rows ascending
             at = np.minimum(np.searchsorted(voted_rows, rows), voted_rows.size - 1)
             hit = voted_rows[at] == rows
             values[hit] = unit[at[hit]]
-        parts.block(["signal:segment"], weights.segment * values)
+        return values
+    if not peak:
+        return np.zeros(rows.size, np.float32)
+    offsets, lengths = row_offsets(voters.indptr, rows)
+    voter = voters.indices[offsets]
+    hit = np.isin(voter, known)
+    positions = np.repeat(np.arange(rows.size, dtype=np.int64), lengths)[hit]
+    # Summed in float64 and rounded once, as ItemNeighbours.scores sums them.
+    votes = np.bincount(positions, weights=voters.weights[offsets[hit]], minlength=rows.size)
+    return _unit(votes.astype(np.float32), peak)
 
 
 def _add_votes(

@@ -222,10 +222,11 @@ def _blended_top_k(
     exclude: Any,
     allowed: Any,
     filtered: bool,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any]:
     # 1. The sparse terms, in core.blend.sparse_scores' order: item-to-item, repeat, segment.
     size = 0
     item_peak = np.float32(-1.0)  # -1: no item-to-item term
+    segment_peak = np.float32(-1.0)  # -1: no segment term
     if item_weight > 0 and history_rows.size:
         count = _part_votes(
             votes_indptr, votes_indices, votes_weights, history_rows, history_strength,
@@ -248,7 +249,7 @@ def _blended_top_k(
             segment_indptr, segment_indices, segment_weights, tokens, ones,
             acc, in_part, part_rows,
         )  # fmt: skip
-        size, _ = _add_part(
+        size, segment_peak = _add_part(
             acc, in_part, part_rows, count, segment_weight, combined, in_any, touched, size
         )
     # 2. Bounds: per leaf on the dense part; the rounding slack of the blended sum.
@@ -333,7 +334,7 @@ def _blended_top_k(
     by_row = np.argsort(rows)
     rows, scores = rows[by_row], scores[by_row]
     best = np.argsort(-scores, kind="mergesort")
-    return rows[best], scores[best], item_peak
+    return rows[best], scores[best], item_peak, segment_peak
 
 
 # No fastmath here: the blended sum must round as numpy's does (no fused multiply-add).
@@ -474,15 +475,18 @@ class CompiledSearch(CompiledPrunedSearch):
         if weights.segment > 0 and segment is not None and history.tokens.size:
             tokens = history.tokens[history.tokens < segment.rows].astype(np.int64)
         try:
-            rows, scores, item_peak = self._run(
+            rows, scores, item_peak, segment_peak = self._run(
                 scan, leaf_of, position_of, leaf_trend, items, vector, bias, weights,
                 signals, history, repeat_rows, repeat_values, tokens, scratch, k,
                 exclude, allowed,
             )  # fmt: skip
         finally:
             self._scratches.give_back(scratch)
-        if item_peak >= 0:  # for this request's explanation, as the numpy blend records it
-            history.remember(signals.neighbours, float(item_peak))
+        # For this request's explanation, as the numpy blend records them.
+        if item_peak >= 0:
+            history.remember(signals.neighbours, item_peak)
+        if segment is not None and segment_peak >= 0:
+            history.remember(segment, segment_peak)
         return TopK(rows, scores)
 
     @staticmethod
@@ -504,10 +508,10 @@ class CompiledSearch(CompiledPrunedSearch):
         k: int,
         exclude: IndexArray | None,
         allowed: BoolArray | None,
-    ) -> tuple[IndexArray, FloatArray, float]:
+    ) -> tuple[IndexArray, FloatArray, float, float]:
         segment = signals.segment_trend
         neighbours = signals.neighbours
-        rows, scores, item_peak = _kernel(
+        rows, scores, item_peak, segment_peak = _kernel(
             scan.basis,
             scan.bound_matrix.T,
             scan.offsets,
@@ -549,7 +553,7 @@ class CompiledSearch(CompiledPrunedSearch):
             _NO_MASK if allowed is None else allowed,
             allowed is not None,
         )
-        return rows, scores, float(item_peak)
+        return rows, scores, float(item_peak), float(segment_peak)
 
 
 COMPILED_KERNEL = CompiledSearch()
