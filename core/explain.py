@@ -492,8 +492,8 @@ def _segment_units(
     hit = np.isin(voter, known)
     positions = np.repeat(np.arange(rows.size, dtype=np.int64), lengths)[hit]
     # Summed in float64 and rounded once, as ItemNeighbours.scores sums them.
-    votes = np.bincount(positions, weights=voters.weights[offsets[hit]], minlength=rows.size)
-    return _unit(votes.astype(np.float32), peak)
+    summed = np.bincount(positions, weights=voters.weights[offsets[hit]], minlength=rows.size)
+    return _unit(summed.astype(np.float32), peak)
 
 
 def _add_votes(
