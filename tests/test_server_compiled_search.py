@@ -115,46 +115,50 @@ def test_non_finite_scores_are_never_recommended() -> None:
     assert got.indices.tolist() == want.indices.tolist()
 
 
-def test_the_search_policy_attaches_the_kernel_unless_told_not_to() -> None:
-    vectors, biases = integer_table(2, 25_000, 16, 3, 0)
-    ids = IdMap([f"i{j}" for j in range(25_000)])
+def _prepared_with_and_without_kernel(seed: int, items: int) -> tuple[ScoringTable, ScoringTable]:
+    """The same table prepared by the default search policy and by a numpy-only one."""
+    vectors, biases = integer_table(seed, items, 16, 3, 0)
+    ids = IdMap([f"i{j}" for j in range(items)])
     default, numpy_only = (ScoringTable(ids, vectors, biases) for _ in range(2))
     SearchPolicy().prepare(default)
     SearchPolicy(compiled=False).prepare(numpy_only)
     assert default.kernel is COMPILED_KERNEL
     assert default.pruned is not None
     assert numpy_only.kernel is None
-    user = np.random.default_rng(0).normal(size=16).astype(np.float32)
-    exclude = np.arange(0, 25_000, 3, dtype=np.int64)
+    return default, numpy_only
+
+
+def _same_top(default: ScoringTable, numpy_only: ScoringTable, seed: int, step: int) -> None:
+    user = np.random.default_rng(seed).normal(size=16).astype(np.float32)
+    exclude = np.arange(0, len(default), step, dtype=np.int64)
     a = default.recommend(user, 0.5, 20, exclude=exclude)
     b = numpy_only.recommend(user, 0.5, 20, exclude=exclude)
     assert a.indices.tolist() == b.indices.tolist()
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+
+
+def test_the_search_policy_attaches_the_kernel_unless_told_not_to() -> None:
+    default, numpy_only = _prepared_with_and_without_kernel(2, 25_000)
+    _same_top(default, numpy_only, 0, 3)
 
 
 def test_a_small_catalogue_gets_a_pruned_scan_for_the_kernel_only() -> None:
     # Below PRUNE_MIN_ITEMS the numpy search scans everything; the compiled kernel searches
     # a pruned scan at any size, so the policy builds one when it attaches the kernel.
-    vectors, biases = integer_table(4, 1_500, 16, 3, 0)
-    ids = IdMap([f"i{j}" for j in range(1_500)])
-    default, numpy_only = (ScoringTable(ids, vectors, biases) for _ in range(2))
-    assert default.pruned is None
-    SearchPolicy().prepare(default)
-    SearchPolicy(compiled=False).prepare(numpy_only)
-    assert default.kernel is COMPILED_KERNEL
-    assert default.pruned is not None
+    assert (
+        ScoringTable(
+            IdMap(["a", "b"]), np.eye(2, 16, dtype=np.float32), np.zeros(2, np.float32)
+        ).pruned
+        is None
+    )
+    default, numpy_only = _prepared_with_and_without_kernel(4, 1_500)
     assert numpy_only.pruned is None
     grown = default.with_rows_appended(
-        IdMap([*ids.ids, "new"]), np.ones((1, 16), np.float32), np.zeros(1, np.float32)
+        IdMap([*default.item_ids.ids, "new"]), np.ones((1, 16), np.float32), np.zeros(1, np.float32)
     )
     assert grown.pruned is not None
     assert grown.pruned.items == 1_501
-    user = np.random.default_rng(1).normal(size=16).astype(np.float32)
-    exclude = np.arange(0, 1_500, 5, dtype=np.int64)
-    a = default.recommend(user, 0.5, 20, exclude=exclude)
-    b = numpy_only.recommend(user, 0.5, 20, exclude=exclude)
-    assert a.indices.tolist() == b.indices.tolist()
-    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    _same_top(default, numpy_only, 1, 5)
 
 
 def test_shapes_the_kernel_would_read_past_are_refused() -> None:
