@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.scoring import ScoringTable
+from shelfrank.core.serving import ServingModel
 from shelfrank.server.compiled_blend import COMPILED_KERNEL
 
 FloatArray = npt.NDArray[np.float32]
@@ -144,6 +145,12 @@ class SearchPolicy:
         if self.compiled:
             table.attach_kernel(COMPILED_KERNEL)
             COMPILED_KERNEL.warm_up(table)
+
+    def warm_up(self, model: ServingModel) -> None:
+        """Compile the blended search for ``model`` (its table prepared by :meth:`prepare`)
+        before it serves."""
+        if self.compiled:
+            COMPILED_KERNEL.warm_up_ranking(model)
 
 
 __all__ = ["SEARCH_MODES", "AnnConfig", "FaissItemIndex", "SearchPolicy"]

@@ -184,7 +184,9 @@ def manifest_config(directory: str | Path, manifest: Mapping[str, Any]) -> Train
 def load_state(directory: str | Path, search: SearchPolicy | None = None) -> ServingState:
     """A servable state from a model directory; ``search`` may attach an approximate index."""
     model, manifest = load_serving_model(directory)
-    (search or SearchPolicy()).prepare(model.items)
+    policy = search or SearchPolicy()
+    policy.prepare(model.items)
+    policy.warm_up(model)
     config = manifest_config(directory, manifest)
     try:
         trained_at = manifest.get("trained_at")

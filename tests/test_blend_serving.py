@@ -73,6 +73,42 @@ def test_server_and_offline_rank_the_same_blend(
         stop_process(process)
 
 
+# Run in a fresh process, so that nothing earlier in it compiled the kernel.
+_WARM_UP_CHECK = """
+import sys
+import numpy as np
+from shelfrank.server.compiled_blend import _kernel
+from shelfrank.server.registry import load_state
+state = load_state(sys.argv[1])
+loaded = len(_kernel.signatures)
+model = state.model
+allowed = np.ones(len(model.items), np.bool_)
+allowed[::3] = False
+for user_id in model.user_ids.ids[:5]:
+    user = model.user_vector(user_id)
+    for mode in ("new", "repeat"):
+        model.rank(user, 10, exclude=model.item_rows([model.items.item_ids.ids[0]]), mode=mode)
+        model.rank(user, 10, allowed=allowed, mode=mode)
+print(loaded, len(_kernel.signatures))
+"""
+
+
+def test_loading_a_model_compiles_the_blended_search_before_it_serves(model_dir: Path) -> None:
+    # Compiling cold takes seconds, more than a caller's deadline (the first Recommend of a
+    # fresh install once timed out in CI): load_state compiles it, or loads the cached code,
+    # with the argument types serving uses, so no served ranking compiles.
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_UP_CHECK, str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    loaded, after_serving = map(int, done.stdout.split())
+    assert loaded >= 1
+    assert after_serving == loaded
+
+
 def test_cli_recommend_uses_repeat_mode_without_exclude_seen(
     model_dir: Path, tmp_path: Path
 ) -> None:
