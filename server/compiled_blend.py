@@ -31,7 +31,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.blend import BlendWeights, RankingSignals, UserHistory, _unit
+from shelfrank.core.blend import MODES, BlendWeights, RankingSignals, UserHistory, _unit
 from shelfrank.core.pruned_scan import SEED_LEAVES, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
 from shelfrank.server.compiled_explain import add_history_votes, summary_columns, token_credits
@@ -412,16 +412,23 @@ class CompiledSearch(CompiledPrunedSearch):
         serves, as :meth:`warm_up` does for the plain one: compiling cold takes seconds (5 s
         for MovieLens' model on the 2-core machine of benchmarks/RESULTS.md), more than a
         caller's deadline. One ranking of the first trained user with every component on
-        gives the kernel the argument types it serves with."""
+        gives the kernel the argument types it serves with; explaining the user's top items
+        compiles the explanations' steps (about 3 s cold) as far as the model's weights use them."""
+        from shelfrank.core.explain import explain_scores
+
         signals = model.signals
         if signals is None or model.items.kernel is not self or len(model.user_ids) == 0:
             return
-        user = model.user_vector(model.user_ids.ids[0])
+        user_id = model.user_ids.ids[0]
+        user = model.user_vector(user_id)
         everything = BlendWeights(mf=1.0, trend=1.0, item=1.0, repeat=1.0, segment=1.0)
         self.blended_top_k(
             model.items, signals, user.vector, user.bias, user.history, everything, 1,
             exclude=model.item_rows([]),
         )  # fmt: skip
+        for mode in MODES:
+            top = model.rank(user, 10, mode=mode)
+            explain_scores(model, user_id, user, top.indices, top.scores, mode=mode)
 
     def _leaf_tables(
         self, scan: PrunedScan, trend: FloatArray
