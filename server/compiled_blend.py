@@ -417,13 +417,16 @@ class CompiledSearch(CompiledPrunedSearch):
         from shelfrank.core.explain import explain_scores
 
         signals = model.signals
-        if signals is None or model.items.kernel is not self or len(model.user_ids) == 0:
+        items = model.items
+        if signals is None or items.kernel is not self or items.pruned is None:
+            return  # nothing for this kernel to search
+        if len(model.user_ids) == 0:
             return
         user_id = model.user_ids.ids[0]
         user = model.user_vector(user_id)
         everything = BlendWeights(mf=1.0, trend=1.0, item=1.0, repeat=1.0, segment=1.0)
         self.blended_top_k(
-            model.items, signals, user.vector, user.bias, user.history, everything, 1,
+            items, signals, user.vector, user.bias, user.history, everything, 1,
             exclude=model.item_rows([]),
         )  # fmt: skip
         for mode in MODES:
