@@ -16,6 +16,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from threadpoolctl import threadpool_info
 
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.proto._generated import recommender_pb2 as pb
 from shelfrank.proto._generated import recommender_pb2_grpc as pb_grpc
@@ -216,6 +217,44 @@ def test_tls(model_dir: Path, tmp_path: Path) -> None:
                 pb_grpc.RecommenderStub(plain).GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
+        running.stop()
+
+
+def test_rpc_threads_bound_the_calls_running_at_once(model_dir: Path, tmp_path: Path) -> None:
+    """With 2 handler threads, a third admitted call waits for a thread (it is neither
+    refused nor run) and completes once one is free."""
+    import threading
+
+    with pytest.raises(InvalidInputError, match="rpc_threads"):
+        start(ServerOptions(state_dir=tmp_path / "bad", port=0, model_dir=model_dir, rpc_threads=0))
+    running = start(
+        ServerOptions(state_dir=tmp_path / "state", port=0, model_dir=model_dir, rpc_threads=2)
+    )
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    service = running.service
+    original = service.recommend
+
+    def stalled(query: object) -> object:
+        entered.release()
+        release.wait(10)
+        return original(query)  # type: ignore[arg-type]
+
+    service.recommend = stalled  # type: ignore[method-assign]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            request = pb.RecommendRequest(user_id="u1", k=3)
+            calls = [stub.Recommend.future(request, timeout=10) for _ in range(3)]
+            for _ in range(2):
+                assert entered.acquire(timeout=5)
+            assert not entered.acquire(timeout=0.5)  # the third waits for a thread
+            assert not calls[2].done()
+            release.set()
+            assert entered.acquire(timeout=5)  # and runs once one is free
+            assert all(len(call.result().items) == 3 for call in calls)
+    finally:
+        release.set()
         running.stop()
 
 

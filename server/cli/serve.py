@@ -133,6 +133,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "showed the item to the user at most this long before",
     )
     parser.add_argument(
+        "--rpc-threads",
+        type=positive_int,
+        default=16,
+        help="handler threads per process (fewer convoy less on the GIL; each EdgeSync "
+        "stream holds one while it streams)",
+    )
+    parser.add_argument(
         "--max-concurrent-rpcs",
         type=positive_int,
         default=256,
@@ -226,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         grace_seconds=args.grace,
         blas_threads=args.blas_threads,
+        rpc_threads=args.rpc_threads,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         steering=Steering(
             exploration=args.exploration,
