@@ -8,7 +8,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -220,81 +223,68 @@ def test_tls(model_dir: Path, tmp_path: Path) -> None:
         running.stop()
 
 
-def test_rpc_threads_bound_the_calls_running_at_once(model_dir: Path, tmp_path: Path) -> None:
-    """With 2 handler threads, a third admitted call waits for a thread (it is neither
-    refused nor run) and completes once one is free."""
-    import threading
-
-    with pytest.raises(InvalidInputError, match="rpc_threads"):
-        start(ServerOptions(state_dir=tmp_path / "bad", port=0, model_dir=model_dir, rpc_threads=0))
-    running = start(
-        ServerOptions(state_dir=tmp_path / "state", port=0, model_dir=model_dir, rpc_threads=2)
-    )
+@contextmanager
+def _stalled_recommends(
+    options: ServerOptions,
+) -> Iterator[tuple[pb_grpc.RecommenderStub, threading.Semaphore, threading.Event]]:
+    """A server whose Recommend calls signal ``entered`` and then wait for ``release``; a
+    stub to it. The server is stopped (everything released) on the way out."""
+    running = start(options)
     release = threading.Event()
     entered = threading.Semaphore(0)
-    service = running.service
-    original = service.recommend
+    original = running.service.recommend
 
     def stalled(query: object) -> object:
         entered.release()
         release.wait(10)
         return original(query)  # type: ignore[arg-type]
 
-    service.recommend = stalled  # type: ignore[method-assign]
+    running.service.recommend = stalled  # type: ignore[method-assign]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = pb_grpc.RecommenderStub(channel)
-            request = pb.RecommendRequest(user_id="u1", k=3)
-            calls = [stub.Recommend.future(request, timeout=10) for _ in range(3)]
-            for _ in range(2):
-                assert entered.acquire(timeout=5)
-            assert not entered.acquire(timeout=0.5)  # the third waits for a thread
-            assert not calls[2].done()
-            release.set()
-            assert entered.acquire(timeout=5)  # and runs once one is free
-            assert all(len(call.result().items) == 3 for call in calls)
+            yield pb_grpc.RecommenderStub(channel), entered, release
     finally:
         release.set()
         running.stop()
+
+
+def test_rpc_threads_bound_the_calls_running_at_once(model_dir: Path, tmp_path: Path) -> None:
+    """With 2 handler threads, a third admitted call waits for a thread (it is neither
+    refused nor run) and completes once one is free."""
+    with pytest.raises(InvalidInputError, match="rpc_threads"):
+        start(ServerOptions(state_dir=tmp_path / "bad", port=0, model_dir=model_dir, rpc_threads=0))
+    options = ServerOptions(
+        state_dir=tmp_path / "state", port=0, model_dir=model_dir, rpc_threads=2
+    )
+    with _stalled_recommends(options) as (stub, entered, release):
+        request = pb.RecommendRequest(user_id="u1", k=3)
+        calls = [stub.Recommend.future(request, timeout=10) for _ in range(3)]
+        for _ in range(2):
+            assert entered.acquire(timeout=5)
+        assert not entered.acquire(timeout=0.5)  # the third waits for a thread
+        assert not calls[2].done()
+        release.set()
+        assert entered.acquire(timeout=5)  # and runs once one is free
+        assert all(len(call.result().items) == 3 for call in calls)
 
 
 def test_calls_beyond_the_admission_limit_are_shed_at_once(model_dir: Path, tmp_path: Path) -> None:
     """Overload: with 2 calls admitted, a third is refused immediately (RESOURCE_EXHAUSTED),
     and admitted calls complete normally once they are released."""
-    import threading
-
-    running = start(
-        ServerOptions(
-            state_dir=tmp_path / "state", port=0, model_dir=model_dir, max_concurrent_rpcs=2
-        )
+    options = ServerOptions(
+        state_dir=tmp_path / "state", port=0, model_dir=model_dir, max_concurrent_rpcs=2
     )
-    release = threading.Event()
-    entered = threading.Semaphore(0)
-    service = running.service
-    original = service.recommend
-
-    def stalled(query: object) -> object:
-        entered.release()
-        release.wait(10)
-        return original(query)  # type: ignore[arg-type]
-
-    service.recommend = stalled  # type: ignore[method-assign]
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = pb_grpc.RecommenderStub(channel)
-            request = pb.RecommendRequest(user_id="u1", k=3)
-            admitted = [stub.Recommend.future(request, timeout=10) for _ in range(2)]
-            for _ in range(2):
-                assert entered.acquire(timeout=5)
-            with pytest.raises(grpc.RpcError) as refused:
-                stub.Recommend(request, timeout=5)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            release.set()
-            assert all(len(call.result().items) == 3 for call in admitted)
-            assert len(stub.Recommend(request, timeout=5).items) == 3  # capacity is back
-    finally:
+    with _stalled_recommends(options) as (stub, entered, release):
+        request = pb.RecommendRequest(user_id="u1", k=3)
+        admitted = [stub.Recommend.future(request, timeout=10) for _ in range(2)]
+        for _ in range(2):
+            assert entered.acquire(timeout=5)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Recommend(request, timeout=5)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         release.set()
-        running.stop()
+        assert all(len(call.result().items) == 3 for call in admitted)
+        assert len(stub.Recommend(request, timeout=5).items) == 3  # capacity is back
 
 
 def test_an_address_that_cannot_be_bound_is_a_bind_error(model_dir: Path, tmp_path: Path) -> None:
