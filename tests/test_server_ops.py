@@ -248,6 +248,19 @@ def _stalled_recommends(
         running.stop()
 
 
+STALLED_REQUEST = pb.RecommendRequest(user_id="u1", k=3)
+
+
+def _sent(
+    stub: pb_grpc.RecommenderStub, entered: threading.Semaphore, *, calls: int, running: int
+) -> list[grpc.Future]:
+    """``calls`` Recommend calls sent, once ``running`` of them are in the service."""
+    sent = [stub.Recommend.future(STALLED_REQUEST, timeout=10) for _ in range(calls)]
+    for _ in range(running):
+        assert entered.acquire(timeout=5)
+    return sent
+
+
 def test_rpc_threads_bound_the_calls_running_at_once(model_dir: Path, tmp_path: Path) -> None:
     """With 2 handler threads, a third admitted call waits for a thread (it is neither
     refused nor run) and completes once one is free."""
@@ -257,10 +270,7 @@ def test_rpc_threads_bound_the_calls_running_at_once(model_dir: Path, tmp_path: 
         state_dir=tmp_path / "state", port=0, model_dir=model_dir, rpc_threads=2
     )
     with _stalled_recommends(options) as (stub, entered, release):
-        request = pb.RecommendRequest(user_id="u1", k=3)
-        calls = [stub.Recommend.future(request, timeout=10) for _ in range(3)]
-        for _ in range(2):
-            assert entered.acquire(timeout=5)
+        calls = _sent(stub, entered, calls=3, running=2)
         assert not entered.acquire(timeout=0.5)  # the third waits for a thread
         assert not calls[2].done()
         release.set()
@@ -275,16 +285,13 @@ def test_calls_beyond_the_admission_limit_are_shed_at_once(model_dir: Path, tmp_
         state_dir=tmp_path / "state", port=0, model_dir=model_dir, max_concurrent_rpcs=2
     )
     with _stalled_recommends(options) as (stub, entered, release):
-        request = pb.RecommendRequest(user_id="u1", k=3)
-        admitted = [stub.Recommend.future(request, timeout=10) for _ in range(2)]
-        for _ in range(2):
-            assert entered.acquire(timeout=5)
+        admitted = _sent(stub, entered, calls=2, running=2)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.Recommend(request, timeout=5)
+            stub.Recommend(STALLED_REQUEST, timeout=5)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         release.set()
         assert all(len(call.result().items) == 3 for call in admitted)
-        assert len(stub.Recommend(request, timeout=5).items) == 3  # capacity is back
+        assert len(stub.Recommend(STALLED_REQUEST, timeout=5).items) == 3  # capacity is back
 
 
 def test_an_address_that_cannot_be_bound_is_a_bind_error(model_dir: Path, tmp_path: Path) -> None:
