@@ -413,15 +413,16 @@ class CompiledSearch(CompiledPrunedSearch):
         for MovieLens' model on the 2-core machine of benchmarks/RESULTS.md), more than a
         caller's deadline. One ranking of the first trained user with every component on
         gives the kernel the argument types it serves with; explaining the user's top items
-        compiles the explanations' steps (about 3 s cold) as far as the model's weights use them."""
+        compiles the explanations' steps (about 3 s cold) as far as the model's weights
+        use them."""
         from shelfrank.core.explain import explain_scores
 
         signals = model.signals
         items = model.items
         if signals is None or items.kernel is not self or items.pruned is None:
             return  # nothing for this kernel to search
-        if len(model.user_ids) == 0:
-            return
+        if not len(model.user_ids):
+            return  # no one to rank for (a model before any events)
         user_id = model.user_ids.ids[0]
         user = model.user_vector(user_id)
         everything = BlendWeights(mf=1.0, trend=1.0, item=1.0, repeat=1.0, segment=1.0)
