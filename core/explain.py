@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,7 @@ from shelfrank.core.blend import (
     Mode,
     RankingSignals,
     UserHistory,
+    _peak,
     _unit,
     row_offsets,
 )
@@ -235,55 +236,309 @@ def summary_columns(
     return largest, chosen, rests, strongest, np.take_along_axis(history_values, strongest, axis=1)
 
 
-def _summaries(
-    parts: _Parts, named: Vector, model: ServingModel, reasons: list[str], top: int
-) -> list[Explanation]:
-    """Every item's explanation: its ``top`` largest parts, the sum of the others, and the
-    (up to three) history items of the largest positive parts, ranked for the whole list
-    at once. ``named``: ``parts.named()``."""
+# Per item: the columns of the parts kept and their values, what the others sum to, the
+# strongest history columns (from the first history column) and their values.
+Summary = tuple[IndexArray, Vector, Vector, IndexArray, Vector]
+# The parts' names, where the history columns start, the summary, and per item the sum of
+# the positive history parts, of all positive parts, and whether any history part is not 0.
+Parts = tuple[list[str], int, Summary, Vector, Vector, npt.NDArray[np.bool_]]
+
+
+def _numpy_parts(
+    model: ServingModel,
+    user: UserVector,
+    vector: Vector | None,
+    rows: IndexArray,
+    history: IndexArray,
+    weights: BlendWeights,
+    top: int,
+) -> Parts:
+    """The parts of ``rows``' scores as a matrix (:class:`_Parts`), term by term, and
+    their summary."""
+    signals = model.signals if weights != MF_ONLY else None
+    parts = _Parts(rows.size, history)
+    if vector is None and signals is None:
+        parts.block(["signal:popularity"], model.item_popularity[rows].astype(np.float64))
+    if vector is not None and (signals is None or weights.mf > 0):
+        factor = 1.0 if signals is None else weights.mf / signals.mf_scale
+        _add_model_parts(parts, model, user, vector, rows, factor)
+    if signals is not None:
+        _add_signal_parts(parts, model, signals, user.history, weights, rows)
+    named = parts.named()
     values = np.concatenate((named, parts.history_values), axis=1)
-    ids = model.item_ids
-    names, offset, history = parts.names, named.shape[1], parts.history
+    offset = named.shape[1]
     count = min(top, values.shape[1])
     supporters = min(BECAUSE_MAX, history.size)
     select = getattr(model.items.kernel, "summary_columns", summary_columns)
-    largest, chosen, rests_array, strongest, strongest_array = select(
-        values, offset, count, supporters
+    summary: Summary = select(values, offset, count, supporters)
+    history_positive = np.maximum(parts.history_values, 0.0).sum(axis=1)
+    positive = history_positive + np.maximum(named, 0.0).sum(axis=1)
+    any_history = (parts.history_values != 0).any(axis=1)
+    return parts.names, offset, summary, history_positive, positive, any_history
+
+
+class ModelTerms(NamedTuple):
+    """What the compiled explanation (the server's ``explained_parts``) reads of the
+    model's term; every array always of one type, so one compiled signature serves all."""
+
+    has_popularity: bool  # the score is the item's popularity (no vector, no blend)
+    popularity: FloatArray
+    has_model: bool  # the score has the model's term ``factor * (u · v + b_i + b_u)``
+    factor: float
+    parts_given: bool  # ``user_parts`` holds the parts of ``u``, else its tokens make them
+    user_parts: Vector  # named parts of ``u``, a row each (``_user_parts``)
+    user_tokens: IndexArray  # the user's profile tokens (``_prior_parts``)
+    user_embeddings: FloatArray
+    user_token_weight: float
+    folded_columns: IndexArray  # the history column of each folded-in item
+    folded: Vector  # its part of ``u``, a row each
+    item_vectors: FloatArray
+    item_biases: FloatArray
+    user_bias: float
+    vector: Vector
+    token_indptr: IndexArray
+    token_indices: IndexArray
+    token_embeddings: FloatArray
+    unit: bool  # token weight 1, else 1 / (identity_weight + the item's token count)
+    unit_weight: float
+    identity_weight: float
+
+
+class SignalTerms(NamedTuple):
+    """What it reads of the blend's other terms (a zero weight: the term is absent)."""
+
+    trend_weight: float
+    trend_unit: FloatArray
+    vote_weight: float
+    voters_indptr: IndexArray  # the neighbour table's transpose (``ItemNeighbours.voters``)
+    voters_indices: IndexArray
+    voters_weights: FloatArray
+    history_rows: IndexArray
+    history_columns: IndexArray  # the history column of each history row
+    strength: FloatArray
+    vote_peak: float
+    repeat_weight: float
+    repeat_values: FloatArray  # per history row, its buy-again value before scaling
+    repeat_peak: float
+    segment_weight: float
+    segment_indptr: IndexArray  # the segment table's transpose
+    segment_indices: IndexArray
+    segment_weights: FloatArray
+    member: npt.NDArray[np.bool_]  # which of the segment table's rows are the user's tokens
+    segment_peak: float
+
+
+def _writable(values: npt.NDArray[Any], dtype: type) -> npt.NDArray[Any]:
+    """``values`` as a writable, contiguous array of ``dtype`` (itself when it is one): a
+    compiled kernel is compiled per argument type, read-only arrays included."""
+    flags = values.flags
+    if values.dtype == dtype and flags.writeable and flags.c_contiguous:
+        return values
+    return np.array(values, dtype, order="C")
+
+
+def _compiled_parts(
+    compiled: Any,
+    model: ServingModel,
+    user: UserVector,
+    vector: Vector | None,
+    rows: IndexArray,
+    history: IndexArray,
+    weights: BlendWeights,
+    top: int,
+) -> Parts | None:
+    """:func:`_numpy_parts` in one compiled call (``compiled``: the server's
+    ``explained_parts``), or None where it cannot run: no blend signals, or a neighbour
+    table too large to keep transposed."""
+    signals = model.signals
+    voters = None if signals is None else signals.neighbours.voters()
+    if signals is None or voters is None:
+        return None
+    blended = weights != MF_ONLY
+    history = _writable(history, np.int64)
+    signal_terms = _signal_terms(signals, voters, user.history, history, weights, blended)
+    if signal_terms is None:
+        return None
+    has_model = vector is not None and (not blended or weights.mf > 0)
+    factor = 1.0 if not blended else weights.mf / signals.mf_scale
+    terms, user_names = _model_terms(model, user, vector, history, has_model, factor)
+    terms = terms._replace(has_popularity=vector is None and not blended)
+    user_count, token_columns, offset, summary, history_positive, positive, any_history = compiled(
+        _writable(rows, np.int64), history, terms, signal_terms, int(top)
     )
-    # Out of numpy once: indexing element by element costs more than the rest.
-    largest_columns, largest_values = largest.tolist(), chosen.tolist()
-    # What the kept parts leave out (a zero part kept or not changes nothing).
-    rests = rests_array.tolist()
-    strongest_columns, strongest_values = strongest.tolist(), strongest_array.tolist()
+    names = ["signal:popularity"] if terms.has_popularity else []
+    if has_model:
+        if not terms.parts_given:  # the profile tokens' parts, and the vector's own if not 0
+            token_names = _prefixed("user:", model.user_token_embeddings.vocabulary)
+            user_names = [token_names[token] for token in terms.user_tokens.tolist()]
+            user_names += ["user:own"] * (user_count - len(user_names))
+        item_names = _prefixed("item:", model.item_token_embeddings.vocabulary)
+        names += user_names
+        names += [item_names[token] for token in token_columns.tolist()]
+        names += ["item:own", "bias:item", "bias:user"]
+    if signal_terms.trend_weight > 0:
+        names.append("signal:trend")
+    if signal_terms.segment_weight > 0:
+        names.append("signal:segment")
+    return names, offset, summary, history_positive, positive, any_history
+
+
+def _model_terms(
+    model: ServingModel,
+    user: UserVector,
+    vector: Vector | None,
+    history: IndexArray,
+    has_model: bool,
+    factor: float,
+) -> tuple[ModelTerms, list[str]]:
+    """The model's term for the kernel, and the names of the user's parts where numpy
+    made them (a folded-in user: the prior's parts, the history items', the baseline)."""
+    dims = model.items.item_vectors.shape[1]
+    user_names: list[str] = []
+    user_parts, folded_columns, folded = np.zeros((0, dims)), np.zeros(0, np.int64), None
+    parts_given = vector is not None and has_model and bool(user.folded_rows.size)
+    if parts_given and vector is not None:
+        user_names, named, folded_rows, folded_parts = _user_parts(model, user, vector)
+        user_parts = _writable(named, np.float64).reshape(len(user_names), dims)
+        folded_columns = np.searchsorted(history, folded_rows).astype(np.int64)
+        folded = _writable(folded_parts, np.float64)
+    user_embeddings = model.user_token_embeddings
+    user_tokens = _writable(user.tokens, np.int64)
+    embeddings = model.item_token_embeddings
+    terms = ModelTerms(
+        has_popularity=False,
+        popularity=model.item_popularity,
+        has_model=has_model,
+        factor=float(factor),
+        parts_given=parts_given,
+        user_parts=user_parts,
+        user_tokens=user_tokens,
+        user_embeddings=user_embeddings.embeddings,
+        user_token_weight=(
+            1.0
+            if user_embeddings.weighting == "unit"
+            else 1.0 / (float(user_embeddings.identity_weight) + user_tokens.size)
+        ),
+        folded_columns=folded_columns,
+        folded=np.zeros((0, dims)) if folded is None else folded,
+        item_vectors=model.items.item_vectors,
+        item_biases=model.items.item_biases,
+        user_bias=float(user.bias),
+        vector=np.zeros(dims) if vector is None else _writable(vector, np.float64),
+        token_indptr=model.item_tokens.indptr,
+        token_indices=model.item_tokens.indices,
+        token_embeddings=embeddings.embeddings,
+        unit=embeddings.weighting == "unit",
+        unit_weight=1.0,
+        identity_weight=float(embeddings.identity_weight),
+    )
+    return terms, user_names
+
+
+def _signal_terms(
+    signals: RankingSignals,
+    voters: ItemNeighbours,
+    past: UserHistory,
+    history: IndexArray,
+    weights: BlendWeights,
+    blended: bool,
+) -> SignalTerms | None:
+    """The blend's other terms for the kernel, weighted as ``_add_signal_parts`` weighs
+    them (None: the segment table is too large to keep transposed)."""
+    history_rows = _writable(past.rows, np.int64)
+    strength = np.maximum(past.strength, 0).astype(np.float32)
+    vote_weight = weights.item if blended and past.rows.size else 0.0
+    vote_peak = _vote_peak(signals.neighbours, past, strength) if vote_weight > 0 else 0.0
+    repeat_weight = weights.repeat if blended and past.rows.size else 0.0
+    repeat = (np.maximum(past.repeat, 0) * signals.repeat_rate[past.rows]).astype(np.float32)
+    repeat_peak = float(repeat.max()) if repeat_weight > 0 and repeat.size else 0.0
+    segment = signals.segment_trend
+    segment_weight = weights.segment if blended and past.tokens.size else 0.0
+    segment_voters, member, segment_peak = voters, np.zeros(0, np.bool_), 0.0
+    if segment is None or segment_weight <= 0:
+        segment_weight = 0.0
+    else:
+        found = segment.voters()
+        if found is None:
+            return None
+        known = past.tokens[past.tokens < segment.rows]
+        member = np.zeros(segment.rows, np.bool_)
+        member[known] = True
+        segment_voters = found
+        recorded = past.recalled(segment)
+        segment_peak = (
+            recorded
+            if recorded is not None
+            else _peak(segment.scores(known, np.ones(known.size, np.float32))[1])
+        )
+    return SignalTerms(
+        trend_weight=float(weights.trend) if blended else 0.0,
+        trend_unit=signals.trend_unit,
+        vote_weight=float(vote_weight) if vote_peak else 0.0,
+        voters_indptr=voters.indptr,
+        voters_indices=voters.indices,
+        voters_weights=voters.weights,
+        history_rows=history_rows,
+        history_columns=np.searchsorted(history, history_rows).astype(np.int64),
+        strength=strength,
+        vote_peak=float(vote_peak),
+        repeat_weight=float(repeat_weight) if repeat_peak > 0 else 0.0,
+        repeat_values=repeat,
+        repeat_peak=repeat_peak,
+        segment_weight=float(segment_weight),
+        segment_indptr=segment_voters.indptr,
+        segment_indices=segment_voters.indices,
+        segment_weights=segment_voters.weights,
+        member=member,
+        segment_peak=float(segment_peak),
+    )
+
+
+def _summaries(
+    summary: Summary,
+    names: list[str],
+    offset: int,
+    history: IndexArray,
+    model: ServingModel,
+    reasons: list[str],
+) -> list[Explanation]:
+    """Every item's explanation: its largest parts (named: ``names`` below ``offset``,
+    history items above), the sum of the others, and the (up to three) history items of
+    the largest positive parts."""
+    largest, chosen, rests_array, strongest, strongest_array = summary
+    count, supporters = largest.shape[1], strongest.shape[1]
+    ids = model.item_ids
+    # Out of numpy once, names looked up for the whole list in one pass: indexing element
+    # by element, item by item, cost more than the arithmetic.
     history_rows = history.tolist()
     id_list = ids.ids  # rows of the model's own tables: no bounds check per lookup
+    kept_names = [
+        names[column] if column < offset else "history:" + id_list[history_rows[column - offset]]
+        for column in largest.ravel().tolist()
+    ]
+    kept_values = chosen.ravel().tolist()
+    rests = rests_array.tolist()  # what the kept parts leave out
+    sizes = np.abs(chosen)
+    # Already largest first (so parts of one size are next to each other); where two
+    # nonzero parts are of one size, they go by name.
+    tied = ((sizes[:, 1:] == sizes[:, :-1]) & (chosen[:, 1:] != 0)).any(axis=1).tolist()
+    has_zero = (chosen == 0).any(axis=1).tolist()  # a zero part is not named
+    # Largest first, ties to the lower column (the lower history row): the positive ones
+    # are the first of each item's.
+    supporting = (strongest_array > 0).sum(axis=1).tolist()
+    because_ids = [id_list[row] for row in history[strongest].ravel().tolist()]
     out = []
-    for position in range(parts.items):
-        kept = [
-            (
-                names[column]
-                if column < offset
-                else "history:" + id_list[history_rows[column - offset]],
-                value,
-            )
-            for column, value in zip(
-                largest_columns[position], largest_values[position], strict=True
-            )
-            if value
-        ]
-        # Already largest first (so parts of one size are next to each other); parts of
-        # equal size go by name.
-        sizes = largest_values[position]
-        if any(b and (a == b or a == -b) for a, b in pairwise(sizes)):
-            kept.sort(key=lambda item: (-abs(item[1]), item[0]))
-        # Largest first, ties to the lower column: the lower history row.
-        because = tuple(
-            id_list[history_rows[column]]
-            for column, value in zip(
-                strongest_columns[position], strongest_values[position], strict=True
-            )
-            if value > 0
+    for position in range(len(reasons)):
+        start = position * count
+        kept = list(
+            zip(kept_names[start : start + count], kept_values[start : start + count], strict=True)
         )
+        if has_zero[position]:
+            kept = [pair for pair in kept if pair[1]]
+        if tied[position]:
+            kept.sort(key=lambda item: (-abs(item[1]), item[0]))
+        first = position * supporters
+        because = tuple(because_ids[first : first + supporting[position]])
         out.append(Explanation(reasons[position], tuple(kept), rests[position], because))
     return out
 
@@ -304,28 +559,22 @@ def explain_scores(
     ``explored``: which items fill exploration slots; ``trained_items``: rows from it on
     were not trained (new items). A few matrix products for the whole list."""
     weights = _weights(model, user, mode)
-    signals = model.signals if weights != MF_ONLY else None
     rows = np.asarray(rows, np.int64)
     history = user.history.rows  # ascending, distinct
     if user.folded_rows.size:
         history = np.union1d(history, user.folded_rows).astype(np.int64)
-    parts = _Parts(rows.size, history)
     vector = None if user.vector is None else user.vector.astype(np.float64)
-    if vector is None and signals is None:
-        parts.block(["signal:popularity"], model.item_popularity[rows].astype(np.float64))
-    if vector is not None and (signals is None or weights.mf > 0):
-        factor = 1.0 if signals is None else weights.mf / signals.mf_scale
-        _add_model_parts(parts, model, user, vector, rows, factor)
-    if signals is not None:
-        _add_signal_parts(parts, model, signals, user.history, weights, rows)
-    named = parts.named()
-    history_positive = np.maximum(parts.history_values, 0.0).sum(axis=1)
-    positive = (history_positive + np.maximum(named, 0.0).sum(axis=1)).tolist()
-    history_positive_list = history_positive.tolist()
+    compiled = getattr(model.items.kernel, "explained_parts", None)
+    found = None
+    if compiled is not None:
+        found = _compiled_parts(compiled, model, user, vector, rows, history, weights, top)
+    if found is None:
+        found = _numpy_parts(model, user, vector, rows, history, weights, top)
+    names, offset, summary, history_positive_array, positive_array, any_history_array = found
+    positive = positive_array.tolist()
+    history_positive_list = history_positive_array.tolist()
     popularity_user = user.source == "popularity"
-    any_history = (
-        (parts.history_values != 0).any(axis=1).tolist() if popularity_user else [True] * rows.size
-    )
+    any_history = any_history_array.tolist() if popularity_user else [True] * rows.size
     reasons = [
         reason_of(
             explored=bool(len(explored) and explored[position]),
@@ -336,7 +585,7 @@ def explain_scores(
         )
         for position, row in enumerate(rows.tolist())
     ]
-    out = _summaries(parts, named, model, reasons, top)
+    out = _summaries(summary, names, offset, history, model, reasons)
     if not all(explained.because for explained in out):
         # Nothing of the history is in some scores: name the closest history items.
         closest = _closest_in_history(model, rows, _history_of(user))
@@ -465,16 +714,21 @@ def _add_signal_parts(
     segment = signals.segment_trend
     if weights.segment > 0 and segment is not None and history.tokens.size:
         known = history.tokens[history.tokens < segment.rows]
-        values = _segment_units(segment, known, rows, history.recalled(segment))
+        values = _segment_units(segment, known, rows, history.recalled(segment), model.items.kernel)
         parts.block(["signal:segment"], weights.segment * values.astype(np.float64))
 
 
 def _segment_units(
-    segment: ItemNeighbours, known: IndexArray, rows: IndexArray, peak: float | None
+    segment: ItemNeighbours,
+    known: IndexArray,
+    rows: IndexArray,
+    peak: float | None,
+    kernel: object = None,
 ) -> FloatArray:
     """The segment term of ``rows`` (unweighted): the votes of the user's tokens ``known``
     scaled by the largest over every item, ``peak``, as core/blend.py scales them. Only
-    ``rows``' votes are summed when ranking recorded the peak; else every item's."""
+    ``rows``' votes are summed when ranking recorded the peak; else every item's.
+    ``kernel``: the scoring table's; one with ``member_votes`` sums them compiled."""
     voters = segment.voters()
     if peak is None or voters is None:
         voted_rows, votes = segment.scores(known, np.ones(known.size, np.float32))
@@ -487,13 +741,49 @@ def _segment_units(
         return values
     if not peak:
         return np.zeros(rows.size, np.float32)
-    offsets, lengths = row_offsets(voters.indptr, rows)
-    voter = voters.indices[offsets]
-    hit = np.isin(voter, known)
-    positions = np.repeat(np.arange(rows.size, dtype=np.int64), lengths)[hit]
-    # Summed in float64 and rounded once, as ItemNeighbours.scores sums them.
-    summed = np.bincount(positions, weights=voters.weights[offsets[hit]], minlength=rows.size)
+    member = np.zeros(segment.rows, np.bool_)
+    member[known] = True
+    compiled = getattr(kernel, "member_votes", None)
+    if compiled is not None:  # the same sums in one compiled loop (server)
+        summed = compiled(voters.indptr, voters.indices, voters.weights, rows, member)
+    else:
+        summed = member_votes(voters.indptr, voters.indices, voters.weights, rows, member)
     return _unit(summed.astype(np.float32), peak)
+
+
+def member_votes(
+    indptr: IndexArray,
+    indices: IndexArray,
+    weights: FloatArray,
+    rows: IndexArray,
+    member: npt.NDArray[np.bool_],
+) -> Vector:
+    """Per row of ``rows``, the sum of its entries' weights (a CSR table's) whose index is
+    a ``member``: summed in float64 in entry order, as ``ItemNeighbours.scores`` sums them
+    (the server's :mod:`shelfrank.server.compiled_explain` sums the same, in one loop)."""
+    offsets, lengths = row_offsets(indptr, rows)
+    hit = member[indices[offsets]]
+    positions = np.repeat(np.arange(rows.size, dtype=np.int64), lengths)[hit]
+    summed = np.bincount(positions, weights=weights[offsets[hit]], minlength=rows.size)
+    return summed.astype(np.float64, copy=False)
+
+
+def _vote_peak(neighbours: ItemNeighbours, history: UserHistory, strength: FloatArray) -> float:
+    """The largest summed item-to-item vote over every item, which core/blend.py scales
+    the term by: recorded by this request's ranking, else summed again."""
+    peak: float | None = history.recalled(neighbours)
+    if peak is not None:
+        return peak
+    offsets, lengths = row_offsets(neighbours.indptr, history.rows)
+    if not offsets.size:
+        return 0.0
+    summed = np.bincount(
+        neighbours.indices[offsets],
+        weights=neighbours.weights[offsets] * np.repeat(strength, lengths),
+        minlength=neighbours.items,
+    )
+    # Rounded to float32 as ranking's summed votes are (core.blend.ItemNeighbours).
+    return float(np.abs(summed.astype(np.float32)).max())
 
 
 def _add_votes(
@@ -511,21 +801,10 @@ def _add_votes(
     table's compiled kernel; one with ``add_history_votes`` (the server's
     :mod:`shelfrank.server.compiled_explain`) adds the votes in one call."""
     strength = np.maximum(history.strength, 0).astype(np.float32)
-    peak = history.recalled(neighbours)  # recorded by this request's ranking, if numpy ranked
-    voters = neighbours.voters()
-    if peak is None or voters is None:
-        offsets, lengths = row_offsets(neighbours.indptr, history.rows)
-        targets = neighbours.indices[offsets]
-        if peak is None:
-            summed = np.bincount(
-                targets,
-                weights=neighbours.weights[offsets] * np.repeat(strength, lengths),
-                minlength=neighbours.items,
-            )
-            # Rounded to float32 as ranking's summed votes are (core.blend.ItemNeighbours).
-            peak = float(np.abs(summed.astype(np.float32)).max()) if offsets.size else 0.0
+    peak = _vote_peak(neighbours, history, strength)
     if not peak:
         return
+    voters = neighbours.voters()
     if voters is not None:
         # From the recommended items' side: their voters that are in the history.
         compiled = getattr(kernel, "add_history_votes", None)
@@ -552,6 +831,8 @@ def _add_votes(
         by_history = at[hit]
         vote_weights = voters.weights[offsets[hit]]
     else:
+        offsets, lengths = row_offsets(neighbours.indptr, history.rows)
+        targets = neighbours.indices[offsets]
         hit = np.flatnonzero(member[targets])
         # The history item of each hit: the last row starting at or before it.
         by_history = np.searchsorted(np.cumsum(lengths), hit, side="right")

@@ -34,7 +34,13 @@ import numpy.typing as npt
 from shelfrank.core.blend import MODES, BlendWeights, RankingSignals, UserHistory, _unit
 from shelfrank.core.pruned_scan import SEED_LEAVES, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
-from shelfrank.server.compiled_explain import add_history_votes, summary_columns, token_credits
+from shelfrank.server.compiled_explain import (
+    add_history_votes,
+    explained_parts,
+    member_votes,
+    summary_columns,
+    token_credits,
+)
 from shelfrank.server.compiled_search import (
     _NO_MASK,
     _NO_ROWS,
@@ -399,6 +405,8 @@ class CompiledSearch(CompiledPrunedSearch):
 
     # Explanations' numeric steps (core.explain looks these up on the table's kernel).
     add_history_votes = staticmethod(add_history_votes)
+    explained_parts = staticmethod(explained_parts)
+    member_votes = staticmethod(member_votes)
     token_credits = staticmethod(token_credits)
     summary_columns = staticmethod(summary_columns)
 

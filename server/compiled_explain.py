@@ -1,11 +1,13 @@
-"""The numeric work of an explanation in three compiled calls (server only).
+"""The numeric work of an explanation in four compiled calls (server only).
 
 :func:`shelfrank.core.explain.explain_scores` is exact but made of some eighty small numpy
-calls for ten items, which cost more than the arithmetic. The server runs three of its
+calls for ten items, which cost more than the arithmetic. The server runs four of its
 steps here (``core.explain`` looks them up on the scoring table's kernel):
 
 - ``add_history_votes``: each history item's item-to-item vote for each explained item,
   the same arithmetic in the same order as numpy (bit-identical);
+- ``member_votes``: the segment votes of each explained item from the user's tokens
+  (bit-identical);
 - ``token_credits``: each (item, feature token) pair's credit and each item's own;
   dot products summed in order rather than by BLAS (equal to ~1e-16);
 - ``summary_columns``: each item's largest parts, the rest, the largest history parts,
@@ -21,6 +23,8 @@ from typing import Any
 import numba
 import numpy as np
 import numpy.typing as npt
+
+from shelfrank.core.explain import BECAUSE_MAX
 
 # Chosen columns and values, rests, strongest history columns and values (per item).
 Summary = tuple[
@@ -45,10 +49,31 @@ def _add_history_votes(
     out: npt.NDArray[np.float64],
 ) -> None:
     """``out[p, history_columns[h]] += weight * w * strength[h] / peak`` for every voter
-    ``history_rows[h]`` of ``rows[p]`` with weight ``w``. Both the history rows and each
-    item's voters are ascending (``ItemNeighbours.voters``), so one merge of the two
-    finds the voters in the history."""
+    ``history_rows[h]`` of ``rows[p]`` with weight ``w``. The voters of every listed item
+    are scanned; a voter is found in the history through a table over the catalogue (an
+    item-to-item table is square: voters are item rows) where the scan is long next to
+    the catalogue, else by merging (history rows and each item's voters are ascending,
+    ``ItemNeighbours.voters``). The scan's branches are then predictable: merging a few
+    history rows into long voter lists mispredicted about every other step."""
     size = history_rows.size
+    if size == 0:
+        return
+    catalogue = voters_indptr.size - 1
+    scanned = 0
+    for position in range(rows.size):
+        scanned += voters_indptr[rows[position] + 1] - voters_indptr[rows[position]]
+    if catalogue <= 8 * scanned:
+        history_at = np.full(catalogue, -1, np.int64)
+        for at in range(size):
+            history_at[history_rows[at]] = at
+        for position in range(rows.size):
+            row = rows[position]
+            for entry in range(voters_indptr[row], voters_indptr[row + 1]):
+                at = history_at[voters_indices[entry]]
+                if at >= 0:
+                    value = weight * np.float64(voters_weights[entry]) * np.float64(strength[at])
+                    out[position, history_columns[at]] += value / peak
+        return
     for position in range(rows.size):
         row = rows[position]
         at = 0
@@ -61,6 +86,26 @@ def _add_history_votes(
             if history_rows[at] == voter:
                 value = weight * np.float64(voters_weights[entry]) * np.float64(strength[at])
                 out[position, history_columns[at]] += value / peak
+
+
+def _member_votes(
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    member: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.float64]:
+    """Per row of ``rows``, its entries' weights summed where the index is a ``member``,
+    in float64 and entry order (as numpy's bincount sums them: bit-identical)."""
+    out = np.zeros(rows.size)
+    for position in range(rows.size):
+        row = rows[position]
+        total = 0.0
+        for entry in range(indptr[row], indptr[row + 1]):
+            if member[indices[entry]]:
+                total += np.float64(weights[entry])
+        out[position] = total
+    return out
 
 
 def _token_credits(
@@ -158,12 +203,193 @@ def _summary_columns(
     return largest, chosen, rests, strongest, strongest_values
 
 
+def _user_parts(model: Any, vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The named parts of the user's vector, a row each: given (``model.parts_given``), or
+    its profile tokens' and, unless 0, its own (``core.explain._prior_parts``: the tokens'
+    parts summed in order and taken from the vector, as numpy does)."""
+    if model.parts_given:
+        given: npt.NDArray[np.float64] = model.user_parts
+        return given
+    tokens = model.user_tokens
+    dims = vector.size
+    parts = np.empty((tokens.size + 1, dims))
+    total = np.zeros(dims)
+    for at in range(tokens.size):
+        for k in range(dims):
+            part = model.user_token_weight * np.float64(model.user_embeddings[tokens[at], k])
+            parts[at, k] = part
+            total[k] += part
+    own = False
+    for k in range(dims):
+        parts[tokens.size, k] = vector[k] - total[k]
+        own = own or parts[tokens.size, k] != 0
+    return parts if own else parts[: tokens.size]
+
+
+def _explained_parts(
+    rows: npt.NDArray[np.int64],
+    history: npt.NDArray[np.int64],
+    model: Any,
+    signals: Any,
+    top: int,
+) -> tuple[
+    int,
+    npt.NDArray[np.int64],
+    int,
+    Summary,
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+]:
+    """Every part of ``rows``' scores (the matrix ``core.explain._numpy_parts`` builds
+    term by term, with its columns in the same order) and its summary, in one call.
+    ``model``, ``signals``: ``core.explain.ModelTerms`` and ``SignalTerms``; a term of
+    weight 0 has no column. Returns the token of each token column, where the history
+    columns start, the summary (``summary_columns``), and per item the sum of its positive
+    history parts, of all its positive parts, and whether any history part is not 0;
+    first, how many named parts of the user's vector there are."""
+    has_popularity, popularity = model.has_popularity, model.popularity
+    has_model, factor = model.has_model, model.factor
+    folded_columns, folded = model.folded_columns, model.folded
+    item_vectors, item_biases, vector = model.item_vectors, model.item_biases, model.vector
+    token_indptr, token_indices = model.token_indptr, model.token_indices
+    token_embeddings = model.token_embeddings
+    trend_weight, segment_weight = signals.trend_weight, signals.segment_weight
+    items = rows.size
+    dims = vector.size
+    tokens = 0
+    if has_model:
+        for position in range(items):
+            tokens += token_indptr[rows[position] + 1] - token_indptr[rows[position]]
+    user_parts = _user_parts_kernel(model, vector) if has_model else model.user_parts
+    user_count = user_parts.shape[0] if has_model else 0
+    offset = (
+        (1 if has_popularity else 0)
+        + (user_count + tokens + 3 if has_model else 0)
+        + (1 if trend_weight > 0 else 0)
+        + (1 if segment_weight > 0 else 0)
+    )
+    values = np.zeros((items, offset + history.size))
+    token_columns = np.empty(tokens, np.int64)
+    column = 0
+    if has_popularity:
+        for position in range(items):
+            values[position, 0] = np.float64(popularity[rows[position]])
+        column = 1
+    if has_model:
+        half = 0.5 * factor
+        item = np.empty(dims)
+        rest = np.empty(dims)
+        entry = 0
+        for position in range(items):
+            row = rows[position]
+            for k in range(dims):
+                item[k] = np.float64(item_vectors[row, k])
+            for part in range(user_count):
+                dot = 0.0
+                for k in range(dims):
+                    dot += item[k] * user_parts[part, k]
+                values[position, column + part] = half * dot
+            for fold in range(folded_columns.size):
+                dot = 0.0
+                for k in range(dims):
+                    dot += item[k] * folded[fold, k]
+                values[position, offset + folded_columns[fold]] += half * dot
+            # The item side: as _token_credits, each token's credit and the item's own.
+            start, end = token_indptr[row], token_indptr[row + 1]
+            weight = (
+                model.unit_weight if model.unit else 1.0 / (model.identity_weight + (end - start))
+            )
+            for k in range(dims):
+                rest[k] = item[k]
+            for at in range(start, end):
+                token = token_indices[at]
+                token_columns[entry] = token
+                dot = 0.0
+                for k in range(dims):
+                    piece = weight * np.float64(token_embeddings[token, k])
+                    rest[k] -= piece
+                    dot += piece * vector[k]
+                values[position, column + user_count + entry] = half * dot
+                entry += 1
+            dot = 0.0
+            for k in range(dims):
+                dot += rest[k] * vector[k]
+            fixed = column + user_count + tokens
+            values[position, fixed] = half * dot
+            values[position, fixed + 1] = np.float64(item_biases[row]) * factor
+            values[position, fixed + 2] = factor * model.user_bias
+        column += user_count + tokens + 3
+    if trend_weight > 0:
+        for position in range(items):
+            values[position, column] = trend_weight * np.float64(signals.trend_unit[rows[position]])
+        column += 1
+    if signals.vote_weight > 0:
+        add_history_votes(
+            signals.voters_indptr,
+            signals.voters_indices,
+            signals.voters_weights,
+            rows,
+            signals.history_rows,
+            signals.history_columns + offset,
+            signals.strength,
+            signals.vote_weight,
+            signals.vote_peak,
+            values,
+        )
+    if signals.repeat_weight > 0:
+        history_rows, repeat_values = signals.history_rows, signals.repeat_values
+        for at in range(history_rows.size):
+            if repeat_values[at] > 0:
+                for position in range(items):
+                    if rows[position] == history_rows[at]:
+                        value = signals.repeat_weight * np.float64(repeat_values[at])
+                        column_at = offset + signals.history_columns[at]
+                        values[position, column_at] += value / signals.repeat_peak
+    if segment_weight > 0 and signals.segment_peak:
+        summed = member_votes(
+            signals.segment_indptr,
+            signals.segment_indices,
+            signals.segment_weights,
+            rows,
+            signals.member,
+        )
+        peak = np.float32(signals.segment_peak)
+        for position in range(items):
+            # float32 as numpy divides a float32 array by a Python float (NEP 50)
+            unit_vote = np.float32(summed[position]) / peak
+            values[position, column] = segment_weight * np.float64(unit_vote)
+    history_positive = np.zeros(items)
+    positive = np.zeros(items)
+    any_history = np.zeros(items, np.bool_)
+    for position in range(items):
+        named = 0.0
+        for at in range(offset):
+            named += max(values[position, at], 0.0)
+        supported = 0.0
+        for at in range(offset, offset + history.size):
+            supported += max(values[position, at], 0.0)
+            if values[position, at] != 0:
+                any_history[position] = True
+        history_positive[position] = supported
+        positive[position] = supported + named
+    count = min(top, offset + history.size)
+    supporters = min(BECAUSE_MAX, history.size)
+    summary = _summary_kernel(values, offset, count, supporters)
+    return user_count, token_columns, offset, summary, history_positive, positive, any_history
+
+
 # No fastmath: the sums must round as written.
 _jit = numba.njit(nogil=True, cache=True)
 # What ``core.explain._add_votes`` looks up on the table's kernel.
 add_history_votes: Any = _jit(_add_history_votes)
+# What ``core.explain._segment_units`` looks up: the segment votes of the listed items.
+member_votes: Any = _jit(_member_votes)
 _credits_kernel: Any = _jit(_token_credits)
 _summary_kernel: Any = _jit(_summary_columns)
+_user_parts_kernel: Any = _jit(_user_parts)
+# What ``core.explain.explain_scores`` looks up: every part and its summary, one call.
+explained_parts: Any = _jit(_explained_parts)
 
 
 def token_credits(
@@ -205,4 +431,10 @@ def summary_columns(
     return found
 
 
-__all__ = ["add_history_votes", "summary_columns", "token_credits"]
+__all__ = [
+    "add_history_votes",
+    "explained_parts",
+    "member_votes",
+    "summary_columns",
+    "token_credits",
+]

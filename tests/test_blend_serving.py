@@ -77,26 +77,39 @@ def test_server_and_offline_rank_the_same_blend(
 _WARM_UP_CHECK = """
 import sys
 import numpy as np
+from shelfrank.core.explain import explain_scores
 from shelfrank.server.compiled_blend import _kernel
+from shelfrank.server.compiled_explain import explained_parts
 from shelfrank.server.registry import load_state
 state = load_state(sys.argv[1])
-loaded = len(_kernel.signatures)
+loaded = len(_kernel.signatures), len(explained_parts.signatures)
 model = state.model
 allowed = np.ones(len(model.items), np.bool_)
 allowed[::3] = False
-for user_id in model.user_ids.ids[:5]:
-    user = model.user_vector(user_id)
+fresh, weights = np.array([1, 5, 5], np.int64), np.array([1.0, 2.0, 1.0], np.float32)
+tokens = list(model.user_token_embeddings.vocabulary.ids[:2])
+users = [(u, model.user_vector(u)) for u in model.user_ids.ids[:5]] + [
+    (u, model.user_vector(u, history_rows=fresh, history_weights=weights))
+    for u in model.user_ids.ids[:2]
+] + [
+    ("new", model.user_vector("new", history_rows=fresh, history_weights=weights)),
+    ("profile", model.user_vector("profile", tokens=tokens)),
+    ("anonymous", model.user_vector("anonymous")),
+]
+for user_id, user in users:
     for mode in ("new", "repeat"):
         model.rank(user, 10, exclude=model.item_rows([model.items.item_ids.ids[0]]), mode=mode)
-        model.rank(user, 10, allowed=allowed, mode=mode)
-print(loaded, len(_kernel.signatures))
+        top = model.rank(user, 10, allowed=allowed, mode=mode)
+        explain_scores(model, user_id, user, top.indices, top.scores, mode=mode)
+print(*loaded, len(_kernel.signatures), len(explained_parts.signatures))
 """
 
 
 def test_loading_a_model_compiles_the_blended_search_before_it_serves(model_dir: Path) -> None:
     # Compiling cold takes seconds, more than a caller's deadline (the first Recommend of a
-    # fresh install once timed out in CI): load_state compiles it, or loads the cached code,
-    # with the argument types serving uses, so no served ranking compiles.
+    # fresh install once timed out in CI): load_state compiles the ranking and the
+    # explanation, or loads the cached code, with the argument types serving uses, so no
+    # served ranking or explanation compiles.
     done = subprocess.run(
         [sys.executable, "-c", _WARM_UP_CHECK, str(model_dir)],
         capture_output=True,
@@ -104,9 +117,12 @@ def test_loading_a_model_compiles_the_blended_search_before_it_serves(model_dir:
         timeout=300,
         check=True,
     )
-    loaded, after_serving = map(int, done.stdout.split())
-    assert loaded >= 1
-    assert after_serving == loaded
+    ranking, explaining, ranking_after, explaining_after = map(int, done.stdout.split())
+    assert ranking >= 1
+    assert explaining >= 1
+    # Serving users of every kind (trained, folded in, new, by profile, anonymous), with
+    # exclusions, filters and explanations, needed no other argument types.
+    assert (ranking_after, explaining_after) == (ranking, explaining)
 
 
 def test_cli_recommend_uses_repeat_mode_without_exclude_seen(

@@ -18,12 +18,16 @@ from shelfrank.server.compiled_blend import COMPILED_KERNEL
 @st.composite
 def votes_case(draw: st.DrawFn) -> tuple[ItemNeighbours, UserHistory, np.ndarray, np.ndarray]:
     items = draw(st.integers(2, 30))
+    # Items beyond these voting for nothing (the compiled votes look voters up in a table
+    # over the catalogue when it is small next to the voters scanned, else merge).
+    catalogue = items + draw(st.sampled_from([0, 2_000]))
     indptr, indices, weights = [0], [], []
     for _ in range(items):
         targets = draw(st.lists(st.integers(0, items - 1), unique=True, max_size=items))
         indices += targets
         weights += draw(st.lists(st.integers(-8, 8), min_size=len(targets), max_size=len(targets)))
         indptr.append(len(indices))
+    indptr += [len(indices)] * (catalogue - items)
     neighbours = ItemNeighbours(
         np.array(indptr, np.int64),
         np.array(indices, np.int64),

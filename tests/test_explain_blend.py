@@ -2,7 +2,9 @@
 found: with the item-to-item peak and segment votes recorded by the request's ranking or
 summed again, with the item-to-item votes read from the transposed neighbour table or
 from every history item's list, and with the server's compiled steps
-(server/compiled_explain.py; each step against numpy in tests/test_compiled_explain.py)."""
+(server/compiled_explain.py: one call for every part where the neighbour tables keep their
+transposes, else step by step; each step against numpy in tests/test_compiled_explain.py),
+for every kind of user and every combination of the blend's terms."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import numpy as np
 import pytest
 
 import shelfrank.core.blend as blend_module
-from shelfrank.core.blend import BlendTable, BlendWeights, ItemNeighbours
+from shelfrank.core.blend import MF_ONLY, SEGMENTS, BlendTable, BlendWeights, ItemNeighbours
 from shelfrank.core.explain import Explanation, explain_scores
-from shelfrank.core.serving import ServingModel
+from shelfrank.core.serving import ServingModel, UserVector
 from shelfrank.datasets.synth import SynthConfig, generate
 from shelfrank.server.compiled_blend import COMPILED_KERNEL
 from shelfrank.server.config import TrainConfig
@@ -118,27 +120,80 @@ def test_the_transpose_lists_each_items_voters() -> None:
     assert replace(neighbours).voters() is not voters  # a cache, not part of the value
 
 
-def test_explanations_are_the_same_with_the_compiled_steps(
-    model: ServingModel, monkeypatch: pytest.MonkeyPatch
+# The blend's terms on and off: all, the model alone, everything but the model, the
+# sparse terms alone, and no blend at all (the model's score, or popularity).
+WEIGHTS = {
+    "everything": EVERYTHING,
+    "model": BlendWeights(mf=1.0),
+    "no_model": BlendWeights(mf=0.0, trend=0.5, item=2.0, repeat=1.0, segment=1.0),
+    "sparse": BlendWeights(mf=0.0, item=1.0, repeat=0.5),
+    "unblended": MF_ONLY,
+}
+
+
+def _users(model: ServingModel) -> dict[str, list[tuple[str, UserVector]]]:
+    """Users of every kind a request can bring: trained; trained with fresh events (folded
+    in); new with events (fold-in); new with profile tokens only; anonymous."""
+    trained = [u for u in model.user_ids.ids if model.user_vector(u).history.rows.size][:8]
+    fresh = np.array([3, 17, 17, 40], np.int64)
+    weights = np.array([1.0, 2.0, 0.5, 1.0], np.float32)
+    tokens = list(model.user_token_embeddings.vocabulary.ids[:2])
+    return {
+        "trained": [(u, model.user_vector(u)) for u in trained],
+        "folded": [
+            (u, model.user_vector(u, history_rows=fresh, history_weights=weights))
+            for u in trained[:4]
+        ],
+        "fold_in": [
+            ("newcomer", model.user_vector("newcomer", history_rows=fresh, history_weights=weights))
+        ],
+        "features": [("profile", model.user_vector("profile", tokens=tokens))],
+        "anonymous": [("anonymous", model.user_vector("anonymous"))],
+    }
+
+
+@pytest.mark.parametrize("weights", list(WEIGHTS), ids=list(WEIGHTS))
+def test_one_compiled_call_explains_as_numpy_does_for_every_user_and_term(
+    model: ServingModel, weights: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    users = [u for u in model.user_ids.ids if model.user_vector(u).history.rows.size][:40]
-    assert len(users) == 40
-
-    def explained(user_id: str) -> list[Explanation]:
-        user = model.user_vector(user_id)
-        top = model.rank(user, 10, mode="repeat")
-        return list(explain_scores(model, user_id, user, top.indices, top.scores, mode="repeat"))
-
-    monkeypatch.setattr(model.items, "kernel", None)
-    expected = [explained(u) for u in users]
-    monkeypatch.setattr(model.items, "kernel", COMPILED_KERNEL)
-    compiled = [explained(u) for u in users]
-    for left, right in zip(compiled, expected, strict=True):
-        _same(left, right)  # the token credits and summaries' sums: to float rounding
-    voted = sum(
-        name.startswith("history:")
-        for explanations in compiled
-        for e in explanations
-        for name, _ in e.contributions
+    monkeypatch.setattr(
+        model.signals,
+        "blend",
+        BlendTable({s: {m: WEIGHTS[weights] for m in ("new", "repeat")} for s in SEGMENTS}),
     )
-    assert voted > 0
+    kinds = _users(model)
+    assert kinds["folded"][0][1].folded_rows.size
+    assert kinds["features"][0][1].source == "features"
+    compiled_calls = 0
+    real = COMPILED_KERNEL.explained_parts
+
+    def counted(*arguments: object) -> object:
+        nonlocal compiled_calls
+        compiled_calls += 1
+        return real(*arguments)
+
+    monkeypatch.setattr(COMPILED_KERNEL, "explained_parts", counted, raising=False)
+    sources: set[str] = set()
+    for kind, users in kinds.items():
+        for user_id, user in users:
+            for mode in ("new", "repeat"):
+                top = model.rank(user, 10, mode=mode)
+                explained = {}
+                for name, kernel in (("numpy", None), ("compiled", COMPILED_KERNEL)):
+                    monkeypatch.setattr(model.items, "kernel", kernel)
+                    explained[name] = explain_scores(
+                        model, user_id, user, top.indices, top.scores, mode=mode
+                    )
+                _same(explained["compiled"], explained["numpy"])
+                sources |= {
+                    n.split(":")[0] for e in explained["compiled"] for n, _ in e.contributions
+                }
+                for explanation, score in zip(
+                    explained["compiled"], top.scores.tolist(), strict=True
+                ):
+                    total = sum(v for _, v in explanation.contributions) + explanation.rest
+                    assert total == pytest.approx(score, abs=1e-4), (kind, mode)
+    # Every user of every kind went through the one compiled call.
+    assert compiled_calls == 2 * sum(len(users) for users in kinds.values())
+    if weights in ("everything", "sparse"):
+        assert "history" in sources  # item-to-item and buy-again parts were explained
