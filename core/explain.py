@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -518,11 +519,6 @@ def _summaries(
     ]
     kept_values = chosen.ravel().tolist()
     rests = rests_array.tolist()  # what the kept parts leave out
-    sizes = np.abs(chosen)
-    # Already largest first (so parts of one size are next to each other); where two
-    # nonzero parts are of one size, they go by name.
-    tied = ((sizes[:, 1:] == sizes[:, :-1]) & (chosen[:, 1:] != 0)).any(axis=1).tolist()
-    has_zero = (chosen == 0).any(axis=1).tolist()  # a zero part is not named
     # Largest first, ties to the lower column (the lower history row): the positive ones
     # are the first of each item's.
     supporting = (strongest_array > 0).sum(axis=1).tolist()
@@ -530,16 +526,19 @@ def _summaries(
     out = []
     for position in range(len(reasons)):
         start = position * count
-        kept = list(
-            zip(kept_names[start : start + count], kept_values[start : start + count], strict=True)
-        )
-        if has_zero[position]:
-            kept = [pair for pair in kept if pair[1]]
-        if tied[position]:
-            kept.sort(key=lambda item: (-abs(item[1]), item[0]))
+        values = kept_values[start : start + count]
+        kept = tuple(zip(kept_names[start : start + count], values, strict=True))
+        if 0.0 in values:  # a zero part is not named
+            kept = tuple(pair for pair in kept if pair[1])
+        # Already largest first (so parts of one size are next to each other); parts of
+        # one size go by name. Sizes all distinct (the usual case) say so at once.
+        if len(set(map(abs, values))) < count and any(
+            b and abs(a) == abs(b) for a, b in pairwise(values)
+        ):
+            kept = tuple(sorted(kept, key=lambda item: (-abs(item[1]), item[0])))
         first = position * supporters
         because = tuple(because_ids[first : first + supporting[position]])
-        out.append(Explanation(reasons[position], tuple(kept), rests[position], because))
+        out.append(Explanation(reasons[position], kept, rests[position], because))
     return out
 
 
