@@ -314,18 +314,18 @@ class SignalTerms(NamedTuple):
     voters_indptr: IndexArray  # the neighbour table's transpose (``ItemNeighbours.voters``)
     voters_indices: IndexArray
     voters_weights: FloatArray
-    history_rows: IndexArray
-    history_columns: IndexArray  # the history column of each history row
-    strength: FloatArray
+    history_rows: IndexArray  # the user's history (``UserHistory``)
+    history_strength: FloatArray
+    history_repeat: FloatArray
+    history_tokens: IndexArray
     vote_peak: float
     repeat_weight: float
-    repeat_values: FloatArray  # per history row, its buy-again value before scaling
-    repeat_peak: float
+    repeat_rate: FloatArray
     segment_weight: float
     segment_indptr: IndexArray  # the segment table's transpose
     segment_indices: IndexArray
     segment_weights: FloatArray
-    member: npt.NDArray[np.bool_]  # which of the segment table's rows are the user's tokens
+    segment_rows: int
     segment_peak: float
 
 
@@ -357,7 +357,7 @@ def _compiled_parts(
         return None
     blended = weights != MF_ONLY
     history = _writable(history, np.int64)
-    signal_terms = _signal_terms(signals, voters, user.history, history, weights, blended)
+    signal_terms = _signal_terms(signals, voters, user.history, weights, blended)
     if signal_terms is None:
         return None
     has_model = vector is not None and (not blended or weights.mf > 0)
@@ -440,38 +440,28 @@ def _signal_terms(
     signals: RankingSignals,
     voters: ItemNeighbours,
     past: UserHistory,
-    history: IndexArray,
     weights: BlendWeights,
     blended: bool,
 ) -> SignalTerms | None:
     """The blend's other terms for the kernel, weighted as ``_add_signal_parts`` weighs
     them (None: the segment table is too large to keep transposed)."""
-    history_rows = _writable(past.rows, np.int64)
-    strength = np.maximum(past.strength, 0).astype(np.float32)
     vote_weight = weights.item if blended and past.rows.size else 0.0
-    vote_peak = _vote_peak(signals.neighbours, past, strength) if vote_weight > 0 else 0.0
-    repeat_weight = weights.repeat if blended and past.rows.size else 0.0
-    repeat = (np.maximum(past.repeat, 0) * signals.repeat_rate[past.rows]).astype(np.float32)
-    repeat_peak = float(repeat.max()) if repeat_weight > 0 and repeat.size else 0.0
+    vote_peak = _vote_peak(signals.neighbours, past) if vote_weight > 0 else 0.0
     segment = signals.segment_trend
     segment_weight = weights.segment if blended and past.tokens.size else 0.0
-    segment_voters, member, segment_peak = voters, np.zeros(0, np.bool_), 0.0
+    segment_voters, segment_peak = voters, 0.0
     if segment is None or segment_weight <= 0:
         segment_weight = 0.0
     else:
         found = segment.voters()
         if found is None:
             return None
-        known = past.tokens[past.tokens < segment.rows]
-        member = np.zeros(segment.rows, np.bool_)
-        member[known] = True
         segment_voters = found
         recorded = past.recalled(segment)
-        segment_peak = (
-            recorded
-            if recorded is not None
-            else _peak(segment.scores(known, np.ones(known.size, np.float32))[1])
-        )
+        if recorded is None:
+            known = past.tokens[past.tokens < segment.rows]
+            recorded = _peak(segment.scores(known, np.ones(known.size, np.float32))[1])
+        segment_peak = recorded
     return SignalTerms(
         trend_weight=float(weights.trend) if blended else 0.0,
         trend_unit=signals.trend_unit,
@@ -479,18 +469,18 @@ def _signal_terms(
         voters_indptr=voters.indptr,
         voters_indices=voters.indices,
         voters_weights=voters.weights,
-        history_rows=history_rows,
-        history_columns=np.searchsorted(history, history_rows).astype(np.int64),
-        strength=strength,
+        history_rows=_writable(past.rows, np.int64),
+        history_strength=_writable(past.strength, np.float32),
+        history_repeat=_writable(past.repeat, np.float32),
+        history_tokens=_writable(past.tokens, np.int64),
         vote_peak=float(vote_peak),
-        repeat_weight=float(repeat_weight) if repeat_peak > 0 else 0.0,
-        repeat_values=repeat,
-        repeat_peak=repeat_peak,
+        repeat_weight=float(weights.repeat) if blended and past.rows.size else 0.0,
+        repeat_rate=signals.repeat_rate,
         segment_weight=float(segment_weight),
         segment_indptr=segment_voters.indptr,
         segment_indices=segment_voters.indices,
         segment_weights=segment_voters.weights,
-        member=member,
+        segment_rows=segment.rows if segment is not None else 0,
         segment_peak=float(segment_peak),
     )
 
@@ -767,12 +757,13 @@ def member_votes(
     return summed.astype(np.float64, copy=False)
 
 
-def _vote_peak(neighbours: ItemNeighbours, history: UserHistory, strength: FloatArray) -> float:
+def _vote_peak(neighbours: ItemNeighbours, history: UserHistory) -> float:
     """The largest summed item-to-item vote over every item, which core/blend.py scales
     the term by: recorded by this request's ranking, else summed again."""
     peak: float | None = history.recalled(neighbours)
     if peak is not None:
         return peak
+    strength = np.maximum(history.strength, 0).astype(np.float32)
     offsets, lengths = row_offsets(neighbours.indptr, history.rows)
     if not offsets.size:
         return 0.0
@@ -800,7 +791,7 @@ def _add_votes(
     table's compiled kernel; one with ``add_history_votes`` (the server's
     :mod:`shelfrank.server.compiled_explain`) adds the votes in one call."""
     strength = np.maximum(history.strength, 0).astype(np.float32)
-    peak = _vote_peak(neighbours, history, strength)
+    peak = _vote_peak(neighbours, history)
     if not peak:
         return
     voters = neighbours.voters()

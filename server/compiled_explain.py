@@ -1,19 +1,23 @@
-"""The numeric work of an explanation in four compiled calls (server only).
+"""The numeric work of an explanation, compiled (server only).
 
-:func:`shelfrank.core.explain.explain_scores` is exact but made of some eighty small numpy
-calls for ten items, which cost more than the arithmetic. The server runs four of its
-steps here (``core.explain`` looks them up on the scoring table's kernel):
+:func:`shelfrank.core.explain.explain_scores` is exact, but in numpy it is some eighty
+small calls for ten items, which cost more than the arithmetic. The server does it here
+(``core.explain`` looks these up on the scoring table's kernel):
 
-- ``add_history_votes``: each history item's item-to-item vote for each explained item,
-  the same arithmetic in the same order as numpy (bit-identical);
-- ``member_votes``: the segment votes of each explained item from the user's tokens
-  (bit-identical);
-- ``token_credits``: each (item, feature token) pair's credit and each item's own;
-  dot products summed in order rather than by BLAS (equal to ~1e-16);
-- ``summary_columns``: each item's largest parts, the rest, the largest history parts,
-  ties to the lower column as in numpy; the rest summed in order (~1e-16).
+- ``explained_parts``: every part of the listed items' scores (the model's term split
+  into the user's and the item's parts, trend, item-to-item votes, buy-again, segment),
+  in the columns and order ``core.explain._numpy_parts`` builds them, and their summary,
+  in one call. Used wherever the neighbour tables keep their transposes.
+- Its steps, also called one by one where they do not (a table above
+  ``core.blend.TRANSPOSE_MAX`` entries): ``add_history_votes``, each history item's
+  item-to-item vote (bit-identical to numpy); ``member_votes``, the segment votes
+  (bit-identical); ``token_credits``, each (item, feature token) pair's credit and each
+  item's own; ``summary_columns``, each item's largest parts, the rest and the largest
+  history parts, ties to the lower column as in numpy.
 
-``tests/test_compiled_explain.py`` compares each with the numpy original.
+Dot products and sums run in order rather than by BLAS: values equal numpy's to ~1e-14.
+``tests/test_compiled_explain.py`` compares each step with numpy, and
+``tests/test_explain_blend.py`` the one call, for every kind of user and term.
 """
 
 from __future__ import annotations
@@ -203,6 +207,33 @@ def _summary_columns(
     return largest, chosen, rests, strongest, strongest_values
 
 
+def _history_terms(
+    signals: Any, history: npt.NDArray[np.int64], offset: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], float]:
+    """Per history row: its column (``history`` holds them all, both ascending), its vote
+    strength and buy-again value as ``core.explain._add_signal_parts`` computes them in
+    float32 (``max(x, 0)``, NaN kept), and the largest buy-again value."""
+    history_rows = signals.history_rows
+    size = history_rows.size
+    columns = np.empty(size, np.int64)
+    strength = np.empty(size, np.float32)
+    repeat = np.empty(size, np.float32)
+    repeat_peak = 0.0
+    at = 0
+    zero = np.float32(0.0)
+    for index in range(size):
+        while history[at] < history_rows[index]:
+            at += 1
+        columns[index] = offset + at
+        given = signals.history_strength[index]
+        strength[index] = zero if given <= 0 else given
+        bought = signals.history_repeat[index]
+        bought = zero if bought <= 0 else bought
+        repeat[index] = bought * signals.repeat_rate[history_rows[index]]
+        repeat_peak = max(repeat_peak, np.float64(repeat[index]))
+    return columns, strength, repeat, repeat_peak
+
+
 def _user_parts(model: Any, vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """The named parts of the user's vector, a row each: given (``model.parts_given``), or
     its profile tokens' and, unless 0, its own (``core.explain._prior_parts``: the tokens'
@@ -324,35 +355,40 @@ def _explained_parts(
         for position in range(items):
             values[position, column] = trend_weight * np.float64(signals.trend_unit[rows[position]])
         column += 1
-    if signals.vote_weight > 0:
-        add_history_votes(
-            signals.voters_indptr,
-            signals.voters_indices,
-            signals.voters_weights,
-            rows,
-            signals.history_rows,
-            signals.history_columns + offset,
-            signals.strength,
-            signals.vote_weight,
-            signals.vote_peak,
-            values,
-        )
-    if signals.repeat_weight > 0:
-        history_rows, repeat_values = signals.history_rows, signals.repeat_values
-        for at in range(history_rows.size):
-            if repeat_values[at] > 0:
-                for position in range(items):
-                    if rows[position] == history_rows[at]:
-                        value = signals.repeat_weight * np.float64(repeat_values[at])
-                        column_at = offset + signals.history_columns[at]
-                        values[position, column_at] += value / signals.repeat_peak
+    if signals.vote_weight > 0 or signals.repeat_weight > 0:
+        columns, strength, repeat, repeat_peak = _history_terms_kernel(signals, history, offset)
+        if signals.vote_weight > 0:
+            add_history_votes(
+                signals.voters_indptr,
+                signals.voters_indices,
+                signals.voters_weights,
+                rows,
+                signals.history_rows,
+                columns,
+                strength,
+                signals.vote_weight,
+                signals.vote_peak,
+                values,
+            )
+        if signals.repeat_weight > 0 and repeat_peak > 0:
+            history_rows = signals.history_rows
+            for at in range(history_rows.size):
+                if repeat[at] > 0:
+                    for position in range(items):
+                        if rows[position] == history_rows[at]:
+                            value = signals.repeat_weight * np.float64(repeat[at])
+                            values[position, columns[at]] += value / repeat_peak
     if segment_weight > 0 and signals.segment_peak:
+        member = np.zeros(signals.segment_rows, np.bool_)
+        for token in signals.history_tokens:
+            if 0 <= token < signals.segment_rows:
+                member[token] = True
         summed = member_votes(
             signals.segment_indptr,
             signals.segment_indices,
             signals.segment_weights,
             rows,
-            signals.member,
+            member,
         )
         peak = np.float32(signals.segment_peak)
         for position in range(items):
@@ -388,6 +424,7 @@ member_votes: Any = _jit(_member_votes)
 _credits_kernel: Any = _jit(_token_credits)
 _summary_kernel: Any = _jit(_summary_columns)
 _user_parts_kernel: Any = _jit(_user_parts)
+_history_terms_kernel: Any = _jit(_history_terms)
 # What ``core.explain.explain_scores`` looks up: every part and its summary, one call.
 explained_parts: Any = _jit(_explained_parts)
 
