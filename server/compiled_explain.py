@@ -112,6 +112,35 @@ def _member_votes(
     return out
 
 
+def _item_credits(
+    rest: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.int64],
+    embeddings: npt.NDArray[np.float32],
+    weight: float,
+    vector: npt.NDArray[np.float64],
+    half_factor: float,
+    out: npt.NDArray[np.float64],
+    first: int,
+) -> float:
+    """The item side of one item's model score: each of its tokens' credit
+    ``half_factor * (weight e_t) · vector`` into ``out[first:]``, and the item's own credit
+    (returned). ``rest`` holds the item's vector in float64 on entry and its own part,
+    what the tokens leave of it, on return."""
+    dims = vector.size
+    for at in range(tokens.size):
+        token = tokens[at]
+        dot = 0.0
+        for k in range(dims):
+            part = weight * np.float64(embeddings[token, k])
+            rest[k] -= part
+            dot += part * vector[k]
+        out[first + at] = half_factor * dot
+    dot = 0.0
+    for k in range(dims):
+        dot += rest[k] * vector[k]
+    return half_factor * dot
+
+
 def _token_credits(
     indptr: npt.NDArray[np.int64],
     indices: npt.NDArray[np.int64],
@@ -139,20 +168,12 @@ def _token_credits(
         weight = unit_weight if unit else 1.0 / (identity_weight + (end - start))
         for k in range(dims):
             rest[k] = np.float64(item_vectors[row, k])
-        for at in range(start, end):
-            token = indices[at]
-            columns[entry] = token
-            dot = 0.0
-            for k in range(dims):
-                part = weight * np.float64(embeddings[token, k])
-                rest[k] -= part
-                dot += part * vector[k]
-            credit[position, entry] = half_factor * dot
-            entry += 1
-        dot = 0.0
-        for k in range(dims):
-            dot += rest[k] * vector[k]
-        own[position] = half_factor * dot
+        tokens = indices[start:end]
+        columns[entry : entry + tokens.size] = tokens
+        own[position] = _item_credits_kernel(
+            rest, tokens, embeddings, weight, vector, half_factor, credit[position], entry
+        )
+        entry += tokens.size
     return columns, credit, own
 
 
@@ -326,28 +347,28 @@ def _explained_parts(
                 for k in range(dims):
                     dot += item[k] * folded[fold, k]
                 values[position, offset + folded_columns[fold]] += half * dot
-            # The item side: as _token_credits, each token's credit and the item's own.
+            # The item side: each feature token's credit and the item's own.
             start, end = token_indptr[row], token_indptr[row + 1]
             weight = (
                 model.unit_weight if model.unit else 1.0 / (model.identity_weight + (end - start))
             )
             for k in range(dims):
                 rest[k] = item[k]
-            for at in range(start, end):
-                token = token_indices[at]
-                token_columns[entry] = token
-                dot = 0.0
-                for k in range(dims):
-                    piece = weight * np.float64(token_embeddings[token, k])
-                    rest[k] -= piece
-                    dot += piece * vector[k]
-                values[position, column + user_count + entry] = half * dot
-                entry += 1
-            dot = 0.0
-            for k in range(dims):
-                dot += rest[k] * vector[k]
+            item_tokens = token_indices[start:end]
+            token_columns[entry : entry + item_tokens.size] = item_tokens
+            own = _item_credits_kernel(
+                rest,
+                item_tokens,
+                token_embeddings,
+                weight,
+                vector,
+                half,
+                values[position],
+                column + user_count + entry,
+            )
+            entry += item_tokens.size
             fixed = column + user_count + tokens
-            values[position, fixed] = half * dot
+            values[position, fixed] = own
             values[position, fixed + 1] = np.float64(item_biases[row]) * factor
             values[position, fixed + 2] = factor * model.user_bias
         column += user_count + tokens + 3
@@ -423,6 +444,7 @@ add_history_votes: Any = _jit(_add_history_votes)
 member_votes: Any = _jit(_member_votes)
 _credits_kernel: Any = _jit(_token_credits)
 _summary_kernel: Any = _jit(_summary_columns)
+_item_credits_kernel: Any = _jit(_item_credits)
 _user_parts_kernel: Any = _jit(_user_parts)
 _history_terms_kernel: Any = _jit(_history_terms)
 # What ``core.explain.explain_scores`` looks up: every part and its summary, one call.
