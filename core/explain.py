@@ -417,7 +417,7 @@ def _model_terms(
         user_embeddings=user_embeddings.embeddings,
         user_token_weight=(
             1.0
-            if user_embeddings.weighting == "unit"
+            if user_embeddings.weighting == "unit" or not user_tokens.size
             else 1.0 / (float(user_embeddings.identity_weight) + user_tokens.size)
         ),
         folded_columns=folded_columns,
@@ -543,10 +543,14 @@ def explain_scores(
     explored: Sequence[bool] = (),
     trained_items: int | None = None,
     top: int = DEFAULT_TOP,
+    stepwise: bool = False,
 ) -> list[Explanation]:
     """Explanations of the given items' scores for a user (see the module docstring).
     ``explored``: which items fill exploration slots; ``trained_items``: rows from it on
-    were not trained (new items). A few matrix products for the whole list."""
+    were not trained (new items). A few matrix products for the whole list, or one call
+    of the scoring table's compiled kernel (the server's); ``stepwise``: term by term
+    even so, as for tables too large to keep transposed (the server's warm-up compiles
+    both ways)."""
     weights = _weights(model, user, mode)
     rows = np.asarray(rows, np.int64)
     history = user.history.rows  # ascending, distinct
@@ -555,7 +559,7 @@ def explain_scores(
     vector = None if user.vector is None else user.vector.astype(np.float64)
     compiled = getattr(model.items.kernel, "explained_parts", None)
     found = None
-    if compiled is not None:
+    if compiled is not None and not stepwise:
         found = _compiled_parts(compiled, model, user, vector, rows, history, weights, top)
     if found is None:
         found = _numpy_parts(model, user, vector, rows, history, weights, top)

@@ -416,31 +416,43 @@ class CompiledSearch(CompiledPrunedSearch):
         self._lock = threading.Lock()
 
     def warm_up_ranking(self, model: ServingModel) -> None:
-        """Compile (or load the cached machine code of) the blended search before ``model``
-        serves, as :meth:`warm_up` does for the plain one: compiling cold takes seconds (5 s
-        for MovieLens' model on the 2-core machine of benchmarks/RESULTS.md), more than a
-        caller's deadline. One ranking of the first trained user with every component on
-        gives the kernel the argument types it serves with; explaining the user's top items
-        compiles the explanations' steps (about 3 s cold) as far as the model's weights
-        use them."""
+        """Compile (or load the cached machine code of) the blended search and the
+        explanations before ``model`` serves, as :meth:`warm_up` does for the plain search:
+        compiling cold takes seconds (5 s for MovieLens' model on the 2-core machine of
+        benchmarks/RESULTS.md), more than a caller's deadline. One ranking of the first
+        trained user with every component on gives the search the argument types it serves
+        with (where the table has a pruned scan to search); explaining the user's top items
+        in one call, step by step (the way of tables too large to keep transposed, and of a
+        user whose segment table is) and for an anonymous user compiles the explanations'
+        kernels, whose argument types do not depend on the user or the weights."""
         from shelfrank.core.explain import explain_scores
 
         signals = model.signals
         items = model.items
-        if signals is None or items.kernel is not self or items.pruned is None:
-            return  # nothing for this kernel to search
-        if not len(model.user_ids):
-            return  # no one to rank for (a model before any events)
+        if items.kernel is not self or not len(model.user_ids):
+            return  # not this kernel's table, or no one to rank for (a model before events)
         user_id = model.user_ids.ids[0]
         user = model.user_vector(user_id)
-        everything = BlendWeights(mf=1.0, trend=1.0, item=1.0, repeat=1.0, segment=1.0)
-        self.blended_top_k(
-            items, signals, user.vector, user.bias, user.history, everything, 1,
-            exclude=model.item_rows([]),
-        )  # fmt: skip
+        if signals is not None and items.pruned is not None:
+            everything = BlendWeights(mf=1.0, trend=1.0, item=1.0, repeat=1.0, segment=1.0)
+            self.blended_top_k(
+                items, signals, user.vector, user.bias, user.history, everything, 1,
+                exclude=model.item_rows([]),
+            )  # fmt: skip
+        anonymous = model.user_vector("", use_trained=False)
         for mode in MODES:
-            top = model.rank(user, 10, mode=mode)
-            explain_scores(model, user_id, user, top.indices, top.scores, mode=mode)
+            for explained_id, explained in ((user_id, user), ("", anonymous)):
+                top = model.rank(explained, 10, mode=mode)
+                for stepwise in (False, True):
+                    explain_scores(
+                        model,
+                        explained_id,
+                        explained,
+                        top.indices,
+                        top.scores,
+                        mode=mode,
+                        stepwise=stepwise,
+                    )
 
     def _leaf_tables(
         self, scan: PrunedScan, trend: FloatArray

@@ -165,7 +165,8 @@ def _token_credits(
     for position in range(rows.size):
         row = rows[position]
         start, end = indptr[row], indptr[row + 1]
-        weight = unit_weight if unit else 1.0 / (identity_weight + (end - start))
+        # An item without tokens has no token weight (nor a division by 0 to find one).
+        weight = unit_weight if unit or end == start else 1.0 / (identity_weight + (end - start))
         for k in range(dims):
             rest[k] = np.float64(item_vectors[row, k])
         tokens = indices[start:end]
@@ -233,7 +234,8 @@ def _history_terms(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], float]:
     """Per history row: its column (``history`` holds them all, both ascending), its vote
     strength and buy-again value as ``core.explain._add_signal_parts`` computes them in
-    float32 (``max(x, 0)``, NaN kept), and the largest buy-again value."""
+    float32 (``max(x, 0)``, a NaN kept), and the largest buy-again value (NaN if any is,
+    as numpy's ``max``)."""
     history_rows = signals.history_rows
     size = history_rows.size
     columns = np.empty(size, np.int64)
@@ -251,7 +253,10 @@ def _history_terms(
         bought = signals.history_repeat[index]
         bought = zero if bought <= 0 else bought
         repeat[index] = bought * signals.repeat_rate[history_rows[index]]
-        repeat_peak = max(repeat_peak, np.float64(repeat[index]))
+        value = np.float64(repeat[index])
+        # The largest as numpy's max finds it: a NaN wins (and then no part is shown).
+        if value != value or value > repeat_peak:
+            repeat_peak = value
     return columns, strength, repeat, repeat_peak
 
 
@@ -350,7 +355,9 @@ def _explained_parts(
             # The item side: each feature token's credit and the item's own.
             start, end = token_indptr[row], token_indptr[row + 1]
             weight = (
-                model.unit_weight if model.unit else 1.0 / (model.identity_weight + (end - start))
+                model.unit_weight
+                if model.unit or end == start
+                else 1.0 / (model.identity_weight + (end - start))
             )
             for k in range(dims):
                 rest[k] = item[k]
@@ -399,7 +406,7 @@ def _explained_parts(
                         if rows[position] == history_rows[at]:
                             value = signals.repeat_weight * np.float64(repeat[at])
                             values[position, columns[at]] += value / repeat_peak
-    if segment_weight > 0 and signals.segment_peak:
+    if segment_weight > 0 and signals.segment_peak > 0:
         member = np.zeros(signals.segment_rows, np.bool_)
         for token in signals.history_tokens:
             if 0 <= token < signals.segment_rows:

@@ -73,16 +73,26 @@ def test_server_and_offline_rank_the_same_blend(
         stop_process(process)
 
 
-# Run in a fresh process, so that nothing earlier in it compiled the kernel.
+# Run in a fresh process, so that nothing earlier in it compiled the kernels.
 _WARM_UP_CHECK = """
 import sys
 import numpy as np
 from shelfrank.core.explain import explain_scores
+from shelfrank.server import compiled_explain
 from shelfrank.server.compiled_blend import _kernel
-from shelfrank.server.compiled_explain import explained_parts
 from shelfrank.server.registry import load_state
+KERNELS = [
+    _kernel,
+    compiled_explain.explained_parts,
+    compiled_explain.add_history_votes,
+    compiled_explain.member_votes,
+    compiled_explain._credits_kernel,
+    compiled_explain._summary_kernel,
+]
+def signatures():
+    return [len(kernel.signatures) for kernel in KERNELS]
 state = load_state(sys.argv[1])
-loaded = len(_kernel.signatures), len(explained_parts.signatures)
+loaded = signatures()
 model = state.model
 allowed = np.ones(len(model.items), np.bool_)
 allowed[::3] = False
@@ -100,29 +110,51 @@ for user_id, user in users:
     for mode in ("new", "repeat"):
         model.rank(user, 10, exclude=model.item_rows([model.items.item_ids.ids[0]]), mode=mode)
         top = model.rank(user, 10, allowed=allowed, mode=mode)
-        explain_scores(model, user_id, user, top.indices, top.scores, mode=mode)
-print(*loaded, len(_kernel.signatures), len(explained_parts.signatures))
+        for stepwise in (False, True):
+            explain_scores(
+                model, user_id, user, top.indices, top.scores, mode=mode, stepwise=stepwise
+            )
+print(int(model.items.pruned is not None), *loaded, *signatures())
 """
 
 
-def test_loading_a_model_compiles_the_blended_search_before_it_serves(model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def unpruned_model_dir(shop: SynthData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose table gets no pruned scan (8 dimensions: the scan's basis would need
+    more than half of them), so the server ranks it with numpy but explains compiled."""
+    from shelfrank.server.hybrid import HybridModel
+
+    out = tmp_path_factory.mktemp("unpruned") / "model"
+    config = TrainConfig(epochs=3, components=8, seed=1, num_threads=1, min_validation_users=20)
+    HybridModel.train(shop.interactions, config, items=shop.items, users=shop.users).save(out)
+    return out
+
+
+@pytest.mark.parametrize("pruned", [True, False], ids=["pruned", "unpruned"])
+def test_loading_a_model_compiles_the_blended_search_before_it_serves(
+    model_dir: Path, unpruned_model_dir: Path, pruned: bool
+) -> None:
     # Compiling cold takes seconds, more than a caller's deadline (the first Recommend of a
     # fresh install once timed out in CI): load_state compiles the ranking and the
-    # explanation, or loads the cached code, with the argument types serving uses, so no
-    # served ranking or explanation compiles.
+    # explanation kernels, or loads their cached code, with the argument types serving
+    # uses, so no served ranking or explanation compiles.
     done = subprocess.run(
-        [sys.executable, "-c", _WARM_UP_CHECK, str(model_dir)],
+        [sys.executable, "-c", _WARM_UP_CHECK, str(model_dir if pruned else unpruned_model_dir)],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    ranking, explaining, ranking_after, explaining_after = map(int, done.stdout.split())
-    assert ranking >= 1
+    has_scan, *counts = map(int, done.stdout.split())
+    assert has_scan == pruned
+    loaded, served = counts[: len(counts) // 2], counts[len(counts) // 2 :]
+    ranking, explaining, *steps = loaded
+    assert ranking >= (1 if pruned else 0)
     assert explaining >= 1
+    assert all(count >= 1 for count in steps[2:])  # token credits, summaries: every model
     # Serving users of every kind (trained, folded in, new, by profile, anonymous), with
-    # exclusions, filters and explanations, needed no other argument types.
-    assert (ranking_after, explaining_after) == (ranking, explaining)
+    # exclusions, filters and explanations both ways, needed no other argument types.
+    assert served == loaded
 
 
 def test_cli_recommend_uses_repeat_mode_without_exclude_seen(

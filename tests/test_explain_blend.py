@@ -197,3 +197,38 @@ def test_one_compiled_call_explains_as_numpy_does_for_every_user_and_term(
     assert compiled_calls == 2 * sum(len(users) for users in kinds.values())
     if weights in ("everything", "sparse"):
         assert "history" in sources  # item-to-item and buy-again parts were explained
+
+
+@pytest.mark.parametrize("broken", ["repeat_rate_nan", "segment_weight_nan", "identity_zero"])
+def test_one_compiled_call_explains_broken_tables_as_numpy_does(
+    model: ServingModel, broken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inputs a model file can hold though training never writes them: a NaN buy-again rate
+    # (numpy's max is then NaN, and no buy-again part is shown), a NaN segment weight (no
+    # segment term, as ranking scales it), identity weight 0 for a user without tokens.
+    signals = model.signals
+    assert signals is not None
+    assert signals.segment_trend is not None
+    trained = [u for u in model.user_ids.ids if model.user_vector(u).history.rows.size][:6]
+    if broken == "repeat_rate_nan":
+        rate = signals.repeat_rate.copy()
+        rate[model.user_vector(trained[0]).history.rows[0]] = np.nan
+        monkeypatch.setattr(signals, "repeat_rate", rate)
+    elif broken == "segment_weight_nan":
+        weights = signals.segment_trend.weights.copy()
+        weights[:] = np.nan
+        monkeypatch.setattr(
+            signals, "segment_trend", replace(signals.segment_trend, weights=weights)
+        )
+    else:
+        monkeypatch.setattr(model.user_token_embeddings, "identity_weight", 0.0)
+    users = [(u, model.user_vector(u)) for u in trained] + [("anonymous", model.user_vector("x"))]
+    for user_id, user in users:
+        top = model.rank(user, 10, mode="repeat")
+        rows = np.union1d(top.indices, user.history.rows[:5])  # history items among them
+        scores = model.scores_of(user, rows, mode="repeat")
+        explained = {}
+        for name, kernel in (("numpy", None), ("compiled", COMPILED_KERNEL)):
+            monkeypatch.setattr(model.items, "kernel", kernel)
+            explained[name] = explain_scores(model, user_id, user, rows, scores, mode="repeat")
+        _same(explained["compiled"], explained["numpy"])
