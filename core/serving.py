@@ -55,6 +55,22 @@ class UserVector:
     seen: IndexArray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
+def _first_unsorted_row(rows: SparseRows) -> int | None:
+    """The first row whose indices are not strictly ascending (None: every row's are)."""
+    indices = rows.indices
+    if indices.size < 2:
+        return None
+    out_of_order = np.diff(indices) <= 0
+    # A pair across a row boundary is two rows' entries, not one's.
+    boundaries = rows.indptr[1:-1]
+    boundaries = boundaries[(boundaries > 0) & (boundaries < indices.size)]
+    out_of_order[boundaries - 1] = False
+    found = np.flatnonzero(out_of_order)
+    if not found.size:
+        return None
+    return int(np.searchsorted(rows.indptr, found[0] + 1, side="right") - 1)
+
+
 @dataclass(frozen=True)
 class SparseRows:
     """Compressed rows of integer indices (CSR without values)."""
@@ -143,6 +159,15 @@ class ServingModel:
             ):
                 if values is None or values.shape != self.seen.indices.shape:
                     raise InvalidInputError(f"{name} must have one value per seen item")
+            unsorted = _first_unsorted_row(self.seen)
+            if unsorted is not None:
+                # The blend and its explanations merge a user's history with other
+                # ascending lists (core/blend.py UserHistory): unsorted, parts would land
+                # in the wrong columns.
+                raise InvalidInputError(
+                    f"seen: user row {unsorted} lists its items out of order or twice "
+                    "(each user's item rows must be ascending and distinct)"
+                )
         for name, emb in (
             ("item", self.item_token_embeddings),
             ("user", self.user_token_embeddings),

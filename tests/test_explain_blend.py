@@ -15,8 +15,9 @@ import pytest
 
 import shelfrank.core.blend as blend_module
 from shelfrank.core.blend import MF_ONLY, SEGMENTS, BlendTable, BlendWeights, ItemNeighbours
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.explain import Explanation, explain_scores
-from shelfrank.core.serving import ServingModel, UserVector
+from shelfrank.core.serving import ServingModel, SparseRows, UserVector
 from shelfrank.datasets.synth import SynthConfig, generate
 from shelfrank.server.compiled_blend import COMPILED_KERNEL
 from shelfrank.server.config import TrainConfig
@@ -232,3 +233,17 @@ def test_one_compiled_call_explains_broken_tables_as_numpy_does(
             monkeypatch.setattr(model.items, "kernel", kernel)
             explained[name] = explain_scores(model, user_id, user, rows, scores, mode="repeat")
         _same(explained["compiled"], explained["numpy"])
+
+
+def test_a_model_whose_seen_rows_are_out_of_order_is_refused(model: ServingModel) -> None:
+    # The blend and the explanations merge each user's history with other ascending lists:
+    # a model file listing a user's items out of order is refused at load, by name.
+    seen = model.seen
+    row = next(r for r in range(seen.n_rows) if seen.row(r).size >= 2)
+    indices = seen.indices.copy()
+    start, end = int(seen.indptr[row]), int(seen.indptr[row + 1])
+    indices[start:end] = indices[start:end][::-1]
+    with pytest.raises(InvalidInputError, match=f"seen: user row {row} lists its items"):
+        replace(model, seen=SparseRows(seen.indptr, indices))
+    # Every row ascending, however the rows' ends meet: accepted.
+    assert replace(model, seen=SparseRows(seen.indptr, seen.indices.copy())).seen.n_rows
