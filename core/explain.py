@@ -245,6 +245,17 @@ Summary = tuple[IndexArray, Vector, Vector, IndexArray, Vector]
 Parts = tuple[list[str], int, Summary, Vector, Vector, npt.NDArray[np.bool_]]
 
 
+def _model_term(
+    model: ServingModel, weights: BlendWeights, vector: Vector | None
+) -> tuple[bool, bool, float]:
+    """Whether the score is the item's popularity (no vector, no blend), whether it has
+    the model's term, and that term's weight as core/blend.py weighs it."""
+    signals = model.signals if weights != MF_ONLY else None
+    popularity = vector is None and signals is None
+    has_model = vector is not None and (signals is None or weights.mf > 0)
+    return popularity, has_model, 1.0 if signals is None else weights.mf / signals.mf_scale
+
+
 def _numpy_parts(
     model: ServingModel,
     user: UserVector,
@@ -258,10 +269,10 @@ def _numpy_parts(
     their summary."""
     signals = model.signals if weights != MF_ONLY else None
     parts = _Parts(rows.size, history)
-    if vector is None and signals is None:
+    popularity, has_model, factor = _model_term(model, weights, vector)
+    if popularity:
         parts.block(["signal:popularity"], model.item_popularity[rows].astype(np.float64))
-    if vector is not None and (signals is None or weights.mf > 0):
-        factor = 1.0 if signals is None else weights.mf / signals.mf_scale
+    if has_model and vector is not None:
         _add_model_parts(parts, model, user, vector, rows, factor)
     if signals is not None:
         _add_signal_parts(parts, model, signals, user.history, weights, rows)
@@ -360,10 +371,8 @@ def _compiled_parts(
     signal_terms = _signal_terms(signals, voters, user.history, weights, blended)
     if signal_terms is None:
         return None
-    has_model = vector is not None and (not blended or weights.mf > 0)
-    factor = 1.0 if not blended else weights.mf / signals.mf_scale
-    terms, user_names = _model_terms(model, user, vector, history, has_model, factor)
-    terms = terms._replace(has_popularity=vector is None and not blended)
+    popularity, has_model, factor = _model_term(model, weights, vector)
+    terms, user_names = _model_terms(model, user, vector, history, popularity, has_model, factor)
     user_count, token_columns, offset, summary, history_positive, positive, any_history = compiled(
         _writable(rows, np.int64), history, terms, signal_terms, int(top)
     )
@@ -389,6 +398,7 @@ def _model_terms(
     user: UserVector,
     vector: Vector | None,
     history: IndexArray,
+    popularity: bool,
     has_model: bool,
     factor: float,
 ) -> tuple[ModelTerms, list[str]]:
@@ -407,7 +417,7 @@ def _model_terms(
     user_tokens = _writable(user.tokens, np.int64)
     embeddings = model.item_token_embeddings
     terms = ModelTerms(
-        has_popularity=False,
+        has_popularity=popularity,
         popularity=model.item_popularity,
         has_model=has_model,
         factor=float(factor),
