@@ -80,6 +80,8 @@ from psycopg_pool import ConnectionPool
 
 from shelfrank.core.errors import InvalidInputError, StorageError, UnknownIdError
 from shelfrank.core.events import EventType, StoredEvent
+from shelfrank.server import pg_arrays
+from shelfrank.server.pg_arrays import BigintArray, IntegerArray, SmallintArray, TextArray
 from shelfrank.server.storage import (
     AppendResult,
     AuditEntry,
@@ -464,6 +466,7 @@ def _configure(connection: psycopg.Connection[TupleRow]) -> None:
     """Transactions begin READ COMMITTED whatever the server's default (the writers'
     design needs a fresh snapshot per statement); snapshot reads ask for more."""
     connection.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    pg_arrays.register(connection.adapters)
 
 
 def _check_idle(connection: psycopg.Connection[TupleRow]) -> None:
@@ -698,19 +701,21 @@ class PostgresStore:
     ) -> list[int]:
         """Insert the new ones of ``rows`` (distinct ids) as base+1.. and move the counter;
         returns their 1-based positions in ``rows``, in seq order."""
+        (event_ids, user_ids, item_ids, types, stamps, sessions, queries, recommendations,
+         positions) = zip(*rows, strict=True)  # fmt: skip
         cursor = connection.execute(
             _INSERT,
             {
                 "base": base,
-                "event_id": [e.event_id for e in rows],
-                "user_id": [e.user_id for e in rows],
-                "item_id": [e.item_id for e in rows],
-                "event_type": [int(e.event_type) for e in rows],
-                "timestamp_ms": [e.timestamp_ms for e in rows],
-                "session_id": [e.session_id for e in rows],
-                "query": [e.query for e in rows],
-                "recommendation_id": [e.recommendation_id for e in rows],
-                "position": [e.position for e in rows],
+                "event_id": TextArray.of(event_ids),
+                "user_id": TextArray.of(user_ids),
+                "item_id": TextArray.of(item_ids),
+                "event_type": SmallintArray.of(types),
+                "timestamp_ms": BigintArray.of(stamps),
+                "session_id": TextArray.of(sessions),
+                "query": TextArray.of(queries),
+                "recommendation_id": TextArray.of(recommendations),
+                "position": IntegerArray.of(positions),
             },
         )
         return [int(row[0]) for row in cursor.fetchall()]
