@@ -525,7 +525,7 @@ def _stored_records(
     rows = connection.execute(
         "SELECT recommendation_id, kind, user_id, time_ms, items FROM impressions"
         " WHERE recommendation_id = ANY(%b::text[])",
-        (list(recommendation_ids),),
+        (TextArray.of(list(recommendation_ids)),),
     ).fetchall()
     return {
         (str(rid), IMPRESSION_KINDS[int(kind)]): (str(user), int(time_ms), split_tokens(items))
@@ -789,15 +789,15 @@ class PostgresStore:
                 for rid, kind in connection.execute(
                     _INSERT_IMPRESSIONS,
                     {
-                        "recommendation_id": [i.recommendation_id for i in rows],
-                        "kind": [KIND_CODES[i.kind] for i in rows],
-                        "user_id": [i.user_id for i in rows],
-                        "time_ms": [i.time_ms for i in rows],
-                        "surface": [i.surface for i in rows],
-                        "experiment": [i.experiment for i in rows],
-                        "variant": [i.variant for i in rows],
-                        "model_version": [i.model_version for i in rows],
-                        "items": [TOKEN_SEPARATOR.join(i.item_ids) for i in rows],
+                        "recommendation_id": TextArray.of([i.recommendation_id for i in rows]),
+                        "kind": SmallintArray.of([KIND_CODES[i.kind] for i in rows]),
+                        "user_id": TextArray.of([i.user_id for i in rows]),
+                        "time_ms": BigintArray.of([i.time_ms for i in rows]),
+                        "surface": TextArray.of([i.surface for i in rows]),
+                        "experiment": TextArray.of([i.experiment for i in rows]),
+                        "variant": TextArray.of([i.variant for i in rows]),
+                        "model_version": TextArray.of([i.model_version for i in rows]),
+                        "items": TextArray.of([TOKEN_SEPARATOR.join(i.item_ids) for i in rows]),
                     },
                 ).fetchall()
             }
@@ -809,9 +809,9 @@ class PostgresStore:
                 connection.execute(
                     _COUNT_SHOWN,
                     {
-                        "item_id": [item for item, _, _ in deltas],
-                        "day": [day for _, day, _ in deltas],
-                        "shown": [delta for _, _, delta in deltas],
+                        "item_id": TextArray.of([item for item, _, _ in deltas]),
+                        "day": BigintArray.of([day for _, day, _ in deltas]),
+                        "shown": BigintArray.of([delta for _, _, delta in deltas]),
                     },
                 )
         return len(new)
