@@ -275,6 +275,8 @@ def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEve
         check_id(event.session_id, "session_id")
     if len(event.query) > MAX_QUERY_CHARS:
         raise InvalidInputError(f"query: longer than {MAX_QUERY_CHARS} characters")
+    if "\x00" in event.query:  # free text, but no store's text can hold NUL (PostgreSQL's)
+        raise InvalidInputError("query: must not contain the NUL character")
     check_recommendation_id(event.recommendation_id)
     if event.position < 0:
         raise InvalidInputError(f"position: must be >= 0, got {event.position}")
@@ -321,6 +323,7 @@ def validate_events(
         and min(stamps) >= 0
         and max(stamps) <= now_ms + MAX_FUTURE_MS
         and max(map(len, queries)) <= MAX_QUERY_CHARS
+        and "\x00" not in "".join(queries)
         and min(positions) >= 0
     )
     if clean:

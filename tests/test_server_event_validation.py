@@ -30,7 +30,7 @@ events = st.builds(
         st.just(0), st.integers(-5, NOW + MAX_FUTURE_MS + 5), st.just(NOW + MAX_FUTURE_MS + 1)
     ),
     session_id=st.one_of(st.just(""), ids),
-    query=st.text(max_size=1030) | st.just("q" * 1025),
+    query=st.text(max_size=1030) | st.just("q" * 1025) | st.just("red\x00shoes"),
     recommendation_id=st.one_of(st.just(""), ids, st.just("r" * 129)),
     position=st.integers(-2, 5),
 )
@@ -71,3 +71,13 @@ def test_clean_batches_take_the_fast_path_with_the_same_result(batch: list[Incom
     assert errors == []
     assert valid == one_by_one(batch)[0]
     assert all(e.timestamp_ms == (b.timestamp_ms or NOW) for e, b in zip(valid, batch, strict=True))
+
+
+def test_a_query_with_nul_is_refused_naming_the_field() -> None:
+    """PostgreSQL's text cannot hold NUL: stored, such a query would fail the whole group
+    commit (every concurrent batch with it) on one store and not on the other."""
+    event = IncomingEvent("e1", "u1", "i1", 4, NOW, "", "red\x00shoes", "", 0)
+    ok = event._replace(event_id="e2", query="red shoes\tfor\nwinter")  # other controls: free text
+    valid, errors = validate_events([event, ok], NOW)
+    assert errors == [(0, "query: must not contain the NUL character")]
+    assert [stored.event_id for stored in valid] == ["e2"]

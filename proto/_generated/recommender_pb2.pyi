@@ -566,7 +566,7 @@ class Event(_message.Message):
     session_id: _builtins.str
     """optional (empty), else 1 to 256 bytes"""
     query: _builtins.str
-    """for SEARCH; at most 1,024 characters"""
+    """for SEARCH; at most 1,024 characters, no NUL"""
     recommendation_id: _builtins.str
     """The response this event answers (RecommendResponse.recommendation_id; 1 to 128
     characters; empty: none). An unknown or expired id is stored and not attributed,
