@@ -2,14 +2,14 @@
 
 The event store sends a batch as one array per column (server/store_postgres.py). psycopg's
 own binary list dumper is pure Python per element (a struct pack and two list appends
-each): it was most of a Track's Python time under the store's counter lock, which every
-writer waits for (benchmarks/RESULTS.md, "Track ingest"). These wrappers carry values whose
-payload is built by a few whole-list calls: the text form joins length-prefixed UTF-8
-strings, the integer forms are one numpy record array.
+each): it was the larger part of a Track's Python time under the store's counter lock,
+which every writer waits for (benchmarks/RESULTS.md, "Track ingest"). These wrappers carry
+values whose payload is built by a few whole-list calls: the text form joins
+length-prefixed UTF-8 strings, the integer forms are one numpy record array.
 
 Wire format (PostgreSQL's ``array_send``): ndim, has-null flag, element type oid, then per
 dimension its length and lower bound, then each element as a 4-byte length and its bytes;
-all big-endian. No element is NULL here (no column of the events table is nullable).
+all big-endian. No element is NULL here (no column these arrays fill is nullable).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from itertools import chain
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 from psycopg import adapt, pq
@@ -54,7 +54,7 @@ class TextArray(_BinaryArray):
     ARRAY_OID = 1009
 
     @classmethod
-    def of(cls, values: Sequence[str]) -> TextArray:
+    def of(cls, values: Sequence[str]) -> Self:
         if not any(values):  # all empty (sessions, queries, ...: the common case)
             return cls(cls._head(len(values)) + _EMPTY_ELEMENT * len(values))
         encoded = list(map(str.encode, values))
@@ -68,7 +68,7 @@ class _IntArray(_BinaryArray):
     ELEMENT_TYPE: ClassVar[str]  # numpy's big-endian type of one element
 
     @classmethod
-    def of(cls, values: Sequence[int]) -> _IntArray:
+    def of(cls, values: Sequence[int]) -> Self:
         element = np.dtype(cls.ELEMENT_TYPE)
         limits = np.iinfo(element)
         try:
@@ -104,22 +104,24 @@ class BigintArray(_IntArray):
     ELEMENT_TYPE = ">i8"
 
 
-def register(adapters: AdaptersMap) -> None:
-    """Let a connection (or a context) send these arrays as binary parameters (``%b``)."""
-    for kind in (TextArray, SmallintArray, IntegerArray, BigintArray):
-        dumper = type(
-            f"{kind.__name__}Dumper",
-            (_PayloadDumper,),
-            {"oid": kind.ARRAY_OID},
-        )
-        adapters.register_dumper(kind, dumper)
-
-
 class _PayloadDumper(adapt.Dumper):
     format = pq.Format.BINARY
 
     def dump(self, obj: _BinaryArray) -> bytes:
         return obj.payload
+
+
+# One dumper class per array type, made once: its oid tells PostgreSQL the parameter's type.
+_DUMPERS = {
+    kind: type(f"{kind.__name__}Dumper", (_PayloadDumper,), {"oid": kind.ARRAY_OID})
+    for kind in (TextArray, SmallintArray, IntegerArray, BigintArray)
+}
+
+
+def register(adapters: AdaptersMap) -> None:
+    """Let a connection (or a context) send these arrays as binary parameters (``%b``)."""
+    for kind, dumper in _DUMPERS.items():
+        adapters.register_dumper(kind, dumper)
 
 
 __all__ = ["BigintArray", "IntegerArray", "SmallintArray", "TextArray", "register"]
