@@ -20,6 +20,7 @@ from itertools import chain
 from typing import ClassVar, Self
 
 import numpy as np
+import psycopg
 from psycopg import adapt, pq
 from psycopg.adapt import AdaptersMap
 
@@ -55,7 +56,9 @@ class TextArray(_BinaryArray):
 
     @classmethod
     def of(cls, values: Sequence[str]) -> Self:
-        if not any(values):  # all empty (sessions, queries, ...: the common case)
+        # All empty (sessions, queries, ...: the common case). ``count`` rather than
+        # ``any``: a non-string (None) must not pass as empty, nor an iterator be used up.
+        if values.count("") == len(values):
             return cls(cls._head(len(values)) + _EMPTY_ELEMENT * len(values))
         encoded = list(map(str.encode, values))
         prefixes = map(_LENGTH.pack, map(len, encoded))
@@ -76,7 +79,9 @@ class _IntArray(_BinaryArray):
         except OverflowError:
             wide = None
         if wide is None or (wide.size and (wide.min() < limits.min or wide.max() > limits.max)):
-            raise OverflowError(f"a value out of range for {element.name}: {values!r:.80}")
+            # A database error, as PostgreSQL's own range check raised before: the store
+            # reports it as a StorageError (store_common.errors_mapped).
+            raise psycopg.DataError(f"a value out of range for {element.name}: {values!r:.80}")
         records = np.empty(wide.size, dtype=[("length", ">i4"), ("value", element)])
         records["length"] = element.itemsize
         records["value"] = wide

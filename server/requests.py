@@ -23,6 +23,7 @@ MAX_K = 1000
 MAX_BATCH = 10_000
 MAX_LIST = 10_000
 MAX_QUERY_CHARS = 1024
+MAX_POSITION = 2**31 - 1  # the proto's int32, and the stores' integer column
 MAX_FILTERS = 100
 MAX_TOKEN_BYTES = 512
 MAX_RECOMMENDATION_ID = 128
@@ -278,8 +279,10 @@ def validate_event(event: IncomingEvent, now_ms: int | None = None) -> StoredEve
     if "\x00" in event.query:  # free text, but no store's text can hold NUL (PostgreSQL's)
         raise InvalidInputError("query: must not contain the NUL character")
     check_recommendation_id(event.recommendation_id)
-    if event.position < 0:
-        raise InvalidInputError(f"position: must be >= 0, got {event.position}")
+    if not 0 <= event.position <= MAX_POSITION:
+        raise InvalidInputError(
+            f"position: must be between 0 and {MAX_POSITION}, got {event.position}"
+        )
     return StoredEvent(
         event_id=event.event_id,
         user_id=event.user_id,
@@ -325,6 +328,7 @@ def validate_events(
         and max(map(len, queries)) <= MAX_QUERY_CHARS
         and "\x00" not in "".join(queries)
         and min(positions) >= 0
+        and max(positions) <= MAX_POSITION
     )
     if clean:
         kinds = map(_EVENT_TYPES.__getitem__, types)

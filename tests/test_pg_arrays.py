@@ -12,8 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.adapt import PyFormat, Transformer
 
+from shelfrank.core.errors import StorageError
+from shelfrank.core.events import EventType, StoredEvent
 from shelfrank.server import pg_arrays
 from shelfrank.server.pg_arrays import BigintArray, IntegerArray, SmallintArray, TextArray
+from shelfrank.server.store_postgres import PostgresStore
 
 # PostgreSQL text holds any character but NUL; lone surrogates are not UTF-8 (a protobuf
 # string cannot hold one).
@@ -80,20 +83,51 @@ def test_postgresql_reads_integer_arrays_back_to_their_bounds(
 
 
 @pytest.mark.parametrize(("kind", "type_name", "bits"), INT_ARRAYS)
-def test_an_integer_out_of_the_types_range_is_refused(kind: Any, type_name: str, bits: int) -> None:
-    with pytest.raises(OverflowError, match="out of range"):
+def test_an_integer_out_of_the_types_range_is_a_database_error(
+    kind: Any, type_name: str, bits: int
+) -> None:
+    # As PostgreSQL's own range check was: the store maps it to a StorageError.
+    with pytest.raises(psycopg.DataError, match=f"out of range for int{bits}"):
         kind.of([0, 1 << (bits - 1)])
-    with pytest.raises(OverflowError, match="out of range"):
+    with pytest.raises(psycopg.DataError, match="out of range"):
         kind.of([-(1 << (bits - 1)) - 1])
+    with pytest.raises(psycopg.DataError, match="out of range"):
+        kind.of([1 << 70])  # beyond any integer column
+
+
+def test_a_non_string_is_never_sent_as_an_empty_string() -> None:
+    with pytest.raises(TypeError):
+        TextArray.of([None, None])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        TextArray.of(["a", None])  # type: ignore[list-item]
+
+
+def test_an_event_the_integer_column_cannot_hold_is_a_storage_error_and_stores_nothing(
+    postgres_database: str,
+) -> None:
+    store = PostgresStore(postgres_database)
+    try:
+        fine = StoredEvent("fine", "u1", "i1", EventType.VIEW, 1_000)
+        with pytest.raises(StorageError, match="out of range for int32"):
+            store.append_events([fine, fine._replace(event_id="big", position=2**31)])
+        assert store.counts().events == 0
+        assert store.append_events([fine]).accepted == (0,)
+    finally:
+        store.close()
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1), max_size=40))
-def test_a_bigint_array_is_the_bytes_psycopg_writes_as_int8(values: list[int]) -> None:
-    # psycopg dumps Python ints as the narrowest type holding them all; ours is always
-    # int8. Same elements once PostgreSQL reads them: compare after decoding ours.
+def test_a_bigint_array_holds_each_value_in_8_bytes_after_its_head(values: list[int]) -> None:
+    # psycopg dumps Python ints as the narrowest type holding them all, ours always as
+    # int8, so the bytes differ: decode ours by the wire format (PostgreSQL reads the
+    # arrays back in the tests above).
     payload = BigintArray.of(values).payload
-    assert int.from_bytes(payload[8:12], "big") == 20  # element oid int8
+    ndim, flags, oid = (int.from_bytes(payload[i : i + 4], "big") for i in (0, 4, 8))
+    assert (ndim, flags, oid) == (1 if values else 0, 0, 20)
+    if values:
+        assert int.from_bytes(payload[12:16], "big") == len(values)
+        assert int.from_bytes(payload[16:20], "big") == 1  # lower bound
     body = payload[20:] if values else b""
     decoded = [
         int.from_bytes(body[12 * i + 4 : 12 * i + 12], "big", signed=True)

@@ -32,7 +32,7 @@ events = st.builds(
     session_id=st.one_of(st.just(""), ids),
     query=st.text(max_size=1030) | st.just("q" * 1025) | st.just("red\x00shoes"),
     recommendation_id=st.one_of(st.just(""), ids, st.just("r" * 129)),
-    position=st.integers(-2, 5),
+    position=st.integers(-2, 5) | st.sampled_from([2**31 - 1, 2**31]),
 )
 clean_events = st.builds(
     IncomingEvent,
@@ -81,3 +81,10 @@ def test_a_query_with_nul_is_refused_naming_the_field() -> None:
     valid, errors = validate_events([event, ok], NOW)
     assert errors == [(0, "query: must not contain the NUL character")]
     assert [stored.event_id for stored in valid] == ["e2"]
+
+
+def test_a_position_beyond_the_int32_range_is_refused_naming_the_field() -> None:
+    event = IncomingEvent("e1", "u1", "i1", 1, NOW, "", "", "r-1", 2**31)
+    valid, errors = validate_events([event, event._replace(event_id="e2", position=2**31 - 1)], NOW)
+    assert errors == [(0, f"position: must be between 0 and {2**31 - 1}, got {2**31}")]
+    assert [stored.position for stored in valid] == [2**31 - 1]
