@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from shelfrank.core.errors import DataFormatError, InvalidInputError
+from shelfrank.core.ids import has_control_characters
 from shelfrank.core.ranking import check_max_per_feature, check_share
 
 SURFACES = ("recommend", "similar", "rank")
@@ -98,7 +99,7 @@ def _quote(name: str) -> str:
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(f"{what}: must be a non-empty string, got {value!r}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if has_control_characters(value):
         raise InvalidInputError(f"{what}: must not contain control characters, got {value!r}")
     return value
 

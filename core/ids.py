@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -11,6 +12,14 @@ import numpy.typing as npt
 from shelfrank.core.errors import InvalidInputError, UnknownIdError
 
 MAX_ID_BYTES = 256
+# Ids and feature tokens hold no C0 control character nor DEL: however they arrive (a
+# request, a file, a device), so every store can hold them (PostgreSQL's text cannot hold
+# NUL) and they print as they are. The client checks the same (client/_validation.py).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+
+
+def has_control_characters(text: str) -> bool:
+    return CONTROL_CHARACTERS.search(text) is not None
 
 
 def validate_id(value: str, field: str) -> str:
@@ -19,6 +28,8 @@ def validate_id(value: str, field: str) -> str:
         raise InvalidInputError(f"{field}: expected str, got {type(value).__name__}")
     if not value:
         raise InvalidInputError(f"{field}: must not be empty")
+    if has_control_characters(value):
+        raise InvalidInputError(f"{field}: must not contain control characters")
     if len(value.encode("utf-8")) > MAX_ID_BYTES:
         raise InvalidInputError(f"{field}: longer than {MAX_ID_BYTES} bytes")
     return value

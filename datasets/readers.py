@@ -28,7 +28,7 @@ import numpy as np
 
 from shelfrank.core.errors import DataFormatError, InvalidInputError
 from shelfrank.core.events import EventType
-from shelfrank.core.ids import MAX_ID_BYTES
+from shelfrank.core.ids import MAX_ID_BYTES, has_control_characters
 from shelfrank.datasets.records import FeatureTable, Interactions, ReadReport
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "event_type", "timestamp", "weight", "event_id")
@@ -50,6 +50,8 @@ def parse_id(value: str | None, field: str) -> str:
         raise RowRejectedError(f"missing {field}")
     if len(text.encode("utf-8")) > MAX_ID_BYTES:
         raise RowRejectedError(f"{field} longer than {MAX_ID_BYTES} bytes")
+    if has_control_characters(text):  # as Track refuses them (core/ids.py)
+        raise RowRejectedError(f"{field} {text!r} contains control characters")
     return text
 
 
@@ -333,6 +335,8 @@ def _tokens(row: Row, id_column: str) -> tuple[str, ...]:
             value = value.strip()
             if value:
                 token = f"{column}={value}"
+                if has_control_characters(token):  # as UpsertItems refuses them
+                    raise RowRejectedError(f"feature {token!r} contains control characters")
                 if token not in out:
                     out.append(token)
     return tuple(out)

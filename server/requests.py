@@ -6,7 +6,6 @@ contract's (see proto/shelfrank/v1/recommender.proto). Errors name the field.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import NamedTuple
 
 from shelfrank.core.errors import InvalidInputError, ShelfrankError
 from shelfrank.core.events import EventType, StoredEvent
-from shelfrank.core.ids import MAX_ID_BYTES
+from shelfrank.core.ids import CONTROL_CHARACTERS, MAX_ID_BYTES, has_control_characters
 from shelfrank.core.ranking import Steering
 from shelfrank.server.storage import Impression, ImpressionKind
 
@@ -65,17 +64,10 @@ class EventLimits:
                 raise InvalidInputError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-
-
-def _has_control(value: str) -> bool:
-    return _CONTROL.search(value) is not None
-
-
 def check_id(value: str, field: str) -> str:
     if not value:
         raise InvalidInputError(f"{field}: must not be empty")
-    if _has_control(value):
+    if has_control_characters(value):
         raise InvalidInputError(f"{field}: must not contain control characters")
     # ASCII strings have as many bytes as characters: skip the encode on the common path.
     if len(value) > MAX_ID_BYTES // 4 and len(value.encode("utf-8")) > MAX_ID_BYTES:
@@ -106,7 +98,7 @@ def check_tokens(values: Sequence[str], field: str) -> tuple[str, ...]:
             raise InvalidInputError(f"{field}[{index}]: {token!r} is not a 'column=value' token")
         if len(token.encode("utf-8")) > MAX_TOKEN_BYTES:
             raise InvalidInputError(f"{field}[{index}]: longer than {MAX_TOKEN_BYTES} bytes")
-        if _has_control(token):
+        if has_control_characters(token):
             raise InvalidInputError(f"{field}[{index}]: must not contain control characters")
     return tuple(values)
 
@@ -321,7 +313,7 @@ def validate_events(
         min(map(len, ids)) >= 1
         # At most 4 UTF-8 bytes a character: short enough ids cannot exceed the byte limit.
         and max(map(len, ids)) <= MAX_ID_BYTES // 4
-        and _CONTROL.search(" ".join(ids)) is None
+        and CONTROL_CHARACTERS.search(" ".join(ids)) is None
         and set(types) <= _EVENT_TYPES.keys()
         and min(stamps) >= 0
         and max(stamps) <= now_ms + MAX_FUTURE_MS

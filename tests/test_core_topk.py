@@ -104,3 +104,5 @@ def test_id_map_is_append_only_and_validates() -> None:
         validate_id("", "user_id")
     with pytest.raises(ValueError, match="longer than 256 bytes"):
         validate_id("é" * 129, "item_id")
+    with pytest.raises(ValueError, match="item_id: must not contain control characters"):
+        validate_id("a\x00b", "item_id")

@@ -70,6 +70,10 @@ def test_every_optional_column_and_timestamp_form(tmp_path: Path) -> None:
         ("u1,i1,view,,,,", "expected 6 columns, got 7"),
         ("u1," + "x" * 257 + ",view,,,", "item_id longer than 256 bytes"),
         ("u1,i1,view,,," + "e" * 300, "event_id longer than 256 bytes"),
+        # As Track refuses them: no store could hold a NUL, and the ids would differ.
+        ("user one\x01,i1,view,,,", "user_id 'user one\\x01' contains control characters"),
+        ("u1,item\x00one,view,,,", "item_id 'item\\x00one' contains control characters"),
+        ("u1,i1,view,,,ev\x7f", "event_id 'ev\\x7f' contains control characters"),
     ],
 )
 def test_bad_rows_are_reported_with_file_line_and_reason(
@@ -156,6 +160,17 @@ def test_feature_tokens_split_on_pipes_and_skip_empty_cells(tmp_path: Path) -> N
     assert [(e.line, e.reason) for e in report.errors] == [
         (4, "duplicate item_id 'i1' (first at line 2)"),
         (5, "missing item_id"),
+    ]
+
+
+def test_ids_and_tokens_with_control_characters_are_rejected_by_line(tmp_path: Path) -> None:
+    """A file gives no id or token that Track or UpsertItems would refuse."""
+    text = "item_id,category\ni1,shoes\ni\x002,boots\ni3,so\x01cks\ni4,hats\n"
+    table, report = read_features(_file(tmp_path, text, "items.csv"), "item_id")
+    assert table.as_dict() == {"i1": ("category=shoes",), "i4": ("category=hats",)}
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (3, "item_id 'i\\x002' contains control characters"),
+        (4, "feature 'category=so\\x01cks' contains control characters"),
     ]
 
 
