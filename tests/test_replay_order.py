@@ -36,10 +36,10 @@ EVENTS = [
 CONFIG = TrainConfig(components=4, epochs=3, seed=11, num_threads=1)
 
 
-def fresh_server(model_dir: Path) -> RunningServer:
+def fresh_server(model_dir: Path, state_dir: Path) -> RunningServer:
     return start(
         ServerOptions(
-            state_dir=Path(tempfile.mkdtemp(prefix="replay-")),
+            state_dir=state_dir,
             port=0,
             model_dir=model_dir,
             event_limits=EventLimits(per_user_rate=0, per_connection_rate=0),
@@ -102,17 +102,21 @@ def test_any_arrival_order_stores_the_same_log_and_trains_the_same_model(
     cuts_a: list[int],
     cuts_b: list[int],
 ) -> None:
-    a, b = fresh_server(toy_model_dir), fresh_server(toy_model_dir)
-    try:
-        deliver(a, first, cuts_a)
-        deliver(b, second, cuts_b)
-        assert stored(a) == stored(b)
-        assert len(stored(a)) == len(EVENTS)
-        left = retrained_arrays(a, Path(tempfile.mkdtemp(prefix="model-a-")))
-        right = retrained_arrays(b, Path(tempfile.mkdtemp(prefix="model-b-")))
-    finally:
-        a.stop()
-        b.stop()
+    # one scratch folder an example, removed with it: hypothesis runs many examples
+    with tempfile.TemporaryDirectory(prefix="replay-") as scratch_name:
+        scratch = Path(scratch_name)
+        a = fresh_server(toy_model_dir, scratch / "server-a")
+        b = fresh_server(toy_model_dir, scratch / "server-b")
+        try:
+            deliver(a, first, cuts_a)
+            deliver(b, second, cuts_b)
+            assert stored(a) == stored(b)
+            assert len(stored(a)) == len(EVENTS)
+            left = retrained_arrays(a, scratch / "model-a")
+            right = retrained_arrays(b, scratch / "model-b")
+        finally:
+            a.stop()
+            b.stop()
     assert left.keys() == right.keys()
     for name in left:
         assert np.array_equal(left[name], right[name]), f"{name} differs with the arrival order"

@@ -11,6 +11,7 @@ after purging is kept and brings the user back.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class OfflineSync(RuleBasedStateMachine):
         if MODEL_DIR is None:
             raise RuntimeError("MODEL_DIR is not set")
         root = Path(tempfile.mkdtemp(prefix="sync-machine-"))
+        self.root = root  # removed in teardown: hypothesis runs many machines
         self.server: RunningServer = start(
             ServerOptions(
                 state_dir=root / "server",
@@ -158,6 +160,7 @@ class OfflineSync(RuleBasedStateMachine):
         for device in self.devices.values():
             device.close()
         self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def test_offline_sync_state_machine(toy_model_dir: Path) -> None:
