@@ -113,7 +113,11 @@ class BlendTable:
             for mode, weights in dict(modes).items():
                 if mode not in MODES:
                     raise InvalidInputError(f"blend: unknown mode {mode!r}")
-                table.setdefault(segment, {})[mode] = BlendWeights.from_json(weights)
+                found = BlendWeights.from_json(weights)
+                if not any(getattr(found, name) > 0 for name in COMPONENTS):
+                    # every score would be 0: each shopper would get the first k rows
+                    raise InvalidInputError(f"blend: the weights of {segment}/{mode} are all 0")
+                table.setdefault(segment, {})[mode] = found
         return cls(table)
 
 
@@ -150,6 +154,9 @@ class ItemNeighbours:
             object.__setattr__(self, "items", int(self.indptr.size - 1))
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.items):
             raise InvalidInputError("item neighbours: indices outside the item rows")
+        # One NaN would make the numpy and the compiled blend scale the votes differently.
+        if not np.all(np.isfinite(self.weights)):
+            raise InvalidInputError("item neighbours: weights must be finite")
 
     @classmethod
     def empty(cls, items: int) -> ItemNeighbours:
@@ -264,6 +271,8 @@ class RankingSignals:
             raise InvalidInputError("ranking signals: the segment trend covers other items")
         if not np.all(np.isfinite(self.trend)) or np.any(self.trend < 0):
             raise InvalidInputError("ranking signals: trend must be finite and >= 0")
+        if not np.all(np.isfinite(self.repeat_rate)) or np.any(self.repeat_rate < 0):
+            raise InvalidInputError("ranking signals: repeat_rate must be finite and >= 0")
         if not (np.isfinite(self.mf_scale) and self.mf_scale > 0):
             raise InvalidInputError(f"ranking signals: mf_scale must be > 0, got {self.mf_scale}")
         peak = float(self.trend.max()) if n else 0.0
@@ -507,6 +516,20 @@ def _top_k_of_candidates(
     return None
 
 
+def check_request(
+    items: int, history: UserHistory, exclude: IndexArray | None, allowed: BoolArray | None
+) -> None:
+    """Refuses rows outside the catalogue: numpy would wrap a negative row around and the
+    compiled kernel, which does not check bounds, would read past its arrays."""
+    if allowed is not None and allowed.shape != (items,):
+        raise InvalidInputError(f"allowed: expected a mask of {items} rows, got {allowed.shape}")
+    for name, rows in (("exclude", exclude), ("history", history.rows)):
+        if rows is not None and rows.size and (rows.min() < 0 or rows.max() >= items):
+            raise InvalidInputError(f"{name}: rows must lie in [0, {items})")
+    if history.tokens.size and history.tokens.min() < 0:
+        raise InvalidInputError("history: token rows must be >= 0")
+
+
 def blended_top_k(
     items: ScoringTable,
     signals: RankingSignals,
@@ -521,6 +544,7 @@ def blended_top_k(
     sparse_candidates: int = SPARSE_CANDIDATES,
 ) -> TopK:
     """Exact top k of :func:`blended_scores` among the allowed, non-excluded rows."""
+    check_request(len(items), history, exclude, allowed)
     # A plain attribute lookup: isinstance on a runtime protocol costs microseconds.
     compiled = getattr(items.kernel, "blended_top_k", None)
     if compiled is not None:
@@ -569,6 +593,7 @@ __all__ = [
     "blended_scores",
     "blended_scores_at",
     "blended_top_k",
+    "check_request",
     "row_offsets",
     "sparse_scores",
 ]

@@ -159,6 +159,8 @@ class ServingModel:
             ):
                 if values is None or values.shape != self.seen.indices.shape:
                     raise InvalidInputError(f"{name} must have one value per seen item")
+                if not np.all(np.isfinite(values)):
+                    raise InvalidInputError(f"{name} must be finite")
             unsorted = _first_unsorted_row(self.seen)
             if unsorted is not None:
                 # The blend and its explanations merge a user's history with other

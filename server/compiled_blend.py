@@ -16,7 +16,10 @@ k directly, releasing the GIL throughout:
   scored in its leaf and only loses by it.
 
 Nothing is approximate (every bound carries a float32 rounding slack); rows equal the
-numpy blend's, ties broken by the lower row (property-tested on integer tables).
+numpy blend's, ties broken by the lower row (property-tested on integer tables). On real
+tables the model's dot product is summed in float64 here and in float32 by BLAS in numpy
+(Rank's `blended_scores_at`): scores agree to about 1e-6, and items that close may
+swap places between Recommend and Rank.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from shelfrank.core.blend import MODES, BlendWeights, RankingSignals, UserHistory, _unit
+from shelfrank.core.blend import (
+    MODES,
+    BlendWeights,
+    RankingSignals,
+    UserHistory,
+    _unit,
+    check_request,
+)
 from shelfrank.core.pruned_scan import SEED_LEAVES, PrunedScan
 from shelfrank.core.scoring import ScoringTable, TopK
 from shelfrank.server.compiled_explain import (
@@ -511,6 +521,8 @@ class CompiledSearch(CompiledPrunedSearch):
             or (allowed is not None and int(np.count_nonzero(allowed)) <= n // 8)
         ):
             return None
+        check_request(n, history, exclude, allowed)  # the kernel does not check bounds
+        k = min(k, n)  # the kernel's heap is sized by k
         leaf_of, position_of, leaf_trend = self._leaf_tables(scan, signals.trend_unit)
         scratch = self._scratches.take(n)
         # The repeat term is a few history rows: scaled here exactly as core.blend does.
@@ -524,14 +536,14 @@ class CompiledSearch(CompiledPrunedSearch):
         tokens = _NO_ROWS
         if weights.segment > 0 and segment is not None and history.tokens.size:
             tokens = history.tokens[history.tokens < segment.rows].astype(np.int64)
-        try:
-            rows, scores, item_peak, segment_peak = self._run(
-                scan, leaf_of, position_of, leaf_trend, items, vector, bias, weights,
-                signals, history, repeat_rows, repeat_values, tokens, scratch, k,
-                exclude, allowed,
-            )  # fmt: skip
-        finally:
-            self._scratches.give_back(scratch)
+        rows, scores, item_peak, segment_peak = self._run(
+            scan, leaf_of, position_of, leaf_trend, items, vector, bias, weights,
+            signals, history, repeat_rows, repeat_values, tokens, scratch, k,
+            exclude, allowed,
+        )  # fmt: skip
+        # Given back only after a clean run: one that raised may have left marks set, and
+        # the next call would add to stale sums.
+        self._scratches.give_back(scratch)
         # For this request's explanation, as the numpy blend records them.
         if item_peak >= 0:
             history.remember(signals.neighbours, item_peak)

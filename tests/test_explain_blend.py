@@ -200,13 +200,14 @@ def test_one_compiled_call_explains_as_numpy_does_for_every_user_and_term(
         assert "history" in sources  # item-to-item and buy-again parts were explained
 
 
-@pytest.mark.parametrize("broken", ["repeat_rate_nan", "segment_weight_nan", "identity_zero"])
+@pytest.mark.parametrize("broken", ["repeat_rate_nan", "identity_zero"])
 def test_one_compiled_call_explains_broken_tables_as_numpy_does(
     model: ServingModel, broken: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Inputs a model file can hold though training never writes them: a NaN buy-again rate
-    # (numpy's max is then NaN, and no buy-again part is shown), a NaN segment weight (no
-    # segment term, as ranking scales it), identity weight 0 for a user without tokens.
+    # Tables training never writes: a NaN buy-again rate (refused when signals are built,
+    # set here behind that check; numpy's max is then NaN, and no buy-again part is shown),
+    # identity weight 0 for a user without tokens. A NaN neighbour or segment weight can no
+    # longer be built at all (the two rankings would scale it differently).
     signals = model.signals
     assert signals is not None
     assert signals.segment_trend is not None
@@ -215,12 +216,10 @@ def test_one_compiled_call_explains_broken_tables_as_numpy_does(
         rate = signals.repeat_rate.copy()
         rate[model.user_vector(trained[0]).history.rows[0]] = np.nan
         monkeypatch.setattr(signals, "repeat_rate", rate)
-    elif broken == "segment_weight_nan":
         weights = signals.segment_trend.weights.copy()
         weights[:] = np.nan
-        monkeypatch.setattr(
-            signals, "segment_trend", replace(signals.segment_trend, weights=weights)
-        )
+        with pytest.raises(InvalidInputError, match="finite"):
+            replace(signals.segment_trend, weights=weights)
     else:
         monkeypatch.setattr(model.user_token_embeddings, "identity_weight", 0.0)
     users = [(u, model.user_vector(u)) for u in trained] + [("anonymous", model.user_vector("x"))]

@@ -8,17 +8,20 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shelfrank.core.blend import (
     BlendTable,
     BlendWeights,
+    ItemNeighbours,
     RankingSignals,
     UserHistory,
     blended_scores,
     blended_top_k,
 )
+from shelfrank.core.errors import InvalidInputError
 from shelfrank.core.ids import IdMap
 from shelfrank.core.pruned_scan import PrunedScan
 from shelfrank.core.scoring import ScoringTable, top_k
@@ -188,3 +191,73 @@ def test_the_pool_lends_clean_tables_and_keeps_at_most_its_bound() -> None:
     resized = pool.take(80)  # another catalogue size: a table of its own
     assert resized.items == 80
     assert resized.combined.size == 80
+
+
+def test_rows_outside_the_catalogue_are_refused_by_both_paths() -> None:
+    case = _case(9, 300, 8, 4)
+    assert case is not None
+    compiled, plain, signals, rng = case
+    vector = rng.integers(-3, 4, size=16).astype(np.float32)
+    blend = BlendWeights(1.0, 1.0, 1.0, 1.0, 1.0)
+    good = _history(rng, 300, 10)
+    outside = UserHistory(np.array([3, 300]), np.ones(2, np.float32), np.ones(2, np.float32))
+    bad_token = good.with_tokens(np.array([-1]))
+    requests: list[tuple[UserHistory, dict[str, object], str]] = [
+        # numpy would exclude row 97 for -203; the kernel would ignore it
+        (good, {"exclude": np.array([-203])}, "exclude"),
+        (good, {"exclude": np.array([305])}, "exclude"),
+        # the kernel, which does not check bounds, would read past a short mask
+        (good, {"allowed": np.ones(250, np.bool_)}, "allowed"),
+        (outside, {}, "history"),
+        (bad_token, {}, "history"),
+    ]
+    for table in (compiled, plain):
+        for history, extra, field in requests:
+            with pytest.raises(InvalidInputError, match=field):
+                blended_top_k(table, signals, vector, 0.0, history, blend, 5, **extra)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="exclude"):
+        COMPILED_KERNEL.blended_top_k(
+            compiled, signals, vector, 0.0, good, blend, 5, exclude=np.array([305])
+        )
+
+
+def test_a_k_beyond_the_catalogue_ranks_it_all_and_leaves_the_scratch_clean() -> None:
+    case = _case(4, 300, 8, 4, 256.0)
+    assert case is not None
+    compiled, plain, signals, rng = case
+    blend = BlendWeights(1.0, 0.5, 2.0, 1.0, 1.0)
+    queries = [(rng.integers(-3, 4, size=16).astype(np.float32), _history(rng, 300, 20))]
+    queries.append((rng.integers(-3, 4, size=16).astype(np.float32), _history(rng, 300, 20)))
+    huge = 2**60  # the kernel sized its heap by k and raised after summing into its scratch
+    for vector, history in queries:
+        got = blended_top_k(compiled, signals, vector, 0.0, history, blend, huge)
+        want = blended_top_k(plain, signals, vector, 0.0, history, blend, huge)
+        assert got.indices.tolist() == want.indices.tolist()
+        assert len(got) == 300
+        small = COMPILED_KERNEL.blended_top_k(compiled, signals, vector, 0.0, history, blend, 10)
+        assert small is not None
+        assert small.indices.tolist() == want.indices[:10].tolist()
+
+
+def test_signals_that_would_rank_differently_on_the_two_paths_are_refused() -> None:
+    rng = np.random.default_rng(0)
+    neighbours = _neighbours(rng, 20, 3)
+    weights = neighbours.weights.copy()
+    weights[0] = np.nan  # numpy: the whole term 0; the kernel: that one vote dropped
+    with pytest.raises(InvalidInputError, match="finite"):
+        ItemNeighbours(neighbours.indptr, neighbours.indices, weights)
+    for rate in (np.nan, -0.5):
+        repeat_rate = np.zeros(20, np.float32)
+        repeat_rate[3] = rate
+        with pytest.raises(InvalidInputError, match="repeat_rate"):
+            RankingSignals(np.ones(20, np.float32), repeat_rate, neighbours, BlendTable())
+
+
+def test_a_blend_table_whose_weights_are_all_zero_is_refused() -> None:
+    # Every score 0 would give each shopper the catalogue's first k rows.
+    zero = dict.fromkeys(("mf", "trend", "item", "repeat", "segment"), 0.0)
+    with pytest.raises(InvalidInputError, match="trained/new"):
+        BlendTable.from_json({"trained": {"new": zero}})
+    assert BlendTable.from_json({"trained": {"new": {**zero, "item": 1.0}}}).get(
+        "trained", "new"
+    ) == BlendWeights(mf=0.0, item=1.0)
