@@ -216,6 +216,11 @@ def _take(snapshot: Snapshot, rows: npt.NDArray[np.int64], *, version: str) -> S
 
 def diff(old: Snapshot, new: Snapshot) -> SnapshotDelta:
     """What a device holding ``old`` needs to reach ``new``."""
+    if old.vectors.shape[1] != new.vectors.shape[1]:
+        raise InvalidInputError(
+            f"snapshot delta: {old.version} has {old.vectors.shape[1]} dimensions, "
+            f"{new.version} {new.vectors.shape[1]}: send the whole snapshot"
+        )
     old_rows = np.array(
         [old.item_ids.get(item) if item in old.item_ids else -1 for item in new.item_ids],
         dtype=np.int64,

@@ -1,5 +1,7 @@
 """The device's durable outbox: every tracked event and every list the device showed
-(an impression), until the server acknowledged it.
+(an impression), until the server acknowledged it. Acknowledged events stay as long as the
+device ranks with them (the latest ones, and each item's latest purchase or dismissal;
+``prune_acknowledged``).
 
 SQLite in WAL mode with ``synchronous=FULL``: ``track`` returns after the event is on
 disk, so it survives an app crash. Events keep their client-generated ``event_id`` for
@@ -187,6 +189,23 @@ class Outbox:
                 "UPDATE outbox SET state = ?, note = ? WHERE event_id = ?",
                 [(state, note, e) for e in event_ids],
             )
+
+    def prune_acknowledged(self, keep_recent: int) -> int:
+        """Deletes the events the server acknowledged or refused that the device no longer
+        needs: all but the latest ``keep_recent`` events (the session history) and the
+        latest purchase or dismissal of each item (what ``consumed_items`` reads). Without
+        it every event ever tracked would stay, and the file and each ranking's reads grow
+        with them. Returns how many were deleted."""
+        consumed = (int(EventType.PURCHASE), int(EventType.DISMISS))
+        with self._tx() as db:
+            deleted = db.execute(
+                "DELETE FROM outbox WHERE state != 'pending'"
+                " AND seq <= (SELECT COALESCE(MAX(seq), 0) FROM outbox) - ?"
+                " AND (event_type NOT IN (?, ?) OR seq NOT IN"
+                "  (SELECT MAX(seq) FROM outbox WHERE event_type IN (?, ?) GROUP BY item_id))",
+                (keep_recent, *consumed, *consumed),
+            ).rowcount
+        return int(deleted)
 
     def counts(self) -> dict[str, int]:
         with self._read():

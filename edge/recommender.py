@@ -55,6 +55,7 @@ from shelfrank.client import (
     InvalidArgumentError,
     Reason,
     Recommendations,
+    ResourceExhaustedError,
     ScoredItem,
     Strategy,
     UnavailableError,
@@ -104,8 +105,11 @@ from shelfrank.edge.table import EdgeTable
 PUSH_BATCH = 500
 # Impressions per ReportShown request of a sync (each holds up to 1,000 item ids).
 PUSH_IMPRESSIONS_BATCH = 200
-# The latest events exclude_event_types looks at (as the server: server/live.py).
+# The latest events the session rerank and exclude_event_types look at (as the server:
+# server/live.py); acknowledged events older than these are pruned from the outbox.
 MAX_RECENT_EVENTS = 200
+# Where a sync downloads a snapshot before it is checked and installed (in the device folder).
+DOWNLOAD_PREFIX = ".download-"
 
 
 class NoSnapshotError(ShelfrankError):
@@ -224,6 +228,7 @@ class EdgeRecommender:
         self._outbox = Outbox(self.path / "outbox.sqlite3")
         self._table: EdgeTable | None = None
         try:
+            self._remove_downloads()  # left by an app killed while it synced
             current = self._current_dir()
             if current is not None and current.is_dir():
                 self._install(read_snapshot(current))
@@ -348,7 +353,7 @@ class EdgeRecommender:
         # further (a float that even overflows to -inf).
         since = int(max((self.clock() - self.session_window_seconds) * 1000, -(2.0**63)))
         events = []
-        for event in self._outbox.recent(since, limit=200):
+        for event in self._outbox.recent(since, limit=MAX_RECENT_EVENTS):
             row = snapshot.item_ids.get(event.item_id)
             if row is not None:
                 events.append(SessionEvent(row, event.event_type, event.timestamp_ms / 1000.0))
@@ -754,7 +759,7 @@ class EdgeRecommender:
                         pulled, erased = self._pull(client)
                         pulled = dataclasses.replace(pulled, purged=True)
                     return pulled
-                pushed, rejected = self._push(client)
+                pushed, rejected, throttled = self._push(client)
                 self._push_impressions(client, shown)
                 if erased and pushed:
                     # Events recorded since the purge bring the user back: the server
@@ -765,7 +770,7 @@ class EdgeRecommender:
                     pushed=pushed,
                     rejected=rejected,
                     pending=self._outbox.counts().get("pending", 0),
-                    error=pulled.error or shown.error,
+                    error=pulled.error or throttled or shown.error,
                     impressions_pushed=shown.pushed,
                     impressions_rejected=shown.rejected,
                     impressions_pending=self._outbox.impression_counts().get("pending", 0),
@@ -818,7 +823,10 @@ class EdgeRecommender:
             self._outbox.acknowledge_impressions([i.recommendation_id for i in batch])
             tally.pushed += len(batch)
 
-    def _push(self, client: Client) -> tuple[int, int]:
+    def _push(self, client: Client) -> tuple[int, int, str]:
+        """Sends the pending events; returns how many were taken and refused, and why the
+        server stopped taking them, if it did (its rate limit: the rest waits for the next
+        sync, and the sync goes on to the impressions)."""
         pushed = rejected = 0
         # If the user is erased after our pull, the server refuses what we send (recorded
         # before we knew) in the insert's transaction; the next pull purges it. Read once:
@@ -827,7 +835,9 @@ class EdgeRecommender:
         while True:
             batch = self._outbox.pending(PUSH_BATCH)
             if not batch:
-                return pushed, rejected
+                if pushed or rejected:
+                    self._outbox.prune_acknowledged(keep_recent=MAX_RECENT_EVENTS)
+                return pushed, rejected, ""
             events = [
                 Event(
                     e.user_id,
@@ -842,7 +852,10 @@ class EdgeRecommender:
                 )
                 for e in batch
             ]
-            result = client.track(events, erasure_seen=erasure_seen)
+            try:
+                result = client.track(events, erasure_seen=erasure_seen)
+            except ResourceExhaustedError as exc:  # a long offline backlog meets the limit
+                return pushed, rejected, f"{exc} (the remaining events stay queued)"
             failed = {error.index: error.message for error in result.errors}
             # Acknowledged (new or duplicate) and refused events leave the queue; a crash
             # before this line only means they are sent again: the server dedups.
@@ -863,7 +876,7 @@ class EdgeRecommender:
         have = self._version()
         with self._storage("cannot make a download folder"):
             download = tempfile.TemporaryDirectory(
-                dir=self.path, prefix=".download-", ignore_cleanup_errors=True
+                dir=self.path, prefix=DOWNLOAD_PREFIX, ignore_cleanup_errors=True
             )
         with download as scratch:
             info = client.fetch_snapshot(self.user_id, scratch, have_version=have)
@@ -899,7 +912,9 @@ class EdgeRecommender:
                     snapshot = apply_delta(self.snapshot, loaded)
                 else:
                     snapshot = loaded
-            except (ModelFileError, ValueError) as exc:  # corrupted download: keep ours
+            # A corrupted download, or one another process opening this folder removed:
+            # keep ours, the next sync downloads again.
+            except (ModelFileError, ValueError, OSError) as exc:
                 failed = SyncResult(
                     pushed=0,
                     rejected=0,
@@ -938,7 +953,14 @@ class EdgeRecommender:
         with self._lock:
             self._table = None
             shutil.rmtree(self._snapshots, ignore_errors=True)
+            self._remove_downloads()
             self._outbox.wipe(erasure_id)
+
+    def _remove_downloads(self) -> None:
+        """Removes download folders (each may hold a snapshot with the user's vector): an
+        app killed during a sync leaves its folder behind, and nothing else would."""
+        for folder in self.path.glob(f"{DOWNLOAD_PREFIX}*"):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def pending_events(self) -> int:
         """Events tracked on the device and not yet acknowledged by the server."""

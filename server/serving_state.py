@@ -65,8 +65,12 @@ class ServingState:
         revision), so every process serving the same model and catalogue names it alike:
         a device may sync against any replica."""
         version = f"{self.model_version}.c{self.catalogue_through}"
-        # Before the first model the popularity moves with every event counted.
-        return version if self.trained else f"{version}.w{self.watermark_seq}"
+        # Before the first model the popularity moves with every event counted, and with
+        # every erasure (an erased user's events leave the counts; the newest event, and
+        # so the watermark, may stay): one name must never stand for two tables.
+        if self.trained:
+            return version
+        return f"{version}.w{self.watermark_seq}.e{self.erasures_through}"
 
     def uses_trained_vector(self, latest_erasure: int) -> bool:
         """Whether a user whose latest erasure is ``latest_erasure`` may be served the

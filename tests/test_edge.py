@@ -16,9 +16,14 @@ import pytest
 
 from shelfrank.client import Client, Event, FeatureFilter, Item, SnapshotInfo, Strategy
 from shelfrank.core.errors import ModelFileError
+from shelfrank.core.model_format import load_serving_model
+from shelfrank.datasets.records import FeatureTable, Interactions
 from shelfrank.edge import EdgeRecommender, NoSnapshotError
 from shelfrank.edge.outbox import Outbox
 from shelfrank.server.app import RunningServer, ServerOptions, start
+from shelfrank.server.hybrid import HybridModel
+from shelfrank.server.requests import EventLimits
+from shelfrank.server.serving_state import ServingState
 from tests.conftest import SERVER_CONFIG
 
 
@@ -31,7 +36,7 @@ def free_port() -> int:
 class Server:
     """A real server on a fixed port that can be stopped and started again."""
 
-    def __init__(self, state: Path, model: Path) -> None:
+    def __init__(self, state: Path, model: Path | None) -> None:
         self.state, self.model, self.port = state, model, free_port()
         self.running: RunningServer | None = None
 
@@ -143,6 +148,43 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert server.stored("u0") == tracked
 
 
+def test_a_download_left_by_an_app_killed_mid_sync_is_removed(
+    server: Server, tmp_path: Path
+) -> None:
+    # The folder holds the user's snapshot (their vector): a purge must not leave it.
+    code = f"""
+import os, signal
+import shelfrank.edge.recommender as recommender
+def killed(folder):  # the OS kills the app after the download, before it is installed
+    os.kill(os.getpid(), signal.SIGKILL)
+recommender.read_snapshot_or_delta = killed
+phone = recommender.EdgeRecommender({str(tmp_path / "phone")!r}, "u0", {server.target!r})
+phone.track("view", "book1")
+phone.sync()
+"""
+
+    def killed_mid_sync() -> list[Path]:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == -9, done.stderr
+        left = list((tmp_path / "phone").glob(".download-*"))
+        assert left
+        assert (left[0] / "snapshot.npz").exists()
+        return left
+
+    open_before = device(tmp_path / "phone", server)  # opened before the crashes below
+    killed_mid_sync()
+    open_before.forget()
+    assert not list((tmp_path / "phone").glob(".download-*"))
+    killed_mid_sync()
+    open_before.close()
+    reopened = device(tmp_path / "phone", server)
+    assert not list((tmp_path / "phone").glob(".download-*"))
+    assert reopened.sync().pushed == 1  # the second app's event (forget wiped the first's)
+    assert not list((tmp_path / "phone").glob(".download-*"))
+
+
 def test_sync_cut_off_midway_resends_without_duplicates(server: Server, tmp_path: Path) -> None:
     phone = device(tmp_path / "phone", server)
     ids = [phone.track("view", f"book{i % 16}") for i in range(1200)]  # three push batches
@@ -221,6 +263,34 @@ def test_delta_sync_moves_only_changed_rows(server: Server, tmp_path: Path) -> N
     # a restarted app keeps the snapshot it had
     again = device(tmp_path / "phone", server)
     assert again.snapshot.version == phone.snapshot.version
+
+
+def test_devices_of_several_users_on_one_version_get_their_own_vector_in_the_delta(
+    server: Server, tmp_path: Path
+) -> None:
+    # The item part of a delta is made once per pair of versions and shared; the user's
+    # part must still be each user's own.
+    users = ("u0", "u1", "u12")
+    phones = {
+        u: EdgeRecommender(tmp_path / u, u, server.target, timeout=2.0, max_attempts=2)
+        for u in users
+    }
+    for phone in phones.values():
+        assert phone.sync().full_snapshot
+    with Client(server.target) as admin:
+        admin.upsert_items([Item("hat1", ["category=hats"])])
+    for user, phone in phones.items():
+        assert not phone.sync().full_snapshot
+        fresh = EdgeRecommender(tmp_path / f"fresh-{user}", user, server.target, timeout=2.0)
+        assert fresh.sync().full_snapshot
+        assert fresh.snapshot.version == phone.snapshot.version
+        assert phone.snapshot.user_id == user
+        assert np.array_equal(phone.snapshot.user_vector, fresh.snapshot.user_vector)
+        assert phone.snapshot.user_bias == fresh.snapshot.user_bias
+        assert phone.snapshot.item_ids.ids == fresh.snapshot.item_ids.ids
+        fresh.close()
+        phone.close()
+    assert len({phones[u].snapshot.user_vector.tobytes() for u in users}) == len(users)
 
 
 def test_server_side_erasure_purges_the_device(server: Server, tmp_path: Path) -> None:
@@ -515,3 +585,114 @@ def test_a_server_restart_never_reuses_snapshot_versions(server: Server, tmp_pat
     assert synced.snapshot_version != first.snapshot_version
     assert synced.full_snapshot  # the device's version is unknown to the new process
     assert {"before-restart", "after-restart"} <= set(phone.snapshot.item_ids)
+
+
+def test_a_device_on_a_model_of_another_dimension_gets_the_whole_new_snapshot(
+    server: Server,
+    tmp_path: Path,
+    toy_shop: tuple[Interactions, FeatureTable, FeatureTable],
+) -> None:
+    # A delta cannot bridge two vector sizes: the server used to fail every such sync with
+    # INTERNAL until the old table left its cache.
+    phone = device(tmp_path / "phone", server)
+    phone.sync()
+    old_dim = phone.snapshot.dim
+    interactions, items, users = toy_shop
+    wider = dataclasses.replace(SERVER_CONFIG, components=2 * SERVER_CONFIG.components)
+    HybridModel.train(interactions, wider, items=items, users=users).save(tmp_path / "wider")
+    serving, _ = load_serving_model(tmp_path / "wider")
+    assert server.running is not None
+    service = server.running.service
+    state = ServingState.build(
+        serving, service.state.config, trained_at_ms=1, watermark_seq=service.state.watermark_seq
+    )
+    assert service.swap(state)
+    result = phone.sync()
+    assert result.full_snapshot
+    assert phone.snapshot.dim == 2 * old_dim
+    assert phone.snapshot.version == service.state.snapshot_version
+
+
+def test_a_backlog_beyond_the_rate_limit_syncs_what_it_may_and_keeps_the_rest(
+    toy_model_dir: Path, tmp_path: Path
+) -> None:
+    # A device back from a long time offline: the server takes a burst, then refuses; the
+    # sync reports what went, keeps the rest queued and still sends the impressions.
+    limited = start(
+        ServerOptions(
+            state_dir=tmp_path / "server",
+            port=0,
+            model_dir=toy_model_dir,
+            event_limits=EventLimits(per_user_rate=0.001, per_user_burst=1_000),
+        )
+    )
+    try:
+        phone = EdgeRecommender(
+            tmp_path / "phone", "u0", f"127.0.0.1:{limited.port}", timeout=5.0, max_attempts=1
+        )
+        phone.sync()
+        for n in range(1_300):
+            phone.track("view", f"book{n % 15}")
+        phone.recommend(k=5)
+        result = phone.sync()
+        assert (result.pushed, result.pending) == (1_000, 300)
+        assert "stay queued" in result.error
+        assert result.impressions_pushed == 1
+        assert phone.pending_events() == 300
+        phone.close()
+    finally:
+        limited.stop()
+
+
+def test_an_erasure_before_the_first_model_renames_the_popularity_table(
+    tmp_path: Path,
+) -> None:
+    # Before the first model the table is the popularity of the stored events. Erasing a
+    # shopper whose events are not the newest changes it but not the newest event: the
+    # name must change too, or a device holding the old table is told it is up to date
+    # and later deltas are made against a table it does not have.
+    live = Server(tmp_path / "server", None)
+    live.start()
+    try:
+        with Client(live.target) as client:
+            client.track([Event("gone", "itemA", "purchase") for _ in range(5)])
+            client.track([Event("stay", "itemB", "view")])
+        phone = EdgeRecommender(tmp_path / "phone", "dev", live.target, timeout=5.0)
+        before = phone.sync().snapshot_version
+        assert "itemA" in phone.snapshot.item_ids
+        with Client(live.target) as client:
+            assert client.delete_user("gone").existed
+        after = phone.sync()
+        assert after.snapshot_version != before
+        assert "itemA" not in phone.snapshot.item_ids
+        live.stop()
+        live.start()  # another process (a restart, a replica) names the table alike
+        assert phone.sync().snapshot_version == after.snapshot_version
+        fresh = EdgeRecommender(tmp_path / "fresh", "dev2", live.target, timeout=5.0)
+        assert fresh.sync().snapshot_version == after.snapshot_version
+        assert fresh.snapshot.item_ids.ids == phone.snapshot.item_ids.ids
+        phone.close()
+        fresh.close()
+    finally:
+        live.stop()
+
+
+def test_acknowledged_events_are_pruned_to_what_the_device_ranks_with(
+    server: Server, tmp_path: Path
+) -> None:
+    # Kept for ever, every event tracked would stay, and each ranking reads them all.
+    phone = device(tmp_path / "phone", server)
+    phone.sync()
+    for n in range(1_500):
+        kind = "purchase" if n % 10 == 0 else "dismiss" if n % 10 == 5 else "view"
+        phone.track(kind, f"book{n % 16}")
+    consumed = phone._outbox.consumed_items()
+    session = phone._outbox.recent(-(2**62), 200)
+    before = phone.recommend(k=10, exclude_seen=True).item_ids
+    assert phone.sync().pushed == 1_500
+    counts = phone._outbox.counts()
+    assert sum(counts.values()) <= 200 + 16  # the latest 200 and one per consumed item
+    assert phone._outbox.consumed_items() == consumed
+    assert phone._outbox.recent(-(2**62), 200) == session
+    assert phone.recommend(k=10, exclude_seen=True).item_ids == before
+    assert server.stored("u0")[-1] == session[-1].event_id
