@@ -53,6 +53,22 @@ def _writing(path: Path) -> Iterator[None]:
         raise StorageError(f"{path}: cannot write: {exc}") from exc
 
 
+def _fsync_directory(folder: Path) -> None:
+    """Makes the renames inside ``folder`` durable: a rename lives in the folder's entry,
+    which a power cut can lose though both files were synced (POSIX; a no-op where folders
+    cannot be opened, as on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is done
+    finally:
+        os.close(fd)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -64,6 +80,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
 
 
 def publish_directory(parent: Path, name: str, write: Callable[[Path], object]) -> Path:
@@ -81,7 +98,9 @@ def publish_directory(parent: Path, name: str, write: Callable[[Path], object]) 
             # Move the old one aside first: at every instant one complete directory exists.
             if target.exists():
                 os.replace(target, retired)
+            _fsync_directory(staging)  # the files' entries in the folder
             os.replace(staging, target)
+            _fsync_directory(parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             if retired.exists() and not target.exists():
