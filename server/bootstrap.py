@@ -31,6 +31,9 @@ from shelfrank.server.storage import EventStore, StoreCounts
 # The vectors of a state without a model are never used for ranking; one column keeps
 # every table well formed.
 _DIM = 1
+# Counts of the events made again when an erasure commits during one (see
+# read_state_without_model).
+_COUNT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,15 @@ def state_without_model(
 
 
 def read_state_without_model(store: EventStore, config: TrainConfig) -> ServingState:
-    # Erasures first: one committed while counting moves the store past ``erasures_through``
-    # and the next read counts afresh.
-    erasures = store.last_erasure()
-    counted_to, counts = store.item_event_counts()
+    # Erasures before and after counting: the table's name carries ``erasures_through``, so
+    # counts must reflect exactly the erasures through it, or two processes could give one
+    # name to two tables. One committed during the count: count again (a few times; past
+    # that the store is already beyond ``erasures_through`` and the next read counts afresh).
+    for _ in range(_COUNT_ATTEMPTS):
+        erasures = store.last_erasure()
+        counted_to, counts = store.item_event_counts()
+        if store.last_erasure() == erasures:
+            break
     revision, catalogue = store.catalogue_changes()
     state = state_without_model(catalogue, counts, counted_to, config)
     return replace(state, erasures_through=erasures, catalogue_through=revision)
