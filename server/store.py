@@ -77,6 +77,7 @@ from shelfrank.server.store_common import (
     joined_chunks,
     model_chunks,
     not_erased,
+    not_of_erased_responses,
     sample_figures,
     shown_deltas,
     split_tokens,
@@ -107,7 +108,7 @@ from shelfrank.server.writer_lock import WriterLock
 # 7: the dashboard's replica samples, audit log and saved evaluations.
 # 8: per-item daily counters of impressions and clicks (item_days), kept at write time.
 # 9: catalogue items carry an integer key (item_key), given once and never reused.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -125,6 +126,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS user_events (user_id TEXT NOT NULL, seq INTEGER NOT NULL,
                                         PRIMARY KEY (user_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased_events (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erased_recommendations (recommendation_id TEXT PRIMARY KEY)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erased_users (user_hash TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS erasures (erasure_id INTEGER PRIMARY KEY, user_hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS erasures_by_user ON erasures (user_hash, erasure_id);
@@ -593,6 +596,15 @@ class SQLiteStore:
             return None
         return [i for i, event in enumerate(events) if event.user_id not in erased]
 
+    def _erased_responses(self, recommendation_ids: set[str]) -> set[str]:
+        """Which of ``recommendation_ids`` an erasure deleted (in the write transaction)."""
+        rows = self._writer.execute(
+            "SELECT recommendation_id FROM erased_recommendations"
+            " WHERE recommendation_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(recommendation_ids)),),
+        )
+        return {str(row[0]) for row in rows}
+
     def _inserted_since(self, seq: int) -> dict[str, int]:
         rows = self._writer.execute("SELECT event_id, seq FROM events WHERE seq > ?", (seq,))
         return dict(rows.fetchall())
@@ -622,6 +634,9 @@ class SQLiteStore:
                 )
                 impressions = not_erased(
                     impressions, self._latest_erasures(erasure_checked_users(impressions))
+                )
+                impressions = not_of_erased_responses(
+                    impressions, self._erased_responses({i.recommendation_id for i in impressions})
                 )
                 new = first_new(impressions, stored)
                 if not new:
@@ -809,13 +824,18 @@ class SQLiteStore:
                 ).fetchall()
                 # What was shown of the user's responses, whoever it names (a caller's
                 # report names no user by default): primary-key lookups, no second scan.
+                responses = json.dumps(sorted({str(row[0]) for row in mine}))
                 self._writer.execute(
                     "DELETE FROM impressions WHERE kind = ?"
                     " AND recommendation_id IN (SELECT value FROM json_each(?))",
-                    (
-                        KIND_CODES[ImpressionKind.SHOWN],
-                        json.dumps(sorted({str(row[0]) for row in mine})),
-                    ),
+                    (KIND_CODES[ImpressionKind.SHOWN], responses),
+                )
+                # Remembered by id, as erased events are: a report of what was shown,
+                # arriving later and naming no user, must not store the list again.
+                self._writer.execute(
+                    "INSERT OR IGNORE INTO erased_recommendations (recommendation_id)"
+                    " SELECT value FROM json_each(?)",
+                    (responses,),
                 )
                 # Only a hash is kept: enough to tell the user's devices to purge. Each
                 # erasure is numbered, so a device purges once per erasure (see

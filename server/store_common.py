@@ -12,7 +12,7 @@ import math
 import numbers
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -342,6 +342,17 @@ def not_erased(impressions: Iterable[Impression], latest: Mapping[str, int]) -> 
         for i in impressions
         if i.erasure_seen is None or latest.get(i.user_id, 0) <= i.erasure_seen
     ]
+
+
+def not_of_erased_responses(
+    impressions: Iterable[Impression], erased: Container[str]
+) -> list[Impression]:
+    """The impressions whose response no erasure deleted (``erased``: the recommendation
+    ids of the batch found in ``erased_recommendations``, read in the write transaction).
+    A report of what was shown names no user by default, and after the erasure its
+    response no longer names one either: without this it would store the erased user's
+    list again."""
+    return [i for i in impressions if i.recommendation_id not in erased]
 
 
 def user_hash(user_id: str) -> str:

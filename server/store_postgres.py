@@ -123,6 +123,7 @@ from shelfrank.server.store_common import (
     joined_chunks,
     model_chunks,
     not_erased,
+    not_of_erased_responses,
     sample_figures,
     shown_deltas,
     split_tokens,
@@ -139,7 +140,7 @@ from shelfrank.server.store_common import (
 # 5: model versions pinned in the store (model_pins), never pruned.
 # 6: the dashboard's replica samples, audit log and saved evaluations.
 # 7: per-item daily counters of impressions and clicks (item_days), kept at write time.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # Text keys use the "C" collation: bytewise order, as SQLite's (feature listings come out
 # in the same order on both stores), and cheaper comparisons in every index.
 _SCHEMA = """
@@ -160,6 +161,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
 CREATE TABLE IF NOT EXISTS erased_events (event_id TEXT COLLATE "C" PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS erased_recommendations (recommendation_id TEXT COLLATE "C" PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS erased_users (user_hash TEXT COLLATE "C" PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS erasures (
     erasure_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -771,6 +773,12 @@ class PostgresStore:
             kept = not_erased(
                 resolved, _latest_erasures(connection, erasure_checked_users(resolved))
             )
+            erased = connection.execute(
+                "SELECT recommendation_id FROM erased_recommendations"
+                " WHERE recommendation_id = ANY(%s)",
+                (TextArray.of(sorted({i.recommendation_id for i in kept})),),
+            ).fetchall()
+            kept = not_of_erased_responses(kept, {str(row[0]) for row in erased})
             new = first_new(kept, stored)
             if not new:
                 return 0
@@ -912,9 +920,17 @@ class PostgresStore:
             ).fetchall()
             # What was shown of the user's responses, whoever it names (a caller's report
             # names no user by default): primary-key lookups, no second scan.
+            responses = sorted({row[0] for row in mine})
             connection.execute(
                 "DELETE FROM impressions WHERE kind = %s AND recommendation_id = ANY(%s::text[])",
-                (KIND_CODES[ImpressionKind.SHOWN], sorted({row[0] for row in mine})),
+                (KIND_CODES[ImpressionKind.SHOWN], responses),
+            )
+            # Remembered by id, as erased events are: a report of what was shown, arriving
+            # later and naming no user, must not store the list again.
+            connection.execute(
+                "INSERT INTO erased_recommendations (recommendation_id)"
+                " SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                (responses,),
             )
             _lock_counter(connection)
             deleted = connection.execute(

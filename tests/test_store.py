@@ -516,7 +516,7 @@ def test_a_schema_7_store_counts_its_impressions_and_clicks_per_item_and_day(
         assert (
             raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             == (str(SCHEMA_VERSION),)
-            == ("9",)
+            == ("10",)
         )
     raw.close()
     # Counted once: a second open counts nothing again, and writes go on counting.

@@ -803,6 +803,29 @@ def test_an_erasure_takes_what_was_shown_of_the_users_responses(store: EventStor
     assert store.delete_user("u1") == (False, 0)
 
 
+def test_what_was_shown_of_an_erased_response_is_not_stored_after_the_erasure(
+    store: EventStore,
+) -> None:
+    # A report naming no user (the callers' default) takes the user of its SERVED record;
+    # after the erasure there is none, so only the response's id can tell it was the
+    # erased user's: with or without the erasure the sender had seen, it is not stored.
+    from dataclasses import replace
+
+    store.record_impressions([imp("r1", user="u1"), imp("r2", user="u2")])
+    seen = store.latest_erasure("u1")
+    assert store.delete_user("u1") == (True, 0)
+    late = [
+        replace(imp("r1", SHOWN, user=""), erasure_seen=seen),
+        imp("r1", SHOWN, user=""),
+        imp("r2", SHOWN, user=""),  # another user's response: kept
+    ]
+    assert store.record_impressions(late) == 1
+    assert [(i.recommendation_id, i.kind) for i in store.impressions_between(0, 2**62)] == [
+        ("r2", SERVED),
+        ("r2", SHOWN),
+    ]
+
+
 # -- per-item daily counters (item_days) -------------------------------------------------------
 DAY = 86_400_000
 DAY0 = 19_000 * DAY  # a UTC day's first ms
@@ -2049,7 +2072,7 @@ def test_a_schema_5_store_gets_the_dashboard_tables_and_keeps_its_data(pg_url: s
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("8",)
+        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("9",)
     store = PostgresStore(pg_url)
     try:
         assert store.replica_samples(0) == [sample("r1", now)]
@@ -2087,7 +2110,7 @@ def test_a_schema_6_store_counts_its_impressions_and_clicks_per_item_and_day(
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as connection:
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("8",)
+        assert version.fetchone() == (str(PG_SCHEMA_VERSION),) == ("9",)
 
 
 def test_a_schema_7_catalogue_gets_item_keys(pg_url: str) -> None:
