@@ -143,6 +143,20 @@ def test_no_evidence_checkpoints() -> None:
     assert (empty.p_value, empty.p_values, empty.difference) == (1.0, (), 0.0)
 
 
+def test_rates_of_zero_and_one_count_as_evidence() -> None:
+    # The plug-in variance of 0% against 100% is 0; skipping such a checkpoint left the
+    # most lopsided result "no difference yet" at p = 1.
+    lopsided = sequential_test([(0, 500, 500, 500)])
+    assert lopsided.verdict == "ahead"
+    assert lopsided.p_value <= 0.05
+    assert lopsided.confidence_sequence[0] > 0.9
+    assert sequential_test([(500, 500, 0, 500)]).verdict == "behind"
+    # Both arms at 0 (or both at 1): evidence of no difference, never of one.
+    for same in ((0, 500, 0, 500), (500, 500, 500, 500)):
+        level = sequential_test([same])
+        assert (level.verdict, level.p_value, level.difference) == ("no difference yet", 1.0, 0.0)
+
+
 def test_verdicts() -> None:
     days = range(1, 15)
     ahead = sequential_test([(50 * d, 1000 * d, 80 * d, 1000 * d) for d in days])

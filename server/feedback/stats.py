@@ -33,8 +33,9 @@ always-valid confidence sequence is::
 
 intersected over the checkpoints so far (each is valid at every time, so their running
 intersection is too, and it excludes 0 exactly when ``p_n <= α``). A checkpoint where an
-arm has no trials, or where ``V = 0`` (every rate 0 or 1), carries no evidence and is
-skipped (``Λ = 0``, the interval [-1, 1]).
+arm has no trials carries no evidence and is skipped (``Λ = 0``, the interval [-1, 1]);
+where every rate is 0 or 1 (plug-in ``V = 0``), ``V`` comes from the rates shrunk by half a
+success and half a failure, so 0% against 100% counts as the evidence it is.
 
 The mixing variance ``τ²``: the test is valid for any ``τ``; ``τ`` sets the size of
 difference it detects fastest (the prior spread of true differences). The default
@@ -155,14 +156,20 @@ class SequentialResult:
 
 
 def _moments(checkpoint: Checkpoint) -> tuple[float, float] | None:
-    """(θ̂, V) of a checkpoint, or None when it carries no evidence."""
-    if checkpoint.n1 == 0 or checkpoint.n2 == 0:
+    """(θ̂, V) of a checkpoint, or None when an arm has no trials. Where both arms' rates
+    are 0 or 1 the plug-in variance is 0, though 0 against 1 is the strongest evidence
+    there is: V then comes from the rates shrunk by half a success and half a failure,
+    (s + 0.5) / (n + 1) (Agresti and Caffo 2000)."""
+    n1, n2 = checkpoint.n1, checkpoint.n2
+    if n1 == 0 or n2 == 0:
         return None
-    p1 = checkpoint.s1 / checkpoint.n1
-    p2 = checkpoint.s2 / checkpoint.n2
-    variance = p1 * (1.0 - p1) / checkpoint.n1 + p2 * (1.0 - p2) / checkpoint.n2
+    p1 = checkpoint.s1 / n1
+    p2 = checkpoint.s2 / n2
+    variance = p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2
     if variance <= 0.0:
-        return None
+        q1 = (checkpoint.s1 + 0.5) / (n1 + 1)
+        q2 = (checkpoint.s2 + 0.5) / (n2 + 1)
+        variance = q1 * (1.0 - q1) / n1 + q2 * (1.0 - q2) / n2
     return p2 - p1, variance
 
 
