@@ -43,7 +43,11 @@ def _top_rows_dense(matrix: npt.NDArray[np.float64], top_n: int) -> ItemNeighbou
         block = matrix[start : start + _BLOCK]
         if keep < n:
             magnitude = -np.abs(block)
-            part = np.argpartition(magnitude, keep - 1, axis=1)[:, :keep] if keep else block[:, :0]
+            part = (
+                np.argpartition(magnitude, keep - 1, axis=1)[:, :keep]
+                if keep
+                else np.empty((block.shape[0], 0), np.int64)  # one item: no neighbour
+            )
         else:
             part = np.tile(np.arange(n), (block.shape[0], 1))
         for offset in range(block.shape[0]):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from shelfrank.core.errors import ShelfrankError
 from shelfrank.server.registry import ModelRegistry
 from shelfrank.server.service import RecommenderService
 
@@ -49,7 +48,9 @@ class ModelFollower:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.check_now()
-            except ShelfrankError:  # the store away, a bad copy: the next poll retries
+            # The store away, a bad copy, a full local disk (an OSError): the next poll
+            # retries; a thread that died here would leave the replica on its old model.
+            except Exception:
                 log.exception("following the current model failed; retrying")
 
     def stop(self, timeout: float | None = None) -> None:

@@ -39,6 +39,16 @@ WATERMARK_KEY = "trained_through_seq"
 ERASURES_KEY = "erasures_through"
 
 
+def _trained_later(version: str, than: str) -> bool:
+    """Whether model ``version`` was trained after model ``than``: versions begin with
+    their UTC training time, ``%Y%m%dT%H%M%SZ`` (HybridModel.content_version). A name not
+    of that form counts as later: it is imported, as before."""
+    stamps = [name.partition("-")[0] for name in (version, than)]
+    if not all(len(stamp) == 16 and stamp[8] == "T" and stamp.endswith("Z") for stamp in stamps):
+        return True
+    return stamps[0] > stamps[1]
+
+
 class ModelRegistry:
     def __init__(
         self,
@@ -94,11 +104,16 @@ class ModelRegistry:
         return version
 
     def import_once(self, directory: str | Path) -> str | None:
-        """Import ``directory`` unless this same model is in the store already and a model
-        is current (later starts with the same ``--model`` keep serving the versions
-        retrained since); returns the version imported, or None."""
+        """Import ``directory`` when no model is current, or when it is a model trained
+        after the current one; returns the version imported, or None. Later starts with
+        the same ``--model`` keep serving the versions retrained since, even once the
+        imported version was pruned from the store (checking only that it is stored
+        rolled every replica back to it then)."""
         version = str(verify_model_directory(directory)["model_version"])
-        if self.store.has_model(version) and self.store.current_model() is not None:
+        current = self.store.current_model()
+        if current is not None and (
+            self.store.has_model(version) or not _trained_later(version, current.version)
+        ):
             return None
         return self.import_directory(directory)
 

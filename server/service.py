@@ -94,7 +94,7 @@ log = logging.getLogger("shelfrank.service")
 POPULARITY_USER = UserVector(None, 0.0, "popularity")
 DEGRADED_LOG_SECONDS = 10.0  # at most one warning this often while the store is away
 
-# What a cached user vector was computed from: snapshot (and erasure), fresh events, profile.
+# What a cached user vector was computed from: snapshot, erasures, fresh events, profile.
 VectorStamp = tuple[str, int, tuple[str, ...]]
 
 # Who changed something by hand when no tokens are configured (nobody is named).
@@ -420,8 +420,10 @@ class RecommenderService:
         tokens = tuple(features) or live.profile
         use_trained = state.uses_trained_vector(live.latest_erasure)
         # Everything the vector depends on is in the stamp, so a cached one is never stale.
+        # The user's latest erasure too: another process's erasure clears only its own
+        # cache, and a user erased again who comes back with as many events would match.
         stamp: VectorStamp = (
-            f"{state.snapshot_version}:{use_trained}",
+            f"{state.snapshot_version}:{use_trained}:{live.latest_erasure}",
             len(live.fresh_items),
             tokens,
         )
