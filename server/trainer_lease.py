@@ -71,7 +71,29 @@ class TrainerLease:
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_seconds / 3):
             if self._held.is_set():
-                self.acquire()
+                self._keep()
+
+    def _keep(self) -> None:
+        """Renew the lease only while the store still names this process: a holder that
+        stalled past its time to live (a long pause, a stopped VM) has lost it, even if
+        nobody holds it now, and must not take it back here, or the training it started
+        before would pass the publishing check and could replace a newer model another
+        trainer published meanwhile. The retrainer takes the lease afresh for its next
+        round, which trains on what is stored then."""
+        try:
+            holder = self.store.lease_holder(LEASE_NAME)
+        except ShelfrankError:
+            log.exception("cannot reach the store for the trainer lease")
+            return  # publishing is fenced by the store: nothing moves without it
+        if holder != self.holder:
+            with self._lock:
+                if self._held.is_set():
+                    log.warning(
+                        "the trainer lease lapsed; no training here until it is taken again"
+                    )
+                    self._held.clear()
+            return
+        self.acquire()
 
     def release(self) -> None:
         """Give the lease up (on a graceful stop: another process takes over at once)."""
