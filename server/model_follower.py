@@ -35,6 +35,7 @@ class ModelFollower:
         swapped = self.service.swap(state, published=pointer.published)
         if swapped:
             log.info("model %s (publication %d) is now serving", pointer.version, pointer.published)
+            self.registry.prune_local(pointer.version)
         return swapped
 
     def start(self) -> None:

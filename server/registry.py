@@ -126,6 +126,13 @@ class ModelRegistry:
     def _prune(self, current: str) -> None:
         # The store spares the versions pinned in it (experiment variants serve them) too.
         self.store.prune_models(self.keep, {current})
+        self.prune_local(current)
+
+    def prune_local(self, current: str) -> None:
+        """Drop this machine's copies of old versions beyond ``keep`` (never ``current``
+        nor a pinned one). The publisher prunes in ``activate``; a replica that only
+        follows the pointer calls this after each swap, or its cache grows by a model a
+        publication."""
         spared = {current, *self.store.pinned_models()}
         local = sorted(
             (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
