@@ -198,6 +198,12 @@ class EventStore(Protocol):
         "until forever plus a window" is no error)."""
         ...
 
+    def impressions_of(self, recommendation_ids: Collection[str]) -> list[Impression]:
+        """Every stored impression (either kind) of ``recommendation_ids``, by
+        (recommendation_id, kind): what a report over a range adds to the impressions of
+        the range, whose other half (served or shown) may lie far outside it."""
+        ...
+
     def item_feedback(self, item_id: str, since_ms: int) -> tuple[int, int]:
         """(shown, clicked) of the item over the UTC days from ``since_ms``'s on (day:
         ``time_ms // 86_400_000``), counted as rows are stored. Shown: recommendation ids

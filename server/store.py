@@ -1316,6 +1316,27 @@ class SQLiteStore:
                 for row in rows:
                     yield stored_impression(row, contexts)
 
+    def impressions_of(self, recommendation_ids: Collection[str]) -> list[Impression]:
+        if not recommendation_ids:
+            return []
+        with self._snapshot() as connection:
+            rows = connection.execute(
+                "SELECT recommendation_id, kind, user_id, time_ms, context_id, items"
+                " FROM impressions WHERE recommendation_id IN (SELECT value FROM json_each(?))"
+                " ORDER BY recommendation_id, kind",
+                (json.dumps(sorted(set(recommendation_ids))),),
+            ).fetchall()
+            contexts: dict[int, ImpressionContext] = {
+                int(row[0]): (str(row[1]), str(row[2]), str(row[3]), str(row[4]))
+                for row in connection.execute(
+                    "SELECT context_id, surface, experiment, variant, model_version"
+                    " FROM impression_contexts WHERE context_id IN"
+                    " (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted({int(row[4]) for row in rows})),),
+                )
+            }
+        return [stored_impression(row, contexts) for row in rows]
+
     def item_event_counts(self, after_seq: int = 0) -> tuple[int, list[tuple[str, EventType, int]]]:
         """How many events of each type every item received after ``after_seq``, and the
         store's last seq they run to (one snapshot: adding the counts after that seq later

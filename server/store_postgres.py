@@ -1386,6 +1386,26 @@ class PostgresStore:
                     for row in rows:
                         yield stored_impression(row, contexts)
 
+    def impressions_of(self, recommendation_ids: Collection[str]) -> list[Impression]:
+        if not recommendation_ids:
+            return []
+        with self._snapshot() as connection:
+            rows = connection.execute(
+                "SELECT recommendation_id, kind, user_id, time_ms, context_id, items"
+                " FROM impressions WHERE recommendation_id = ANY(%s)"
+                " ORDER BY recommendation_id, kind",
+                (TextArray.of(sorted(set(recommendation_ids))),),
+            ).fetchall()
+            contexts: dict[int, ImpressionContext] = {
+                int(row[0]): (row[1], row[2], row[3], row[4])
+                for row in connection.execute(
+                    "SELECT context_id, surface, experiment, variant, model_version"
+                    " FROM impression_contexts WHERE context_id = ANY(%s)",
+                    (IntegerArray.of(sorted({int(row[4]) for row in rows})),),
+                )
+            }
+        return [stored_impression(row, contexts) for row in rows]
+
     def item_event_counts(self, after_seq: int = 0) -> tuple[int, list[tuple[str, EventType, int]]]:
         """Events per item and type stored after ``after_seq``, and the last seq they run
         to (one snapshot)."""

@@ -88,3 +88,92 @@ def test_a_range_to_the_end_of_time_does_not_overflow(store: EventStore) -> None
     loop = FeedbackLoop(store, record=False, window_ms=HOUR)
     report = loop.report(from_ms=0, to_ms=2**63 - 1)
     assert report.traffic[0].metrics.impressions == 5
+
+
+def _counts(report: object) -> dict[str, tuple[int, int]]:
+    groups = {
+        f"{e.name}/{v.name}": (v.metrics.impressions, v.metrics.clicks)
+        for e in report.experiments  # type: ignore[attr-defined]
+        for v in e.variants
+    }
+    groups |= {s.name: (s.metrics.impressions, s.metrics.clicks) for s in report.traffic}  # type: ignore[attr-defined]
+    return {name: counts for name, counts in groups.items() if counts != (0, 0)}
+
+
+def test_a_response_shown_days_after_it_was_served_is_counted_once_in_its_range(
+    tmp_path: Path,
+) -> None:
+    # A SHOWN record carries the time its caller sent: here three days after the SERVED
+    # one, so a range read by time holds only one half of the response.
+    day = 24 * HOUR
+    store = open_store(tmp_path / "state")
+    try:
+        store.record_impressions(
+            [
+                Impression(
+                    recommendation_id="r1",
+                    kind=ImpressionKind.SERVED,
+                    user_id="u1",
+                    time_ms=T,
+                    surface="recommend",
+                    experiment="home",
+                    variant="a",
+                    model_version="v1",
+                    item_ids=("a", "b", "c"),
+                )
+            ]
+        )
+        store.record_impressions(
+            [
+                Impression(
+                    recommendation_id="r1",
+                    kind=ImpressionKind.SHOWN,
+                    user_id="u1",
+                    time_ms=T + 3 * day,
+                    surface="device",
+                    experiment="",
+                    variant="",
+                    model_version="v1",
+                    item_ids=("a",),
+                )
+            ]
+        )
+        store.append_events(
+            [
+                view("e1", "u1", "a", T + 3 * day + MINUTE, "r1"),  # shown, but expired
+                view("e2", "u1", "b", T + 5 * MINUTE, "r1"),  # never shown: not a click
+            ]
+        )
+        loop = FeedbackLoop(store, record=False)
+        everything = loop.report()
+        ranges = [loop.report(from_ms=T + n * day, to_ms=T + (n + 1) * day) for n in range(4)]
+        assert _counts(everything) == {"home/a": (1, 0)}
+        assert [_counts(r) for r in ranges] == [{"home/a": (1, 0)}, {}, {}, {}]
+        # Unattributed events are counted in the range of their own time: together as over
+        # all time (the click on an item never shown, and the late one).
+        summed: dict[str, int] = {}
+        for report in ranges:
+            for reason, count in report.unattributed.items():
+                summed[reason] = summed.get(reason, 0) + count
+        assert {k: v for k, v in summed.items() if v} == {
+            k: v for k, v in everything.unattributed.items() if v
+        }
+    finally:
+        store.close()
+
+
+def test_an_event_answering_a_response_served_before_the_range_is_expired_not_unknown(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "state")
+    try:
+        store.record_impressions([served("r-old", "u1", T - 48 * HOUR, ("a",))])
+        store.append_events([view("e1", "u1", "a", T + HOUR, "r-old")])
+        loop = FeedbackLoop(store, record=False)
+        reasons = [
+            {k: v for k, v in report.unattributed.items() if v}
+            for report in (loop.report(), loop.report(from_ms=T, to_ms=T + 10 * HOUR))
+        ]
+        assert reasons == [{"expired": 1}, {"expired": 1}]
+    finally:
+        store.close()

@@ -803,6 +803,21 @@ def test_an_erasure_takes_what_was_shown_of_the_users_responses(store: EventStor
     assert store.delete_user("u1") == (False, 0)
 
 
+def test_impressions_are_read_back_by_their_ids_whatever_their_times(store: EventStore) -> None:
+    # What a range report adds to a read by time: the other half of a response.
+    written = [
+        imp("r1", time_ms=1_000, experiment="home", variant="a"),
+        imp("r1", SHOWN, time_ms=9_000_000_000, items=("i2",), surface="device"),
+        imp("r2", user="u2", time_ms=5_000, model_version="m2"),
+        imp("r3", SHOWN, user="", time_ms=7_000),
+    ]
+    store.record_impressions(written)
+    by_key = {(i.recommendation_id, i.kind): i for i in written}
+    found = store.impressions_of(["r1", "r3", "nothing", "r1"])
+    assert found == [by_key["r1", SERVED], by_key["r1", SHOWN], by_key["r3", SHOWN]]
+    assert store.impressions_of([]) == []
+
+
 def test_what_was_shown_of_an_erased_response_is_not_stored_after_the_erasure(
     store: EventStore,
 ) -> None:

@@ -37,6 +37,7 @@ from shelfrank.server.feedback.report import FeedbackReport, build_report
 from shelfrank.server.requests import NotFoundError
 from shelfrank.server.serving_state import ServingState
 from shelfrank.server.storage import EventStore, Impression, ImpressionKind
+from shelfrank.server.store_common import KIND_CODES
 
 log = logging.getLogger("shelfrank.feedback")
 
@@ -328,6 +329,12 @@ class FeedbackLoop:
         events = list(
             self._store.events_between(from_ms - CLOCK_SKEW_MS, until + self.window_ms + 1)
         )
+        missed = self._other_halves(impressions, events)
+        if missed:  # in the stores' order, as attribution reads them
+            impressions = sorted(
+                impressions + missed,
+                key=lambda i: (i.time_ms, i.recommendation_id, KIND_CODES[i.kind]),
+            )
         try:
             return build_report(
                 impressions,
@@ -340,6 +347,26 @@ class FeedbackLoop:
             )
         except UnknownIdError:
             raise NotFoundError(f"experiment: no experiment named {experiment!r}") from None
+
+    def _other_halves(
+        self, impressions: list[Impression], events: list[StoredEvent]
+    ) -> list[Impression]:
+        """The stored records the time-range read missed: a SHOWN record carries the time
+        its caller sent, so the SERVED half of a response may lie far outside the range
+        (and the other way round), and an event in the range may answer a response served
+        long before it. Without them a range counts a response twice or under another
+        group, or calls an expired response unknown: read by their ids (primary-key
+        lookups of the ids with one record in the range, or none)."""
+        kinds: dict[str, set[ImpressionKind]] = {}
+        for impression in impressions:
+            kinds.setdefault(impression.recommendation_id, set()).add(impression.kind)
+        wanted = {rid for rid, found in kinds.items() if len(found) < len(ImpressionKind)}
+        wanted |= {e.recommendation_id for e in events if e.recommendation_id} - kinds.keys()
+        return [
+            impression
+            for impression in self._store.impressions_of(wanted)
+            if impression.kind not in kinds.get(impression.recommendation_id, ())
+        ]
 
     def close(self) -> None:
         if self.recorder is not None:
