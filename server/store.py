@@ -50,6 +50,7 @@ from shelfrank.server.storage import (
     UserView,
 )
 from shelfrank.server.store_common import (
+    CONTEXT_COLUMNS,
     IMPRESSION_KINDS,
     INT64_MAX,
     INT64_MIN,
@@ -73,6 +74,7 @@ from shelfrank.server.store_common import (
     errors_mapped,
     first_day,
     first_new,
+    impression_contexts,
     item_feedback_sql,
     joined_chunks,
     model_chunks,
@@ -1299,13 +1301,9 @@ class SQLiteStore:
         recommendation_id, kind), read ``batch`` at a time from one snapshot."""
         from_ms, to_ms = clamped_range(from_ms, to_ms)
         with self._streaming() as connection:
-            contexts: dict[int, ImpressionContext] = {
-                int(row[0]): (str(row[1]), str(row[2]), str(row[3]), str(row[4]))
-                for row in connection.execute(
-                    "SELECT context_id, surface, experiment, variant, model_version"
-                    " FROM impression_contexts"
-                )
-            }
+            contexts = impression_contexts(
+                connection.execute(f"SELECT {CONTEXT_COLUMNS} FROM impression_contexts")
+            )
             cursor = connection.execute(
                 "SELECT recommendation_id, kind, user_id, time_ms, context_id, items"
                 " FROM impressions WHERE time_ms >= ? AND time_ms < ?"
@@ -1326,15 +1324,13 @@ class SQLiteStore:
                 " ORDER BY recommendation_id, kind",
                 (json.dumps(sorted(set(recommendation_ids))),),
             ).fetchall()
-            contexts: dict[int, ImpressionContext] = {
-                int(row[0]): (str(row[1]), str(row[2]), str(row[3]), str(row[4]))
-                for row in connection.execute(
-                    "SELECT context_id, surface, experiment, variant, model_version"
-                    " FROM impression_contexts WHERE context_id IN"
-                    " (SELECT value FROM json_each(?))",
+            contexts = impression_contexts(
+                connection.execute(
+                    f"SELECT {CONTEXT_COLUMNS} FROM impression_contexts"
+                    " WHERE context_id IN (SELECT value FROM json_each(?))",
                     (json.dumps(sorted({int(row[4]) for row in rows})),),
                 )
-            }
+            )
         return [stored_impression(row, contexts) for row in rows]
 
     def item_event_counts(self, after_seq: int = 0) -> tuple[int, list[tuple[str, EventType, int]]]:

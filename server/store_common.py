@@ -191,6 +191,16 @@ def stored_impression(row: Sequence[Any], contexts: dict[int, ImpressionContext]
     )
 
 
+# The columns every backend reads impression contexts by, and the table they become.
+CONTEXT_COLUMNS = "context_id, surface, experiment, variant, model_version"
+
+
+def impression_contexts(rows: Iterable[Sequence[Any]]) -> dict[int, ImpressionContext]:
+    """Context number -> (surface, experiment, variant, model_version), from rows of
+    ``CONTEXT_COLUMNS``."""
+    return {int(row[0]): (str(row[1]), str(row[2]), str(row[3]), str(row[4])) for row in rows}
+
+
 def with_served_users(
     impressions: Sequence[Impression], stored_served: Mapping[str, str]
 ) -> list[Impression]:

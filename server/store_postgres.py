@@ -98,6 +98,7 @@ from shelfrank.server.storage import (
     UserView,
 )
 from shelfrank.server.store_common import (
+    CONTEXT_COLUMNS,
     IMPRESSION_KINDS,
     INT64_MAX,
     INT64_MIN,
@@ -105,7 +106,6 @@ from shelfrank.server.store_common import (
     SAMPLE_RETENTION_MS,
     TOKEN_SEPARATOR,
     GroupCommit,
-    ImpressionContext,
     PendingBatch,
     StoredRecords,
     check_audit,
@@ -119,6 +119,7 @@ from shelfrank.server.store_common import (
     errors_mapped,
     first_day,
     first_new,
+    impression_contexts,
     item_feedback_sql,
     joined_chunks,
     model_chunks,
@@ -1368,13 +1369,9 @@ class PostgresStore:
         of one snapshot. Holds a pooled connection while the caller iterates."""
         from_ms, to_ms = clamped_range(from_ms, to_ms)
         with self._snapshot() as connection:
-            contexts: dict[int, ImpressionContext] = {
-                int(row[0]): (row[1], row[2], row[3], row[4])
-                for row in connection.execute(
-                    "SELECT context_id, surface, experiment, variant, model_version"
-                    " FROM impression_contexts"
-                )
-            }
+            contexts = impression_contexts(
+                connection.execute(f"SELECT {CONTEXT_COLUMNS} FROM impression_contexts")
+            )
             with connection.cursor(name="impressions_between") as cursor:
                 cursor.execute(
                     "SELECT recommendation_id, kind, user_id, time_ms, context_id, items"
@@ -1396,14 +1393,12 @@ class PostgresStore:
                 " ORDER BY recommendation_id, kind",
                 (TextArray.of(sorted(set(recommendation_ids))),),
             ).fetchall()
-            contexts: dict[int, ImpressionContext] = {
-                int(row[0]): (row[1], row[2], row[3], row[4])
-                for row in connection.execute(
-                    "SELECT context_id, surface, experiment, variant, model_version"
-                    " FROM impression_contexts WHERE context_id = ANY(%s)",
+            contexts = impression_contexts(
+                connection.execute(
+                    f"SELECT {CONTEXT_COLUMNS} FROM impression_contexts WHERE context_id = ANY(%s)",
                     (IntegerArray.of(sorted({int(row[4]) for row in rows})),),
                 )
-            }
+            )
         return [stored_impression(row, contexts) for row in rows]
 
     def item_event_counts(self, after_seq: int = 0) -> tuple[int, list[tuple[str, EventType, int]]]:
