@@ -544,15 +544,15 @@ def blended_top_k(
     sparse_candidates: int = SPARSE_CANDIDATES,
 ) -> TopK:
     """Exact top k of :func:`blended_scores` among the allowed, non-excluded rows."""
-    check_request(len(items), history, exclude, allowed)
     # A plain attribute lookup: isinstance on a runtime protocol costs microseconds.
     compiled = getattr(items.kernel, "blended_top_k", None)
-    if compiled is not None:
+    if compiled is not None:  # it checks the request itself where it ranks
         found: TopK | None = compiled(
             items, signals, vector, bias, history, weights, k, exclude=exclude, allowed=allowed
         )
         if found is not None:
             return found
+    check_request(len(items), history, exclude, allowed)
     n = len(items)
     blocked = None if allowed is None else ~allowed
     if exclude is not None and exclude.size:
